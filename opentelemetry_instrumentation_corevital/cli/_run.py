@@ -1,0 +1,151 @@
+"""``corevital run``: generate once with a real model and show what CoreVital saw."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .._config import parse_capture
+from .._errors import CoreVitalError
+from . import _models, _telemetry
+from ._progress import progress
+from ._render import render
+
+DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
+DEFAULT_OUT = "corevital-data"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="generate with a model and print CoreVital's report",
+        description="Generate once with a Hugging Face model, instrumented, and print the report. "
+        "Telemetry goes to OTLP JSON lines files in --out unless --exporter says otherwise.",
+    )
+    p.add_argument("--model", help="model folder, .gguf file or hub id (default: the embedded SmolLM2-135M-Instruct GGUF)")
+    p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
+    p.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt text (default: %(default)r)")
+    chat = p.add_mutually_exclusive_group()
+    chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="apply the chat template (default when the tokenizer has one)")
+    chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as plain text")
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default: %(default)s)")
+    p.add_argument("--capture", default="summary", help="capture mode: off or summary (default: %(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
+    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                   help="(default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--seed", type=int, default=None, help="torch seed, for reproducible sampling")
+    p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=_non_negative_float, default=None)
+    p.add_argument("--top-p", type=_non_negative_float, default=None)
+    p.add_argument("--top-k", type=_positive_int, default=None)
+    p.add_argument("--repetition-penalty", type=_non_negative_float, default=None)
+    p.add_argument("--out", default=DEFAULT_OUT, help="folder for the OTLP JSON lines files (default: ./%(default)s)")
+    p.add_argument("--exporter", choices=_telemetry.EXPORTERS, default="otlp-json",
+                   help="otlp-json: files in --out; console: stdout; otlp: OTEL_EXPORTER_OTLP_* settings (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the text view")
+    p.add_argument("--quiet", action="store_true", help="no progress indicator")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # tqdm reads this when transformers imports it; our own progress indicator is enough.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    capture = parse_capture(args.capture, "--capture")
+    out = Path(args.out)
+    if args.exporter == "otlp-json":
+        _telemetry.ensure_writable(out)
+    source = _models.resolve_model(args.model, args.gguf_file)
+    device = _models.resolve_device(args.device)
+    dtype = _models.resolve_dtype(args.dtype, device)
+
+    from ..instrument import CoreVitalInstrumentor, generation_context
+
+    telemetry = _telemetry.setup(args.exporter, out)
+    reports: list[Any] = []
+    instrumentor = CoreVitalInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    instrumentor.instrument(
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        logger_provider=telemetry.logger_provider,
+        capture=capture,
+        report_log=True,
+        on_report=reports.append,
+    )
+    show = not args.quiet
+    try:
+        with progress(f"loading {source.display_name}", enabled=show):
+            tokenizer, model = _models.load(source, device, dtype)
+        inputs = _encode(tokenizer, args.prompt, args.chat)
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        generate_kwargs = _generate_kwargs(args, tokenizer)
+        import torch
+
+        if args.seed is not None:
+            torch.manual_seed(args.seed)
+        with progress(f"generating up to {args.max_new_tokens} tokens", enabled=show):
+            with generation_context(seed=args.seed):
+                output = model.generate(**inputs, **generate_kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        text = tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
+    finally:
+        telemetry.shutdown()
+        instrumentor.uninstrument()
+    if not reports:
+        raise CoreVitalError("the generation finished but produced no report; rerun with --capture summary and -v")
+    report = reports[-1]
+    if args.json:
+        sys.stdout.write(report.to_json(indent=2) + "\n")
+    else:
+        sys.stdout.write(render(report, text, [str(f) for f in telemetry.files]) + "\n")
+    return 0
+
+
+def _encode(tokenizer: Any, prompt: str, chat: bool | None) -> dict:
+    has_template = getattr(tokenizer, "chat_template", None) is not None
+    if chat and not has_template:
+        raise CoreVitalError("--chat was given but this tokenizer has no chat template; use --no-chat")
+    if has_template and chat is not False:
+        encoded = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        return dict(encoded)
+    return dict(tokenizer(prompt, return_tensors="pt"))
+
+
+def _generate_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": bool(args.do_sample)}
+    if tokenizer.pad_token_id is not None:
+        kwargs["pad_token_id"] = tokenizer.pad_token_id
+    sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
+    if not args.do_sample and any(v is not None for v in sampling.values()):
+        raise CoreVitalError("--temperature, --top-p and --top-k only apply with --do-sample")
+    kwargs.update({k: v for k, v in sampling.items() if v is not None})
+    if args.repetition_penalty is not None:
+        kwargs["repetition_penalty"] = args.repetition_penalty
+    return kwargs
+

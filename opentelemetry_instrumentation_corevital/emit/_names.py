@@ -1,0 +1,93 @@
+"""Every attribute, metric and event name this package emits, in one place.
+
+GenAI names follow semantic conventions v1.41 (now owned by
+open-telemetry/semantic-conventions-genai); ours live under ``corevital.``.
+The semconv package marks its GenAI constants deprecated since the move, so
+the strings are spelled out here.
+"""
+
+from __future__ import annotations
+
+# --- GenAI semantic conventions -------------------------------------------------
+OPERATION_NAME = "gen_ai.operation.name"
+PROVIDER_NAME = "gen_ai.provider.name"
+REQUEST_MODEL = "gen_ai.request.model"
+RESPONSE_MODEL = "gen_ai.response.model"
+OUTPUT_TYPE = "gen_ai.output.type"
+REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+REQUEST_TOP_P = "gen_ai.request.top_p"
+REQUEST_TOP_K = "gen_ai.request.top_k"
+REQUEST_CHOICE_COUNT = "gen_ai.request.choice.count"
+REQUEST_SEED = "gen_ai.request.seed"
+REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
+REQUEST_STREAM = "gen_ai.request.stream"
+USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+INPUT_MESSAGES = "gen_ai.input.messages"
+OUTPUT_MESSAGES = "gen_ai.output.messages"
+TOKEN_TYPE = "gen_ai.token.type"
+ERROR_TYPE = "error.type"
+
+#: Hugging Face has no value in the well-known provider list; OpenLIT uses this one.
+PROVIDER = "huggingface"
+OP_CHAT = "chat"
+OP_TEXT_COMPLETION = "text_completion"
+
+# --- CoreVital span attributes -------------------------------------------------
+CV = "corevital."
+SCHEMA_VERSION = CV + "schema_version"
+CAPTURE_MODE = CV + "capture.mode"
+CAPTURE_UNAVAILABLE = CV + "capture.unavailable"
+CAPTURE_ERROR = CV + "capture.error"
+GENERATION_MODE = CV + "generation.mode"
+RISK_SCORE = CV + "risk.score"
+RISK_LEVEL = CV + "risk.level"
+RISK_FACTORS = CV + "risk.factors"
+RISK_FACTOR_CONTRIBUTIONS = CV + "risk.factor_contributions"
+FLAGS = CV + "flags"
+FLAG_PREFIX = CV + "flag."
+HIGH_ENTROPY_STEPS = CV + "high_entropy.steps"
+REPETITION_ONSET_STEP = CV + "repetition.onset_step"
+ENTROPY_MEAN = CV + "entropy.mean"
+ENTROPY_MAX = CV + "entropy.max"
+ENTROPY_P95 = CV + "entropy.p95"
+PERPLEXITY_MEAN = CV + "perplexity.mean"
+SURPRISAL_MEAN = CV + "surprisal.mean"
+SURPRISAL_MAX = CV + "surprisal.max"
+MARGIN_MEAN = CV + "margin.mean"
+MARGIN_MIN = CV + "margin.min"
+TOP1_PROB_MEAN = CV + "top1_prob.mean"
+TOPK_MASS_MEAN = CV + "topk_mass.mean"
+TIME_TO_FIRST_TOKEN = CV + "timing.time_to_first_token"
+TIME_PER_OUTPUT_TOKEN = CV + "timing.time_per_output_token"
+TIMELINE_LENGTHS = CV + "timeline.lengths"
+TIMELINE_STRIDE = CV + "timeline.stride"
+STEP_PREFIX = CV + "step."
+STEP_SERIES = ("entropy", "surprisal", "margin", "top1_prob", "topk_mass")
+STEP_DURATION = CV + "step.duration"
+SEQUENCE_RISK_SCORES = CV + "sequence.risk_scores"
+
+FLAG_NAMES = ("nan_or_inf", "repetition_loop", "high_entropy")
+
+# --- metrics --------------------------------------------------------------------
+METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
+METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
+METRIC_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"
+METRIC_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
+METRIC_RISK_SCORE = "corevital.risk.score"
+METRIC_HEALTH_FLAGS = "corevital.health.flags"
+FLAG_ATTRIBUTE = "corevital.flag"
+
+# Explicit bucket boundaries from the GenAI conventions (v1.41).
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+RISK_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+# --- log records ----------------------------------------------------------------
+EVENT_REPORT = "corevital.generation.report"

@@ -1,0 +1,148 @@
+"""Span attributes of a finished generation, from its report.
+
+The SDK keeps at most 128 attributes per span and evicts the *oldest* first,
+so we stay far below that (about 20 GenAI and at most 40 ``corevital.*``
+keys) and write the GenAI keys last: if a user's processor adds many more,
+ours are the last to go. Per-step series become numeric array attributes,
+thinned to at most ``max_span_steps`` values in total with an even stride.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from ..report import Report
+from . import _names as n
+
+
+def _num(value: float | None) -> float:
+    return float(value) if value is not None and math.isfinite(value) else math.nan
+
+
+def _stride(lengths: list[int], budget: int) -> int:
+    total = sum(lengths)
+    return max(1, math.ceil(total / budget)) if total else 1
+
+
+def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        n.SCHEMA_VERSION: report.schema_version,
+        n.CAPTURE_MODE: report.capture.mode,
+    }
+    if report.request.generation_mode:
+        attrs[n.GENERATION_MODE] = report.request.generation_mode
+    if report.capture.unavailable:
+        attrs[n.CAPTURE_UNAVAILABLE] = [f"{k}: {v}" for k, v in sorted(report.capture.unavailable.items())]
+    if report.capture.error:
+        attrs[n.CAPTURE_ERROR] = report.capture.error
+    timings = report.timings
+    if timings.time_to_first_token_s is not None:
+        attrs[n.TIME_TO_FIRST_TOKEN] = float(timings.time_to_first_token_s)
+    if timings.time_per_output_token_s is not None:
+        attrs[n.TIME_PER_OUTPUT_TOKEN] = float(timings.time_per_output_token_s)
+    if "logits" not in report.capture.signals:
+        return attrs
+
+    summary = report.summary
+    agg = summary.aggregates
+    if summary.risk_score is not None:
+        attrs[n.RISK_SCORE] = float(summary.risk_score)
+        attrs[n.RISK_LEVEL] = str(summary.risk_level)
+        riskiest = report.sequences[summary.riskiest_sequence or 0].risk
+        if riskiest is not None and riskiest.factors:
+            ranked = sorted(riskiest.factors, key=lambda f: f.contribution, reverse=True)
+            attrs[n.RISK_FACTORS] = [f.name for f in ranked]
+            attrs[n.RISK_FACTOR_CONTRIBUTIONS] = [float(f.contribution) for f in ranked]
+    attrs[n.FLAGS] = list(summary.flags)
+    for flag in n.FLAG_NAMES:
+        attrs[n.FLAG_PREFIX + flag] = flag in summary.flags
+    attrs[n.HIGH_ENTROPY_STEPS] = sum(s.flags.high_entropy_steps for s in report.sequences)
+    onsets = [s.flags.repetition_onset_step for s in report.sequences if s.flags.repetition_onset_step is not None]
+    if onsets:
+        attrs[n.REPETITION_ONSET_STEP] = min(onsets)
+    for key, value in (
+        (n.ENTROPY_MEAN, agg.entropy_mean),
+        (n.ENTROPY_MAX, agg.entropy_max),
+        (n.ENTROPY_P95, agg.entropy_p95),
+        (n.PERPLEXITY_MEAN, agg.perplexity_mean),
+        (n.SURPRISAL_MEAN, agg.surprisal_mean),
+        (n.SURPRISAL_MAX, agg.surprisal_max),
+        (n.MARGIN_MEAN, agg.margin_mean),
+        (n.MARGIN_MIN, agg.margin_min),
+        (n.TOP1_PROB_MEAN, agg.top1_prob_mean),
+        (n.TOPK_MASS_MEAN, agg.topk_mass_mean),
+    ):
+        if value is not None:
+            attrs[key] = float(value)
+
+    lengths = [len(s.timeline.entropy) for s in report.sequences]
+    stride = _stride(lengths, max_span_steps)
+    attrs[n.TIMELINE_STRIDE] = stride
+    attrs[n.TIMELINE_LENGTHS] = [len(range(0, length, stride)) for length in lengths]
+    for series in n.STEP_SERIES:
+        attrs[n.STEP_PREFIX + series] = [
+            _num(v) for s in report.sequences for v in getattr(s.timeline, series)[::stride]
+        ]
+    step_ends = timings.step_end_s
+    if step_ends:
+        durations = [step_ends[0]] + [b - a for a, b in zip(step_ends, step_ends[1:])]
+        attrs[n.STEP_DURATION] = [float(d) for d in durations[:: _stride([len(durations)], max_span_steps)]]
+    if len(report.sequences) > 1:
+        attrs[n.SEQUENCE_RISK_SCORES] = [_num(s.risk.score if s.risk else None) for s in report.sequences]
+    return attrs
+
+
+def genai_attributes(report: Report, content_on_span: bool) -> dict[str, Any]:
+    req = report.request
+    attrs: dict[str, Any] = {
+        n.OPERATION_NAME: req.operation,
+        n.PROVIDER_NAME: n.PROVIDER,
+        n.REQUEST_MODEL: report.model.name,
+        n.RESPONSE_MODEL: report.model.name,
+        n.OUTPUT_TYPE: "text",
+        n.USAGE_INPUT_TOKENS: int(report.usage.input_tokens),
+        n.USAGE_OUTPUT_TOKENS: int(report.usage.output_tokens),
+        n.RESPONSE_FINISH_REASONS: [s.finish_reason for s in report.sequences],
+    }
+    if req.max_new_tokens is not None:
+        attrs[n.REQUEST_MAX_TOKENS] = int(req.max_new_tokens)
+    if req.temperature is not None:
+        attrs[n.REQUEST_TEMPERATURE] = float(req.temperature)
+    if req.top_p is not None:
+        attrs[n.REQUEST_TOP_P] = float(req.top_p)
+    if req.top_k is not None:
+        attrs[n.REQUEST_TOP_K] = int(req.top_k)
+    if req.num_return_sequences != 1:
+        attrs[n.REQUEST_CHOICE_COUNT] = int(req.num_return_sequences)
+    if req.seed is not None:
+        attrs[n.REQUEST_SEED] = int(req.seed)
+    if req.stop_strings:
+        attrs[n.REQUEST_STOP_SEQUENCES] = list(req.stop_strings)
+    if req.stream:
+        attrs[n.REQUEST_STREAM] = True
+    if content_on_span:
+        if report.input_messages:
+            attrs[n.INPUT_MESSAGES] = json.dumps(report.input_messages, ensure_ascii=False)
+        outputs = output_messages(report)
+        if outputs:
+            attrs[n.OUTPUT_MESSAGES] = json.dumps(outputs, ensure_ascii=False)
+    return attrs
+
+
+def output_messages(report: Report) -> list[dict[str, Any]]:
+    """The generated texts in the GenAI message format; empty without content capture."""
+    return [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": s.output_text}],
+            "finish_reason": s.finish_reason,
+        }
+        for s in report.sequences
+        if s.output_text is not None
+    ]
+
+
+def span_name(operation: str, model: str) -> str:
+    return f"{operation} {model}"

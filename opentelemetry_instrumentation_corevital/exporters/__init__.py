@@ -1,0 +1,1 @@
+"""Exporters shipped with the package (they need ``opentelemetry-sdk``: the ``cli`` extra)."""

@@ -1,0 +1,29 @@
+"""Context variables shared by the wrappers, kept free of torch so importing the package stays light."""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+#: The instrumented call in progress in this context (a ``GenerationCall``), if any.
+ACTIVE_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar("corevital_active_call", default=None)
+
+REQUEST_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "corevital_request_context", default=None
+)
+
+
+@contextmanager
+def generation_context(*, seed: int | None = None, attributes: Mapping[str, Any] | None = None) -> Iterator[None]:
+    """Tell the instrumentation what ``generate`` cannot see.
+
+    ``seed`` becomes ``gen_ai.request.seed``; ``attributes`` are added to every
+    generation span started inside the block (never to metrics, so their
+    cardinality is the caller's business).
+    """
+    token = REQUEST_CONTEXT.set({"seed": seed, "attributes": dict(attributes or {})})
+    try:
+        yield
+    finally:
+        REQUEST_CONTEXT.reset(token)

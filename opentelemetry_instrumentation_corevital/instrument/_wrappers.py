@@ -1,0 +1,101 @@
+"""The wrapt wrappers. Each one starts by deciding whether to pass straight through.
+
+Pass-through happens when the instrumentor is off (references to wrapped
+methods outlive ``uninstrument()``), when instrumentation is suppressed in the
+current context, and for a ``generate`` nested inside another (assisted
+decoding runs the assistant's ``generate`` inside the main one): one user
+call, one span.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+from ._call import GenerationCall, Telemetry, warn_once
+from ._context import ACTIVE_CALL
+from ._prompts import PromptRecord, _weak
+
+
+class Wrappers:
+    def __init__(self, telemetry_getter: Callable[[], Telemetry | None]) -> None:
+        self._telemetry = telemetry_getter
+
+    # -- GenerationMixin.generate ---------------------------------------------------
+    def generate(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        telemetry = self._telemetry()
+        if telemetry is None or not is_instrumentation_enabled() or ACTIVE_CALL.get() is not None:
+            return wrapped(*args, **kwargs)
+        try:
+            call = GenerationCall(telemetry, instance, args, kwargs)
+        except Exception as exc:
+            warn_once("start", "CoreVital could not start instrumenting a generation (running it plainly): %r", exc)
+            return wrapped(*args, **kwargs)
+        call.enter()
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.exit()
+            call.fail(exc)
+            raise
+        call.exit()
+        call.succeed(result)
+        return result
+
+    # -- GenerationMixin._get_logits_processor --------------------------------------
+    def logits_processor(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Put our step recorder first in the list ``generate`` builds, so it sees raw logits."""
+        processors = wrapped(*args, **kwargs)
+        call = ACTIVE_CALL.get()
+        if call is None or call.model is not instance or call.session.attached:
+            return processors
+        try:
+            generation_config = kwargs.get("generation_config", args[0] if args else None)
+            recorder = call.session.processor_for(generation_config, call.assistant_model)
+            processors.insert(0, recorder)
+        except Exception as exc:
+            warn_once("attach", "CoreVital could not attach to a generation (signals lost): %r", exc)
+        return processors
+
+    # -- tokenizers: remember chat-templated prompts ---------------------------------------
+    def apply_chat_template(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        result = wrapped(*args, **kwargs)
+        telemetry = self._telemetry()
+        if telemetry is None:
+            return result
+        try:
+            conversation = args[0] if args else kwargs.get("conversation")
+            keep = telemetry.options.content.enabled
+            ref = _weak(instance)
+            batched = (
+                isinstance(conversation, (list, tuple))
+                and bool(conversation)
+                and isinstance(conversation[0], (list, tuple))
+            )
+            if batched:
+                records: Any = [PromptRecord(True, conv if keep else None, ref) for conv in conversation]
+            else:
+                records = PromptRecord(True, conversation if keep else None, ref)
+            telemetry.prompts.remember_tokenizer(instance)
+            telemetry.prompts.remember_output(result, records)
+        except Exception as exc:
+            warn_once("chat", "CoreVital could not record a chat prompt: %r", exc)
+        return result
+
+    def tokenizer_call(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        result = wrapped(*args, **kwargs)
+        telemetry = self._telemetry()
+        if telemetry is None:
+            return result
+        try:
+            prompts = telemetry.prompts
+            prompts.remember_tokenizer(instance)
+            if prompts.has_texts():
+                text = args[0] if args else kwargs.get("text")
+                record = prompts.lookup_text(text)
+                if record is not None:
+                    prompts.remember_output(result, record)
+        except Exception as exc:
+            warn_once("tokenize", "CoreVital could not inspect a tokenizer call: %r", exc)
+        return result

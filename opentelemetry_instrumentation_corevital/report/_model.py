@@ -1,0 +1,241 @@
+"""The versioned report of one generation.
+
+A report is plain data: every field is a number, string, bool, list or nested
+report object, so ``to_dict()`` is JSON as-is and the shipped JSON Schema
+(``schema/report.schema.json``) describes it exactly. Per-step series are
+stored column-wise (one list per signal) and non-finite values as ``null``.
+
+Versioning: ``schema_version`` is MAJOR.MINOR.PATCH. Adding optional fields
+bumps MINOR; readers accept any report of the same MAJOR.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, get_args, get_origin, get_type_hints
+
+SCHEMA_VERSION = "1.0.0"
+SCHEMA_MAJOR = 1
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    model_type: str | None = None
+    architecture: str | None = None
+    num_layers: int | None = None
+    hidden_size: int | None = None
+    num_attention_heads: int | None = None
+    num_key_value_heads: int | None = None
+    vocab_size: int | None = None
+    dtype: str | None = None
+    device: str | None = None
+    is_encoder_decoder: bool = False
+
+
+@dataclass
+class RequestInfo:
+    operation: str  # "chat" or "text_completion"
+    generation_mode: str | None = None  # greedy_search, sample, beam_search ...
+    do_sample: bool = False
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    repetition_penalty: float | None = None
+    min_new_tokens: int | None = None
+    stop_strings: list[str] = field(default_factory=list)
+    seed: int | None = None
+    stream: bool = False
+
+
+@dataclass
+class CaptureInfo:
+    mode: str
+    distribution: str = "raw_logits"  # what the logit signals describe
+    top_k: int = 10
+    signals: list[str] = field(default_factory=list)  # signal groups present in this report
+    unavailable: dict[str, str] = field(default_factory=dict)  # signal group -> why not
+    error: str | None = None
+
+
+@dataclass
+class Usage:
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass
+class Timings:
+    duration_s: float
+    time_to_first_token_s: float | None = None
+    time_per_output_token_s: float | None = None
+    step_end_s: list[float] = field(default_factory=list)  # seconds from start to each step's end
+
+
+@dataclass
+class Timeline:
+    """Per-step series of one sequence; index i is the i-th generated token."""
+
+    entropy: list[float | None] = field(default_factory=list)  # bits
+    perplexity: list[float | None] = field(default_factory=list)  # 2 ** entropy
+    surprisal: list[float | None] = field(default_factory=list)  # bits, of the emitted token
+    top1_prob: list[float | None] = field(default_factory=list)
+    margin: list[float | None] = field(default_factory=list)  # top-1 minus top-2 probability
+    topk_mass: list[float | None] = field(default_factory=list)  # mass of the top 10
+
+
+@dataclass
+class Aggregates:
+    entropy_mean: float | None = None
+    entropy_max: float | None = None
+    entropy_p95: float | None = None
+    perplexity_mean: float | None = None
+    surprisal_mean: float | None = None
+    surprisal_max: float | None = None
+    top1_prob_mean: float | None = None
+    margin_mean: float | None = None
+    margin_min: float | None = None
+    topk_mass_mean: float | None = None
+
+
+@dataclass
+class Flags:
+    nan_or_inf: bool = False
+    nan_or_inf_steps: int = 0
+    nan_or_inf_first_step: int | None = None
+    high_entropy: bool = False
+    high_entropy_steps: int = 0
+    high_entropy_longest_run: int = 0
+    high_entropy_first_step: int | None = None
+    repetition_loop: bool = False
+    repetition_onset_step: int | None = None
+    repetition_period: int | None = None
+    repetition_share: float | None = None
+
+    def fired(self) -> list[str]:
+        return [name for name in ("nan_or_inf", "repetition_loop", "high_entropy") if getattr(self, name)]
+
+
+@dataclass
+class RiskFactor:
+    name: str
+    value: float
+    score: float
+    weight: float
+    contribution: float
+    description: str = ""
+
+
+@dataclass
+class RiskInfo:
+    score: float
+    level: str
+    factors: list[RiskFactor] = field(default_factory=list)
+    forced_by: str | None = None
+
+    def top_factors(self, n: int = 3) -> list[RiskFactor]:
+        return sorted(self.factors, key=lambda f: f.contribution, reverse=True)[:n]
+
+
+@dataclass
+class SequenceReport:
+    index: int
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str  # "stop" or "length"
+    timeline: Timeline = field(default_factory=Timeline)
+    aggregates: Aggregates = field(default_factory=Aggregates)
+    flags: Flags = field(default_factory=Flags)
+    risk: RiskInfo | None = None
+    token_ids: list[int] | None = None  # content capture only
+    input_text: str | None = None  # content capture only
+    output_text: str | None = None  # content capture only
+
+
+@dataclass
+class Summary:
+    """The whole generation at a glance: worst sequence's risk, union of flags, pooled aggregates."""
+
+    risk_score: float | None = None
+    risk_level: str | None = None
+    flags: list[str] = field(default_factory=list)
+    aggregates: Aggregates = field(default_factory=Aggregates)
+    riskiest_sequence: int | None = None
+
+
+@dataclass
+class Thresholds:
+    high_entropy_bits: float
+    repetition_min_cycles: int
+    repetition_min_tokens: int
+    repetition_max_period: int
+
+
+@dataclass
+class Producer:
+    name: str
+    version: str
+
+
+@dataclass
+class Report:
+    schema_version: str
+    report_id: str
+    created_at: str
+    producer: Producer
+    model: ModelInfo
+    request: RequestInfo
+    capture: CaptureInfo
+    usage: Usage
+    timings: Timings
+    thresholds: Thresholds
+    summary: Summary = field(default_factory=Summary)
+    sequences: list[SequenceReport] = field(default_factory=list)
+    trace_id: str | None = None
+    span_id: str | None = None
+    input_messages: Any = None  # content capture only, GenAI message format
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Report":
+        """Rebuild a report from ``to_dict()`` output (unknown keys are ignored)."""
+        return _from_dict(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Report":
+        return cls.from_dict(json.loads(text))
+
+
+def _from_dict(cls: type, data: Any) -> Any:
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        kwargs[f.name] = _convert(hints[f.name], data[f.name])
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = get_origin(hint)
+    args = get_args(hint)
+    if is_dataclass(hint):
+        return _from_dict(hint, value)
+    if origin is list and args and is_dataclass(args[0]):
+        return [_from_dict(args[0], v) for v in value]
+    if args and origin is not list and origin is not dict:  # Optional[X] / X | None
+        for arg in args:
+            if is_dataclass(arg):
+                return _from_dict(arg, value)
+    return value

@@ -1,0 +1,49 @@
+"""Pure functions from per-step summaries to signals, flags and risk.
+
+Nothing here touches torch or OpenTelemetry: every function takes plain numbers
+and is unit-tested against hand-computed values.
+"""
+
+from .aggregate import count_nonfinite, maximum, mean, minimum, percentile
+from .flags import HighEntropy, NonFinite, high_entropy_steps, nan_or_inf
+from .logits import (
+    TOP_K,
+    entropy_bits,
+    perplexity,
+    softmax,
+    surprisal_bits,
+    top1_prob,
+    top_k_margin,
+    top_k_mass,
+)
+from .repetition import RepetitionLoop, find_repetition_loop
+from .risk import DEFAULT_FACTORS, Factor, FactorSpec, Risk, combine, risk_level, risk_score
+
+__all__ = [
+    "DEFAULT_FACTORS",
+    "Factor",
+    "FactorSpec",
+    "HighEntropy",
+    "NonFinite",
+    "RepetitionLoop",
+    "Risk",
+    "TOP_K",
+    "combine",
+    "count_nonfinite",
+    "entropy_bits",
+    "find_repetition_loop",
+    "high_entropy_steps",
+    "maximum",
+    "mean",
+    "minimum",
+    "nan_or_inf",
+    "percentile",
+    "perplexity",
+    "risk_level",
+    "risk_score",
+    "softmax",
+    "surprisal_bits",
+    "top1_prob",
+    "top_k_margin",
+    "top_k_mass",
+]

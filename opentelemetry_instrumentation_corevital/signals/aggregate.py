@@ -1,0 +1,44 @@
+"""Order statistics over per-step series that may hold non-finite values.
+
+Non-finite entries (None, NaN, inf) are skipped: they are counted by the
+``nan_or_inf`` flag instead of poisoning every aggregate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+
+def finite(values: Iterable[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def mean(values: Iterable[float | None]) -> float | None:
+    kept = finite(values)
+    return sum(kept) / len(kept) if kept else None
+
+
+def maximum(values: Iterable[float | None]) -> float | None:
+    kept = finite(values)
+    return max(kept) if kept else None
+
+
+def minimum(values: Iterable[float | None]) -> float | None:
+    kept = finite(values)
+    return min(kept) if kept else None
+
+
+def percentile(values: Iterable[float | None], q: float) -> float | None:
+    """Linear-interpolation percentile (numpy's default), q in [0, 100]."""
+    kept = sorted(finite(values))
+    if not kept:
+        return None
+    rank = (q / 100.0) * (len(kept) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(kept) - 1)
+    return kept[low] + (kept[high] - kept[low]) * (rank - low)
+
+
+def count_nonfinite(values: Sequence[float | None]) -> int:
+    return sum(1 for v in values if v is None or not math.isfinite(v))

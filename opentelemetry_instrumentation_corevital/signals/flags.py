@@ -1,0 +1,63 @@
+"""Health flags computed from one sequence's per-step summaries.
+
+Each flag is a small pure function; thresholds are arguments so model
+profiles can override them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class HighEntropy:
+    count: int  # steps whose entropy exceeds the threshold
+    longest_run: int  # longest run of consecutive such steps
+    first_step: int | None  # first such step
+    threshold_bits: float
+
+    @property
+    def fired(self) -> bool:
+        return self.count > 0
+
+
+def high_entropy_steps(entropy_bits: Sequence[float | None], threshold_bits: float) -> HighEntropy:
+    """Steps whose next-token entropy exceeds ``threshold_bits`` (non-finite steps excluded)."""
+    count = longest = run = 0
+    first: int | None = None
+    for step, value in enumerate(entropy_bits):
+        if value is not None and math.isfinite(value) and value > threshold_bits:
+            count += 1
+            run += 1
+            longest = max(longest, run)
+            if first is None:
+                first = step
+        else:
+            run = 0
+    return HighEntropy(count, longest, first, threshold_bits)
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    count: int  # steps with a NaN or infinite summary
+    first_step: int | None
+
+    @property
+    def fired(self) -> bool:
+        return self.count > 0
+
+
+def nan_or_inf(*series: Sequence[float | None]) -> NonFinite:
+    """Steps where any of the given per-step series is NaN, infinite or missing.
+
+    A NaN or +inf logit makes the whole distribution's entropy NaN, so the
+    entropy series alone already catches non-finite logits.
+    """
+    bad_steps: set[int] = set()
+    for values in series:
+        for step, value in enumerate(values):
+            if value is None or not math.isfinite(value):
+                bad_steps.add(step)
+    return NonFinite(len(bad_steps), min(bad_steps) if bad_steps else None)

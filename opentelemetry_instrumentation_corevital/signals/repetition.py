@@ -1,0 +1,59 @@
+"""Repetition loops found in the generated token ids.
+
+A loop is a stretch in which the output repeats itself with a fixed period:
+``tokens[i] == tokens[i - period]`` for every ``i`` in the stretch. We report
+it when the periodic stretch spans at least ``min_cycles`` whole periods and at
+least ``min_tokens`` tokens, so a doubled word or a short table rule is not a
+loop but "the the the ..." or a sentence said three times is.
+
+The original CoreVital looked only at the last five steps' hidden states; its
+n-gram check was unreachable. This one runs on the ids on the host after the
+generation (they are transferred anyway), so it costs no device work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+DEFAULT_MIN_CYCLES = 3
+DEFAULT_MIN_TOKENS = 12
+DEFAULT_MAX_PERIOD = 32
+
+
+@dataclass(frozen=True)
+class RepetitionLoop:
+    onset_step: int  # first step of the periodic stretch (0 = first generated token)
+    period: int  # tokens per cycle
+    length: int  # tokens in the periodic stretch, the first cycle included
+    share: float  # length / number of generated tokens
+
+
+def find_repetition_loop(
+    tokens: Sequence[int],
+    *,
+    min_cycles: int = DEFAULT_MIN_CYCLES,
+    min_tokens: int = DEFAULT_MIN_TOKENS,
+    max_period: int = DEFAULT_MAX_PERIOD,
+) -> RepetitionLoop | None:
+    """Earliest qualifying periodic stretch; among equal onsets, the longest.
+
+    ``min_cycles`` whole periods and ``min_tokens`` tokens are both required.
+    Runs in O(len(tokens) * max_period).
+    """
+    n = len(tokens)
+    best: RepetitionLoop | None = None
+    for period in range(1, min(max_period, n // max(min_cycles, 1)) + 1):
+        needed = max(min_cycles * period, min_tokens)
+        run = 0  # consecutive i with tokens[i] == tokens[i - period]
+        for i in range(period, n + 1):
+            if i < n and tokens[i] == tokens[i - period]:
+                run += 1
+                continue
+            span = run + period
+            if run and span >= needed:
+                onset = i - span
+                if best is None or onset < best.onset_step or (onset == best.onset_step and span > best.length):
+                    best = RepetitionLoop(onset, period, span, span / n)
+            run = 0
+    return best

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny random models, the real SmolLM2, in-memory telemetry."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from opentelemetry_instrumentation_corevital import testing  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    return testing.tiny_causal_lm("llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_tok():
+    return testing.tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """(tokenizer, model) of the real SmolLM2-135M-Instruct, loaded once per test session."""
+    return testing.load_smollm2()
+
+
+@pytest.fixture
+def telemetry():
+    with testing.TelemetryCapture(capture="summary") as capture:
+        yield capture
+
+
+@pytest.fixture(autouse=True)
+def _never_leave_instrumented():
+    yield
+    from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+
+    if CoreVitalInstrumentor().is_instrumented_by_opentelemetry:
+        CoreVitalInstrumentor().uninstrument()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

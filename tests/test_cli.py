@@ -1,0 +1,124 @@
+"""`corevital run`: real SmolLM2 end to end, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from opentelemetry_instrumentation_corevital import validate_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def corevital(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+    )
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def spans_of(lines: list[dict]) -> list[dict]:
+    return [s for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+
+
+def attribute(span: dict, key: str):
+    for kv in span["attributes"]:
+        if kv["key"] == key:
+            return kv["value"]
+    raise KeyError(key)
+
+
+@pytest.mark.slow
+def test_run_on_the_embedded_model_writes_otlp_json_lines(tmp_path):
+    out = tmp_path / "data"
+    result = corevital("run", "--max-new-tokens", "16", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    stdout = result.stdout
+    assert stdout.startswith("corevital · SmolLM2-135M-Instruct.Q4_1 · chat · greedy_search · ")
+    for label in ("risk ", "flags ", "entropy ", "timing ", "wrote"):
+        assert f"\n{label}" in stdout, label
+    for name in ("traces.jsonl", "metrics.jsonl", "logs.jsonl"):
+        assert str(out / name) in stdout
+
+    (span,) = spans_of(jsonl(out / "traces.jsonl"))
+    assert span["name"] == "chat SmolLM2-135M-Instruct.Q4_1"
+    assert len(span["traceId"]) == 32 and len(span["spanId"]) == 16
+    int(span["traceId"], 16)
+    assert span["kind"] == 1
+    assert attribute(span, "gen_ai.usage.output_tokens") == {"intValue": "16"}
+    assert attribute(span, "gen_ai.provider.name") == {"stringValue": "huggingface"}
+    risk = attribute(span, "corevital.risk.score")["doubleValue"]
+    assert 0.0 <= risk <= 1.0
+    entropy = attribute(span, "corevital.step.entropy")["arrayValue"]["values"]
+    assert len(entropy) == 16 and all("doubleValue" in v for v in entropy)
+
+    (log_line,) = jsonl(out / "logs.jsonl")
+    (record,) = log_line["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+    assert record["eventName"] == "corevital.generation.report"
+    assert record["traceId"] == span["traceId"] and record["spanId"] == span["spanId"]
+    report = json.loads(record["body"]["stringValue"])
+    validate_report(report)
+    assert report["summary"]["risk_score"] == risk
+    assert f"risk      {risk:.2f} " in stdout
+
+    metric_names = {m["name"] for line in jsonl(out / "metrics.jsonl") for rm in line["resourceMetrics"]
+                    for sm in rm["scopeMetrics"] for m in sm["metrics"]}
+    assert {"gen_ai.client.operation.duration", "gen_ai.client.token.usage", "gen_ai.server.time_to_first_token",
+            "gen_ai.server.time_per_output_token", "corevital.risk.score"} <= metric_names
+
+
+@pytest.mark.slow
+def test_json_output_is_a_valid_report(tmp_path):
+    result = corevital("run", "--max-new-tokens", "8", "--out", str(tmp_path), "--json", "--quiet",
+                       "--prompt", "Say hello.", "--no-chat")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    validate_report(report)
+    assert report["request"]["operation"] == "text_completion"
+    assert report["usage"]["output_tokens"] <= 8
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--max-new-tokens", "-3"], 2, "argument --max-new-tokens: must be >= 1, got -3"),
+        (["--max-new-tokens", "many"], 2, "argument --max-new-tokens: 'many' is not a whole number"),
+        (["--model", "/no/such/model"], 1, "model '/no/such/model' not found: no such file or folder"),
+        (["--capture", "full"], 1, "--capture='full' is not available in this version"),
+        (["--capture", "loud"], 1, "--capture='loud' is not a capture mode"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(args, code, message, tmp_path):
+    result = corevital("run", "--out", str(tmp_path), *args, timeout=60)
+    assert result.returncode == code
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = corevital("run", "--out", str(blocker / "sub"), timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"corevital run: error: cannot write to --out {blocker / 'sub'}: Not a directory"
+
+
+def test_bad_gguf(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    result = corevital("run", "--model", str(bad), "--out", str(tmp_path / "o"), "--quiet", timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"corevital run: error: cannot load GGUF file {bad}: struct.error: ")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

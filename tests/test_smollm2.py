@@ -1,0 +1,60 @@
+"""The real SmolLM2-135M-Instruct: identical greedy output, a chat span with sane signals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opentelemetry_instrumentation_corevital import validate_report
+from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
+
+pytestmark = pytest.mark.slow
+
+
+def chat_inputs(tokenizer, text):
+    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                         return_tensors="pt", return_dict=True)
+
+
+def test_greedy_output_identical_and_span_is_chat(smollm2):
+    tokenizer, model = smollm2
+    inputs = chat_inputs(tokenizer, "What is the capital of France?")
+    plain = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    with TelemetryCapture() as tc:
+        inputs = chat_inputs(tokenizer, "What is the capital of France?")  # tokenized while instrumented
+        instrumented = model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    assert torch.equal(plain, instrumented)
+    assert "Paris" in tokenizer.decode(instrumented[0, inputs["input_ids"].shape[1]:])
+    (span,) = tc.spans()
+    assert span.name == "chat SmolLM2-135M-Instruct.Q4_1"
+    report = tc.reports[0]
+    validate_report(report.to_dict())
+    seq = report.sequences[0]
+    generated = instrumented.shape[1] - inputs["input_ids"].shape[1]
+    assert seq.output_tokens == generated
+    assert seq.finish_reason == ("stop" if generated < 24 else "length")
+    assert len(seq.timeline.entropy) == generated
+    # A confident factual answer: low mean entropy and low risk.
+    assert seq.aggregates.entropy_mean < 2.0
+    assert report.summary.risk_level == "low"
+
+
+def test_batched_chat_with_left_padding(smollm2):
+    tokenizer, model = smollm2
+    tokenizer.padding_side = "left"
+    conversations = [[{"role": "user", "content": "Name a colour."}],
+                     [{"role": "user", "content": "Write one sentence about the ocean and its waves."}]]
+
+    def encode():
+        return tokenizer.apply_chat_template(conversations, add_generation_prompt=True, return_tensors="pt",
+                                             return_dict=True, padding=True)
+
+    plain = model.generate(**encode(), max_new_tokens=12, do_sample=False)
+    with TelemetryCapture() as tc:
+        inputs = encode()
+        instrumented = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert torch.equal(plain, instrumented)
+    (span,) = tc.spans()
+    assert span.name.startswith("chat ")
+    assert span.attributes["gen_ai.usage.input_tokens"] == int(inputs["attention_mask"].sum())
+    assert len(span.attributes["gen_ai.response.finish_reasons"]) == 2
