@@ -119,6 +119,7 @@ def test_bad_gguf(tmp_path):
     bad.write_bytes(b"GGUF" + b"\x00" * 64)
     result = corevital("run", "--model", str(bad), "--out", str(tmp_path / "o"), "--quiet", timeout=120)
     assert result.returncode == 1
-    assert result.stderr.startswith(f"corevital run: error: cannot load GGUF file {bad}: struct.error: ")
+    assert result.stderr.startswith(f"corevital run: error: cannot load GGUF file {bad}: ValueError: ")
+    assert "is GGUF v0; this reader handles v2 and v3" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -325,7 +325,9 @@ class TestLifecycle:
         assert span.attributes["corevital.generation.mode"] == "assisted_generation"
         assert span.attributes["corevital.capture.unavailable"] == (
             "logits: not captured for assisted_generation decoding",
+            "timing: per-step times not measured for assisted_generation decoding",
         )
+        assert "corevital.timing.time_to_first_token" not in span.attributes
 
     def test_instrument_twice_is_harmless(self, tiny_llama, telemetry):
         CoreVitalInstrumentor().instrument()  # already instrumented: warns and returns

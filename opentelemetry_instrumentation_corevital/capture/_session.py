@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers.generation.logits_process import LogitsProcessor
+from transformers.generation.logits_process import LogitsProcessorList
 
 from ._clock import StepClock
 from ._stats import STAT_COLUMNS, chosen_surprisal, logit_stats
@@ -29,6 +29,8 @@ SERIES = (*STAT_COLUMNS, "surprisal")
 
 #: Generation modes whose processor calls map one-to-one onto emitted tokens.
 SIGNAL_MODES = frozenset({"greedy_search", "sample"})
+#: Modes that call the processors exactly once per decoding step (so step times are real).
+TIMING_MODES = SIGNAL_MODES | {"beam_search", "beam_sample", "group_beam_search", "constrained_beam_search"}
 
 
 @dataclass
@@ -45,16 +47,30 @@ class CaptureResult:
     error: str | None = None
 
 
-def _clean(value: float) -> float | None:
-    return value if value == value and value not in (float("inf"), float("-inf")) else None
+def _finite(value: float) -> bool:
+    return value == value and value not in (float("inf"), float("-inf"))
 
 
-class _StepRecorder(LogitsProcessor):
+def _row_series(row: list[list[float]]) -> dict[str, list[float | None]]:
+    """One row's [series][steps] values as named lists; a step with any non-finite statistic is all None.
+
+    (A NaN logit poisons top-k, but the NaN-skipping entropy sum would read 0.)
+    """
+    n_stats = len(STAT_COLUMNS)
+    bad = {step for i in range(n_stats) for step, v in enumerate(row[i]) if not _finite(v)}
+    return {
+        name: [None if (step in bad and i < n_stats) or not _finite(v) else v for step, v in enumerate(row[i])]
+        for i, name in enumerate(SERIES)
+    }
+
+
+class _StepRecorder:
     """The per-step hook; never raises into ``generate`` and never changes the scores."""
 
     def __init__(self, session: "CaptureSession", signals: bool) -> None:
         self._session = session
         self.signals = signals
+        self.timing = True
         self.steps = 0
         self.prefix_len: int | None = None
         self.stats: list[torch.Tensor] = []
@@ -82,8 +98,26 @@ class _StepRecorder(LogitsProcessor):
                 self.surprisal.append(chosen_surprisal(self.last_logp, input_ids[:, -1]))
             stats, self.last_logp = logit_stats(scores)
             self.stats.append(stats)
-        self._session.clock.mark()
+        if self.timing:
+            self._session.clock.mark()
         self.steps += 1
+
+
+class RecordingProcessorList(LogitsProcessorList):
+    """``generate``'s own processor list, with our recorder called first on the raw scores.
+
+    The recorder is not an entry of the list: ``LogitsProcessorList`` inspects
+    every entry's signature on every step (tens of microseconds each), and a
+    recorder outside the list costs nothing of that.
+    """
+
+    def __init__(self, processors: Any, recorder: _StepRecorder) -> None:
+        super().__init__(processors)
+        self.recorder = recorder
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.FloatTensor:
+        self.recorder(input_ids, scores)
+        return super().__call__(input_ids, scores, **kwargs)
 
 
 class CaptureSession:
@@ -98,8 +132,8 @@ class CaptureSession:
         self.generation_mode: str | None = None
         self.unavailable: dict[str, str] = {}
 
-    def processor_for(self, generation_config: Any, assistant_model: Any = None) -> _StepRecorder:
-        """The recorder to put first in the processor list, configured for this decoding mode."""
+    def processors_for(self, processors: Any, generation_config: Any, assistant_model: Any = None) -> RecordingProcessorList:
+        """``processors`` with our recorder in front, configured for this call's decoding mode."""
         self.generation_config = generation_config
         try:
             self.generation_mode = str(generation_config.get_generation_mode(assistant_model).value)
@@ -110,8 +144,11 @@ class CaptureSession:
             # their logit signals need the per-beam bookkeeping of a later release.
             self.recorder.signals = False
             self.unavailable["logits"] = f"not captured for {self.generation_mode or 'this'} decoding"
+        if self.generation_mode not in TIMING_MODES:
+            self.recorder.timing = False
+            self.unavailable["timing"] = f"per-step times not measured for {self.generation_mode or 'this'} decoding"
         self.attached = True
-        return self.recorder
+        return RecordingProcessorList(processors, self.recorder)
 
     def finish(self, sequences: torch.Tensor | None) -> CaptureResult:
         """Stack the device buffers, transfer them once, and free them."""
@@ -135,9 +172,7 @@ class CaptureSession:
                 stats = torch.stack(rec.stats[:steps], dim=2)  # [rows, 4, steps]
                 surprisal = torch.cat(rec.surprisal[:steps], dim=1).unsqueeze(1)  # [rows, 1, steps]
                 host = torch.cat([stats, surprisal], dim=1).tolist()  # [rows][5][steps]
-                result.series = [
-                    {name: [_clean(v) for v in row[i]] for i, name in enumerate(SERIES)} for row in host
-                ]
+                result.series = [_row_series(row) for row in host]
             result.step_ends = self.clock.step_ends()[:steps]
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"

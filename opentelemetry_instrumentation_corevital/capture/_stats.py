@@ -17,7 +17,7 @@ TOP_K = 10
 #: Columns of the per-step statistics tensor, in order.
 STAT_COLUMNS = ("entropy", "top1_prob", "margin", "topk_mass")
 
-# top-k probabilities [.., k] @ _PROJECTION [k, 3] -> (top-1, top-1 - top-2, mass) in one matmul.
+# [-sum p ln p (negated), top-k probabilities] @ _PROJECTION -> the four STAT_COLUMNS in one matmul.
 _PROJECTION_CACHE: dict[tuple[torch.device, int], torch.Tensor] = {}
 
 
@@ -25,12 +25,13 @@ def _projection(device: torch.device, k: int) -> torch.Tensor:
     key = (device, k)
     proj = _PROJECTION_CACHE.get(key)
     if proj is None:
-        proj = torch.zeros(k, 3, dtype=torch.float32)
-        proj[0, 0] = 1.0  # top-1
-        proj[0, 1] = 1.0  # top-1 ...
+        proj = torch.zeros(k + 1, 4, dtype=torch.float32)
+        proj[0, 0] = -1.0 / LN2  # entropy in bits from sum p ln p
+        proj[1, 1] = 1.0  # top-1 probability
+        proj[1, 2] = 1.0  # top-1 ...
         if k > 1:
-            proj[1, 1] = -1.0  # ... minus top-2
-        proj[:, 2] = 1.0  # top-k mass
+            proj[2, 2] = -1.0  # ... minus top-2
+        proj[1:, 3] = 1.0  # top-k mass
         proj = proj.to(device)
         _PROJECTION_CACHE[key] = proj
     return proj
@@ -43,16 +44,18 @@ def logit_stats(logits: torch.Tensor, k: int = TOP_K) -> tuple[torch.Tensor, tor
     :data:`STAT_COLUMNS` (entropy in bits, top-1 probability, top-1 minus top-2
     probability, top-k mass), and ``logp`` the float32 natural-log probabilities,
     kept by the caller for one step to read the chosen token's surprisal.
-    A NaN or +inf logit makes the whole row's statistics NaN, which is how
-    ``nan_or_inf`` is detected without a separate check.
+
+    Eight kernels: log-softmax, top-k, exp, multiply, NaN-skipping sum (a
+    masked token has p = 0 and ln p = -inf, whose product is NaN and
+    contributes nothing), exp of the top-k, concatenation and one small
+    matmul. A NaN or +inf logit makes the row's top-k NaN, so the host
+    treats every statistic of that step as non-finite.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
-    probs = logp.exp()
-    # entr(p) = -p ln p with entr(0) = 0, so -inf logits (masked tokens) are harmless.
-    entropy = torch.special.entr(probs).sum(dim=-1, keepdim=True).div_(LN2)
-    k = min(k, probs.shape[-1])
-    top = probs.topk(k, dim=-1, sorted=True).values
-    stats = torch.cat([entropy, top @ _projection(top.device, k)], dim=-1)
+    k = min(k, logp.shape[-1])
+    top_logp = logp.topk(k, dim=-1, sorted=True).values
+    sum_p_log_p = logp.exp().mul_(logp).nansum(dim=-1, keepdim=True)
+    stats = torch.cat([sum_p_log_p, top_logp.exp()], dim=-1) @ _projection(logp.device, k)
     return stats, logp
 
 

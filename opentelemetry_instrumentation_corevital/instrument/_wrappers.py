@@ -52,11 +52,10 @@ class Wrappers:
             return processors
         try:
             generation_config = kwargs.get("generation_config", args[0] if args else None)
-            recorder = call.session.processor_for(generation_config, call.assistant_model)
-            processors.insert(0, recorder)
+            return call.session.processors_for(processors, generation_config, call.assistant_model)
         except Exception as exc:
             warn_once("attach", "CoreVital could not attach to a generation (signals lost): %r", exc)
-        return processors
+            return processors
 
     # -- tokenizers: remember chat-templated prompts ---------------------------------------
     def apply_chat_template(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
