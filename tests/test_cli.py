@@ -94,7 +94,6 @@ def test_json_output_is_a_valid_report(tmp_path):
         (["--max-new-tokens", "-3"], 2, "argument --max-new-tokens: must be >= 1, got -3"),
         (["--max-new-tokens", "many"], 2, "argument --max-new-tokens: 'many' is not a whole number"),
         (["--model", "/no/such/model"], 1, "model '/no/such/model' not found: no such file or folder"),
-        (["--capture", "full"], 1, "--capture='full' is not available in this version"),
         (["--capture", "loud"], 1, "--capture='loud' is not a capture mode"),
     ],
 )
