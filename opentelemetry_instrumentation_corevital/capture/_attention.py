@@ -77,32 +77,59 @@ def query_row_probs(
 
 
 def row_stats(
-    probs: torch.Tensor, sink_index: torch.Tensor, log_valid: torch.Tensor, log_valid_rest: torch.Tensor,
-    prompt_end: int,
+    probs: torch.Tensor, weights: torch.Tensor, inv_log_valid: torch.Tensor, inv_log_rest: torch.Tensor
 ) -> torch.Tensor:
     """Per-layer statistics from probabilities [.., rows, heads, keys] -> [.., rows, 6].
 
-    ``sink_index`` [rows] is each row's first real key; ``log_valid`` and
-    ``log_valid_rest`` [rows] are ln(valid keys) and ln(valid keys - 1), the
-    maxima of the entropy with and without the sink.
+    ``weights`` [rows, keys, 2] marks, per key, prompt positions (column 0) and
+    the row's sink, its first real token (column 1), so one matmul gives both
+    masses. ``inv_log_valid`` and ``inv_log_rest`` [rows] are 1 / ln(valid keys)
+    and 1 / ln(valid keys - 1), the entropy maxima with and without the sink.
     """
-    entropy = -torch.special.xlogy(probs, probs).sum(dim=-1)
-    index = sink_index.view(*([1] * (probs.dim() - 3)), -1, 1, 1).expand(*probs.shape[:-1], 1)
-    sink = probs.gather(-1, index).squeeze(-1)
-    prompt = probs[..., :prompt_end].sum(dim=-1)
+    sum_p_log_p = torch.special.xlogy(probs, probs).sum(dim=-1)  # = -entropy (nats)
+    masses = torch.matmul(probs, weights)  # [.., rows, heads, 2]
+    prompt, sink = masses[..., 0], masses[..., 1]
     max_weight = probs.amax(dim=-1)
-    norm_entropy = entropy / log_valid[:, None]
+    norm_entropy = sum_p_log_p * -inv_log_valid[:, None]
     rest = (1.0 - sink).clamp_min(_TINY)
-    rest_entropy = (entropy + torch.special.xlogy(sink, sink)) / rest + torch.log(rest)
-    collapsed = (rest_entropy / log_valid_rest[:, None] < COLLAPSE_THRESHOLD).float()
+    rest_entropy = (torch.special.xlogy(sink, sink) - sum_p_log_p) / rest + torch.log(rest)
+    collapsed = (rest_entropy * inv_log_rest[:, None] < COLLAPSE_THRESHOLD).float()
     per_head = torch.stack([norm_entropy, max_weight, sink, prompt, collapsed], dim=-1).mean(dim=-2)
     return torch.cat([per_head[..., :1], norm_entropy.amin(dim=-1, keepdim=True), per_head[..., 1:]], dim=-1)
 
 
-def valid_key_logs(valid_prompt: torch.Tensor, prompt_len: int, keys: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """ln(valid keys) and ln(valid keys - 1) per row, when the cache holds ``keys`` positions."""
-    valid = valid_prompt.float() + float(keys - prompt_len)
-    return valid.log().clamp_min(_TINY), (valid - 1.0).clamp_min(1.0).log().clamp_min(_TINY)
+class KeyTables:
+    """Per-generation constants of the attention statistics, indexed by key count without kernels.
+
+    Built once per generation for key counts ``prefix .. prefix + span``: the
+    prompt/sink weights of every key position and the inverse log of the
+    number of valid keys (padding excluded). A step with ``keys`` keys reads
+    slices (views) of them.
+    """
+
+    def __init__(self, valid_prompt: torch.Tensor, sink_index: torch.Tensor, prefix: int, span: int) -> None:
+        device = valid_prompt.device
+        rows = valid_prompt.shape[0]
+        total = prefix + span
+        positions = torch.arange(total, device=device)
+        weights = torch.zeros(rows, total, 2, device=device)
+        weights[:, :, 0] = (positions < prefix).float()[None, :]
+        weights[torch.arange(rows, device=device), sink_index.clamp_max(total - 1), 1] = 1.0
+        self.weights = weights
+        valid = valid_prompt.float()[:, None] + torch.arange(span + 1, device=device, dtype=torch.float32)[None, :]
+        self.inv_log_valid = 1.0 / valid.log().clamp_min(_TINY)
+        self.inv_log_rest = 1.0 / (valid - 1.0).clamp_min(1.0).log().clamp_min(_TINY)
+        self.prefix = prefix
+        self.span = span
+
+    def covers(self, expected_keys: int) -> bool:
+        return self.prefix <= expected_keys <= self.prefix + self.span
+
+    def at(self, keys: int, expected_keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(weights, inv_log_valid, inv_log_rest) when the cache holds the last ``keys`` of ``expected_keys`` positions."""
+        offset = expected_keys - keys  # > 0 for sliding-window caches that dropped old positions
+        step = expected_keys - self.prefix
+        return self.weights[:, offset:expected_keys], self.inv_log_valid[:, step], self.inv_log_rest[:, step]
 
 
 def prompt_attention_stats(

@@ -32,7 +32,7 @@ from ._clock import StepClock
 from ._intercept import ACTIVE_SESSION
 from ._layers import discover, first_tensor
 from ._plan import CapturePlan
-from ._stats import STAT_COLUMNS, chosen_surprisal, logit_stats
+from ._stats import LN2, STAT_COLUMNS, chosen_log_prob, finish_stats, logit_stats
 
 _logger = logging.getLogger(__name__)
 
@@ -76,6 +76,12 @@ class CaptureResult:
 
 def _finite(value: float) -> bool:
     return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _columns(packed_steps: list[list[float]], surprisal: list[float]) -> list[list[float]]:
+    """[steps][1 + k] packed values and per-step surprisal -> [series][steps] in :data:`SERIES` order."""
+    finished = [finish_stats(p) for p in packed_steps]
+    return [[f[i] for f in finished] for i in range(len(STAT_COLUMNS))] + [list(surprisal)]
 
 
 def _row_series(row: list[list[float]]) -> dict[str, list[float | None]]:
@@ -129,16 +135,14 @@ class _StepRecorder:
         if self.prefix_len is None:
             self.prefix_len = int(input_ids.shape[1])
         if self.signals:
-            if self.top_k:  # beam search: rows are reordered, keep the candidates for the end
-                stats, logp = logit_stats(scores)
-                values, ids = logp.topk(self.top_k, dim=-1)
-                self.top.append((ids, values))
+            if self.top_k:  # beam search: rows are reordered, keep the candidates' ids for the end
+                packed, _, ids = logit_stats(scores, self.top_k)
+                self.top.append((ids, packed))
             else:
                 if self.last_logp is not None:
-                    self.surprisal.append(chosen_surprisal(self.last_logp, input_ids[:, -1]))
-                stats, logp = logit_stats(scores)
-                self.last_logp = logp
-            self.stats.append(stats)
+                    self.surprisal.append(chosen_log_prob(self.last_logp, input_ids[:, -1]))
+                packed, self.last_logp, _ = logit_stats(scores)
+            self.stats.append(packed)
         if session.taps_active:
             session.reduce_layers(self.steps)
         if self.timing:
@@ -185,7 +189,11 @@ class CaptureSession:
         self.unavailable: dict[str, str] = {}
         self.prompt_ids = prompt_ids if isinstance(prompt_ids, torch.Tensor) and not prompt_ids.is_floating_point() else None
         self.prompt_mask = prompt_mask if isinstance(prompt_mask, torch.Tensor) else None
-        self.is_seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+        config = getattr(model, "config", None)
+        self.is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        self.hidden_size = next((getattr(text, k) for k in ("hidden_size", "n_embd", "d_model")
+                                 if getattr(text, k, None)), None)
         # taps and per-forward buffers
         self._handles: list[Any] = []
         self.taps_active = False
@@ -207,6 +215,9 @@ class CaptureSession:
         self.attn_rows: list[torch.Tensor] = []
         self.moe_rows: list[torch.Tensor] = []
         self._prev_hidden: torch.Tensor | None = None
+        self._prev_sq: torch.Tensor | None = None
+        self._consecutive = True  # captured layers follow each other: a layer's input is the previous output
+        self._tables: Any = None  # attention KeyTables, built at the first step
         self._moe_counts: torch.Tensor | None = None
         self._prompt_surprisal: torch.Tensor | None = None
         self._prompt_layers: dict[str, list[torch.Tensor | None]] = {}
@@ -236,6 +247,7 @@ class CaptureSession:
             self.unavailable["layers"] = f"none of the requested layers {list(plan.layers or [])} exist (model has {count})"
             return
         self.layers = wanted
+        self._consecutive = wanted == list(range(wanted[0], wanted[0] + len(wanted)))
         n = len(wanted)
         self._out, self._in, self._attn, self._probs, self._router = [None] * n, [None] * n, [None] * n, [None] * n, [None] * n
         add = self._handles.append
@@ -324,7 +336,7 @@ class CaptureSession:
                 out = out[:, -1:].clone()
                 inp = inp[:, -1:].clone() if full and isinstance(inp, torch.Tensor) else None
             self._out[slot] = out
-            if full:
+            if full and (slot == 0 or not self._consecutive):
                 self._in[slot] = inp
 
         return hook
@@ -433,23 +445,24 @@ class CaptureSession:
             return
         plan = self.plan
         rows = int(outs[0].shape[0])
-        stacked = _hidden.stack_layers(outs)
         if plan.hidden == "full":
             inputs = self._in
-            if any(i is None for i in inputs):
+            if inputs[0] is None or (not self._consecutive and any(i is None for i in inputs)):
                 self._clear()
                 return
-            previous = self._prev_hidden
-            if previous is not None and self.parent_rows is not None and previous.shape[0] == rows:
-                previous = previous.index_select(0, self.parent_rows.to(previous.device))
-            if previous is not None and previous.shape[0] != rows:
-                previous = None
-            stats, self._prev_hidden = _hidden.hidden_stats(stacked, _hidden.stack_layers(inputs), previous)
-            self.hidden_rows.append(stats)
+            previous, previous_sq = self._prev_hidden, self._prev_sq
+            if previous is not None and (previous.shape[0] != rows or previous_sq is None):
+                previous = previous_sq = None
+            elif previous is not None and self.parent_rows is not None:
+                parents = self.parent_rows.to(previous.device)
+                previous, previous_sq = previous.index_select(0, parents), previous_sq.index_select(0, parents)
+            moments, self._prev_hidden, self._prev_sq = _hidden.hidden_moments(
+                outs, inputs, self._consecutive, previous, previous_sq)
+            self.hidden_rows.append(moments)
         else:
-            self.hidden_rows.append(_hidden.hidden_norms(stacked))
+            self.hidden_rows.append(_hidden.hidden_norms(_hidden.stack_layers(outs)))
         if plan.attention and (self._attention_slots or self.attention_source == "eager attention weights"):
-            self.attn_rows.append(self._attention_rows(rows))
+            self.attn_rows.append(self._attention_rows(rows, step))
         if plan.moe and any(r is not None for r in self._router):
             if all(r is not None for r in self._router):
                 stats, self._moe_counts = _moe.router_stats(torch.stack(self._router), self._moe_counts, self._top_k_experts)
@@ -457,19 +470,20 @@ class CaptureSession:
         self.layer_steps.append(step)
         self._clear()
 
-    def _attention_rows(self, rows: int) -> torch.Tensor:
+    def _attention_rows(self, rows: int, step: int) -> torch.Tensor:
         """[rows, layers, 6] attention statistics of this step's new query row."""
         prefix = self.recorder.prefix_len or 0
-        valid_prompt = self._valid_prompt(rows)
-        sink_index = self._sink_index(rows)
+        expected = prefix + step  # keys the cache should hold after this step's forward
+        tables = self._key_tables(rows, prefix, expected)
         n = len(self.layers)
+        device = self._out[0].device
+        filler = torch.full((rows, 6), float("nan"), device=device)
         if self.attention_source == "eager attention weights":
             probs = self._probs
             if any(p is None for p in probs) or len({p.shape for p in probs}) != 1:
-                return torch.full((rows, n, 6), float("nan"), device=self._out[0].device)
+                return torch.full((rows, n, 6), float("nan"), device=device)
             stacked = torch.stack(probs)
-            logs = _attention.valid_key_logs(valid_prompt, prefix, stacked.shape[-1])
-            return _attention.row_stats(stacked, sink_index, *logs, prefix).transpose(0, 1)
+            return _attention.row_stats(stacked, *tables.at(stacked.shape[-1], expected)).transpose(0, 1)
         result: list[torch.Tensor | None] = [None] * n
         groups: dict[tuple, list[int]] = {}
         for slot, item in enumerate(self._attn):
@@ -486,17 +500,33 @@ class CaptureSession:
             else:
                 query = torch.stack([self._attn[s][0] for s in slots])
                 key = torch.stack([self._attn[s][1] for s in slots])
+            keys = key0.shape[-2]
+            if keys > expected:  # a cache holding more than this step's positions: not ours to interpret
+                continue
             probs = _attention.query_row_probs(query, key, mask, scaling, bias, softcap)
-            logs = _attention.valid_key_logs(valid_prompt, prefix, key0.shape[-2])
-            stats = _attention.row_stats(probs, sink_index, *logs, prefix)
+            stats = _attention.row_stats(probs, *tables.at(keys, expected))
             if len(slots) == 1:
                 result[slots[0]] = stats
             else:
                 for position, slot in enumerate(slots):
                     result[slot] = stats[position]
-        device = self._out[0].device
-        filler = torch.full((rows, 6), float("nan"), device=device)
         return torch.stack([r if r is not None else filler for r in result], dim=1)
+
+    def _key_tables(self, rows: int, prefix: int, expected: int) -> "_attention.KeyTables":
+        tables = self._tables
+        if tables is None or not tables.covers(expected) or tables.weights.shape[0] != rows:
+            span = max(expected - prefix, self._max_new_tokens())
+            tables = _attention.KeyTables(self._valid_prompt(rows), self._sink_index(rows), prefix, span)
+            self._tables = tables
+        return tables
+
+    def _max_new_tokens(self) -> int:
+        config = self.generation_config
+        prefix = self.recorder.prefix_len or 0
+        max_new = getattr(config, "max_new_tokens", None)
+        if max_new is None and getattr(config, "max_length", None) is not None:
+            max_new = int(config.max_length) - prefix
+        return int(max_new) if max_new and max_new > 0 else 256
 
     def _valid_prompt(self, rows: int) -> torch.Tensor:
         prefix = self.recorder.prefix_len or 0
@@ -609,21 +639,19 @@ class CaptureSession:
         result.retained_values = self.retained_values()
         parts: list[tuple[str, torch.Tensor]] = []
         if result.signals and steps > 0 and rec.stats:
-            stats = torch.stack(rec.stats[:steps], dim=2)  # [rows, 4, steps]
-            result.rows = int(stats.shape[0])
+            packed = torch.stack(rec.stats[:steps], dim=1)  # [rows, steps, 1 + k]
+            result.rows = int(packed.shape[0])
+            parts.append(("packed", packed))
             if beams:
-                parts.append(("stats", stats))
                 parts.append(("top_ids", torch.stack([t[0] for t in rec.top[:steps]], dim=1).float()))
-                parts.append(("top_logp", torch.stack([t[1] for t in rec.top[:steps]], dim=1)))
                 if self.beam_indices is not None:
                     chosen = self.beam_indices[:, :num_return, :].reshape(-1, self.beam_indices.shape[-1])
                     parts.append(("beam_indices", chosen[:, :steps].float()))
             else:
                 if len(rec.surprisal) < steps and rec.last_logp is not None and sequences is not None:
                     # The last step's token is known only from the returned sequences.
-                    rec.surprisal.append(chosen_surprisal(rec.last_logp, sequences[:, prefix + steps - 1]))
-                surprisal = torch.cat(rec.surprisal[:steps], dim=1).unsqueeze(1)  # [rows, 1, steps]
-                parts.append(("series", torch.cat([stats, surprisal], dim=1)))
+                    rec.surprisal.append(chosen_log_prob(rec.last_logp, sequences[:, prefix + steps - 1]))
+                parts.append(("chosen_logp", torch.cat(rec.surprisal[:steps], dim=1)))  # [rows, steps]
         layer_count = sum(1 for s in self.layer_steps if s < steps) if steps else len(self.layer_steps)
         if self.hidden_rows and layer_count:
             parts.append(("hidden", torch.stack(self.hidden_rows[:layer_count])))
@@ -644,15 +672,21 @@ class CaptureSession:
         result.layers = list(self.layers)
         result.layer_steps = [s for s in self.layer_steps[:layer_count]]
         result.hidden = host.get("hidden")
+        if result.hidden is not None and result.hidden_full:
+            size = int(self.hidden_size or 0)
+            result.hidden = [[[_hidden.finish_hidden(m, size) for m in row] for row in step] for step in result.hidden]
         result.attention = host.get("attention")
         result.moe = host.get("moe")
         result.prompt_surprisal = host.get("prompt_surprisal")
         result.prompt_layers = host.get("prompt_layers")
         result.encoder_layers = host.get("encoder_layers")
         result.encoder_indices = list(self.encoder_indices) if result.encoder_layers is not None else []
-        if "series" in host:
-            result.series = [_row_series(row) for row in host["series"]]
-        elif "stats" in host:
+        if "packed" in host and not beams:
+            result.series = [
+                _row_series(_columns(row, [-lp / LN2 for lp in chosen]))
+                for row, chosen in zip(host["packed"], host["chosen_logp"])
+            ]
+        elif "packed" in host:
             result.series, result.row_of = _beam_series(host, result.sequences, prefix, steps)
 
     @staticmethod
@@ -674,6 +708,7 @@ class CaptureSession:
         return torch.stack(table, dim=1)
 
     def _release(self) -> None:
+        self.clock.release()
         rec = self.recorder
         rec.stats.clear()
         rec.surprisal.clear()
@@ -721,29 +756,28 @@ def _reshape(values: list[float], shape: list[int]) -> Any:
 
 def _beam_series(host: dict[str, Any], sequences: list[list[int]], prefix: int, steps: int) -> tuple[list, list]:
     """Attribute per-row beam statistics to the returned sequences, with surprisal from the kept candidates."""
-    stats = host["stats"]  # [rows][4][steps]
-    top_ids, top_logp = host["top_ids"], host["top_logp"]  # [rows][steps][k]
+    packed = host["packed"]  # [rows][steps][1 + k]
+    top_ids = host["top_ids"]  # [rows][steps][k]
     rows_of = host.get("beam_indices")  # [returned][steps]
     series, row_of = [], []
     for r, seq in enumerate(sequences):
         rows = [int(x) for x in rows_of[r]] if rows_of is not None else [r] * steps
-        values: list[list[float]] = [[] for _ in SERIES]
+        picked: list[list[float]] = []
+        surprisal: list[float] = []
         used: list[int] = []
         for t in range(steps):
             row = rows[t] if t < len(rows) else -1
             if row < 0:
                 break
             used.append(row)
-            for i in range(len(STAT_COLUMNS)):
-                values[i].append(stats[row][i][t])
+            picked.append(packed[row][t])
             token = seq[prefix + t] if prefix + t < len(seq) else None
-            surprisal = float("nan")
-            if token is not None:
-                for candidate, logp in zip(top_ids[row][t], top_logp[row][t]):
-                    if int(candidate) == token:
-                        surprisal = -logp / 0.6931471805599453
-                        break
-            values[-1].append(surprisal)
-        series.append(_row_series(values))
+            value = float("nan")
+            for candidate, logp in zip(top_ids[row][t], packed[row][t][1:]):
+                if token is not None and int(candidate) == token:
+                    value = -logp / LN2
+                    break
+            surprisal.append(value)
+        series.append(_row_series(_columns(picked, surprisal)))
         row_of.append(used)
     return series, row_of

@@ -239,7 +239,6 @@ class GenerationCall:
                 layer_steps=capture.layer_steps,
                 hidden=capture.hidden,
                 hidden_full=capture.hidden_full,
-                hidden_size=model.get("hidden_size"),
                 attention=capture.attention,
                 moe=capture.moe,
                 row_of=capture.row_of,

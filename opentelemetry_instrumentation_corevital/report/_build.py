@@ -53,7 +53,6 @@ class LayerData:
     layer_steps: list[int] = field(default_factory=list)
     hidden: list | None = None  # [captured step][row][layer] norm, or [..][..][..][7] (full)
     hidden_full: bool = False
-    hidden_size: int | None = None
     attention: list | None = None  # [captured step][row][layer][6]
     moe: list | None = None  # [captured step][row][layer][2]
     row_of: list[list[int]] | None = None  # beam search: [sequence][step] -> row
@@ -135,23 +134,17 @@ def _layer_series(data: LayerData, row_at: Any, n: int) -> LayerSeries | None:
     series = LayerSeries(indices=list(data.layers), steps=[t for _, t in picks])
     count = len(data.layers)
 
-    def matrix(source: list, column: int | None, transform: Any = None) -> list[list[float | None]]:
+    def matrix(source: list, column: int | None) -> list[list[float | None]]:
         out: list[list[float | None]] = [[] for _ in range(count)]
         for i, t in picks:
             row = source[i][row_at(t)]
             for layer in range(count):
-                value = row[layer] if column is None else row[layer][column]
-                value = _num(value)
-                out[layer].append(transform(value) if transform is not None and value is not None else value)
+                out[layer].append(_num(row[layer] if column is None else row[layer][column]))
         return out
 
     if data.hidden_full:
-        size = float(data.hidden_size or 0)
         for column, name in enumerate(HIDDEN_FIELDS):
-            if name == "hidden_nonfinite":
-                setattr(series, name, matrix(data.hidden, column, lambda finite: size - finite if size else None))
-            else:
-                setattr(series, name, matrix(data.hidden, column))
+            setattr(series, name, matrix(data.hidden, column))
     else:
         series.hidden_norm = matrix(data.hidden, None)
     if data.attention is not None:
