@@ -26,6 +26,7 @@ ENV_ON_RISK_THRESHOLD = ENV_PREFIX + "ON_RISK_THRESHOLD"
 ENV_STEP_EVENTS = ENV_PREFIX + "STEP_EVENTS"
 ENV_STEP_LOGS = ENV_PREFIX + "STEP_LOGS"
 ENV_LAYER_METRICS = ENV_PREFIX + "LAYER_METRICS"
+ENV_CUDA_GRAPHS = ENV_PREFIX + "CUDA_GRAPHS"
 # Owned by the GenAI conventions (opentelemetry-util-genai); we honour it, never a second switch.
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -104,6 +105,7 @@ class Options:
     step_events: bool = True
     step_logs: bool = True
     layer_metrics: bool = True
+    cuda_graphs: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -248,4 +250,6 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         options["step_logs"] = parse_bool(*found)
     if (found := pick("layer_metrics", ENV_LAYER_METRICS)) is not None:
         options["layer_metrics"] = parse_bool(*found)
+    if (found := pick("cuda_graphs", ENV_CUDA_GRAPHS)) is not None:
+        options["cuda_graphs"] = parse_bool(*found)
     return Options(**options)

@@ -134,13 +134,13 @@ def _layer_series(data: LayerData, row_at: Any, n: int) -> LayerSeries | None:
     series = LayerSeries(indices=list(data.layers), steps=[t for _, t in picks])
     count = len(data.layers)
 
+    rows = [(i, row_at(t)) for i, t in picks]
+
     def matrix(source: list, column: int | None) -> list[list[float | None]]:
-        out: list[list[float | None]] = [[] for _ in range(count)]
-        for i, t in picks:
-            row = source[i][row_at(t)]
-            for layer in range(count):
-                out[layer].append(_num(row[layer] if column is None else row[layer][column]))
-        return out
+        # (v - v == 0 is True exactly for finite floats: NaN and inf become None)
+        if column is None:
+            return [[v if (v := source[i][r][layer]) - v == 0 else None for i, r in rows] for layer in range(count)]
+        return [[v if (v := source[i][r][layer][column]) - v == 0 else None for i, r in rows] for layer in range(count)]
 
     if data.hidden_full:
         for column, name in enumerate(HIDDEN_FIELDS):
