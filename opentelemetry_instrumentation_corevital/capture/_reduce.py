@@ -54,6 +54,9 @@ class StepLayout:
             out.append(("moe", self.layers * 2))
         return out
 
+    def blocks_names(self) -> list[str]:
+        return [name for name, _ in self.blocks]
+
     @property
     def width(self) -> int:
         return sum(w for _, w in self.blocks)

@@ -70,6 +70,7 @@ class CaptureResult:
     encoder_layers: list | None = None  # [input row][encoder layer][4]: same columns
     encoder_indices: list[int] = field(default_factory=list)
     attention_source: str | None = None
+    matrices: dict[str, list] | None = None  # greedy/sample: field -> [row][layer][layer step], non-finite as None
     retained_values: int = 0  # numbers the capture kept on the device for this generation (memory is O(steps x layers))
     error: str | None = None
 
@@ -751,11 +752,16 @@ class CaptureSession:
             hidden = blocks["hidden"]
             if result.hidden_full:
                 hidden = _hidden.finish_hidden_tensor(hidden, int(self.hidden_size or 0))
-            parts.append(("hidden", hidden))
-            if "attention" in blocks:
-                parts.append(("attention", blocks["attention"]))
-            if "moe" in blocks:
-                parts.append(("moe", blocks["moe"]))
+            if beams:  # rows move between steps: keep step-major, attributed on the host
+                parts.append(("hidden", hidden))
+                if "attention" in blocks:
+                    parts.append(("attention", blocks["attention"]))
+                if "moe" in blocks:
+                    parts.append(("moe", blocks["moe"]))
+            else:  # one row per sequence: ship each field as [row][layer][step], ready for the report
+                fields = _field_stack(hidden if result.hidden_full else hidden[..., None], blocks)
+                parts.append(("matrices", fields))
+                parts.append(("matrices_finite", torch.isfinite(fields).flatten(2).all(dim=-1).float()))
         if self._prompt_surprisal is not None:
             parts.append(("prompt_surprisal", self._prompt_surprisal))
         prompt_layers = self._prompt_table(self._prompt_layers)
@@ -768,6 +774,10 @@ class CaptureSession:
         result.layers = list(self.layers)
         result.layer_steps = [s for s in self.layer_steps[:layer_count]]
         result.hidden = host.get("hidden")
+        if "matrices" in host:
+            result.matrices = _field_matrices(host["matrices"], host["matrices_finite"], result.hidden_full,
+                                              "attention" in (layer_layout.blocks_names() if layer_layout else ()),
+                                              bool(layer_layout and layer_layout.moe))
         result.attention = host.get("attention")
         result.moe = host.get("moe")
         result.prompt_surprisal = host.get("prompt_surprisal")
@@ -818,26 +828,53 @@ def _expand_rows(value: torch.Tensor | None, rows: int, length: int, device: tor
 
 
 def _one_transfer(parts: list[tuple[str, torch.Tensor]]) -> dict[str, Any]:
-    """Copy every tensor to the host in one transfer; return nested lists by name."""
+    """Copy every tensor to the host in one transfer; return nested lists by name.
+
+    The single device-to-host copy is the only synchronising read; the nested
+    lists are then made from host memory by torch itself (``tolist`` per part).
+    """
     if not parts:
         return {}
     device = parts[0][1].device
-    flat = torch.cat([t.detach().float().reshape(-1).to(device) for _, t in parts])
-    values = flat.tolist()
+    flat = torch.cat([t.detach().float().reshape(-1).to(device) for _, t in parts]).cpu()
     out: dict[str, Any] = {}
     offset = 0
     for name, tensor in parts:
         size = tensor.numel()
-        out[name] = _reshape(values[offset : offset + size], list(tensor.shape))
+        out[name] = flat[offset : offset + size].view(tensor.shape).tolist()
         offset += size
     return out
 
 
-def _reshape(values: list[float], shape: list[int]) -> Any:
-    if len(shape) <= 1:
-        return values
-    step = len(values) // shape[0] if shape[0] else 0
-    return [_reshape(values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+def _field_stack(hidden: torch.Tensor, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[layer steps, rows, layers, fields] blocks -> one [rows, fields, layers, layer steps] tensor."""
+    parts = [hidden]
+    if "attention" in blocks:
+        parts.append(blocks["attention"])
+    if "moe" in blocks:
+        parts.append(blocks["moe"])
+    return torch.cat(parts, dim=-1).permute(1, 3, 2, 0)
+
+
+def _field_matrices(values: list, finite: list, full: bool, attention: bool, moe: bool) -> dict[str, list]:
+    """Name the fields of [row][field][layer][step] lists; non-finite values become None where there are any."""
+    from ._attention import ATTENTION_COLUMNS
+    from ._moe import MOE_COLUMNS
+
+    names = ["hidden_" + c if c not in ("update_ratio",) else c for c in _hidden.HIDDEN_COLUMNS] if full else [
+        "hidden_norm"]
+    if attention:
+        names += ["attn_" + c for c in ATTENTION_COLUMNS]
+    if moe:
+        names += list(MOE_COLUMNS)
+    matrices: dict[str, list] = {name: [] for name in names}
+    for row, flags in zip(values, finite):
+        for index, name in enumerate(names):
+            matrix = row[index]
+            if not flags[index]:
+                matrix = [[v if v - v == 0 else None for v in layer] for layer in matrix]
+            matrices[name].append(matrix)
+    return matrices
 
 
 def _beam_series(host: dict[str, Any], sequences: list[list[int]], prefix: int, steps: int) -> tuple[list, list]:

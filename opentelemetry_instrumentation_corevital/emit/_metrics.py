@@ -108,7 +108,7 @@ class Instruments:
                 if matrix is None:
                     continue
                 for index, values in zip(layers.indices, matrix):
-                    finite = [v for v in values if v is not None and math.isfinite(v)]
+                    finite = [v for v in values if v is not None]  # report values are finite or None
                     if finite:
                         histogram.record(sum(finite) / len(finite), {**base, n.LAYER_ATTRIBUTE: index})
 

@@ -238,6 +238,7 @@ class GenerationCall:
             layer_data = LayerData(
                 layers=capture.layers,
                 layer_steps=capture.layer_steps,
+                matrices=capture.matrices,
                 hidden=capture.hidden,
                 hidden_full=capture.hidden_full,
                 attention=capture.attention,
