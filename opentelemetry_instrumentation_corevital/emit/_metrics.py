@@ -10,16 +10,17 @@ link histogram buckets to traces.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from opentelemetry.metrics import Meter
 
 from ..report import Report
 from . import _names as n
+from ._layers import layer_values
 
 
 class Instruments:
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, layer_metrics: bool = False) -> None:
         self.duration = meter.create_histogram(
             n.METRIC_OPERATION_DURATION,
             unit="s",
@@ -55,6 +56,20 @@ class Instruments:
             unit="{flag}",
             description="Generations on which a CoreVital health flag fired, by flag",
         )
+        self.token_entropy = meter.create_histogram(
+            n.METRIC_TOKEN_ENTROPY,
+            unit="bit",
+            description="Entropy of the next-token distribution at every generated token",
+            explicit_bucket_boundaries_advisory=list(n.ENTROPY_BUCKETS),
+        )
+        self.layer_norm = None
+        if layer_metrics:
+            self.layer_norm = meter.create_histogram(
+                n.METRIC_LAYER_HIDDEN_NORM,
+                unit="1",
+                description="L2 norm of each captured decoder layer's hidden state, per step, by layer index",
+                explicit_bucket_boundaries_advisory=list(n.NORM_BUCKETS),
+            )
 
     def record(self, report: Report, base: dict[str, Any]) -> None:
         self.duration.record(report.timings.duration_s, base)
@@ -71,9 +86,31 @@ class Instruments:
             self.risk.record(score, base)
         for flag in report.summary.flags:
             self.flags.add(1, {**base, n.FLAG_ATTRIBUTE: flag})
+        for sequence in report.sequences:
+            for value in sequence.timeline.entropy:
+                if value is not None and math.isfinite(value):
+                    self.token_entropy.record(value, base)
+            if self.layer_norm is not None:
+                for layer, value in layer_values(sequence, "hidden_norm"):
+                    self.layer_norm.record(value, {**base, n.LAYER_INDEX: layer})
 
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
         self.duration.record(duration_s, {**base, n.ERROR_TYPE: error_type})
+
+
+class FanOutInstruments:
+    """Records every measurement into several meters (the user's, plus Prometheus' for example)."""
+
+    def __init__(self, members: Sequence[Instruments]) -> None:
+        self.members = list(members)
+
+    def record(self, report: Report, base: dict[str, Any]) -> None:
+        for member in self.members:
+            member.record(report, base)
+
+    def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
+        for member in self.members:
+            member.record_failure(duration_s, base, error_type)
 
 
 def metric_attributes(operation: str, model: str) -> dict[str, Any]:

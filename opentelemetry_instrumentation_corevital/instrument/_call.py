@@ -29,6 +29,7 @@ from ..emit import (
     Instruments,
     corevital_attributes,
     emit_report,
+    emit_steps,
     genai_attributes,
     metric_attributes,
     names,
@@ -294,6 +295,8 @@ class GenerationCall:
             telemetry.instruments.record(report, base)
             if options.report_log:
                 emit_report(telemetry.logger, report, self.span_context)
+            if options.step_logs:
+                emit_steps(telemetry.logger, report, self.span_context)
         finally:
             otel_context.detach(token)
         if telemetry.on_report is not None:

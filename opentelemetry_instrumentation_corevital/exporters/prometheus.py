@@ -1,0 +1,57 @@
+"""A Prometheus scrape endpoint for CoreVital's metrics, through the OpenTelemetry Prometheus exporter.
+
+The OTel exporter translates names exactly as the Collector's ``prometheus``
+exporter does (dots to underscores, unit suffixes such as ``_seconds``,
+``_total`` on counters), so dashboards work the same whether Prometheus
+scrapes the application or a Collector. Each endpoint has a registry of its
+own: it serves CoreVital's metrics and nothing that other code put into
+``prometheus_client``'s global registry, and two endpoints never collide.
+
+Names, labels and units are listed in the README ("Prometheus"); every label
+is bounded (model, operation, provider, token type, flag, layer index and
+the OTel scope), never a step, token or trace id.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from .._errors import ConfigurationError
+
+
+class PrometheusEndpoint:
+    """An SDK ``MeterProvider`` whose metrics are served at ``http://host:port/metrics``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9464, resource: Any = None) -> None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reader = PrometheusMetricReader(registry=self.registry)
+        kwargs = {"resource": resource} if resource is not None else {}
+        self.meter_provider = MeterProvider(metric_readers=[self.reader], **kwargs)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            self.meter_provider.shutdown()
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror or exc})"
+            raise ConfigurationError(
+                f"prometheus_port={port} on {host} {reason}; choose another port with prometheus_port= "
+                "or OTEL_EXPORTER_PROMETHEUS_PORT (0 picks a free one)"
+            ) from exc
+        self.host = host
+        self.port = int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def shutdown(self) -> None:
+        try:
+            self.meter_provider.shutdown()
+        finally:
+            self._server.shutdown()
+            self._server.server_close()
