@@ -61,3 +61,89 @@ def rotel_collector(grpc_port: int, http_port: int, *extra: str, log_path: str |
         stop(proc)
         if log_path:
             log.close()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _require(path: str, what: str) -> str:
+    if not os.path.exists(path):
+        raise RuntimeError(f"{what} is not installed at {path}: run `make test` (it installs everything the tests use)")
+    return path
+
+
+def http_get(url: str, timeout: float = 5.0) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+        return response.read()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll ``predicate()`` until it returns something truthy (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the service may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached after {timeout}s" + (f" (last error: {last_error!r})" if last_error else ""))
+
+
+@contextmanager
+def prometheus_server(folder: str, port: int, targets: list[str], interval: str = "1s") -> Iterator[str]:
+    """The Debian Prometheus server scraping ``targets`` every second; yields its base URL."""
+    binary = _require("/usr/bin/prometheus", "prometheus (Debian package)")
+    config = os.path.join(folder, "prometheus.yml")
+    with open(config, "w", encoding="utf-8") as handle:
+        handle.write(
+            f"global: {{scrape_interval: {interval}, evaluation_interval: {interval}}}\n"
+            "scrape_configs:\n"
+            f"  - job_name: app\n    scrape_interval: {interval}\n"
+            f"    static_configs: [{{targets: [{', '.join(repr(t) for t in targets)}]}}]\n"
+        )
+    log = open(os.path.join(folder, "prometheus.log"), "w")
+    proc = subprocess.Popen(
+        [binary, f"--config.file={config}", f"--storage.tsdb.path={os.path.join(folder, 'data')}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, timeout=15, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+        log.close()
+
+
+def promql(base: str, query: str) -> list[dict]:
+    import json
+    import urllib.parse
+
+    body = json.loads(http_get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": query})))
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+@contextmanager
+def ddapm_test_agent(folder: str, apm_port: int, otlp_http_port: int, otlp_grpc_port: int) -> Iterator[subprocess.Popen]:
+    """The Datadog APM test agent (its own virtualenv, .venv-dd) on 127.0.0.1."""
+    binary = _require(os.path.join(ROOT, ".venv-dd", "bin", "ddapm-test-agent"), "ddapm-test-agent")
+    log = open(os.path.join(folder, "ddapm-test-agent.log"), "w")
+    proc = subprocess.Popen(
+        [binary, "--host", "127.0.0.1", "--port", str(apm_port), "--otlp-http-port", str(otlp_http_port),
+         "--otlp-grpc-port", str(otlp_grpc_port)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(lambda: http_get(f"http://127.0.0.1:{apm_port}/info", timeout=1), timeout=30,
+                   what="ddapm-test-agent /info")
+        wait_for_port(otlp_http_port, timeout=10, proc=proc)
+        yield proc
+    finally:
+        stop(proc)
+        log.close()

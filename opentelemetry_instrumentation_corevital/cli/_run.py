@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,23 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number between 0 and 65535, got {value}")
+    return value
+
+
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run",
@@ -63,8 +81,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--top-k", type=_positive_int, default=None)
     p.add_argument("--repetition-penalty", type=_non_negative_float, default=None)
     p.add_argument("--out", default=DEFAULT_OUT, help="folder for the OTLP JSON lines files (default: ./%(default)s)")
-    p.add_argument("--exporter", choices=_telemetry.EXPORTERS, default="otlp-json",
-                   help="otlp-json: files in --out; console: stdout; otlp: OTEL_EXPORTER_OTLP_* settings (default: %(default)s)")
+    _telemetry.add_arguments(p, _port, _non_negative_int, _non_negative_float)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the text view")
     p.add_argument("--quiet", action="store_true", help="no progress indicator")
     p.set_defaults(handler=run)
@@ -75,27 +92,22 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     capture = parse_capture(args.capture, "--capture")
     out = Path(args.out)
-    if args.exporter == "otlp-json":
-        _telemetry.ensure_writable(out)
+    exporter_kwargs = _telemetry.instrument_kwargs(args, out)
     source = _models.resolve_model(args.model, args.gguf_file)
     device = _models.resolve_device(args.device)
     dtype = _models.resolve_dtype(args.dtype, device)
 
     from ..instrument import CoreVitalInstrumentor, generation_context
 
-    telemetry = _telemetry.setup(args.exporter, out)
     reports: list[Any] = []
     instrumentor = CoreVitalInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        logger_provider=telemetry.logger_provider,
-        capture=capture,
-        report_log=True,
-        on_report=reports.append,
-    )
+    instrumentor.instrument(capture=capture, report_log=True, on_report=reports.append, **exporter_kwargs)
+    pipeline = instrumentor.pipeline
+    files = [str(f) for f in pipeline.files]
+    if pipeline.dispatcher is not None and "sqlite" in pipeline.names:
+        files.append(str(exporter_kwargs["sqlite_path"]))
     show = not args.quiet
     try:
         with progress(f"loading {source.display_name}", enabled=show):
@@ -112,17 +124,30 @@ def run(args: argparse.Namespace) -> int:
                 output = model.generate(**inputs, **generate_kwargs)
         prompt_len = inputs["input_ids"].shape[1]
         text = tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
+        if not reports:
+            raise CoreVitalError("the generation finished but produced no report; rerun with --capture summary and -v")
+        report = reports[-1]
+        if args.json:
+            sys.stdout.write(report.to_json(indent=2) + "\n")
+        else:
+            sys.stdout.write(render(report, text, files) + "\n")
+        sys.stdout.flush()
+        _serve(pipeline, _telemetry.serve_seconds(args))
     finally:
-        telemetry.shutdown()
-        instrumentor.uninstrument()
-    if not reports:
-        raise CoreVitalError("the generation finished but produced no report; rerun with --capture summary and -v")
-    report = reports[-1]
-    if args.json:
-        sys.stdout.write(report.to_json(indent=2) + "\n")
-    else:
-        sys.stdout.write(render(report, text, [str(f) for f in telemetry.files]) + "\n")
+        instrumentor.uninstrument()  # flushes and stops every exporter
     return 0
+
+
+def _serve(pipeline: Any, seconds: float) -> None:
+    """Keep the Prometheus endpoint up so that a scraper sees this run's metrics."""
+    if pipeline.prometheus is None or seconds <= 0:
+        return
+    sys.stderr.write(f"serving metrics on {pipeline.prometheus.url} for {seconds:g} s (Ctrl-C stops)\n")
+    sys.stderr.flush()
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
 
 
 def _encode(tokenizer: Any, prompt: str, chat: bool | None) -> dict:

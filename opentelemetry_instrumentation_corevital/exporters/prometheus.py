@@ -18,6 +18,26 @@ import errno
 from typing import Any
 
 from .._errors import ConfigurationError
+from ..emit import names as n
+
+#: OpenTelemetry name -> Prometheus metric family name, as the OTel exporter (and the Collector) translate them.
+#: Histograms expose ``<family>_bucket``, ``_sum`` and ``_count``; counters already end in ``_total``.
+PROMETHEUS_NAMES = {
+    n.METRIC_OPERATION_DURATION: "gen_ai_client_operation_duration_seconds",
+    n.METRIC_TOKEN_USAGE: "gen_ai_client_token_usage",
+    n.METRIC_TIME_TO_FIRST_TOKEN: "gen_ai_server_time_to_first_token_seconds",
+    n.METRIC_TIME_PER_OUTPUT_TOKEN: "gen_ai_server_time_per_output_token_seconds",
+    n.METRIC_RISK_SCORE: "corevital_risk_score",
+    n.METRIC_HEALTH_FLAGS: "corevital_health_flags_total",
+    n.METRIC_TOKEN_ENTROPY: "corevital_token_entropy_bit",
+    n.METRIC_LAYER_HIDDEN_NORM: "corevital_layer_hidden_norm",
+}
+#: Every label a CoreVital series can carry (besides ``job``/``instance`` added by the scraper and ``le`` on buckets).
+PROMETHEUS_LABELS = frozenset({
+    "gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model",
+    "gen_ai_token_type", "error_type", "corevital_flag", "corevital_layer_index",
+    "otel_scope_name", "otel_scope_version", "otel_scope_schema_url",
+})
 
 
 class PrometheusEndpoint:
