@@ -147,3 +147,34 @@ def ddapm_test_agent(folder: str, apm_port: int, otlp_http_port: int, otlp_grpc_
     finally:
         stop(proc)
         log.close()
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    values = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                values[key.strip()] = value.strip()
+    return values
+
+
+@contextmanager
+def rotel_from_env_file(env_file: str, grpc_port: int, http_port: int, next_hop: str,
+                        log_path: str) -> Iterator[subprocess.Popen]:
+    """rotel configured by one of collector/rotel/*.env, run from that folder (processors are relative paths);
+    only the listening ports and the next hop are changed, to free loopback ports."""
+    env = {**os.environ, **read_env_file(env_file), "NO_COLOR": "1",
+           "ROTEL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}", "ROTEL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
+           "ROTEL_OTLP_EXPORTER_ENDPOINT": next_hop, "ROTEL_BATCH_TIMEOUT": "50ms"}
+    log = open(log_path, "w")
+    proc = subprocess.Popen([rotel_binary(), "start"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                            cwd=os.path.dirname(env_file))
+    try:
+        wait_for_port(http_port, proc=proc)
+        wait_for_port(grpc_port, proc=proc)
+        yield proc
+    finally:
+        stop(proc)
+        log.close()
