@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -46,90 +47,136 @@ def _missing(name: str, exc: ImportError) -> ConfigurationError:
     )
 
 
+_guarded = threading.local()
+
+
+class _QuietInsideGuard(logging.Filter):
+    """Holds back the OTLP exporters' own warnings while *our* guarded exporter calls them.
+
+    Without it a dead backend logs a warning and an error per export, forever.
+    The first held-back message becomes the detail of our single warning;
+    records logged outside our exports (the application's own exporters) pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        once = getattr(_guarded, "once", None)
+        if once is None or record.levelno < logging.WARNING:
+            return True
+        if once.detail is None:
+            once.detail = record.getMessage()
+        return False
+
+
+_QUIET = _QuietInsideGuard()
+
+
+def _quiet(module: str) -> None:
+    for name in (module, module.rsplit(".", 1)[0] + ".exporter"):
+        logger = logging.getLogger(name)
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
+
+
 class _Once:
     """One warning per exporter when its data starts being lost."""
 
-    def __init__(self, name: str, signal: str) -> None:
-        self.name, self.signal, self.failures, self._warned = name, signal, 0, False
+    def __init__(self, name: str) -> None:
+        self.name, self.failures, self._warned = name, 0, False
+        self.detail: str | None = None
 
-    def failed(self, detail: object) -> None:
+    def __enter__(self) -> "_Once":
+        _guarded.once = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _guarded.once = None
+
+    def failed(self, signal: str, detail: object) -> None:
         self.failures += 1
         if not self._warned:
             self._warned = True
             _logger.warning(
                 "CoreVital could not export %s to %s (telemetry lost, output unaffected; "
-                "further failures are not logged): %s",
-                self.signal, self.name, detail,
+                "further failures of this exporter are not logged): %s",
+                signal, self.name, self.detail or detail,
             )
 
 
-def _guard_span_exporter(inner: Any, name: str) -> Any:
+def _guard_span_exporter(inner: Any, once: _Once) -> Any:
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
     class GuardedSpanExporter(SpanExporter):
         def __init__(self) -> None:
-            self.inner, self.once = inner, _Once(name, "spans")
+            self.inner, self.once = inner, once
+            _quiet(type(inner).__module__)
 
         def export(self, spans: Any) -> Any:
             try:
-                result = self.inner.export(spans)
+                with self.once:
+                    result = self.inner.export(spans)
             except Exception as exc:
                 result, detail = SpanExportResult.FAILURE, repr(exc)
             else:
                 detail = "the exporter reported a failure"
             if result is not SpanExportResult.SUCCESS:
-                self.once.failed(detail)
+                self.once.failed("spans", detail)
             return result
 
         def shutdown(self) -> None:
             try:
-                self.inner.shutdown()
+                with self.once:
+                    self.inner.shutdown()
             except Exception as exc:
-                self.once.failed(repr(exc))
+                self.once.failed("spans", repr(exc))
 
         def force_flush(self, timeout_millis: int = 30000) -> bool:
             try:
-                return bool(self.inner.force_flush(timeout_millis))
+                with self.once:
+                    return bool(self.inner.force_flush(timeout_millis))
             except Exception:
                 return False
 
     return GuardedSpanExporter()
 
 
-def _guard_log_exporter(inner: Any, name: str) -> Any:
+def _guard_log_exporter(inner: Any, once: _Once) -> Any:
     from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 
     class GuardedLogExporter(LogRecordExporter):
         def __init__(self) -> None:
-            self.inner, self.once = inner, _Once(name, "log records")
+            self.inner, self.once = inner, once
+            _quiet(type(inner).__module__)
 
         def export(self, batch: Any) -> Any:
             try:
-                result = self.inner.export(batch)
+                with self.once:
+                    result = self.inner.export(batch)
             except Exception as exc:
                 result, detail = LogRecordExportResult.FAILURE, repr(exc)
             else:
                 detail = "the exporter reported a failure"
             if result is not LogRecordExportResult.SUCCESS:
-                self.once.failed(detail)
+                self.once.failed("log records", detail)
             return result
 
         def shutdown(self) -> None:
             try:
-                self.inner.shutdown()
+                with self.once:
+                    self.inner.shutdown()
             except Exception as exc:
-                self.once.failed(repr(exc))
+                self.once.failed("log records", repr(exc))
 
         def force_flush(self, timeout_millis: int = 30000) -> bool:
             try:
-                return bool(self.inner.force_flush(timeout_millis))
+                with self.once:
+                    return bool(self.inner.force_flush(timeout_millis))
             except Exception:
                 return False
 
     return GuardedLogExporter()
 
 
-def _guard_metric_exporter(inner: Any, name: str) -> Any:
+def _guard_metric_exporter(inner: Any, once: _Once) -> Any:
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 
     class GuardedMetricExporter(MetricExporter):
@@ -138,30 +185,34 @@ def _guard_metric_exporter(inner: Any, name: str) -> Any:
                 preferred_temporality=inner._preferred_temporality,
                 preferred_aggregation=inner._preferred_aggregation,
             )
-            self.inner, self.once = inner, _Once(name, "metrics")
+            self.inner, self.once = inner, once
+            _quiet(type(inner).__module__)
 
         def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
             try:
-                result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+                with self.once:
+                    result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
             except Exception as exc:
                 result, detail = MetricExportResult.FAILURE, repr(exc)
             else:
                 detail = "the exporter reported a failure"
             if result is not MetricExportResult.SUCCESS:
-                self.once.failed(detail)
+                self.once.failed("metrics", detail)
             return result
 
         def force_flush(self, timeout_millis: float = 10_000) -> bool:
             try:
-                return bool(self.inner.force_flush(timeout_millis))
+                with self.once:
+                    return bool(self.inner.force_flush(timeout_millis))
             except Exception:
                 return False
 
         def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
             try:
-                self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+                with self.once:
+                    self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
             except Exception as exc:
-                self.once.failed(repr(exc))
+                self.once.failed("metrics", repr(exc))
 
     return GuardedMetricExporter()
 
@@ -310,15 +361,16 @@ def _sdk_pipeline(pipeline: Pipeline, names: Sequence[str], settings: ExporterSe
             except ImportError as exc:
                 raise _missing(name, exc) from exc
             simple = False
-        span_exporter = _guard_span_exporter(spans, name)
-        log_exporter = _guard_log_exporter(logs, name)
+        once = _Once(name)
+        span_exporter = _guard_span_exporter(spans, once)
+        log_exporter = _guard_log_exporter(logs, once)
         if simple:
             tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
             logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
         else:
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
             logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
-        readers.append(PeriodicExportingMetricReader(_guard_metric_exporter(metrics, name)))
+        readers.append(PeriodicExportingMetricReader(_guard_metric_exporter(metrics, once)))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     pipeline.tracer_provider = tracer_provider
     pipeline.meter_provider = meter_provider
