@@ -1,8 +1,8 @@
 """Size-based rotation for the OTLP JSON lines files.
 
 Before a line would take ``traces.jsonl`` past ``max_bytes``, the file is
-renamed ``traces-<UTC time>.jsonl`` (the naming the Collector's file
-exporter uses for its backups) and a new one is started; only the newest
+renamed ``traces-<UTC time>-<serial>.jsonl`` (close to the naming the
+Collector's file exporter uses for its backups) and a new one is started; only the newest
 ``backups`` old files are kept. Lines are never split across files, so every
 file stays valid JSON Lines that the Collector's ``otlpjsonfile`` receiver
 reads. A single line larger than ``max_bytes`` gets a file of its own.
@@ -30,14 +30,15 @@ def backup_files(path: Path) -> list[Path]:
 
 
 def _backup_name(path: Path) -> Path:
-    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime())
-    millis = int(time.time() * 1000) % 1000
-    candidate = path.with_name(f"{path.stem}-{stamp}.{millis:03d}{path.suffix}")
-    serial = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}-{stamp}.{millis:03d}-{serial}{path.suffix}")
+    """``<stem>-<UTC time with milliseconds>-<serial><suffix>``: names sort in the order files were rotated."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
+    serial = 0
+    while True:
+        candidate = path.with_name(f"{path.stem}-{stamp}-{serial:03d}{path.suffix}")
+        if not candidate.exists():
+            return candidate
         serial += 1
-    return candidate
 
 
 def append_line(path: Path, line: str, rotation: Rotation | None) -> None:
