@@ -42,26 +42,32 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 
 
 @contextmanager
-def rotel_collector(grpc_port: int, http_port: int, *extra: str, log_path: str | None = None) -> Iterator[subprocess.Popen]:
-    """A rotel collector in the foreground (we own its PID); ``extra`` picks its exporter."""
-    args = [
-        rotel_binary(), "start",
-        "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-        "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-        "--batch-timeout", "50ms",
-        *extra,
-    ]
+def _rotel(args: list[str], env: dict[str, str], ports: tuple[int, ...], log_path: str | None,
+           cwd: str | None = None) -> Iterator[subprocess.Popen]:
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+    proc = subprocess.Popen([rotel_binary(), "start", *args], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **env, "NO_COLOR": "1"}, cwd=cwd)
     try:
-        wait_for_port(http_port, proc=proc)
-        wait_for_port(grpc_port, proc=proc)
+        for port in ports:
+            wait_for_port(port, proc=proc)
         yield proc
     finally:
         stop(proc)
         if log_path:
             log.close()
 
+
+@contextmanager
+def rotel_collector(grpc_port: int, http_port: int, *extra: str, log_path: str | None = None) -> Iterator[subprocess.Popen]:
+    """A rotel collector in the foreground (we own its PID); ``extra`` picks its exporter."""
+    args = [
+        "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
+        "--batch-timeout", "50ms",
+        *extra,
+    ]
+    with _rotel(args, {}, (http_port, grpc_port), log_path) as proc:
+        yield proc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -165,16 +171,8 @@ def rotel_from_env_file(env_file: str, grpc_port: int, http_port: int, next_hop:
                         log_path: str) -> Iterator[subprocess.Popen]:
     """rotel configured by one of collector/rotel/*.env, run from that folder (processors are relative paths);
     only the listening ports and the next hop are changed, to free loopback ports."""
-    env = {**os.environ, **read_env_file(env_file), "NO_COLOR": "1",
+    env = {**read_env_file(env_file),
            "ROTEL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}", "ROTEL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
            "ROTEL_OTLP_EXPORTER_ENDPOINT": next_hop, "ROTEL_BATCH_TIMEOUT": "50ms"}
-    log = open(log_path, "w")
-    proc = subprocess.Popen([rotel_binary(), "start"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                            cwd=os.path.dirname(env_file))
-    try:
-        wait_for_port(http_port, proc=proc)
-        wait_for_port(grpc_port, proc=proc)
+    with _rotel([], env, (http_port, grpc_port), log_path, cwd=os.path.dirname(env_file)) as proc:
         yield proc
-    finally:
-        stop(proc)
-        log.close()

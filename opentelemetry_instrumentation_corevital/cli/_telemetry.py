@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .._config import EXPORTER_NAMES
-from .._errors import OutputError
 
 EXPORTERS = EXPORTER_NAMES
 DEFAULT_EXPORTER = "otlp-json"
@@ -23,16 +22,10 @@ DEFAULT_SERVE_SECONDS = 30.0
 
 
 def ensure_writable(folder: Path) -> Path:
-    """Create ``folder`` if needed and prove we can write in it, or raise one clear error."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".corevital-write-test"
-        probe.write_text("ok", encoding="utf-8")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise OutputError(f"cannot write to --out {folder}: {reason}") from exc
-    return folder
+    """Create ``folder`` if needed and prove we can write in it, or raise one clear error naming --out."""
+    from ..exporters.pipeline import ensure_writable as check
+
+    return check(folder, "--out ")
 
 
 def add_arguments(p: argparse.ArgumentParser, port_type: Any, size_type: Any, seconds_type: Any) -> None:

@@ -102,119 +102,58 @@ class _Once:
             )
 
 
-def _guard_span_exporter(inner: Any, once: _Once) -> Any:
+def _guard(inner: Any, once: _Once, signal: str) -> Any:
+    """Wrap an SDK span, log or metric exporter: failures become ``once``'s single warning, never exceptions."""
+    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-    class GuardedSpanExporter(SpanExporter):
-        def __init__(self) -> None:
-            self.inner, self.once = inner, once
-            _quiet(type(inner).__module__)
+    if isinstance(inner, MetricExporter):
+        base: type = MetricExporter
+        success, failure = MetricExportResult.SUCCESS, MetricExportResult.FAILURE
+    elif isinstance(inner, LogRecordExporter):
+        base, success, failure = LogRecordExporter, LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
+    else:
+        base, success, failure = SpanExporter, SpanExportResult.SUCCESS, SpanExportResult.FAILURE
 
-        def export(self, spans: Any) -> Any:
+    class Guarded(base):  # type: ignore[valid-type, misc]
+        def __init__(self) -> None:
+            if base is MetricExporter:  # the reader asks the exporter for its temporality and aggregation
+                MetricExporter.__init__(
+                    self,
+                    preferred_temporality=inner._preferred_temporality,
+                    preferred_aggregation=inner._preferred_aggregation,
+                )
+            self.inner = inner
+
+        def export(self, data: Any, *args: Any, **kwargs: Any) -> Any:
             try:
-                with self.once:
-                    result = self.inner.export(spans)
+                with once:
+                    result = self.inner.export(data, *args, **kwargs)
             except Exception as exc:
-                result, detail = SpanExportResult.FAILURE, repr(exc)
+                result, detail = failure, repr(exc)
             else:
                 detail = "the exporter reported a failure"
-            if result is not SpanExportResult.SUCCESS:
-                self.once.failed("spans", detail)
+            if result is not success:
+                once.failed(signal, detail)
             return result
 
-        def shutdown(self) -> None:
+        def force_flush(self, *args: Any, **kwargs: Any) -> bool:
             try:
-                with self.once:
-                    self.inner.shutdown()
-            except Exception as exc:
-                self.once.failed("spans", repr(exc))
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            try:
-                with self.once:
-                    return bool(self.inner.force_flush(timeout_millis))
+                with once:
+                    return bool(self.inner.force_flush(*args, **kwargs))
             except Exception:
                 return False
 
-    return GuardedSpanExporter()
-
-
-def _guard_log_exporter(inner: Any, once: _Once) -> Any:
-    from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-
-    class GuardedLogExporter(LogRecordExporter):
-        def __init__(self) -> None:
-            self.inner, self.once = inner, once
-            _quiet(type(inner).__module__)
-
-        def export(self, batch: Any) -> Any:
+        def shutdown(self, *args: Any, **kwargs: Any) -> None:
             try:
-                with self.once:
-                    result = self.inner.export(batch)
+                with once:
+                    self.inner.shutdown(*args, **kwargs)
             except Exception as exc:
-                result, detail = LogRecordExportResult.FAILURE, repr(exc)
-            else:
-                detail = "the exporter reported a failure"
-            if result is not LogRecordExportResult.SUCCESS:
-                self.once.failed("log records", detail)
-            return result
+                once.failed(signal, repr(exc))
 
-        def shutdown(self) -> None:
-            try:
-                with self.once:
-                    self.inner.shutdown()
-            except Exception as exc:
-                self.once.failed("log records", repr(exc))
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            try:
-                with self.once:
-                    return bool(self.inner.force_flush(timeout_millis))
-            except Exception:
-                return False
-
-    return GuardedLogExporter()
-
-
-def _guard_metric_exporter(inner: Any, once: _Once) -> Any:
-    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
-
-    class GuardedMetricExporter(MetricExporter):
-        def __init__(self) -> None:
-            super().__init__(
-                preferred_temporality=inner._preferred_temporality,
-                preferred_aggregation=inner._preferred_aggregation,
-            )
-            self.inner, self.once = inner, once
-            _quiet(type(inner).__module__)
-
-        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
-            try:
-                with self.once:
-                    result = self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-            except Exception as exc:
-                result, detail = MetricExportResult.FAILURE, repr(exc)
-            else:
-                detail = "the exporter reported a failure"
-            if result is not MetricExportResult.SUCCESS:
-                self.once.failed("metrics", detail)
-            return result
-
-        def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            try:
-                with self.once:
-                    return bool(self.inner.force_flush(timeout_millis))
-            except Exception:
-                return False
-
-        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-            try:
-                with self.once:
-                    self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-            except Exception as exc:
-                self.once.failed("metrics", repr(exc))
-
-    return GuardedMetricExporter()
+    _quiet(type(inner).__module__)
+    return Guarded()
 
 
 def delta_temporality() -> dict[type, Any]:
@@ -332,7 +271,7 @@ def _sdk_pipeline(pipeline: Pipeline, names: Sequence[str], settings: ExporterSe
             from .rotation import Rotation
 
             folder = settings.otlp_json_dir
-            _ensure_writable(folder)
+            ensure_writable(folder)
             rotation = Rotation(settings.otlp_json_max_bytes, settings.otlp_json_backups)
             files = [folder / TRACES_FILE, folder / METRICS_FILE, folder / LOGS_FILE]
             pipeline.files.extend(files)
@@ -362,15 +301,15 @@ def _sdk_pipeline(pipeline: Pipeline, names: Sequence[str], settings: ExporterSe
                 raise _missing(name, exc) from exc
             simple = False
         once = _Once(name)
-        span_exporter = _guard_span_exporter(spans, once)
-        log_exporter = _guard_log_exporter(logs, once)
+        span_exporter = _guard(spans, once, "spans")
+        log_exporter = _guard(logs, once, "log records")
         if simple:
             tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
             logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
         else:
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
             logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
-        readers.append(PeriodicExportingMetricReader(_guard_metric_exporter(metrics, once)))
+        readers.append(PeriodicExportingMetricReader(_guard(metrics, once, "metrics")))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     pipeline.tracer_provider = tracer_provider
     pipeline.meter_provider = meter_provider
@@ -379,14 +318,16 @@ def _sdk_pipeline(pipeline: Pipeline, names: Sequence[str], settings: ExporterSe
     pipeline._sdk.extend([meter_provider, tracer_provider, logger_provider])
 
 
-def _ensure_writable(folder: Path) -> None:
+def ensure_writable(folder: Path, label: str = "") -> Path:
+    """Create ``folder`` if needed and prove we can write in it, or raise one clear error."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".corevital-write-test"
         probe.write_text("ok", encoding="utf-8")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"cannot write to {folder}: {exc.strerror or type(exc).__name__}") from exc
+        raise OutputError(f"cannot write to {label}{folder}: {exc.strerror or type(exc).__name__}") from exc
+    return folder
 
 
 def _ddtrace_provider() -> Any:
@@ -419,12 +360,14 @@ def build_pipeline(names: Sequence[str], settings: ExporterSettings) -> Pipeline
             pipeline.tracer_provider = _ddtrace_provider()
         if "prometheus" in names:
             try:
+                from opentelemetry.sdk.resources import Resource
+
                 from .prometheus import PrometheusEndpoint
 
-                resource = None
-                if pipeline.meter_provider is not None:
-                    resource = pipeline.meter_provider._sdk_config.resource
-                pipeline.prometheus = PrometheusEndpoint(settings.prometheus_host, settings.prometheus_port, resource)
+                # Resource.create() reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES: target_info matches the SDK pipeline's.
+                pipeline.prometheus = PrometheusEndpoint(
+                    settings.prometheus_host, settings.prometheus_port, Resource.create()
+                )
             except ImportError as exc:
                 raise _missing("prometheus", exc) from exc
         for name in (n for n in names if n in REPORT_EXPORTERS):
