@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Report
-from opentelemetry_instrumentation_corevital.emit import emit_steps, names
+from opentelemetry_instrumentation_corevital.emit import emit_step_logs, names
 from opentelemetry_instrumentation_corevital.testing import OTLPSink, any_value
 
 from ._services import ROOT, rotel_from_env_file, wait_until
@@ -62,13 +62,13 @@ def run_generation(model, endpoint: str, extra_steps: Report | None = None, toke
     reports: list[Report] = []
     instrumentor = CoreVitalInstrumentor()
     with otlp_env(endpoint):
-        instrumentor.instrument(exporters="otlp", report_log=True, step_logs=True, on_report=reports.append)
+        instrumentor.instrument(exporters="otlp", capture="full", report_log=True, on_report=reports.append)
         try:
             prompt = torch.tensor([[1, 17, 42, 99, 7]])
             model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False)
             if extra_steps is not None:
                 logger = instrumentor.pipeline.logger_provider.get_logger("opentelemetry_instrumentation_corevital")
-                emit_steps(logger, extra_steps, None)
+                emit_step_logs(logger, extra_steps, None, None, content=False)
         finally:
             instrumentor.uninstrument()  # flushes the batch processors into rotel
     return reports
@@ -83,7 +83,7 @@ def test_two_rotel_hops_keep_spans_metrics_and_logs_intact(tiny_llama, tmp_path)
                 rotel_from_env_file(env_file, a_grpc, a_http, f"http://127.0.0.1:{b_http}", str(tmp_path / "a.log")):
             (report,) = run_generation(tiny_llama, f"http://127.0.0.1:{a_http}")
             steps = report.usage.output_tokens
-            wait_until(lambda: len([r for r in log_records(sink) if r[0] == names.EVENT_STEP]) == steps
+            wait_until(lambda: len([r for r in log_records(sink) if r[0] == names.EVENT_STEP_LOG]) == steps
                        and sink.spans() and names.METRIC_RISK_SCORE in metric_names(sink),
                        timeout=30, what="spans, metrics and logs through two rotel hops")
     (span, attrs), = sink.spans()
@@ -93,10 +93,10 @@ def test_two_rotel_hops_keep_spans_metrics_and_logs_intact(tiny_llama, tmp_path)
     records = log_records(sink)
     (body,) = [r[2].body.string_value for r in records if r[0] == names.EVENT_REPORT]
     assert Report.from_json(body).to_dict() == report.to_dict()
-    step_records = sorted((r for r in records if r[0] == names.EVENT_STEP), key=lambda r: r[1][names.STEP_INDEX])
+    step_records = sorted((r for r in records if r[0] == names.EVENT_STEP_LOG), key=lambda r: r[1][names.STEP_INDEX])
     for step, (_, step_attrs, record) in enumerate(step_records):
         assert step_attrs[names.STEP_INDEX] == step
-        assert step_attrs["corevital.step.entropy"] == report.sequences[0].timeline.entropy[step]
+        assert step_attrs["corevital.entropy"] == report.sequences[0].timeline.entropy[step]
         assert step_attrs[names.RISK_LEVEL] == report.summary.risk_level
         assert record.trace_id.hex() == report.trace_id
     assert {names.METRIC_RISK_SCORE, names.METRIC_TOKEN_ENTROPY, names.METRIC_OPERATION_DURATION} <= metric_names(sink)
@@ -128,7 +128,7 @@ def test_rotel_high_risk_hop_keeps_only_risky_steps(tiny_llama, tmp_path):
             wait_until(lambda: len(log_records(sink)) >= 5, timeout=30, what="step records through the high-risk hop")
     assert report.summary.risk_level == "high"
     records = log_records(sink)
-    assert [r[0] for r in records] == [names.EVENT_STEP] * 5
+    assert [r[0] for r in records] == [names.EVENT_STEP_LOG] * 5
     assert sorted(r[1][names.STEP_INDEX] for r in records) == [0, 1, 2, 3, 4]
     assert {r[1][names.RISK_LEVEL] for r in records} == {"high"}
     assert {r[2].trace_id.hex() for r in records} == {report.trace_id}
@@ -221,7 +221,7 @@ def test_routing_connector_sends_high_risk_steps_to_their_own_pipeline():
     assert routing["default_pipelines"] == ["logs/default"]
     (route,) = routing["table"]
     assert route["context"] == "log" and route["pipelines"] == ["logs/high-risk"]
-    assert route["condition"] == (f'event_name == "{names.EVENT_STEP}" and '
+    assert route["condition"] == (f'event_name == "{names.EVENT_STEP_LOG}" and '
                                   f'attributes["{names.RISK_LEVEL}"] == "high"')
     assert "match_once" not in routing
 
@@ -229,7 +229,7 @@ def test_routing_connector_sends_high_risk_steps_to_their_own_pipeline():
 def test_production_filter_drops_exactly_the_step_records():
     config = yaml.safe_load((CONTRIB / "production-drop-step-logs.yaml").read_text(encoding="utf-8"))
     conditions = config["processors"]["filter/drop-step-logs"]["logs"]["log_record"]
-    assert conditions == [f'event_name == "{names.EVENT_STEP}"']
+    assert conditions == [f'event_name == "{names.EVENT_STEP_LOG}"']
     assert "filter/drop-step-logs" in config["service"]["pipelines"]["logs"]["processors"]
     for signal in ("traces", "metrics"):
         assert "filter/drop-step-logs" not in config["service"]["pipelines"][signal].get("processors", [])
@@ -247,6 +247,6 @@ def test_prometheus_route_restores_cumulative_for_remote_write():
 def test_rotel_processors_use_the_package_names():
     for script in ("drop_step_logs.py", "keep_high_risk_steps.py"):
         text = (ROTEL / script).read_text(encoding="utf-8")
-        assert f'"{names.EVENT_STEP}"' in text
+        assert f'"{names.EVENT_STEP_LOG}"' in text
     assert f'"{names.RISK_LEVEL}"' in (ROTEL / "keep_high_risk_steps.py").read_text(encoding="utf-8")
-    assert json.dumps(names.EVENT_STEP) in (CONTRIB / "production-drop-step-logs.yaml").read_text(encoding="utf-8")
+    assert json.dumps(names.EVENT_STEP_LOG) in (CONTRIB / "production-drop-step-logs.yaml").read_text(encoding="utf-8")

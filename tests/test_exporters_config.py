@@ -9,8 +9,8 @@ import socket
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor, Report
-from opentelemetry_instrumentation_corevital.emit import Instruments, names
+from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital.emit import names
 from opentelemetry_instrumentation_corevital.exporters.rotation import Rotation, append_line, backup_files
 from opentelemetry_instrumentation_corevital.exporters.settings import resolve_settings
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
@@ -35,7 +35,6 @@ def generate(model, tokens=5, **kwargs):
         ({"exporters": "dogstatsd", "dogstatsd_host": "a b"}, {}, "dogstatsd_host='a b' is not a host name"),
         ({"exporters": "otlp-json", "otlp_json_max_bytes": -1}, {}, "otlp_json_max_bytes=-1 must be >= 0"),
         ({"exporters": "ddtrace,otlp"}, {}, "'ddtrace' and 'otlp' both want CoreVital's spans"),
-        ({"layer_metrics": "maybe"}, {}, "layer_metrics='maybe' is not a boolean"),
     ],
 )
 def test_bad_exporter_options_fail_at_instrument_time(kwargs, env, message, monkeypatch):
@@ -96,46 +95,24 @@ def test_token_entropy_histogram_counts_every_step(tiny_llama):
     entropy = capture.reports[0].sequences[0].timeline.entropy
     assert point.count == 7 and point.sum == pytest.approx(sum(entropy), rel=1e-12)
     assert tuple(point.explicit_bounds) == names.ENTROPY_BUCKETS
-    assert names.METRIC_LAYER_HIDDEN_NORM not in capture.metrics()  # opt-in
+    assert names.METRIC_LAYER_PREFIX + "hidden_norm" not in capture.metrics()  # full capture only
 
 
-def test_layer_norm_histogram_reads_schema_1_1_layers(tiny_llama):
-    """Per-layer data arrives with deep capture (schema 1.1: sequences[i].layers, [layer][step]); the opt-in
-    histogram records it by layer index, skipping non-finite values, and ignores 1.0 reports."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-    with TelemetryCapture() as capture:
-        generate(tiny_llama, 3)
-    report = capture.reports[0]
-    reader = InMemoryMetricReader()
-    instruments = Instruments(MeterProvider(metric_readers=[reader]).get_meter("t"), layer_metrics=True)
-    instruments.record(report, {"gen_ai.request.model": "llama"})  # schema 1.0: no layers, nothing recorded
-    data = Report.from_dict(report.to_dict())
-    data.sequences[0].layers = {"indices": [0, 5], "steps": [0, 1, 2],
-                                "hidden_norm": [[1.5, 2.5, None], [30.0, float("nan"), 50.0]]}
-    instruments.record(data, {"gen_ai.request.model": "llama"})
-    metrics = {m.name: m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics
-               for m in sm.metrics}
-    points = {p.attributes[names.LAYER_INDEX]: (p.count, p.sum) for p in metrics[names.METRIC_LAYER_HIDDEN_NORM].data.data_points}
-    assert points == {0: (2, 4.0), 5: (2, 80.0)}
-
-
-def test_step_logs_are_opt_in_and_carry_the_generation_risk(tiny_llama):
-    with TelemetryCapture() as capture:
-        generate(tiny_llama, 4)
-    assert capture.logs() == []
-    with TelemetryCapture(step_logs=True, capture_content=True) as capture:
+def test_step_logs_carry_the_generation_risk_for_routing(tiny_llama):
+    """Full capture's per-step records carry the generation's risk level and score (the routing key)."""
+    with TelemetryCapture(capture="full", capture_content=True) as capture:
         output = generate(tiny_llama, 4)
     report = capture.reports[0]
-    records = [log.log_record for log in capture.logs()]
-    assert [r.event_name for r in records] == [names.EVENT_STEP] * 4
+    records = [log.log_record for log in capture.logs() if log.log_record.event_name == names.EVENT_STEP_LOG]
+    assert len(records) == 4
     span = capture.spans()[0]
     for step, record in enumerate(records):
         attrs = dict(record.attributes)
-        assert attrs[names.STEP_INDEX] == step and attrs[names.SEQUENCE_INDEX] == 0
+        assert attrs[names.STEP_INDEX] == step
         assert attrs[names.RISK_LEVEL] == report.summary.risk_level
-        assert attrs["corevital.step.entropy"] == report.sequences[0].timeline.entropy[step]
+        assert attrs[names.RISK_SCORE] == report.summary.risk_score
+        assert attrs[names.OPERATION_NAME] == "text_completion"
+        assert attrs["corevital.entropy"] == report.sequences[0].timeline.entropy[step]
         assert attrs[names.TOKEN_ID] == output[0, PROMPT.shape[1] + step].item()
         assert record.trace_id == span.context.trace_id and record.span_id == span.context.span_id
 

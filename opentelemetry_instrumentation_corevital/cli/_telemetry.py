@@ -1,8 +1,9 @@
 """Telemetry set-up for the CLI: which exporters, with which settings.
 
-The CLI is one more user of ``instrument(exporters=...)``: the exporters are
-built and owned by the instrumentor (``exporters/pipeline.py``), so the CLI
-and applications route data the same way. People without an OpenTelemetry
+The CLI builds its exporters with the same code as ``instrument(exporters=...)``
+(``exporters/pipeline.py``), so the CLI and applications route data the same
+way; it keeps the pipeline itself because ``--perf strict`` instruments more
+than once. People without an OpenTelemetry
 pipeline still get files they can open, replay into a Collector, or view.
 """
 
@@ -70,6 +71,14 @@ def instrument_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "otlp_json_backups": args.rotate_backups,
     }
     return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def build_pipeline(kwargs: dict[str, Any]) -> Any:
+    """The exporters ``instrument_kwargs`` describes, built and started."""
+    from ..exporters.pipeline import build_pipeline as build
+    from ..exporters.settings import resolve_settings
+
+    return build(kwargs["exporters"], resolve_settings(kwargs))
 
 
 def serve_seconds(args: argparse.Namespace) -> float:

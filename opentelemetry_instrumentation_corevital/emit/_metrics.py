@@ -16,11 +16,15 @@ from opentelemetry.metrics import Meter
 
 from ..report import Report
 from . import _names as n
-from ._layers import layer_values
+
+
+#: Hidden-state norms span orders of magnitude across models: powers of two from 1/4 to 16384.
+LAYER_NORM_BUCKETS = tuple(2.0**e for e in range(-2, 15))
+UNIT_BUCKETS = (0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
 class Instruments:
-    def __init__(self, meter: Meter, layer_metrics: bool = False) -> None:
+    def __init__(self, meter: Meter) -> None:
         self.duration = meter.create_histogram(
             n.METRIC_OPERATION_DURATION,
             unit="s",
@@ -62,14 +66,26 @@ class Instruments:
             description="Entropy of the next-token distribution at every generated token",
             explicit_bucket_boundaries_advisory=list(n.ENTROPY_BUCKETS),
         )
-        self.layer_norm = None
-        if layer_metrics:
-            self.layer_norm = meter.create_histogram(
-                n.METRIC_LAYER_HIDDEN_NORM,
+        self.layers = {
+            "hidden_norm": meter.create_histogram(
+                n.METRIC_LAYER_PREFIX + "hidden_norm",
                 unit="1",
-                description="L2 norm of each captured decoder layer's hidden state, per step, by layer index",
-                explicit_bucket_boundaries_advisory=list(n.NORM_BUCKETS),
-            )
+                description="Mean L2 norm of a decoder layer's new-token hidden state over a generation (full capture)",
+                explicit_bucket_boundaries_advisory=list(LAYER_NORM_BUCKETS),
+            ),
+            "attn_entropy": meter.create_histogram(
+                n.METRIC_LAYER_PREFIX + "attn_entropy",
+                unit="1",
+                description="Mean normalised attention entropy of a decoder layer over a generation (full capture)",
+                explicit_bucket_boundaries_advisory=list(UNIT_BUCKETS),
+            ),
+            "attn_collapsed_fraction": meter.create_histogram(
+                n.METRIC_LAYER_PREFIX + "attn_collapsed_fraction",
+                unit="1",
+                description="Mean share of collapsed attention heads of a decoder layer over a generation (full capture)",
+                explicit_bucket_boundaries_advisory=list(UNIT_BUCKETS),
+            ),
+        }
 
     def record(self, report: Report, base: dict[str, Any]) -> None:
         self.duration.record(report.timings.duration_s, base)
@@ -90,9 +106,21 @@ class Instruments:
             for value in sequence.timeline.entropy:
                 if value is not None and math.isfinite(value):
                     self.token_entropy.record(value, base)
-            if self.layer_norm is not None:
-                for layer, value in layer_values(sequence, "hidden_norm"):
-                    self.layer_norm.record(value, {**base, n.LAYER_INDEX: layer})
+
+    def record_layers(self, report: Report, base: dict[str, Any]) -> None:
+        """One measurement per captured layer per sequence: the mean over its steps."""
+        for seq in report.sequences:
+            layers = seq.layers
+            if layers is None:
+                continue
+            for name, histogram in self.layers.items():
+                matrix = getattr(layers, name, None)
+                if matrix is None:
+                    continue
+                for index, values in zip(layers.indices, matrix):
+                    finite = [v for v in values if v is not None and math.isfinite(v)]
+                    if finite:
+                        histogram.record(sum(finite) / len(finite), {**base, n.LAYER_ATTRIBUTE: index})
 
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
         self.duration.record(duration_s, {**base, n.ERROR_TYPE: error_type})
@@ -107,6 +135,10 @@ class FanOutInstruments:
     def record(self, report: Report, base: dict[str, Any]) -> None:
         for member in self.members:
             member.record(report, base)
+
+    def record_layers(self, report: Report, base: dict[str, Any]) -> None:
+        for member in self.members:
+            member.record_layers(report, base)
 
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
         for member in self.members:

@@ -68,6 +68,28 @@ STEP_PREFIX = CV + "step."
 STEP_SERIES = ("entropy", "surprisal", "margin", "top1_prob", "topk_mass")
 STEP_DURATION = CV + "step.duration"
 SEQUENCE_RISK_SCORES = CV + "sequence.risk_scores"
+CAPTURE_DETAIL = CV + "capture.detail"
+LAYERS_INDICES = CV + "layers.indices"
+LAYERS_PREFIX = CV + "layers."
+#: Per-layer means over steps put on the span: summary has hidden_norm; full adds the rest.
+SUMMARY_LAYER_SERIES = ("hidden_norm",)
+FULL_LAYER_SERIES = ("hidden_norm", "update_ratio", "hidden_cos_prev", "attn_entropy", "attn_collapsed_fraction",
+                     "attn_sink_mass", "attn_prompt_mass", "router_entropy", "expert_load_balance")
+PROMPT_TOKENS = CV + "prompt.tokens"
+PROMPT_PERPLEXITY = CV + "prompt.perplexity"
+PROMPT_SURPRISAL = CV + "prompt.surprisal"
+PROMPT_BASIN = CV + "prompt.basin"
+STEP_EVENTS_TOTAL = CV + "step_events.total"
+STEP_EVENTS_SAMPLED = CV + "step_events.sampled"
+PERF_PREFIX = CV + "perf."
+
+# span events and per-step log records (full capture)
+EVENT_STEP = "corevital.step"
+EVENT_STEP_LOG = "corevital.generation.step"
+STEP_INDEX = CV + "step"
+SEQUENCE_INDEX = CV + "sequence"
+STEP_ANOMALOUS = CV + "anomalous"
+TOKEN_ID = CV + "token.id"
 
 FLAG_NAMES = ("nan_or_inf", "repetition_loop", "high_entropy")
 
@@ -79,11 +101,12 @@ METRIC_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
 METRIC_RISK_SCORE = "corevital.risk.score"
 METRIC_HEALTH_FLAGS = "corevital.health.flags"
 FLAG_ATTRIBUTE = "corevital.flag"
+LAYER_ATTRIBUTE = "corevital.layer.index"
+METRIC_LAYER_PREFIX = "corevital.layer."
+#: Per-layer histograms (full capture), one measurement per layer per sequence: the mean over its steps.
+LAYER_METRICS = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")
 #: Distribution of every generated token's entropy (bits); bounded attributes only, never the step.
 METRIC_TOKEN_ENTROPY = "corevital.token.entropy"
-#: Opt-in (``layer_metrics``): per-layer hidden-state norms, one series per layer index.
-METRIC_LAYER_HIDDEN_NORM = "corevital.layer.hidden_norm"
-LAYER_INDEX = "corevital.layer.index"
 
 #: Every metric this package can emit, with its unit: the dashboards and the collector configs use only these.
 METRIC_UNITS = {
@@ -94,7 +117,7 @@ METRIC_UNITS = {
     METRIC_RISK_SCORE: "1",
     METRIC_HEALTH_FLAGS: "{flag}",
     METRIC_TOKEN_ENTROPY: "bit",
-    METRIC_LAYER_HIDDEN_NORM: "1",
+    **{METRIC_LAYER_PREFIX + name: "1" for name in LAYER_METRICS},
 }
 
 # Explicit bucket boundaries from the GenAI conventions (v1.41).
@@ -106,12 +129,6 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 RISK_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ENTROPY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
-NORM_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
 
 # --- log records ----------------------------------------------------------------
 EVENT_REPORT = "corevital.generation.report"
-#: Opt-in (``step_logs``): one record per generated token, for Collector routing and filtering.
-EVENT_STEP = "corevital.generation.step"
-STEP_INDEX = CV + "step.index"
-SEQUENCE_INDEX = CV + "sequence.index"
-TOKEN_ID = CV + "token.id"  # content capture only

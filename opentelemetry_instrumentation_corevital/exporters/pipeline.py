@@ -202,20 +202,14 @@ class Pipeline:
     """What ``build_pipeline`` made; ``shutdown()`` flushes and stops all of it."""
 
     names: tuple[str, ...] = ()
+    sdk: bool = False  # an SDK pipeline (otlp, otlp-json, console, datadog) carries all three signals
     tracer_provider: Any = None  # CoreVital's own (SDK or ddtrace); None: use the caller's
-    meter_provider: Any = None  # SDK pipelines' metrics
+    meter_provider: Any = None  # the SDK pipeline's (Prometheus reader included), or Prometheus' own
     logger_provider: Any = None
     prometheus: Any = None  # a PrometheusEndpoint
     dispatcher: Any = None  # a ReportDispatcher
     files: list[Path] = field(default_factory=list)
     _sdk: list[Any] = field(default_factory=list)
-
-    @property
-    def meter_providers(self) -> list[Any]:
-        found = [self.meter_provider] if self.meter_provider is not None else []
-        if self.prometheus is not None:
-            found.append(self.prometheus.meter_provider)
-        return found
 
     def submit(self, report: Any) -> None:
         if self.dispatcher is not None:
@@ -242,22 +236,20 @@ class Pipeline:
             self.prometheus.shutdown()
 
 
-def _sdk_pipeline(pipeline: Pipeline, names: Sequence[str], settings: ExporterSettings) -> None:
+def _sdk_pipeline(pipeline: Pipeline, names: Sequence[str], settings: ExporterSettings, resource: Any,
+                  readers: list[Any]) -> None:
     try:
         from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
     except ImportError as exc:
         raise _missing(names[0], exc) from exc
 
-    resource = Resource.create()
     tracer_provider = TracerProvider(resource=resource)
     logger_provider = LoggerProvider(resource=resource)
-    readers = []
     for name in names:
         if name == "otlp-json":
             from .otlp_json import (
@@ -311,6 +303,7 @@ def _sdk_pipeline(pipeline: Pipeline, names: Sequence[str], settings: ExporterSe
             logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
         readers.append(PeriodicExportingMetricReader(_guard(metrics, once, "metrics")))
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    pipeline.sdk = True
     pipeline.tracer_provider = tracer_provider
     pipeline.meter_provider = meter_provider
     pipeline.logger_provider = logger_provider
@@ -343,6 +336,17 @@ def _ddtrace_provider() -> Any:
     return TracerProvider()
 
 
+def _resource(names: Sequence[str]) -> Any:
+    """The SDK resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), when an SDK part is built."""
+    if not any(n in SDK_EXPORTERS or n == "prometheus" for n in names):
+        return None
+    try:
+        from opentelemetry.sdk.resources import Resource
+    except ImportError as exc:
+        raise _missing(names[0], exc) from exc
+    return Resource.create()
+
+
 def build_pipeline(names: Sequence[str], settings: ExporterSettings) -> Pipeline:
     """Build every exporter in ``names``; raise ConfigurationError/OutputError before anything starts half-way."""
     names = tuple(names)
@@ -354,22 +358,24 @@ def build_pipeline(names: Sequence[str], settings: ExporterSettings) -> Pipeline
         )
     built: list[Any] = []
     try:
-        if sdk:
-            _sdk_pipeline(pipeline, sdk, settings)
-        if "ddtrace" in names:
-            pipeline.tracer_provider = _ddtrace_provider()
+        resource = _resource(names)
+        readers: list[Any] = []
         if "prometheus" in names:
             try:
-                from opentelemetry.sdk.resources import Resource
-
                 from .prometheus import PrometheusEndpoint
 
-                # Resource.create() reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES: target_info matches the SDK pipeline's.
+                # With an SDK pipeline the endpoint serves that pipeline's MeterProvider (one set of measurements).
                 pipeline.prometheus = PrometheusEndpoint(
-                    settings.prometheus_host, settings.prometheus_port, Resource.create()
+                    settings.prometheus_host, settings.prometheus_port, resource, own_provider=not sdk
                 )
             except ImportError as exc:
                 raise _missing("prometheus", exc) from exc
+            readers.append(pipeline.prometheus.reader)
+            pipeline.meter_provider = pipeline.prometheus.meter_provider
+        if sdk:
+            _sdk_pipeline(pipeline, sdk, settings, resource, readers)
+        if "ddtrace" in names:
+            pipeline.tracer_provider = _ddtrace_provider()
         for name in (n for n in names if n in REPORT_EXPORTERS):
             built.append(_report_exporter(name, settings))
         if built:

@@ -30,7 +30,7 @@ PROMETHEUS_NAMES = {
     n.METRIC_RISK_SCORE: "corevital_risk_score",
     n.METRIC_HEALTH_FLAGS: "corevital_health_flags_total",
     n.METRIC_TOKEN_ENTROPY: "corevital_token_entropy_bit",
-    n.METRIC_LAYER_HIDDEN_NORM: "corevital_layer_hidden_norm",
+    **{n.METRIC_LAYER_PREFIX + name: "corevital_layer_" + name for name in n.LAYER_METRICS},
 }
 #: Every label a CoreVital series can carry (besides ``job``/``instance`` added by the scraper and ``le`` on buckets).
 PROMETHEUS_LABELS = frozenset({
@@ -41,21 +41,29 @@ PROMETHEUS_LABELS = frozenset({
 
 
 class PrometheusEndpoint:
-    """An SDK ``MeterProvider`` whose metrics are served at ``http://host:port/metrics``."""
+    """``http://host:port/metrics`` serving the metrics of ``reader``.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9464, resource: Any = None) -> None:
+    Give ``reader`` to an SDK ``MeterProvider`` of yours, or pass
+    ``own_provider=True`` for a ``MeterProvider`` of its own (``meter_provider``).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9464, resource: Any = None,
+                 own_provider: bool = True) -> None:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import CollectorRegistry, start_http_server
 
         self.registry = CollectorRegistry(auto_describe=True)
         self.reader = PrometheusMetricReader(registry=self.registry)
-        kwargs = {"resource": resource} if resource is not None else {}
-        self.meter_provider = MeterProvider(metric_readers=[self.reader], **kwargs)
+        self.meter_provider = None
+        if own_provider:
+            kwargs = {"resource": resource} if resource is not None else {}
+            self.meter_provider = MeterProvider(metric_readers=[self.reader], **kwargs)
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
-            self.meter_provider.shutdown()
+            if self.meter_provider is not None:
+                self.meter_provider.shutdown()
             reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror or exc})"
             raise ConfigurationError(
                 f"prometheus_port={port} on {host} {reason}; choose another port with prometheus_port= "
@@ -71,7 +79,8 @@ class PrometheusEndpoint:
 
     def shutdown(self) -> None:
         try:
-            self.meter_provider.shutdown()
+            if self.meter_provider is not None:
+                self.meter_provider.shutdown()
         finally:
             self._server.shutdown()
             self._server.server_close()

@@ -25,8 +25,12 @@ SCHEMA_URL = Schemas.V1_41_0.value
 
 _GENERATION_MODULE = "transformers.generation.utils"
 _TOKENIZER_MODULE = "transformers.tokenization_utils_base"
+_CACHE_MODULE = "transformers.cache_utils"
 
 __all__ = ["CoreVitalInstrumentor", "generation_context", "SCOPE"]
+
+#: Recent chat-templated prompts, process-wide: kept across instrument()/uninstrument() cycles.
+_PROMPTS = PromptRegistry()
 
 
 class CoreVitalInstrumentor(BaseInstrumentor):
@@ -34,8 +38,9 @@ class CoreVitalInstrumentor(BaseInstrumentor):
 
     ``instrument(tracer_provider=None, meter_provider=None, logger_provider=None,
     capture="summary", max_span_steps=512, report_log=False,
-    high_entropy_bits=4.0, capture_content=None, exporters=(), layer_metrics=False,
-    step_logs=False, on_report=None, <exporter settings>)``; every option also reads an
+    high_entropy_bits=4.0, capture_content=None, layers="all", step_stride=1,
+    on_risk_threshold=0.5, step_events=True, step_logs=True, layer_metrics=True,
+    exporters=(), on_report=None, <exporter settings>)``; every option also reads an
     ``OTEL_INSTRUMENTATION_COREVITAL_*`` variable (see the README), keyword
     arguments winning. ``exporters`` names destinations CoreVital sets up and
     owns (see ``exporters/pipeline.py``). ``uninstrument()`` flushes and stops
@@ -95,22 +100,23 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         if pipeline is not None:
             if pipeline.tracer_provider is not None:
                 tracer_provider = pipeline.tracer_provider
-            if pipeline.meter_provider is not None:  # an SDK pipeline replaces the caller's providers
-                meter_providers, logger_providers = [], [pipeline.logger_provider]
-            meter_providers += pipeline.meter_providers
+            if pipeline.sdk:  # an SDK pipeline replaces the caller's providers
+                meter_providers, logger_providers = [pipeline.meter_provider], [pipeline.logger_provider]
+            elif pipeline.meter_provider is not None:  # Prometheus alone: in addition to the caller's
+                meter_providers.append(pipeline.meter_provider)
             if pipeline.dispatcher is not None:
                 on_report = _chain(on_report, pipeline.submit)
         tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
         meters = [get_meter(SCOPE, __version__, p, schema_url=SCHEMA_URL) for p in meter_providers]
         loggers = [get_logger(SCOPE, __version__, p, schema_url=SCHEMA_URL) for p in logger_providers]
-        instruments = [Instruments(m, layer_metrics=options.layer_metrics) for m in meters]
+        instruments = [Instruments(m) for m in meters]
 
         self._telemetry = Telemetry(
             tracer=tracer,
             instruments=instruments[0] if len(instruments) == 1 else FanOutInstruments(instruments),
             logger=loggers[0] if len(loggers) == 1 else FanOutLogger(loggers),
             options=options,
-            prompts=PromptRegistry(),
+            prompts=_PROMPTS,
             on_report=on_report,
         )
         wrappers = Wrappers(lambda: self._telemetry)
@@ -119,19 +125,34 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin.generate", wrappers.generate)
         if hasattr(generation_utils.GenerationMixin, "_get_logits_processor"):
             wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin._get_logits_processor", wrappers.logits_processor)
+        if hasattr(generation_utils.GenerationMixin, "_update_finished_beams"):
+            wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin._update_finished_beams",
+                                  wrappers.update_finished_beams)
+        wrap_function_wrapper(_CACHE_MODULE, "Cache.reorder_cache", wrappers.reorder_cache)
+        wrap_function_wrapper(_CACHE_MODULE, "EncoderDecoderCache.reorder_cache", wrappers.reorder_cache)
         wrap_function_wrapper(_TOKENIZER_MODULE, "PreTrainedTokenizerBase.apply_chat_template", wrappers.apply_chat_template)
         wrap_function_wrapper(_TOKENIZER_MODULE, "PreTrainedTokenizerBase.__call__", wrappers.tokenizer_call)
+        from ..capture import _intercept
+
+        _intercept.install()
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        import transformers.cache_utils as cache_utils
         import transformers.generation.utils as generation_utils
         import transformers.tokenization_utils_base as tokenization_utils_base
 
+        from ..capture import _intercept
+
         self._telemetry = None
+        _intercept.uninstall()
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             pipeline.shutdown()
         unwrap(generation_utils.GenerationMixin, "generate")
         unwrap(generation_utils.GenerationMixin, "_get_logits_processor")
+        unwrap(generation_utils.GenerationMixin, "_update_finished_beams")
+        unwrap(cache_utils.Cache, "reorder_cache")
+        unwrap(cache_utils.EncoderDecoderCache, "reorder_cache")
         unwrap(tokenization_utils_base.PreTrainedTokenizerBase, "apply_chat_template")
         unwrap(tokenization_utils_base.PreTrainedTokenizerBase, "__call__")
 
