@@ -13,6 +13,7 @@ import torch
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from opentelemetry_instrumentation_corevital.exporters.wandb import TIMELINE_COLUMNS, TIMELINE_KEY, summary_values
 
+from ._services import wait_until
 from ._wandb_reader import read_run
 
 pytestmark = pytest.mark.slow

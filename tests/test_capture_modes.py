@@ -43,9 +43,12 @@ STEP_LOG_KEYS = STEP_EVENT_KEYS | {
     "gen_ai.request.model", "corevital.layers.indices", "corevital.layers.hidden_norm", "corevital.layers.update_ratio",
     "corevital.layers.hidden_cos_prev", "corevital.layers.attn_entropy", "corevital.layers.attn_collapsed_fraction",
     "corevital.layers.attn_sink_mass", "corevital.layers.attn_prompt_mass",
+    # the generation's risk and operation on every step record, for Collector routing (issue 6)
+    "gen_ai.operation.name", "corevital.risk.level", "corevital.risk.score",
 }
 BASE_METRICS = {"gen_ai.client.operation.duration", "gen_ai.client.token.usage", "gen_ai.server.time_to_first_token",
-                "gen_ai.server.time_per_output_token", "corevital.risk.score", "corevital.health.flags"}
+                "gen_ai.server.time_per_output_token", "corevital.risk.score", "corevital.health.flags",
+                "corevital.token.entropy"}
 LAYER_METRICS = {"corevital.layer.hidden_norm", "corevital.layer.attn_entropy",
                  "corevital.layer.attn_collapsed_fraction"}
 
