@@ -33,8 +33,14 @@ def test_offline_run_round_trip(tiny_llama, tmp_path, monkeypatch):
     finally:
         instrumentor.uninstrument()  # finishes the run it started
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
-    run = read_run(run_dir)
-    rows = [row for row in run["history"] if "corevital/risk_score" in row]
+
+    def history_rows():
+        """wandb-core writes the run file on its own; under load it lags finish() by a moment."""
+        run = read_run(run_dir)
+        rows = [row for row in run["history"] if "corevital/risk_score" in row]
+        return (run, rows) if len(rows) >= 2 and "corevital/report_id" in run["summary"] else None
+
+    run, rows = wait_until(history_rows, timeout=60, what="both generations in the offline run file")
     assert len(rows) == 2
     for row, report in zip(rows, reports):
         for key, expected in summary_values(report).items():
