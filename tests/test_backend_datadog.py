@@ -117,34 +117,45 @@ def test_agent_receives_delta_metrics(otlp_run):
     assert sum(int(p["count"]) for p in entropy["histogram"]["data_points"]) == 10
 
 
+DD_APPS = {
+    # ddtrace-run style: ddtrace's OTel support becomes the global provider; DogStatsD chosen by env var.
+    "global": ("import ddtrace.auto  # noqa: F401  (what ddtrace-run does)",
+               'CoreVitalInstrumentor().instrument(on_report=reports.append, max_span_steps=8)'),
+    # explicit: exporters="ddtrace" hands CoreVital's spans to ddtrace without touching the global provider.
+    "exporter": ("",
+                 'CoreVitalInstrumentor().instrument(exporters="ddtrace,dogstatsd", on_report=reports.append, '
+                 'max_span_steps=8)'),
+}
 DD_APP = r'''
 import json, sys, torch
-import ddtrace.auto  # noqa: F401  (what ddtrace-run does)
+{import_line}
 from ddtrace import tracer
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
 from opentelemetry_instrumentation_corevital.testing import tiny_causal_lm
 
 model = tiny_causal_lm("llama", seed=0)
 reports = []
-CoreVitalInstrumentor().instrument(on_report=reports.append, max_span_steps=8)  # OTel API -> ddtrace
+{instrument_line}
 prompt = torch.tensor([[1, 17, 42, 99, 7]])
 with tracer.trace("web.request", service="chat-app", resource="POST /chat"):
     output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False)
 CoreVitalInstrumentor().uninstrument()
 tracer.flush()
-print(json.dumps({"report": reports[0].to_dict(), "output": output.tolist()}))
+print(json.dumps({{"report": reports[0].to_dict(), "output": output.tolist()}}))
 '''
 
 
-def test_ddtrace_app_generation_span_carries_corevital_attributes(agent, tiny_llama, tmp_path):
-    token = "corevital-ddtrace"
+@pytest.mark.parametrize("mode", sorted(DD_APPS))
+def test_ddtrace_app_generation_span_carries_corevital_attributes(mode, agent, tiny_llama, tmp_path):
+    token = f"corevital-ddtrace-{mode}"
     apm = f"http://127.0.0.1:{agent['apm']}"
     http_get(f"{apm}/test/session/start?test_session_token={token}")
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.settimeout(15)
     script = tmp_path / "app.py"
-    script.write_text(DD_APP)
+    import_line, instrument_line = DD_APPS[mode]
+    script.write_text(DD_APP.format(import_line=import_line, instrument_line=instrument_line))
     env = {
         **os.environ, "DD_TRACE_OTEL_ENABLED": "true", "DD_TRACE_AGENT_URL": apm,
         "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false", "DD_REMOTE_CONFIGURATION_ENABLED": "false",
