@@ -39,11 +39,16 @@ FULL_EXTRA = {
 }
 STEP_EVENT_KEYS = {"corevital.step", "corevital.entropy", "corevital.surprisal", "corevital.margin",
                    "corevital.top1_prob", "corevital.topk_mass", "corevital.anomalous"}
-STEP_LOG_KEYS = STEP_EVENT_KEYS | {"gen_ai.request.model"}
+STEP_LOG_KEYS = STEP_EVENT_KEYS | {
+    "gen_ai.request.model",
+    # the generation's risk and operation on every step record, for Collector routing
+    "gen_ai.operation.name", "corevital.risk.level", "corevital.risk.score",
+}
 STEP_LOG_LAYER_KEYS = {"indices", "hidden_norm", "update_ratio", "hidden_cos_prev", "attn_entropy",
                        "attn_collapsed_fraction", "attn_sink_mass", "attn_prompt_mass"}
 BASE_METRICS = {"gen_ai.client.operation.duration", "gen_ai.client.token.usage", "gen_ai.server.time_to_first_token",
-                "gen_ai.server.time_per_output_token", "corevital.risk.score", "corevital.health.flags"}
+                "gen_ai.server.time_per_output_token", "corevital.risk.score", "corevital.health.flags",
+                "corevital.token.entropy"}
 LAYER_METRICS = {"corevital.layer.hidden_norm", "corevital.layer.attn_entropy",
                  "corevital.layer.attn_collapsed_fraction"}
 

@@ -122,6 +122,12 @@ def emit_step_logs(logger: Any, report: Report, context: Any, start_ns: int | No
         for step in range(len(seq.timeline.entropy)):
             attrs = _step_attributes(report, seq_index, step, content)
             attrs[n.REQUEST_MODEL] = report.model.name
+            attrs[n.OPERATION_NAME] = report.request.operation
+            # The generation's risk on every step record: a Collector routes risky generations' steps without a join.
+            if report.summary.risk_level is not None:
+                attrs[n.RISK_LEVEL] = report.summary.risk_level
+            if report.summary.risk_score is not None:
+                attrs[n.RISK_SCORE] = float(report.summary.risk_score)
             entropy = attrs.get(n.CV + "entropy")
             summary = f"step {step}" + (f" sequence {seq_index}" if len(report.sequences) > 1 else "")
             summary += f": entropy {entropy:.3f} bits" if entropy is not None else ": non-finite"
