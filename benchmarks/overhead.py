@@ -71,6 +71,7 @@ class Result:
     all_s: dict[str, list[float]] = field(default_factory=dict)
     same_output: dict[str, bool] = field(default_factory=dict)
     syncs: dict[str, int] = field(default_factory=dict)
+    plain_reproducible: bool = True  # two plain runs gave the same tokens (else "same tokens" cannot hold either)
     peak_mib: dict[str, float] = field(default_factory=dict)
 
 
@@ -176,6 +177,8 @@ def bench(name: str, args: argparse.Namespace) -> Result:
             for _ in range(args.warmup):
                 outputs[mode] = model.generate(prompt, **kwargs)
             sync_now(device)
+        set_mode("plain", providers)
+        result.plain_reproducible = bool(torch.equal(model.generate(prompt, **kwargs), outputs["plain"]))
         times: dict[str, list[float]] = {m: [] for m in modes}
         ours: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(args.rounds):
@@ -246,7 +249,8 @@ def table(results: list[Result]) -> str:
             peak = f"{r.peak_mib[mode]:.0f}" if mode in r.peak_mib else ""
             lines.append(f"| {r.model} | {r.device} | {r.dtype} | {r.batch} | {r.prompt_len} | {r.new_tokens} | {mode} | "
                          f"{median:.3f} | {r.ratio[mode]:.3f} | {r.paired[mode]:.3f} | {r.host_ms[mode]:.1f} | "
-                         f"{'yes' if r.same_output[mode] else 'NO'} | {added} | {peak} |")
+                         f"{'yes' if r.same_output[mode] else ('NO' if r.plain_reproducible else 'no (plain vs plain: no)')} | "
+                         f"{added} | {peak} |")
     return "\n".join(lines)
 
 
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
     parser.add_argument("--models", default="smollm2,tiny-llama")
-    parser.add_argument("--modes", default="off,summary")
+    parser.add_argument("--modes", default="off,summary,full")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1)
