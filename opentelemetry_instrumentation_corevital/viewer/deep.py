@@ -1,0 +1,139 @@
+"""Deep-capture data (schema 1.1, ``capture="full"``): per-layer matrices and the prompt analysis.
+
+Matrices are ``[layer][step]`` lists: row *r* is decoder layer ``indices[r]``,
+column *c* is generation step ``steps[c]``; ``null`` marks a value that was
+not finite or not captured. Names are those of docs/report-format.md; a
+matrix of any other name is shown too, so later additions need no viewer change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import otlp
+
+#: Known layer matrices, in the order the viewer offers them, with their labels.
+LAYER_LABELS = {
+    "hidden_norm": "hidden-state L2 norm",
+    "attn_entropy": "attention entropy (0–1, mean over heads)",
+    "attn_collapsed_fraction": "collapsed attention heads (fraction)",
+    "hidden_mean": "hidden-state mean",
+    "hidden_std": "hidden-state std",
+    "hidden_max_abs": "hidden-state max |x|",
+    "hidden_nonfinite": "non-finite hidden values",
+    "hidden_cos_prev": "cosine to the previous layer",
+    "update_ratio": "update ratio ‖Δh‖/‖h‖",
+    "attn_entropy_min": "attention entropy, lowest head",
+    "attn_max_weight": "largest attention weight",
+    "attn_sink_mass": "attention sink mass",
+    "attn_prompt_mass": "attention on the prompt (lookback ratio)",
+    "router_entropy": "MoE router entropy",
+    "expert_load_balance": "MoE expert load balance",
+}
+#: The three heatmaps the run page opens with, when present.
+HEADLINE = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")
+PROMPT_LAYER_LABELS = {
+    "hidden_norm": "hidden-state norm",
+    "attn_sparsity": "attention sparsity",
+    "basin": "basin score (mean)",
+    "basin_min": "basin score (lowest head)",
+}
+
+
+@dataclass
+class LayerData:
+    indices: list[int]  # decoder layer of each row
+    steps: list[int]  # generation step of each column
+    matrices: dict[str, list[list[float | None]]]
+
+    def names(self) -> list[str]:
+        known = [k for k in LAYER_LABELS if k in self.matrices]
+        return known + sorted(k for k in self.matrices if k not in LAYER_LABELS)
+
+    def cells(self, name: str) -> list[dict[str, Any]]:
+        """(layer, step, value) for every cell of one matrix; missing values are kept as None."""
+        return [
+            {"layer": layer, "step": step, "value": row[c] if c < len(row) else None}
+            for layer, row in zip(self.indices, self.matrices[name])
+            for c, step in enumerate(self.steps)
+        ]
+
+    def layer_means(self) -> list[dict[str, Any]]:
+        """Per layer, the mean over captured steps of every matrix (None when no finite value)."""
+        rows = []
+        for r, layer in enumerate(self.indices):
+            row: dict[str, Any] = {"layer": layer}
+            for name in self.names():
+                values = [v for v in self.matrices[name][r] if v is not None] if r < len(self.matrices[name]) else []
+                row[name] = sum(values) / len(values) if values else None
+            rows.append(row)
+        return rows
+
+
+def _matrix(value: Any) -> list[list[float | None]] | None:
+    if not isinstance(value, list) or not value or not all(isinstance(row, list) for row in value):
+        return None
+    return [[otlp.finite(v) for v in row] for row in value]
+
+
+def layer_data(sequence: dict[str, Any]) -> LayerData | None:
+    """The sequence's ``layers`` block, or None when it was not captured."""
+    block = sequence.get("layers")
+    if not isinstance(block, dict):
+        return None
+    matrices = {k: m for k, v in block.items() if k not in ("indices", "steps") and (m := _matrix(v)) is not None}
+    if not matrices:
+        return None
+    rows = max(len(m) for m in matrices.values())
+    cols = max(len(row) for m in matrices.values() for row in m)
+    indices = block.get("indices")
+    steps = block.get("steps")
+    return LayerData(
+        indices=list(indices) if isinstance(indices, list) and len(indices) == rows else list(range(rows)),
+        steps=list(steps) if isinstance(steps, list) and len(steps) == cols else list(range(cols)),
+        matrices=matrices,
+    )
+
+
+@dataclass
+class PromptData:
+    surprisal: list[float | None]  # one per prompt token after the first
+    perplexity: float | None
+    layers: list[int]
+    per_layer: dict[str, list[float | None]]  # name -> one value per entry of ``layers``
+
+    def surprisal_rows(self) -> list[dict[str, Any]]:
+        """Prompt position (1 = the second prompt token, the first one with a prediction) and surprisal."""
+        return [{"position": i + 1, "surprisal": v} for i, v in enumerate(self.surprisal)]
+
+    def layer_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"layer": layer, **{name: values[r] if r < len(values) else None for name, values in self.per_layer.items()}}
+            for r, layer in enumerate(self.layers)
+        ]
+
+
+def prompt_data(sequence: dict[str, Any], report: dict[str, Any]) -> PromptData | None:
+    """The sequence's ``prompt`` block (prefill analysis), or None when it was not captured."""
+    block = sequence.get("prompt")
+    if not isinstance(block, dict):
+        return None
+    surprisal = [otlp.finite(v) for v in block.get("surprisal") or []] if isinstance(block.get("surprisal"), list) else []
+    per_layer = {
+        k: [otlp.finite(v) for v in block[k]]
+        for k in list(PROMPT_LAYER_LABELS) + sorted(set(block) - set(PROMPT_LAYER_LABELS))
+        if k not in ("surprisal", "perplexity") and isinstance(block.get(k), list)
+        and all(v is None or isinstance(v, (int, float)) for v in block[k])
+    }
+    if not surprisal and not per_layer and block.get("perplexity") is None:
+        return None
+    count = max((len(v) for v in per_layer.values()), default=0)
+    candidates = [(sequence.get("layers") or {}).get("indices"), (report.get("capture") or {}).get("layers")]
+    layers = next((list(c) for c in candidates if isinstance(c, list) and len(c) == count), list(range(count)))
+    return PromptData(
+        surprisal=surprisal,
+        perplexity=otlp.finite(block.get("perplexity")),
+        layers=layers,
+        per_layer=per_layer,
+    )
