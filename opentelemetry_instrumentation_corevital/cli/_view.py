@@ -55,6 +55,7 @@ def streamlit_command(app: str, port: int) -> list[str]:
         "--server.runOnSave", "false",
         "--browser.gatherUsageStats", "false",
         "--global.developmentMode", "false",
+        "--client.toolbarMode", "viewer",
     ]
 
 

@@ -34,9 +34,9 @@ def overlay(rows: list[dict[str, Any]], title: str) -> alt.Chart:
     return alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
         x=alt.X("step:Q"),
         y=alt.Y("value:Q", title=title),
-        color=alt.Color("run:N", legend=alt.Legend(orient="bottom", labelLimit=600, columns=1)),
+        color=alt.Color("run:N", legend=alt.Legend(orient="top", title=None, labelLimit=400, columns=1)),
         tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(title=title, height=240)
+    ).properties(title=title, height=300)
 
 
 def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.Chart:
@@ -54,7 +54,7 @@ def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.C
         chart = base + alt.Chart(marked).mark_rect(filled=False, stroke="#d62728", strokeWidth=2).encode(
             x="step:O", y=alt.Y("layer:O", sort="descending")
         )
-    return chart.properties(title=title, height=max(160, 14 * frame["layer"].nunique()))
+    return chart.properties(title=title, height=max(220, 26 * frame["layer"].nunique()))
 
 
 def bars(rows: list[dict[str, Any]], x: str, y: str, title: str, x_type: str = "O") -> alt.Chart:

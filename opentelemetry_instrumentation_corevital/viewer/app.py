@@ -82,7 +82,7 @@ def _go(view: str, run: str | None = None, runs: list[str] | None = None) -> Non
 
 def show_problems(problems: list[str]) -> None:
     for text in problems[:SHOWN_PROBLEMS]:
-        st.warning(text, icon="⚠️")
+        st.warning(text)
     if len(problems) > SHOWN_PROBLEMS:
         with st.expander(f"{len(problems) - SHOWN_PROBLEMS} more problems"):
             for text in problems[SHOWN_PROBLEMS:]:
@@ -166,14 +166,16 @@ def view_run(index: Index) -> None:
     m = st.columns(5)
     m[0].metric("Risk score", _num(risk.score))
     m[1].metric("Risk level", risk.level or "–")
-    m[2].metric("Flags", ", ".join(summary.flags) if summary.flags else ("none" if risk.score is not None else "–"))
+    m[2].metric("Flags", len(summary.flags) if risk.score is not None else "–")
     m[3].metric("Output tokens", "–" if summary.output_tokens is None else summary.output_tokens)
     m[4].metric("Duration", _num(summary.duration_s, "{:.2f}", " s"))
+    if summary.flags:
+        st.markdown("Flags fired: " + " ".join(f":red-badge[{flag}]" for flag in summary.flags))
     if summary.error:
         st.error(f"The generation failed: {summary.error}")
     story = diagnosis.narrative(detail)
     if story:
-        st.info(story, icon="📝")
+        st.info(story)
     mode = summary.capture_mode or "unknown"
     if detail.report is None and detail.span is not None:
         stride = (detail.span or {}).get("corevital.timeline.stride") or 1
@@ -377,7 +379,8 @@ def view_compare(index: Index) -> None:
         st.info("Pick two or more runs to compare.")
         return
     details = [_detail(index.by_key(k)) for k in keys]  # type: ignore[arg-type]
-    st.dataframe(pd.DataFrame(compare.table(details)), hide_index=True, width="stretch")
+    rows = compare.table(details)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=36 * (len(rows) + 1) + 2)
     st.subheader("Signals overlaid (riskiest sequence of each run)")
     grid = st.columns(2)
     drawn = 0
@@ -434,7 +437,7 @@ def view_performance(index: Index) -> None:
 
 
 def main(paths: list[str] | None = None) -> None:
-    st.set_page_config(page_title="CoreVital viewer", page_icon="🩺", layout="wide")
+    st.set_page_config(page_title="CoreVital viewer", layout="wide")
     initial = paths or paths_from_env()
     st.sidebar.title("CoreVital viewer")
     text = st.sidebar.text_area("Files or folders, one per line", "\n".join(initial), key="paths")
@@ -447,7 +450,10 @@ def main(paths: list[str] | None = None) -> None:
         f"{len(index.runs)} runs from {index.counts['files']} files · {index.counts['spans']} spans, "
         f"{index.counts['reports']} reports, {index.counts['metric_lines']} metric lines"
     )
-    show_problems(index.problems)
+    if view == "Runs":
+        show_problems(index.problems)
+    elif index.problems:
+        st.caption(f"{len(index.problems)} problems reading the files: the Runs view lists them.")
     {"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view](index)
 
 

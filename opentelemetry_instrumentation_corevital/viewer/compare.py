@@ -70,6 +70,13 @@ def riskiest_series(detail: RunDetail) -> SequenceSeries | None:
     return next((s for s in found if s.index == index), found[0])
 
 
+def short_label(detail: RunDetail) -> str:
+    """Legend name of a run: its short id, model and risk (the full label is too long for a legend)."""
+    s = detail.summary
+    risk = f"{s.risk_score:.2f}" if s.risk_score is not None else "–"
+    return f"{s.short_id} · {s.model or 'unknown model'} · risk {risk}"
+
+
 def overlay(details: list[RunDetail], signal: str) -> list[dict[str, Any]]:
     """(run, step, value) rows of one signal for every run that has it."""
     rows = []
@@ -77,7 +84,7 @@ def overlay(details: list[RunDetail], signal: str) -> list[dict[str, Any]]:
         seq = riskiest_series(d)
         if seq is None or signal not in seq.values:
             continue
-        rows += [{"run": d.summary.label, "step": step, "value": v}
+        rows += [{"run": short_label(d), "step": step, "value": v}
                  for step, v in zip(seq.steps, seq.values[signal]) if v is not None]
     return rows
 

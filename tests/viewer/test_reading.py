@@ -116,7 +116,7 @@ def test_indexing_streams_a_large_file_line_by_line(tmp_path):
     report["sequences"][0]["timeline"] = {k: long_series for k in ("entropy", "surprisal", "margin", "topk_mass")}
     path = tmp_path / "logs.jsonl"
     with path.open("w") as handle:
-        for i in range(300):
+        for i in range(160):
             report["trace_id"], report["span_id"] = f"{i:032x}", f"{i:016x}"
             report["created_at"] = f"2026-01-02T03:{i // 60:02d}:{i % 60:02d}Z"
             handle.write(json.dumps(h.logs_line([h.report_record(report, f"{i:032x}", f"{i:016x}")])) + "\n")
@@ -262,7 +262,7 @@ def test_compare_table_overlay_and_fingerprint_distance(good_dir):
     assert rows["generation mode"][plain.summary.label] == "sample"
     overlay = compare.overlay([deep_, plain], "entropy")
     assert len(overlay) == 22  # 11 finite steps each
-    assert overlay[6] == {"run": deep_.summary.label, "step": 6, "value": 4.5}
+    assert overlay[6] == {"run": "b1b1b1b1 · hand-made/deep-1.1 · risk 0.50", "step": 6, "value": 4.5}
     matrix, missing = compare.fingerprint_distances([deep_, twin])
     assert missing == [] and matrix[0] == {"run": deep_.summary.label, deep_.summary.label: 0.0,
                                            twin.summary.label: 1.0}
