@@ -71,7 +71,7 @@ def factor_bars(factors: list[dict[str, Any]]) -> alt.Chart:
         x=alt.X("contribution:Q"),
         y=alt.Y("factor:N", sort="-x", title=None),
         tooltip=["factor:N", alt.Tooltip("contribution:Q", format=".4f")],
-    ).properties(title="Risk factor contributions", height=40 + 24 * len(frame))
+    ).properties(title="Risk factor contributions", height=80 + 40 * len(frame))
 
 
 def risk_over_time(rows: list[dict[str, Any]]) -> alt.Chart:

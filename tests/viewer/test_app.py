@@ -288,3 +288,13 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     (overlay,) = charts(at)["entropy (bits)"]
     assert len(overlay) == 36
     assert messages.NO_FINGERPRINT.split("{runs}")[0] in texts(at.info)[0]
+
+
+def test_dashboards_script_runs_the_packaged_app_on_its_arguments(monkeypatch, good_dir):
+    script = Path(__file__).resolve().parents[2] / "dashboards" / "corevital_viewer.py"
+    monkeypatch.delenv("COREVITAL_VIEW_PATHS", raising=False)
+    monkeypatch.setattr("sys.argv", [str(script), str(good_dir)])  # as `streamlit run script -- PATH` sets it
+    at = AppTest.from_file(str(script), default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert at.sidebar.text_area(key="paths").value == str(good_dir)
+    assert metrics(at)["Runs"] == "5"

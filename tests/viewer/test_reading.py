@@ -303,3 +303,15 @@ def test_readme_documents_every_message():
             "{line}", "N").replace("{detail}", "DETAIL").replace("{version}", "VERSION").replace(
             "{span_id}", "SPAN").replace("{count}", "N")
         assert text in readme, name
+
+
+def test_reading_side_imports_no_streamlit_and_the_app_ships_in_the_package():
+    import subprocess
+    import sys
+    from importlib import resources
+
+    code = ("import sys\nfrom opentelemetry_instrumentation_corevital.viewer import compare, deep, diagnosis, index, "
+            "messages, otlp, perf, runlist, series, sources\n"
+            "print(sorted(m for m in ('streamlit', 'pandas', 'altair', 'torch') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+    assert resources.files("opentelemetry_instrumentation_corevital").joinpath("viewer/app.py").is_file()
