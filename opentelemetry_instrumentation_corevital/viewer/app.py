@@ -68,13 +68,16 @@ def _ms(seconds: float | None) -> str:
     return "–" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
-def _go(view: str, run: str | None = None, runs: list[str] | None = None) -> None:
-    """Button callback: switch view (and the run or runs shown) before the next rerun draws the widgets."""
-    st.session_state["view"] = view
-    if run is not None:
-        st.session_state["run"] = run
-    if runs is not None:
-        st.session_state["compare"] = runs
+def _open_picked() -> None:
+    """"Open run": show the run picked beside the button. Reads the pick from the session state, which holds
+    what the browser sent with the click, so a click that beats the pick's own rerun still opens that run."""
+    st.session_state["run"] = st.session_state["open_pick"]
+    st.session_state["view"] = "Run"
+
+
+def _compare_picked() -> None:
+    st.session_state["compare"] = list(st.session_state["compare_pick"])
+    st.session_state["view"] = "Compare"
 
 
 # --- page parts ---------------------------------------------------------------------------------------------------
@@ -131,12 +134,12 @@ def view_runs(index: Index) -> None:
         return
     labels = {r.key: r.label for r in shown}
     o = st.columns([4, 1])
-    picked = o[0].selectbox("Open a run", list(labels), format_func=labels.get, key="open_pick")
-    o[1].button("Open run", on_click=_go, args=("Run", picked), type="primary", width="stretch")
+    o[0].selectbox("Open a run", list(labels), format_func=labels.get, key="open_pick")
+    o[1].button("Open run", on_click=_open_picked, type="primary", width="stretch")
     k = st.columns([4, 1])
     chosen = k[0].multiselect("Compare runs", list(labels), format_func=labels.get, key="compare_pick",
                               default=list(labels)[:2] if len(labels) >= 2 else None)
-    k[1].button("Compare", on_click=_go, args=("Compare", None, chosen), disabled=len(chosen) < 2,
+    k[1].button("Compare", on_click=_compare_picked, disabled=len(chosen) < 2,
                 width="stretch")
 
 

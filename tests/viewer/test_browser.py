@@ -28,7 +28,7 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
     labels = {r.span_id: r.label for r in build_index([str(real_dir)]).runs}
     with serve([real_dir, good_dir, bad_dir], free_port(), tmp_path / "view.log") as url:
         shots = drive(url, tmp_path, labels[greedy["span_id"]], DEEP_LABEL)
-    text = {s["name"]: s["text"] for s in shots}
+    text = {s["name"]: " ".join(s["text"].split()) for s in shots}  # whitespace as a reader sees it
     assert list(text) == ["runs", "run", "timeline", "layers", "compare", "performance"]
     for shot in shots:
         assert shot["file"].startswith(str(tmp_path))
@@ -43,11 +43,11 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
 
     run = text["run"]
     assert "SmolLM2-135M-Instruct.Q4_1" in run and greedy["span_id"] in run
-    assert f"Risk score\n{greedy['summary']['risk_score']:.3f}" in run
+    assert f"Risk score {greedy['summary']['risk_score']:.3f}" in run
     assert "Risk factors" in run and "entropy_mean" in run
 
     timeline = text["timeline"]
-    assert greedy["sequences"][0]["output_text"] in timeline
+    assert " ".join(greedy["sequences"][0]["output_text"].split()) in timeline
     assert "Generated text" in timeline
 
     layers = text["layers"]
@@ -59,6 +59,7 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
     assert "Signals overlaid" in compare and "Fingerprint distance needs a summary.fingerprint" in compare
 
     perf = text["performance"]
-    ttfts = sorted([greedy["timings"]["time_to_first_token_s"], sampled["timings"]["time_to_first_token_s"]])
-    assert "Median time to first token" in perf and "Runs timed\n8" in perf
-    assert f"{ttfts[1] * 1000:.1f}" in perf or f"{ttfts[0] * 1000:.1f}" in perf
+    # Real runs' TTFT (read from the reports) and the hand-made ones: 0.5 s (3 runs), 0.25 s (the gzip one).
+    ttfts = sorted([greedy["timings"]["time_to_first_token_s"], sampled["timings"]["time_to_first_token_s"],
+                    0.5, 0.5, 0.5, 0.25])
+    assert f"Median time to first token {ttfts[len(ttfts) // 2] * 1000:.1f} ms" in perf and "Runs timed 8" in perf

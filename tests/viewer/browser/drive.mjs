@@ -44,6 +44,7 @@ try {
   await shoot("runs");
 
   await pick("Open a run", job.run);
+  await settle(1);
   await page.getByRole("button", { name: "Open run" }).click();
   await page.getByText("Risk score", { exact: true }).waitFor();
   await settle(1);
