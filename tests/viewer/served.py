@@ -51,13 +51,13 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> No
 
 
 @contextmanager
-def serve(paths: list[Path], port: int, log: Path) -> Iterator[str]:
+def serve(paths: list[Path], port: int, log: Path, cwd: Path = ROOT) -> Iterator[str]:
     """`corevital view PATHS --port PORT` in a subprocess (its PID is the server's), stopped by that PID."""
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "view", *map(str, paths),
              "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
         )
         try:
             wait_healthy(port, proc)
@@ -66,9 +66,11 @@ def serve(paths: list[Path], port: int, log: Path) -> Iterator[str]:
             stop(proc)
 
 
-def drive(url: str, out: Path, run: str, deep_run: str | None = None, timeout: float = 240) -> list[dict]:
+def drive(url: str, out: Path, run: str, deep_run: str | None = None, stop_after: str | None = None,
+          timeout: float = 240) -> list[dict]:
     """Run the browser scenario; returns [{name, file, text}] for each screenshot taken."""
-    job = {"url": url, "out": str(out), "run": run, "deepRun": deep_run, "chromium": shutil.which("chromium")}
+    job = {"url": url, "out": str(out), "run": run, "deepRun": deep_run, "chromium": shutil.which("chromium"),
+           "stopAfter": stop_after}
     result = subprocess.run(
         ["timeout", str(int(timeout)), "node", str(DRIVER), json.dumps(job)],
         capture_output=True, text=True, cwd=DRIVER.parent, env={**os.environ, "NO_COLOR": "1"},

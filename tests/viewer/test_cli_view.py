@@ -78,3 +78,29 @@ def test_view_serves_the_app_on_loopback_and_stops_by_pid(tmp_path, good_dir):
     assert _listening(port) == []
     log = (tmp_path / "view.log").read_text()
     assert log.startswith(f"corevital view: http://127.0.0.1:{port} (Ctrl+C stops it)\n")
+
+
+@pytest.mark.slow
+def test_corevital_view_shows_what_make_demo_wrote(tmp_path):
+    """`make demo` is `corevital run` with its defaults; then `corevital view corevital-data/` shows that run."""
+    from opentelemetry_instrumentation_corevital.viewer import build_index
+
+    from .conftest import real_reports
+    from .served import browser_missing, drive
+
+    missing = browser_missing()
+    if missing:
+        pytest.fail(missing)
+    demo = subprocess.run([sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "run", "--quiet"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert demo.returncode == 0, demo.stderr
+    (report,) = real_reports(tmp_path / "corevital-data")
+    (run,) = build_index([str(tmp_path / "corevital-data")]).runs
+    with serve([Path("corevital-data/")], free_port(), tmp_path / "view.log", cwd=tmp_path) as url:
+        shots = drive(url, tmp_path, run.label, stop_after="timeline")
+    text = {s["name"]: " ".join(s["text"].split()) for s in shots}
+    assert list(text) == ["runs", "run", "timeline"]
+    assert "1 of 1 runs" in text["runs"] and "Runs 1" in text["runs"]
+    assert f"Risk score {report['summary']['risk_score']:.3f}" in text["run"]
+    assert f"Output tokens {report['usage']['output_tokens']}" in text["run"] and report["span_id"] in text["run"]
+    assert "entropy (bits)" in text["timeline"]

@@ -1,6 +1,7 @@
 // Drives the served viewer in Debian's headless chromium (playwright-core, no downloaded browser) like a person:
 // run list -> open a run -> its timeline -> a deep-capture run's layers -> Compare -> Performance.
-// Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "chromium": PATH}'
+// Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "chromium": PATH, "stopAfter": "timeline"}'
+// (stopAfter: only the run list, the run and its timeline, for files with a single run).
 // Prints one JSON document: [{name, file, text}] (text = what the page shows, for the test to check).
 import { chromium } from "playwright-core";
 
@@ -49,6 +50,9 @@ try {
   await page.getByText("Risk score", { exact: true }).waitFor();
   await settle(1);
   await shoot("run");
+
+  if (job.stopAfter === "timeline") { await page.getByRole("tab", { name: "Timeline" }).click(); await settle(4, visibleTab); await shoot("timeline"); }
+  if (job.stopAfter) { await browser.close(); process.stdout.write(JSON.stringify(shots) + "\n"); process.exit(0); }
 
   await page.getByRole("tab", { name: "Timeline" }).click();
   await settle(4, visibleTab);
