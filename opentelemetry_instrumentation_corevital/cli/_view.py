@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CoreVitalError
-from ._run import DEFAULT_OUT
+from ._run import DEFAULT_OUT, _positive_int
 
 DEFAULT_PORT = 8577
 ENV_PATHS = "COREVITAL_VIEW_PATHS"  # read by viewer/app.py
@@ -21,11 +21,8 @@ MISSING_STREAMLIT = (
 
 
 def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
+    value = _positive_int(text)
+    if value > 65535:
         raise argparse.ArgumentTypeError(f"must be 1..65535, got {value}")
     return value
 

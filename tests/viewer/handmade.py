@@ -285,3 +285,18 @@ def write_bad(folder: Path) -> Path:
     ])
     (folder / "empty.jsonl").write_text("", encoding="utf-8")
     return folder
+
+
+def bad_problems(folder: Path) -> list[str]:
+    """The problems ``write_bad(folder)`` causes, in the order the viewer meets them."""
+    from opentelemetry_instrumentation_corevital.viewer import messages
+
+    bad = str(folder / "bad.jsonl")
+    return [
+        messages.NOT_JSON.format(file=bad, line=1, detail="Expecting value: line 2 column 1 (char 20)"),
+        messages.NOT_OTLP.format(file=bad, line=2),
+        messages.BAD_REPORT.format(file=bad, line=3, detail="not JSON: Expecting value: line 1 column 1 (char 0)"),
+        messages.UNKNOWN_REPORT_SCHEMA.format(file=bad, line=4, version="2.0.0"),
+        messages.UNKNOWN_SPAN_SCHEMA.format(file=bad, line=5, span_id=V2_SPAN, version="2.0.0"),
+        messages.EMPTY_FILE.format(file=str(folder / "empty.jsonl")),
+    ]

@@ -68,16 +68,8 @@ def test_a_report_without_its_span_is_a_run_of_its_own(tmp_path):
 
 def test_every_problem_is_one_documented_message(good_dir, bad_dir):
     index = build_index([str(good_dir), str(bad_dir), str(bad_dir / "missing.jsonl")])
-    bad = str(bad_dir / "bad.jsonl")
-    assert index.problems == [
-        messages.NOT_FOUND.format(path=str(bad_dir / "missing.jsonl")),
-        messages.NOT_JSON.format(file=bad, line=1, detail="Expecting value: line 2 column 1 (char 20)"),
-        messages.NOT_OTLP.format(file=bad, line=2),
-        messages.BAD_REPORT.format(file=bad, line=3, detail="not JSON: Expecting value: line 1 column 1 (char 0)"),
-        messages.UNKNOWN_REPORT_SCHEMA.format(file=bad, line=4, version="2.0.0"),
-        messages.UNKNOWN_SPAN_SCHEMA.format(file=bad, line=5, span_id=h.V2_SPAN, version="2.0.0"),
-        messages.EMPTY_FILE.format(file=str(bad_dir / "empty.jsonl")),
-    ]
+    assert index.problems == [messages.NOT_FOUND.format(path=str(bad_dir / "missing.jsonl")),
+                              *h.bad_problems(bad_dir)]
     future = by_model(index, "hand-made/from-the-future")
     # Its corevital.* attributes are not read (risk 0.5 on the span is ignored), its gen_ai.* ones are.
     assert (future.risk_score, future.output_tokens, future.report_ref, future.schema_version) == (None, 5, None, "2.0.0")
@@ -315,3 +307,16 @@ def test_reading_side_imports_no_streamlit_and_the_app_ships_in_the_package():
             "print(sorted(m for m in ('streamlit', 'pandas', 'altair', 'torch') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
     assert resources.files("opentelemetry_instrumentation_corevital").joinpath("viewer/app.py").is_file()
+
+
+def test_readme_screenshots_are_the_browser_scenarios_pictures():
+    import re
+
+    from .served import png_size
+
+    root = Path(__file__).resolve().parents[2]
+    shown = re.findall(r"\(docs/img/(viewer-[a-z]+\.png)\)", (root / "README.md").read_text(encoding="utf-8"))
+    assert shown == ["viewer-runs.png", "viewer-run.png", "viewer-timeline.png", "viewer-layers.png",
+                     "viewer-compare.png"]
+    for name in shown:  # written by `make screenshots` from drive.mjs's 1400 x 1600 viewport
+        assert png_size(root / "docs" / "img" / name) == (1400, 1600), name
