@@ -20,6 +20,12 @@ ENV_CAPTURE = ENV_PREFIX + "CAPTURE"
 ENV_MAX_SPAN_STEPS = ENV_PREFIX + "MAX_SPAN_STEPS"
 ENV_REPORT_LOG = ENV_PREFIX + "REPORT_LOG"
 ENV_HIGH_ENTROPY_BITS = ENV_PREFIX + "HIGH_ENTROPY_BITS"
+ENV_LAYERS = ENV_PREFIX + "LAYERS"
+ENV_STEP_STRIDE = ENV_PREFIX + "STEP_STRIDE"
+ENV_ON_RISK_THRESHOLD = ENV_PREFIX + "ON_RISK_THRESHOLD"
+ENV_STEP_EVENTS = ENV_PREFIX + "STEP_EVENTS"
+ENV_STEP_LOGS = ENV_PREFIX + "STEP_LOGS"
+ENV_LAYER_METRICS = ENV_PREFIX + "LAYER_METRICS"
 # Owned by the GenAI conventions (opentelemetry-util-genai); we honour it, never a second switch.
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -28,11 +34,13 @@ class CaptureMode(str, enum.Enum):
     """How much CoreVital captures inside each generation."""
 
     OFF = "off"  # span, GenAI metrics and timings only
-    SUMMARY = "summary"  # + on-device logit signals, flags and risk
+    SUMMARY = "summary"  # + on-device logit signals, per-layer hidden-state norms, flags and risk
+    FULL = "full"  # + every per-layer hidden and attention statistic, prompt telemetry, MoE, step events and logs
+    ON_RISK = "on_risk"  # capture as full on the device; emit full detail only for risky generations
 
 
-#: Modes that later releases add; named here so the error can say so.
-PLANNED_MODES = ("full", "on_risk")
+#: Modes that later releases may add; named here so the error can say so.
+PLANNED_MODES: tuple[str, ...] = ()
 
 
 class ContentMode(str, enum.Enum):
@@ -58,6 +66,27 @@ class ContentMode(str, enum.Enum):
 
 DEFAULT_MAX_SPAN_STEPS = 512
 DEFAULT_HIGH_ENTROPY_BITS = 4.0
+DEFAULT_ON_RISK_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class LayerSelection:
+    """Which decoder layers to capture: all, explicit indices, or every n-th."""
+
+    indices: tuple[int, ...] | None = None
+    every: int | None = None
+
+    def resolve(self, count: int) -> tuple[int, ...] | None:
+        if self.indices is not None:
+            return tuple(i if i >= 0 else count + i for i in self.indices)
+        if self.every is not None:
+            return tuple(range(0, count, self.every))
+        return None
+
+    def describe(self) -> str:
+        if self.indices is not None:
+            return ",".join(str(i) for i in self.indices)
+        return f"every:{self.every}" if self.every is not None else "all"
 
 
 @dataclass(frozen=True)
@@ -69,6 +98,12 @@ class Options:
     report_log: bool = False
     content: ContentMode = ContentMode.NO_CONTENT
     high_entropy_bits: float = DEFAULT_HIGH_ENTROPY_BITS
+    layers: LayerSelection = field(default_factory=LayerSelection)
+    step_stride: int = 1
+    on_risk_threshold: float = DEFAULT_ON_RISK_THRESHOLD
+    step_events: bool = True
+    step_logs: bool = True
+    layer_metrics: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -118,6 +153,49 @@ def parse_positive_float(value: Any, source: str) -> float:
     return number
 
 
+def parse_layers(value: Any, source: str = "layers") -> LayerSelection:
+    """``all``, ``every:N``, or indices and ranges such as ``0,4,8`` or ``0-7,-1`` (or a sequence of ints)."""
+    if isinstance(value, LayerSelection):
+        return value
+    if isinstance(value, (list, tuple)):
+        try:
+            return LayerSelection(indices=tuple(int(v) for v in value))
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"{source}={value!r} must hold layer indices (integers).") from None
+    text = str(value).strip().lower()
+    if text in ("", "all"):
+        return LayerSelection()
+    if text.startswith("every:"):
+        return LayerSelection(every=parse_positive_int(text.split(":", 1)[1], source))
+    indices: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part.lstrip("-"):
+                low, high = part.lstrip("-").split("-", 1) if not part.startswith("-") else (part, part)
+                start, stop = int(low), int(high)
+                if stop < start:
+                    raise ValueError
+                indices.extend(range(start, stop + 1))
+            else:
+                indices.append(int(part))
+    except ValueError:
+        raise ConfigurationError(
+            f"{source}={value!r} is not a layer selection; use all, every:N, or indices like 0,4,8 or 0-7,-1."
+        ) from None
+    return LayerSelection(indices=tuple(indices))
+
+
+def parse_unit_float(value: Any, source: str) -> float:
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ConfigurationError(f"{source}={value!r} is not a number.") from None
+    if not 0.0 <= number <= 1.0:
+        raise ConfigurationError(f"{source}={value!r} must be between 0 and 1.")
+    return number
+
+
 def parse_content_mode(value: Any, source: str = ENV_CAPTURE_CONTENT) -> ContentMode:
     """Accept both the legacy ``true``/``false`` and the latest-experimental enum values."""
     if isinstance(value, ContentMode):
@@ -158,4 +236,16 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         options["high_entropy_bits"] = parse_positive_float(*found)
     if (found := pick("capture_content", ENV_CAPTURE_CONTENT)) is not None:
         options["content"] = parse_content_mode(*found)
+    if (found := pick("layers", ENV_LAYERS)) is not None:
+        options["layers"] = parse_layers(*found)
+    if (found := pick("step_stride", ENV_STEP_STRIDE)) is not None:
+        options["step_stride"] = parse_positive_int(*found)
+    if (found := pick("on_risk_threshold", ENV_ON_RISK_THRESHOLD)) is not None:
+        options["on_risk_threshold"] = parse_unit_float(*found)
+    if (found := pick("step_events", ENV_STEP_EVENTS)) is not None:
+        options["step_events"] = parse_bool(*found)
+    if (found := pick("step_logs", ENV_STEP_LOGS)) is not None:
+        options["step_logs"] = parse_bool(*found)
+    if (found := pick("layer_metrics", ENV_LAYER_METRICS)) is not None:
+        options["layer_metrics"] = parse_bool(*found)
     return Options(**options)

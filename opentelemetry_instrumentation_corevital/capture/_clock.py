@@ -2,15 +2,36 @@
 
 On CUDA each step's end is an event recorded on the stream (no wait); the
 elapsed times are read once, after the generation's final transfer has
-synchronised. On the CPU the host clock is exact, because the work is
-synchronous.
+synchronised. Events are recycled through a process-wide pool, so a
+generation creates none once the pool is warm. On the CPU the host clock is
+exact, because the work is synchronous.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import defaultdict
 
 import torch
+
+_POOL_LIMIT = 8192
+_pool: dict[int, list] = defaultdict(list)
+_pool_lock = threading.Lock()
+
+
+def _take(device_index: int) -> "torch.cuda.Event":
+    with _pool_lock:
+        free = _pool[device_index]
+        if free:
+            return free.pop()
+    return torch.cuda.Event(enable_timing=True)
+
+
+def _give(device_index: int, events: list) -> None:
+    with _pool_lock:
+        free = _pool[device_index]
+        free.extend(events[: max(0, _POOL_LIMIT - len(free))])
 
 
 class StepClock:
@@ -20,9 +41,11 @@ class StepClock:
         self._start_event = None
         self._events: list = []
         self._marks: list[float] = []
+        self._index = 0
         if device is not None and device.type == "cuda" and torch.cuda.is_available():
+            self._index = device.index if device.index is not None else torch.cuda.current_device()
             self._stream = torch.cuda.current_stream(device)
-            self._start_event = torch.cuda.Event(enable_timing=True)
+            self._start_event = _take(self._index)
             self._start_event.record(self._stream)
 
     @property
@@ -31,18 +54,28 @@ class StepClock:
 
     def mark(self) -> None:
         if self._start_event is not None:
-            event = torch.cuda.Event(enable_timing=True)
+            event = _take(self._index)
             event.record(self._stream)
             self._events.append(event)
         else:
             self._marks.append(time.perf_counter())
 
     def step_ends(self) -> list[float]:
-        """Seconds from the generation's start to the end of each step.
+        """Seconds from the generation's start to the end of each step; releases the events.
 
         On CUDA, call only once the device has caught up (after the final
         transfer); reading an event before that would block.
         """
         if self._start_event is None:
             return [m - self._start_wall for m in self._marks]
-        return [self._start_event.elapsed_time(e) / 1000.0 for e in self._events]
+        ends = [self._start_event.elapsed_time(e) / 1000.0 for e in self._events]
+        self.release()
+        return ends
+
+    def release(self) -> None:
+        """Return the events to the pool (also after a failed generation, unread)."""
+        if self._start_event is not None:
+            events = [self._start_event, *self._events]
+            self._events = []
+            self._start_event = None
+            _give(self._index, events)

@@ -1,13 +1,21 @@
-"""One generation's capture: a logits processor that records on the device, and the final transfer.
+"""One generation's capture: taps inside the forward pass, one reduce per step, one transfer at the end.
 
-The processor is placed first in ``generate``'s processor list, so it sees the
-model's raw next-token logits (float32, before repetition penalties and before
-temperature/top-k/top-p warping) and returns them untouched. Per step it
-launches a few kernels (``logit_stats``), appends the [rows, 4] result to a
-Python list and keeps the step's log-probabilities for one step, until the
-next call's ``input_ids`` reveals which token was chosen. Nothing is read on
-the host until :meth:`CaptureSession.finish`, which stacks everything and
-transfers it once.
+* A step recorder runs in front of ``generate``'s logits processors on the raw
+  float32 logits (before repetition penalties and temperature/top-k/top-p)
+  and returns them untouched.
+* Forward hooks on the decoder layers keep a *reference* to each layer's
+  new-token output (and input): no kernels inside the forward. Attention is
+  seen through the wrapped attention functions (``_intercept``) or, for eager
+  models, the attention modules' own weights; MoE routers through hooks on
+  the routers.
+* Once per step, at the recorder call, everything the hooks kept is reduced
+  for all layers at once into small [rows, layers, stats] tensors appended to
+  lists. Layer data can be limited to some layers and every n-th step.
+* Nothing is read on the host until :meth:`CaptureSession.finish`, which
+  stacks the lists and transfers them in one copy.
+
+Every tap is removed in ``finish``; any failure inside the capture stops the
+capture for that generation (telemetry lost), never the generation.
 """
 
 from __future__ import annotations
@@ -19,36 +27,61 @@ from typing import Any
 import torch
 from transformers.generation.logits_process import LogitsProcessorList
 
+from . import _attention, _hidden, _moe, _prompt
 from ._clock import StepClock
-from ._stats import STAT_COLUMNS, chosen_surprisal, logit_stats
+from ._intercept import ACTIVE_SESSION
+from ._layers import discover, first_tensor
+from ._plan import CapturePlan
+from ._stats import LN2, STAT_COLUMNS, chosen_log_prob, finish_stats, logit_stats
 
 _logger = logging.getLogger(__name__)
 
 #: Per-step series of a captured row, in the order they are transferred.
 SERIES = (*STAT_COLUMNS, "surprisal")
 
-#: Generation modes whose processor calls map one-to-one onto emitted tokens.
+#: Generation modes whose processor calls map one-to-one onto emitted tokens of fixed rows.
 SIGNAL_MODES = frozenset({"greedy_search", "sample"})
+BEAM_MODES = frozenset({"beam_search", "beam_sample"})
 #: Modes that call the processors exactly once per decoding step (so step times are real).
-TIMING_MODES = SIGNAL_MODES | {"beam_search", "beam_sample", "group_beam_search", "constrained_beam_search"}
+TIMING_MODES = SIGNAL_MODES | BEAM_MODES | {"group_beam_search", "constrained_beam_search"}
 
 
 @dataclass
 class CaptureResult:
-    """Host-side result of one generation's capture; no tensors."""
+    """Host-side result of one generation's capture; plain Python numbers only."""
 
     signals: bool  # whether logit signals were captured
     unavailable: dict[str, str] = field(default_factory=dict)  # signal group -> reason
     prefix_len: int = 0  # length of the sequence fed to step 0 (prompt, or decoder start)
     steps: int = 0  # decoding steps recorded
+    rows: int = 0  # rows the model ran per step (batch x beams)
     series: list[dict[str, list[float | None]]] = field(default_factory=list)  # per row
     sequences: list[list[int]] = field(default_factory=list)  # returned sequences, host copy
     step_ends: list[float] = field(default_factory=list)  # seconds from start to each step's end
+    row_of: list[list[int]] | None = None  # beam search: [returned sequence][step] -> row
+    layers: list[int] = field(default_factory=list)  # decoder layer indices captured
+    layer_steps: list[int] = field(default_factory=list)  # steps with layer data
+    hidden: list | None = None  # [layer_step][row][layer] norm, or [..][..][..][7] full stats
+    hidden_full: bool = False
+    attention: list | None = None  # [layer_step][row][layer][6]
+    moe: list | None = None  # [layer_step][row][layer][2]
+    prompt_surprisal: list | None = None  # [input row][prompt - 1]
+    prompt_layers: list | None = None  # [input row][layer][4]: hidden_norm, sparsity, basin, basin_min
+    encoder_layers: list | None = None  # [input row][encoder layer][4]: same columns
+    encoder_indices: list[int] = field(default_factory=list)
+    attention_source: str | None = None
+    retained_values: int = 0  # numbers the capture kept on the device for this generation (memory is O(steps x layers))
     error: str | None = None
 
 
 def _finite(value: float) -> bool:
     return value == value and value not in (float("inf"), float("-inf"))
+
+
+def _columns(packed_steps: list[list[float]], surprisal: list[float]) -> list[list[float]]:
+    """[steps][1 + k] packed values and per-step surprisal -> [series][steps] in :data:`SERIES` order."""
+    finished = [finish_stats(p) for p in packed_steps]
+    return [[f[i] for f in finished] for i in range(len(STAT_COLUMNS))] + [list(surprisal)]
 
 
 def _row_series(row: list[list[float]]) -> dict[str, list[float | None]]:
@@ -67,14 +100,16 @@ def _row_series(row: list[list[float]]) -> dict[str, list[float | None]]:
 class _StepRecorder:
     """The per-step hook; never raises into ``generate`` and never changes the scores."""
 
-    def __init__(self, session: "CaptureSession", signals: bool) -> None:
+    def __init__(self, session: "CaptureSession") -> None:
         self._session = session
-        self.signals = signals
+        self.signals = session.plan.signals
         self.timing = True
         self.steps = 0
         self.prefix_len: int | None = None
         self.stats: list[torch.Tensor] = []
         self.surprisal: list[torch.Tensor] = []
+        self.top: list[tuple[torch.Tensor, torch.Tensor]] = []  # beam modes: (top ids, top log-probs)
+        self.top_k = 0
         self.last_logp: torch.Tensor | None = None
         self.failed: str | None = None
 
@@ -83,24 +118,37 @@ class _StepRecorder:
             try:
                 self._record(input_ids, scores)
             except Exception as exc:  # never let our bookkeeping break the user's generation
-                self.failed = f"{type(exc).__name__}: {exc}"
-                self.stats.clear()
-                self.surprisal.clear()
-                self.last_logp = None
-                _logger.warning("CoreVital capture stopped for this generation: %s", self.failed)
+                self.fail(exc)
         return scores
 
+    def fail(self, exc: BaseException) -> None:
+        self.failed = f"{type(exc).__name__}: {exc}"
+        self.stats.clear()
+        self.surprisal.clear()
+        self.top.clear()
+        self.last_logp = None
+        self._session.stop_layers()
+        _logger.warning("CoreVital capture stopped for this generation: %s", self.failed)
+
     def _record(self, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        session = self._session
         if self.prefix_len is None:
             self.prefix_len = int(input_ids.shape[1])
         if self.signals:
-            if self.last_logp is not None:
-                self.surprisal.append(chosen_surprisal(self.last_logp, input_ids[:, -1]))
-            stats, self.last_logp = logit_stats(scores)
-            self.stats.append(stats)
+            if self.top_k:  # beam search: rows are reordered, keep the candidates' ids for the end
+                packed, _, ids = logit_stats(scores, self.top_k)
+                self.top.append((ids, packed))
+            else:
+                if self.last_logp is not None:
+                    self.surprisal.append(chosen_log_prob(self.last_logp, input_ids[:, -1]))
+                packed, self.last_logp, _ = logit_stats(scores)
+            self.stats.append(packed)
+        if session.taps_active:
+            session.reduce_layers(self.steps)
         if self.timing:
-            self._session.clock.mark()
+            session.clock.mark()
         self.steps += 1
+        session.set_recording(self.steps)
 
 
 class RecordingProcessorList(LogitsProcessorList):
@@ -123,15 +171,394 @@ class RecordingProcessorList(LogitsProcessorList):
 class CaptureSession:
     """State of one instrumented ``generate`` call, from entry to the final transfer."""
 
-    def __init__(self, model: Any, device: torch.device | None, signals: bool) -> None:
+    def __init__(
+        self,
+        model: Any,
+        device: torch.device | None,
+        plan: CapturePlan,
+        prompt_ids: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+    ) -> None:
         self.model = model
+        self.plan = plan
         self.clock = StepClock(device)
-        self.recorder = _StepRecorder(self, signals)
+        self.recorder = _StepRecorder(self)
         self.attached = False
         self.generation_config: Any = None
         self.generation_mode: str | None = None
         self.unavailable: dict[str, str] = {}
+        self.prompt_ids = prompt_ids if isinstance(prompt_ids, torch.Tensor) and not prompt_ids.is_floating_point() else None
+        self.prompt_mask = prompt_mask if isinstance(prompt_mask, torch.Tensor) else None
+        config = getattr(model, "config", None)
+        self.is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        self.hidden_size = next((getattr(text, k) for k in ("hidden_size", "n_embd", "d_model")
+                                 if getattr(text, k, None)), None)
+        # taps and per-forward buffers
+        self._handles: list[Any] = []
+        self.taps_active = False
+        self.recording = True
+        self.forwards = 0
+        self._rows_tokens: tuple[int, int] | None = None  # (rows, tokens) of the forward in progress
+        self.layers: list[int] = []
+        self.attention_source: str | None = None
+        self._attention_slots: dict[int, tuple[str, int]] = {}
+        self._out: list[torch.Tensor | None] = []
+        self._in: list[torch.Tensor | None] = []
+        self._attn: list[tuple | None] = []
+        self._probs: list[torch.Tensor | None] = []
+        self._router: list[torch.Tensor | None] = []
+        self._top_k_experts = 2
+        # device-side results
+        self.layer_steps: list[int] = []
+        self.hidden_rows: list[torch.Tensor] = []
+        self.attn_rows: list[torch.Tensor] = []
+        self.moe_rows: list[torch.Tensor] = []
+        self._prev_hidden: torch.Tensor | None = None
+        self._prev_sq: torch.Tensor | None = None
+        self._consecutive = True  # captured layers follow each other: a layer's input is the previous output
+        self._tables: Any = None  # attention KeyTables, built at the first step
+        self._moe_counts: torch.Tensor | None = None
+        self._prompt_surprisal: torch.Tensor | None = None
+        self._prompt_layers: dict[str, list[torch.Tensor | None]] = {}
+        self._encoder: dict[str, list[torch.Tensor | None]] = {}
+        self.encoder_indices: list[int] = []
+        self.parent_rows: torch.Tensor | None = None  # beam search: row -> row of the previous step
+        self.beam_indices: torch.Tensor | None = None  # beam search: final [returned, steps] rows
+        self._install_taps()
 
+    # -- set-up ----------------------------------------------------------------------------
+    def _install_taps(self) -> None:
+        plan = self.plan
+        if not plan.needs_layers:
+            return
+        try:
+            layout = discover(self.model)
+        except Exception as exc:  # an unusual model: logits only
+            self.unavailable["layers"] = f"model layout not understood: {exc}"
+            return
+        if layout.problems:
+            self.unavailable["layers"] = "; ".join(layout.problems)
+        count = len(layout.decoder_layers)
+        if count == 0:
+            return
+        wanted = list(range(count)) if plan.layers is None else sorted({i for i in plan.layers if 0 <= i < count})
+        if not wanted:
+            self.unavailable["layers"] = f"none of the requested layers {list(plan.layers or [])} exist (model has {count})"
+            return
+        self.layers = wanted
+        self._consecutive = wanted == list(range(wanted[0], wanted[0] + len(wanted)))
+        n = len(wanted)
+        self._out, self._in, self._attn, self._probs, self._router = [None] * n, [None] * n, [None] * n, [None] * n, [None] * n
+        add = self._handles.append
+        add(self.model.register_forward_pre_hook(self._on_forward, with_kwargs=True))
+        for slot, index in enumerate(wanted):
+            target = layout.decoder_layers[index]
+            add(target.module.register_forward_hook(self._layer_hook(slot, target.output_index), with_kwargs=True))
+        attn_impl = str(getattr(getattr(self.model, "config", None), "_attn_implementation", "") or "")
+        if plan.attention:
+            if not layout.decoder_attention:
+                self.unavailable["attention"] = "attention modules not found for this architecture"
+            elif attn_impl == "eager":
+                self.attention_source = "eager attention weights"
+                for slot, index in enumerate(wanted):
+                    target = layout.decoder_attention[index]
+                    add(target.module.register_forward_hook(self._eager_hook(slot, target.output_index)))
+            else:
+                from . import _intercept
+
+                if not _intercept.installed():
+                    self.unavailable["attention"] = "attention interception is not installed"
+                else:
+                    self.attention_source = f"query row recomputed beside {attn_impl or 'the model'} attention"
+                    for slot, index in enumerate(wanted):
+                        for sub in layout.decoder_attention[index].module.modules():
+                            self._attention_slots[id(sub)] = ("decoder", slot)
+        if plan.moe and layout.routers:
+            self._top_k_experts = int(getattr(self.model.config, "num_experts_per_tok", 2) or 2)
+            for slot, index in enumerate(wanted):
+                target = layout.routers[index]
+                add(target.module.register_forward_hook(self._router_hook(slot, target.output_index)))
+        if plan.prompt:
+            self._prompt_layers = {"hidden_norm": [None] * n, "attention": [None] * n}
+            if self.is_seq2seq:
+                self.unavailable["prompt"] = "prompt surprisal does not apply to encoder-decoder models (see encoder)"
+            elif layout.base_decoder is not None and layout.lm_head is not None and self.prompt_ids is not None:
+                add(layout.base_decoder.register_forward_hook(self._base_decoder_hook(layout.lm_head)))
+            else:
+                self.unavailable["prompt_surprisal"] = "needs input_ids and the model's output head"
+        if plan.encoder and self.is_seq2seq and layout.encoder_layers:
+            m = len(layout.encoder_layers)
+            self.encoder_indices = list(range(m))
+            self._encoder = {"hidden_norm": [None] * m, "attention": [None] * m}
+            for slot, target in enumerate(layout.encoder_layers):
+                add(target.module.register_forward_hook(self._encoder_hook(slot, target.output_index)))
+            if attn_impl != "eager" and layout.encoder_attention:
+                for slot, target in enumerate(layout.encoder_attention):
+                    for sub in target.module.modules():
+                        self._attention_slots.setdefault(id(sub), ("encoder", slot))
+        self.taps_active = True
+
+    def stop_layers(self) -> None:
+        """Remove every tap; layer data captured so far is kept, nothing more is recorded."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.taps_active = False
+
+    # -- hooks (all cheap: keep references, compute only at prefill) -------------------
+    def _mine(self) -> bool:
+        return ACTIVE_SESSION.get() is self
+
+    def _on_forward(self, module: Any, args: Any, kwargs: dict) -> None:
+        if self._mine():
+            self.forwards += 1
+            inputs = kwargs.get("decoder_input_ids") if self.is_seq2seq else kwargs.get("input_ids")
+            if inputs is None:
+                inputs = kwargs.get("decoder_inputs_embeds" if self.is_seq2seq else "inputs_embeds")
+            if inputs is None and args and isinstance(args[0], torch.Tensor):
+                inputs = args[0]
+            self._rows_tokens = (int(inputs.shape[0]), int(inputs.shape[1])) if inputs is not None else None
+
+    def _layer_hook(self, slot: int, out_index: int) -> Any:
+        full = self.plan.hidden == "full"
+
+        def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+            if not self.recording or not self._mine():
+                return
+            out = first_tensor(output, out_index)
+            if out is None:
+                return
+            inp = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("hidden_states")
+            if out.shape[1] != 1:  # prefill (or no cache): keep only the last position, as a copy
+                if self._prompt_layers and self.forwards == 1 and not self.recorder.steps:
+                    self._prompt_layers["hidden_norm"][slot] = _hidden.masked_token_norm_mean(out, self._valid_mask(out))
+                out = out[:, -1:].clone()
+                inp = inp[:, -1:].clone() if full and isinstance(inp, torch.Tensor) else None
+            self._out[slot] = out
+            if full and (slot == 0 or not self._consecutive):
+                self._in[slot] = inp
+
+        return hook
+
+    def _eager_hook(self, slot: int, out_index: int) -> Any:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            if not self.recording or not self._mine():
+                return
+            weights = first_tensor(output, out_index)
+            if weights is not None and weights.dim() == 4:
+                self._probs[slot] = weights[:, :, -1, :].float()
+
+        return hook
+
+    def _router_hook(self, slot: int, out_index: int) -> Any:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            if not self.recording or not self._mine():
+                return
+            logits = first_tensor(output, out_index)
+            shape = self._rows_tokens
+            if logits is None or shape is None or logits.shape[0] != shape[0] * shape[1]:
+                return
+            self._router[slot] = logits.view(shape[0], shape[1], logits.shape[-1])[:, -1]
+
+        return hook
+
+    def _base_decoder_hook(self, head: Any) -> Any:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            if not self._mine() or self.forwards != 1 or self.recorder.steps or self._prompt_surprisal is not None:
+                return
+            hidden = first_tensor(output, 0)
+            if hidden is None or hidden.dim() != 3:
+                return
+            ids = _expand_rows(self.prompt_ids, hidden.shape[0], hidden.shape[1], hidden.device)
+            if ids is None:
+                return
+            try:
+                self._prompt_surprisal = _prompt.prompt_surprisal(hidden, ids, head)
+            except Exception as exc:
+                self.unavailable["prompt_surprisal"] = f"{type(exc).__name__}: {exc}"
+
+        return hook
+
+    def _encoder_hook(self, slot: int, out_index: int) -> Any:
+        def hook(module: Any, args: tuple, output: Any) -> None:
+            if not self._mine() or self.forwards:
+                return
+            out = first_tensor(output, out_index)
+            if out is not None and out.dim() == 3:
+                self._encoder["hidden_norm"][slot] = _hidden.masked_token_norm_mean(out, self._valid_mask(out))
+
+        return hook
+
+    def _valid_mask(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The prompt's attention mask, expanded like generate expands rows (beams, samples)."""
+        return _expand_rows(self.prompt_mask, hidden.shape[0], hidden.shape[1], hidden.device)
+
+    def on_attention(self, module: Any, query: torch.Tensor, key: torch.Tensor, mask: Any, kwargs: dict) -> None:
+        """Called by the wrapped attention functions, after the model's own attention ran."""
+        place = self._attention_slots.get(id(module))
+        if place is None or not self.taps_active:
+            return
+        try:
+            kind, slot = place
+            scaling = _attention.scaling_of(module, kwargs, query.shape[-1])
+            bias = kwargs.get("position_bias")
+            softcap = kwargs.get("softcap")
+            if kind == "encoder":
+                if not self.forwards and self._encoder and self._encoder["attention"][slot] is None:
+                    valid = self._valid_mask(query.transpose(1, 2))
+                    valid = valid if valid is not None else torch.ones(query.shape[0], key.shape[-2], device=query.device)
+                    self._encoder["attention"][slot] = _attention.prompt_attention_stats(
+                        query, key, mask if isinstance(mask, torch.Tensor) else None, scaling, valid, bias, softcap,
+                        causal=False)
+                return
+            if not self.recording:
+                return
+            if query.shape[2] != 1:  # prefill
+                if self._prompt_layers and self.forwards == 1 and not self.recorder.steps:
+                    valid = self._valid_mask(query.transpose(1, 2))
+                    if valid is None:
+                        valid = torch.ones(query.shape[0], key.shape[-2], device=query.device)
+                    self._prompt_layers["attention"][slot] = _attention.prompt_attention_stats(
+                        query, key, mask if isinstance(mask, torch.Tensor) else None, scaling, valid, bias, softcap)
+                query = query[:, :, -1:].clone()
+                if isinstance(mask, torch.Tensor) and mask.dim() == 4:
+                    mask = mask[..., -1:, :].clone()
+                if isinstance(bias, torch.Tensor):
+                    bias = bias[..., -1:, :].clone()
+            self._attn[slot] = (query, key, mask if isinstance(mask, torch.Tensor) else None, bias, scaling, softcap)
+        except Exception as exc:
+            self.unavailable["attention"] = f"{type(exc).__name__}: {exc}"
+            self._attention_slots.clear()
+
+    # -- per-step reduce --------------------------------------------------------------------
+    def set_recording(self, next_step: int) -> None:
+        self.recording = self.taps_active and next_step % self.plan.step_stride == 0
+
+    def reduce_layers(self, step: int) -> None:
+        """Reduce what the taps kept during this step's forward; called from the recorder."""
+        if not self.recording:
+            return
+        outs = self._out
+        if any(o is None for o in outs):
+            self._clear()
+            return
+        plan = self.plan
+        rows = int(outs[0].shape[0])
+        if plan.hidden == "full":
+            inputs = self._in
+            if inputs[0] is None or (not self._consecutive and any(i is None for i in inputs)):
+                self._clear()
+                return
+            previous, previous_sq = self._prev_hidden, self._prev_sq
+            if previous is not None and (previous.shape[0] != rows or previous_sq is None):
+                previous = previous_sq = None
+            elif previous is not None and self.parent_rows is not None:
+                parents = self.parent_rows.to(previous.device)
+                previous, previous_sq = previous.index_select(0, parents), previous_sq.index_select(0, parents)
+            moments, self._prev_hidden, self._prev_sq = _hidden.hidden_moments(
+                outs, inputs, self._consecutive, previous, previous_sq)
+            self.hidden_rows.append(moments)
+        else:
+            self.hidden_rows.append(_hidden.hidden_norms(_hidden.stack_layers(outs)))
+        if plan.attention and (self._attention_slots or self.attention_source == "eager attention weights"):
+            self.attn_rows.append(self._attention_rows(rows, step))
+        if plan.moe and any(r is not None for r in self._router):
+            if all(r is not None for r in self._router):
+                stats, self._moe_counts = _moe.router_stats(torch.stack(self._router), self._moe_counts, self._top_k_experts)
+                self.moe_rows.append(stats)
+        self.layer_steps.append(step)
+        self._clear()
+
+    def _attention_rows(self, rows: int, step: int) -> torch.Tensor:
+        """[rows, layers, 6] attention statistics of this step's new query row."""
+        prefix = self.recorder.prefix_len or 0
+        expected = prefix + step  # keys the cache should hold after this step's forward
+        tables = self._key_tables(rows, prefix, expected)
+        n = len(self.layers)
+        device = self._out[0].device
+        filler = torch.full((rows, 6), float("nan"), device=device)
+        if self.attention_source == "eager attention weights":
+            probs = self._probs
+            if any(p is None for p in probs) or len({p.shape for p in probs}) != 1:
+                return torch.full((rows, n, 6), float("nan"), device=device)
+            stacked = torch.stack(probs)
+            return _attention.row_stats(stacked, *tables.at(stacked.shape[-1], expected)).transpose(0, 1)
+        result: list[torch.Tensor | None] = [None] * n
+        groups: dict[tuple, list[int]] = {}
+        for slot, item in enumerate(self._attn):
+            if item is None:
+                continue
+            query, key, mask, bias, scaling, softcap = item
+            signature = (tuple(query.shape), tuple(key.shape), id(mask), id(bias), scaling, softcap, key.dtype)
+            groups.setdefault(signature, []).append(slot)
+        for slots in groups.values():
+            first = self._attn[slots[0]]
+            _, key0, mask, bias, scaling, softcap = first
+            if len(slots) == 1:
+                query, key = first[0], key0
+            else:
+                query = torch.stack([self._attn[s][0] for s in slots])
+                key = torch.stack([self._attn[s][1] for s in slots])
+            keys = key0.shape[-2]
+            if keys > expected:  # a cache holding more than this step's positions: not ours to interpret
+                continue
+            probs = _attention.query_row_probs(query, key, mask, scaling, bias, softcap)
+            stats = _attention.row_stats(probs, *tables.at(keys, expected))
+            if len(slots) == 1:
+                result[slots[0]] = stats
+            else:
+                for position, slot in enumerate(slots):
+                    result[slot] = stats[position]
+        return torch.stack([r if r is not None else filler for r in result], dim=1)
+
+    def _key_tables(self, rows: int, prefix: int, expected: int) -> "_attention.KeyTables":
+        tables = self._tables
+        if tables is None or not tables.covers(expected) or tables.weights.shape[0] != rows:
+            span = max(expected - prefix, self._max_new_tokens())
+            tables = _attention.KeyTables(self._valid_prompt(rows), self._sink_index(rows), prefix, span)
+            self._tables = tables
+        return tables
+
+    def _max_new_tokens(self) -> int:
+        config = self.generation_config
+        prefix = self.recorder.prefix_len or 0
+        max_new = getattr(config, "max_new_tokens", None)
+        if max_new is None and getattr(config, "max_length", None) is not None:
+            max_new = int(config.max_length) - prefix
+        return int(max_new) if max_new and max_new > 0 else 256
+
+    def _valid_prompt(self, rows: int) -> torch.Tensor:
+        prefix = self.recorder.prefix_len or 0
+        device = self._out[0].device
+        mask = self.prompt_mask
+        if mask is not None and not self.is_seq2seq and mask.dim() == 2 and mask.shape[1] == prefix:
+            valid = mask.to(device).sum(dim=-1)
+            if valid.shape[0] != rows and rows % valid.shape[0] == 0:
+                valid = valid.repeat_interleave(rows // valid.shape[0])
+            return valid
+        return torch.full((rows,), float(prefix), device=device)
+
+    def _sink_index(self, rows: int) -> torch.Tensor:
+        device = self._out[0].device
+        mask = self.prompt_mask
+        prefix = self.recorder.prefix_len or 0
+        if mask is not None and not self.is_seq2seq and mask.dim() == 2 and mask.shape[1] == prefix:
+            first = mask.to(device).float().argmax(dim=-1)
+            if first.shape[0] != rows and rows % first.shape[0] == 0:
+                first = first.repeat_interleave(rows // first.shape[0])
+            return first.long()
+        return torch.zeros(rows, dtype=torch.long, device=device)
+
+    def _clear(self) -> None:
+        n = len(self.layers)
+        self._out = [None] * n
+        self._in = [None] * n
+        self._attn = [None] * n
+        self._probs = [None] * n
+        self._router = [None] * n
+
+    # -- decoding-mode bookkeeping ---------------------------------------------------------------
     def processors_for(self, processors: Any, generation_config: Any, assistant_model: Any = None) -> RecordingProcessorList:
         """``processors`` with our recorder in front, configured for this call's decoding mode."""
         self.generation_config = generation_config
@@ -139,21 +566,40 @@ class CaptureSession:
             self.generation_mode = str(generation_config.get_generation_mode(assistant_model).value)
         except Exception:
             self.generation_mode = None
-        if self.recorder.signals and self.generation_mode not in SIGNAL_MODES:
-            # Beam and assisted decoding call processors on reordered or speculative rows;
-            # their logit signals need the per-beam bookkeeping of a later release.
+        mode = self.generation_mode
+        if mode in BEAM_MODES:
+            beams = int(getattr(generation_config, "num_beams", 1) or 1)
+            self.recorder.top_k = max(10, 2 * beams)
+        elif mode not in SIGNAL_MODES:
+            # Assisted and other decoding call the processors on speculative rows.
+            if self.recorder.signals:
+                self.unavailable["logits"] = f"not captured for {mode or 'this'} decoding"
             self.recorder.signals = False
-            self.unavailable["logits"] = f"not captured for {self.generation_mode or 'this'} decoding"
-        if self.generation_mode not in TIMING_MODES:
+            if self.taps_active:
+                self.unavailable["layers"] = f"not captured for {mode or 'this'} decoding"
+                self.stop_layers()
+                self.recording = False
+        if mode not in TIMING_MODES:
             self.recorder.timing = False
-            self.unavailable["timing"] = f"per-step times not measured for {self.generation_mode or 'this'} decoding"
+            self.unavailable["timing"] = f"per-step times not measured for {mode or 'this'} decoding"
         self.attached = True
         return RecordingProcessorList(processors, self.recorder)
 
-    def finish(self, sequences: torch.Tensor | None) -> CaptureResult:
-        """Stack the device buffers, transfer them once, and free them."""
+    def on_reorder(self, beam_idx: torch.Tensor) -> None:
+        """Beam search reordered the cache: row j of the next step continues row beam_idx[j]."""
+        self.parent_rows = beam_idx
+
+    def on_finished_beams(self, beam_indices: torch.Tensor) -> None:
+        """Beam search's running record of which row produced each token of the kept beams."""
+        self.beam_indices = beam_indices
+
+    # -- the end -------------------------------------------------------------------------------
+    def finish(self, sequences: torch.Tensor | None, num_return_sequences: int = 1) -> CaptureResult:
+        """Remove the taps, stack the device buffers, transfer them once, and free them."""
+        self.stop_layers()
         rec = self.recorder
         result = CaptureResult(signals=rec.signals and rec.failed is None, unavailable=dict(self.unavailable))
+        result.attention_source = self.attention_source
         if not self.attached:
             result.unavailable.setdefault("logits", "the capture could not attach to this generate call")
             result.signals = False
@@ -163,26 +609,175 @@ class CaptureSession:
             prefix = rec.prefix_len if rec.prefix_len is not None else 0
             result.prefix_len = prefix
             produced = (len(result.sequences[0]) - prefix) if result.sequences else rec.steps
-            steps = max(0, min(rec.steps, produced))
+            beams = self.generation_mode in BEAM_MODES
+            steps = max(0, min(rec.steps, produced)) if not beams else min(rec.steps, max(produced, 0))
             result.steps = steps
-            if result.signals and steps > 0 and rec.stats:
-                if len(rec.surprisal) < steps and rec.last_logp is not None and sequences is not None:
-                    # The last step's token is known only from the returned sequences.
-                    rec.surprisal.append(chosen_surprisal(rec.last_logp, sequences[:, prefix + steps - 1]))
-                stats = torch.stack(rec.stats[:steps], dim=2)  # [rows, 4, steps]
-                surprisal = torch.cat(rec.surprisal[:steps], dim=1).unsqueeze(1)  # [rows, 1, steps]
-                host = torch.cat([stats, surprisal], dim=1).tolist()  # [rows][5][steps]
-                result.series = [_row_series(row) for row in host]
+            self._transfer(result, sequences, steps, prefix, beams, num_return_sequences)
             result.step_ends = self.clock.step_ends()[:steps]
         except Exception as exc:
             result.error = f"{type(exc).__name__}: {exc}"
             result.signals = False
             result.series = []
+            result.hidden = result.attention = result.moe = None
             _logger.warning("CoreVital could not read back this generation's capture: %s", result.error)
         if rec.failed is not None:
             result.error = rec.failed
             result.unavailable["logits"] = "capture failed during the generation"
+        self._release()
+        return result
+
+    def retained_values(self) -> int:
+        """How many numbers the per-step buffers hold: the capture's whole memory cost that grows with steps."""
+        rec = self.recorder
+        tensors = [*rec.stats, *rec.surprisal, *(t for pair in rec.top for t in pair), *self.hidden_rows,
+                   *self.attn_rows, *self.moe_rows]
+        return sum(t.numel() for t in tensors)
+
+    def _transfer(self, result: CaptureResult, sequences: torch.Tensor | None, steps: int, prefix: int, beams: bool,
+                  num_return: int) -> None:
+        rec = self.recorder
+        result.retained_values = self.retained_values()
+        parts: list[tuple[str, torch.Tensor]] = []
+        if result.signals and steps > 0 and rec.stats:
+            packed = torch.stack(rec.stats[:steps], dim=1)  # [rows, steps, 1 + k]
+            result.rows = int(packed.shape[0])
+            parts.append(("packed", packed))
+            if beams:
+                parts.append(("top_ids", torch.stack([t[0] for t in rec.top[:steps]], dim=1).float()))
+                if self.beam_indices is not None:
+                    chosen = self.beam_indices[:, :num_return, :].reshape(-1, self.beam_indices.shape[-1])
+                    parts.append(("beam_indices", chosen[:, :steps].float()))
+            else:
+                if len(rec.surprisal) < steps and rec.last_logp is not None and sequences is not None:
+                    # The last step's token is known only from the returned sequences.
+                    rec.surprisal.append(chosen_log_prob(rec.last_logp, sequences[:, prefix + steps - 1]))
+                parts.append(("chosen_logp", torch.cat(rec.surprisal[:steps], dim=1)))  # [rows, steps]
+        layer_count = sum(1 for s in self.layer_steps if s < steps) if steps else len(self.layer_steps)
+        if self.hidden_rows and layer_count:
+            parts.append(("hidden", torch.stack(self.hidden_rows[:layer_count])))
+            result.hidden_full = self.plan.hidden == "full"
+        if self.attn_rows and layer_count:
+            parts.append(("attention", torch.stack(self.attn_rows[:layer_count])))
+        if self.moe_rows and len(self.moe_rows) >= layer_count and layer_count:
+            parts.append(("moe", torch.stack(self.moe_rows[:layer_count])))
+        if self._prompt_surprisal is not None:
+            parts.append(("prompt_surprisal", self._prompt_surprisal))
+        prompt_layers = self._prompt_table(self._prompt_layers)
+        if prompt_layers is not None:
+            parts.append(("prompt_layers", prompt_layers))
+        encoder = self._prompt_table(self._encoder)
+        if encoder is not None:
+            parts.append(("encoder_layers", encoder))
+        host = _one_transfer(parts)
+        result.layers = list(self.layers)
+        result.layer_steps = [s for s in self.layer_steps[:layer_count]]
+        result.hidden = host.get("hidden")
+        if result.hidden is not None and result.hidden_full:
+            size = int(self.hidden_size or 0)
+            result.hidden = [[[_hidden.finish_hidden(m, size) for m in row] for row in step] for step in result.hidden]
+        result.attention = host.get("attention")
+        result.moe = host.get("moe")
+        result.prompt_surprisal = host.get("prompt_surprisal")
+        result.prompt_layers = host.get("prompt_layers")
+        result.encoder_layers = host.get("encoder_layers")
+        result.encoder_indices = list(self.encoder_indices) if result.encoder_layers is not None else []
+        if "packed" in host and not beams:
+            result.series = [
+                _row_series(_columns(row, [-lp / LN2 for lp in chosen]))
+                for row, chosen in zip(host["packed"], host["chosen_logp"])
+            ]
+        elif "packed" in host:
+            result.series, result.row_of = _beam_series(host, result.sequences, prefix, steps)
+
+    @staticmethod
+    def _prompt_table(columns: dict[str, list[torch.Tensor | None]]) -> torch.Tensor | None:
+        """[rows, layers, 4] of (hidden_norm, sparsity, basin, basin_min); NaN where not captured."""
+        if not columns:
+            return None
+        norms, attention = columns.get("hidden_norm", []), columns.get("attention", [])
+        present = [t for t in [*norms, *attention] if t is not None]
+        if not present:
+            return None
+        rows, device = present[0].shape[0], present[0].device
+        nan1 = torch.full((rows, 1), float("nan"), device=device)
+        nan3 = torch.full((rows, 3), float("nan"), device=device)
+        table = [
+            torch.cat([n[:, None].float() if n is not None else nan1, a.float() if a is not None else nan3], dim=-1)
+            for n, a in zip(norms, attention)
+        ]
+        return torch.stack(table, dim=1)
+
+    def _release(self) -> None:
+        self.clock.release()
+        rec = self.recorder
         rec.stats.clear()
         rec.surprisal.clear()
+        rec.top.clear()
         rec.last_logp = None
-        return result
+        self.hidden_rows.clear()
+        self.attn_rows.clear()
+        self.moe_rows.clear()
+        self._prev_hidden = self._moe_counts = self._prompt_surprisal = None
+        self.parent_rows = self.beam_indices = None
+        self._clear()
+
+
+def _expand_rows(value: torch.Tensor | None, rows: int, length: int, device: torch.device) -> torch.Tensor | None:
+    """A [batch, length] prompt tensor repeated per row the way generate expands beams and samples."""
+    if value is None or value.dim() != 2 or value.shape[1] != length or rows % value.shape[0]:
+        return None
+    if value.shape[0] != rows:
+        value = value.repeat_interleave(rows // value.shape[0], dim=0)
+    return value.to(device)
+
+
+def _one_transfer(parts: list[tuple[str, torch.Tensor]]) -> dict[str, Any]:
+    """Copy every tensor to the host in one transfer; return nested lists by name."""
+    if not parts:
+        return {}
+    device = parts[0][1].device
+    flat = torch.cat([t.detach().float().reshape(-1).to(device) for _, t in parts])
+    values = flat.tolist()
+    out: dict[str, Any] = {}
+    offset = 0
+    for name, tensor in parts:
+        size = tensor.numel()
+        out[name] = _reshape(values[offset : offset + size], list(tensor.shape))
+        offset += size
+    return out
+
+
+def _reshape(values: list[float], shape: list[int]) -> Any:
+    if len(shape) <= 1:
+        return values
+    step = len(values) // shape[0] if shape[0] else 0
+    return [_reshape(values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+
+
+def _beam_series(host: dict[str, Any], sequences: list[list[int]], prefix: int, steps: int) -> tuple[list, list]:
+    """Attribute per-row beam statistics to the returned sequences, with surprisal from the kept candidates."""
+    packed = host["packed"]  # [rows][steps][1 + k]
+    top_ids = host["top_ids"]  # [rows][steps][k]
+    rows_of = host.get("beam_indices")  # [returned][steps]
+    series, row_of = [], []
+    for r, seq in enumerate(sequences):
+        rows = [int(x) for x in rows_of[r]] if rows_of is not None else [r] * steps
+        picked: list[list[float]] = []
+        surprisal: list[float] = []
+        used: list[int] = []
+        for t in range(steps):
+            row = rows[t] if t < len(rows) else -1
+            if row < 0:
+                break
+            used.append(row)
+            picked.append(packed[row][t])
+            token = seq[prefix + t] if prefix + t < len(seq) else None
+            value = float("nan")
+            for candidate, logp in zip(top_ids[row][t], packed[row][t][1:]):
+                if token is not None and int(candidate) == token:
+                    value = -logp / LN2
+                    break
+            surprisal.append(value)
+        series.append(_row_series(_columns(picked, surprisal)))
+        row_of.append(used)
+    return series, row_of

@@ -1,64 +1,61 @@
-"""Batched, device-side logit statistics: a handful of kernels per step, no host reads.
+"""Batched, device-side logit statistics: six kernels per step, no host reads.
 
 Decoding is launch-bound on GPUs, so what matters is the number of kernels we
-add per step, not their arithmetic. One ``log_softmax`` pass gives the
-log-probabilities; entropy, top-k and the chosen-token gather all read from it.
+add per step, not their arithmetic. Per step we keep only raw material,
+``[sum p ln p, top-k log-probabilities]`` per row; the arithmetic that turns it
+into entropy, top-1, margin and top-k mass runs on the host once the
+generation is over (:func:`finish_stats`), on a few numbers per step.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 LN2 = math.log(2.0)
 TOP_K = 10
 
-#: Columns of the per-step statistics tensor, in order.
+#: The per-step statistics derived from the packed values, in order.
 STAT_COLUMNS = ("entropy", "top1_prob", "margin", "topk_mass")
 
-# [-sum p ln p (negated), top-k probabilities] @ _PROJECTION -> the four STAT_COLUMNS in one matmul.
-_PROJECTION_CACHE: dict[tuple[torch.device, int], torch.Tensor] = {}
 
+def logit_stats(logits: torch.Tensor, k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw material for the statistics of the distributions in ``logits`` [rows, vocab].
 
-def _projection(device: torch.device, k: int) -> torch.Tensor:
-    key = (device, k)
-    proj = _PROJECTION_CACHE.get(key)
-    if proj is None:
-        proj = torch.zeros(k + 1, 4, dtype=torch.float32)
-        proj[0, 0] = -1.0 / LN2  # entropy in bits from sum p ln p
-        proj[1, 1] = 1.0  # top-1 probability
-        proj[1, 2] = 1.0  # top-1 ...
-        if k > 1:
-            proj[2, 2] = -1.0  # ... minus top-2
-        proj[1:, 3] = 1.0  # top-k mass
-        proj = proj.to(device)
-        _PROJECTION_CACHE[key] = proj
-    return proj
+    Returns ``(packed, logp, top_ids)``: ``packed`` is float32 [rows, 1 + k] holding
+    ``sum p ln p`` and the k largest log-probabilities (descending); ``logp`` are
+    the float32 log-probabilities, kept by the caller for one step to read the
+    chosen token's surprisal; ``top_ids`` the ids of the k most likely tokens.
 
-
-def logit_stats(logits: torch.Tensor, k: int = TOP_K) -> tuple[torch.Tensor, torch.Tensor]:
-    """Statistics of the next-token distributions in ``logits`` [rows, vocab].
-
-    Returns ``(stats, logp)``: ``stats`` is float32 [rows, 4] with the columns of
-    :data:`STAT_COLUMNS` (entropy in bits, top-1 probability, top-1 minus top-2
-    probability, top-k mass), and ``logp`` the float32 natural-log probabilities,
-    kept by the caller for one step to read the chosen token's surprisal.
-
-    Eight kernels: log-softmax, top-k, exp, multiply, NaN-skipping sum (a
-    masked token has p = 0 and ln p = -inf, whose product is NaN and
-    contributes nothing), exp of the top-k, concatenation and one small
-    matmul. A NaN or +inf logit makes the row's top-k NaN, so the host
-    treats every statistic of that step as non-finite.
+    Six kernels: log-softmax, top-k, exp, multiply, a NaN-skipping sum (a masked
+    token has p = 0 and ln p = -inf, whose product is NaN and contributes
+    nothing) and one concatenation. A NaN or +inf logit makes the row's top-k
+    NaN, which the host turns into a non-finite step.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     k = min(k, logp.shape[-1])
-    top_logp = logp.topk(k, dim=-1, sorted=True).values
+    top = logp.topk(k, dim=-1, sorted=True)
     sum_p_log_p = logp.exp().mul_(logp).nansum(dim=-1, keepdim=True)
-    stats = torch.cat([sum_p_log_p, top_logp.exp()], dim=-1) @ _projection(logp.device, k)
-    return stats, logp
+    return torch.cat([sum_p_log_p, top.values], dim=-1), logp, top.indices
+
+
+def finish_stats(packed: Sequence[float]) -> tuple[float, float, float, float]:
+    """(entropy bits, top-1 probability, top-1 - top-2 margin, top-k mass) from one row's packed values."""
+    top = [math.exp(v) if v == v else math.nan for v in packed[1:]]
+    entropy = -packed[0] / LN2
+    if any(v != v for v in top):  # a NaN logit: the NaN-skipping sum alone would read 0
+        return math.nan, math.nan, math.nan, math.nan
+    margin = top[0] - top[1] if len(top) > 1 else 0.0
+    return entropy, top[0], margin, sum(top)
+
+
+def chosen_log_prob(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Natural-log probability of ``tokens`` [rows] under ``logp`` [rows, vocab]; returns [rows, 1] (one kernel)."""
+    return logp.gather(1, tokens.view(-1, 1))
 
 
 def chosen_surprisal(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Surprisal in bits of ``tokens`` [rows] under ``logp`` [rows, vocab]; returns [rows, 1]."""
-    return logp.gather(1, tokens.view(-1, 1)).mul_(-1.0 / LN2)
+    """Surprisal in bits of ``tokens`` under ``logp``; [rows, 1]."""
+    return chosen_log_prob(logp, tokens).mul(-1.0 / LN2)

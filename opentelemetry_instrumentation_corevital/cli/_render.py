@@ -6,7 +6,7 @@ import math
 import textwrap
 from typing import Sequence
 
-from ..report import Report
+from ..report import LayerSeries, Report
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -26,6 +26,31 @@ def sparkline(values: Sequence[float | None], low: float, high: float, width: in
         frac = 0.0 if high <= low else min(max((value - low) / (high - low), 0.0), 1.0)
         chars.append(BLOCKS[min(int(frac * len(BLOCKS)), len(BLOCKS) - 1)])
     return "".join(chars)
+
+
+def _layer_view(layers: "LayerSeries") -> str:
+    """One line per captured layer (up to 32): mean hidden norm and, in full capture, attention entropy."""
+    out = ["layers    mean over steps: hidden-state norm" + ("; attention entropy (0-1), collapsed heads"
+                                                            if layers.attn_entropy is not None else "")]
+    shown = list(zip(layers.indices, range(len(layers.indices))))
+    if len(shown) > 32:
+        step = math.ceil(len(shown) / 32)
+        shown = shown[::step]
+
+    def mean(matrix: list | None, i: int) -> float | None:
+        if matrix is None:
+            return None
+        values = [v for v in matrix[i] if v is not None]
+        return sum(values) / len(values) if values else None
+
+    for index, i in shown:
+        line = f"  L{index:<3} norm {_fmt(mean(layers.hidden_norm, i), 2):>9}"
+        if layers.attn_entropy is not None:
+            line += (f"   attn entropy {_fmt(mean(layers.attn_entropy, i), 3)}"
+                     f"   collapsed {_fmt(mean(layers.attn_collapsed_fraction, i), 2)}"
+                     f"   sink {_fmt(mean(layers.attn_sink_mass, i), 2)}")
+        out.append(line)
+    return "\n".join(out)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -83,6 +108,15 @@ def render(report: Report, text: str | None, files: Sequence[str], width: int = 
     ttft = f"{timings.time_to_first_token_s * 1000:.0f} ms" if timings.time_to_first_token_s is not None else "n/a"
     tpot = f"{timings.time_per_output_token_s * 1000:.1f} ms/token" if timings.time_per_output_token_s else "n/a"
     lines.append(f"timing    first token {ttft} · {tpot} · total {timings.duration_s:.2f} s")
+    layers = seq.layers if seq is not None else None
+    if layers is not None and layers.hidden_norm:
+        lines.append(_layer_view(layers))
+    if seq is not None and seq.prompt is not None and seq.prompt.perplexity is not None:
+        lines.append(f"prompt    {seq.prompt.tokens} tokens, perplexity {seq.prompt.perplexity:.1f}")
+    if report.perf is not None:
+        perf = report.perf
+        lines.append(f"overhead  {perf.ratio:.3f}x plain generate ({perf.instrumented_s:.2f} s vs {perf.plain_s:.2f} s, "
+                     f"median of {perf.runs}, --perf {perf.method})")
     if report.capture.unavailable:
         lines.append("missing   " + "; ".join(f"{k}: {v}" for k, v in report.capture.unavailable.items()))
     if files:

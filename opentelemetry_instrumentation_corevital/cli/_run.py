@@ -52,7 +52,13 @@ def add_parser(subparsers: Any) -> None:
     chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="apply the chat template (default when the tokenizer has one)")
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as plain text")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default: %(default)s)")
-    p.add_argument("--capture", default="summary", help="capture mode: off or summary (default: %(default)s)")
+    p.add_argument("--capture", default="summary",
+                   help="capture mode: off, summary, full or on_risk (default: %(default)s)")
+    p.add_argument("--layers", default=None, help="decoder layers to capture: all, every:N, or indices like 0,4,8 or 0-7")
+    p.add_argument("--step-stride", type=_positive_int, default=None, help="capture layer data every N-th step")
+    p.add_argument("--perf", choices=("off", "strict"), default="off",
+                   help="strict: warm up, time plain and instrumented generate in this process, and record the ratio")
+    p.add_argument("--perf-runs", type=_positive_int, default=3, help="timed runs of each kind with --perf strict")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                    help="(default: float32 on CPU, bfloat16 on CUDA)")
@@ -88,14 +94,21 @@ def run(args: argparse.Namespace) -> int:
     instrumentor = CoreVitalInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    instrumentor.instrument(
-        tracer_provider=telemetry.tracer_provider,
-        meter_provider=telemetry.meter_provider,
-        logger_provider=telemetry.logger_provider,
-        capture=capture,
-        report_log=True,
-        on_report=reports.append,
-    )
+    options = {"capture": capture, "layers": args.layers, "step_stride": args.step_stride}
+
+    def instrument_for_output() -> None:
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        instrumentor.instrument(
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            logger_provider=telemetry.logger_provider,
+            report_log=True,
+            on_report=reports.append,
+            **options,
+        )
+
+    instrument_for_output()
     show = not args.quiet
     try:
         with progress(f"loading {source.display_name}", enabled=show):
@@ -107,8 +120,15 @@ def run(args: argparse.Namespace) -> int:
 
         if args.seed is not None:
             torch.manual_seed(args.seed)
+        perf = None
+        if args.perf == "strict":
+            with progress(f"timing plain and instrumented generate ({args.perf_runs} runs each)", enabled=show):
+                perf = _measure_overhead(model, inputs, generate_kwargs, args, options)
+            instrument_for_output()
+        if args.seed is not None:
+            torch.manual_seed(args.seed)
         with progress(f"generating up to {args.max_new_tokens} tokens", enabled=show):
-            with generation_context(seed=args.seed):
+            with generation_context(seed=args.seed, perf=perf):
                 output = model.generate(**inputs, **generate_kwargs)
         prompt_len = inputs["input_ids"].shape[1]
         text = tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
@@ -123,6 +143,48 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render(report, text, [str(f) for f in telemetry.files]) + "\n")
     return 0
+
+
+def _measure_overhead(model: Any, inputs: dict, generate_kwargs: dict, args: argparse.Namespace,
+                      options: dict) -> dict[str, Any]:
+    """Median wall time of plain and instrumented generate, alternating, after one warm-up of each.
+
+    The instrumented runs export to throwaway in-memory providers, so they pay
+    for span, report and metrics work but write nothing to --out.
+    """
+    import statistics
+    import time
+
+    import torch
+
+    from ..instrument import CoreVitalInstrumentor
+    from ..testing import TelemetryCapture
+
+    instrumentor = CoreVitalInstrumentor()
+
+    def timed(instrumented: bool) -> float:
+        if args.seed is not None:
+            torch.manual_seed(args.seed)
+        if instrumented:
+            with TelemetryCapture(report_log=True, **options):
+                start = time.perf_counter()
+                model.generate(**inputs, **generate_kwargs)
+                return time.perf_counter() - start
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        start = time.perf_counter()
+        model.generate(**inputs, **generate_kwargs)
+        return time.perf_counter() - start
+
+    timed(False)
+    timed(True)
+    plain, instrumented = [], []
+    for _ in range(args.perf_runs):
+        plain.append(timed(False))
+        instrumented.append(timed(True))
+    plain_s, instrumented_s = statistics.median(plain), statistics.median(instrumented)
+    return {"method": "strict", "runs": args.perf_runs, "plain_s": plain_s, "instrumented_s": instrumented_s,
+            "ratio": instrumented_s / plain_s}
 
 
 def _encode(tokenizer: Any, prompt: str, chat: bool | None) -> dict:

@@ -3,10 +3,15 @@
 from . import _names as names
 from ._logs import emit_report
 from ._metrics import Instruments, metric_attributes
-from ._span import corevital_attributes, genai_attributes, output_messages, span_name
+from ._span import corevital_attributes, genai_attributes, layer_means, output_messages, span_name
+from ._steps import add_step_events, emit_step_logs, select_steps
 
 __all__ = [
     "Instruments",
+    "add_step_events",
+    "emit_step_logs",
+    "layer_means",
+    "select_steps",
     "corevital_attributes",
     "emit_report",
     "genai_attributes",

@@ -18,6 +18,11 @@ from ..report import Report
 from . import _names as n
 
 
+#: Hidden-state norms span orders of magnitude across models: powers of two from 1/4 to 16384.
+LAYER_NORM_BUCKETS = tuple(2.0**e for e in range(-2, 15))
+UNIT_BUCKETS = (0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
 class Instruments:
     def __init__(self, meter: Meter) -> None:
         self.duration = meter.create_histogram(
@@ -55,6 +60,26 @@ class Instruments:
             unit="{flag}",
             description="Generations on which a CoreVital health flag fired, by flag",
         )
+        self.layers = {
+            "hidden_norm": meter.create_histogram(
+                n.METRIC_LAYER_PREFIX + "hidden_norm",
+                unit="1",
+                description="Mean L2 norm of a decoder layer's new-token hidden state over a generation (full capture)",
+                explicit_bucket_boundaries_advisory=list(LAYER_NORM_BUCKETS),
+            ),
+            "attn_entropy": meter.create_histogram(
+                n.METRIC_LAYER_PREFIX + "attn_entropy",
+                unit="1",
+                description="Mean normalised attention entropy of a decoder layer over a generation (full capture)",
+                explicit_bucket_boundaries_advisory=list(UNIT_BUCKETS),
+            ),
+            "attn_collapsed_fraction": meter.create_histogram(
+                n.METRIC_LAYER_PREFIX + "attn_collapsed_fraction",
+                unit="1",
+                description="Mean share of collapsed attention heads of a decoder layer over a generation (full capture)",
+                explicit_bucket_boundaries_advisory=list(UNIT_BUCKETS),
+            ),
+        }
 
     def record(self, report: Report, base: dict[str, Any]) -> None:
         self.duration.record(report.timings.duration_s, base)
@@ -71,6 +96,21 @@ class Instruments:
             self.risk.record(score, base)
         for flag in report.summary.flags:
             self.flags.add(1, {**base, n.FLAG_ATTRIBUTE: flag})
+
+    def record_layers(self, report: Report, base: dict[str, Any]) -> None:
+        """One measurement per captured layer per sequence: the mean over its steps."""
+        for seq in report.sequences:
+            layers = seq.layers
+            if layers is None:
+                continue
+            for name, histogram in self.layers.items():
+                matrix = getattr(layers, name, None)
+                if matrix is None:
+                    continue
+                for index, values in zip(layers.indices, matrix):
+                    finite = [v for v in values if v is not None and math.isfinite(v)]
+                    if finite:
+                        histogram.record(sum(finite) / len(finite), {**base, n.LAYER_ATTRIBUTE: index})
 
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
         self.duration.record(duration_s, {**base, n.ERROR_TYPE: error_type})

@@ -68,6 +68,28 @@ STEP_PREFIX = CV + "step."
 STEP_SERIES = ("entropy", "surprisal", "margin", "top1_prob", "topk_mass")
 STEP_DURATION = CV + "step.duration"
 SEQUENCE_RISK_SCORES = CV + "sequence.risk_scores"
+CAPTURE_DETAIL = CV + "capture.detail"
+LAYERS_INDICES = CV + "layers.indices"
+LAYERS_PREFIX = CV + "layers."
+#: Per-layer means over steps put on the span: summary has hidden_norm; full adds the rest.
+SUMMARY_LAYER_SERIES = ("hidden_norm",)
+FULL_LAYER_SERIES = ("hidden_norm", "update_ratio", "hidden_cos_prev", "attn_entropy", "attn_collapsed_fraction",
+                     "attn_sink_mass", "attn_prompt_mass", "router_entropy", "expert_load_balance")
+PROMPT_TOKENS = CV + "prompt.tokens"
+PROMPT_PERPLEXITY = CV + "prompt.perplexity"
+PROMPT_SURPRISAL = CV + "prompt.surprisal"
+PROMPT_BASIN = CV + "prompt.basin"
+STEP_EVENTS_TOTAL = CV + "step_events.total"
+STEP_EVENTS_SAMPLED = CV + "step_events.sampled"
+PERF_PREFIX = CV + "perf."
+
+# span events and per-step log records (full capture)
+EVENT_STEP = "corevital.step"
+EVENT_STEP_LOG = "corevital.generation.step"
+STEP_INDEX = CV + "step"
+SEQUENCE_INDEX = CV + "sequence"
+STEP_ANOMALOUS = CV + "anomalous"
+TOKEN_ID = CV + "token.id"
 
 FLAG_NAMES = ("nan_or_inf", "repetition_loop", "high_entropy")
 
@@ -79,6 +101,10 @@ METRIC_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
 METRIC_RISK_SCORE = "corevital.risk.score"
 METRIC_HEALTH_FLAGS = "corevital.health.flags"
 FLAG_ATTRIBUTE = "corevital.flag"
+LAYER_ATTRIBUTE = "corevital.layer.index"
+METRIC_LAYER_PREFIX = "corevital.layer."
+#: Per-layer histograms (full capture), one measurement per layer per sequence: the mean over its steps.
+LAYER_METRICS = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")
 
 # Explicit bucket boundaries from the GenAI conventions (v1.41).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)

@@ -26,6 +26,45 @@ def _stride(lengths: list[int], budget: int) -> int:
     return max(1, math.ceil(total / budget)) if total else 1
 
 
+def layer_means(report: Report, name: str) -> list[float] | None:
+    """Per captured layer, the mean of ``name`` over every step of every sequence (NaN where none)."""
+    rows: list[list[float]] = []
+    for seq in report.sequences:
+        matrix = getattr(seq.layers, name, None) if seq.layers is not None else None
+        if matrix is None:
+            continue
+        for layer, values in enumerate(matrix):
+            while len(rows) <= layer:
+                rows.append([])
+            rows[layer].extend(v for v in values if v is not None and math.isfinite(v))
+    if not rows:
+        return None
+    return [sum(v) / len(v) if v else math.nan for v in rows]
+
+
+def layer_attributes(report: Report, full: bool) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    first = next((s.layers for s in report.sequences if s.layers is not None), None)
+    if first is None:
+        return attrs
+    attrs[n.LAYERS_INDICES] = list(first.indices)
+    for name in n.FULL_LAYER_SERIES if full else n.SUMMARY_LAYER_SERIES:
+        means = layer_means(report, name)
+        if means is not None:
+            attrs[n.LAYERS_PREFIX + name] = means
+    if full:
+        prompt = next((s.prompt for s in report.sequences if s.prompt is not None), None)
+        if prompt is not None:
+            attrs[n.PROMPT_TOKENS] = int(prompt.tokens)
+            if prompt.perplexity is not None:
+                attrs[n.PROMPT_PERPLEXITY] = float(prompt.perplexity)
+            if prompt.surprisal:
+                attrs[n.PROMPT_SURPRISAL] = [_num(v) for v in prompt.surprisal[-512:]]
+            if prompt.basin:
+                attrs[n.PROMPT_BASIN] = [_num(v) for v in prompt.basin]
+    return attrs
+
+
 def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         n.SCHEMA_VERSION: report.schema_version,
@@ -37,6 +76,8 @@ def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
         attrs[n.CAPTURE_UNAVAILABLE] = [f"{k}: {v}" for k, v in sorted(report.capture.unavailable.items())]
     if report.capture.error:
         attrs[n.CAPTURE_ERROR] = report.capture.error
+    if report.capture.detail:
+        attrs[n.CAPTURE_DETAIL] = report.capture.detail
     timings = report.timings
     if timings.time_to_first_token_s is not None:
         attrs[n.TIME_TO_FIRST_TOKEN] = float(timings.time_to_first_token_s)
@@ -91,6 +132,7 @@ def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
         attrs[n.STEP_DURATION] = [float(d) for d in durations[:: _stride([len(durations)], max_span_steps)]]
     if len(report.sequences) > 1:
         attrs[n.SEQUENCE_RISK_SCORES] = [_num(s.risk.score if s.risk else None) for s in report.sequences]
+    attrs.update(layer_attributes(report, full=report.capture.mode in ("full", "on_risk") and report.capture.detail != "summary"))
     return attrs
 
 

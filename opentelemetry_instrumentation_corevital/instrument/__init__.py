@@ -24,8 +24,12 @@ SCHEMA_URL = Schemas.V1_41_0.value
 
 _GENERATION_MODULE = "transformers.generation.utils"
 _TOKENIZER_MODULE = "transformers.tokenization_utils_base"
+_CACHE_MODULE = "transformers.cache_utils"
 
 __all__ = ["CoreVitalInstrumentor", "generation_context", "SCOPE"]
+
+#: Recent chat-templated prompts, process-wide: kept across instrument()/uninstrument() cycles.
+_PROMPTS = PromptRegistry()
 
 
 class CoreVitalInstrumentor(BaseInstrumentor):
@@ -62,7 +66,7 @@ class CoreVitalInstrumentor(BaseInstrumentor):
             instruments=Instruments(meter),
             logger=logger,
             options=options,
-            prompts=PromptRegistry(),
+            prompts=_PROMPTS,
             on_report=kwargs.get("on_report"),
         )
         wrappers = Wrappers(lambda: self._telemetry)
@@ -71,15 +75,30 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin.generate", wrappers.generate)
         if hasattr(generation_utils.GenerationMixin, "_get_logits_processor"):
             wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin._get_logits_processor", wrappers.logits_processor)
+        if hasattr(generation_utils.GenerationMixin, "_update_finished_beams"):
+            wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin._update_finished_beams",
+                                  wrappers.update_finished_beams)
+        wrap_function_wrapper(_CACHE_MODULE, "Cache.reorder_cache", wrappers.reorder_cache)
+        wrap_function_wrapper(_CACHE_MODULE, "EncoderDecoderCache.reorder_cache", wrappers.reorder_cache)
         wrap_function_wrapper(_TOKENIZER_MODULE, "PreTrainedTokenizerBase.apply_chat_template", wrappers.apply_chat_template)
         wrap_function_wrapper(_TOKENIZER_MODULE, "PreTrainedTokenizerBase.__call__", wrappers.tokenizer_call)
+        from ..capture import _intercept
+
+        _intercept.install()
 
     def _uninstrument(self, **kwargs: Any) -> None:
+        import transformers.cache_utils as cache_utils
         import transformers.generation.utils as generation_utils
         import transformers.tokenization_utils_base as tokenization_utils_base
 
+        from ..capture import _intercept
+
         self._telemetry = None
+        _intercept.uninstall()
         unwrap(generation_utils.GenerationMixin, "generate")
         unwrap(generation_utils.GenerationMixin, "_get_logits_processor")
+        unwrap(generation_utils.GenerationMixin, "_update_finished_beams")
+        unwrap(cache_utils.Cache, "reorder_cache")
+        unwrap(cache_utils.EncoderDecoderCache, "reorder_cache")
         unwrap(tokenization_utils_base.PreTrainedTokenizerBase, "apply_chat_template")
         unwrap(tokenization_utils_base.PreTrainedTokenizerBase, "__call__")

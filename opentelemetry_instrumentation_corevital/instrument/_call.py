@@ -24,17 +24,21 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._config import CaptureMode, Options
-from ..capture import CaptureSession
+from ..capture import CapturePlan, CaptureSession
+from ..capture._intercept import ACTIVE_SESSION
 from ..emit import (
     Instruments,
+    add_step_events,
     corevital_attributes,
+    emit_step_logs,
     emit_report,
     genai_attributes,
     metric_attributes,
     names,
     span_name,
 )
-from ..report import BuildInput, Report, build_report
+from ..report import BuildInput, PerfInfo, Report, build_report, trim_to_summary
+from ..report._build import LayerData
 from . import _describe
 from ._context import ACTIVE_CALL, REQUEST_CONTEXT
 from ._prompts import PromptRecord, PromptRegistry
@@ -112,7 +116,14 @@ class GenerationCall:
         self.tokenizer = kwargs.get("tokenizer")
         self.kwargs = kwargs
         self.request_context = REQUEST_CONTEXT.get() or {}
-        self.session = CaptureSession(model, self.device, signals=options.capture is not CaptureMode.OFF)
+        layer_count = _describe.model_info(model, None).get("num_layers")
+        plan = CapturePlan.for_mode(
+            options.capture.value,
+            layers=options.layers.resolve(int(layer_count)) if layer_count else options.layers.indices,
+            step_stride=options.step_stride,
+        )
+        prompt_ids = self.prompt if isinstance(self.prompt, torch.Tensor) and not self.prompt.is_floating_point() else None
+        self.session = CaptureSession(model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask)
         self.operation = names.OP_TEXT_COMPLETION
         attributes = {
             names.OPERATION_NAME: self.operation,
@@ -125,16 +136,21 @@ class GenerationCall:
         self.span_context = trace.set_span_in_context(self.span)
         self._context_token: object | None = None
         self._active_token: contextvars.Token | None = None
+        self._session_token: contextvars.Token | None = None
 
     # -- context ---------------------------------------------------------------
     def enter(self) -> None:
         self._active_token = ACTIVE_CALL.set(self)
+        self._session_token = ACTIVE_SESSION.set(self.session)
         self._context_token = otel_context.attach(self.span_context)
 
     def exit(self) -> None:
         if self._context_token is not None:
             otel_context.detach(self._context_token)
             self._context_token = None
+        if self._session_token is not None:
+            ACTIVE_SESSION.reset(self._session_token)
+            self._session_token = None
         if self._active_token is not None:
             ACTIVE_CALL.reset(self._active_token)
             self._active_token = None
@@ -176,7 +192,8 @@ class GenerationCall:
     def _report(self, result: Any) -> Report:
         duration = time.perf_counter() - self.start
         sequences = result if isinstance(result, torch.Tensor) else getattr(result, "sequences", None)
-        capture = self.session.finish(sequences if isinstance(sequences, torch.Tensor) else None)
+        num_return = int(getattr(self.session.generation_config, "num_return_sequences", 1) or 1)
+        capture = self.session.finish(sequences if isinstance(sequences, torch.Tensor) else None, num_return)
         prompt_rows = _host_rows(self.prompt)
         mask_rows = _host_rows(self.attention_mask)
         if mask_rows is not None:
@@ -212,9 +229,30 @@ class GenerationCall:
         else:
             prefix = 0
         span_ctx = self.span.get_span_context()
+        model = _describe.model_info(self.model, self.device)
+        layer_data = None
+        if capture.layers or capture.encoder_layers is not None:
+            masks = mask_rows if mask_rows is not None else (
+                [[1] * len(r) for r in prompt_rows] if prompt_rows is not None else None)
+            layer_data = LayerData(
+                layers=capture.layers,
+                layer_steps=capture.layer_steps,
+                hidden=capture.hidden,
+                hidden_full=capture.hidden_full,
+                attention=capture.attention,
+                moe=capture.moe,
+                row_of=capture.row_of,
+                prompt_surprisal=capture.prompt_surprisal,
+                prompt_layers=capture.prompt_layers,
+                encoder_layers=capture.encoder_layers,
+                encoder_indices=capture.encoder_indices,
+                input_masks=masks,
+                step_stride=options.step_stride,
+                attention_source=capture.attention_source,
+            )
         data = BuildInput(
             capture_mode=options.capture.value,
-            model=_describe.model_info(self.model, self.device),
+            model=model,
             request=request,
             operation=self.operation,
             duration_s=duration,
@@ -234,8 +272,13 @@ class GenerationCall:
             decode=decode,
             input_texts=input_texts,
             input_messages=input_messages,
+            layer_data=layer_data,
         )
-        return build_report(data)
+        report = build_report(data)
+        perf = self.request_context.get("perf")
+        if perf:
+            report.perf = PerfInfo(**perf)
+        return report
 
     def _fallback_prefix(self, capture: Any, prompt_rows: list[list[int]] | None) -> int:
         if _describe.model_info(self.model, None)["is_encoder_decoder"]:
@@ -276,12 +319,17 @@ class GenerationCall:
         telemetry = self.telemetry
         options = telemetry.options
         span = self.span
+        detail = self._detail(report)
         span.update_name(span_name(report.request.operation, report.model.name))
         extra = self.request_context.get("attributes") or {}
         if extra:
             span.set_attributes(extra)
+        if report.perf is not None:
+            span.set_attributes({names.PERF_PREFIX + k: v for k, v in vars(report.perf).items()})
         if options.capture is not CaptureMode.OFF:
             span.set_attributes(corevital_attributes(report, options.max_span_steps))
+            if detail == "full" and options.step_events:
+                span.set_attributes(add_step_events(span, report, options.content.enabled))
         else:
             span.set_attributes({names.CAPTURE_MODE: options.capture.value})
             timing = corevital_attributes(report, options.max_span_steps)
@@ -292,9 +340,28 @@ class GenerationCall:
         token = otel_context.attach(self.span_context)
         try:
             telemetry.instruments.record(report, base)
+            if detail == "full":
+                if options.layer_metrics:
+                    telemetry.instruments.record_layers(report, base)
+                if options.step_logs:
+                    emit_step_logs(telemetry.logger, report, self.span_context, getattr(span, "start_time", None),
+                                   options.content.enabled)
             if options.report_log:
                 emit_report(telemetry.logger, report, self.span_context)
         finally:
             otel_context.detach(token)
         if telemetry.on_report is not None:
             telemetry.on_report(report)
+
+    def _detail(self, report: Report) -> str | None:
+        """``full`` or ``summary`` detail to emit; ``on_risk`` decides from the risk score."""
+        mode = self.telemetry.options.capture
+        if mode is CaptureMode.FULL:
+            report.capture.detail = "full"
+        elif mode is CaptureMode.ON_RISK:
+            score = report.summary.risk_score
+            if score is not None and score >= self.telemetry.options.on_risk_threshold:
+                report.capture.detail = "full"
+            else:
+                trim_to_summary(report)
+        return report.capture.detail

@@ -15,14 +15,18 @@ REQUEST_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Con
 
 
 @contextmanager
-def generation_context(*, seed: int | None = None, attributes: Mapping[str, Any] | None = None) -> Iterator[None]:
+def generation_context(
+    *, seed: int | None = None, attributes: Mapping[str, Any] | None = None, perf: Mapping[str, Any] | None = None
+) -> Iterator[None]:
     """Tell the instrumentation what ``generate`` cannot see.
 
     ``seed`` becomes ``gen_ai.request.seed``; ``attributes`` are added to every
     generation span started inside the block (never to metrics, so their
-    cardinality is the caller's business).
+    cardinality is the caller's business); ``perf`` (``method``, ``runs``,
+    ``plain_s``, ``instrumented_s``, ``ratio``) is an overhead measurement made
+    beforehand, recorded in the report and as ``corevital.perf.*`` attributes.
     """
-    token = REQUEST_CONTEXT.set({"seed": seed, "attributes": dict(attributes or {})})
+    token = REQUEST_CONTEXT.set({"seed": seed, "attributes": dict(attributes or {}), "perf": dict(perf) if perf else None})
     try:
         yield
     finally:

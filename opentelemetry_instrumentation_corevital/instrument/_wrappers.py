@@ -57,6 +57,26 @@ class Wrappers:
             warn_once("attach", "CoreVital could not attach to a generation (signals lost): %r", exc)
             return processors
 
+    # -- beam search bookkeeping: which row continues which ------------------------------------
+    def reorder_cache(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        result = wrapped(*args, **kwargs)
+        call = ACTIVE_CALL.get()
+        if call is not None:
+            beam_idx = args[0] if args else kwargs.get("beam_idx")
+            if beam_idx is not None:
+                call.session.on_reorder(beam_idx)
+        return result
+
+    def update_finished_beams(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        result = wrapped(*args, **kwargs)
+        call = ACTIVE_CALL.get()
+        if call is not None and call.model is instance:
+            try:
+                call.session.on_finished_beams(result[2])
+            except Exception as exc:
+                warn_once("beams", "CoreVital could not follow beam search (beam signals lost): %r", exc)
+        return result
+
     # -- tokenizers: remember chat-templated prompts ---------------------------------------
     def apply_chat_template(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         result = wrapped(*args, **kwargs)

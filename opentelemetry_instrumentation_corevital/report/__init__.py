@@ -1,10 +1,14 @@
 """The versioned report of one generation, its builder and its JSON Schema."""
 
-from ._build import BuildInput, build_report, sequence_length
+from ._build import BuildInput, LayerData, build_report, sequence_length, trim_to_summary
 from ._model import (
     SCHEMA_VERSION,
     Aggregates,
     CaptureInfo,
+    EncoderSummary,
+    LayerSeries,
+    PerfInfo,
+    PromptTelemetry,
     Flags,
     ModelInfo,
     Report,
@@ -24,7 +28,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "Aggregates",
     "BuildInput",
+    "LayerData",
     "CaptureInfo",
+    "EncoderSummary",
+    "LayerSeries",
+    "PerfInfo",
+    "PromptTelemetry",
     "Flags",
     "ModelInfo",
     "Report",
@@ -40,5 +49,6 @@ __all__ = [
     "build_report",
     "report_schema",
     "sequence_length",
+    "trim_to_summary",
     "validate_report",
 ]

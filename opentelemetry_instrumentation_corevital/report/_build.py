@@ -18,6 +18,9 @@ from ._model import (
     SCHEMA_VERSION,
     Aggregates,
     CaptureInfo,
+    EncoderSummary,
+    LayerSeries,
+    PromptTelemetry,
     Flags,
     ModelInfo,
     Producer,
@@ -34,6 +37,32 @@ from ._model import (
 )
 
 PRODUCER = "opentelemetry-instrumentation-corevital"
+
+HIDDEN_FIELDS = ("hidden_norm", "hidden_mean", "hidden_std", "hidden_max_abs", "hidden_nonfinite", "hidden_cos_prev",
+                 "update_ratio")
+ATTENTION_FIELDS = ("attn_entropy", "attn_entropy_min", "attn_max_weight", "attn_sink_mass", "attn_prompt_mass",
+                    "attn_collapsed_fraction")
+MOE_FIELDS = ("router_entropy", "expert_load_balance")
+
+
+@dataclass
+class LayerData:
+    """Per-layer capture results on the host, as the capture engine hands them over (rows, not sequences)."""
+
+    layers: list[int] = field(default_factory=list)
+    layer_steps: list[int] = field(default_factory=list)
+    hidden: list | None = None  # [captured step][row][layer] norm, or [..][..][..][7] (full)
+    hidden_full: bool = False
+    attention: list | None = None  # [captured step][row][layer][6]
+    moe: list | None = None  # [captured step][row][layer][2]
+    row_of: list[list[int]] | None = None  # beam search: [sequence][step] -> row
+    prompt_surprisal: list | None = None  # [prefill row][prompt - 1]
+    prompt_layers: list | None = None  # [prefill row][layer][4]
+    encoder_layers: list | None = None  # [input row][encoder layer][4]
+    encoder_indices: list[int] = field(default_factory=list)
+    input_masks: list[list[int]] | None = None  # [input row][prompt] attention mask
+    step_stride: int = 1
+    attention_source: str | None = None
 
 
 @dataclass
@@ -61,6 +90,8 @@ class BuildInput:
     decode: Any = None  # callable(list[int]) -> str, when content capture has a tokenizer
     input_texts: list[str] | None = None
     input_messages: Any = None
+    layer_data: LayerData | None = None
+    detail: str | None = None
 
 
 def sequence_length(tokens: Sequence[int], eos_ids: Sequence[int], pad_id: int | None, max_new: int | None,
@@ -86,6 +117,81 @@ def sequence_length(tokens: Sequence[int], eos_ids: Sequence[int], pad_id: int |
     if max_new is not None and steps < max_new:
         return n, "stop"
     return n, "length"
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if value == value and value not in (float("inf"), float("-inf")) else None
+
+
+def _layer_series(data: LayerData, row_at: Any, n: int) -> LayerSeries | None:
+    """The [layer][step] matrices of one sequence; ``row_at(step)`` is its row at that step."""
+    if data.hidden is None or not data.layers:
+        return None
+    picks = [(i, t) for i, t in enumerate(data.layer_steps) if t < n and row_at(t) is not None]
+    series = LayerSeries(indices=list(data.layers), steps=[t for _, t in picks])
+    count = len(data.layers)
+
+    def matrix(source: list, column: int | None) -> list[list[float | None]]:
+        out: list[list[float | None]] = [[] for _ in range(count)]
+        for i, t in picks:
+            row = source[i][row_at(t)]
+            for layer in range(count):
+                out[layer].append(_num(row[layer] if column is None else row[layer][column]))
+        return out
+
+    if data.hidden_full:
+        for column, name in enumerate(HIDDEN_FIELDS):
+            setattr(series, name, matrix(data.hidden, column))
+    else:
+        series.hidden_norm = matrix(data.hidden, None)
+    if data.attention is not None:
+        for column, name in enumerate(ATTENTION_FIELDS):
+            setattr(series, name, matrix(data.attention, column))
+    if data.moe is not None:
+        for column, name in enumerate(MOE_FIELDS):
+            setattr(series, name, matrix(data.moe, column))
+    return series
+
+
+def _prompt_telemetry(data: LayerData, prefill_row: int, input_row: int) -> PromptTelemetry | None:
+    if data.prompt_surprisal is None and data.prompt_layers is None:
+        return None
+    mask = data.input_masks[input_row] if data.input_masks and input_row < len(data.input_masks) else None
+    telemetry = PromptTelemetry(tokens=sum(mask) if mask is not None else 0)
+    if data.prompt_surprisal is not None and prefill_row < len(data.prompt_surprisal):
+        values = data.prompt_surprisal[prefill_row]
+        if mask is None:
+            kept = values
+            telemetry.tokens = len(values) + 1
+        else:
+            kept = [v for i, v in enumerate(values) if mask[i] and i + 1 < len(mask) and mask[i + 1]]
+        telemetry.surprisal = [_num(v) for v in kept]
+        finite = [v for v in telemetry.surprisal if v is not None]
+        telemetry.perplexity = 2.0 ** (sum(finite) / len(finite)) if finite else None
+    if data.prompt_layers is not None and prefill_row < len(data.prompt_layers):
+        table = data.prompt_layers[prefill_row]
+        telemetry.layers = list(data.layers)
+        telemetry.hidden_norm = [_num(r[0]) for r in table]
+        telemetry.attn_sparsity = [_num(r[1]) for r in table]
+        telemetry.basin = [_num(r[2]) for r in table]
+        telemetry.basin_min = [_num(r[3]) for r in table]
+    return telemetry
+
+
+def _encoder_summary(data: LayerData, input_row: int) -> EncoderSummary | None:
+    if data.encoder_layers is None or input_row >= len(data.encoder_layers):
+        return None
+    table = data.encoder_layers[input_row]
+    return EncoderSummary(
+        indices=list(data.encoder_indices),
+        hidden_norm=[_num(r[0]) for r in table],
+        attn_sparsity=[_num(r[1]) for r in table],
+        basin=[_num(r[2]) for r in table],
+        basin_min=[_num(r[3]) for r in table],
+    )
 
 
 def _aggregates(timeline: Timeline) -> Aggregates:
@@ -115,7 +221,8 @@ def _timeline(series: dict[str, list[float | None]], n: int) -> Timeline:
     )
 
 
-def _flags(timeline: Timeline, tokens: Sequence[int], high_entropy_bits: float, signals: bool) -> Flags:
+def _flags(timeline: Timeline, tokens: Sequence[int], high_entropy_bits: float, signals: bool,
+           layers: LayerSeries | None = None) -> Flags:
     flags = Flags()
     loop = sig.find_repetition_loop(tokens)
     if loop is not None:
@@ -126,6 +233,16 @@ def _flags(timeline: Timeline, tokens: Sequence[int], high_entropy_bits: float, 
     if signals:
         bad = sig.nan_or_inf(timeline.entropy, timeline.top1_prob)
         flags.nan_or_inf, flags.nan_or_inf_steps, flags.nan_or_inf_first_step = bad.fired, bad.count, bad.first_step
+        if layers is not None and layers.hidden_norm:
+            # A layer whose new-token state is NaN/inf at a step is non-finite too (its norm is).
+            layer_bad = sorted({layers.steps[j] for row in layers.hidden_norm for j, v in enumerate(row) if v is None})
+            if layer_bad:
+                steps = set(layer_bad)
+                if bad.first_step is not None:
+                    steps.update(s for s, v in enumerate(timeline.entropy) if v is None)
+                flags.nan_or_inf = True
+                flags.nan_or_inf_steps = len(steps)
+                flags.nan_or_inf_first_step = min(steps)
         high = sig.high_entropy_steps(timeline.entropy, high_entropy_bits)
         flags.high_entropy = high.fired
         flags.high_entropy_steps = high.count
@@ -175,7 +292,27 @@ def build_report(data: BuildInput) -> Report:
         signals = data.signals_captured and row < len(data.series)
         timeline = _timeline(data.series[row], n) if signals else Timeline()
         aggregates = _aggregates(timeline)
-        flags = _flags(timeline, tokens, data.high_entropy_bits, signals)
+        layer_data = data.layer_data
+        layers = prompt = encoder = None
+        if layer_data is not None:
+            row_of = layer_data.row_of
+            if row_of is not None:
+                path = row_of[row] if row < len(row_of) else []
+
+                def row_at(t: int, path: list[int] = path) -> int | None:
+                    return path[t] if t < len(path) else None
+
+                prefill_row = path[0] if path else row
+            else:
+                def row_at(t: int, row: int = row) -> int | None:
+                    return row
+
+                prefill_row = row
+            layers = _layer_series(layer_data, row_at, n)
+            input_row = row // per_input
+            prompt = _prompt_telemetry(layer_data, prefill_row, input_row)
+            encoder = _encoder_summary(layer_data, input_row)
+        flags = _flags(timeline, tokens, data.high_entropy_bits, signals, layers)
         seq = SequenceReport(
             index=row,
             prompt_tokens=prompt_tokens,
@@ -185,6 +322,9 @@ def build_report(data: BuildInput) -> Report:
             aggregates=aggregates,
             flags=flags,
             risk=_risk(timeline, aggregates, flags, n) if signals else None,
+            layers=layers,
+            prompt=prompt,
+            encoder=encoder,
         )
         if data.content:
             seq.token_ids = list(tokens)
@@ -202,6 +342,16 @@ def build_report(data: BuildInput) -> Report:
     signal_groups = ["logits"] if data.signals_captured else []
     if data.signals_captured or data.sequences:
         signal_groups.append("tokens")
+    groups_seen = {name for s in sequences for name, present in (
+        ("hidden", s.layers is not None and bool(s.layers.hidden_norm)),
+        ("hidden_full", s.layers is not None and s.layers.hidden_mean is not None),
+        ("attention", s.layers is not None and s.layers.attn_entropy is not None),
+        ("moe", s.layers is not None and s.layers.router_entropy is not None),
+        ("prompt", s.prompt is not None),
+        ("encoder", s.encoder is not None),
+    ) if present}
+    signal_groups.extend(g for g in ("hidden", "hidden_full", "attention", "moe", "prompt", "encoder") if g in groups_seen)
+    layer_data = data.layer_data
     return Report(
         schema_version=SCHEMA_VERSION,
         report_id=uuid.uuid4().hex,
@@ -229,6 +379,10 @@ def build_report(data: BuildInput) -> Report:
             signals=signal_groups,
             unavailable=dict(data.unavailable),
             error=data.capture_error,
+            layers=list(layer_data.layers) if layer_data is not None else [],
+            step_stride=layer_data.step_stride if layer_data is not None else 1,
+            attention_source=layer_data.attention_source if layer_data is not None else None,
+            detail=data.detail,
         ),
         usage=Usage(
             input_tokens=sum(data.input_lengths) if data.input_lengths else data.prefix_len * rows,
@@ -281,3 +435,23 @@ def _safe_decode(decode: Any, tokens: Sequence[int]) -> str | None:
         return str(decode(list(tokens)))
     except Exception:
         return None
+
+
+FULL_ONLY_FIELDS = (*HIDDEN_FIELDS[1:], *ATTENTION_FIELDS, *MOE_FIELDS)
+
+
+def trim_to_summary(report: Report) -> Report:
+    """Drop what only a full capture has (for ``on_risk`` below its threshold), in place.
+
+    Keeps logit signals, flags, risk and the per-layer hidden-state norms;
+    removes the other layer matrices and prompt and encoder telemetry.
+    """
+    for seq in report.sequences:
+        if seq.layers is not None:
+            for name in FULL_ONLY_FIELDS:
+                setattr(seq.layers, name, None)
+        seq.prompt = None
+        seq.encoder = None
+    report.capture.signals = [g for g in report.capture.signals if g in ("logits", "tokens", "hidden")]
+    report.capture.detail = "summary"
+    return report

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 SCHEMA_MAJOR = 1
 
 
@@ -60,6 +60,10 @@ class CaptureInfo:
     signals: list[str] = field(default_factory=list)  # signal groups present in this report
     unavailable: dict[str, str] = field(default_factory=dict)  # signal group -> why not
     error: str | None = None
+    layers: list[int] = field(default_factory=list)  # decoder layers captured
+    step_stride: int = 1  # layer data every n-th step
+    attention_source: str | None = None  # how attention rows were obtained
+    detail: str | None = None  # on_risk: "full" when the risk crossed the threshold, else "summary"
 
 
 @dataclass
@@ -142,6 +146,54 @@ class RiskInfo:
 
 
 @dataclass
+class LayerSeries:
+    """Per-layer data of one sequence: each matrix is [layer][step] for ``indices`` x ``steps``."""
+
+    indices: list[int] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    hidden_norm: list[list[float | None]] = field(default_factory=list)
+    hidden_mean: list[list[float | None]] | None = None
+    hidden_std: list[list[float | None]] | None = None
+    hidden_max_abs: list[list[float | None]] | None = None
+    hidden_nonfinite: list[list[float | None]] | None = None  # non-finite elements of the new token's state
+    hidden_cos_prev: list[list[float | None]] | None = None  # cosine to the same layer at the previous captured step
+    update_ratio: list[list[float | None]] | None = None  # |out - in| / |in|: the layer's share of the residual stream
+    attn_entropy: list[list[float | None]] | None = None  # normalised 0..1, mean over heads
+    attn_entropy_min: list[list[float | None]] | None = None
+    attn_max_weight: list[list[float | None]] | None = None
+    attn_sink_mass: list[list[float | None]] | None = None
+    attn_prompt_mass: list[list[float | None]] | None = None
+    attn_collapsed_fraction: list[list[float | None]] | None = None
+    router_entropy: list[list[float | None]] | None = None
+    expert_load_balance: list[list[float | None]] | None = None
+
+
+@dataclass
+class PromptTelemetry:
+    """The prefill pass of one sequence's prompt (padding excluded)."""
+
+    tokens: int
+    surprisal: list[float | None] = field(default_factory=list)  # bits, of prompt tokens 2..n given the ones before
+    perplexity: float | None = None  # 2 ** mean surprisal
+    layers: list[int] = field(default_factory=list)
+    hidden_norm: list[float | None] = field(default_factory=list)  # mean token L2 norm per layer
+    attn_sparsity: list[float | None] = field(default_factory=list)
+    basin: list[float | None] = field(default_factory=list)  # mean over heads
+    basin_min: list[float | None] = field(default_factory=list)  # min over heads
+
+
+@dataclass
+class EncoderSummary:
+    """Encoder-decoder models: the encoder pass over the input, per encoder layer."""
+
+    indices: list[int] = field(default_factory=list)
+    hidden_norm: list[float | None] = field(default_factory=list)
+    attn_sparsity: list[float | None] = field(default_factory=list)
+    basin: list[float | None] = field(default_factory=list)
+    basin_min: list[float | None] = field(default_factory=list)
+
+
+@dataclass
 class SequenceReport:
     index: int
     prompt_tokens: int
@@ -151,6 +203,9 @@ class SequenceReport:
     aggregates: Aggregates = field(default_factory=Aggregates)
     flags: Flags = field(default_factory=Flags)
     risk: RiskInfo | None = None
+    layers: LayerSeries | None = None
+    prompt: PromptTelemetry | None = None
+    encoder: EncoderSummary | None = None
     token_ids: list[int] | None = None  # content capture only
     input_text: str | None = None  # content capture only
     output_text: str | None = None  # content capture only
@@ -176,6 +231,17 @@ class Thresholds:
 
 
 @dataclass
+class PerfInfo:
+    """Overhead measured by ``corevital run --perf strict`` in the same process, before this generation."""
+
+    method: str  # "strict"
+    runs: int  # timed runs of each kind (after warm-up)
+    plain_s: float  # median wall time of plain generate()
+    instrumented_s: float  # median wall time of the instrumented generate(), report and export included
+    ratio: float  # instrumented_s / plain_s
+
+
+@dataclass
 class Producer:
     name: str
     version: str
@@ -198,6 +264,7 @@ class Report:
     trace_id: str | None = None
     span_id: str | None = None
     input_messages: Any = None  # content capture only, GenAI message format
+    perf: PerfInfo | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

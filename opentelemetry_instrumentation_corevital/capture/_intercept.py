@@ -1,0 +1,61 @@
+"""Seeing attention without changing it: wrap the attention functions transformers dispatches to.
+
+Every supported architecture calls ``ALL_ATTENTION_FUNCTIONS.get_interface(...)``
+and then the returned function with ``(module, query, key, value, mask, **kwargs)``.
+While instrumented, each non-eager entry of the global registry (sdpa, flash,
+flex, ...) is replaced by a wrapper that calls the original *first*, returns
+its result untouched, and only then hands ``query``, ``key`` and the mask to
+the capture session active in this context, if any. Eager attention is not in
+the registry; its weights come from a forward hook on the attention module
+instead (see ``_session``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from typing import Any, Callable
+
+#: The capture session of the generation running in this context.
+ACTIVE_SESSION: contextvars.ContextVar[Any] = contextvars.ContextVar("corevital_active_session", default=None)
+
+_installed: dict[str, Callable] = {}
+
+
+def _wrap(original: Callable) -> Callable:
+    @functools.wraps(original)
+    def corevital_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(module, query, key, value, attention_mask, *args, **kwargs)
+        session = ACTIVE_SESSION.get()
+        if session is not None:
+            session.on_attention(module, query, key, attention_mask, kwargs)
+        return result
+
+    corevital_attention.__corevital_original__ = original  # type: ignore[attr-defined]
+    return corevital_attention
+
+
+def install() -> None:
+    from transformers.modeling_utils import AttentionInterface
+
+    mapping = AttentionInterface._global_mapping
+    for name, function in list(mapping.items()):
+        if name in _installed or getattr(function, "__corevital_original__", None) is not None:
+            continue
+        _installed[name] = function
+        mapping[name] = _wrap(function)
+
+
+def uninstall() -> None:
+    from transformers.modeling_utils import AttentionInterface
+
+    mapping = AttentionInterface._global_mapping
+    for name, original in list(_installed.items()):
+        current = mapping.get(name)
+        if getattr(current, "__corevital_original__", None) is original:
+            mapping[name] = original
+        _installed.pop(name, None)
+
+
+def installed() -> bool:
+    return bool(_installed)
