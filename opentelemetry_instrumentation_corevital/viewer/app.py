@@ -162,6 +162,7 @@ def view_run(index: Index) -> None:
             f"trace {summary.trace_id}" if summary.trace_id else None,
             f"span {summary.span_id}" if summary.span_id else None,
             f"schema {summary.schema_version}" if summary.schema_version else None,
+            _capture_text(detail),
         ) if x)
     )
     show_problems(detail.problems)
@@ -197,6 +198,16 @@ def view_run(index: Index) -> None:
         tab_performance(detail)
     with tabs[5]:
         tab_details(detail)
+
+
+def _capture_text(detail: RunDetail) -> str | None:
+    """"capture full", or for on_risk what it became ("capture on_risk → full")."""
+    capture = (detail.report or {}).get("capture") or {}
+    mode = capture.get("mode") or detail.summary.capture_mode
+    if not mode:
+        return None
+    chosen = capture.get("detail") or (detail.span or {}).get("corevital.capture.detail")
+    return f"capture {mode}" + (f" → {chosen}" if chosen and chosen != mode else "")
 
 
 def tab_risk(detail: RunDetail, risk: diagnosis.Risk, mode: str) -> None:
@@ -275,7 +286,15 @@ def _sequence_dicts(detail: RunDetail) -> list[dict[str, Any]]:
 def tab_layers(detail: RunDetail, mode: str) -> None:
     found = [(s.get("index", i), data) for i, s in enumerate(_sequence_dicts(detail)) if (data := deep.layer_data(s))]
     if not found:
-        st.info(messages.FULL_LAYERS.format(mode=mode))
+        means = deep.span_layer_means(detail.span or {}, "corevital.layers.", "corevital.layers.indices")
+        if means and detail.report is None:
+            st.caption(messages.SPAN_LAYERS)
+            for name in [k for k in means[0] if k != "layer"][:3]:
+                st.altair_chart(_charts.bars([r for r in means if r[name] is not None], "layer", name,
+                                             deep.LAYER_LABELS.get(name, name)), width="stretch")
+            st.dataframe(pd.DataFrame(means).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch")
+        if mode != "full":
+            st.info(messages.FULL_LAYERS.format(mode=mode))
         return
     by_index = dict(found)
     index = found[0][0] if len(found) == 1 else st.selectbox("Sequence", list(by_index), key="layers_seq",
@@ -293,6 +312,10 @@ def tab_layers(detail: RunDetail, mode: str) -> None:
                              format_func=lambda k: deep.LAYER_LABELS.get(k, k))
         st.altair_chart(_charts.heatmap(data.cells(extra), deep.LAYER_LABELS.get(extra, extra), blamed),
                         width="stretch")
+    missing = [deep.LAYER_LABELS[k] for k in deep.FULL_ONLY if k not in data.matrices]
+    if missing and mode != "full":
+        st.info(messages.FULL_LAYERS_PARTIAL.format(
+            mode=mode, have=", ".join(deep.LAYER_LABELS.get(k, k) for k in data.names()), missing=", ".join(missing)))
     st.subheader("Per-layer means over the captured steps")
     st.dataframe(pd.DataFrame(data.layer_means()).style.format(precision=4, na_rep="–"), hide_index=True,
                  width="stretch")
@@ -301,6 +324,9 @@ def tab_layers(detail: RunDetail, mode: str) -> None:
 def tab_prompt(detail: RunDetail, mode: str) -> None:
     seqs = _sequence_dicts(detail)
     found = [(s.get("index", i), data) for i, s in enumerate(seqs) if (data := deep.prompt_data(s, detail.report or {}))]
+    if not found and detail.report is None and (from_span := deep.span_prompt(detail.span or {})) is not None:
+        st.caption("From the span: the prompt's last 512 surprisals and the mean basin score per layer.")
+        found = [(0, from_span)]
     input_text = next((s.get("input_text") for s in seqs if s.get("input_text")), None)
     if input_text:
         st.subheader("Prompt")
@@ -309,7 +335,9 @@ def tab_prompt(detail: RunDetail, mode: str) -> None:
         st.info(messages.FULL_PROMPT.format(mode=mode))
         return
     index, data = found[0]
-    st.metric("Prompt perplexity", _num(data.perplexity))
+    m = st.columns(2)
+    m[0].metric("Prompt perplexity", _num(data.perplexity))
+    m[1].metric("Prompt tokens", "–" if data.tokens is None else data.tokens)
     if data.surprisal:
         rows = [r for r in data.surprisal_rows() if r["surprisal"] is not None]
         st.altair_chart(_charts.bars(rows, "position", "surprisal", "Surprisal of each prompt token (bits)"),
@@ -326,6 +354,10 @@ def tab_prompt(detail: RunDetail, mode: str) -> None:
                 )
         st.dataframe(pd.DataFrame(layer_rows).style.format(precision=4, na_rep="–"), hide_index=True,
                      width="stretch")
+    encoder = next((rows for s in seqs if (rows := deep.encoder_rows(s))), [])
+    if encoder:
+        st.subheader("Encoder (per encoder layer)")
+        st.dataframe(pd.DataFrame(encoder).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch")
 
 
 def tab_performance(detail: RunDetail) -> None:
@@ -336,6 +368,8 @@ def tab_performance(detail: RunDetail) -> None:
     m[2].metric("Duration", _num(p.duration_s, "{:.2f}", " s"))
     m[3].metric("Tokens per second", _num(p.tokens_per_s, "{:.1f}"))
     m[4].metric("Step 0 (prefill + first token)", _ms(p.prefill_s))
+    if p.ratio is not None:
+        st.metric("CoreVital overhead (instrumented / plain generate)", f"{p.ratio:.3f}×")
     if p.step_durations:
         rows = [r for r in p.step_rows() if r["duration (ms)"] is not None]
         st.altair_chart(_charts.bars(rows, "step", "duration (ms)", "Duration of each decoding step", "Q"),

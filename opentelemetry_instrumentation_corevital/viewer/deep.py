@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..emit import _names as n
 from . import otlp
 
 #: Known layer matrices, in the order the viewer offers them, with their labels.
@@ -33,6 +34,9 @@ LAYER_LABELS = {
 }
 #: The three heatmaps the run page opens with, when present.
 HEADLINE = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")
+#: What only ``capture="full"`` records (``summary`` keeps hidden-state statistics only).
+FULL_ONLY = ("attn_entropy", "attn_collapsed_fraction", "update_ratio", "hidden_cos_prev", "attn_sink_mass",
+             "attn_prompt_mass")
 PROMPT_LAYER_LABELS = {
     "hidden_norm": "hidden-state norm",
     "attn_sparsity": "attention sparsity",
@@ -102,10 +106,12 @@ class PromptData:
     perplexity: float | None
     layers: list[int]
     per_layer: dict[str, list[float | None]]  # name -> one value per entry of ``layers``
+    tokens: int | None = None  # prompt length (padding excluded)
+    first_position: int = 1  # position of surprisal[0]; a span keeps only the last 512 values
 
     def surprisal_rows(self) -> list[dict[str, Any]]:
-        """Prompt position (1 = the second prompt token, the first one with a prediction) and surprisal."""
-        return [{"position": i + 1, "surprisal": v} for i, v in enumerate(self.surprisal)]
+        """Prompt position (0-based; 1 = the second token, the first with a prediction) and its surprisal."""
+        return [{"position": self.first_position + i, "surprisal": v} for i, v in enumerate(self.surprisal)]
 
     def layer_rows(self) -> list[dict[str, Any]]:
         return [
@@ -120,20 +126,72 @@ def prompt_data(sequence: dict[str, Any], report: dict[str, Any]) -> PromptData 
     if not isinstance(block, dict):
         return None
     surprisal = [otlp.finite(v) for v in block.get("surprisal") or []] if isinstance(block.get("surprisal"), list) else []
-    per_layer = {
-        k: [otlp.finite(v) for v in block[k]]
-        for k in list(PROMPT_LAYER_LABELS) + sorted(set(block) - set(PROMPT_LAYER_LABELS))
-        if k not in ("surprisal", "perplexity") and isinstance(block.get(k), list)
-        and all(v is None or isinstance(v, (int, float)) for v in block[k])
-    }
+    per_layer = _per_layer(block, exclude=("surprisal", "perplexity", "layers", "tokens"))
     if not surprisal and not per_layer and block.get("perplexity") is None:
         return None
     count = max((len(v) for v in per_layer.values()), default=0)
-    candidates = [(sequence.get("layers") or {}).get("indices"), (report.get("capture") or {}).get("layers")]
+    candidates = [block.get("layers"), (sequence.get("layers") or {}).get("indices"),
+                  (report.get("capture") or {}).get("layers")]
     layers = next((list(c) for c in candidates if isinstance(c, list) and len(c) == count), list(range(count)))
+    tokens = block.get("tokens")
     return PromptData(
         surprisal=surprisal,
         perplexity=otlp.finite(block.get("perplexity")),
         layers=layers,
         per_layer=per_layer,
+        tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
     )
+
+
+def _per_layer(block: dict[str, Any], exclude: tuple[str, ...]) -> dict[str, list[float | None]]:
+    """Every list of numbers in ``block`` (one value per layer), known names first."""
+    names = [k for k in PROMPT_LAYER_LABELS if k in block] + sorted(k for k in block if k not in PROMPT_LAYER_LABELS)
+    return {
+        k: [otlp.finite(v) for v in block[k]]
+        for k in names
+        if k not in exclude and isinstance(block.get(k), list)
+        and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in block[k])
+    }
+
+
+def encoder_rows(sequence: dict[str, Any]) -> list[dict[str, Any]]:
+    """Seq2seq models: the ``encoder`` block as one row per encoder layer (empty when absent)."""
+    block = sequence.get("encoder")
+    if not isinstance(block, dict):
+        return []
+    per_layer = _per_layer(block, exclude=("indices",))
+    count = max((len(v) for v in per_layer.values()), default=0)
+    indices = block.get("indices") if isinstance(block.get("indices"), list) and len(block["indices"]) == count \
+        else list(range(count))
+    return [{"layer": layer, **{k: v[r] if r < len(v) else None for k, v in per_layer.items()}}
+            for r, layer in enumerate(indices)]
+
+
+def span_layer_means(attrs: dict[str, Any], prefix: str, indices_key: str) -> list[dict[str, Any]]:
+    """Per-layer means that a span carries (``corevital.layers.<name>`` over ``corevital.layers.indices``)."""
+    indices = attrs.get(indices_key)
+    if not isinstance(indices, list) or not indices:
+        return []
+    series = {
+        key[len(prefix):]: value for key, value in attrs.items()
+        if key.startswith(prefix) and key != indices_key and isinstance(value, list) and len(value) == len(indices)
+    }
+    return [{"layer": layer, **{k: otlp.finite(v[r]) for k, v in series.items()}} for r, layer in enumerate(indices)]
+
+
+def span_prompt(attrs: dict[str, Any]) -> PromptData | None:
+    """What a full-capture span says of the prompt (``corevital.prompt.*``), for runs without their report."""
+    surprisal = attrs.get(n.PROMPT_SURPRISAL)
+    basin = attrs.get(n.PROMPT_BASIN)
+    perplexity = otlp.finite(attrs.get(n.PROMPT_PERPLEXITY))
+    if not isinstance(surprisal, list) and not isinstance(basin, list) and perplexity is None:
+        return None
+    surprisal = [otlp.finite(v) for v in surprisal] if isinstance(surprisal, list) else []
+    tokens = attrs.get(n.PROMPT_TOKENS) if isinstance(attrs.get(n.PROMPT_TOKENS), int) else None
+    per_layer = {"basin": [otlp.finite(v) for v in basin]} if isinstance(basin, list) else {}
+    indices = attrs.get(n.LAYERS_INDICES)
+    count = len(per_layer.get("basin", []))
+    layers = list(indices) if isinstance(indices, list) and len(indices) == count else list(range(count))
+    first = tokens - len(surprisal) if tokens is not None and tokens > len(surprisal) else 1
+    return PromptData(surprisal=surprisal, perplexity=perplexity, layers=layers, per_layer=per_layer, tokens=tokens,
+                      first_position=first)

@@ -41,6 +41,10 @@ FULL_PROMPT = (
     "pass: per-token surprisal of the prompt, prompt perplexity, and per-layer hidden-state norm, attention "
     "sparsity and basin scores."
 )
+FULL_LAYERS_PARTIAL = (
+    'This run (capture mode "{mode}") has {have} per layer; capture="full" adds {missing}.'
+)
+SPAN_LAYERS = "From the span: the mean over steps of each layer (the report with the layer × step matrices was not found)."
 NO_REPORT = (
     "Only the span of this run was found, no corevital.generation.report log record: per-step series are "
     "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing. "

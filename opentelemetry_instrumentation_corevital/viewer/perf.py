@@ -36,6 +36,15 @@ class Perf:
         return None
 
     @property
+    def ratio(self) -> float | None:
+        """Instrumented over plain generate time (``corevital run --perf strict``), when measured."""
+        for key in ("perf.ratio", PERF_PREFIX + "ratio"):
+            value = otlp.finite(self.overhead.get(key))
+            if value is not None:
+                return value
+        return None
+
+    @property
     def prefill_s(self) -> float | None:
         return self.step_durations[0] if self.step_durations else None
 
@@ -66,11 +75,12 @@ def perf(detail: RunDetail) -> Perf:
     elif isinstance(span.get(n.STEP_DURATION), list):
         result.step_durations = [otlp.finite(d) for d in span[n.STEP_DURATION]]
         result.step_stride = _duration_stride(span, len(result.step_durations))
-    for key, value in span.items():
-        if key.startswith(PERF_PREFIX):
-            result.overhead[key] = value
     if report.get("perf") is not None:
         _flatten("perf", report.get("perf"), result.overhead)
+    for key, value in span.items():
+        # The span repeats the report's perf section as corevital.perf.*; keep only what the report lacks.
+        if key.startswith(PERF_PREFIX) and result.overhead.get("perf." + key[len(PERF_PREFIX):]) != value:
+            result.overhead[key] = value
     return result
 
 

@@ -36,11 +36,12 @@ def corevital_run(out: Path, *args: str, env: dict[str, str] | None = None) -> N
 
 @pytest.fixture(scope="session")
 def real_dir(tmp_path_factory) -> Path:
-    """Two real SmolLM2 generations in one folder (files append): greedy with content capture, then sampled."""
+    """Two real SmolLM2 generations in one folder (files append): greedy, summary capture, with content capture;
+    then sampled with capture="full" (layer matrices and prompt analysis)."""
     out = tmp_path_factory.mktemp("real") / "corevital-data"
     corevital_run(out, "--max-new-tokens", "20", env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
     corevital_run(out, "--max-new-tokens", "16", "--prompt", "Name three colours.", "--do-sample", "--seed", "3",
-                  "--temperature", "1.5")
+                  "--temperature", "1.5", "--capture", "full")
     return out
 
 
@@ -51,5 +52,6 @@ def real_reports(folder: Path) -> list[dict]:
         for rl in json.loads(line)["resourceLogs"]:
             for sl in rl["scopeLogs"]:
                 for record in sl["logRecords"]:
-                    out.append(json.loads(record["body"]["stringValue"]))
+                    if record.get("eventName") == "corevital.generation.report":  # full capture adds step records
+                        out.append(json.loads(record["body"]["stringValue"]))
     return out

@@ -186,7 +186,7 @@ def deep_report(trace_id: str = DEEP_TRACE, span_id: str = DEEP_SPAN, fingerprin
     r["sequences"] = [seq]
     r["summary"] = {**_summary(0.5, "medium"), "narrative": NARRATIVE,
                     "blamed_layers": [{"layer": 5, "reason": "attention collapse"}, 6], "fingerprint": fingerprint}
-    r["perf"] = {"overhead_ratio": 1.25, "host_syncs": 3}
+    r["perf"] = {"method": "strict", "runs": 3, "plain_s": 2.0, "instrumented_s": 2.5, "ratio": 1.25}
     return r
 
 
@@ -235,7 +235,7 @@ def write_good(folder: Path) -> Path:
     deep, plain = deep_report(), plain_report()
     twin = deep_report(TWIN_TRACE, TWIN_SPAN, TWIN_FINGERPRINT, name="hand-made/twin-1.1")
     twin["created_at"] = "2026-01-02T03:06:10Z"
-    deep_attrs = {**span_attributes(deep), "corevital.perf.overhead_ratio": 1.25}
+    deep_attrs = {**span_attributes(deep), "corevital.perf.ratio": 1.25}  # repeats the report's perf.ratio
     only = {
         "corevital.schema_version": "1.0.0", "corevital.capture.mode": "summary",
         "corevital.risk.score": 0.75, "corevital.risk.level": "high", "corevital.flags": ["repetition_loop"],
@@ -249,6 +249,10 @@ def write_good(folder: Path) -> Path:
         "gen_ai.request.model": "hand-made/span-only", "gen_ai.operation.name": "text_completion",
         "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 10,
         "gen_ai.response.finish_reasons": ["length", "stop"],
+        "corevital.perf.ratio": 1.5,
+        "corevital.layers.indices": [0, 1], "corevital.layers.hidden_norm": [10.0, 20.0],
+        "corevital.prompt.tokens": 4, "corevital.prompt.perplexity": 2.5, "corevital.prompt.surprisal": [2.0, 1.0],
+        "corevital.prompt.basin": [0.5, 0.25],
     }
     _write(folder / "traces.jsonl", [
         traces_line([span(DEEP_TRACE, DEEP_SPAN, T0, 2.0, deep_attrs, "chat hand-made/deep-1.1")]),

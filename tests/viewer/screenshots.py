@@ -1,8 +1,8 @@
 """Regenerate the README's viewer screenshots: ``make screenshots`` (python -m tests.viewer.screenshots docs/img).
 
-Two real SmolLM2 generations (`corevital run`) and the hand-made schema 1.1 example files (the only source of
-layer and prompt data until deep capture lands) are served by `corevital view` and photographed by the same
-browser scenario as tests/viewer/test_browser.py.
+Two real SmolLM2 generations (`corevital run`: greedy with content capture, and a sampled one with
+capture="full" for the layer heatmaps) and the hand-made example files of the tests are served by `corevital view`
+and photographed by the same browser scenario as tests/viewer/test_browser.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from ..conftest import free_port
 from . import handmade
 from .conftest import corevital_run
 from .served import browser_missing, drive, serve
-from .test_app import DEEP_LABEL
 
 
 def main(target: str) -> int:
@@ -32,14 +31,14 @@ def main(target: str) -> int:
         real = Path(tmp) / "corevital-data"
         corevital_run(real, "--max-new-tokens", "48",
                       env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
-        corevital_run(real, "--max-new-tokens", "48", "--prompt", "Write a haiku about the sea.", "--do-sample",
-                      "--seed", "3", "--temperature", "1.3")
+        corevital_run(real, "--max-new-tokens", "32", "--prompt", "Write a haiku about the sea.", "--do-sample",
+                      "--seed", "3", "--temperature", "1.3", "--capture", "full")
         examples = handmade.write_good(Path(tmp) / "examples")
-        first = build_index([str(real)]).runs[-1]  # the oldest: the greedy run with content capture
+        full, first = build_index([str(real)]).runs  # newest first: the full-capture run, then the greedy one
         shots = Path(tmp) / "shots"
         shots.mkdir()
         with serve([real, examples], free_port(), Path(tmp) / "view.log") as url:
-            taken = drive(url, shots, first.label, DEEP_LABEL)
+            taken = drive(url, shots, first.label, full.label)
         for shot in taken:
             shutil.copyfile(shot["file"], out / f"viewer-{shot['name']}.png")
             print(out / f"viewer-{shot['name']}.png")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from opentelemetry_instrumentation_corevital.viewer import APP_PATH, messages
+from opentelemetry_instrumentation_corevital.viewer import APP_PATH, deep, messages
 
 from . import handmade as h
 from .conftest import real_reports
@@ -160,7 +161,9 @@ def test_performance_tab_and_view(monkeypatch, good_dir):
     assert list(steps["duration (ms)"]) == [500.0] + [125.0] * 11
     overhead = next(d.value for d in at.dataframe if list(d.value.columns) == ["figure", "value"])
     assert dict(zip(overhead["figure"], overhead["value"])) == {
-        "corevital.perf.overhead_ratio": "1.25", "perf.overhead_ratio": "1.25", "perf.host_syncs": "3"}
+        "perf.method": "strict", "perf.runs": "3", "perf.plain_s": "2.0", "perf.instrumented_s": "2.5",
+        "perf.ratio": "1.25"}
+    assert m["CoreVital overhead (instrumented / plain generate)"] == "1.250×"
     at.radio(key="view").set_value("Performance").run()
     assert not at.exception
     assert metrics(at) == {"Median time to first token": "500.0 ms", "Median per output token": "125.0 ms",
@@ -193,6 +196,14 @@ def test_span_only_run_shows_what_the_span_has(monkeypatch, good_dir):
     at.selectbox(key="timeline_seq").set_value(1).run()
     (entropy,) = charts(at)["entropy (bits)"]
     assert list(entropy["entropy"]) == [0.5, 0.25]
+    # Layers and prompt: what a full-capture span carries, and what the report would add.
+    assert messages.SPAN_LAYERS in texts(at.caption)
+    assert messages.FULL_LAYERS.format(mode="summary") in texts(at.info)
+    (norms,) = charts(at)["hidden-state L2 norm"]
+    assert list(norms["hidden_norm"]) == [10.0, 20.0]
+    (surprisal,) = charts(at)["Surprisal of each prompt token (bits)"]
+    assert list(surprisal["position"]) == [2, 3] and list(surprisal["surprisal"]) == [2.0, 1.0]
+    assert metrics(at)["Prompt tokens"] == "4"
 
 
 def test_compare_overlays_signals_and_measures_fingerprint_distance(monkeypatch, good_dir):
@@ -247,7 +258,7 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     assert list(table["risk"]) == [sampled["summary"]["risk_score"], greedy["summary"]["risk_score"]]
     assert list(table["output tokens"]) == [16, 20]
     assert list(table["duration (s)"]) == [sampled["timings"]["duration_s"], greedy["timings"]["duration_s"]]
-    assert set(table["model"]) == {"SmolLM2-135M-Instruct.Q4_1"} and set(table["capture"]) == {"summary"}
+    assert set(table["model"]) == {"SmolLM2-135M-Instruct.Q4_1"} and list(table["capture"]) == ["full", "summary"]
 
     at.selectbox(key="open_pick").set_value(f"{greedy['trace_id']}:{greedy['span_id']}").run()
     next(b for b in at.button if b.label == "Open run").click().run()
@@ -264,13 +275,35 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     assert list(steps["token id"]) == seq["token_ids"]
     factors = at.dataframe[0].value
     assert list(factors["name"]) == [f["name"] for f in sorted(seq["risk"]["factors"], key=lambda f: -f["contribution"])]
-    assert messages.FULL_LAYERS.format(mode="summary") in texts(at.info)
+    # Summary capture keeps hidden-state statistics per layer and step; the page names what full adds.
+    kept = [k for k in deep.LAYER_LABELS if isinstance(seq["layers"].get(k), list)]
+    assert "hidden_norm" in kept and "attn_entropy" not in kept
+    (norms, *_) = charts(at)["hidden-state L2 norm"]
+    assert len(norms) == len(seq["layers"]["indices"]) * len(seq["layers"]["steps"])
+    assert messages.FULL_LAYERS_PARTIAL.format(
+        mode="summary", have=", ".join(deep.LAYER_LABELS[k] for k in kept),
+        missing=", ".join(deep.LAYER_LABELS[k] for k in deep.FULL_ONLY)) in texts(at.info)
     (durations,) = charts(at)["Duration of each decoding step"]
     ends = greedy["timings"]["step_end_s"]
     assert list(durations["duration (ms)"]) == pytest.approx([ends[0] * 1000] + [(b - a) * 1000 for a, b in zip(ends, ends[1:])])
 
     at.selectbox(key="run").set_value(f"{sampled['trace_id']}:{sampled['span_id']}").run()
     assert messages.NO_TOKENS in texts(at.caption)  # the second run had content capture off
+    # capture="full": every heatmap is the report's matrix, cell for cell; the prompt analysis is the prefill's.
+    layers, prompt = sampled["sequences"][0]["layers"], sampled["sequences"][0]["prompt"]
+    shown = charts(at)
+    for name in ("hidden_norm", "attn_entropy", "attn_collapsed_fraction"):
+        cells = shown[deep.LAYER_LABELS[name]][0]
+        expected = {(layer, step): v for layer, row in zip(layers["indices"], layers[name])
+                    for step, v in zip(layers["steps"], row)}
+        got = {(int(r.layer), int(r.step)): (None if pd.isna(r.value) else r.value) for r in cells.itertuples()}
+        assert got == expected, name
+    assert [i.value for i in at.info if "capture=\"full\" adds" in i.value] == []
+    (surprisal,) = shown["Surprisal of each prompt token (bits)"]
+    assert list(surprisal["surprisal"]) == [v for v in prompt["surprisal"] if v is not None]
+    (basin,) = shown["basin score (mean)"]
+    assert list(basin["basin"]) == [v for v in prompt["basin"] if v is not None]
+    assert metrics(at)["Prompt tokens"] == str(prompt["tokens"])
     at.radio(key="view").set_value("Compare").run()
     assert not at.exception
     compared = at.dataframe[0].value

@@ -62,7 +62,7 @@ try {
     await pick("Run", job.deepRun);
     await page.getByText(job.deepRun.split(" · ")[1], { exact: true }).first().waitFor();
     await page.getByRole("tab", { name: "Layers" }).click();
-    await page.getByText("Blamed layers (outlined in red)", { exact: false }).waitFor();
+    await page.getByText("Per-layer means over the captured steps", { exact: true }).waitFor();
     await settle(3, visibleTab);
     await shoot("layers");
   }
