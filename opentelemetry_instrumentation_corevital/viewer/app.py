@@ -166,7 +166,7 @@ def view_run(index: Index) -> None:
         ) if x)
     )
     show_problems(detail.problems)
-    risk = diagnosis.risk(detail)
+    risk = guarded(diagnosis.risk, detail) or diagnosis.Risk(summary.risk_score, summary.risk_level)
     m = st.columns(5)
     m[0].metric("Risk score", _num(risk.score))
     m[1].metric("Risk level", risk.level or "–")
@@ -177,7 +177,7 @@ def view_run(index: Index) -> None:
         st.markdown("Flags fired: " + " ".join(f":red-badge[{flag}]" for flag in summary.flags))
     if summary.error:
         st.error(f"The generation failed: {summary.error}")
-    story = diagnosis.narrative(detail)
+    story = guarded(diagnosis.narrative, detail)
     if story:
         st.info(story)
     mode = summary.capture_mode or "unknown"
@@ -185,19 +185,28 @@ def view_run(index: Index) -> None:
         stride = (detail.span or {}).get("corevital.timeline.stride") or 1
         st.info(messages.NO_REPORT.format(stride=stride))
     tabs = st.tabs(["Risk & flags", "Timeline", "Layers", "Prompt", "Performance", "Details"])
-    seqs = series.sequences(detail)
+    seqs = guarded(series.sequences, detail) or []
     with tabs[0]:
-        tab_risk(detail, risk, mode)
+        guarded(tab_risk, detail, risk, mode)
     with tabs[1]:
-        tab_timeline(detail, seqs, mode)
+        guarded(tab_timeline, detail, seqs, mode)
     with tabs[2]:
-        tab_layers(detail, mode)
+        guarded(tab_layers, detail, mode)
     with tabs[3]:
-        tab_prompt(detail, mode)
+        guarded(tab_prompt, detail, mode)
     with tabs[4]:
-        tab_performance(detail)
+        guarded(tab_performance, detail)
     with tabs[5]:
-        tab_details(detail)
+        guarded(tab_details, detail)
+
+
+def guarded(part: Any, *args: Any) -> Any:
+    """Draw one part of a page; data of an unexpected shape costs that part (with a message), not the page."""
+    try:
+        return part(*args)
+    except Exception as exc:  # noqa: BLE001 - files come from anywhere; the viewer must keep going
+        st.error(messages.VIEW_FAILED.format(detail=f"{type(exc).__name__}: {exc}"))
+        return None
 
 
 def _capture_text(detail: RunDetail) -> str | None:
@@ -491,7 +500,8 @@ def main(paths: list[str] | None = None) -> None:
         show_problems(index.problems)
     elif index.problems:
         st.caption(f"{len(index.problems)} problems reading the files: the Runs view lists them.")
-    {"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view](index)
+    guarded({"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view],
+            index)
 
 
 if __name__ == "__main__":

@@ -33,16 +33,22 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _section(data: Any, *path: str) -> dict[str, Any]:
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
 def aggregate(detail: RunDetail, report_key: str, span_key: str) -> float | None:
     if detail.report is not None:
-        return otlp.finite(((detail.report.get("summary") or {}).get("aggregates") or {}).get(report_key))
+        return otlp.finite(_section(detail.report, "summary", "aggregates").get(report_key))
     return otlp.finite((detail.span or {}).get(span_key))
 
 
 def table(details: list[RunDetail]) -> list[dict[str, str]]:
     """Rows of figures, one column per run (named by its label), every value as display text."""
     def generation_mode(d: RunDetail) -> Any:
-        return ((d.report or {}).get("request") or {}).get("generation_mode") or (d.span or {}).get(n.GENERATION_MODE)
+        return _section(d.report, "request").get("generation_mode") or (d.span or {}).get(n.GENERATION_MODE)
 
     fields: list[tuple[str, Any]] = [
         ("model", lambda d: d.summary.model),
@@ -66,7 +72,7 @@ def riskiest_series(detail: RunDetail) -> SequenceSeries | None:
     found = sequences(detail)
     if not found:
         return None
-    index = ((detail.report or {}).get("summary") or {}).get("riskiest_sequence")
+    index = _section(detail.report, "summary").get("riskiest_sequence")
     return next((s for s in found if s.index == index), found[0])
 
 

@@ -130,8 +130,9 @@ def prompt_data(sequence: dict[str, Any], report: dict[str, Any]) -> PromptData 
     if not surprisal and not per_layer and block.get("perplexity") is None:
         return None
     count = max((len(v) for v in per_layer.values()), default=0)
-    candidates = [block.get("layers"), (sequence.get("layers") or {}).get("indices"),
-                  (report.get("capture") or {}).get("layers")]
+    seq_layers = sequence.get("layers") if isinstance(sequence.get("layers"), dict) else {}
+    capture = report.get("capture") if isinstance(report.get("capture"), dict) else {}
+    candidates = [block.get("layers"), seq_layers.get("indices"), capture.get("layers")]
     layers = next((list(c) for c in candidates if isinstance(c, list) and len(c) == count), list(range(count)))
     tokens = block.get("tokens")
     return PromptData(

@@ -27,15 +27,23 @@ class Risk:
     factors: list[dict[str, Any]] = field(default_factory=list)  # largest contribution first
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def _summary(detail: RunDetail) -> dict[str, Any]:
-    return (detail.report or {}).get("summary") or {}
+    return _dict((detail.report or {}).get("summary"))
 
 
 def _riskiest(report: dict[str, Any]) -> dict[str, Any] | None:
-    sequences = [s for s in report.get("sequences") or [] if isinstance(s, dict)]
+    sequences = _dicts(report.get("sequences"))
     if not sequences:
         return None
-    index = (report.get("summary") or {}).get("riskiest_sequence")
+    index = _dict(report.get("summary")).get("riskiest_sequence")
     chosen = next((s for s in sequences if s.get("index") == index), sequences[0])
     return chosen
 
@@ -44,10 +52,11 @@ def risk(detail: RunDetail) -> Risk:
     if detail.report is not None:
         summary = _summary(detail)
         seq = _riskiest(detail.report) or {}
-        info = seq.get("risk") or {}
-        factors = [dict(f) for f in info.get("factors") or [] if isinstance(f, dict)]
+        info = _dict(seq.get("risk"))
+        factors = [dict(f) for f in _dicts(info.get("factors")) if isinstance(f.get("name"), str)]
         factors.sort(key=lambda f: -(otlp.finite(f.get("contribution")) or 0.0))
-        return Risk(otlp.finite(summary.get("risk_score")), summary.get("risk_level"), info.get("forced_by"), factors)
+        level = summary.get("risk_level") if isinstance(summary.get("risk_level"), str) else None
+        return Risk(otlp.finite(summary.get("risk_score")), level, info.get("forced_by"), factors)
     attrs = detail.span or {}
     names = attrs.get(n.RISK_FACTORS) or []
     contributions = attrs.get(n.RISK_FACTOR_CONTRIBUTIONS) or []
@@ -59,10 +68,10 @@ def flag_rows(detail: RunDetail) -> list[dict[str, Any]]:
     """One row per flag and sequence (the report), or per flag (the span): fired, and what it saw."""
     if detail.report is not None:
         rows = []
-        thresholds = detail.report.get("thresholds") or {}
-        for seq in detail.report.get("sequences") or []:
-            f = (seq or {}).get("flags") or {}
-            if not f:
+        thresholds = _dict(detail.report.get("thresholds"))
+        for seq in _dicts(detail.report.get("sequences")):
+            f = seq.get("flags")
+            if not isinstance(f, dict) or not f:
                 continue
             for name in n.FLAG_NAMES:
                 rows.append({"sequence": seq.get("index"), "flag": name, "fired": bool(f.get(name)),

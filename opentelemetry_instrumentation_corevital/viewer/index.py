@@ -101,7 +101,7 @@ def _run_key(trace_id: Any, span_id: Any, report_id: Any) -> str:
 def from_span(resource: dict[str, Any], span: dict[str, Any], attrs: dict[str, Any], readable: bool) -> dict[str, Any]:
     """RunSummary fields that a generation span gives."""
     start, end = otlp.nanos(span.get("startTimeUnixNano")), otlp.nanos(span.get("endTimeUnixNano"))
-    status = span.get("status") or {}
+    status = span.get("status") if isinstance(span.get("status"), dict) else {}
     out: dict[str, Any] = {
         "trace_id": span.get("traceId") or None,
         "span_id": span.get("spanId") or None,
@@ -246,6 +246,14 @@ def _index_line(c: _Collector, path: str, number: int, offset: int, data: bytes)
     except ValueError as exc:
         c.problem(messages.NOT_JSON.format(file=path, line=number, detail=_short(exc)))
         return
+    try:
+        _index_document(c, path, number, offset, document)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+        # JSON of an unexpected shape somewhere inside: this line is skipped, the rest is read.
+        c.problem(messages.ODD_SHAPE.format(file=path, line=number, detail=_short(exc)))
+
+
+def _index_document(c: _Collector, path: str, number: int, offset: int, document: Any) -> None:
     what = otlp.kind(document)
     if what == otlp.METRICS:
         c.counts["metric_lines"] += 1

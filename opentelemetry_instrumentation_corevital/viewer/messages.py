@@ -15,6 +15,7 @@ BROKEN_GZIP = "{file}: compressed data breaks at line {line} ({detail}); the lin
 EMPTY_FILE = "{file}: empty file, nothing to show."
 NOT_JSON = "{file} line {line}: not valid JSON ({detail})."
 NOT_OTLP = "{file} line {line}: not an OTLP export request (no resourceSpans, resourceMetrics or resourceLogs)."
+ODD_SHAPE = "{file} line {line}: an OTLP export request of an unexpected shape, skipped ({detail})."
 BAD_REPORT = "{file} line {line}: the corevital.generation.report body is not a report ({detail})."
 UNKNOWN_REPORT_SCHEMA = (
     "{file} line {line}: report schema_version {version} is not readable by this viewer (it reads 1.x); "
@@ -24,6 +25,7 @@ UNKNOWN_SPAN_SCHEMA = (
     "{file} line {line}: span {span_id} declares corevital.schema_version {version}, which this viewer "
     "does not read (it reads 1.x); only its gen_ai.* attributes are shown."
 )
+VIEW_FAILED = "This part of the page could not be drawn from this run's data ({detail}); the rest is shown."
 MORE_PROBLEMS = "{file}: {count} more problems not shown."
 NO_RUNS = (
     "No CoreVital generations in these files. The viewer lists spans that carry corevital.* attributes and "

@@ -32,9 +32,12 @@ def any_value(value: Any) -> Any:
     if "doubleValue" in value:
         return _double(value["doubleValue"])
     if "arrayValue" in value:
-        return [any_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
+        inner = value["arrayValue"]
+        items = inner.get("values") if isinstance(inner, dict) else None
+        return [any_value(v) for v in items] if isinstance(items, list) else []
     if "kvlistValue" in value:
-        return attributes((value["kvlistValue"] or {}).get("values", []))
+        inner = value["kvlistValue"]
+        return attributes(inner.get("values") if isinstance(inner, dict) else None)
     if "bytesValue" in value:
         return value["bytesValue"]
     return None
@@ -74,24 +77,28 @@ def kind(document: Any) -> str | None:
     return None
 
 
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The dict items of a list; anything else (a malformed document) gives none."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _items(document: dict[str, Any], top: str, scopes: str, items: str) -> Iterator[tuple[dict, dict]]:
+    for resource_block in _dicts(document.get(top)):
+        resource = resource_block.get("resource")
+        resource = attributes(resource.get("attributes")) if isinstance(resource, dict) else {}
+        for scope in _dicts(resource_block.get(scopes)):
+            for item in _dicts(scope.get(items)):
+                yield resource, item
+
+
 def spans(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(resource attributes, span) for each span of an ``ExportTraceServiceRequest``."""
-    for rs in document.get(SPANS) or []:
-        resource = attributes(((rs or {}).get("resource") or {}).get("attributes"))
-        for ss in (rs or {}).get("scopeSpans") or []:
-            for span in (ss or {}).get("spans") or []:
-                if isinstance(span, dict):
-                    yield resource, span
+    return _items(document, SPANS, "scopeSpans", "spans")
 
 
 def log_records(document: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """(resource attributes, log record) for each record of an ``ExportLogsServiceRequest``."""
-    for rl in document.get(LOGS) or []:
-        resource = attributes(((rl or {}).get("resource") or {}).get("attributes"))
-        for sl in (rl or {}).get("scopeLogs") or []:
-            for record in (sl or {}).get("logRecords") or []:
-                if isinstance(record, dict):
-                    yield resource, record
+    return _items(document, LOGS, "scopeLogs", "logRecords")
 
 
 def nanos(value: Any) -> int | None:

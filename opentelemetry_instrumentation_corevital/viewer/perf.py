@@ -65,7 +65,8 @@ def perf(detail: RunDetail) -> Perf:
     s = detail.summary
     result = Perf(duration_s=s.duration_s, ttft_s=s.ttft_s, tpot_s=s.tpot_s, output_tokens=s.output_tokens)
     report = detail.report or {}
-    ends = (report.get("timings") or {}).get("step_end_s")
+    timings = report.get("timings") if isinstance(report.get("timings"), dict) else {}
+    ends = timings.get("step_end_s")
     span = detail.span or {}
     if isinstance(ends, list) and ends:
         clean = [otlp.finite(e) for e in ends]

@@ -64,10 +64,11 @@ def sequences(detail: RunDetail) -> list[SequenceSeries]:
 
 def _from_report(report: dict[str, Any]) -> list[SequenceSeries]:
     out = []
-    for position, seq in enumerate(report.get("sequences") or []):
+    sequences = report.get("sequences") if isinstance(report.get("sequences"), list) else []
+    for position, seq in enumerate(sequences):
         if not isinstance(seq, dict):
             continue
-        timeline = seq.get("timeline") or {}
+        timeline = seq.get("timeline") if isinstance(seq.get("timeline"), dict) else {}
         values = {
             name: [otlp.finite(v) for v in timeline[name]]
             for name in SIGNALS
@@ -79,14 +80,14 @@ def _from_report(report: dict[str, Any]) -> list[SequenceSeries]:
         token_ids = seq.get("token_ids")
         out.append(
             SequenceSeries(
-                index=seq.get("index", position),
+                index=seq["index"] if isinstance(seq.get("index"), int) else position,
                 steps=list(range(length)),
                 values=values,
                 source="report",
                 token_ids=list(token_ids[:length]) if isinstance(token_ids, list) else None,
-                output_text=seq.get("output_text"),
+                output_text=seq["output_text"] if isinstance(seq.get("output_text"), str) else None,
                 finish_reason=seq.get("finish_reason"),
-                flags=seq.get("flags") or {},
+                flags=seq["flags"] if isinstance(seq.get("flags"), dict) else {},
             )
         )
     return out

@@ -322,3 +322,16 @@ def test_dashboards_script_runs_the_packaged_app_on_its_arguments(monkeypatch, g
     assert not at.exception, at.exception
     assert at.sidebar.text_area(key="paths").value == str(good_dir)
     assert metrics(at)["Runs"] == "5"
+
+
+def test_odd_shapes_cost_at_most_a_part_of_the_page(monkeypatch, tmp_path):
+    from .test_reading import odd_shapes
+
+    at = start(monkeypatch, odd_shapes(tmp_path))
+    assert texts(at.warning) == [] and metrics(at)["Runs"] == "1"  # wrong types inside are read as missing values
+    for view in ("Run", "Compare", "Performance"):
+        at.radio(key="view").set_value(view).run()
+        assert not at.exception, view
+    at.radio(key="view").set_value("Run").run()
+    assert at.title[0].value == "unknown model" and metrics(at)["Risk score"] == "–"
+    assert texts(at.error) == []  # every tab drew, none needed the VIEW_FAILED fallback

@@ -300,7 +300,8 @@ def test_folder_scan_picks_otlp_file_names():
 def test_readme_documents_every_message():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     for name in ("NOT_FOUND", "NO_FILES", "UNREADABLE", "ZSTD", "BROKEN_GZIP", "EMPTY_FILE", "NOT_JSON", "NOT_OTLP",
-                 "BAD_REPORT", "UNKNOWN_REPORT_SCHEMA", "UNKNOWN_SPAN_SCHEMA", "MORE_PROBLEMS", "NO_RUNS"):
+                 "ODD_SHAPE", "BAD_REPORT", "UNKNOWN_REPORT_SCHEMA", "UNKNOWN_SPAN_SCHEMA", "MORE_PROBLEMS",
+                 "VIEW_FAILED", "NO_RUNS"):
         text = getattr(messages, name).replace("{file}", "FILE").replace("{path}", "PATH").replace(
             "{line}", "N").replace("{detail}", "DETAIL").replace("{version}", "VERSION").replace(
             "{span_id}", "SPAN").replace("{count}", "N")
@@ -330,3 +331,34 @@ def test_readme_screenshots_are_the_browser_scenarios_pictures():
                      "viewer-compare.png"]
     for name in shown:  # written by `make screenshots` from drive.mjs's 1400 x 1600 viewport
         assert png_size(root / "docs" / "img" / name) == (1400, 1600), name
+
+
+def odd_shapes(folder: Path) -> Path:
+    """Valid JSON of the right kind with wrong types inside: what a buggy or hostile producer might write."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weird_report = {"schema_version": "1.1.0", "report_id": "e" * 32, "trace_id": "e" * 32, "span_id": "f" * 16,
+                    "created_at": 7, "model": "not a section", "summary": {"risk_score": "high", "flags": "x",
+                                                                            "narrative": {"text": 3}},
+                    "timings": {"step_end_s": ["a", None, 1.0], "duration_s": "slow"},
+                    "sequences": ["x", {"risk": [1], "timeline": {"entropy": "abc"}, "layers": {"hidden_norm": "x"},
+                                        "prompt": [], "flags": 3}]}
+    (folder / "odd.jsonl").write_text("\n".join(json.dumps(d) for d in (
+        {"resourceSpans": [1, "x", {"scopeSpans": 5}, {"resource": [], "scopeSpans": [{"spans": [{"attributes": 9}]}]}]},
+        {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "e" * 32, "spanId": "f" * 16,
+                                                        "startTimeUnixNano": "soon", "attributes": [
+                                                            {"key": "corevital.capture.mode", "value": {"intValue": []}},
+                                                            {"key": "corevital.step.entropy", "value": {"arrayValue": 3}},
+                                                            {"key": 5}]}]}]}]},
+        h.logs_line([h.report_record(weird_report, "e" * 32, "f" * 16)]),
+    )) + "\n")
+    return folder
+
+
+def test_odd_shapes_inside_valid_json_never_raise(tmp_path):
+    index = build_index([str(odd_shapes(tmp_path))])
+    (run,) = index.runs
+    assert (run.span_id, run.report_ref.line, run.span_ref.line) == ("f" * 16, 3, 2)
+    detail = load_run(run)
+    for part in (series.sequences, diagnosis.narrative, diagnosis.blamed_layers, diagnosis.fingerprint, perf.perf,
+                 diagnosis.flag_rows):
+        part(detail)  # each either copes or raises an ordinary exception the page turns into VIEW_FAILED
