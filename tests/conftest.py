@@ -48,3 +48,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """The tiny Llama and tokenizer saved as a model folder, for `corevital run --model` in a subprocess."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    testing.tiny_causal_lm("llama", seed=0).save_pretrained(folder)
+    testing.tiny_tokenizer().save_pretrained(folder)
+    return folder

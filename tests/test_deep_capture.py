@@ -268,10 +268,9 @@ class TestConfiguration:
         finally:
             _session.CaptureSession.retained_values = original
         steps, rows, layers = 400, 1, 2
-        # per row per step: sum p ln p and the top-10 log-probabilities, and the chosen token's log-probability
-        # (the last step's is read at the end); per layer per row per step: 8 hidden-state moments and
-        # 6 attention statistics
-        assert seen == [steps * rows * 11 + (steps - 1) * rows + steps * rows * layers * (8 + 6)]
+        # per row per step: sum p ln p, the top-10 log-probabilities and the previous token's log-probability;
+        # per layer per row per step: 8 hidden-state moments and 6 attention statistics
+        assert seen == [steps * rows * 12 + steps * rows * layers * (8 + 6)]
         assert len(tc.reports[0].sequences[0].layers.hidden_norm[0]) == 400
 
 

@@ -70,7 +70,7 @@ def query_row_probs(
     row = _row_mask(mask, keys)
     if row is not None:
         if row.dtype == torch.bool:
-            scores = scores.masked_fill(~row, float("-inf"))
+            scores = torch.where(row, scores, float("-inf"))
         else:
             scores = scores + row.float()
     return torch.softmax(scores, dim=-1)

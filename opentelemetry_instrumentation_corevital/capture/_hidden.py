@@ -91,6 +91,22 @@ def finish_hidden(moments: Sequence[float], size: int) -> tuple[float | None, ..
     return norm, mean, std, max_abs if _finite(max_abs) else None, nonfinite, cos, update
 
 
+def finish_hidden_tensor(moments: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`finish_hidden` for a whole generation at once: [..., 8] moments -> [..., 7] (run once, at the end)."""
+    sq, in_sq, cross_in, total, max_abs, finite, cross_prev, prev_sq = moments.unbind(dim=-1)
+    norm = sq.clamp_min(0.0).sqrt()
+    mean = total / size
+    std = (sq / size - mean * mean).clamp_min(0.0).sqrt()
+    update = (sq - 2.0 * cross_in + in_sq).clamp_min(0.0).sqrt() / in_sq.sqrt()
+    cos = (cross_prev / (sq * prev_sq).sqrt()).clamp(-1.0, 1.0)
+    nonfinite = size - finite
+    stats = torch.stack([norm, mean, std, max_abs, nonfinite, cos, update], dim=-1)
+    bad = ~torch.isfinite(sq)[..., None]
+    keep_count = torch.zeros_like(stats, dtype=torch.bool)
+    keep_count[..., 4] = True
+    return stats.masked_fill(bad & ~keep_count, float("nan"))
+
+
 def masked_token_norm_mean(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean over (non-padding) tokens of each token's L2 norm: [rows, tokens, hidden] -> [rows]."""
     norms = torch.linalg.vector_norm(hidden, dim=-1, dtype=torch.float32)

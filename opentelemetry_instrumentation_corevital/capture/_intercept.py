@@ -27,7 +27,7 @@ def _wrap(original: Callable) -> Callable:
     def corevital_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(module, query, key, value, attention_mask, *args, **kwargs)
         session = ACTIVE_SESSION.get()
-        if session is not None:
+        if session is not None and session._attention_slots:
             session.on_attention(module, query, key, attention_mask, kwargs)
         return result
 

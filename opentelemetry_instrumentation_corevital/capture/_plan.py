@@ -15,17 +15,19 @@ class CapturePlan:
     encoder: bool = False  # seq2seq encoder summary
     layers: tuple[int, ...] | None = None  # decoder layers to capture; None = all
     step_stride: int = 1  # capture layer data every n-th step (logits are every step)
+    cuda_graphs: bool = True  # replay the fixed-shape reduce as one CUDA graph per step on GPUs
 
     @property
     def needs_layers(self) -> bool:
         return self.hidden != "off" or self.attention or self.moe or self.prompt or self.encoder
 
     @classmethod
-    def for_mode(cls, mode: str, layers: tuple[int, ...] | None = None, step_stride: int = 1) -> "CapturePlan":
+    def for_mode(cls, mode: str, layers: tuple[int, ...] | None = None, step_stride: int = 1,
+                 cuda_graphs: bool = True) -> "CapturePlan":
         if mode == "off":
             return cls(signals=False)
         if mode == "summary":
-            return cls(hidden="norm", layers=layers, step_stride=step_stride)
+            return cls(hidden="norm", layers=layers, step_stride=step_stride, cuda_graphs=cuda_graphs)
         # "full" and "on_risk" capture everything on the device; on_risk decides later what to emit.
         return cls(hidden="full", attention=True, prompt=True, moe=True, encoder=True, layers=layers,
-                   step_stride=step_stride)
+                   step_stride=step_stride, cuda_graphs=cuda_graphs)

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from transformers.generation.logits_process import LogitsProcessorList
 
-from . import _attention, _hidden, _moe, _prompt
+from . import _attention, _hidden, _prompt, _reduce
 from ._clock import StepClock
 from ._intercept import ACTIVE_SESSION
 from ._layers import discover, first_tensor
 from ._plan import CapturePlan
-from ._stats import LN2, STAT_COLUMNS, chosen_log_prob, finish_stats, logit_stats
+from ._stats import LN2, STAT_COLUMNS, TOP_K, finish_stats_tensor
 
 _logger = logging.getLogger(__name__)
 
@@ -70,31 +70,17 @@ class CaptureResult:
     encoder_layers: list | None = None  # [input row][encoder layer][4]: same columns
     encoder_indices: list[int] = field(default_factory=list)
     attention_source: str | None = None
+    matrices: dict[str, list] | None = None  # greedy/sample: field -> [row][layer][layer step], non-finite as None
     retained_values: int = 0  # numbers the capture kept on the device for this generation (memory is O(steps x layers))
     error: str | None = None
 
 
-def _finite(value: float) -> bool:
-    return value == value and value not in (float("inf"), float("-inf"))
-
-
-def _columns(packed_steps: list[list[float]], surprisal: list[float]) -> list[list[float]]:
-    """[steps][1 + k] packed values and per-step surprisal -> [series][steps] in :data:`SERIES` order."""
-    finished = [finish_stats(p) for p in packed_steps]
-    return [[f[i] for f in finished] for i in range(len(STAT_COLUMNS))] + [list(surprisal)]
-
-
 def _row_series(row: list[list[float]]) -> dict[str, list[float | None]]:
-    """One row's [series][steps] values as named lists; a step with any non-finite statistic is all None.
+    """One row's [series][steps] values as named lists, non-finite values as None.
 
-    (A NaN logit poisons top-k, but the NaN-skipping entropy sum would read 0.)
+    (A NaN logit makes every statistic of its step NaN on the device already.)
     """
-    n_stats = len(STAT_COLUMNS)
-    bad = {step for i in range(n_stats) for step, v in enumerate(row[i]) if not _finite(v)}
-    return {
-        name: [None if (step in bad and i < n_stats) or not _finite(v) else v for step, v in enumerate(row[i])]
-        for i, name in enumerate(SERIES)
-    }
+    return {name: [v if v - v == 0 else None for v in row[i]] for i, name in enumerate(SERIES)}
 
 
 class _StepRecorder:
@@ -106,11 +92,7 @@ class _StepRecorder:
         self.timing = True
         self.steps = 0
         self.prefix_len: int | None = None
-        self.stats: list[torch.Tensor] = []
-        self.surprisal: list[torch.Tensor] = []
-        self.top: list[tuple[torch.Tensor, torch.Tensor]] = []  # beam modes: (top ids, top log-probs)
-        self.top_k = 0
-        self.last_logp: torch.Tensor | None = None
+        self.top_k = TOP_K
         self.failed: str | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -123,28 +105,15 @@ class _StepRecorder:
 
     def fail(self, exc: BaseException) -> None:
         self.failed = f"{type(exc).__name__}: {exc}"
-        self.stats.clear()
-        self.surprisal.clear()
-        self.top.clear()
-        self.last_logp = None
         self._session.stop_layers()
+        self._session.drop_rows()
         _logger.warning("CoreVital capture stopped for this generation: %s", self.failed)
 
     def _record(self, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
         session = self._session
         if self.prefix_len is None:
             self.prefix_len = int(input_ids.shape[1])
-        if self.signals:
-            if self.top_k:  # beam search: rows are reordered, keep the candidates' ids for the end
-                packed, _, ids = logit_stats(scores, self.top_k)
-                self.top.append((ids, packed))
-            else:
-                if self.last_logp is not None:
-                    self.surprisal.append(chosen_log_prob(self.last_logp, input_ids[:, -1]))
-                packed, self.last_logp, _ = logit_stats(scores)
-            self.stats.append(packed)
-        if session.taps_active:
-            session.reduce_layers(self.steps)
+        session.step(self.steps, input_ids, scores if self.signals else None)
         if self.timing:
             session.clock.mark()
         self.steps += 1
@@ -211,14 +180,16 @@ class CaptureSession:
         self._top_k_experts = 2
         # device-side results
         self.layer_steps: list[int] = []
-        self.hidden_rows: list[torch.Tensor] = []
-        self.attn_rows: list[torch.Tensor] = []
-        self.moe_rows: list[torch.Tensor] = []
-        self._prev_hidden: torch.Tensor | None = None
-        self._prev_sq: torch.Tensor | None = None
+        self.logit_rows: list[torch.Tensor] = []  # per step [rows, logits block]
+        self.layer_rows: list[torch.Tensor] = []  # per layer step [rows, layer blocks]
+        self._layouts: dict[tuple, _reduce.StepLayout] = {}
+        self._states: dict[_reduce.StepLayout, _reduce.StepState] = {}
+        self._graph: Any = None
+        self._graph_ok = plan.cuda_graphs
+        self.graph_used = False
+        self._routers = False
         self._consecutive = True  # captured layers follow each other: a layer's input is the previous output
         self._tables: Any = None  # attention KeyTables, built at the first step
-        self._moe_counts: torch.Tensor | None = None
         self._prompt_surprisal: torch.Tensor | None = None
         self._prompt_layers: dict[str, list[torch.Tensor | None]] = {}
         self._encoder: dict[str, list[torch.Tensor | None]] = {}
@@ -273,8 +244,9 @@ class CaptureSession:
                     self.attention_source = f"query row recomputed beside {attn_impl or 'the model'} attention"
                     for slot, index in enumerate(wanted):
                         for sub in layout.decoder_attention[index].module.modules():
-                            self._attention_slots[id(sub)] = ("decoder", slot)
+                            self._attention_slots[id(sub)] = ("decoder", slot, getattr(sub, "scaling", None))
         if plan.moe and layout.routers:
+            self._routers = True
             self._top_k_experts = int(getattr(self.model.config, "num_experts_per_tok", 2) or 2)
             for slot, index in enumerate(wanted):
                 target = layout.routers[index]
@@ -296,7 +268,7 @@ class CaptureSession:
             if attn_impl != "eager" and layout.encoder_attention:
                 for slot, target in enumerate(layout.encoder_attention):
                     for sub in target.module.modules():
-                        self._attention_slots.setdefault(id(sub), ("encoder", slot))
+                        self._attention_slots.setdefault(id(sub), ("encoder", slot, getattr(sub, "scaling", None)))
         self.taps_active = True
 
     def stop_layers(self) -> None:
@@ -400,7 +372,16 @@ class CaptureSession:
         if place is None or not self.taps_active:
             return
         try:
-            kind, slot = place
+            kind, slot, scaling = place
+            if kind == "decoder" and query.shape[2] == 1:  # the per-step path: keep references, nothing else
+                if self.recording:
+                    explicit = kwargs.get("scaling")
+                    self._attn[slot] = (query, key, mask if isinstance(mask, torch.Tensor) else None,
+                                        kwargs.get("position_bias"),
+                                        explicit if explicit is not None else (
+                                            scaling if scaling is not None else query.shape[-1] ** -0.5),
+                                        kwargs.get("softcap"))
+                return
             scaling = _attention.scaling_of(module, kwargs, query.shape[-1])
             bias = kwargs.get("position_bias")
             softcap = kwargs.get("softcap")
@@ -435,82 +416,174 @@ class CaptureSession:
     def set_recording(self, next_step: int) -> None:
         self.recording = self.taps_active and next_step % self.plan.step_stride == 0
 
-    def reduce_layers(self, step: int) -> None:
-        """Reduce what the taps kept during this step's forward; called from the recorder."""
-        if not self.recording:
-            return
-        outs = self._out
-        if any(o is None for o in outs):
+    def step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor | None) -> None:
+        """Reduce this step: logits always (when captured), layer data on recorded steps."""
+        layer_step = self.taps_active and self.recording and bool(self._out) and all(o is not None for o in self._out)
+        if scores is None and not layer_step:
             self._clear()
             return
-        plan = self.plan
-        rows = int(outs[0].shape[0])
-        if plan.hidden == "full":
-            inputs = self._in
-            if inputs[0] is None or (not self._consecutive and any(i is None for i in inputs)):
-                self._clear()
-                return
-            previous, previous_sq = self._prev_hidden, self._prev_sq
-            if previous is not None and (previous.shape[0] != rows or previous_sq is None):
-                previous = previous_sq = None
-            elif previous is not None and self.parent_rows is not None:
-                parents = self.parent_rows.to(previous.device)
-                previous, previous_sq = previous.index_select(0, parents), previous_sq.index_select(0, parents)
-            moments, self._prev_hidden, self._prev_sq = _hidden.hidden_moments(
-                outs, inputs, self._consecutive, previous, previous_sq)
-            self.hidden_rows.append(moments)
-        else:
-            self.hidden_rows.append(_hidden.hidden_norms(_hidden.stack_layers(outs)))
-        if plan.attention and (self._attention_slots or self.attention_source == "eager attention weights"):
-            self.attn_rows.append(self._attention_rows(rows, step))
-        if plan.moe and any(r is not None for r in self._router):
-            if all(r is not None for r in self._router):
-                stats, self._moe_counts = _moe.router_stats(torch.stack(self._router), self._moe_counts, self._top_k_experts)
-                self.moe_rows.append(stats)
-        self.layer_steps.append(step)
+        inputs: dict[str, torch.Tensor | None] | None = None
+        if layer_step:
+            inputs = self._layer_inputs(step)
+            layer_step = inputs is not None
+        layout = self._layout(layer_step, int((scores if scores is not None else self._out[0]).shape[0]))
+        if layout.width == 0:
+            self._clear()
+            return
+        inputs = dict(inputs or {}, scores=scores, token=input_ids[:, -1] if scores is not None else None,
+                      parents=self.parent_rows if layout.beams else None)
+        for name in ("stacked", "heads", "inv_valid", "inv_rest", "router"):
+            inputs.setdefault(name, None)
+        if layout.beams and inputs["parents"] is None and layout.hidden == "full":
+            inputs["parents"] = torch.arange(int(inputs["stacked"].shape[0]), device=inputs["stacked"].device)
+        state = self._state_for(layout, inputs)
+        out = self._run(layout, state, inputs, step)
+        width = layout.blocks[0][1] + layout.blocks[1][1] if layout.signals else 0
+        if layout.signals:
+            self.logit_rows.append(out[:, :width])
+        if layer_step:
+            self.layer_rows.append(out[:, width:])
+            self.layer_steps.append(step)
         self._clear()
 
-    def _attention_rows(self, rows: int, step: int) -> torch.Tensor:
-        """[rows, layers, 6] attention statistics of this step's new query row."""
+    def _layout(self, layers: bool, rows: int) -> _reduce.StepLayout:
+        plan = self.plan
+        key = (layers, rows)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = _reduce.StepLayout(
+                signals=self.recorder.signals,
+                k=self.recorder.top_k,
+                beams=self.generation_mode in BEAM_MODES,
+                layers=len(self.layers) if layers else 0,
+                hidden=(plan.hidden if layers else "off"),
+                attention=bool(layers and self._wants_attention),
+                moe=bool(layers and plan.moe and self._routers),
+                interleaved=not self._consecutive,
+            )
+            self._layouts[key] = layout
+        return layout
+
+    @property
+    def _wants_attention(self) -> bool:
+        return self.plan.attention and (bool(self._attention_slots) or self.attention_source == "eager attention weights")
+
+    def _layer_inputs(self, step: int) -> dict[str, torch.Tensor | None] | None:
+        """The fixed-shape tensors the taps kept for this step, ready for ``reduce_step``."""
+        plan = self.plan
+        outs = self._out
+        rows = int(outs[0].shape[0])
+        graph = self._graph
+        static = graph.inputs if graph is not None else {}
+        inputs: dict[str, torch.Tensor | None] = {}
+        if plan.hidden == "full":
+            if self._consecutive:
+                if self._in[0] is None:
+                    return None
+                parts = [self._in[0], *outs]
+            else:
+                if any(i is None for i in self._in):
+                    return None
+                parts = [t for pair in zip(self._in, outs) for t in pair]
+            target = static.get("stacked")
+            inputs["stacked"] = torch.cat(parts, dim=1, out=target) if target is not None else torch.cat(parts, dim=1)
+        else:
+            target = static.get("stacked")
+            inputs["stacked"] = torch.cat(outs, dim=1, out=target) if target is not None else torch.cat(outs, dim=1)
+        if self._wants_attention:
+            heads = self._attention_heads(rows, step, static.get("heads"))
+            if heads is None:
+                return None
+            prefix = self.recorder.prefix_len or 0
+            expected = prefix + step
+            _, inv_valid, inv_rest = self._key_tables(rows, prefix, expected).at(0, expected)
+            inputs.update(heads=heads, inv_valid=inv_valid, inv_rest=inv_rest)
+        if plan.moe and self._routers:
+            if any(r is None for r in self._router):
+                return None
+            target = static.get("router")
+            inputs["router"] = torch.stack(self._router, out=target) if target is not None else torch.stack(self._router)
+        return inputs
+
+    def _attention_heads(self, rows: int, step: int, target: torch.Tensor | None) -> torch.Tensor | None:
+        """[layers, rows, heads, 4] head values of this step's new query row (the shape-changing part)."""
         prefix = self.recorder.prefix_len or 0
         expected = prefix + step  # keys the cache should hold after this step's forward
         tables = self._key_tables(rows, prefix, expected)
-        n = len(self.layers)
-        device = self._out[0].device
-        filler = torch.full((rows, 6), float("nan"), device=device)
         if self.attention_source == "eager attention weights":
             probs = self._probs
             if any(p is None for p in probs) or len({p.shape for p in probs}) != 1:
-                return torch.full((rows, n, 6), float("nan"), device=device)
+                return None
             stacked = torch.stack(probs)
-            return _attention.row_stats(stacked, *tables.at(stacked.shape[-1], expected)).transpose(0, 1)
-        result: list[torch.Tensor | None] = [None] * n
+            weights, _, _ = tables.at(stacked.shape[-1], expected)
+            return _reduce.head_values(stacked, weights)
         groups: dict[tuple, list[int]] = {}
         for slot, item in enumerate(self._attn):
             if item is None:
-                continue
+                return None
             query, key, mask, bias, scaling, softcap = item
             signature = (tuple(query.shape), tuple(key.shape), id(mask), id(bias), scaling, softcap, key.dtype)
             groups.setdefault(signature, []).append(slot)
+        parts: list[tuple[list[int], torch.Tensor]] = []
         for slots in groups.values():
             first = self._attn[slots[0]]
             _, key0, mask, bias, scaling, softcap = first
+            keys = key0.shape[-2]
+            if keys > expected:  # a cache holding more than this step's positions: not ours to interpret
+                return None
             if len(slots) == 1:
-                query, key = first[0], key0
+                query, key = first[0][None], key0[None]
             else:
                 query = torch.stack([self._attn[s][0] for s in slots])
                 key = torch.stack([self._attn[s][1] for s in slots])
-            keys = key0.shape[-2]
-            if keys > expected:  # a cache holding more than this step's positions: not ours to interpret
-                continue
             probs = _attention.query_row_probs(query, key, mask, scaling, bias, softcap)
-            stats = _attention.row_stats(probs, *tables.at(keys, expected))
-            if len(slots) == 1:
-                result[slots[0]] = stats
-            else:
-                for position, slot in enumerate(slots):
-                    result[slot] = stats[position]
-        return torch.stack([r if r is not None else filler for r in result], dim=1)
+            weights, _, _ = tables.at(keys, expected)
+            parts.append((slots, _reduce.head_values(probs, weights)))
+        if len(parts) == 1 and parts[0][0] == list(range(len(self.layers))):
+            values = parts[0][1]
+            return target.copy_(values) if target is not None else values
+        order = [slot for slots, _ in parts for slot in slots]
+        values = torch.cat([v for _, v in parts])
+        if order != sorted(order):
+            values = values[torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=values.device)]
+        return target.copy_(values) if target is not None else values
+
+    def _state_for(self, layout: _reduce.StepLayout, inputs: dict[str, torch.Tensor | None]) -> _reduce.StepState:
+        state = self._states.get(layout)
+        if state is None:
+            scores, stacked, router = inputs["scores"], inputs["stacked"], inputs["router"]
+            reference = next(t for t in (scores, stacked) if t is not None)
+            state = _reduce.StepState.zeros(
+                layout, int(reference.shape[0]), int(scores.shape[-1]) if scores is not None else 0,
+                int(stacked.shape[-1]) if stacked is not None else 0,
+                int(router.shape[-1]) if router is not None else 0, reference.device)
+            state.extra["top_k"] = self._top_k_experts
+            # logits-only and layer steps share the logit state
+            for other in self._states.values():
+                if other.logp is not None and state.logp is not None and other.logp.shape == state.logp.shape:
+                    state.logp = other.logp
+            self._states[layout] = state
+        return state
+
+    def _run(self, layout: _reduce.StepLayout, state: _reduce.StepState, inputs: dict[str, torch.Tensor | None],
+             step: int) -> torch.Tensor:
+        """One CUDA-graph replay when possible (full layout, steady state), else eager."""
+        graph = self._graph
+        if graph is not None and graph.layout == layout:
+            return graph(inputs)
+        device = next(t for t in inputs.values() if t is not None).device
+        if (device.type == "cuda" and step >= 1 and self._graph_ok and layout.attention == self._wants_attention
+                and layout.layers == len(self.layers) and not torch.cuda.is_current_stream_capturing()):
+            try:
+                graph = _reduce.GraphedReduce(layout, state, inputs)
+                graph.layout = layout
+                self._graph = graph
+                self.graph_used = True
+                return graph(inputs)
+            except Exception as exc:  # capture not possible here: stay eager for this generation
+                self._graph_ok = False
+                self.unavailable.setdefault("cuda_graph", f"eager reduce ({type(exc).__name__}: {exc})")
+        return _reduce.reduce_step(layout, state, **inputs)
 
     def _key_tables(self, rows: int, prefix: int, expected: int) -> "_attention.KeyTables":
         tables = self._tables
@@ -569,7 +642,7 @@ class CaptureSession:
         mode = self.generation_mode
         if mode in BEAM_MODES:
             beams = int(getattr(generation_config, "num_beams", 1) or 1)
-            self.recorder.top_k = max(10, 2 * beams)
+            self.recorder.top_k = _reduce.default_k(beams)
         elif mode not in SIGNAL_MODES:
             # Assisted and other decoding call the processors on speculative rows.
             if self.recorder.signals:
@@ -628,38 +701,67 @@ class CaptureSession:
 
     def retained_values(self) -> int:
         """How many numbers the per-step buffers hold: the capture's whole memory cost that grows with steps."""
-        rec = self.recorder
-        tensors = [*rec.stats, *rec.surprisal, *(t for pair in rec.top for t in pair), *self.hidden_rows,
-                   *self.attn_rows, *self.moe_rows]
-        return sum(t.numel() for t in tensors)
+        return sum(t.numel() for t in (*self.logit_rows, *self.layer_rows))
+
+    def drop_rows(self) -> None:
+        self.logit_rows.clear()
+        self.layer_rows.clear()
+        self.layer_steps.clear()
 
     def _transfer(self, result: CaptureResult, sequences: torch.Tensor | None, steps: int, prefix: int, beams: bool,
                   num_return: int) -> None:
         rec = self.recorder
         result.retained_values = self.retained_values()
         parts: list[tuple[str, torch.Tensor]] = []
-        if result.signals and steps > 0 and rec.stats:
-            packed = torch.stack(rec.stats[:steps], dim=1)  # [rows, steps, 1 + k]
-            result.rows = int(packed.shape[0])
-            parts.append(("packed", packed))
+        logit_layout = next((l for l in self._layouts.values() if l.signals), None)
+        if result.signals and steps > 0 and self.logit_rows and logit_layout is not None:
+            rows = torch.stack(self.logit_rows[:steps], dim=1)  # [rows, steps, 1 + k + (1 | k)]
+            result.rows = int(rows.shape[0])
+            k = logit_layout.k
+            packed = rows[..., : 1 + k]
+            stats = finish_stats_tensor(packed)  # [rows, steps, 4]
             if beams:
-                parts.append(("top_ids", torch.stack([t[0] for t in rec.top[:steps]], dim=1).float()))
+                parts.append(("stats", stats))
+                parts.append(("top_logp", packed[..., 1:]))
+                parts.append(("top_ids", rows[..., 1 + k :]))
                 if self.beam_indices is not None:
                     chosen = self.beam_indices[:, :num_return, :].reshape(-1, self.beam_indices.shape[-1])
                     parts.append(("beam_indices", chosen[:, :steps].float()))
             else:
-                if len(rec.surprisal) < steps and rec.last_logp is not None and sequences is not None:
-                    # The last step's token is known only from the returned sequences.
-                    rec.surprisal.append(chosen_log_prob(rec.last_logp, sequences[:, prefix + steps - 1]))
-                parts.append(("chosen_logp", torch.cat(rec.surprisal[:steps], dim=1)))  # [rows, steps]
+                # Step t's row holds the log-probability of the token chosen at step t - 1; the last
+                # step's token is known only from the returned sequences.
+                chosen = rows[..., 1 + k]
+                state = next((st for st in self._states.values() if st.logp is not None), None)
+                if state is not None and sequences is not None:
+                    last = state.logp.gather(1, sequences[:, prefix + steps - 1 : prefix + steps].to(state.logp.device))
+                    chosen = torch.cat([chosen[:, 1:], last], dim=1)
+                else:
+                    chosen = torch.cat([chosen[:, 1:], torch.full_like(chosen[:, :1], float("nan"))], dim=1)
+                surprisal = chosen.mul(-1.0 / LN2)
+                parts.append(("series", torch.cat([stats, surprisal[..., None]], dim=-1).transpose(1, 2)))
         layer_count = sum(1 for s in self.layer_steps if s < steps) if steps else len(self.layer_steps)
-        if self.hidden_rows and layer_count:
-            parts.append(("hidden", torch.stack(self.hidden_rows[:layer_count])))
-            result.hidden_full = self.plan.hidden == "full"
-        if self.attn_rows and layer_count:
-            parts.append(("attention", torch.stack(self.attn_rows[:layer_count])))
-        if self.moe_rows and len(self.moe_rows) >= layer_count and layer_count:
-            parts.append(("moe", torch.stack(self.moe_rows[:layer_count])))
+        layer_layout = next((l for l in self._layouts.values() if l.layers), None)
+        if self.layer_rows and layer_count and layer_layout is not None:
+            layer = torch.stack(self.layer_rows[:layer_count])  # [layer steps, rows, width]
+            offset_layout = _reduce.StepLayout(signals=False, k=layer_layout.k, beams=layer_layout.beams,
+                                               layers=layer_layout.layers, hidden=layer_layout.hidden,
+                                               attention=layer_layout.attention, moe=layer_layout.moe,
+                                               interleaved=layer_layout.interleaved)
+            blocks = offset_layout.split(layer)
+            result.hidden_full = layer_layout.hidden == "full"
+            hidden = blocks["hidden"]
+            if result.hidden_full:
+                hidden = _hidden.finish_hidden_tensor(hidden, int(self.hidden_size or 0))
+            if beams:  # rows move between steps: keep step-major, attributed on the host
+                parts.append(("hidden", hidden))
+                if "attention" in blocks:
+                    parts.append(("attention", blocks["attention"]))
+                if "moe" in blocks:
+                    parts.append(("moe", blocks["moe"]))
+            else:  # one row per sequence: ship each field as [row][layer][step], ready for the report
+                fields = _field_stack(hidden if result.hidden_full else hidden[..., None], blocks)
+                parts.append(("matrices", fields))
+                parts.append(("matrices_finite", torch.isfinite(fields).flatten(2).all(dim=-1).float()))
         if self._prompt_surprisal is not None:
             parts.append(("prompt_surprisal", self._prompt_surprisal))
         prompt_layers = self._prompt_table(self._prompt_layers)
@@ -672,21 +774,19 @@ class CaptureSession:
         result.layers = list(self.layers)
         result.layer_steps = [s for s in self.layer_steps[:layer_count]]
         result.hidden = host.get("hidden")
-        if result.hidden is not None and result.hidden_full:
-            size = int(self.hidden_size or 0)
-            result.hidden = [[[_hidden.finish_hidden(m, size) for m in row] for row in step] for step in result.hidden]
+        if "matrices" in host:
+            result.matrices = _field_matrices(host["matrices"], host["matrices_finite"], result.hidden_full,
+                                              "attention" in (layer_layout.blocks_names() if layer_layout else ()),
+                                              bool(layer_layout and layer_layout.moe))
         result.attention = host.get("attention")
         result.moe = host.get("moe")
         result.prompt_surprisal = host.get("prompt_surprisal")
         result.prompt_layers = host.get("prompt_layers")
         result.encoder_layers = host.get("encoder_layers")
         result.encoder_indices = list(self.encoder_indices) if result.encoder_layers is not None else []
-        if "packed" in host and not beams:
-            result.series = [
-                _row_series(_columns(row, [-lp / LN2 for lp in chosen]))
-                for row, chosen in zip(host["packed"], host["chosen_logp"])
-            ]
-        elif "packed" in host:
+        if "series" in host:
+            result.series = [_row_series(row) for row in host["series"]]
+        elif "stats" in host:
             result.series, result.row_of = _beam_series(host, result.sequences, prefix, steps)
 
     @staticmethod
@@ -709,15 +809,11 @@ class CaptureSession:
 
     def _release(self) -> None:
         self.clock.release()
-        rec = self.recorder
-        rec.stats.clear()
-        rec.surprisal.clear()
-        rec.top.clear()
-        rec.last_logp = None
-        self.hidden_rows.clear()
-        self.attn_rows.clear()
-        self.moe_rows.clear()
-        self._prev_hidden = self._moe_counts = self._prompt_surprisal = None
+        self.drop_rows()
+        self._states.clear()
+        self._graph = None
+        self._tables = None
+        self._prompt_surprisal = None
         self.parent_rows = self.beam_indices = None
         self._clear()
 
@@ -732,52 +828,79 @@ def _expand_rows(value: torch.Tensor | None, rows: int, length: int, device: tor
 
 
 def _one_transfer(parts: list[tuple[str, torch.Tensor]]) -> dict[str, Any]:
-    """Copy every tensor to the host in one transfer; return nested lists by name."""
+    """Copy every tensor to the host in one transfer; return nested lists by name.
+
+    The single device-to-host copy is the only synchronising read; the nested
+    lists are then made from host memory by torch itself (``tolist`` per part).
+    """
     if not parts:
         return {}
     device = parts[0][1].device
-    flat = torch.cat([t.detach().float().reshape(-1).to(device) for _, t in parts])
-    values = flat.tolist()
+    flat = torch.cat([t.detach().float().reshape(-1).to(device) for _, t in parts]).cpu()
     out: dict[str, Any] = {}
     offset = 0
     for name, tensor in parts:
         size = tensor.numel()
-        out[name] = _reshape(values[offset : offset + size], list(tensor.shape))
+        out[name] = flat[offset : offset + size].view(tensor.shape).tolist()
         offset += size
     return out
 
 
-def _reshape(values: list[float], shape: list[int]) -> Any:
-    if len(shape) <= 1:
-        return values
-    step = len(values) // shape[0] if shape[0] else 0
-    return [_reshape(values[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])]
+def _field_stack(hidden: torch.Tensor, blocks: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[layer steps, rows, layers, fields] blocks -> one [rows, fields, layers, layer steps] tensor."""
+    parts = [hidden]
+    if "attention" in blocks:
+        parts.append(blocks["attention"])
+    if "moe" in blocks:
+        parts.append(blocks["moe"])
+    return torch.cat(parts, dim=-1).permute(1, 3, 2, 0)
+
+
+def _field_matrices(values: list, finite: list, full: bool, attention: bool, moe: bool) -> dict[str, list]:
+    """Name the fields of [row][field][layer][step] lists; non-finite values become None where there are any."""
+    from ._attention import ATTENTION_COLUMNS
+    from ._moe import MOE_COLUMNS
+
+    names = ["hidden_" + c if c not in ("update_ratio",) else c for c in _hidden.HIDDEN_COLUMNS] if full else [
+        "hidden_norm"]
+    if attention:
+        names += ["attn_" + c for c in ATTENTION_COLUMNS]
+    if moe:
+        names += list(MOE_COLUMNS)
+    matrices: dict[str, list] = {name: [] for name in names}
+    for row, flags in zip(values, finite):
+        for index, name in enumerate(names):
+            matrix = row[index]
+            if not flags[index]:
+                matrix = [[v if v - v == 0 else None for v in layer] for layer in matrix]
+            matrices[name].append(matrix)
+    return matrices
 
 
 def _beam_series(host: dict[str, Any], sequences: list[list[int]], prefix: int, steps: int) -> tuple[list, list]:
     """Attribute per-row beam statistics to the returned sequences, with surprisal from the kept candidates."""
-    packed = host["packed"]  # [rows][steps][1 + k]
-    top_ids = host["top_ids"]  # [rows][steps][k]
+    stats = host["stats"]  # [rows][steps][4]
+    top_logp, top_ids = host["top_logp"], host["top_ids"]  # [rows][steps][k]
     rows_of = host.get("beam_indices")  # [returned][steps]
     series, row_of = [], []
     for r, seq in enumerate(sequences):
         rows = [int(x) for x in rows_of[r]] if rows_of is not None else [r] * steps
-        picked: list[list[float]] = []
-        surprisal: list[float] = []
+        columns: list[list[float]] = [[] for _ in SERIES]
         used: list[int] = []
         for t in range(steps):
             row = rows[t] if t < len(rows) else -1
             if row < 0:
                 break
             used.append(row)
-            picked.append(packed[row][t])
+            for i, value in enumerate(stats[row][t]):
+                columns[i].append(value)
             token = seq[prefix + t] if prefix + t < len(seq) else None
             value = float("nan")
-            for candidate, logp in zip(top_ids[row][t], packed[row][t][1:]):
+            for candidate, logp in zip(top_ids[row][t], top_logp[row][t]):
                 if token is not None and int(candidate) == token:
                     value = -logp / LN2
                     break
-            surprisal.append(value)
-        series.append(_row_series(_columns(picked, surprisal)))
+            columns[-1].append(value)
+        series.append(_row_series(columns))
         row_of.append(used)
     return series, row_of

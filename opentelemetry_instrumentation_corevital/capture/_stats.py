@@ -51,6 +51,15 @@ def finish_stats(packed: Sequence[float]) -> tuple[float, float, float, float]:
     return entropy, top[0], margin, sum(top)
 
 
+def finish_stats_tensor(packed: torch.Tensor) -> torch.Tensor:
+    """:func:`finish_stats` for a whole generation at once: [..., 1 + k] -> [..., 4] (run once, at the end)."""
+    top = packed[..., 1:].exp()
+    margin = top[..., 0] - top[..., 1] if top.shape[-1] > 1 else torch.zeros_like(top[..., 0])
+    stats = torch.stack([packed[..., 0] * (-1.0 / LN2), top[..., 0], margin, top.sum(dim=-1)], dim=-1)
+    bad = torch.isnan(top).any(dim=-1, keepdim=True)
+    return stats.masked_fill(bad, float("nan"))
+
+
 def chosen_log_prob(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Natural-log probability of ``tokens`` [rows] under ``logp`` [rows, vocab]; returns [rows, 1] (one kernel)."""
     return logp.gather(1, tokens.view(-1, 1))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,18 @@ DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
 DEFAULT_OUT = "corevital-data"
 
 
-def _positive_int(text: str) -> int:
+def _whole(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole(text, 1)
 
 
 def _non_negative_float(text: str) -> float:
@@ -35,6 +40,17 @@ def _non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole(text, 0)
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number between 0 and 65535, got {value}")
     return value
 
 
@@ -69,8 +85,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--top-k", type=_positive_int, default=None)
     p.add_argument("--repetition-penalty", type=_non_negative_float, default=None)
     p.add_argument("--out", default=DEFAULT_OUT, help="folder for the OTLP JSON lines files (default: ./%(default)s)")
-    p.add_argument("--exporter", choices=_telemetry.EXPORTERS, default="otlp-json",
-                   help="otlp-json: files in --out; console: stdout; otlp: OTEL_EXPORTER_OTLP_* settings (default: %(default)s)")
+    _telemetry.add_arguments(p, _port, _non_negative_int, _non_negative_float)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the text view")
     p.add_argument("--quiet", action="store_true", help="no progress indicator")
     p.set_defaults(handler=run)
@@ -81,34 +96,46 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")
     capture = parse_capture(args.capture, "--capture")
     out = Path(args.out)
-    if args.exporter == "otlp-json":
-        _telemetry.ensure_writable(out)
+    exporter_kwargs = _telemetry.instrument_kwargs(args, out)
     source = _models.resolve_model(args.model, args.gguf_file)
     device = _models.resolve_device(args.device)
     dtype = _models.resolve_dtype(args.dtype, device)
 
     from ..instrument import CoreVitalInstrumentor, generation_context
 
-    telemetry = _telemetry.setup(args.exporter, out)
     reports: list[Any] = []
     instrumentor = CoreVitalInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
     options = {"capture": capture, "layers": args.layers, "step_stride": args.step_stride}
+    # The CLI owns its exporters (not instrument(exporters=...)): --perf strict re-instruments, and the
+    # Prometheus endpoint, W&B run and files must outlive that.
+    pipeline = _telemetry.build_pipeline(exporter_kwargs)
+    files = [str(f) for f in pipeline.files]
+    if "sqlite" in pipeline.names:
+        files.append(str(exporter_kwargs["sqlite_path"]))
+
+    def keep(report: Any) -> None:
+        reports.append(report)
+        pipeline.submit(report)
 
     def instrument_for_output() -> None:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
         instrumentor.instrument(
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-            logger_provider=telemetry.logger_provider,
+            tracer_provider=pipeline.tracer_provider,
+            meter_provider=pipeline.meter_provider,
+            logger_provider=pipeline.logger_provider,
             report_log=True,
-            on_report=reports.append,
+            on_report=keep,
             **options,
         )
 
-    instrument_for_output()
+    try:
+        instrument_for_output()
+    except BaseException:
+        pipeline.shutdown()
+        raise
     show = not args.quiet
     try:
         with progress(f"loading {source.display_name}", enabled=show):
@@ -132,17 +159,31 @@ def run(args: argparse.Namespace) -> int:
                 output = model.generate(**inputs, **generate_kwargs)
         prompt_len = inputs["input_ids"].shape[1]
         text = tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
+        if not reports:
+            raise CoreVitalError("the generation finished but produced no report; rerun with --capture summary and -v")
+        report = reports[-1]
+        if args.json:
+            sys.stdout.write(report.to_json(indent=2) + "\n")
+        else:
+            sys.stdout.write(render(report, text, files) + "\n")
+        sys.stdout.flush()
+        _serve(pipeline, _telemetry.serve_seconds(args))
     finally:
-        telemetry.shutdown()
         instrumentor.uninstrument()
-    if not reports:
-        raise CoreVitalError("the generation finished but produced no report; rerun with --capture summary and -v")
-    report = reports[-1]
-    if args.json:
-        sys.stdout.write(report.to_json(indent=2) + "\n")
-    else:
-        sys.stdout.write(render(report, text, [str(f) for f in telemetry.files]) + "\n")
+        pipeline.shutdown()  # flushes and stops every exporter
     return 0
+
+
+def _serve(pipeline: Any, seconds: float) -> None:
+    """Keep the Prometheus endpoint up so that a scraper sees this run's metrics."""
+    if pipeline.prometheus is None or seconds <= 0:
+        return
+    sys.stderr.write(f"serving metrics on {pipeline.prometheus.url} for {seconds:g} s (Ctrl-C stops)\n")
+    sys.stderr.flush()
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
 
 
 def _measure_overhead(model: Any, inputs: dict, generate_kwargs: dict, args: argparse.Namespace,

@@ -1,124 +1,87 @@
-"""OpenTelemetry SDK set-up for the CLI: OTLP JSON files, the console, or OTLP.
+"""Telemetry set-up for the CLI: which exporters, with which settings.
 
-The instrumentation itself only needs the API; the CLI brings an SDK so that
-people without an OpenTelemetry pipeline still get files they can open,
-replay into a Collector, or view with ``corevital view``.
+The CLI builds its exporters with the same code as ``instrument(exporters=...)``
+(``exporters/pipeline.py``), so the CLI and applications route data the same
+way; it keeps the pipeline itself because ``--perf strict`` instruments more
+than once. People without an OpenTelemetry
+pipeline still get files they can open, replay into a Collector, or view.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import OutputError
+from .._config import EXPORTER_NAMES
 
-EXPORTERS = ("otlp-json", "console", "otlp")
-
-
-@dataclass
-class CliTelemetry:
-    tracer_provider: Any
-    meter_provider: Any
-    logger_provider: Any
-    files: list[Path] = field(default_factory=list)
-
-    def shutdown(self) -> None:
-        for provider in (self.tracer_provider, self.meter_provider, self.logger_provider):
-            try:
-                provider.force_flush()
-            except Exception:
-                pass
-            try:
-                provider.shutdown()
-            except Exception:
-                pass
+EXPORTERS = EXPORTER_NAMES
+DEFAULT_EXPORTER = "otlp-json"
+#: Seconds ``--exporter prometheus`` keeps serving after the generation unless --serve-seconds says otherwise.
+DEFAULT_SERVE_SECONDS = 30.0
 
 
 def ensure_writable(folder: Path) -> Path:
-    """Create ``folder`` if needed and prove we can write in it, or raise one clear error."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".corevital-write-test"
-        probe.write_text("ok", encoding="utf-8")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise OutputError(f"cannot write to --out {folder}: {reason}") from exc
-    return folder
+    """Create ``folder`` if needed and prove we can write in it, or raise one clear error naming --out."""
+    from ..exporters.pipeline import ensure_writable as check
+
+    return check(folder, "--out ")
 
 
-def setup(exporter: str, out: Path, service_name: str = "corevital-cli") -> CliTelemetry:
-    from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+def add_arguments(p: argparse.ArgumentParser, port_type: Any, size_type: Any, seconds_type: Any) -> None:
+    p.add_argument("--exporter", action="append", choices=EXPORTERS, default=None, metavar="NAME",
+                   help="where telemetry goes; repeat for several: " + ", ".join(EXPORTERS)
+                   + f" (default: {DEFAULT_EXPORTER})")
+    p.add_argument("--prometheus-host", default=None,
+                   help="address of the /metrics endpoint (default: OTEL_EXPORTER_PROMETHEUS_HOST or 127.0.0.1)")
+    p.add_argument("--prometheus-port", type=port_type, default=None,
+                   help="port of the /metrics endpoint (default: OTEL_EXPORTER_PROMETHEUS_PORT or 9464)")
+    p.add_argument("--serve-seconds", type=seconds_type, default=None,
+                   help=f"with --exporter prometheus, keep serving this long after the generation so it can be "
+                   f"scraped (default: {DEFAULT_SERVE_SECONDS:g}; Ctrl-C stops early)")
+    p.add_argument("--sqlite", default=None, metavar="PATH",
+                   help="SQLite history file for --exporter sqlite (default: OUT/corevital.sqlite3)")
+    p.add_argument("--wandb-project", default=None, help="W&B project for --exporter wandb (default: corevital)")
+    p.add_argument("--dogstatsd-host", default=None, help="DogStatsD host (default: DD_AGENT_HOST or 127.0.0.1)")
+    p.add_argument("--dogstatsd-port", type=port_type, default=None, help="DogStatsD port (default: DD_DOGSTATSD_PORT or 8125)")
+    p.add_argument("--rotate-bytes", type=size_type, default=None,
+                   help="rotate each OTLP JSON lines file before it grows past this many bytes (0: never; default 100 MiB)")
+    p.add_argument("--rotate-backups", type=size_type, default=None, help="rotated files to keep per signal (default: 5)")
 
-    attributes = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
-    resource = Resource.create(attributes)
-    files: list[Path] = []
-    if exporter == "otlp-json":
-        from ..exporters.otlp_json import (
-            LOGS_FILE,
-            METRICS_FILE,
-            TRACES_FILE,
-            OTLPJsonLogExporter,
-            OTLPJsonMetricExporter,
-            OTLPJsonSpanExporter,
-        )
 
+def instrument_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Keyword arguments of ``instrument()`` for the chosen exporters."""
+    exporters = tuple(dict.fromkeys(args.exporter or [DEFAULT_EXPORTER]))
+    if "otlp-json" in exporters:
         ensure_writable(out)
-        files = [out / TRACES_FILE, out / METRICS_FILE, out / LOGS_FILE]
-        span_processor: Any = SimpleSpanProcessor(OTLPJsonSpanExporter(files[0]))
-        metric_exporter: Any = OTLPJsonMetricExporter(files[1])
-        log_processor: Any = SimpleLogRecordProcessor(OTLPJsonLogExporter(files[2]))
-    elif exporter == "console":
-        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
-        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        span_processor = SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout))
-        metric_exporter = ConsoleMetricExporter(out=sys.stdout)
-        log_processor = SimpleLogRecordProcessor(ConsoleLogRecordExporter(out=sys.stdout))
-    elif exporter == "otlp":
-        span_exporter, metric_exporter, log_exporter = _otlp_exporters()
-        span_processor = BatchSpanProcessor(span_exporter)
-        log_processor = BatchLogRecordProcessor(log_exporter)
-    else:  # argparse restricts the choices; this guards library callers
-        raise OutputError(f"unknown exporter {exporter!r}; use one of {', '.join(EXPORTERS)}")
-
-    tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(span_processor)
-    # One export at shutdown: the interval only matters for long-running processes.
-    reader = PeriodicExportingMetricReader(metric_exporter, export_interval_millis=3_600_000)
-    meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
-    logger_provider = LoggerProvider(resource=resource)
-    logger_provider.add_log_record_processor(log_processor)
-    return CliTelemetry(tracer_provider, meter_provider, logger_provider, files)
+    # One metric export when the CLI finishes, and a service name that says where the data came from.
+    os.environ.setdefault("OTEL_SERVICE_NAME", "corevital-cli")
+    os.environ.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "3600000")
+    kwargs: dict[str, Any] = {
+        "exporters": exporters,
+        "otlp_json_dir": out,
+        "prometheus_host": args.prometheus_host,
+        "prometheus_port": args.prometheus_port,
+        "sqlite_path": Path(args.sqlite) if args.sqlite else out / "corevital.sqlite3",
+        "wandb_project": args.wandb_project,
+        "dogstatsd_host": args.dogstatsd_host,
+        "dogstatsd_port": args.dogstatsd_port,
+        "otlp_json_max_bytes": args.rotate_bytes,
+        "otlp_json_backups": args.rotate_backups,
+    }
+    return {k: v for k, v in kwargs.items() if v is not None}
 
 
-def _otlp_exporters() -> tuple[Any, Any, Any]:
-    """OTLP exporters for the protocol in OTEL_EXPORTER_OTLP_PROTOCOL (default http/protobuf).
+def build_pipeline(kwargs: dict[str, Any]) -> Any:
+    """The exporters ``instrument_kwargs`` describes, built and started."""
+    from ..exporters.pipeline import build_pipeline as build
+    from ..exporters.settings import resolve_settings
 
-    Endpoints, headers and timeouts come from the standard OTEL_EXPORTER_OTLP_*
-    variables, which the exporters read themselves.
-    """
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf").strip().lower()
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    elif protocol == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    else:
-        raise OutputError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf"
-        )
-    return OTLPSpanExporter(), OTLPMetricExporter(), OTLPLogExporter()
+    return build(kwargs["exporters"], resolve_settings(kwargs))
+
+
+def serve_seconds(args: argparse.Namespace) -> float:
+    if "prometheus" not in (args.exporter or ()):
+        return 0.0
+    return DEFAULT_SERVE_SECONDS if args.serve_seconds is None else args.serve_seconds

@@ -10,7 +10,7 @@ link histogram buckets to traces.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 from opentelemetry.metrics import Meter
 
@@ -60,6 +60,12 @@ class Instruments:
             unit="{flag}",
             description="Generations on which a CoreVital health flag fired, by flag",
         )
+        self.token_entropy = meter.create_histogram(
+            n.METRIC_TOKEN_ENTROPY,
+            unit="bit",
+            description="Entropy of the next-token distribution at every generated token",
+            explicit_bucket_boundaries_advisory=list(n.ENTROPY_BUCKETS),
+        )
         self.layers = {
             "hidden_norm": meter.create_histogram(
                 n.METRIC_LAYER_PREFIX + "hidden_norm",
@@ -96,6 +102,10 @@ class Instruments:
             self.risk.record(score, base)
         for flag in report.summary.flags:
             self.flags.add(1, {**base, n.FLAG_ATTRIBUTE: flag})
+        for sequence in report.sequences:
+            for value in sequence.timeline.entropy:
+                if value is not None and math.isfinite(value):
+                    self.token_entropy.record(value, base)
 
     def record_layers(self, report: Report, base: dict[str, Any]) -> None:
         """One measurement per captured layer per sequence: the mean over its steps."""
@@ -108,12 +118,31 @@ class Instruments:
                 if matrix is None:
                     continue
                 for index, values in zip(layers.indices, matrix):
-                    finite = [v for v in values if v is not None and math.isfinite(v)]
+                    finite = [v for v in values if v is not None]  # report values are finite or None
                     if finite:
                         histogram.record(sum(finite) / len(finite), {**base, n.LAYER_ATTRIBUTE: index})
 
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
         self.duration.record(duration_s, {**base, n.ERROR_TYPE: error_type})
+
+
+class FanOutInstruments:
+    """Records every measurement into several meters (the user's, plus Prometheus' for example)."""
+
+    def __init__(self, members: Sequence[Instruments]) -> None:
+        self.members = list(members)
+
+    def record(self, report: Report, base: dict[str, Any]) -> None:
+        for member in self.members:
+            member.record(report, base)
+
+    def record_layers(self, report: Report, base: dict[str, Any]) -> None:
+        for member in self.members:
+            member.record_layers(report, base)
+
+    def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
+        for member in self.members:
+            member.record_failure(duration_s, base, error_type)
 
 
 def metric_attributes(operation: str, model: str) -> dict[str, Any]:

@@ -105,6 +105,20 @@ LAYER_ATTRIBUTE = "corevital.layer.index"
 METRIC_LAYER_PREFIX = "corevital.layer."
 #: Per-layer histograms (full capture), one measurement per layer per sequence: the mean over its steps.
 LAYER_METRICS = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")
+#: Distribution of every generated token's entropy (bits); bounded attributes only, never the step.
+METRIC_TOKEN_ENTROPY = "corevital.token.entropy"
+
+#: Every metric this package can emit, with its unit: the dashboards and the collector configs use only these.
+METRIC_UNITS = {
+    METRIC_OPERATION_DURATION: "s",
+    METRIC_TOKEN_USAGE: "{token}",
+    METRIC_TIME_TO_FIRST_TOKEN: "s",
+    METRIC_TIME_PER_OUTPUT_TOKEN: "s",
+    METRIC_RISK_SCORE: "1",
+    METRIC_HEALTH_FLAGS: "{flag}",
+    METRIC_TOKEN_ENTROPY: "bit",
+    **{METRIC_LAYER_PREFIX + name: "1" for name in LAYER_METRICS},
+}
 
 # Explicit bucket boundaries from the GenAI conventions (v1.41).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
@@ -114,6 +128,7 @@ TOKEN_BUCKETS = (
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 RISK_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+ENTROPY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0)
 
 # --- log records ----------------------------------------------------------------
 EVENT_REPORT = "corevital.generation.report"

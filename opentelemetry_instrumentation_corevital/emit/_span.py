@@ -36,7 +36,7 @@ def layer_means(report: Report, name: str) -> list[float] | None:
         for layer, values in enumerate(matrix):
             while len(rows) <= layer:
                 rows.append([])
-            rows[layer].extend(v for v in values if v is not None and math.isfinite(v))
+            rows[layer].extend(v for v in values if v is not None)  # report values are finite or None
     if not rows:
         return None
     return [sum(v) / len(v) if v else math.nan for v in rows]

@@ -7,8 +7,11 @@ steps become events ourselves: every anomalous step first (non-finite, above
 the high-entropy threshold, a surprisal of 8 bits or more, the onset of a
 repetition loop; the highest-entropy ones if even those do not fit), then an
 even sample of the rest; the span says so with ``corevital.step_events.sampled``.
-Log records have no per-span cap: one per step per sequence, with the
-per-layer values of that step.
+Log records have no per-span cap: one per step per sequence. The step's
+scalar signals are attributes (filterable in a Collector); the per-layer
+values of that step travel in a structured body (``{"layers": {"indices": [...],
+"hidden_norm": [...], ...}}``), which the SDK stores without validating every
+element, so a thousand records cost milliseconds, not a quarter second.
 """
 
 from __future__ import annotations
@@ -113,21 +116,27 @@ def emit_step_logs(logger: Any, report: Report, context: Any, start_ns: int | No
     for seq_index, seq in enumerate(report.sequences):
         layers = seq.layers
         column = {t: j for j, t in enumerate(layers.steps)} if layers is not None else {}
+        matrices = [(name, getattr(layers, name)) for name in STEP_LOG_LAYER_FIELDS
+                     if layers is not None and getattr(layers, name, None) is not None]
+        indices = list(layers.indices) if layers is not None else []
         for step in range(len(seq.timeline.entropy)):
             attrs = _step_attributes(report, seq_index, step, content)
             attrs[n.REQUEST_MODEL] = report.model.name
-            j = column.get(step)
-            if layers is not None and j is not None:
-                attrs[n.LAYERS_INDICES] = list(layers.indices)
-                for name in STEP_LOG_LAYER_FIELDS:
-                    matrix = getattr(layers, name, None)
-                    if matrix is not None:
-                        attrs[n.LAYERS_PREFIX + name] = [
-                            float(row[j]) if row[j] is not None else math.nan for row in matrix
-                        ]
+            attrs[n.OPERATION_NAME] = report.request.operation
+            # The generation's risk on every step record: a Collector routes risky generations' steps without a join.
+            if report.summary.risk_level is not None:
+                attrs[n.RISK_LEVEL] = report.summary.risk_level
+            if report.summary.risk_score is not None:
+                attrs[n.RISK_SCORE] = float(report.summary.risk_score)
             entropy = attrs.get(n.CV + "entropy")
-            body = f"step {step}" + (f" sequence {seq_index}" if len(report.sequences) > 1 else "")
-            body += f": entropy {entropy:.3f} bits" if entropy is not None else ": non-finite"
+            summary = f"step {step}" + (f" sequence {seq_index}" if len(report.sequences) > 1 else "")
+            summary += f": entropy {entropy:.3f} bits" if entropy is not None else ": non-finite"
+            body: dict[str, Any] = {"summary": summary}
+            j = column.get(step)
+            if j is not None and matrices:
+                # None (non-finite) is not an OTLP value: such entries are NaN here
+                body["layers"] = {"indices": indices, **{
+                    name: [row[j] if row[j] is not None else math.nan for row in matrix] for name, matrix in matrices}}
             logger.emit(
                 event_name=n.EVENT_STEP_LOG,
                 body=body,

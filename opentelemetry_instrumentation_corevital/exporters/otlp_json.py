@@ -10,7 +10,7 @@ We encode with the SDK's own OTLP protobuf encoders and protobuf's JSON
 mapping, then turn the base64 ids into hex, so the field set is exactly what
 the OTLP exporters send over the wire. A write that fails (disk full, folder
 removed) loses that batch and logs one warning; it never raises into the
-application.
+application. Files can rotate by size (``rotation=``, see :mod:`.rotation`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import IO, Any, Sequence
 
 from google.protobuf.json_format import MessageToDict
@@ -29,6 +30,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from .rotation import Rotation, append_line
 
 _logger = logging.getLogger(__name__)
 
@@ -61,11 +64,17 @@ def to_otlp_json(message: Any) -> dict[str, Any]:
 class _LineWriter:
     """Appends one JSON document per line to a path or a text stream, thread-safely."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        stream: IO[str] | None = None,
+        rotation: Rotation | None = None,
+    ) -> None:
         if (path is None) == (stream is None):
             raise ValueError("give exactly one of path or stream")
         self.path = os.fspath(path) if path is not None else None
         self._stream = stream
+        self._rotation = rotation
         self._lock = threading.Lock()
         self._warned = False
 
@@ -77,8 +86,7 @@ class _LineWriter:
                     self._stream.write(line)
                     self._stream.flush()
                 else:
-                    with open(self.path, "a", encoding="utf-8") as handle:  # type: ignore[arg-type]
-                        handle.write(line)
+                    append_line(Path(self.path), line, self._rotation)  # type: ignore[arg-type]
             return True
         except OSError as exc:
             if not self._warned:
@@ -88,8 +96,13 @@ class _LineWriter:
 
 
 class OTLPJsonSpanExporter(SpanExporter):
-    def __init__(self, path: str | os.PathLike[str] | None = None, stream: IO[str] | None = None) -> None:
-        self._writer = _LineWriter(path, stream)
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        stream: IO[str] | None = None,
+        rotation: Rotation | None = None,
+    ) -> None:
+        self._writer = _LineWriter(path, stream, rotation)
 
     def export(self, spans: Sequence[Any]) -> SpanExportResult:
         if not spans:
@@ -111,9 +124,10 @@ class OTLPJsonMetricExporter(MetricExporter):
         stream: IO[str] | None = None,
         preferred_temporality: dict | None = None,
         preferred_aggregation: dict | None = None,
+        rotation: Rotation | None = None,
     ) -> None:
         super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
-        self._writer = _LineWriter(path, stream)
+        self._writer = _LineWriter(path, stream, rotation)
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
         if not metrics_data.resource_metrics:
@@ -129,8 +143,13 @@ class OTLPJsonMetricExporter(MetricExporter):
 
 
 class OTLPJsonLogExporter(LogRecordExporter):
-    def __init__(self, path: str | os.PathLike[str] | None = None, stream: IO[str] | None = None) -> None:
-        self._writer = _LineWriter(path, stream)
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        stream: IO[str] | None = None,
+        rotation: Rotation | None = None,
+    ) -> None:
+        self._writer = _LineWriter(path, stream, rotation)
 
     def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
         if not batch:

@@ -13,6 +13,7 @@ from opentelemetry.semconv.schemas import Schemas
 from wrapt import wrap_function_wrapper
 
 from .._config import resolve_options
+from .._errors import ConfigurationError
 from ..package import _instruments
 from ..version import __version__
 from ._context import generation_context
@@ -37,12 +38,17 @@ class CoreVitalInstrumentor(BaseInstrumentor):
 
     ``instrument(tracer_provider=None, meter_provider=None, logger_provider=None,
     capture="summary", max_span_steps=512, report_log=False,
-    high_entropy_bits=4.0, capture_content=None)``; every option also reads an
+    high_entropy_bits=4.0, capture_content=None, layers="all", step_stride=1,
+    on_risk_threshold=0.5, step_events=True, step_logs=True, layer_metrics=True,
+    exporters=(), on_report=None, <exporter settings>)``; every option also reads an
     ``OTEL_INSTRUMENTATION_COREVITAL_*`` variable (see the README), keyword
-    arguments winning. ``uninstrument()`` restores the original functions.
+    arguments winning. ``exporters`` names destinations CoreVital sets up and
+    owns (see ``exporters/pipeline.py``). ``uninstrument()`` flushes and stops
+    them and restores the original functions.
     """
 
     _telemetry: Any = None  # a _call.Telemetry while instrumented
+    _pipeline: Any = None  # an exporters.pipeline.Pipeline when exporters= named any
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _instruments
@@ -51,23 +57,67 @@ class CoreVitalInstrumentor(BaseInstrumentor):
     def telemetry(self) -> Any:
         return self._telemetry
 
+    @property
+    def pipeline(self) -> Any:
+        """The exporters CoreVital built for ``exporters=`` (files, Prometheus URL, ``flush()``), or None."""
+        return self._pipeline
+
     def _instrument(self, **kwargs: Any) -> None:
         options = resolve_options(kwargs)
-        tracer = trace.get_tracer(SCOPE, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL)
-        meter = get_meter(SCOPE, __version__, kwargs.get("meter_provider"), schema_url=SCHEMA_URL)
-        logger = get_logger(SCOPE, __version__, kwargs.get("logger_provider"), schema_url=SCHEMA_URL)
+        pipeline = None
+        if options.exporters:
+            from ..exporters.pipeline import SDK_EXPORTERS, build_pipeline
+            from ..exporters.settings import resolve_settings
 
-        from ..emit import Instruments
+            settings = resolve_settings(kwargs)
+            sdk = [name for name in options.exporters if name in SDK_EXPORTERS]
+            given = [k for k in ("tracer_provider", "meter_provider", "logger_provider") if kwargs.get(k) is not None]
+            if sdk and given:
+                raise ConfigurationError(
+                    f"exporters={sdk[0]!r} builds CoreVital's own providers, so {given[0]}= cannot be used with it; "
+                    "pass your providers without that exporter, or the exporter without providers"
+                )
+            if "ddtrace" in options.exporters and kwargs.get("tracer_provider") is not None:
+                raise ConfigurationError("exporters='ddtrace' supplies the tracer provider; drop tracer_provider=")
+            pipeline = build_pipeline(options.exporters, settings)
+        try:
+            self._setup(kwargs, options, pipeline)
+        except BaseException:
+            if pipeline is not None:
+                pipeline.shutdown()
+            raise
+        self._pipeline = pipeline
+
+    def _setup(self, kwargs: dict[str, Any], options: Any, pipeline: Any) -> None:
+        from ..emit import FanOutInstruments, FanOutLogger, Instruments
         from ._call import Telemetry
         from ._wrappers import Wrappers
 
+        tracer_provider = kwargs.get("tracer_provider")
+        meter_providers = [kwargs.get("meter_provider")]
+        logger_providers = [kwargs.get("logger_provider")]
+        on_report = kwargs.get("on_report")
+        if pipeline is not None:
+            if pipeline.tracer_provider is not None:
+                tracer_provider = pipeline.tracer_provider
+            if pipeline.sdk:  # an SDK pipeline replaces the caller's providers
+                meter_providers, logger_providers = [pipeline.meter_provider], [pipeline.logger_provider]
+            elif pipeline.meter_provider is not None:  # Prometheus alone: in addition to the caller's
+                meter_providers.append(pipeline.meter_provider)
+            if pipeline.dispatcher is not None:
+                on_report = _chain(on_report, pipeline.submit)
+        tracer = trace.get_tracer(SCOPE, __version__, tracer_provider, schema_url=SCHEMA_URL)
+        meters = [get_meter(SCOPE, __version__, p, schema_url=SCHEMA_URL) for p in meter_providers]
+        loggers = [get_logger(SCOPE, __version__, p, schema_url=SCHEMA_URL) for p in logger_providers]
+        instruments = [Instruments(m) for m in meters]
+
         self._telemetry = Telemetry(
             tracer=tracer,
-            instruments=Instruments(meter),
-            logger=logger,
+            instruments=instruments[0] if len(instruments) == 1 else FanOutInstruments(instruments),
+            logger=loggers[0] if len(loggers) == 1 else FanOutLogger(loggers),
             options=options,
             prompts=_PROMPTS,
-            on_report=kwargs.get("on_report"),
+            on_report=on_report,
         )
         wrappers = Wrappers(lambda: self._telemetry)
         import transformers.generation.utils as generation_utils
@@ -95,6 +145,9 @@ class CoreVitalInstrumentor(BaseInstrumentor):
 
         self._telemetry = None
         _intercept.uninstall()
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.shutdown()
         unwrap(generation_utils.GenerationMixin, "generate")
         unwrap(generation_utils.GenerationMixin, "_get_logits_processor")
         unwrap(generation_utils.GenerationMixin, "_update_finished_beams")
@@ -102,3 +155,16 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         unwrap(cache_utils.EncoderDecoderCache, "reorder_cache")
         unwrap(tokenization_utils_base.PreTrainedTokenizerBase, "apply_chat_template")
         unwrap(tokenization_utils_base.PreTrainedTokenizerBase, "__call__")
+
+
+def _chain(first: Any, second: Any) -> Any:
+    if first is None:
+        return second
+
+    def both(report: Any) -> None:
+        try:
+            first(report)
+        finally:
+            second(report)
+
+    return both

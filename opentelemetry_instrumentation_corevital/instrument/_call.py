@@ -121,6 +121,7 @@ class GenerationCall:
             options.capture.value,
             layers=options.layers.resolve(int(layer_count)) if layer_count else options.layers.indices,
             step_stride=options.step_stride,
+            cuda_graphs=options.cuda_graphs,
         )
         prompt_ids = self.prompt if isinstance(self.prompt, torch.Tensor) and not self.prompt.is_floating_point() else None
         self.session = CaptureSession(model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask)
@@ -237,6 +238,7 @@ class GenerationCall:
             layer_data = LayerData(
                 layers=capture.layers,
                 layer_steps=capture.layer_steps,
+                matrices=capture.matrices,
                 hidden=capture.hidden,
                 hidden_full=capture.hidden_full,
                 attention=capture.attention,

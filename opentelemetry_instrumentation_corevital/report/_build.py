@@ -51,7 +51,8 @@ class LayerData:
 
     layers: list[int] = field(default_factory=list)
     layer_steps: list[int] = field(default_factory=list)
-    hidden: list | None = None  # [captured step][row][layer] norm, or [..][..][..][7] (full)
+    matrices: dict[str, list] | None = None  # greedy/sample: field -> [row][layer][layer step], cleaned
+    hidden: list | None = None  # beam search: [captured step][row][layer] norm, or [..][..][..][7] (full)
     hidden_full: bool = False
     attention: list | None = None  # [captured step][row][layer][6]
     moe: list | None = None  # [captured step][row][layer][2]
@@ -128,19 +129,25 @@ def _num(value: Any) -> float | None:
 
 def _layer_series(data: LayerData, row_at: Any, n: int) -> LayerSeries | None:
     """The [layer][step] matrices of one sequence; ``row_at(step)`` is its row at that step."""
-    if data.hidden is None or not data.layers:
+    if (data.hidden is None and data.matrices is None) or not data.layers:
         return None
     picks = [(i, t) for i, t in enumerate(data.layer_steps) if t < n and row_at(t) is not None]
     series = LayerSeries(indices=list(data.layers), steps=[t for _, t in picks])
+    if data.matrices is not None:  # one row per sequence, already [layer][step] and cleaned
+        row, kept = row_at(0), len(picks)
+        for name, per_row in data.matrices.items():
+            if row is not None and row < len(per_row):
+                setattr(series, name, [values[:kept] for values in per_row[row]])
+        return series
     count = len(data.layers)
 
+    rows = [(i, row_at(t)) for i, t in picks]
+
     def matrix(source: list, column: int | None) -> list[list[float | None]]:
-        out: list[list[float | None]] = [[] for _ in range(count)]
-        for i, t in picks:
-            row = source[i][row_at(t)]
-            for layer in range(count):
-                out[layer].append(_num(row[layer] if column is None else row[layer][column]))
-        return out
+        # (v - v == 0 is True exactly for finite floats: NaN and inf become None)
+        if column is None:
+            return [[v if (v := source[i][r][layer]) - v == 0 else None for i, r in rows] for layer in range(count)]
+        return [[v if (v := source[i][r][layer][column]) - v == 0 else None for i, r in rows] for layer in range(count)]
 
     if data.hidden_full:
         for column, name in enumerate(HIDDEN_FIELDS):

@@ -1,0 +1,245 @@
+"""The fixed-shape part of one step's reduce, as one function: eager on CPUs, one CUDA-graph replay on GPUs.
+
+Everything whose shapes do not change from step to step (logit statistics,
+hidden-state moments, the per-layer aggregation of attention heads, MoE
+routers) is computed by :func:`reduce_step` into one flat ``[rows, width]``
+tensor, with the few values that carry over between steps (previous
+log-probabilities, previous hidden states, expert pick counts) kept in
+:class:`StepState`. On a CUDA device the function is captured once per
+generation; each later step then costs a handful of copies into static
+inputs and a single graph launch instead of dozens of kernel launches.
+The eager and graphed paths run the same code, so they agree exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ._attention import COLLAPSE_THRESHOLD
+from ._stats import TOP_K
+
+_TINY = 1e-6
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """What one step's flat output holds, and where."""
+
+    signals: bool
+    k: int
+    beams: bool
+    layers: int
+    hidden: str  # "off", "norm" or "full"
+    attention: bool
+    moe: bool
+    interleaved: bool = False  # hidden "full": stacked is [in_0, out_0, in_1, out_1, ...] (non-consecutive layers)
+
+    @property
+    def blocks(self) -> list[tuple[str, int]]:
+        """(name, width per row) of each block of the flat output, in order."""
+        out: list[tuple[str, int]] = []
+        if self.signals:
+            out.append(("packed", 1 + self.k))
+            out.append(("top_ids" if self.beams else "chosen", self.k if self.beams else 1))
+        if self.hidden == "norm":
+            out.append(("hidden", self.layers))
+        elif self.hidden == "full":
+            out.append(("hidden", self.layers * 8))
+        if self.attention:
+            out.append(("attention", self.layers * 6))
+        if self.moe:
+            out.append(("moe", self.layers * 2))
+        return out
+
+    def blocks_names(self) -> list[str]:
+        return [name for name, _ in self.blocks]
+
+    @property
+    def width(self) -> int:
+        return sum(w for _, w in self.blocks)
+
+    def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Views of the blocks of [..., width] outputs (shaped per layer where it applies)."""
+        views: dict[str, torch.Tensor] = {}
+        offset = 0
+        for name, width in self.blocks:
+            block = flat[..., offset : offset + width]
+            if name == "hidden" and self.hidden == "full":
+                block = block.unflatten(-1, (self.layers, 8))
+            elif name == "attention":
+                block = block.unflatten(-1, (self.layers, 6))
+            elif name == "moe":
+                block = block.unflatten(-1, (self.layers, 2))
+            views[name] = block
+            offset += width
+        return views
+
+
+@dataclass
+class StepState:
+    """Device tensors carried from one step to the next (zeros before the first)."""
+
+    logp: torch.Tensor | None = None  # [rows, vocab] previous step's log-probabilities
+    out: torch.Tensor | None = None  # [rows, layers, hidden] previous step's float32 layer outputs
+    sq: torch.Tensor | None = None  # [rows, layers] their squared norms
+    counts: torch.Tensor | None = None  # [layers, rows, experts] expert picks so far
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def zeros(cls, layout: StepLayout, rows: int, vocab: int, hidden: int, experts: int, device: torch.device) -> "StepState":
+        state = cls()
+        if layout.signals and not layout.beams:
+            state.logp = torch.zeros(rows, vocab, device=device)
+        if layout.hidden == "full":
+            state.out = torch.zeros(rows, layout.layers, hidden, device=device)
+            state.sq = torch.zeros(rows, layout.layers, device=device)
+        if layout.moe:
+            state.counts = torch.zeros(layout.layers, rows, experts, device=device)
+        return state
+
+
+def reduce_step(
+    layout: StepLayout,
+    state: StepState,
+    scores: torch.Tensor | None,
+    token: torch.Tensor | None,
+    parents: torch.Tensor | None,
+    stacked: torch.Tensor | None,
+    heads: torch.Tensor | None,
+    inv_valid: torch.Tensor | None,
+    inv_rest: torch.Tensor | None,
+    router: torch.Tensor | None,
+) -> torch.Tensor:
+    """One step's statistics as a flat [rows, layout.width] float32 tensor; updates ``state`` in place.
+
+    * ``scores`` [rows, vocab] raw logits; ``token`` [rows] the token chosen at the previous step;
+    * ``stacked`` [rows, 1 + layers, hidden]: the first captured layer's input, then every
+      captured layer's output (hidden "full"; or each layer's input and output interleaved
+      when the captured layers are not consecutive), or [rows, layers, hidden] outputs ("norm");
+    * ``parents`` [rows]: the previous step's row each row continues (beam search; identity otherwise);
+    * ``heads`` [layers, rows, heads, 4]: per head sum p ln p, max weight, prompt mass, sink mass;
+    * ``inv_valid``/``inv_rest`` [rows]: 1 / ln(valid keys), 1 / ln(valid keys - 1);
+    * ``router`` [layers, rows, experts] router logits.
+    """
+    blocks: list[torch.Tensor] = []
+    if layout.signals:
+        assert scores is not None
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        top = logp.topk(layout.k, dim=-1, sorted=True)
+        sum_p_log_p = logp.exp().mul_(logp).nansum(dim=-1, keepdim=True)
+        blocks.append(sum_p_log_p)
+        blocks.append(top.values)
+        if layout.beams:
+            blocks.append(top.indices.float())
+        else:
+            assert state.logp is not None and token is not None
+            blocks.append(state.logp.gather(1, token.view(-1, 1)))  # the previous step's chosen token
+            state.logp.copy_(logp)
+    if layout.hidden == "norm":
+        assert stacked is not None
+        blocks.append(torch.linalg.vector_norm(stacked, dim=-1, dtype=torch.float32))
+    elif layout.hidden == "full":
+        assert stacked is not None and state.out is not None and state.sq is not None
+        y = stacked.float()
+        squares = torch.linalg.vecdot(y, y)
+        if layout.interleaved:
+            out, inp, sq, in_sq = y[:, 1::2], y[:, 0::2], squares[:, 1::2], squares[:, 0::2]
+        else:
+            out, inp, sq, in_sq = y[:, 1:], y[:, :-1], squares[:, 1:], squares[:, :-1]
+        previous, previous_sq = state.out, state.sq
+        if parents is not None:
+            previous, previous_sq = previous.index_select(0, parents), previous_sq.index_select(0, parents)
+        moments = torch.stack([
+            sq, in_sq, torch.linalg.vecdot(out, inp), out.sum(dim=-1),
+            torch.linalg.vector_norm(out, ord=math.inf, dim=-1), torch.isfinite(out).sum(dim=-1, dtype=torch.float32),
+            torch.linalg.vecdot(out, previous), previous_sq,
+        ], dim=-1)
+        blocks.append(moments.flatten(1))
+        state.out.copy_(out)
+        state.sq.copy_(sq)
+    if layout.attention:
+        assert heads is not None and inv_valid is not None and inv_rest is not None
+        blocks.append(aggregate_heads(heads, inv_valid, inv_rest).transpose(0, 1).flatten(1))
+    if layout.moe:
+        assert router is not None and state.counts is not None
+        probs = torch.softmax(router.float(), dim=-1)
+        experts = probs.shape[-1]
+        log_e = math.log(experts) if experts > 1 else 1.0
+        entropy = torch.special.entr(probs).sum(dim=-1) / log_e
+        picks = probs.topk(min(state.extra.get("top_k", 2), experts), dim=-1).indices
+        counts = state.counts.scatter_add(-1, picks, torch.ones_like(picks, dtype=state.counts.dtype))
+        share = counts / counts.sum(dim=-1, keepdim=True)
+        balance = torch.special.entr(share).sum(dim=-1) / log_e
+        state.counts.copy_(counts)
+        blocks.append(torch.stack([entropy, balance], dim=-1).transpose(0, 1).flatten(1))
+    return torch.cat(blocks, dim=1)
+
+
+def head_values(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per head [.., rows, heads, 4]: sum p ln p, max weight, prompt mass, sink mass (four kernels)."""
+    masses = torch.matmul(probs, weights)  # [.., rows, heads, 2]: prompt, sink
+    return torch.cat([
+        torch.special.xlogy(probs, probs).sum(dim=-1, keepdim=True),
+        probs.amax(dim=-1, keepdim=True),
+        masses,
+    ], dim=-1)
+
+
+def aggregate_heads(heads: torch.Tensor, inv_valid: torch.Tensor, inv_rest: torch.Tensor) -> torch.Tensor:
+    """[.., rows, heads, 4] head values -> [.., rows, 6] per-layer statistics (see ``_attention``)."""
+    sum_p_log_p, max_weight, prompt, sink = heads.unbind(dim=-1)
+    norm_entropy = sum_p_log_p * -inv_valid[:, None]
+    rest = (1.0 - sink).clamp_min(_TINY)
+    rest_entropy = (torch.special.xlogy(sink, sink) - sum_p_log_p) / rest + torch.log(rest)
+    collapsed = (rest_entropy * inv_rest[:, None] < COLLAPSE_THRESHOLD).float()
+    per_head = torch.stack([norm_entropy, max_weight, sink, prompt, collapsed], dim=-1).mean(dim=-2)
+    return torch.cat([per_head[..., :1], norm_entropy.amin(dim=-1, keepdim=True), per_head[..., 1:]], dim=-1)
+
+
+class GraphedReduce:
+    """:func:`reduce_step` captured as a CUDA graph over static input buffers.
+
+    Built at the first decoding step from that step's real inputs: a warm-up
+    run on cloned state (lazy library initialisation must not happen during
+    capture), then the capture on a side stream, then a replay for the step
+    itself. Raises if capture is impossible; the caller falls back to eager.
+    """
+
+    def __init__(self, layout: StepLayout, state: StepState, inputs: dict[str, torch.Tensor | None]) -> None:
+        device = next(t for t in inputs.values() if t is not None).device
+        self.inputs = {name: (t.clone() if t is not None else None) for name, t in inputs.items()}
+        self.state = state
+        warm = StepState(
+            logp=state.logp.clone() if state.logp is not None else None,
+            out=state.out.clone() if state.out is not None else None,
+            sq=state.sq.clone() if state.sq is not None else None,
+            counts=state.counts.clone() if state.counts is not None else None,
+            extra=dict(state.extra),
+        )
+        self.graph = torch.cuda.CUDAGraph()
+        stream = torch.cuda.Stream(device)
+        current = torch.cuda.current_stream(device)
+        stream.wait_stream(current)
+        with torch.cuda.stream(stream):
+            reduce_step(layout, warm, **self.inputs)
+            self.graph.capture_begin()
+            try:
+                self.output = reduce_step(layout, state, **self.inputs)
+            finally:
+                self.graph.capture_end()
+        current.wait_stream(stream)
+
+    def __call__(self, inputs: dict[str, torch.Tensor | None]) -> torch.Tensor:
+        for name, value in inputs.items():
+            static = self.inputs[name]
+            if static is not None and value is not None and value is not static:
+                static.copy_(value)
+        self.graph.replay()
+        return self.output.clone()
+
+
+def default_k(beams: int = 1) -> int:
+    return max(TOP_K, 2 * beams) if beams > 1 else TOP_K

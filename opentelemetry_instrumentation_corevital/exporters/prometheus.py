@@ -1,0 +1,86 @@
+"""A Prometheus scrape endpoint for CoreVital's metrics, through the OpenTelemetry Prometheus exporter.
+
+The OTel exporter translates names exactly as the Collector's ``prometheus``
+exporter does (dots to underscores, unit suffixes such as ``_seconds``,
+``_total`` on counters), so dashboards work the same whether Prometheus
+scrapes the application or a Collector. Each endpoint has a registry of its
+own: it serves CoreVital's metrics and nothing that other code put into
+``prometheus_client``'s global registry, and two endpoints never collide.
+
+Names, labels and units are listed in the README ("Prometheus"); every label
+is bounded (model, operation, provider, token type, flag, layer index and
+the OTel scope), never a step, token or trace id.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from .._errors import ConfigurationError
+from ..emit import names as n
+
+#: OpenTelemetry name -> Prometheus metric family name, as the OTel exporter (and the Collector) translate them.
+#: Histograms expose ``<family>_bucket``, ``_sum`` and ``_count``; counters already end in ``_total``.
+PROMETHEUS_NAMES = {
+    n.METRIC_OPERATION_DURATION: "gen_ai_client_operation_duration_seconds",
+    n.METRIC_TOKEN_USAGE: "gen_ai_client_token_usage",
+    n.METRIC_TIME_TO_FIRST_TOKEN: "gen_ai_server_time_to_first_token_seconds",
+    n.METRIC_TIME_PER_OUTPUT_TOKEN: "gen_ai_server_time_per_output_token_seconds",
+    n.METRIC_RISK_SCORE: "corevital_risk_score",
+    n.METRIC_HEALTH_FLAGS: "corevital_health_flags_total",
+    n.METRIC_TOKEN_ENTROPY: "corevital_token_entropy_bit",
+    **{n.METRIC_LAYER_PREFIX + name: "corevital_layer_" + name for name in n.LAYER_METRICS},
+}
+#: Every label a CoreVital series can carry (besides ``job``/``instance`` added by the scraper and ``le`` on buckets).
+PROMETHEUS_LABELS = frozenset({
+    "gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model",
+    "gen_ai_token_type", "error_type", "corevital_flag", "corevital_layer_index",
+    "otel_scope_name", "otel_scope_version", "otel_scope_schema_url",
+})
+
+
+class PrometheusEndpoint:
+    """``http://host:port/metrics`` serving the metrics of ``reader``.
+
+    Give ``reader`` to an SDK ``MeterProvider`` of yours, or pass
+    ``own_provider=True`` for a ``MeterProvider`` of its own (``meter_provider``).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 9464, resource: Any = None,
+                 own_provider: bool = True) -> None:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from opentelemetry.sdk.metrics import MeterProvider
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.reader = PrometheusMetricReader(registry=self.registry)
+        self.meter_provider = None
+        if own_provider:
+            kwargs = {"resource": resource} if resource is not None else {}
+            self.meter_provider = MeterProvider(metric_readers=[self.reader], **kwargs)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            if self.meter_provider is not None:
+                self.meter_provider.shutdown()
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror or exc})"
+            raise ConfigurationError(
+                f"prometheus_port={port} on {host} {reason}; choose another port with prometheus_port= "
+                "or OTEL_EXPORTER_PROMETHEUS_PORT (0 picks a free one)"
+            ) from exc
+        self.host = host
+        self.port = int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def shutdown(self) -> None:
+        try:
+            if self.meter_provider is not None:
+                self.meter_provider.shutdown()
+        finally:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,0 +1,89 @@
+"""Weights & Biases: each generation's summary, risk and per-step timeline logged to a run.
+
+For experiment tracking: one W&B step per generation, so the run's charts
+show risk, entropy, surprisal, margin and latency across a sweep or an
+evaluation. Every generation also logs its per-step timeline as a
+``wandb.Table`` (``corevital/timeline``: one row per generated token), and the
+run summary keeps the latest generation's values. Works the same in offline
+mode (``WANDB_MODE=offline``; sync later with ``wandb sync``). The exporter
+finishes a run it started itself when it shuts down, and leaves a run you
+passed in open.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..report import Report
+
+TIMELINE_KEY = "corevital/timeline"
+TIMELINE_COLUMNS = [
+    "sequence", "step", "token_id", "entropy", "perplexity", "surprisal", "top1_prob", "margin", "topk_mass",
+]
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def summary_values(report: Report) -> dict[str, Any]:
+    """The scalar values logged for one generation (keys under ``corevital/``)."""
+    summary, agg = report.summary, report.summary.aggregates
+    values: dict[str, Any] = {
+        "corevital/risk_score": summary.risk_score,
+        "corevital/risk_level": summary.risk_level,
+        "corevital/flags": ",".join(summary.flags),
+        "corevital/input_tokens": report.usage.input_tokens,
+        "corevital/output_tokens": report.usage.output_tokens,
+        "corevital/duration_s": report.timings.duration_s,
+        "corevital/time_to_first_token_s": report.timings.time_to_first_token_s,
+        "corevital/time_per_output_token_s": report.timings.time_per_output_token_s,
+        "corevital/entropy_mean": agg.entropy_mean,
+        "corevital/entropy_max": agg.entropy_max,
+        "corevital/surprisal_mean": agg.surprisal_mean,
+        "corevital/margin_mean": agg.margin_mean,
+        "corevital/top1_prob_mean": agg.top1_prob_mean,
+        "corevital/model": report.model.name,
+        "corevital/report_id": report.report_id,
+        "corevital/trace_id": report.trace_id,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def timeline_rows(report: Report) -> list[list[Any]]:
+    rows = []
+    for sequence in report.sequences:
+        timeline = sequence.timeline
+        for step in range(len(timeline.entropy)):
+            token = sequence.token_ids[step] if sequence.token_ids and step < len(sequence.token_ids) else None
+            row: list[Any] = [sequence.index, step, token]
+            for column in TIMELINE_COLUMNS[3:]:
+                series = getattr(timeline, column)
+                row.append(_finite(series[step]) if step < len(series) else None)
+            rows.append(row)
+    return rows
+
+
+class WandbReportExporter:
+    """Logs reports to ``run``, or to a run it starts in ``project`` (``wandb.init`` settings from WANDB_* vars)."""
+
+    name = "wandb"
+
+    def __init__(self, project: str = "corevital", run: Any = None, **init_kwargs: Any) -> None:
+        import wandb
+
+        self._wandb = wandb
+        self._owns_run = run is None
+        self.run = run if run is not None else wandb.init(project=project, job_type="corevital", **init_kwargs)
+        self.generations = 0
+
+    def export(self, report: Report) -> None:
+        values = summary_values(report)
+        table = self._wandb.Table(columns=TIMELINE_COLUMNS, data=timeline_rows(report))
+        self.run.log({**values, TIMELINE_KEY: table})
+        self.generations += 1
+
+    def shutdown(self) -> None:
+        if self._owns_run:
+            self.run.finish()

@@ -1,0 +1,256 @@
+"""Datadog: the real Datadog APM test agent (ddapm-test-agent, own virtualenv) on 127.0.0.1 receives
+(a) OTLP traces and delta-temporality metrics sent by exporters="datadog", and (b) a ddtrace app's
+generation span carrying CoreVital attributes; DogStatsD datagrams land on our own UDP socket.
+The Datadog dashboard only queries metric names that really arrived."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital.emit import names
+
+from ._services import ROOT, ddapm_test_agent, http_get, wait_until
+from .conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+DASHBOARD = Path(ROOT) / "dashboards" / "datadog-corevital.json"
+DELTA = "AGGREGATION_TEMPORALITY_DELTA"
+
+
+def trace_hex(value: str) -> str:
+    """The agent's JSON carries ids as hex or base64 depending on the path; normalise to hex."""
+    import base64
+
+    return value if re.fullmatch(r"[0-9a-f]{32}", value) else base64.b64decode(value).hex()
+
+
+def otlp_attrs(items: list[dict]) -> dict:
+    out = {}
+    for kv in items:
+        value = kv["value"]
+        (kind, v), = value.items()
+        out[kv["key"]] = v
+    return out
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddagent")
+    ports = {"apm": free_port(), "otlp_http": free_port(), "otlp_grpc": free_port()}
+    with ddapm_test_agent(str(folder), ports["apm"], ports["otlp_http"], ports["otlp_grpc"]):
+        yield ports
+
+
+@pytest.fixture(scope="module")
+def otlp_run(agent, tiny_llama):
+    """Two generations exported with exporters="datadog" to the agent's OTLP/HTTP port."""
+    endpoint = f"http://127.0.0.1:{agent['otlp_http']}"
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "corevital-dd-test"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    reports: list = []
+    instrumentor = CoreVitalInstrumentor()
+    try:
+        instrumentor.instrument(exporters="datadog", on_report=reports.append, max_span_steps=16)
+        for tokens in (6, 4):
+            prompt = torch.tensor([[1, 17, 42, 99, 7]])
+            tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False)
+    finally:
+        instrumentor.uninstrument()  # flushes spans, metrics, logs
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    base = f"http://127.0.0.1:{agent['otlp_http']}/test/session"
+    traces = wait_until(lambda: json.loads(http_get(base + "/traces")), timeout=20, what="OTLP traces at the agent")
+    metrics = wait_until(lambda: json.loads(http_get(base + "/metrics")), timeout=20, what="OTLP metrics at the agent")
+    return reports, traces, metrics
+
+
+def test_agent_receives_otlp_spans_with_corevital_attributes(otlp_run):
+    reports, traces, _ = otlp_run
+    spans = [s for req in traces for rs in req["resource_spans"] for ss in rs["scope_spans"] for s in ss["spans"]]
+    assert len(spans) == 2
+    by_trace = {r.trace_id: r for r in reports}
+    for span in spans:
+        attrs = otlp_attrs(span["attributes"])
+        report = by_trace[trace_hex(span["trace_id"])]
+        assert span["name"] == "text_completion llama"
+        assert attrs["gen_ai.provider.name"] == "huggingface"
+        assert attrs["corevital.risk.score"] == report.summary.risk_score
+        assert attrs["corevital.risk.level"] == report.summary.risk_level
+        assert int(attrs["gen_ai.usage.output_tokens"]) == report.usage.output_tokens
+
+
+def test_agent_receives_delta_metrics(otlp_run):
+    reports, _, metrics = otlp_run
+    found = {}
+    for req in metrics:
+        for rm in req["resource_metrics"]:
+            for sm in rm["scope_metrics"]:
+                for metric in sm["metrics"]:
+                    found.setdefault(metric["name"], []).append(metric)
+    expected = {names.METRIC_OPERATION_DURATION, names.METRIC_TOKEN_USAGE, names.METRIC_TIME_TO_FIRST_TOKEN,
+                names.METRIC_TIME_PER_OUTPUT_TOKEN, names.METRIC_RISK_SCORE, names.METRIC_HEALTH_FLAGS,
+                names.METRIC_TOKEN_ENTROPY}
+    assert set(found) == expected
+    (risk,) = found[names.METRIC_RISK_SCORE]
+    assert risk["histogram"]["aggregation_temporality"] == DELTA
+    (point,) = risk["histogram"]["data_points"]
+    assert int(point["count"]) == 2
+    assert point["sum"] == pytest.approx(sum(r.summary.risk_score for r in reports), rel=1e-12)
+    (flags,) = found[names.METRIC_HEALTH_FLAGS]
+    assert flags["sum"]["aggregation_temporality"] == DELTA and flags["sum"]["is_monotonic"]
+    (entropy,) = found[names.METRIC_TOKEN_ENTROPY]
+    assert sum(int(p["count"]) for p in entropy["histogram"]["data_points"]) == 10
+
+
+DD_APPS = {
+    # ddtrace-run style: ddtrace's OTel support becomes the global provider; DogStatsD chosen by env var.
+    "global": ("import ddtrace.auto  # noqa: F401  (what ddtrace-run does)",
+               'CoreVitalInstrumentor().instrument(on_report=reports.append, max_span_steps=8)'),
+    # explicit: exporters="ddtrace" hands CoreVital's spans to ddtrace without touching the global provider.
+    "exporter": ("",
+                 'CoreVitalInstrumentor().instrument(exporters="ddtrace,dogstatsd", on_report=reports.append, '
+                 'max_span_steps=8)'),
+}
+DD_APP = r'''
+import json, sys, torch
+{import_line}
+from ddtrace import tracer
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital.testing import tiny_causal_lm
+
+model = tiny_causal_lm("llama", seed=0)
+reports = []
+{instrument_line}
+prompt = torch.tensor([[1, 17, 42, 99, 7]])
+with tracer.trace("web.request", service="chat-app", resource="POST /chat"):
+    output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False)
+CoreVitalInstrumentor().uninstrument()
+tracer.flush()
+print(json.dumps({{"report": reports[0].to_dict(), "output": output.tolist()}}))
+'''
+
+
+@pytest.mark.parametrize("mode", sorted(DD_APPS))
+def test_ddtrace_app_generation_span_carries_corevital_attributes(mode, agent, tiny_llama, tmp_path):
+    token = f"corevital-ddtrace-{mode}"
+    apm = f"http://127.0.0.1:{agent['apm']}"
+    http_get(f"{apm}/test/session/start?test_session_token={token}")
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(15)
+    script = tmp_path / "app.py"
+    import_line, instrument_line = DD_APPS[mode]
+    script.write_text(DD_APP.format(import_line=import_line, instrument_line=instrument_line))
+    env = {
+        **os.environ, "DD_TRACE_OTEL_ENABLED": "true", "DD_TRACE_AGENT_URL": apm,
+        "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false", "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+        "DD_TRACE_STARTUP_LOGS": "false", "DD_SERVICE": "chat-app", "DD_TRACE_SAMPLING_RULES": "",
+        "_DD_TRACE_TEST_SESSION_TOKEN": token, "DD_TRACE_HEADER_TAGS": "",
+        "OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "dogstatsd",
+        "DD_AGENT_HOST": "127.0.0.1", "DD_DOGSTATSD_PORT": str(udp.getsockname()[1]), "HF_HUB_OFFLINE": "1",
+    }
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    report = out["report"]
+    prompt = torch.tensor([[1, 17, 42, 99, 7]])
+    plain = tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False)
+    assert out["output"] == plain.tolist()  # the traced app's output is the plain output
+
+    def traces():
+        data = json.loads(http_get(f"{apm}/test/session/traces?test_session_token={token}"))
+        spans = [s for t in data for s in t]
+        return spans if len(spans) >= 2 else None
+
+    spans = wait_until(traces, timeout=20, what="ddtrace spans at the agent")
+    request = next(s for s in spans if s["name"] == "web.request")
+    generation = next(s for s in spans if s["resource"] == "text_completion llama")
+    assert generation["parent_id"] == request["span_id"] and generation["trace_id"] == request["trace_id"]
+    meta, metrics = generation["meta"], generation["metrics"]
+    assert meta["gen_ai.operation.name"] == "text_completion"
+    assert meta["gen_ai.request.model"] == "llama"
+    assert meta["gen_ai.provider.name"] == "huggingface"
+    assert meta["corevital.risk.level"] == report["summary"]["risk_level"]
+    assert metrics["corevital.risk.score"] == report["summary"]["risk_score"]
+    assert metrics["gen_ai.usage.output_tokens"] == 5
+    assert metrics["corevital.entropy.mean"] == report["summary"]["aggregates"]["entropy_mean"]
+    entropy = report["sequences"][0]["timeline"]["entropy"]
+    assert [metrics[f"corevital.step.entropy.{i}"] for i in range(5)] == entropy
+
+    # DogStatsD, chosen through the environment: the datagrams of that same generation.
+    lines = []
+    while not any(line.startswith(names.METRIC_TOKEN_ENTROPY) for line in lines):
+        lines += udp.recv(65535).decode().splitlines()
+    udp.close()
+    tags = ("#gen_ai.operation.name:text_completion,gen_ai.provider.name:huggingface,"
+            "gen_ai.request.model:llama,gen_ai.response.model:llama")
+    risk = report["summary"]["risk_score"]
+    assert f"corevital.risk.score:{risk:.6g}|d|{tags}" in lines
+    assert f"corevital.health.flags:1|c|{tags},corevital.flag:high_entropy" in lines
+    assert f"gen_ai.client.token.usage:5|d|{tags},gen_ai.token.type:output" in lines
+    assert [line for line in lines if line.startswith("corevital.token.entropy:")] == [
+        f"corevital.token.entropy:{v:.6g}|d|{tags}" for v in entropy
+    ]
+
+
+def datadog_dashboard_metrics() -> set[str]:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    queries = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("query", "q") and isinstance(value, str):
+                    queries.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(board["widgets"])
+    assert len(queries) >= 8, queries
+    used = set()
+    for query in queries:
+        found = re.findall(r"(?:avg|sum|min|max|count|p50|p75|p90|p95|p99):([a-z_][a-z0-9_.]*)\{", query)
+        assert found, query
+        used.update(found)
+    return used
+
+
+def test_datadog_dashboard_queries_only_metrics_that_arrived(otlp_run):
+    """Every metric a widget queries arrived at the agent over OTLP and arrives over DogStatsD."""
+    from opentelemetry_instrumentation_corevital.exporters.dogstatsd import DogStatsDReportExporter
+
+    reports, _, metrics = otlp_run
+    otlp_names = {m["name"] for req in metrics for rm in req["resource_metrics"] for sm in rm["scope_metrics"]
+                  for m in sm["metrics"]}
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(10)
+    exporter = DogStatsDReportExporter("127.0.0.1", udp.getsockname()[1])
+    for report in reports:
+        exporter.export(report)
+    exporter.shutdown()
+    statsd_names: set[str] = set()
+    while names.METRIC_TOKEN_ENTROPY not in statsd_names or names.METRIC_HEALTH_FLAGS not in statsd_names:
+        statsd_names |= {line.split(":", 1)[0] for line in udp.recv(65535).decode().splitlines()}
+    udp.close()
+    used = datadog_dashboard_metrics()
+    assert used <= otlp_names, sorted(used - otlp_names)
+    assert used <= statsd_names, sorted(used - statsd_names)
