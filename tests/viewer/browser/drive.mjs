@@ -1,0 +1,82 @@
+// Drives the served viewer in Debian's headless chromium (playwright-core, no downloaded browser) like a person:
+// run list -> open a run -> its timeline -> a deep-capture run's layers -> Compare -> Performance.
+// Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "chromium": PATH, "stopAfter": "timeline"}'
+// (stopAfter: only the run list, the run and its timeline, for files with a single run).
+// Prints one JSON document: [{name, file, text}] (text = what the page shows, for the test to check).
+import { chromium } from "playwright-core";
+
+const job = JSON.parse(process.argv[2]);
+const deadline = 60_000;
+const shots = [];
+
+const browser = await chromium.launch({
+  executablePath: job.chromium || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-sync", "--disable-quic"],
+});
+try {
+  const page = await browser.newPage({ viewport: { width: 1400, height: job.height || 1600 } });
+  page.setDefaultTimeout(deadline);
+
+  // Streamlit reruns the script after each interaction; wait until it is idle and the charts have drawn.
+  // scope: a CSS prefix, e.g. the visible tab panel, so charts drawn earlier elsewhere do not count.
+  async function settle(minCharts, scope = "") {
+    await page.waitForFunction(
+      ([n, s]) => !document.querySelector('[data-testid="stStatusWidget"]') &&
+             document.querySelectorAll(`${s} .vega-embed canvas, ${s} .vega-embed svg.marks`).length >= n,
+      [minCharts, scope], { timeout: deadline, polling: 100 });
+  }
+  const visibleTab = '[role="tabpanel"]:not([hidden])';
+  async function shoot(name) {
+    const file = `${job.out}/${name}.png`;
+    await page.screenshot({ path: file });
+    const text = await page.evaluate(() => document.querySelector('[data-testid="stMain"]')?.innerText ?? document.body.innerText);
+    shots.push({ name, file, text });
+  }
+  async function pick(selectLabel, optionLabel) {
+    const box = page.locator('[data-testid="stSelectbox"]').filter({ hasText: selectLabel }).first();
+    await box.click();
+    await page.getByRole("option", { name: optionLabel, exact: true }).click();
+  }
+
+  await page.goto(job.url);
+  await page.waitForSelector('[data-testid="stMetricValue"]');
+  await settle(1);
+  await shoot("runs");
+
+  await pick("Open a run", job.run);
+  await settle(1);
+  await page.getByRole("button", { name: "Open run" }).click();
+  await page.getByText("Risk score", { exact: true }).waitFor();
+  await settle(1);
+  await shoot("run");
+
+  if (job.stopAfter === "timeline") { await page.getByRole("tab", { name: "Timeline" }).click(); await settle(4, visibleTab); await shoot("timeline"); }
+  if (job.stopAfter) { await browser.close(); process.stdout.write(JSON.stringify(shots) + "\n"); process.exit(0); }
+
+  await page.getByRole("tab", { name: "Timeline" }).click();
+  await settle(4, visibleTab);
+  await shoot("timeline");
+
+  if (job.deepRun) {
+    await pick("Run", job.deepRun);
+    await page.getByText(job.deepRun.split(" · ")[1], { exact: true }).first().waitFor();
+    await page.getByRole("tab", { name: "Layers" }).click();
+    await page.getByText("Per-layer means over the captured steps", { exact: true }).waitFor();
+    await settle(3, visibleTab);
+    await shoot("layers");
+  }
+
+  await page.locator('[data-testid="stSidebar"]').getByText("Compare", { exact: true }).click();
+  await page.getByText("Signals overlaid", { exact: false }).waitFor();
+  await settle(2);
+  await shoot("compare");
+
+  await page.locator('[data-testid="stSidebar"]').getByText("Performance", { exact: true }).click();
+  await page.getByText("Median time to first token", { exact: true }).waitFor();
+  await settle(1);
+  await shoot("performance");
+} finally {
+  await browser.close();
+}
+process.stdout.write(JSON.stringify(shots) + "\n");

@@ -1,0 +1,64 @@
+"""A real browser on the served viewer: Debian chromium (headless) driven by playwright-core.
+
+`corevital view` runs as a subprocess on 127.0.0.1 (stopped by its PID); the browser opens the run
+list, waits for the charts, clicks into a run, its timeline, a deep-capture run's layers, Compare and
+Performance, and saves a screenshot of each under the test's temp folder. The test checks what each
+page says, with values read from the files directly.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from opentelemetry_instrumentation_corevital.viewer import build_index
+
+from ..conftest import free_port
+from . import handmade as h
+from .conftest import real_reports
+from .served import browser_missing, drive, png_size, serve
+from .test_app import DEEP_LABEL
+
+
+@pytest.mark.slow
+def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, good_dir, bad_dir):
+    missing = browser_missing()
+    if missing:
+        pytest.fail(missing)
+    greedy, sampled = real_reports(real_dir)
+    labels = {r.span_id: r.label for r in build_index([str(real_dir)]).runs}
+    with serve([real_dir, good_dir, bad_dir], free_port(), tmp_path / "view.log") as url:
+        shots = drive(url, tmp_path, labels[greedy["span_id"]], DEEP_LABEL)
+    text = {s["name"]: " ".join(s["text"].split()) for s in shots}  # whitespace as a reader sees it
+    assert list(text) == ["runs", "run", "timeline", "layers", "compare", "performance"]
+    for shot in shots:
+        assert shot["file"].startswith(str(tmp_path))
+        assert png_size(tmp_path / f"{shot['name']}.png") == (1400, 1600)
+        assert (tmp_path / f"{shot['name']}.png").stat().st_size > 30_000, shot["name"]
+
+    runs = text["runs"]
+    assert "8 of 8 runs" in runs
+    for problem in h.bad_problems(bad_dir):  # the documented messages, on the page as written
+        assert " ".join(problem.split()) in runs
+
+    run = text["run"]
+    assert "SmolLM2-135M-Instruct.Q4_1" in run and greedy["span_id"] in run
+    assert f"Risk score {greedy['summary']['risk_score']:.3f}" in run
+    assert "Risk factors" in run and "entropy_mean" in run
+
+    timeline = text["timeline"]
+    assert " ".join(greedy["sequences"][0]["output_text"].split()) in timeline
+    assert "Generated text" in timeline
+
+    layers = text["layers"]
+    assert "hand-made/deep-1.1" in layers and "Blamed layers (outlined in red): 5, 6" in layers
+    assert h.NARRATIVE in layers
+
+    compare = text["compare"]
+    assert labels[greedy["span_id"]] in compare and labels[sampled["span_id"]] in compare
+    assert "Signals overlaid" in compare and "Fingerprint distance needs a summary.fingerprint" in compare
+
+    perf = text["performance"]
+    # Real runs' TTFT (read from the reports) and the hand-made ones: 0.5 s (3 runs), 0.25 s (the gzip one).
+    ttfts = sorted([greedy["timings"]["time_to_first_token_s"], sampled["timings"]["time_to_first_token_s"],
+                    0.5, 0.5, 0.5, 0.25])
+    assert f"Median time to first token {ttfts[len(ttfts) // 2] * 1000:.1f} ms" in perf and "Runs timed 8" in perf
