@@ -289,3 +289,19 @@ class TestDeviceMap:
         assert torch.equal(plain, out)
         assert report.sequences[0].layers.indices == [0, 1]
         assert all(v is not None for row in report.sequences[0].layers.attn_entropy for v in row)
+
+
+def test_key_cache_stacking_is_bounded_without_changing_results(monkeypatch):
+    """Layers' key caches are stacked only within a memory budget; a budget of one byte means one layer
+    at a time (views, no copies), and the statistics are the same."""
+    model = tiny_causal_lm("llama", num_hidden_layers=5)
+    prompt = torch.randint(3, 250, (2, 12), generator=torch.Generator().manual_seed(5))
+    results = []
+    for floor in (1 << 30, 1):
+        monkeypatch.setattr(_session, "_STACK_FLOOR", floor)
+        monkeypatch.setattr(_session, "_STACK_FRACTION", 0.0)
+        with TelemetryCapture(capture="full") as tc:
+            generate(model, prompt=prompt, max_new_tokens=5)
+        results.append(tc.reports[0].to_dict()["sequences"])
+    for a, b in zip(*results):
+        assert a["layers"] == b["layers"]
