@@ -305,3 +305,17 @@ def test_key_cache_stacking_is_bounded_without_changing_results(monkeypatch):
         results.append(tc.reports[0].to_dict()["sequences"])
     for a, b in zip(*results):
         assert a["layers"] == b["layers"]
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_logits_reduced_apart_from_layers_gives_the_same_report(monkeypatch, beams):
+    """Large batch x vocabulary keeps the logit part out of the CUDA graph; the split path must agree."""
+    model = tiny_causal_lm("llama")
+    reports = []
+    for split in (False, True):
+        monkeypatch.setattr(_session.CaptureSession, "_logits_in_graph", lambda self, scores, s=split: not s)
+        with TelemetryCapture(capture="full") as tc:
+            generate(model, prompt=BATCH, mask=BATCH_MASK, num_beams=beams, max_new_tokens=5)
+        reports.append(tc.reports[0].to_dict()["sequences"])
+    for a, b in zip(*reports):
+        assert a["timeline"] == b["timeline"] and a["layers"] == b["layers"]

@@ -427,14 +427,25 @@ class CaptureSession:
         if layer_step:
             inputs = self._layer_inputs(step)
             layer_step = inputs is not None
-        layout = self._layout(layer_step, int((scores if scores is not None else self._out[0]).shape[0]))
-        if layout.width == 0:
-            self._clear()
-            return
-        inputs = dict(inputs or {}, scores=scores, token=input_ids[:, -1] if scores is not None else None,
-                      parents=self.parent_rows if layout.beams else None)
+        rows = int((scores if scores is not None else self._out[0]).shape[0])
+        inputs = dict(inputs or {}, scores=scores, token=input_ids[:, -1] if scores is not None else None)
         for name in ("stacked", "heads", "inv_valid", "inv_rest", "router"):
             inputs.setdefault(name, None)
+        if scores is not None and layer_step and not self._logits_in_graph(scores):
+            # A large batch x vocabulary: the logit part stays eager, so no static copy of the logits is kept.
+            logits = {k: (v if k in ("scores", "token") else None) for k, v in inputs.items()}
+            self._append(self._layout(False, rows), logits, step, layer_step=False)
+            inputs.update(scores=None, token=None)
+            self._append(self._layout(True, rows, signals=False), inputs, step, layer_step=True)
+        else:
+            self._append(self._layout(layer_step, rows), inputs, step, layer_step=layer_step)
+        self._clear()
+
+    def _append(self, layout: _reduce.StepLayout, inputs: dict[str, torch.Tensor | None], step: int,
+                layer_step: bool) -> None:
+        if layout.width == 0:
+            return
+        inputs["parents"] = self.parent_rows if layout.beams else None
         if layout.beams and inputs["parents"] is None and layout.hidden == "full":
             inputs["parents"] = torch.arange(int(inputs["stacked"].shape[0]), device=inputs["stacked"].device)
         state = self._state_for(layout, inputs)
@@ -445,15 +456,19 @@ class CaptureSession:
         if layer_step:
             self.layer_rows.append(out[:, width:])
             self.layer_steps.append(step)
-        self._clear()
 
-    def _layout(self, layers: bool, rows: int) -> _reduce.StepLayout:
+    def _logits_in_graph(self, scores: torch.Tensor) -> bool:
+        """Graph the logit part too only while its static buffers fit the memory budget."""
+        return scores.numel() * 4 * 3 <= self._stack_budget
+
+    def _layout(self, layers: bool, rows: int, signals: bool | None = None) -> _reduce.StepLayout:
         plan = self.plan
-        key = (layers, rows)
+        signals = self.recorder.signals if signals is None else signals
+        key = (layers, rows, signals)
         layout = self._layouts.get(key)
         if layout is None:
             layout = _reduce.StepLayout(
-                signals=self.recorder.signals,
+                signals=signals,
                 k=self.recorder.top_k,
                 beams=self.generation_mode in BEAM_MODES,
                 layers=len(self.layers) if layers else 0,
