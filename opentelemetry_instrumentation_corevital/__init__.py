@@ -11,6 +11,7 @@ Everything public is importable from here; submodules are internal.
 
 from ._config import CaptureMode, ContentMode
 from ._errors import ConfigurationError, CoreVitalError, ModelLoadError, OutputError, ReportValidationError
+from ._monitor import CoreVitalMonitor
 from .instrument import CoreVitalInstrumentor, generation_context
 from .report import SCHEMA_VERSION, Report, report_schema, validate_report
 from .version import __version__
@@ -22,6 +23,7 @@ __all__ = [
     "ContentMode",
     "CoreVitalError",
     "CoreVitalInstrumentor",
+    "CoreVitalMonitor",
     "ModelLoadError",
     "OutputError",
     "Report",

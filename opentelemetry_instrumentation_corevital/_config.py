@@ -28,6 +28,7 @@ ENV_STEP_EVENTS = ENV_PREFIX + "STEP_EVENTS"
 ENV_STEP_LOGS = ENV_PREFIX + "STEP_LOGS"
 ENV_LAYER_METRICS = ENV_PREFIX + "LAYER_METRICS"
 ENV_CUDA_GRAPHS = ENV_PREFIX + "CUDA_GRAPHS"
+ENV_STOP_ON = ENV_PREFIX + "STOP_ON"
 # Owned by the GenAI conventions (opentelemetry-util-genai); we honour it, never a second switch.
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -75,6 +76,8 @@ EXPORTER_NAMES = ("otlp", "otlp-json", "console", "datadog", "prometheus", "ddtr
 DEFAULT_MAX_SPAN_STEPS = 512
 DEFAULT_HIGH_ENTROPY_BITS = 4.0
 DEFAULT_ON_RISK_THRESHOLD = 0.5
+#: Conditions ``stop_on`` can stop a generation on, checked on the device every step.
+STOP_CONDITIONS = ("repetition_loop", "nan_or_inf", "high_entropy")
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,10 @@ class Options:
     step_logs: bool = True
     layer_metrics: bool = True
     cuda_graphs: bool = True
+    stop_on: tuple[str, ...] = ()
+    high_entropy_run: int = 8
+    step_callback: Any = None
+    callback_every: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -194,6 +201,20 @@ def parse_layers(value: Any, source: str = "layers") -> LayerSelection:
             f"{source}={value!r} is not a layer selection; use all, every:N, or indices like 0,4,8 or 0-7,-1."
         ) from None
     return LayerSelection(indices=tuple(indices))
+
+
+def parse_stop_on(value: Any, source: str = "stop_on") -> tuple[str, ...]:
+    """Conditions that stop a generation early: repetition_loop, nan_or_inf, high_entropy."""
+    if value is None or value == "":
+        return ()
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    items = [v for v in items if v]
+    unknown = [v for v in items if v not in STOP_CONDITIONS]
+    if unknown:
+        raise ConfigurationError(
+            f"{source}={value!r}: unknown condition {unknown[0]!r}; use any of {', '.join(STOP_CONDITIONS)}."
+        )
+    return tuple(dict.fromkeys(items))
 
 
 def parse_unit_float(value: Any, source: str) -> float:
@@ -279,4 +300,28 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         options["layer_metrics"] = parse_bool(*found)
     if (found := pick("cuda_graphs", ENV_CUDA_GRAPHS)) is not None:
         options["cuda_graphs"] = parse_bool(*found)
+    if (found := pick("stop_on", ENV_STOP_ON)) is not None:
+        options["stop_on"] = parse_stop_on(*found)
+    if kwargs.get("high_entropy_run") is not None:
+        options["high_entropy_run"] = parse_positive_int(kwargs["high_entropy_run"], "high_entropy_run")
+    if kwargs.get("callback_every") is not None:
+        options["callback_every"] = parse_positive_int(kwargs["callback_every"], "callback_every")
+    if kwargs.get("step_callback") is not None:
+        if not callable(kwargs["step_callback"]):
+            raise ConfigurationError("step_callback must be callable: it receives a StepView and returns True to stop.")
+        options["step_callback"] = kwargs["step_callback"]
     return Options(**options)
+
+
+#: ``instrument()``/monitor keyword -> ``Options`` field, where the names differ.
+_FIELD_OF = {"capture_content": "content"}
+
+
+def parse_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the options given in ``kwargs``, parsed and validated like ``instrument()``'s (no environment)."""
+    resolved = resolve_options(kwargs, environ={})
+    return {
+        _FIELD_OF.get(key, key): getattr(resolved, _FIELD_OF.get(key, key))
+        for key, value in kwargs.items()
+        if value is not None and hasattr(resolved, _FIELD_OF.get(key, key))
+    }

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers.generation.logits_process import LogitsProcessorList
 
-from . import _attention, _hidden, _prompt, _reduce
+from . import _attention, _hidden, _intervene, _prompt, _reduce
 from ._clock import StepClock
 from ._intercept import ACTIVE_SESSION
 from ._layers import discover, first_tensor
@@ -71,6 +71,8 @@ class CaptureResult:
     encoder_indices: list[int] = field(default_factory=list)
     attention_source: str | None = None
     matrices: dict[str, list] | None = None  # greedy/sample: field -> [row][layer][layer step], non-finite as None
+    stopped_at: list[int] | None = None  # stop_on: per row, the step at which a condition stopped it (-1: none)
+    stop_reason: list[str | None] | None = None  # stop_on: per row, the condition
     retained_values: int = 0  # numbers the capture kept on the device for this generation (memory is O(steps x layers))
     error: str | None = None
 
@@ -189,6 +191,7 @@ class CaptureSession:
         self.graph_used = False
         self._routers = False
         self._stack_budget = _stack_budget(model)
+        self.stop_on: _intervene.StopOn | None = None
         self._consecutive = True  # captured layers follow each other: a layer's input is the previous output
         self._tables: Any = None  # attention KeyTables, built at the first step
         self._prompt_surprisal: torch.Tensor | None = None
@@ -679,6 +682,23 @@ class CaptureSession:
         self.attached = True
         return RecordingProcessorList(processors, self.recorder)
 
+    def criteria_for(self, criteria: Any, conditions: tuple[str, ...], high_entropy_bits: float,
+                     high_entropy_run: int, step_callback: Any, callback_every: int) -> Any:
+        """``generate``'s stopping criteria, with our on-device ``StopOn`` appended when asked for."""
+        if not conditions and step_callback is None:
+            return criteria
+        if not self.recorder.signals and any(c != "repetition_loop" for c in conditions):
+            self.unavailable["stop_on"] = "nan_or_inf and high_entropy need the logit capture (capture is off)"
+        self.stop_on = _intervene.StopOn(
+            self, conditions, high_entropy_bits, high_entropy_run, step_callback, callback_every,
+            beams=self.generation_mode in BEAM_MODES)
+        criteria.append(self.stop_on)
+        return criteria
+
+    def last_logit_row(self) -> torch.Tensor | None:
+        """This step's packed logit values [rows, ...] (sum p ln p, top-k log-probs, ...), on the device."""
+        return self.logit_rows[-1] if self.logit_rows else None
+
     def on_reorder(self, beam_idx: torch.Tensor) -> None:
         """Beam search reordered the cache: row j of the next step continues row beam_idx[j]."""
         self.parent_rows = beam_idx
@@ -791,7 +811,17 @@ class CaptureSession:
         encoder = self._prompt_table(self._encoder)
         if encoder is not None:
             parts.append(("encoder_layers", encoder))
+        stop = self.stop_on
+        if stop is not None and stop.stopped_at is not None and not beams:
+            parts.append(("stopped_at", stop.stopped_at.float()))
+            parts.append(("stop_reason", stop.reason.float()))
         host = _one_transfer(parts)
+        if "stopped_at" in host:
+            names = {code: name for name, code in _intervene.CODES.items()}
+            result.stopped_at = [int(v) for v in host["stopped_at"]]
+            result.stop_reason = [names.get(int(v)) for v in host["stop_reason"]]
+        if stop is not None and stop.failed:
+            result.unavailable["stop_on"] = f"stopped checking: {stop.failed}"
         result.layers = list(self.layers)
         result.layer_steps = [s for s in self.layer_steps[:layer_count]]
         result.hidden = host.get("hidden")
@@ -836,6 +866,7 @@ class CaptureSession:
         self._tables = None
         self._prompt_surprisal = None
         self.parent_rows = self.beam_indices = None
+        self.stop_on = None
         self._clear()
 
 

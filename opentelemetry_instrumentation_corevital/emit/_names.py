@@ -82,6 +82,8 @@ PROMPT_BASIN = CV + "prompt.basin"
 STEP_EVENTS_TOTAL = CV + "step_events.total"
 STEP_EVENTS_SAMPLED = CV + "step_events.sampled"
 PERF_PREFIX = CV + "perf."
+INTERVENTION_CONDITIONS = CV + "intervention.conditions"
+INTERVENTION_STEPS = CV + "intervention.steps"
 
 # span events and per-step log records (full capture)
 EVENT_STEP = "corevital.step"

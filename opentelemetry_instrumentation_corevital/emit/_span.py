@@ -78,6 +78,9 @@ def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
         attrs[n.CAPTURE_ERROR] = report.capture.error
     if report.capture.detail:
         attrs[n.CAPTURE_DETAIL] = report.capture.detail
+    if any(seq.intervention is not None for seq in report.sequences):
+        attrs[n.INTERVENTION_CONDITIONS] = [s.intervention.condition if s.intervention else "" for s in report.sequences]
+        attrs[n.INTERVENTION_STEPS] = [s.intervention.step if s.intervention else -1 for s in report.sequences]
     timings = report.timings
     if timings.time_to_first_token_s is not None:
         attrs[n.TIME_TO_FIRST_TOKEN] = float(timings.time_to_first_token_s)

@@ -26,6 +26,7 @@ SCHEMA_URL = Schemas.V1_41_0.value
 _GENERATION_MODULE = "transformers.generation.utils"
 _TOKENIZER_MODULE = "transformers.tokenization_utils_base"
 _CACHE_MODULE = "transformers.cache_utils"
+_STREAMER_MODULE = "transformers.generation.streamers"
 
 __all__ = ["CoreVitalInstrumentor", "generation_context", "SCOPE"]
 
@@ -125,9 +126,13 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin.generate", wrappers.generate)
         if hasattr(generation_utils.GenerationMixin, "_get_logits_processor"):
             wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin._get_logits_processor", wrappers.logits_processor)
+        if hasattr(generation_utils.GenerationMixin, "_get_stopping_criteria"):
+            wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin._get_stopping_criteria",
+                                  wrappers.stopping_criteria)
         if hasattr(generation_utils.GenerationMixin, "_update_finished_beams"):
             wrap_function_wrapper(_GENERATION_MODULE, "GenerationMixin._update_finished_beams",
                                   wrappers.update_finished_beams)
+        wrap_function_wrapper(_STREAMER_MODULE, "TextStreamer.__init__", wrappers.streamer_init)
         wrap_function_wrapper(_CACHE_MODULE, "Cache.reorder_cache", wrappers.reorder_cache)
         wrap_function_wrapper(_CACHE_MODULE, "EncoderDecoderCache.reorder_cache", wrappers.reorder_cache)
         wrap_function_wrapper(_TOKENIZER_MODULE, "PreTrainedTokenizerBase.apply_chat_template", wrappers.apply_chat_template)
@@ -151,7 +156,11 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         unwrap(generation_utils.GenerationMixin, "generate")
         unwrap(generation_utils.GenerationMixin, "_get_logits_processor")
         unwrap(generation_utils.GenerationMixin, "_update_finished_beams")
+        unwrap(generation_utils.GenerationMixin, "_get_stopping_criteria")
         unwrap(cache_utils.Cache, "reorder_cache")
+        import transformers.generation.streamers as streamers
+
+        unwrap(streamers.TextStreamer, "__init__")
         unwrap(cache_utils.EncoderDecoderCache, "reorder_cache")
         unwrap(tokenization_utils_base.PreTrainedTokenizerBase, "apply_chat_template")
         unwrap(tokenization_utils_base.PreTrainedTokenizerBase, "__call__")

@@ -13,6 +13,7 @@ Rules every method here keeps:
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from ..emit import (
 from ..report import BuildInput, PerfInfo, Report, build_report, trim_to_summary
 from ..report._build import LayerData
 from . import _describe
-from ._context import ACTIVE_CALL, REQUEST_CONTEXT
+from ._context import ACTIVE_CALL, REQUEST_CONTEXT, WATCHERS
 from ._prompts import PromptRecord, PromptRegistry
 
 _logger = logging.getLogger(__name__)
@@ -106,7 +107,11 @@ class GenerationCall:
         self.telemetry = telemetry
         self.model = model
         self.start = time.perf_counter()
+        self.watchers = WATCHERS.get()
         options = telemetry.options
+        for watcher in self.watchers:  # a monitor's options win for the generations it watches
+            options = dataclasses.replace(options, **watcher.overrides)
+        self.options = options
         self.prompt = _describe.input_tensor(args, kwargs)
         self.device = _describe.call_device(model, self.prompt)
         self.model_name = _describe.model_name(model)
@@ -132,12 +137,27 @@ class GenerationCall:
             names.REQUEST_MODEL: self.model_name,
         }
         self.span = telemetry.tracer.start_span(
-            span_name(self.operation, self.model_name), kind=SpanKind.INTERNAL, attributes=attributes
+            span_name(self.operation, self.model_name), kind=SpanKind.INTERNAL, attributes=attributes,
+            context=self._parent_context(kwargs.get("streamer")),
         )
         self.span_context = trace.set_span_in_context(self.span)
         self._context_token: object | None = None
         self._active_token: contextvars.Token | None = None
         self._session_token: contextvars.Token | None = None
+
+    @staticmethod
+    def _parent_context(streamer: Any) -> Any:
+        """The current context; or, when it has no span and a streamer was made inside one, the streamer's.
+
+        (Streaming runs ``generate`` in a worker thread that does not inherit the request's context.)
+        """
+        current = otel_context.get_current()
+        if trace.get_current_span(current).get_span_context().is_valid:
+            return current
+        stored = getattr(streamer, "_corevital_context", None)
+        if stored is not None and trace.get_current_span(stored).get_span_context().is_valid:
+            return stored
+        return current
 
     # -- context ---------------------------------------------------------------
     def enter(self) -> None:
@@ -219,7 +239,7 @@ class GenerationCall:
         request["seed"] = self.request_context.get("seed")
         request["stream"] = self.streaming
 
-        options = self.telemetry.options
+        options = self.options
         content = options.content.enabled
         decode, input_texts, input_messages = None, None, None
         if content:
@@ -275,6 +295,8 @@ class GenerationCall:
             input_texts=input_texts,
             input_messages=input_messages,
             layer_data=layer_data,
+            stopped_at=capture.stopped_at,
+            stop_reason=capture.stop_reason,
         )
         report = build_report(data)
         perf = self.request_context.get("perf")
@@ -319,7 +341,7 @@ class GenerationCall:
 
     def _emit(self, report: Report) -> None:
         telemetry = self.telemetry
-        options = telemetry.options
+        options = self.options
         span = self.span
         detail = self._detail(report)
         span.update_name(span_name(report.request.operation, report.model.name))
@@ -354,15 +376,17 @@ class GenerationCall:
             otel_context.detach(token)
         if telemetry.on_report is not None:
             telemetry.on_report(report)
+        for watcher in self.watchers:
+            watcher.receive(report)
 
     def _detail(self, report: Report) -> str | None:
         """``full`` or ``summary`` detail to emit; ``on_risk`` decides from the risk score."""
-        mode = self.telemetry.options.capture
+        mode = self.options.capture
         if mode is CaptureMode.FULL:
             report.capture.detail = "full"
         elif mode is CaptureMode.ON_RISK:
             score = report.summary.risk_score
-            if score is not None and score >= self.telemetry.options.on_risk_threshold:
+            if score is not None and score >= self.options.on_risk_threshold:
                 report.capture.detail = "full"
             else:
                 trim_to_summary(report)

@@ -13,6 +13,9 @@ REQUEST_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Con
     "corevital_request_context", default=None
 )
 
+#: Monitors watching generations started in this context (innermost last): option overrides and report sinks.
+WATCHERS: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("corevital_watchers", default=())
+
 
 @contextmanager
 def generation_context(

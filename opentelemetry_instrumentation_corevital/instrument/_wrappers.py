@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from ._call import GenerationCall, Telemetry, warn_once
@@ -57,6 +58,21 @@ class Wrappers:
             warn_once("attach", "CoreVital could not attach to a generation (signals lost): %r", exc)
             return processors
 
+    # -- GenerationMixin._get_stopping_criteria ----------------------------------------------
+    def stopping_criteria(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Append the on-device ``stop_on`` criterion when this call asks for one."""
+        criteria = wrapped(*args, **kwargs)
+        call = ACTIVE_CALL.get()
+        if call is None or call.model is not instance:
+            return criteria
+        try:
+            options = call.options
+            return call.session.criteria_for(criteria, options.stop_on, options.high_entropy_bits,
+                                             options.high_entropy_run, options.step_callback, options.callback_every)
+        except Exception as exc:
+            warn_once("stop_on", "CoreVital could not add its stopping criterion (stop_on inactive): %r", exc)
+            return criteria
+
     # -- beam search bookkeeping: which row continues which ------------------------------------
     def reorder_cache(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         result = wrapped(*args, **kwargs)
@@ -75,6 +91,17 @@ class Wrappers:
                 call.session.on_finished_beams(result[2])
             except Exception as exc:
                 warn_once("beams", "CoreVital could not follow beam search (beam signals lost): %r", exc)
+        return result
+
+    # -- streamers: remember the context they were made in ------------------------------------
+    def streamer_init(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """A streamer is made in the request's context, ``generate`` then runs in a worker thread
+        without it; keeping the context lets the generation span join the request's trace."""
+        result = wrapped(*args, **kwargs)
+        try:
+            instance._corevital_context = otel_context.get_current()
+        except Exception:
+            pass
         return result
 
     # -- tokenizers: remember chat-templated prompts ---------------------------------------

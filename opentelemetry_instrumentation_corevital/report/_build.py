@@ -19,6 +19,7 @@ from ._model import (
     Aggregates,
     CaptureInfo,
     EncoderSummary,
+    Intervention,
     LayerSeries,
     PromptTelemetry,
     Flags,
@@ -93,7 +94,8 @@ class BuildInput:
     input_messages: Any = None
     layer_data: LayerData | None = None
     detail: str | None = None
-
+    stopped_at: list[int] | None = None  # stop_on: per row, the stopping step (-1: none)
+    stop_reason: list[str | None] | None = None
 
 def sequence_length(tokens: Sequence[int], eos_ids: Sequence[int], pad_id: int | None, max_new: int | None,
                     steps: int) -> tuple[int, str]:
@@ -291,6 +293,13 @@ def build_report(data: BuildInput) -> Report:
         if data.steps:
             generated = generated[: data.steps]
         n, reason = sequence_length(generated, eos_ids, pad_id, max_new, data.steps or len(generated))
+        intervention = None
+        if data.stopped_at is not None and row < len(data.stopped_at) and data.stopped_at[row] >= 0:
+            stop_step = data.stopped_at[row]
+            condition = (data.stop_reason or [None] * (row + 1))[row] or "stop_on"
+            if stop_step < n:  # the step that made the condition hold is the sequence's last token
+                n, reason = stop_step + 1, "intervention"
+                intervention = Intervention(condition, stop_step)
         tokens = generated[:n]
         if data.input_lengths:
             prompt_tokens = data.input_lengths[min(row // per_input, len(data.input_lengths) - 1)]
@@ -332,6 +341,7 @@ def build_report(data: BuildInput) -> Report:
             layers=layers,
             prompt=prompt,
             encoder=encoder,
+            intervention=intervention,
         )
         if data.content:
             seq.token_ids = list(tokens)

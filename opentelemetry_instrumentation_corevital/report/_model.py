@@ -194,11 +194,19 @@ class EncoderSummary:
 
 
 @dataclass
+class Intervention:
+    """``stop_on``: the condition that stopped this sequence while it was being generated, and when."""
+
+    condition: str  # repetition_loop, nan_or_inf, high_entropy or step_callback
+    step: int  # the step whose token made the condition hold (the sequence ends with it)
+
+
+@dataclass
 class SequenceReport:
     index: int
     prompt_tokens: int
     output_tokens: int
-    finish_reason: str  # "stop" or "length"
+    finish_reason: str  # "stop", "length", or "intervention" (stop_on)
     timeline: Timeline = field(default_factory=Timeline)
     aggregates: Aggregates = field(default_factory=Aggregates)
     flags: Flags = field(default_factory=Flags)
@@ -206,6 +214,7 @@ class SequenceReport:
     layers: LayerSeries | None = None
     prompt: PromptTelemetry | None = None
     encoder: EncoderSummary | None = None
+    intervention: Intervention | None = None
     token_ids: list[int] | None = None  # content capture only
     input_text: str | None = None  # content capture only
     output_text: str | None = None  # content capture only

@@ -1,0 +1,158 @@
+"""Stopping a generation while it runs, decided on the device.
+
+:class:`StopOn` is a ``transformers`` stopping criterion. ``generate`` already
+reads its stopping decision on the host once per step; a criterion that
+returns a device boolean rides on that read, so checking conditions here adds
+a few small kernels per step and no synchronisation.
+
+Conditions:
+
+* ``repetition_loop`` - the *tail* of the generated ids repeats with a fixed
+  period p (1..32) for at least 3 whole periods and 12 tokens: the real-time
+  counterpart of the report's ``repetition_loop`` flag, which looks for such a
+  stretch anywhere once the generation is over;
+* ``nan_or_inf`` - the step's next-token distribution is not finite;
+* ``high_entropy`` - ``run`` consecutive steps above ``high_entropy_bits``.
+
+A Python ``step_callback`` can also stop generation; it needs the step's values
+on the host, which costs one synchronisation each time it runs (every
+``callback_every`` steps).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .._config import STOP_CONDITIONS as CONDITIONS
+CODES = {name: i + 1 for i, name in enumerate(CONDITIONS)}
+CALLBACK = "step_callback"
+CODES[CALLBACK] = len(CONDITIONS) + 1
+LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What a ``step_callback`` sees about the step that just ended (values per row)."""
+
+    step: int
+    entropy: list[float]  # bits
+    top1_prob: list[float]
+    tokens: list[int]  # the token each row just emitted
+
+
+class _TailLoops:
+    """Index tables to test every period at once: one gather pair, one compare, two reductions."""
+
+    def __init__(self, device: torch.device, max_period: int = 32, min_cycles: int = 3, min_tokens: int = 12) -> None:
+        self.max_period, self.min_cycles, self.min_tokens = max_period, min_cycles, min_tokens
+        needs = [max(min_cycles * p, min_tokens) for p in range(1, max_period + 1)]
+        width = max(n - p for p, n in zip(range(1, max_period + 1), needs))
+        front = torch.zeros(max_period, width, dtype=torch.long)
+        back = torch.zeros(max_period, width, dtype=torch.long)
+        for row, (p, need) in enumerate(zip(range(1, max_period + 1), needs)):
+            count = need - p  # tokens that must equal the one p positions earlier
+            front[row, :count] = torch.arange(count)
+            back[row, :count] = torch.arange(count) + p
+        # Unused cells compare position 0 with itself: always equal.
+        self.front, self.back = front.to(device), back.to(device)
+        self.depth = max(needs)
+
+    def periods(self, generated: int) -> int:
+        """How many periods can already qualify after ``generated`` tokens (host arithmetic, no device read)."""
+        if generated < self.min_tokens:
+            return 0
+        return min(self.max_period, generated // self.min_cycles)
+
+    def __call__(self, input_ids: torch.Tensor, generated: int) -> torch.Tensor | None:
+        count = self.periods(generated)
+        if count == 0:
+            return None
+        recent = input_ids[:, -self.depth :].flip(-1)  # recent[:, d] is the token d steps back
+        equal = recent[:, self.front[:count]] == recent[:, self.back[:count]]
+        return equal.all(dim=-1).any(dim=-1)
+
+
+class StopOn:
+    """A stopping criterion for ``generate``; returns a device bool per row, never syncs (except callbacks)."""
+
+    def __init__(
+        self,
+        session: Any,
+        conditions: Sequence[str],
+        high_entropy_bits: float,
+        high_entropy_run: int = 8,
+        step_callback: Callable[[StepView], Any] | None = None,
+        callback_every: int = 1,
+        beams: bool = False,
+    ) -> None:
+        self.session = session
+        self.conditions = tuple(conditions)
+        self.high_entropy_nats = high_entropy_bits * LN2
+        self.high_entropy_run = high_entropy_run
+        self.step_callback = step_callback
+        self.callback_every = max(1, callback_every)
+        self.beams = beams  # beam rows are candidates, not our per-row statistics: token conditions only
+        self.tails: _TailLoops | None = None
+        self.run: torch.Tensor | None = None
+        self.stopped_at: torch.Tensor | None = None  # [rows] step of the stop, -1 if none
+        self.reason: torch.Tensor | None = None  # [rows] code of the condition
+        self.stop_all = False
+        self.failed: str | None = None
+
+    def __deepcopy__(self, memo: dict) -> "StopOn":  # transformers may deep-copy criteria lists
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        rows = input_ids.shape[0]
+        stop = torch.zeros(rows, dtype=torch.bool, device=input_ids.device)
+        if self.failed is not None:
+            return stop
+        try:
+            return self._check(input_ids, stop)
+        except Exception as exc:  # never break the user's generation
+            self.failed = f"{type(exc).__name__}: {exc}"
+            return stop
+
+    def _check(self, input_ids: torch.Tensor, stop: torch.Tensor) -> torch.Tensor:
+        session = self.session
+        step = session.recorder.steps - 1  # the recorder already counted this step
+        prefix = session.recorder.prefix_len or 0
+        generated = input_ids.shape[1] - prefix
+        device = input_ids.device
+        rows = input_ids.shape[0]
+        if self.stopped_at is None or self.stopped_at.shape[0] != rows:
+            self.stopped_at = torch.full((rows,), -1, dtype=torch.long, device=device)
+            self.reason = torch.zeros(rows, dtype=torch.long, device=device)
+        fired: list[tuple[int, torch.Tensor]] = []
+        if "repetition_loop" in self.conditions:
+            if self.tails is None:
+                self.tails = _TailLoops(device)
+            loop = self.tails(input_ids, generated)
+            if loop is not None:
+                fired.append((CODES["repetition_loop"], loop))
+        last = session.last_logit_row() if not self.beams else None
+        if last is not None and last.shape[0] == rows:
+            if "nan_or_inf" in self.conditions:
+                fired.append((CODES["nan_or_inf"], torch.isnan(last[:, 1])))
+            if "high_entropy" in self.conditions:
+                high = (-last[:, 0]) > self.high_entropy_nats
+                self.run = high.long() if self.run is None else (self.run + 1) * high
+                fired.append((CODES["high_entropy"], self.run >= self.high_entropy_run))
+        if self.step_callback is not None and step % self.callback_every == 0 and last is not None:
+            values = last[:, :2].tolist()  # one synchronisation, paid only by callback users
+            view = StepView(step, [-v[0] / LN2 for v in values], [math.exp(v[1]) for v in values],
+                            input_ids[:, -1].tolist())
+            if self.step_callback(view):
+                self.stop_all = True
+        if self.stop_all:
+            fired.append((CODES[CALLBACK], torch.ones(rows, dtype=torch.bool, device=device)))
+        for code, condition in fired:
+            new = condition & (self.stopped_at < 0)
+            self.stopped_at = torch.where(new, step, self.stopped_at)
+            self.reason = torch.where(new, code, self.reason)
+            stop = stop | condition
+        return stop

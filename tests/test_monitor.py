@@ -1,0 +1,184 @@
+"""The library API (CoreVitalMonitor) and real-time intervention (stop_on, step_callback)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor, CoreVitalMonitor
+from opentelemetry_instrumentation_corevital.capture._intervene import _TailLoops
+from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, tiny_causal_lm
+
+PROMPT = torch.tensor([[1, 17, 42, 99, 7, 23, 5, 64]])
+
+
+class Cycle(LogitsProcessor):
+    """A user's processor that forces the output into a cycle: a real loop inside a real generate."""
+
+    def __init__(self, cycle: list[int], start: int = 0) -> None:
+        self.cycle, self.start = cycle, start
+
+    def __call__(self, input_ids, scores):
+        generated = input_ids.shape[1] - PROMPT.shape[1]
+        forced = scores.clone()
+        if generated >= self.start:
+            forced[:] = -math.inf
+            forced[:, self.cycle[(generated - self.start) % len(self.cycle)]] = 0.0
+        return forced
+
+
+def run(model, monitor, **kwargs):
+    kwargs.setdefault("max_new_tokens", 40)
+    return monitor.generate(model, PROMPT, attention_mask=torch.ones_like(PROMPT), do_sample=False, **kwargs)
+
+
+class TestTailLoops:
+    def test_every_period_at_once(self):
+        tails = _TailLoops(torch.device("cpu"))
+        rows = torch.tensor([
+            [9] * 4 + [5] * 12,  # period 1, 12 tokens
+            [9] * 5 + [5] * 11,  # 11 tokens: not yet
+            [9, 8, 7, 6] + [1, 2, 3, 4] * 3,  # period 4, 3 cycles
+            [9, 8, 7, 6, 5] + [1, 2, 3, 4] * 2 + [1, 2, 3],  # 11 tokens of period 4: not yet
+        ])
+        assert tails(rows, generated=16).tolist() == [True, False, True, False]
+        assert tails(rows, generated=11) is None  # fewer than 12 generated tokens: nothing can qualify
+
+    def test_a_long_sentence_needs_three_cycles(self):
+        tails = _TailLoops(torch.device("cpu"))
+        sentence = list(range(20, 30))
+        assert tails(torch.tensor([sentence * 3]), generated=30).tolist() == [True]
+        assert tails(torch.tensor([[1] + sentence * 2 + sentence[:9]]), generated=30).tolist() == [False]
+
+
+class TestStopOn:
+    def test_repetition_loop_stops_after_three_cycles(self, tiny_llama):
+        monitor = CoreVitalMonitor(stop_on=("repetition_loop",))
+        out = run(tiny_llama, monitor, logits_processor=LogitsProcessorList([Cycle([5, 6, 7], start=4)]))
+        generated = out[0, PROMPT.shape[1]:].tolist()
+        # 4 free tokens, then 5 6 7 ...; the loop qualifies at 12 periodic tokens: step 4 + 12 - 1 = 15
+        assert len(generated) == 16
+        assert generated[4:] == [5, 6, 7] * 4
+        seq = monitor.report.sequences[0]
+        assert seq.finish_reason == "intervention"
+        assert (seq.intervention.condition, seq.intervention.step) == ("repetition_loop", 15)
+        assert seq.output_tokens == 16
+        assert seq.flags.repetition_loop and seq.flags.repetition_onset_step == 4
+
+    def test_a_non_looping_greedy_output_is_unchanged(self, tiny_llama):
+        plain = tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=30, do_sample=False)
+        monitor = CoreVitalMonitor(stop_on=("repetition_loop", "nan_or_inf"))
+        out = run(tiny_llama, monitor, max_new_tokens=30)
+        assert torch.equal(plain, out)
+        assert monitor.report.sequences[0].intervention is None
+        assert monitor.report.sequences[0].finish_reason == "length"
+
+    def test_nan_logits_stop_at_the_first_step(self):
+        model = tiny_causal_lm("llama")
+        with torch.no_grad():
+            model.lm_head.weight[7, 3] = float("nan")
+        monitor = CoreVitalMonitor(stop_on=("nan_or_inf",))
+        out = run(model, monitor)
+        assert out.shape[1] == PROMPT.shape[1] + 1
+        seq = monitor.report.sequences[0]
+        assert (seq.intervention.condition, seq.intervention.step) == ("nan_or_inf", 0)
+        assert seq.flags.nan_or_inf and monitor.get_risk_score() == 1.0
+
+    def test_high_entropy_run(self, tiny_llama):
+        # a random model is unsure at every step (about 8 bits): the 8th such step in a row stops it
+        monitor = CoreVitalMonitor(stop_on=("high_entropy",), high_entropy_run=8)
+        run(tiny_llama, monitor)
+        seq = monitor.report.sequences[0]
+        assert (seq.intervention.condition, seq.intervention.step, seq.output_tokens) == ("high_entropy", 7, 8)
+
+    def test_step_callback_sees_each_step_and_can_stop(self, tiny_llama):
+        seen = []
+
+        def callback(view):
+            seen.append((view.step, len(view.entropy), len(view.tokens)))
+            return view.step == 5
+
+        monitor = CoreVitalMonitor(step_callback=callback, callback_every=1)
+        run(tiny_llama, monitor)
+        assert seen == [(t, 1, 1) for t in range(6)]
+        seq = monitor.report.sequences[0]
+        assert (seq.intervention.condition, seq.intervention.step, seq.output_tokens) == ("step_callback", 5, 6)
+
+    def test_callback_every_k_steps(self, tiny_llama):
+        steps = []
+        run(tiny_llama, CoreVitalMonitor(step_callback=lambda v: steps.append(v.step), callback_every=4),
+            max_new_tokens=12)
+        assert steps == [0, 4, 8]
+
+    def test_intervention_is_on_the_span(self, tiny_llama):
+        with TelemetryCapture(stop_on="repetition_loop") as tc:
+            tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=40, do_sample=False,
+                                logits_processor=LogitsProcessorList([Cycle([9, 10], start=0)]))
+        attrs = tc.spans()[0].attributes
+        assert attrs["gen_ai.response.finish_reasons"] == ("intervention",)
+        assert attrs["corevital.intervention.conditions"] == ("repetition_loop",)
+        assert attrs["corevital.intervention.steps"] == (11,)
+        assert attrs["gen_ai.usage.output_tokens"] == 12
+
+    def test_unknown_condition_is_refused(self):
+        with pytest.raises(ConfigurationError, match="unknown condition 'loops'; use any of repetition_loop"):
+            CoreVitalMonitor(stop_on=("loops",))
+
+
+class TestMonitorApi:
+    def test_answers_about_the_last_generation(self, tiny_llama):
+        monitor = CoreVitalMonitor(capture="full")
+        out = run(tiny_llama, monitor, max_new_tokens=6)
+        assert out.shape == (1, 14)
+        report = monitor.report
+        assert report.capture.mode == "full" and report.sequences[0].layers.attn_entropy is not None
+        assert monitor.get_risk_score() == report.summary.risk_score
+        assert monitor.get_health_flags() == {"nan_or_inf": False, "high_entropy": True, "repetition_loop": False}
+        summary = monitor.get_summary()
+        assert summary["output_tokens"] == 6 and summary["flags"] == ["high_entropy"]
+        assert monitor.should_intervene() is (report.summary.risk_score >= 0.7)
+        assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry  # the monitor cleaned up
+
+    def test_intervene_on_flags(self, tiny_llama):
+        monitor = CoreVitalMonitor(intervene_above=1.0, intervene_on=("high_entropy",))
+        run(tiny_llama, monitor, max_new_tokens=4)
+        assert monitor.should_intervene()
+        quiet = CoreVitalMonitor(intervene_above=1.0, intervene_on=())
+        run(tiny_llama, quiet, max_new_tokens=4)
+        assert not quiet.should_intervene()
+
+    def test_alongside_the_instrumentor_one_capture_same_values(self, tiny_llama):
+        with TelemetryCapture(capture="summary") as tc:
+            monitor = CoreVitalMonitor(capture="full")
+            run(tiny_llama, monitor, max_new_tokens=6)
+            assert CoreVitalInstrumentor().is_instrumented_by_opentelemetry  # left as the application set it
+        (span,) = tc.spans()
+        assert tc.reports == [monitor.report]  # one capture, delivered to both
+        assert span.attributes["corevital.capture.mode"] == "full"
+        assert span.attributes["corevital.risk.score"] == monitor.get_risk_score()
+        assert list(span.attributes["corevital.step.entropy"]) == monitor.report.sequences[0].timeline.entropy
+
+    def test_without_any_sdk_configured(self, tiny_llama):
+        monitor = CoreVitalMonitor()
+        run(tiny_llama, monitor, max_new_tokens=3)
+        assert monitor.report.trace_id is None  # the API's no-op tracer gives no trace, the report is whole
+        assert len(monitor.report.sequences[0].timeline.entropy) == 3
+
+    def test_watch_block_and_nothing_before(self, tiny_llama):
+        monitor = CoreVitalMonitor()
+        with pytest.raises(LookupError, match="no generation has been watched yet"):
+            monitor.get_risk_score()
+        with monitor.watch():
+            tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=2, do_sample=False)
+            tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=3, do_sample=False)
+        tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=4, do_sample=False)
+        assert [r.usage.output_tokens for r in monitor.reports] == [2, 3]
+
+    def test_bad_option_names_the_problem(self):
+        with pytest.raises(ConfigurationError, match="capture='loud' is not a capture mode"):
+            CoreVitalMonitor(capture="loud")
+        with pytest.raises(ConfigurationError, match="intervene_above=2 must be between 0 and 1"):
+            CoreVitalMonitor(intervene_above=2)
