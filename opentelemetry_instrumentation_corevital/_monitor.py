@@ -75,6 +75,20 @@ class CoreVitalMonitor:
         with self.watch():
             return model.generate(*args, **kwargs)
 
+    def score(self, model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Any:
+        """Teacher-force ``continuation_ids`` after ``prompt_ids`` in one forward and return its report.
+
+        The report has one step per continuation token with the same signals a
+        generation would have had (span operation ``score``); it is also kept as
+        :attr:`report`, so the other answers apply to it.
+        """
+        from .instrument import CoreVitalInstrumentor
+        from .instrument._score import ScoreCall
+
+        with self.watch():
+            telemetry = CoreVitalInstrumentor().telemetry
+            return ScoreCall(telemetry, model, prompt_ids, continuation_ids, attention_mask).run()
+
     def receive(self, report: Any) -> None:
         """Called by the instrumentation with each watched generation's report."""
         with self._lock:

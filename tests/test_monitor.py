@@ -182,3 +182,50 @@ class TestMonitorApi:
             CoreVitalMonitor(capture="loud")
         with pytest.raises(ConfigurationError, match="intervene_above=2 must be between 0 and 1"):
             CoreVitalMonitor(intervene_above=2)
+
+
+class TestScore:
+    def test_scoring_a_generation_gives_its_own_signals(self):
+        model = tiny_causal_lm("llama")
+        monitor = CoreVitalMonitor(capture="full")
+        out = run(model, monitor, max_new_tokens=6)
+        generated = monitor.report
+        scored = monitor.score(model, PROMPT, out[:, PROMPT.shape[1]:])
+        assert scored is monitor.report
+        assert scored.request.operation == "score" and scored.request.generation_mode == "teacher_forced"
+        a, b = generated.sequences[0], scored.sequences[0]
+        assert b.output_tokens == 6 and b.prompt_tokens == 8
+        for name in ("entropy", "surprisal", "top1_prob", "margin", "topk_mass"):
+            assert getattr(b.timeline, name) == pytest.approx(getattr(a.timeline, name), abs=1e-4), name
+        for name in ("hidden_norm", "hidden_std", "hidden_cos_prev", "update_ratio", "attn_entropy", "attn_entropy_min",
+                     "attn_max_weight", "attn_sink_mass", "attn_prompt_mass", "attn_collapsed_fraction"):
+            for x, y in zip(getattr(a.layers, name), getattr(b.layers, name)):
+                assert y == pytest.approx(x, abs=1e-4), name
+        assert b.risk.score == pytest.approx(a.risk.score, abs=1e-5)
+
+    def test_scoring_a_batch_with_padding_and_its_span(self, tiny_tok):
+        model = tiny_causal_lm("llama")
+        tiny_tok.padding_side = "left"
+        prompts = tiny_tok(["the sky is blue and the sea", "hello"], padding=True, return_tensors="pt")
+        answers = tiny_tok(["is green .", "you ."], padding=False, return_tensors=None)["input_ids"]
+        answers = torch.tensor([answers[0], answers[1] + [answers[1][-1]]])  # same length rows
+        with TelemetryCapture(capture="full") as tc:
+            report = CoreVitalMonitor().score(model, prompts["input_ids"], answers, prompts["attention_mask"])
+        (span,) = tc.spans()
+        assert span.name == "score llama"
+        assert span.attributes["gen_ai.operation.name"] == "score"
+        assert span.attributes["gen_ai.usage.input_tokens"] == int(prompts["attention_mask"].sum())
+        assert span.attributes["gen_ai.usage.output_tokens"] == 6
+        # the padded row scores like the same prompt alone
+        alone = CoreVitalMonitor(capture="full").score(model, tiny_tok("hello", return_tensors="pt")["input_ids"],
+                                                      answers[1:])
+        assert report.sequences[1].timeline.entropy == pytest.approx(alone.sequences[0].timeline.entropy, abs=1e-4)
+        for x, y in zip(report.sequences[1].layers.attn_entropy, alone.sequences[0].layers.attn_entropy):
+            assert x == pytest.approx(y, abs=1e-4)
+
+    def test_bad_inputs(self, tiny_llama):
+        monitor = CoreVitalMonitor()
+        with pytest.raises(ConfigurationError, match="continuation_ids must hold token ids"):
+            monitor.score(tiny_llama, PROMPT, torch.zeros(1, 3))
+        with pytest.raises(ConfigurationError, match="prompt_ids has 1 rows but continuation_ids has 2"):
+            monitor.score(tiny_llama, PROMPT, torch.ones(2, 3, dtype=torch.long))

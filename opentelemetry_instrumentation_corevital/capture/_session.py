@@ -20,7 +20,9 @@ capture for that generation (telemetry lost), never the generation.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +34,7 @@ from ._clock import StepClock
 from ._intercept import ACTIVE_SESSION
 from ._layers import discover, first_tensor
 from ._plan import CapturePlan
-from ._stats import LN2, STAT_COLUMNS, TOP_K, finish_stats_tensor
+from ._stats import LN2, STAT_COLUMNS, TOP_K, finish_stats_tensor, logit_stats
 
 _logger = logging.getLogger(__name__)
 
@@ -192,6 +194,8 @@ class CaptureSession:
         self._routers = False
         self._stack_budget = _stack_budget(model)
         self.stop_on: _intervene.StopOn | None = None
+        self.score: tuple[int, int] | None = None  # scoring: (prompt length, continuation length)
+        self.chosen_aligned = False
         self._consecutive = True  # captured layers follow each other: a layer's input is the previous output
         self._tables: Any = None  # attention KeyTables, built at the first step
         self._prompt_surprisal: torch.Tensor | None = None
@@ -306,6 +310,10 @@ class CaptureSession:
             if out is None:
                 return
             inp = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("hidden_states")
+            if self.score is not None:  # one teacher-forced forward: keep every position, reduced afterwards
+                self._out[slot] = out
+                self._in[slot] = inp
+                return
             if out.shape[1] != 1:  # prefill (or no cache): keep only the last position, as a copy
                 if self._prompt_layers and self.forwards == 1 and not self.recorder.steps:
                     self._prompt_layers["hidden_norm"][slot] = _hidden.masked_token_norm_mean(out, self._valid_mask(out))
@@ -323,7 +331,7 @@ class CaptureSession:
                 return
             weights = first_tensor(output, out_index)
             if weights is not None and weights.dim() == 4:
-                self._probs[slot] = weights[:, :, -1, :].float()
+                self._probs[slot] = weights if self.score is not None else weights[:, :, -1, :].float()
 
         return hook
 
@@ -335,7 +343,8 @@ class CaptureSession:
             shape = self._rows_tokens
             if logits is None or shape is None or logits.shape[0] != shape[0] * shape[1]:
                 return
-            self._router[slot] = logits.view(shape[0], shape[1], logits.shape[-1])[:, -1]
+            logits = logits.view(shape[0], shape[1], logits.shape[-1])
+            self._router[slot] = logits if self.score is not None else logits[:, -1]
 
         return hook
 
@@ -398,6 +407,9 @@ class CaptureSession:
                         causal=False)
                 return
             if not self.recording:
+                return
+            if self.score is not None:
+                self._attn[slot] = (query, key, mask if isinstance(mask, torch.Tensor) else None, bias, scaling, softcap)
                 return
             if query.shape[2] != 1:  # prefill
                 if self._prompt_layers and self.forwards == 1 and not self.recorder.steps:
@@ -655,6 +667,111 @@ class CaptureSession:
         self._probs = [None] * n
         self._router = [None] * n
 
+    # -- scoring: one teacher-forced forward ---------------------------------------------------------
+    def reduce_score(self, logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Turn one forward over prompt + continuation into the per-step rows a generation would have left.
+
+        Position ``P - 1 + t`` predicts continuation token ``t``; its logits, its layer states and its
+        attention row become "step" t. ``logits`` holds at least the last ``C + 1`` positions.
+        """
+        prompt_len, count = self.score
+        rows = int(ids.shape[0])
+        positions = torch.arange(prompt_len - 1, prompt_len - 1 + count, device=ids.device)
+        targets = ids[:, prompt_len : prompt_len + count]
+        lg = logits[:, -(count + 1) : -1] if logits.shape[1] > count else logits[:, :count]
+        packed, chosen = _score_logits(lg, targets, self.recorder.top_k)
+        self.chosen_aligned = True
+        self.logit_rows.extend(torch.cat([packed, chosen[..., None]], dim=-1).unbind(1))
+        self._layouts[(False, rows, True)] = _reduce.StepLayout(
+            signals=True, k=self.recorder.top_k, beams=False, layers=0, hidden="off", attention=False, moe=False)
+        self.recorder.prefix_len, self.recorder.steps = prompt_len, count
+        if not self.taps_active or any(o is None for o in self._out):
+            return
+        layout = _reduce.StepLayout(signals=False, k=self.recorder.top_k, beams=False, layers=len(self.layers),
+                                    hidden=self.plan.hidden, attention=self._wants_attention,
+                                    moe=bool(self.plan.moe and self._routers and all(r is not None for r in self._router)),
+                                    interleaved=not self._consecutive)
+        flat = rows * count
+        inputs: dict[str, torch.Tensor | None] = {name: None for name in (
+            "scores", "token", "parents", "stacked", "heads", "inv_valid", "inv_rest", "router")}
+        state = _reduce.StepState()
+        outs = [o[:, positions] for o in self._out]
+        if self.plan.hidden == "full":
+            if self._consecutive:
+                parts = [self._in[0][:, positions], *outs]
+            else:
+                parts = [t for pair in zip((i[:, positions] for i in self._in), outs) for t in pair]
+            inputs["stacked"] = torch.stack(parts, dim=2).reshape(flat, len(parts), -1)
+            previous = torch.stack([o[:, (positions - 1).clamp_min(0)] for o in self._out], dim=2).float()
+            previous = previous.reshape(flat, len(outs), -1)
+            state.out, state.sq = previous, torch.linalg.vecdot(previous, previous)
+            state.sq.view(rows, count, -1)[:, 0] = float("nan")  # like a generation's first step: no previous state
+        else:
+            inputs["stacked"] = torch.stack(outs, dim=2).reshape(flat, len(outs), -1)
+        if layout.attention:
+            heads = self._score_heads(rows, count, prompt_len, positions, mask)
+            if heads is None:
+                layout = dataclasses.replace(layout, attention=False)
+            else:
+                inputs.update(heads)
+        if layout.moe:
+            router = torch.stack([r[:, positions] for r in self._router])  # [layers, rows, count, experts]
+            state.counts = torch.zeros(len(self.layers), flat, router.shape[-1], device=router.device)
+            state.extra["top_k"] = self._top_k_experts
+            inputs["router"] = router.reshape(len(self.layers), flat, -1)
+        out = _reduce.reduce_step(layout, state, **inputs).view(rows, count, -1)
+        if layout.moe:  # picks so far along the continuation, not across independent rows
+            out = _score_moe_balance(out, layout, router, self._top_k_experts)
+        self._layouts[(True, rows, False)] = layout
+        self.layer_rows.extend(out.unbind(1))
+        self.layer_steps.extend(range(count))
+        self._clear()
+
+    def _score_heads(self, rows: int, count: int, prompt_len: int, positions: torch.Tensor,
+                     mask: torch.Tensor | None) -> dict[str, torch.Tensor] | None:
+        """Head values of every continuation position's attention row, causal and padding-aware."""
+        device = positions.device
+        valid_keys = mask.bool() if mask is not None else None
+        heads = []
+        for item, probs in zip(self._attn, self._probs):
+            if probs is not None:  # eager: the model's own weights [rows, heads, T, T]
+                rows_probs = probs[:, :, positions].float()
+            elif item is not None:
+                query, key, attn_mask, bias, scaling, softcap = item
+                q = query[:, :, positions]  # [rows, q_heads, count, d]
+                total = key.shape[-2]
+                kv_heads, q_heads = key.shape[1], q.shape[1]
+                scores = torch.matmul(q.reshape(rows, kv_heads, (q_heads // kv_heads) * count, -1),
+                                      key.transpose(-1, -2)).reshape(rows, q_heads, count, total).float() * scaling
+                if isinstance(bias, torch.Tensor):
+                    scores = scores + bias[..., positions, :].float()
+                if softcap:
+                    scores = torch.tanh(scores / softcap) * softcap
+                allowed = torch.arange(total, device=device)[None, :] <= positions[:, None]  # causal
+                allowed = allowed[None, None]
+                if valid_keys is not None:
+                    allowed = allowed & valid_keys[:, None, None, :total]
+                scores = scores.masked_fill(~allowed, float("-inf"))
+                rows_probs = torch.softmax(scores, dim=-1)
+            else:
+                return None
+            heads.append(rows_probs)  # [rows, heads, count, T]
+        probs = torch.stack(heads).permute(0, 1, 3, 2, 4)  # [layers, rows, count, heads, T]
+        layers, _, _, n_heads, total = probs.shape
+        probs = probs.reshape(layers, rows * count, n_heads, total)
+        first = valid_keys.float().argmax(dim=-1) if valid_keys is not None else torch.zeros(rows, device=device)
+        weights = torch.zeros(rows, total, 2, device=device)
+        weights[:, :prompt_len, 0] = 1.0
+        weights[torch.arange(rows, device=device), first.long(), 1] = 1.0
+        weights = weights.repeat_interleave(count, dim=0)
+        pads = (~valid_keys).float().sum(dim=-1) if valid_keys is not None else torch.zeros(rows, device=device)
+        valid = (positions[None, :].float() + 1.0 - pads[:, None]).reshape(-1)
+        return {
+            "heads": _reduce.head_values(probs, weights),
+            "inv_valid": 1.0 / valid.log().clamp_min(1e-6),
+            "inv_rest": 1.0 / (valid - 1.0).clamp_min(1.0).log().clamp_min(1e-6),
+        }
+
     # -- decoding-mode bookkeeping ---------------------------------------------------------------
     def processors_for(self, processors: Any, generation_config: Any, assistant_model: Any = None) -> RecordingProcessorList:
         """``processors`` with our recorder in front, configured for this call's decoding mode."""
@@ -773,7 +890,9 @@ class CaptureSession:
                 # step's token is known only from the returned sequences.
                 chosen = rows[..., 1 + k]
                 state = next((st for st in self._states.values() if st.logp is not None), None)
-                if state is not None and sequences is not None:
+                if self.chosen_aligned:  # scoring: each row already holds its own token's log-probability
+                    pass
+                elif state is not None and sequences is not None:
                     last = state.logp.gather(1, sequences[:, prefix + steps - 1 : prefix + steps].to(state.logp.device))
                     chosen = torch.cat([chosen[:, 1:], last], dim=1)
                 else:
@@ -882,6 +1001,32 @@ def _stack_budget(model: Any) -> int:
     except Exception:
         size = 0
     return max(_STACK_FLOOR, int(size * _STACK_FRACTION))
+
+
+def _score_logits(logits: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed statistics [rows, count, 1 + k] and the targets' log-probabilities [rows, count], in chunks."""
+    rows, count, vocab = logits.shape
+    flat, tokens = logits.reshape(rows * count, vocab), targets.reshape(-1)
+    chunk = max(1, (8 << 20) // max(1, vocab * 4))
+    packed, chosen = [], []
+    for start in range(0, rows * count, chunk):
+        part, logp, _ = logit_stats(flat[start : start + chunk], k)
+        packed.append(part)
+        chosen.append(logp.gather(1, tokens[start : start + chunk, None]).squeeze(1))
+    return torch.cat(packed).view(rows, count, -1), torch.cat(chosen).view(rows, count)
+
+
+def _score_moe_balance(out: torch.Tensor, layout: _reduce.StepLayout, router: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Replace the load-balance column with picks accumulated along each row's continuation."""
+    probs = torch.softmax(router.float(), dim=-1)  # [layers, rows, count, experts]
+    experts = probs.shape[-1]
+    picks = torch.zeros_like(probs).scatter_(-1, probs.topk(min(top_k, experts), dim=-1).indices, 1.0)
+    share = picks.cumsum(dim=2)
+    share = share / share.sum(dim=-1, keepdim=True)
+    balance = torch.special.entr(share).sum(dim=-1) / (math.log(experts) if experts > 1 else 1.0)
+    blocks = layout.split(out)
+    blocks["moe"][..., 1] = balance.permute(1, 2, 0)
+    return out
 
 
 def _expand_rows(value: torch.Tensor | None, rows: int, length: int, device: torch.device) -> torch.Tensor | None:
