@@ -9,7 +9,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor, CoreVitalMonitor
-from opentelemetry_instrumentation_corevital.capture._intervene import _TailLoops
+from opentelemetry_instrumentation_corevital.capture._intervene import _TailLoops, loop_length
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, tiny_causal_lm
 
 PROMPT = torch.tensor([[1, 17, 42, 99, 7, 23, 5, 64]])
@@ -52,6 +52,14 @@ class TestTailLoops:
         sentence = list(range(20, 30))
         assert tails(torch.tensor([sentence * 3]), generated=30).tolist() == [True]
         assert tails(torch.tensor([[1] + sentence * 2 + sentence[:9]]), generated=30).tolist() == [False]
+
+    def test_min_repeat_stops_a_sentence_on_its_second_saying(self):
+        assert [loop_length(p, 3, 12, 8) for p in (1, 4, 5, 10)] == [12, 12, 13, 18]
+        assert [loop_length(p, 3, 12, None) for p in (1, 4, 5, 10)] == [12, 12, 15, 30]
+        tails = _TailLoops(torch.device("cpu"), min_repeat=8)
+        sentence = list(range(20, 30))
+        assert tails(torch.tensor([[1] + sentence + sentence[:8]]), generated=19).tolist() == [True]
+        assert tails(torch.tensor([[1, 1] + sentence + sentence[:7]]), generated=19).tolist() == [False]
 
 
 class TestStopOn:

@@ -80,3 +80,37 @@ def test_full_capture_keeps_output_and_sees_every_layer(smollm2):
     assert seq.prompt.tokens == int(inputs["attention_mask"].sum())
     assert len(seq.prompt.surprisal) == seq.prompt.tokens - 1
     assert 1.0 < seq.prompt.perplexity < 1000.0
+
+
+def test_stop_on_ends_a_loop_within_the_documented_delay(smollm2):
+    from opentelemetry_instrumentation_corevital import CoreVitalMonitor
+    from opentelemetry_instrumentation_corevital.capture._intervene import loop_length
+    from opentelemetry_instrumentation_corevital.signals.repetition import find_repetition_loop
+
+    tokenizer, model = smollm2
+    inputs = tokenizer("more and more and more and more and", return_tensors="pt")
+    prompt = inputs["input_ids"].shape[1]
+    plain = model.generate(**inputs, max_new_tokens=40, do_sample=False)[0, prompt:].tolist()
+    loop = find_repetition_loop(plain)
+    assert loop is not None and loop.onset_step == 0 and loop.period == 2  # " more and" over and over
+    monitor = CoreVitalMonitor(stop_on=("repetition_loop",))
+    stopped = monitor.generate(model, **inputs, max_new_tokens=40, do_sample=False)[0, prompt:].tolist()
+    # Documented: the stop comes with the token that makes max(3 periods, 12 tokens) of the loop.
+    step = loop.onset_step + loop_length(loop.period, 3, 12, None) - 1
+    assert step == 11
+    assert stopped == plain[: step + 1]
+    seq = monitor.report.sequences[0]
+    assert (seq.finish_reason, seq.intervention.condition, seq.intervention.step) == (
+        "intervention", "repetition_loop", step)
+
+
+def test_stop_on_leaves_a_non_looping_answer_unchanged(smollm2):
+    from opentelemetry_instrumentation_corevital import CoreVitalMonitor
+
+    tokenizer, model = smollm2
+    inputs = chat_inputs(tokenizer, "Name three primary colours.")
+    plain = model.generate(**inputs, max_new_tokens=48, do_sample=False)
+    monitor = CoreVitalMonitor(stop_on=("repetition_loop", "nan_or_inf", "high_entropy"))
+    watched = monitor.generate(model, **inputs, max_new_tokens=48, do_sample=False)
+    assert torch.equal(plain, watched)
+    assert monitor.report.sequences[0].intervention is None

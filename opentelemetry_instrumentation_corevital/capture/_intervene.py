@@ -44,12 +44,27 @@ class StepView:
     tokens: list[int]  # the token each row just emitted
 
 
+def loop_length(period: int, min_cycles: int, min_tokens: int, min_repeat: int | None) -> int:
+    """Tokens a periodic tail needs before ``repetition_loop`` stops it.
+
+    By default ``min_cycles`` whole periods (and ``min_tokens``): a loop is
+    certain, but a long sentence is only stopped on its third saying. With
+    ``min_repeat`` the tail may instead repeat ``min_repeat`` tokens of the
+    previous period: earlier, at the risk of stopping a clause said twice.
+    """
+    need = min_cycles * period
+    if min_repeat is not None:
+        need = min(need, period + min_repeat)
+    return max(need, min_tokens)
+
+
 class _TailLoops:
     """Index tables to test every period at once: one gather pair, one compare, two reductions."""
 
-    def __init__(self, device: torch.device, max_period: int = 32, min_cycles: int = 3, min_tokens: int = 12) -> None:
+    def __init__(self, device: torch.device, max_period: int = 32, min_cycles: int = 3, min_tokens: int = 12,
+                 min_repeat: int | None = None) -> None:
         self.max_period, self.min_cycles, self.min_tokens = max_period, min_cycles, min_tokens
-        needs = [max(min_cycles * p, min_tokens) for p in range(1, max_period + 1)]
+        needs = [loop_length(p, min_cycles, min_tokens, min_repeat) for p in range(1, max_period + 1)]
         width = max(n - p for p, n in zip(range(1, max_period + 1), needs))
         front = torch.zeros(max_period, width, dtype=torch.long)
         back = torch.zeros(max_period, width, dtype=torch.long)
@@ -61,11 +76,11 @@ class _TailLoops:
         self.front, self.back = front.to(device), back.to(device)
         self.depth = max(needs)
 
+        self.needs = needs
+
     def periods(self, generated: int) -> int:
         """How many periods can already qualify after ``generated`` tokens (host arithmetic, no device read)."""
-        if generated < self.min_tokens:
-            return 0
-        return min(self.max_period, generated // self.min_cycles)
+        return sum(1 for need in self.needs if need <= generated)
 
     def __call__(self, input_ids: torch.Tensor, generated: int) -> torch.Tensor | None:
         count = self.periods(generated)
