@@ -1,0 +1,169 @@
+"""Calibration: a baseline of healthy runs, divergence from it, and a fitted probability.
+
+``corevital calibrate`` runs a model on prompts the user knows to be fine and
+keeps, per sequence-level feature, the distribution it saw (:func:`baseline`).
+Later runs report how far they stray from it (:func:`divergence`): the mean
+absolute z-score over the features and the ones beyond ``OUTLIER_Z``. With
+labelled runs (1 = bad) it also fits a logistic :class:`ProbabilityMap`, so the
+risk score becomes a probability whose reliability (ECE) is measured.
+
+Features are per-token means, never counts or lengths, so a long answer is not
+riskier for being long (answer length is a known confound in hallucination
+benchmarks). Layer features exist only under ``capture="full"``: calibrate with
+the capture mode you will run with; a map whose features are missing at run
+time leaves the risk uncalibrated rather than guessing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from .evaluation import fit_logistic, predict_logistic
+
+#: Sequence aggregates used as features (report field names).
+LOGIT_FEATURES = ("entropy_mean", "surprisal_mean", "margin_mean", "top1_prob_mean", "topk_mass_mean")
+#: Per-layer matrices averaged over steps and over all captured layers, and over the last third of them.
+LAYER_FEATURES = ("attn_prompt_mass", "attn_entropy", "hidden_cos_prev", "update_ratio")
+FEATURES = LOGIT_FEATURES + tuple(f"{n}{s}" for n in LAYER_FEATURES for s in ("", "_late"))
+OUTLIER_Z = 3.0
+
+
+def _get(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def sequence_features(sequence: Any) -> dict[str, float]:
+    """The calibration features of one sequence (a ``SequenceReport`` or its dict); missing ones are left out."""
+    out: dict[str, float] = {}
+    aggregates = _get(sequence, "aggregates") or {}
+    for name in LOGIT_FEATURES:
+        value = _get(aggregates, name)
+        if value is not None and math.isfinite(value):
+            out[name] = float(value)
+    layers = _get(sequence, "layers")
+    if layers:
+        for name in LAYER_FEATURES:
+            matrix = _get(layers, name)
+            if not matrix:
+                continue
+            rows = [_mean(row) for row in matrix]
+            late = rows[len(rows) - max(1, len(rows) // 3):]
+            for suffix, chosen in (("", rows), ("_late", late)):
+                value = _mean([r for r in chosen if r is not None])
+                if value is not None:
+                    out[name + suffix] = value
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    mean: float
+    std: float
+    p10: float
+    p50: float
+    p90: float
+    runs: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "std": self.std, "p10": self.p10, "p50": self.p50, "p90": self.p90,
+                "runs": self.runs}
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def baseline(rows: Sequence[Mapping[str, float]]) -> dict[str, FeatureStats]:
+    """Per-feature distribution over healthy runs (population standard deviation)."""
+    out: dict[str, FeatureStats] = {}
+    names = sorted({name for row in rows for name in row})
+    for name in names:
+        values = sorted(row[name] for row in rows if name in row)
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        out[name] = FeatureStats(mean, std, _quantile(values, 0.1), _quantile(values, 0.5), _quantile(values, 0.9),
+                                 len(values))
+    return out
+
+
+@dataclass(frozen=True)
+class Divergence:
+    score: float  # mean |z| over the features both sides have
+    outliers: tuple[str, ...]  # features with |z| > OUTLIER_Z, most extreme first
+    z: Mapping[str, float]
+
+
+def divergence(features: Mapping[str, float], reference: Mapping[str, FeatureStats]) -> Divergence | None:
+    """How far one run's features are from the healthy baseline; None when they share no feature."""
+    z = {}
+    for name, stats in reference.items():
+        if name in features and stats.std > 0:
+            z[name] = (features[name] - stats.mean) / stats.std
+    if not z:
+        return None
+    outliers = tuple(sorted((n for n, v in z.items() if abs(v) > OUTLIER_Z), key=lambda n: -abs(z[n])))
+    return Divergence(sum(abs(v) for v in z.values()) / len(z), outliers, z)
+
+
+@dataclass(frozen=True)
+class ProbabilityMap:
+    """Logistic map from features to the probability that a run is bad."""
+
+    features: tuple[str, ...]
+    weights: tuple[float, ...]
+    bias: float
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+
+    def probability(self, values: Mapping[str, float]) -> float | None:
+        """P(bad) for these feature values, or None when one of the map's features is missing."""
+        if any(name not in values for name in self.features):
+            return None
+        return predict_logistic(self.weights, self.bias, self.means, self.scales, [values[n] for n in self.features])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "weights": list(self.weights), "bias": self.bias,
+                "means": list(self.means), "scales": list(self.scales)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "probability") -> "ProbabilityMap":
+        from .._errors import ConfigurationError
+
+        try:
+            features = tuple(str(f) for f in data["features"])
+            arrays = [tuple(float(v) for v in data[key]) for key in ("weights", "means", "scales")]
+            bias = float(data["bias"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{where}: needs features, weights, bias, means and scales ({exc})") from None
+        if any(len(a) != len(features) for a in arrays):
+            raise ConfigurationError(f"{where}: features, weights, means and scales must have the same length")
+        if not all(math.isfinite(v) for a in arrays for v in a) or not math.isfinite(bias):
+            raise ConfigurationError(f"{where}: every number must be finite")
+        if any(s <= 0 for s in arrays[2]):
+            raise ConfigurationError(f"{where}: scales must be > 0")
+        return cls(features, arrays[0], bias, arrays[1], arrays[2])
+
+
+def fit_probability(rows: Sequence[Mapping[str, float]], labels: Sequence[int],
+                    features: Sequence[str] | None = None, l2: float = 1.0) -> ProbabilityMap:
+    """Fit the map on labelled runs, using the features every run has (in ``FEATURES`` order)."""
+    if len(rows) != len(labels):
+        raise ValueError("one label per run is needed")
+    if len(set(labels)) < 2:
+        raise ValueError("labels must include both healthy (0) and bad (1) runs")
+    names = [n for n in (features or FEATURES) if all(n in row for row in rows)]
+    if not names:
+        raise ValueError("no feature is present in every run")
+    weights, bias, means, scales = fit_logistic([[row[n] for n in names] for row in rows], labels, l2=l2)
+    return ProbabilityMap(tuple(names), tuple(weights), bias, tuple(means), tuple(scales))
