@@ -8,6 +8,8 @@ a generation.
 
 from __future__ import annotations
 
+import dataclasses
+
 import enum
 import os
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ ENV_STEP_LOGS = ENV_PREFIX + "STEP_LOGS"
 ENV_LAYER_METRICS = ENV_PREFIX + "LAYER_METRICS"
 ENV_CUDA_GRAPHS = ENV_PREFIX + "CUDA_GRAPHS"
 ENV_STOP_ON = ENV_PREFIX + "STOP_ON"
+ENV_STOP_LOOP_REPEAT = ENV_PREFIX + "STOP_LOOP_REPEAT"
 # Owned by the GenAI conventions (opentelemetry-util-genai); we honour it, never a second switch.
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -119,6 +122,7 @@ class Options:
     cuda_graphs: bool = True
     stop_on: tuple[str, ...] = ()
     high_entropy_run: int = 8
+    stop_loop_repeat: int | None = None
     step_callback: Any = None
     callback_every: int = 1
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -302,6 +306,8 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         options["cuda_graphs"] = parse_bool(*found)
     if (found := pick("stop_on", ENV_STOP_ON)) is not None:
         options["stop_on"] = parse_stop_on(*found)
+    if (found := pick("stop_loop_repeat", ENV_STOP_LOOP_REPEAT)) is not None:
+        options["stop_loop_repeat"] = parse_positive_int(*found)
     if kwargs.get("high_entropy_run") is not None:
         options["high_entropy_run"] = parse_positive_int(kwargs["high_entropy_run"], "high_entropy_run")
     if kwargs.get("callback_every") is not None:
@@ -319,6 +325,10 @@ _FIELD_OF = {"capture_content": "content"}
 
 def parse_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Only the options given in ``kwargs``, parsed and validated like ``instrument()``'s (no environment)."""
+    known = {f.name for f in dataclasses.fields(Options)} - set(_FIELD_OF.values()) - {"extra"} | set(_FIELD_OF)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigurationError(f"unknown option {unknown[0]!r}; options are: {', '.join(sorted(known))}.")
     resolved = resolve_options(kwargs, environ={})
     return {
         _FIELD_OF.get(key, key): getattr(resolved, _FIELD_OF.get(key, key))

@@ -76,6 +76,14 @@ class TestStopOn:
         assert seq.output_tokens == 16
         assert seq.flags.repetition_loop and seq.flags.repetition_onset_step == 4
 
+    def test_stop_loop_repeat_stops_a_long_cycle_on_its_second_saying(self, tiny_llama):
+        cycle = [5, 6, 7, 8, 9, 10]  # period 6: three cycles would take 18 tokens, 6 + 8 takes 14
+        monitor = CoreVitalMonitor(stop_on=("repetition_loop",), stop_loop_repeat=8)
+        out = run(tiny_llama, monitor, logits_processor=LogitsProcessorList([Cycle(cycle, start=2)]))
+        seq = monitor.report.sequences[0]
+        assert (seq.intervention.condition, seq.intervention.step) == ("repetition_loop", 2 + 14 - 1)
+        assert out[0, PROMPT.shape[1]:].tolist()[2:] == cycle * 2 + cycle[:2]
+
     def test_a_non_looping_greedy_output_is_unchanged(self, tiny_llama):
         plain = tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=30, do_sample=False)
         monitor = CoreVitalMonitor(stop_on=("repetition_loop", "nan_or_inf"))
@@ -190,6 +198,8 @@ class TestMonitorApi:
             CoreVitalMonitor(capture="loud")
         with pytest.raises(ConfigurationError, match="intervene_above=2 must be between 0 and 1"):
             CoreVitalMonitor(intervene_above=2)
+        with pytest.raises(ConfigurationError, match="unknown option 'stop_loop_repat'; options are: .*stop_loop_repeat"):
+            CoreVitalMonitor(stop_loop_repat=8)
 
 
 class TestScore:

@@ -286,7 +286,7 @@ def _print(result: dict[str, Any]) -> None:
           f"{s['delay_median']} p90 {s['delay_p90']} tokens; saved {s['tokens_saved']} tokens "
           f"({s['tokens_saved_share']:.0%} of looping output)")
     e = result["stop_on_eager"]
-    print(f"{'stop_on, min_repeat=' + str(EAGER_REPEAT):28} {e['recall']:7.3f} {e['fpr']:7.3f} {'-':>7}  delay median "
+    print(f"{'stop_loop_repeat=' + str(EAGER_REPEAT):28} {e['recall']:7.3f} {e['fpr']:7.3f} {'-':>7}  delay median "
           f"{e['delay_median']} p90 {e['delay_p90']} tokens; saved {e['tokens_saved']} tokens "
           f"({e['tokens_saved_share']:.0%} of looping output); criterion replayed on the ids")
     print(f"{'report flag repetition_loop':28} {f['recall']:7.3f} {f['fpr']:7.3f} {'-':>7}  after the generation")

@@ -10,7 +10,10 @@ Conditions:
 * ``repetition_loop`` - the *tail* of the generated ids repeats with a fixed
   period p (1..32) for at least 3 whole periods and 12 tokens: the real-time
   counterpart of the report's ``repetition_loop`` flag, which looks for such a
-  stretch anywhere once the generation is over;
+  stretch anywhere once the generation is over. With ``stop_loop_repeat=R``
+  a tail that repeats R tokens of its previous period (and 12 in all) is
+  enough: long sentences are stopped on their second saying instead of their
+  third, at the cost of stopping some clauses said twice (see BENCHMARKS.md);
 * ``nan_or_inf`` - the step's next-token distribution is not finite;
 * ``high_entropy`` - ``run`` consecutive steps above ``high_entropy_bits``.
 
@@ -103,6 +106,7 @@ class StopOn:
         step_callback: Callable[[StepView], Any] | None = None,
         callback_every: int = 1,
         beams: bool = False,
+        loop_repeat: int | None = None,
     ) -> None:
         self.session = session
         self.conditions = tuple(conditions)
@@ -110,6 +114,7 @@ class StopOn:
         self.high_entropy_run = high_entropy_run
         self.step_callback = step_callback
         self.callback_every = max(1, callback_every)
+        self.loop_repeat = loop_repeat
         self.beams = beams  # beam rows are candidates, not our per-row statistics: token conditions only
         self.tails: _TailLoops | None = None
         self.run: torch.Tensor | None = None
@@ -145,7 +150,7 @@ class StopOn:
         fired: list[tuple[int, torch.Tensor]] = []
         if "repetition_loop" in self.conditions:
             if self.tails is None:
-                self.tails = _TailLoops(device)
+                self.tails = _TailLoops(device, min_repeat=self.loop_repeat)
             loop = self.tails(input_ids, generated)
             if loop is not None:
                 fired.append((CODES["repetition_loop"], loop))

@@ -800,7 +800,8 @@ class CaptureSession:
         return RecordingProcessorList(processors, self.recorder)
 
     def criteria_for(self, criteria: Any, conditions: tuple[str, ...], high_entropy_bits: float,
-                     high_entropy_run: int, step_callback: Any, callback_every: int) -> Any:
+                     high_entropy_run: int, step_callback: Any, callback_every: int,
+                     loop_repeat: int | None = None) -> Any:
         """``generate``'s stopping criteria, with our on-device ``StopOn`` appended when asked for."""
         if not conditions and step_callback is None:
             return criteria
@@ -808,7 +809,7 @@ class CaptureSession:
             self.unavailable["stop_on"] = "nan_or_inf and high_entropy need the logit capture (capture is off)"
         self.stop_on = _intervene.StopOn(
             self, conditions, high_entropy_bits, high_entropy_run, step_callback, callback_every,
-            beams=self.generation_mode in BEAM_MODES)
+            beams=self.generation_mode in BEAM_MODES, loop_repeat=loop_repeat)
         criteria.append(self.stop_on)
         return criteria
 

@@ -68,7 +68,8 @@ class Wrappers:
         try:
             options = call.options
             return call.session.criteria_for(criteria, options.stop_on, options.high_entropy_bits,
-                                             options.high_entropy_run, options.step_callback, options.callback_every)
+                                             options.high_entropy_run, options.step_callback, options.callback_every,
+                                             options.stop_loop_repeat)
         except Exception as exc:
             warn_once("stop_on", "CoreVital could not add its stopping criterion (stop_on inactive): %r", exc)
             return criteria
