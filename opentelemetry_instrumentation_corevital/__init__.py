@@ -9,7 +9,7 @@ Usage::
 Everything public is importable from here; submodules are internal.
 """
 
-from ._config import CaptureMode, ContentMode
+from ._config import CaptureMode, ContentMode, StepView
 from ._errors import ConfigurationError, CoreVitalError, ModelLoadError, OutputError, ReportValidationError
 from ._monitor import CoreVitalMonitor
 from .instrument import CoreVitalInstrumentor, generation_context
@@ -18,6 +18,7 @@ from .version import __version__
 
 __all__ = [
     "SCHEMA_VERSION",
+    "StepView",
     "CaptureMode",
     "ConfigurationError",
     "ContentMode",

@@ -79,6 +79,18 @@ EXPORTER_NAMES = ("otlp", "otlp-json", "console", "datadog", "prometheus", "ddtr
 DEFAULT_MAX_SPAN_STEPS = 512
 DEFAULT_HIGH_ENTROPY_BITS = 4.0
 DEFAULT_ON_RISK_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What a ``step_callback`` sees about the step that just ended (values per row)."""
+
+    step: int
+    entropy: list[float]  # bits
+    top1_prob: list[float]
+    tokens: list[int]  # the token each row just emitted
+
+
 #: Conditions ``stop_on`` can stop a generation on, checked on the device every step.
 STOP_CONDITIONS = ("repetition_loop", "nan_or_inf", "high_entropy")
 

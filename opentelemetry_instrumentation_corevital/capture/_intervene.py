@@ -25,26 +25,17 @@ on the host, which costs one synchronisation each time it runs (every
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
 from .._config import STOP_CONDITIONS as CONDITIONS
+from .._config import StepView
+
 CODES = {name: i + 1 for i, name in enumerate(CONDITIONS)}
 CALLBACK = "step_callback"
 CODES[CALLBACK] = len(CONDITIONS) + 1
 LN2 = math.log(2.0)
-
-
-@dataclass(frozen=True)
-class StepView:
-    """What a ``step_callback`` sees about the step that just ended (values per row)."""
-
-    step: int
-    entropy: list[float]  # bits
-    top1_prob: list[float]
-    tokens: list[int]  # the token each row just emitted
 
 
 def loop_length(period: int, min_cycles: int, min_tokens: int, min_repeat: int | None) -> int:
