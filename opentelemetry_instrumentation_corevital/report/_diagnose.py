@@ -40,8 +40,9 @@ from ._model import (
     Timeline,
 )
 
-NO_LAYERS = "no per-layer data in this capture (capture='summary' or 'full' with layers captured has it)"
-NO_ATTENTION = "needs attention data: capture='full'"
+NO_LAYERS = "no per-layer data in this report (capture='summary' and 'full' have it)"
+NO_ATTENTION = "no attention data in this report (capture='full' has it)"
+NO_COLLAPSE = "no collapsed-head share in this report (capture='full' has it)"
 NO_TOKENS = "token ids are not in the report (content capture was off when it was built)"
 
 
@@ -62,12 +63,12 @@ def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None,
     state = None
     if layers is None or not layers.hidden_norm:
         flags.unavailable["repetition_loop.hidden"] = NO_LAYERS
-    elif any(b - a != 1 for a, b in zip(layers.steps, layers.steps[1:])) or len(layers.steps) < n:
-        flags.unavailable["repetition_loop.hidden"] = "needs layer data at every step (step_stride 1)"
+    elif any(b - a != 1 for a, b in zip(layers.steps, layers.steps[1:])):
+        flags.unavailable["repetition_loop.hidden"] = "needs layer data at consecutive steps (step_stride 1)"
     else:
-        cos = layers.hidden_cos_prev[-1] if layers.hidden_cos_prev else None
+        cos = _at_steps(layers, layers.hidden_cos_prev[-1], n) if layers.hidden_cos_prev else None
         flags.repetition_hidden_signal = "hidden_norm+hidden_cos_prev" if cos is not None else "hidden_norm"
-        state = layer_sig.hidden_loop(layers.hidden_norm[-1][:n], cos[:n] if cos is not None else None,
+        state = layer_sig.hidden_loop(_at_steps(layers, layers.hidden_norm[-1], n), cos,
                                       window=th.repetition_hidden_window, max_period=th.repetition_max_period,
                                       norm_tolerance=th.repetition_hidden_norm_tolerance,
                                       cos_tolerance=th.repetition_hidden_cos_tolerance)
@@ -186,7 +187,7 @@ def diagnose_sequence(
         flags.attention_collapse_share = collapse.sustained_share
         flags.attention_collapse_peak_share = collapse.peak_share
     else:
-        flags.unavailable["attention_collapse"] = NO_ATTENTION
+        flags.unavailable["attention_collapse"] = NO_COLLAPSE
     seq.flags = flags
 
     # --- risk -------------------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def diagnose_sequence(
             if signal is not None:
                 found.append(signal)
         else:
-            diag.unavailable["attention_bottleneck"] = NO_ATTENTION
+            diag.unavailable["attention_bottleneck"] = NO_COLLAPSE
         warnings = [w for w in (
             trend.entropy_acceleration(entropy, window=th.window, slack_bits=th.entropy_cusum_slack_bits,
                                        threshold_bits=th.entropy_cusum_threshold_bits,
@@ -308,11 +309,11 @@ def _facts(seq: SequenceReport, flags: Flags, diag: Diagnosis, tokens: Sequence[
         except Exception:  # a tokenizer failure must not cost the report
             peak_token = None
     risk = seq.risk
-    mid_step = mid_ratio = None
+    mid_step = mid_ratio = mid_kind = None
     mid_layers: list[int] = []
     if mid is not None and mid.anomalies:
         worst = max(mid.anomalies, key=lambda a: (abs(a.log_ratio), -a.step))
-        mid_step, mid_ratio = worst.step, worst.ratio
+        mid_step, mid_ratio, mid_kind = worst.step, worst.ratio, worst.kind
         by_layer = {a.layer: max(abs(b.log_ratio) for b in mid.anomalies if b.layer == a.layer) for a in mid.anomalies}
         mid_layers = sorted(by_layer, key=lambda layer: (-by_layer[layer], layer))
     nonfinite_layer = next((b.layer for b in blamed if b.reasons[0].code == "nonfinite"), None)
@@ -336,10 +337,12 @@ def _facts(seq: SequenceReport, flags: Flags, diag: Diagnosis, tokens: Sequence[
         loop_tokens="tokens" in flags.repetition_evidence,
         ngram_n=th.ngram_n,
         mid_layers=mid_layers,
-        mid_step=mid_step, mid_ratio=mid_ratio,
+        mid_step=mid_step, mid_ratio=mid_ratio, mid_kind=mid_kind,
         collapse_onset=flags.attention_collapse_onset_step if flags.attention_collapse else None,
         collapse_share=flags.attention_collapse_share if flags.attention_collapse else None,
         findings=findings,
+        fired=flags.fired(),
+        high_entropy_longest_run=flags.high_entropy_longest_run,
         blamed=[(b.layer, b.reasons[0].detail) for b in blamed],
         full_capture=full,
     )

@@ -4,8 +4,9 @@ Reasons, each with a severity in [0, 1] (a layer's severity is the largest of it
 
 * ``nonfinite`` (1.0) — at some step this was the first captured layer whose new-token state was NaN/inf:
   the fault enters the stack at or just before this layer.
-* ``norm_spike`` — the layer's norm left its usual relation to both neighbours by a factor r >= R (the
-  mid-layer anomaly test): severity 1 - 0.5 * ln R / ln r, i.e. 0.5 at the threshold, 0.75 at R squared.
+* ``norm_spike`` — the mid-layer anomaly test found the layer's norm a factor r >= R off both neighbours, or
+  off its own history from this layer to the output: severity 1 - 0.5 * ln R / ln r, i.e. 0.5 at the
+  threshold, 0.75 at R squared.
 * ``attention_collapse`` — on average over the run at least ``collapse_share`` of the layer's heads were
   collapsed: severity = that mean share.
 
@@ -93,8 +94,9 @@ def blame_layers(
             worst_spike[a.layer] = a
     for layer, a in worst_spike.items():
         direction = "above" if a.log_ratio > 0 else "below"
-        add(layer, BlameReason("norm_spike", spike_severity(a.ratio, norm_ratio), a.step, a.ratio,
-                               f"norm {a.ratio:.1f}x {direction} its neighbours at step {a.step}"))
+        detail = (f"norm {a.ratio:.1f}x {direction} both neighbours at step {a.step}" if a.kind == "spike" else
+                  f"norm {a.ratio:.1f}x {direction} its usual level from here to the output at step {a.step}")
+        add(layer, BlameReason("norm_spike", spike_severity(a.ratio, norm_ratio), a.step, a.ratio, detail))
     if collapsed is not None:
         for i, row in enumerate(collapsed):
             values = [v for v in row if v is not None]

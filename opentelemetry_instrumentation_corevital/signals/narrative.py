@@ -46,7 +46,9 @@ class NarrativeFacts:
     peak_step: int | None = None
     peak_token: str | None = None
     high_entropy_steps: int = 0
+    high_entropy_longest_run: int = 0
     high_entropy_bits: float = 4.0
+    fired: Sequence[str] = ()  # flags that fired
     nonfinite_steps: int = 0
     nonfinite_first_step: int | None = None
     nonfinite_layer: int | None = None
@@ -59,6 +61,7 @@ class NarrativeFacts:
     mid_layers: Sequence[int] = ()
     mid_step: int | None = None
     mid_ratio: float | None = None
+    mid_kind: str | None = None  # spike, jump or nonfinite (of the worst anomaly)
     collapse_onset: int | None = None
     collapse_share: float | None = None
     findings: Sequence[Finding] = ()  # compound signals and warnings, already phrased
@@ -75,7 +78,7 @@ def _factor_phrase(f: FactorFact, facts: NarrativeFacts) -> str:
         "surprisal_mean": f"a mean surprisal of {v:.2f} bits per token",
         "ngram_repeat_rate": f"{v:.0%} of its {facts.ngram_n}-grams repeating earlier ones",
         "repetition_share": f"a repetition loop covering {v:.0%} of the output",
-        "mid_layer_norm_ratio": f"an inner layer's norm {v:.1f}x off its neighbours",
+        "mid_layer_norm_ratio": f"an inner layer's norm {v:.1f}x off its usual level",
         "attention_collapse_share": f"{v:.0%} of attention heads collapsed",
     }
     return phrases.get(f.name, f"{f.name} = {v:.3g}")
@@ -127,8 +130,15 @@ def _flag_findings(facts: NarrativeFacts) -> list[Finding]:
         found.append(Finding("repetition_loop", text, 1))
     if facts.mid_layers and facts.mid_ratio is not None:
         more = f" (and {len(facts.mid_layers) - 1} more)" if len(facts.mid_layers) > 1 else ""
-        found.append(Finding("mid_layer_anomaly", f"Layer {facts.mid_layers[0]}{more} left its neighbours' norm by "
-                             f"{facts.mid_ratio:.1f}x at step {facts.mid_step}.", 2))
+        layer = f"Layer {facts.mid_layers[0]}{more}"
+        if facts.mid_kind == "nonfinite":
+            text = f"{layer}'s hidden state became non-finite at step {facts.mid_step}."
+        elif facts.mid_kind == "jump":
+            text = (f"At step {facts.mid_step} the hidden-state norm rose {facts.mid_ratio:.1f}x above its usual level "
+                    f"at {layer.lower()} and stayed there to the last layer.")
+        else:
+            text = f"{layer}'s hidden-state norm jumped {facts.mid_ratio:.1f}x against both neighbours at step {facts.mid_step}."
+        found.append(Finding("mid_layer_anomaly", text, 2))
     if facts.collapse_onset is not None:
         found.append(Finding("attention_collapse", f"From step {facts.collapse_onset}, "
                              f"{facts.collapse_share or 0:.0%} of attention heads collapsed onto single keys.", 3))
@@ -168,8 +178,13 @@ def _recommendation(facts: NarrativeFacts) -> str:
             return "Consider stopping earlier: the trend warnings fired before the end of the output."
         return "Review this output before using it."
     best = max((f.score for f in facts.factors), default=0.0)
-    return (f"No action needed: no flag fired and the highest factor score is {best:.2f} "
-            f"(0.5 is a factor's calibrated midpoint).")
+    if not facts.fired:
+        return (f"No action needed: no flag fired and the highest factor score is {best:.2f} "
+                f"(0.5 is a factor's calibrated midpoint).")
+    if set(facts.fired) == {"high_entropy"}:
+        return (f"No action needed: the {facts.high_entropy_steps} high-entropy steps (longest run "
+                f"{facts.high_entropy_longest_run}) are forks in an otherwise confident answer.")
+    return f"Review the output: {', '.join(facts.fired)} fired although the overall risk is low."
 
 
 def narrative(facts: NarrativeFacts) -> str:
