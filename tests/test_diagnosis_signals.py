@@ -112,6 +112,15 @@ class TestMidLayerAnomaly:
         result = layers.mid_layer_anomalies(norms, [0, 4, 8, 12, 16], list(range(6)), 3.0)
         assert not result.fired and math.exp(result.max_log_ratio) == pytest.approx(2.9)
 
+    def test_jump_fading_with_depth_still_counts_while_it_is_carried(self):
+        norms = smooth_norms(6)
+        for i, factor in zip((2, 3, 4, 5), (8.0, 4.0, 2.0, 1.33)):  # 1.33 >= 3 ** 0.25 = 1.316 at the last layer
+            norms[i][3] *= factor
+        result = layers.mid_layer_anomalies(norms, list(range(6)), list(range(6)), 3.0)
+        assert result.layers == [2] and result.anomalies[0].ratio == pytest.approx(8.0)
+        norms[5][3] *= 1.3 / 1.33  # the last layer keeps less than a quarter of ln 3: not carried to the output
+        assert not layers.mid_layer_anomalies(norms, list(range(6)), list(range(6)), 3.0).fired
+
     def test_band_cancelled_before_the_last_layer_is_healthy(self):
         # Massive activations: written at layer 1, carried through 1-3, gone at the last layer.
         norms = smooth_norms()

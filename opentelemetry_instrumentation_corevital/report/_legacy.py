@@ -210,7 +210,7 @@ def _layers(steps: list[_Obj], seq2seq: bool, prompt_tokens: int, notes: list[st
     have_attention = False
     for index in indices:
         rows: list[list[float | None]] = [[], [], [], [], [], []]
-        for i in kept:
+        for i in range(len(steps)):  # step 0 too, so that every field is checked; it is dropped below
             layer = table[index].get(i)
             hidden = layer.obj("hidden_summary") if layer is not None else None
             attention = layer.obj("attention_summary") if layer is not None else None
@@ -228,6 +228,7 @@ def _layers(steps: list[_Obj], seq2seq: bool, prompt_tokens: int, notes: list[st
             else:
                 rows[4].append(None)
                 rows[5].append(None)
+        rows = [row[1:] for row in rows]
         norm.append(rows[0]), mean.append(rows[1]), max_abs.append(rows[3])
         entropy.append(rows[4]), entropy_min.append(rows[5])
     series.hidden_norm, series.hidden_mean, series.hidden_max_abs = norm, mean, max_abs
