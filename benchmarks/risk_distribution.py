@@ -132,27 +132,30 @@ def prompt_set(name: str) -> list[dict[str, Any]]:
 
 # --- generation --------------------------------------------------------------------------------------------
 
-def generate_reports(runs: list[dict[str, Any]], folder: Path, max_new_tokens: int) -> list[dict[str, Any]]:
+def generate_reports(runs: list[dict[str, Any]], folder: Path, max_new_tokens: int,
+                     model_path: str | None = None) -> list[dict[str, Any]]:
     """Report dicts of every run, generating those not yet saved in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     missing = [r for r in runs if not (folder / f"{r['id']:04d}.json").exists()]
     if missing:
         import torch
 
-        from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, load_smollm2
+        from opentelemetry_instrumentation_corevital.cli import _models
+        from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
 
-        tokenizer, model = load_smollm2()
+        tokenizer, model = _models.load(_models.resolve_model(model_path, None), "cpu",
+                                        _models.resolve_dtype("auto", "cpu"))
         started = time.perf_counter()
         for done, run in enumerate(missing, 1):
-            if run["kind"] == "chat":
-                inputs = tokenizer.apply_chat_template([{"role": "user", "content": run["prompt"]}],
-                                                       add_generation_prompt=True, return_tensors="pt",
-                                                       return_dict=True)
-            else:
-                inputs = tokenizer(run["prompt"], return_tensors="pt")
             torch.manual_seed(run["seed"])
             with TelemetryCapture(capture="full", capture_content=True, step_events=False, step_logs=False,
                                   layer_metrics=False) as tc:
+                if run["kind"] == "chat":  # tokenized while instrumented: content capture can decode tokens
+                    inputs = tokenizer.apply_chat_template([{"role": "user", "content": run["prompt"]}],
+                                                           add_generation_prompt=True, return_tensors="pt",
+                                                           return_dict=True)
+                else:
+                    inputs = tokenizer(run["prompt"], return_tensors="pt")
                 model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                **run["kwargs"])
             (report,) = tc.reports
@@ -237,6 +240,121 @@ def calibrate(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[st
     return result
 
 
+def _group(run: dict[str, Any], row: dict[str, Any]) -> str:
+    if run["loop"]:
+        return "loop prompts"
+    return f"ordinary, {run['decoding']}"
+
+
+def summarize(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The distribution numbers BENCHMARKS.md reports, for the full-capture and the summary-capture scores."""
+    from collections import Counter
+
+    out: dict[str, Any] = {"n": len(rows)}
+    for key in ("risk", "risk_summary"):
+        scores = [r[key] for r in rows]
+        clean = [(r[key], r["forced"]) for r in rows]
+        out[key] = {
+            "exactly_0": sum(s == 0.0 for s in scores),
+            "exactly_1_without_nan": sum(s == 1.0 and not f for s, f in clean),
+            "at_most_0.01": sum(s <= 0.01 for s in scores),
+            "at_least_0.99": sum(s >= 0.99 for s in scores),
+            "forced_by_nan": sum(f for _, f in clean),
+            "min": min(scores), "max": max(scores),
+            "percentiles": {q: percentile(scores, q) for q in (5, 10, 25, 50, 75, 90, 95)},
+            "histogram": [sum(i / 10 <= s < (i + 1) / 10 or (i == 9 and s == 1.0) for s in scores) for i in range(10)],
+            "levels": dict(Counter(("low" if s < 0.3 else "medium" if s < 0.7 else "high") for s in scores)),
+        }
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run, row in zip(runs, rows):
+        groups.setdefault(_group(run, row), []).append(row)
+    out["groups"] = {
+        name: {
+            "n": len(members),
+            "risk_p10_p50_p90": [percentile([r["risk"] for r in members], q) for q in (10, 50, 90)],
+            "flags": dict(Counter(f for r in members for f in r["flags"])),
+            "compound": dict(Counter(c for r in members for c in r["compound"])),
+            "warnings": dict(Counter(w for r in members for w in r["warnings"])),
+            "blamed_runs": sum(bool(r["blamed"]) for r in members),
+        }
+        for name, members in sorted(groups.items())
+    }
+    vectors = [r["fingerprint"] for r in rows if r["fingerprint"]]
+    out["fingerprint_constant_elements"] = [
+        i for i in range(len(vectors[0])) if len({v[i] for v in vectors if v[i] is not None}) <= 1]
+    out["repetition_evidence"] = dict(Counter("+".join(r["evidence"]) for r in rows if r["evidence"]))
+    return out
+
+
+def markdown(summary: dict[str, Any], reports: list[dict[str, Any]]) -> str:
+    """The tables for BENCHMARKS.md."""
+    lines = []
+    for key, label in (("risk", "full capture"), ("risk_summary", "summary capture (the same generations, trimmed)")):
+        d = summary[key]
+        p = d["percentiles"]
+        lines += [
+            f"**{label}** - n = {summary['n']}: exactly 0: {d['exactly_0']}, exactly 1 without NaN/Inf: "
+            f"{d['exactly_1_without_nan']}, <= 0.01: {d['at_most_0.01']}, >= 0.99: {d['at_least_0.99']}; "
+            f"min {d['min']:.3f}, max {d['max']:.3f}; p5 {p[5]:.3f}, p10 {p[10]:.3f}, p25 {p[25]:.3f}, "
+            f"p50 {p[50]:.3f}, p75 {p[75]:.3f}, p90 {p[90]:.3f}, p95 {p[95]:.3f}; levels {d['levels']}",
+            "",
+            "| risk | " + " | ".join(f"{i / 10:.1f}-{(i + 1) / 10:.1f}" for i in range(10)) + " |",
+            "|---|" + "---|" * 10,
+            "| runs | " + " | ".join(str(c) for c in d["histogram"]) + " |",
+            "",
+        ]
+    lines += ["| group | n | risk p10 / p50 / p90 | flags | compound signals | early warnings | runs with blame |",
+              "|---|---|---|---|---|---|---|"]
+    for name, g in summary["groups"].items():
+        def fmt(counts: dict[str, int]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
+        lines.append(f"| {name} | {g['n']} | {' / '.join(f'{v:.2f}' for v in g['risk_p10_p50_p90'])} | "
+                     f"{fmt(g['flags'])} | {fmt(g['compound'])} | {fmt(g['warnings'])} | {g['blamed_runs']} |")
+    lines += ["", f"repetition evidence: {summary['repetition_evidence']}; fingerprint elements constant over the "
+              f"set: {summary['fingerprint_constant_elements'] or 'none'}"]
+    return "\n".join(lines)
+
+
+def typical_ranges(runs: list[dict[str, Any]], reports: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """p10 / p50 / p90 of each signal's per-run mean over the reference runs (for docs/diagnosis.md)."""
+
+    def mean(values: list[Any]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return sum(kept) / len(kept) if kept else None
+
+    per_signal: dict[str, list[float]] = {}
+
+    def add(name: str, value: float | None) -> None:
+        if value is not None:
+            per_signal.setdefault(name, []).append(value)
+
+    for run, report, row in zip(runs, reports, rows):
+        if run["loop"] or run["decoding"] not in ("greedy", "t0.7") or "repetition_loop" in row["flags"]:
+            continue
+        seq = report["sequences"][0]
+        t, layers = seq["timeline"], seq["layers"]
+        for name in ("entropy", "surprisal", "margin", "top1_prob", "topk_mass"):
+            add(f"{name} (run mean)", mean(t[name]))
+        add("entropy (per step)", None)
+        per_signal.setdefault("entropy (per step)", []).extend(v for v in t["entropy"] if v is not None)
+        add("ngram_repeat_rate", row["factors"].get("ngram_repeat_rate"))
+        add("mid_layer_norm_ratio", row["factors"].get("mid_layer_norm_ratio"))
+        count = len(layers["indices"])
+        for label, index in (("first", 0), ("middle", count // 2), ("last", count - 1)):
+            add(f"hidden_norm, {label} layer", mean(layers["hidden_norm"][index]))
+        add("hidden_cos_prev, last layer", mean(layers["hidden_cos_prev"][-1]))
+        add("update_ratio, middle layer", mean(layers["update_ratio"][count // 2]))
+        for name in ("attn_entropy", "attn_sink_mass", "attn_prompt_mass", "attn_collapsed_fraction"):
+            add(f"{name} (mean over layers)", mean([mean(r) for r in layers[name]]))
+        if seq.get("prompt"):
+            add("prompt perplexity", seq["prompt"]["perplexity"])
+    lines = ["| signal | p10 | p50 | p90 |", "|---|---|---|---|"]
+    for name, values in per_signal.items():
+        lines.append(f"| {name} | {percentile(values, 10):.3g} | {percentile(values, 50):.3g} | "
+                     f"{percentile(values, 90):.3g} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--set", choices=("tune", "report"), required=True)
@@ -244,16 +362,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--calibrate", action="store_true", help="print the factor calibration from this set")
-    parser.add_argument("--profile", default=None, help="profile to diagnose with (default: from the model type)")
+    parser.add_argument("--profile", default=None, help="profile to diagnose with (default: from the model)")
+    parser.add_argument("--model", default=None, help="model folder, .gguf file or hub id (default: embedded SmolLM2)")
+    parser.add_argument("--json", type=Path, default=None, help="write per-run scores and the summary here")
+    parser.add_argument("--ranges", action="store_true", help="print typical signal ranges of the reference runs")
     args = parser.parse_args(argv)
     runs = prompt_set(args.set)
     print(f"{len(runs)} generations in set {args.set!r} (python {platform.python_version()})", file=sys.stderr)
-    reports = generate_reports(runs, args.reports / args.set, args.max_new_tokens)
+    reports = generate_reports(runs, args.reports / args.set, args.max_new_tokens, args.model)
     if args.generate_only:
         return 0
     rows = score(reports, args.profile)
     if args.calibrate:
         print(json.dumps(calibrate(runs, rows), indent=2))
+        return 0
+    if args.ranges:
+        print(typical_ranges(runs, reports, rows))
+        return 0
+    summary = summarize(runs, rows)
+    print(markdown(summary, reports))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"summary": summary, "runs": [
+            {**{k: run[k] for k in ("id", "kind", "prompt", "decoding", "seed", "loop")},
+             **{k: row[k] for k in ("risk", "risk_summary", "level", "forced", "flags", "evidence", "compound",
+                                    "warnings", "blamed", "tokens", "contributions")}}
+            for run, row in zip(runs, rows)]}, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
