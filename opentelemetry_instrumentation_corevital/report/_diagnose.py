@@ -290,7 +290,8 @@ def diagnose_sequence(
         diag.fingerprint = Fingerprint(FINGERPRINT_VERSION, vector) if vector is not None else None
 
     # --- narrative --------------------------------------------------------------------------------------
-    diag.narrative = narrative(_facts(seq, flags, diag, tokens, decode, th, blamed, mid))
+    if signals:
+        diag.narrative = narrative(_facts(seq, flags, diag, tokens, decode, th, blamed, mid))
     seq.diagnosis = diag
 
 

@@ -54,6 +54,9 @@ def _nonfinite_reasons(norms: Matrix, nonfinite: Matrix | None, indices: Sequenc
                        steps: Sequence[int]) -> dict[int, BlameReason]:
     """At each step, the first captured layer whose state is non-finite: where the fault enters the stack."""
     found: dict[int, BlameReason] = {}
+    if not any(None in row for row in norms) and (nonfinite is None or not any(
+            v for row in nonfinite for v in row if v is not None)):
+        return found  # the common case, checked at C speed
     width = max((len(row) for row in norms), default=0)
     for j in range(width):
         for i, row in enumerate(norms):

@@ -92,38 +92,44 @@ def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[i
     worst = 0.0
     logs = [[_log(v) for v in row] for row in norms]
     count = len(norms)
+    first = norms[0] if norms else []
     for i in range(1, count - 1):
         lo = [a - b if a is not None and b is not None else None for a, b in zip(logs[i], logs[i - 1])]
         up = [a - b if a is not None and b is not None else None for a, b in zip(logs[i], logs[i + 1])]
         base_lo = _baseline([v for v in lo if v is not None])
         base_up = _baseline([v for v in up if v is not None])
-        for j, step in enumerate(steps):
-            if j >= len(norms[i]):
-                break
-            if norms[i][j] is None and norms[0][j] is not None:
-                found.append(LayerAnomaly(indices[i], step, math.inf, "nonfinite"))
+        for j, (step, x, y) in enumerate(zip(steps, lo, up)):
+            if x is None or y is None:
+                if norms[i][j] is None and j < len(first) and first[j] is not None:
+                    found.append(LayerAnomaly(indices[i], step, math.inf, "nonfinite"))
                 continue
-            if lo[j] is None or up[j] is None:
+            a, b = x - base_lo, y - base_up
+            if a * b <= 0:
                 continue
-            a, b = lo[j] - base_lo, up[j] - base_up
-            deviation = math.copysign(min(abs(a), abs(b)), a) if a * b > 0 else 0.0
-            worst = max(worst, abs(deviation))
-            if abs(deviation) > limit:
-                found.append(LayerAnomaly(indices[i], step, deviation, "spike"))
+            deviation = min(abs(a), abs(b))
+            if deviation > worst:
+                worst = deviation
+            if deviation > limit:
+                found.append(LayerAnomaly(indices[i], step, math.copysign(deviation, a), "spike"))
     if count >= 3:
         history = [[v for v in row if v is not None] for row in logs]
         if all(len(h) >= MIN_BASELINE_STEPS for h in history):
             medians = [statistics.median(h) for h in history]
             carried = limit * CARRIED_SHARE
+            last_row, last_median = logs[-1], medians[-1]
             for j, step in enumerate(steps):
-                dev = [row[j] - medians[i] if j < len(row) and row[j] is not None else None for i, row in enumerate(logs)]
-                last = dev[-1]
-                if last is None or abs(last) < carried:
+                if j >= len(last_row) or last_row[j] is None:
                     continue
+                last = last_row[j] - last_median  # type: ignore[operator]
+                if abs(last) < carried:
+                    continue  # nothing carried to the output at this step (almost every step)
                 entry, size = None, 0.0  # the band: from the last layer down while the deviation holds
                 for i in range(count - 2, 0, -1):
-                    d = dev[i]
-                    if d is None or d * last <= 0 or abs(d) < carried:
+                    value = logs[i][j] if j < len(logs[i]) else None
+                    if value is None:
+                        break
+                    d = value - medians[i]
+                    if d * last <= 0 or abs(d) < carried:
                         break
                     entry, size = i, max(size, abs(d))
                 if entry is None:
@@ -244,10 +250,11 @@ def hidden_loop(norms: Sequence[float | None], cos_prev: Sequence[float | None] 
     """
     best: HiddenLoop | None = None
     best_key: tuple[int, int] | None = None
+    log_norms = [math.log(v) if v is not None and v > 0 else None for v in norms]
     for period in range(1, max_period + 1):
-        if 2 * period + window > len(norms) + period:
+        if period + window > len(norms):
             break
-        norm_means = _window_means(_lag_diffs(norms, period, log=True), window)
+        norm_means = _window_means(_lag_diffs(log_norms, period, log=False), window)
         cos_means = _window_means(_lag_diffs(cos_prev, period, log=False), window) if cos_prev is not None else None
         first = last = None
         score = math.inf

@@ -74,7 +74,7 @@ def _factor_phrase(f: FactorFact, facts: NarrativeFacts) -> str:
     phrases = {
         "entropy_mean": f"a mean entropy of {v:.2f} bits",
         "high_entropy_fraction": f"{v:.0%} of steps above {facts.high_entropy_bits:g} bits",
-        "margin_mean": f"a mean top-1/top-2 margin of only {v:.2f}",
+        "margin_mean": f"a mean top-1/top-2 margin of {v:.2f}",
         "surprisal_mean": f"a mean surprisal of {v:.2f} bits per token",
         "ngram_repeat_rate": f"{v:.0%} of its {facts.ngram_n}-grams repeating earlier ones",
         "repetition_share": f"a repetition loop covering {v:.0%} of the output",
