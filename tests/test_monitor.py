@@ -152,7 +152,13 @@ class TestMonitorApi:
         report = monitor.report
         assert report.capture.mode == "full" and report.sequences[0].layers.attn_entropy is not None
         assert monitor.get_risk_score() == report.summary.risk_score
-        assert monitor.get_health_flags() == {"nan_or_inf": False, "high_entropy": True, "repetition_loop": False}
+        assert monitor.get_health_flags() == {
+            "nan_or_inf": False,
+            "high_entropy": True,
+            "repetition_loop": False,
+            "mid_layer_anomaly": False,
+            "attention_collapse": False,
+        }
         summary = monitor.get_summary()
         assert summary["output_tokens"] == 6 and summary["flags"] == ["high_entropy"]
         assert monitor.should_intervene() is (report.summary.risk_score >= 0.7)

@@ -1,4 +1,4 @@
-"""``corevital`` command line: ``corevital run`` (more subcommands arrive with later releases)."""
+"""``corevital`` command line: ``corevital run`` and ``corevital migrate``."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details, tracebacks included")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    from . import _run
-    from . import _view
+    from . import _migrate, _run, _view
 
     _run.add_parser(subparsers)
     _view.add_parser(subparsers)
+    _migrate.add_parser(subparsers)
     return parser
 
 

@@ -6,7 +6,7 @@ import math
 import textwrap
 from typing import Sequence
 
-from ..report import LayerSeries, Report
+from ..report import LayerSeries, Report, SequenceReport
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -57,6 +57,35 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _factor_lines(seq: SequenceReport) -> list[str]:
+    """One line per risk factor, largest contribution first: value, calibrated score, weight, contribution."""
+    assert seq.risk is not None
+    out = ["          factor                      value   score  weight  contribution"]
+    for f in sorted(seq.risk.factors, key=lambda f: f.contribution, reverse=True):
+        out.append(f"          {f.name:<26} {f.value:>7.3f}  {f.score:>6.3f}  {f.weight:>6.2f}  {f.contribution:>12.3f}")
+    return out
+
+
+def _flag_detail(flag: str, seq: SequenceReport, report: Report) -> str:
+    flags = seq.flags
+    if flag == "high_entropy":
+        return (f"high_entropy ({flags.high_entropy_steps} steps > {report.thresholds.high_entropy_bits:g} bits, "
+                f"longest run {flags.high_entropy_longest_run}, first at step {flags.high_entropy_first_step})")
+    if flag == "repetition_loop":
+        return (f"repetition_loop (from step {flags.repetition_onset_step}, period {flags.repetition_period}, "
+                f"{flags.repetition_share or 0:.0%} of the output; seen in {' and '.join(flags.repetition_evidence)})")
+    if flag == "nan_or_inf":
+        return f"nan_or_inf ({flags.nan_or_inf_steps} steps, first {flags.nan_or_inf_first_step})"
+    if flag == "mid_layer_anomaly":
+        layers = ", ".join(f"L{i}" for i in flags.mid_layer_anomaly_layers)
+        return (f"mid_layer_anomaly ({layers}, norm {flags.mid_layer_anomaly_ratio or 0:.1f}x off its neighbours, "
+                f"first at step {flags.mid_layer_anomaly_first_step})")
+    if flag == "attention_collapse":
+        return (f"attention_collapse (from step {flags.attention_collapse_onset_step}, "
+                f"{flags.attention_collapse_share or 0:.0%} of heads)")
+    return flag
+
+
 def render(report: Report, text: str | None, files: Sequence[str], width: int = 88) -> str:
     req, model = report.request, report.model
     mode = req.generation_mode or ("sample" if req.do_sample else "greedy")
@@ -70,30 +99,33 @@ def render(report: Report, text: str | None, files: Sequence[str], width: int = 
             lines.extend(textwrap.wrap(paragraph, width) or [""])
         lines.append("")
     summary = report.summary
-    if summary.risk_score is not None:
-        seq = report.sequences[summary.riskiest_sequence or 0]
-        factors = ", ".join(f"{f.name} {f.contribution:.2f}" for f in seq.risk.top_factors(3)) if seq.risk else ""
-        lines.append(f"risk      {summary.risk_score:.2f} ({summary.risk_level})   top factors: {factors}")
+    seq = report.sequences[summary.riskiest_sequence or 0] if report.sequences else None
+    profile = f"   profile {report.thresholds.profile}" if report.thresholds.profile else ""
+    if summary.risk_score is not None and seq is not None and seq.risk is not None:
+        lines.append(f"risk      {summary.risk_score:.2f} ({summary.risk_level})"
+                     + (f", forced by {seq.risk.forced_by}" if seq.risk.forced_by else "") + profile)
+        lines.extend(_factor_lines(seq))
     else:
         lines.append(f"risk      not computed (capture {report.capture.mode})")
-    seq = report.sequences[0] if report.sequences else None
     if summary.flags and seq is not None:
-        details = []
-        for flag in summary.flags:
-            if flag == "high_entropy":
-                details.append(
-                    f"high_entropy ({seq.flags.high_entropy_steps} steps > {report.thresholds.high_entropy_bits:g} bits, "
-                    f"longest run {seq.flags.high_entropy_longest_run})"
-                )
-            elif flag == "repetition_loop":
-                details.append(
-                    f"repetition_loop (from step {seq.flags.repetition_onset_step}, period {seq.flags.repetition_period})"
-                )
-            elif flag == "nan_or_inf":
-                details.append(f"nan_or_inf ({seq.flags.nan_or_inf_steps} steps)")
-        lines.append("flags     " + "; ".join(details))
+        lines.append("flags     " + "; ".join(_flag_detail(flag, seq, report) for flag in seq.flags.fired()))
     else:
         lines.append("flags     none")
+    diagnosis = seq.diagnosis if seq is not None else None
+    if diagnosis is not None:
+        if diagnosis.blame:
+            lines.append("blame     " + "; ".join(f"L{b.layer} {b.severity:.2f} ({b.reasons[0].detail})"
+                                               for b in diagnosis.blame))
+        elif seq is not None and seq.layers is not None:
+            lines.append("blame     no layer stands out")
+        signals = [f"{c.name} from step {c.onset_step}" for c in diagnosis.compound]
+        signals += [f"{w.name} from step {w.onset_step} (detected {w.detected_step})" for w in diagnosis.warnings]
+        if signals:
+            lines.append("signals   " + "; ".join(signals))
+        if diagnosis.narrative:
+            wrapped = textwrap.wrap(diagnosis.narrative, width - 10)
+            lines.append("summary   " + (wrapped[0] if wrapped else ""))
+            lines.extend("          " + line for line in wrapped[1:])
     if seq is not None and seq.timeline.entropy:
         agg = seq.aggregates
         entropy = seq.timeline.entropy

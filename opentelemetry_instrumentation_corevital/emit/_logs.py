@@ -14,8 +14,10 @@ from ..report import Report
 from . import _names as n
 
 
-def emit_report(logger: Logger, report: Report, context: Context | None) -> None:
+def emit_report(logger: Logger, report: Report, context: Context | None, timestamp: int | None = None) -> None:
+    """``timestamp`` (ns since the epoch) defaults to now; ``corevital migrate`` passes the original run's time."""
     logger.emit(
+        timestamp=timestamp,
         event_name=n.EVENT_REPORT,
         body=report.to_json(),
         severity_number=SeverityNumber.INFO,

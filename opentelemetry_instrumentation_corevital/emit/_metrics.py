@@ -101,7 +101,8 @@ class Instruments:
         if score is not None and math.isfinite(score):
             self.risk.record(score, base)
         for flag in report.summary.flags:
-            self.flags.add(1, {**base, n.FLAG_ATTRIBUTE: flag})
+            if flag in n.FLAG_NAMES:  # the attribute's value set stays bounded whatever a report holds
+                self.flags.add(1, {**base, n.FLAG_ATTRIBUTE: flag})
         for sequence in report.sequences:
             for value in sequence.timeline.entropy:
                 if value is not None and math.isfinite(value):

@@ -1,9 +1,9 @@
 """Span attributes of a finished generation, from its report.
 
 The SDK keeps at most 128 attributes per span and evicts the *oldest* first,
-so we stay far below that (about 20 GenAI and at most 40 ``corevital.*``
-keys) and write the GenAI keys last: if a user's processor adds many more,
-ours are the last to go. Per-step series become numeric array attributes,
+so we stay far below that (about 20 GenAI and at most about 50 ``corevital.*``
+keys in ``summary``, about 65 with full detail) and write the GenAI keys
+last: if a user's processor adds many more, ours are the last to go. Per-step series become numeric array attributes,
 thinned to at most ``max_span_steps`` values in total with an even stride.
 """
 
@@ -65,6 +65,43 @@ def layer_attributes(report: Report, full: bool) -> dict[str, Any]:
     return attrs
 
 
+def diagnosis_attributes(report: Report) -> dict[str, Any]:
+    """Narrative, blamed layers, compound signals, warnings and fingerprint of the riskiest sequence.
+
+    Blame, compound and warning keys appear only when there is something to say; one reason per blamed layer
+    (its worst), as ``"L12: norm 5.1x above its neighbours at step 30"``.
+    """
+    attrs: dict[str, Any] = {}
+    summary = report.summary
+    if not report.sequences:
+        return attrs
+    seq = report.sequences[summary.riskiest_sequence or 0]
+    diagnosis = seq.diagnosis
+    if diagnosis is None:
+        return attrs
+    if summary.narrative:
+        attrs[n.NARRATIVE] = summary.narrative
+    if diagnosis.blame:
+        attrs[n.BLAME_LAYERS] = [int(b.layer) for b in diagnosis.blame]
+        attrs[n.BLAME_SEVERITIES] = [float(b.severity) for b in diagnosis.blame]
+        attrs[n.BLAME_REASONS] = [f"L{b.layer}: {b.reasons[0].detail}" for b in diagnosis.blame]
+    if diagnosis.compound:
+        attrs[n.COMPOUND] = [c.name for c in diagnosis.compound]
+        attrs[n.COMPOUND_ONSET_STEPS] = [int(c.onset_step) for c in diagnosis.compound]
+    if diagnosis.warnings:
+        attrs[n.WARNINGS] = [w.name for w in diagnosis.warnings]
+        attrs[n.WARNING_ONSET_STEPS] = [int(w.onset_step) for w in diagnosis.warnings]
+    if diagnosis.fingerprint is not None:
+        attrs[n.FINGERPRINT] = [_num(v) for v in diagnosis.fingerprint.vector]
+        attrs[n.FINGERPRINT_VERSION] = int(diagnosis.fingerprint.version)
+    flags = seq.flags
+    if flags.mid_layer_anomaly:
+        attrs[n.MID_LAYER_ANOMALY_LAYERS] = list(flags.mid_layer_anomaly_layers)
+    if flags.attention_collapse and flags.attention_collapse_onset_step is not None:
+        attrs[n.ATTENTION_COLLAPSE_ONSET_STEP] = int(flags.attention_collapse_onset_step)
+    return attrs
+
+
 def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
     attrs: dict[str, Any] = {
         n.SCHEMA_VERSION: report.schema_version,
@@ -99,6 +136,11 @@ def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
             ranked = sorted(riskiest.factors, key=lambda f: f.contribution, reverse=True)
             attrs[n.RISK_FACTORS] = [f.name for f in ranked]
             attrs[n.RISK_FACTOR_CONTRIBUTIONS] = [float(f.contribution) for f in ranked]
+            attrs[n.RISK_FACTOR_VALUES] = [float(f.value) for f in ranked]
+            attrs[n.RISK_FACTOR_WEIGHTS] = [float(f.weight) for f in ranked]
+    if report.thresholds.profile:
+        attrs[n.PROFILE] = report.thresholds.profile
+    attrs.update(diagnosis_attributes(report))
     attrs[n.FLAGS] = list(summary.flags)
     for flag in n.FLAG_NAMES:
         attrs[n.FLAG_PREFIX + flag] = flag in summary.flags

@@ -1,6 +1,7 @@
 """The versioned report of one generation, its builder and its JSON Schema."""
 
-from ._build import BuildInput, LayerData, build_report, sequence_length, trim_to_summary
+from ._build import BuildInput, LayerData, build_report, finish_summary, sequence_length, trim_to_summary
+from ._diagnose import diagnose_report, diagnose_sequence
 from ._model import (
     SCHEMA_VERSION,
     Aggregates,
@@ -49,6 +50,9 @@ __all__ = [
     "Timings",
     "Usage",
     "build_report",
+    "diagnose_report",
+    "diagnose_sequence",
+    "finish_summary",
     "report_schema",
     "sequence_length",
     "trim_to_summary",

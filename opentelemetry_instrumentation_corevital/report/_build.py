@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import signals as sig
-from ..signals.repetition import DEFAULT_MAX_PERIOD, DEFAULT_MIN_CYCLES, DEFAULT_MIN_TOKENS
+from .._config import DEFAULT_HIGH_ENTROPY_BITS
+from ..signals.profiles import Profile, resolve_profile
 from ..version import __version__
+from ._diagnose import diagnose_sequence, summarize, thresholds_of
 from ._model import (
     SCHEMA_VERSION,
     Aggregates,
@@ -22,16 +24,12 @@ from ._model import (
     Intervention,
     LayerSeries,
     PromptTelemetry,
-    Flags,
     ModelInfo,
     Producer,
     Report,
     RequestInfo,
-    RiskFactor,
-    RiskInfo,
     SequenceReport,
     Summary,
-    Thresholds,
     Timeline,
     Timings,
     Usage,
@@ -85,7 +83,10 @@ class BuildInput:
     signals_captured: bool = False
     unavailable: dict[str, str] = field(default_factory=dict)
     capture_error: str | None = None
-    high_entropy_bits: float = 4.0
+    high_entropy_bits: float | None = None  # the user's value; None = the model profile's
+    profile: str | Profile | None = None  # a shipped profile name, a profile file path, or None: from model_type
+    thresholds: dict[str, float] | None = None  # single thresholds overriding the profile's
+    factors: dict[str, Any] | None = None  # risk factors overriding the profile's ({name: {midpoint, scale, weight}})
     trace_id: str | None = None
     span_id: str | None = None
     content: bool = False
@@ -230,55 +231,6 @@ def _timeline(series: dict[str, list[float | None]], n: int) -> Timeline:
     )
 
 
-def _flags(timeline: Timeline, tokens: Sequence[int], high_entropy_bits: float, signals: bool,
-           layers: LayerSeries | None = None) -> Flags:
-    flags = Flags()
-    loop = sig.find_repetition_loop(tokens)
-    if loop is not None:
-        flags.repetition_loop = True
-        flags.repetition_onset_step = loop.onset_step
-        flags.repetition_period = loop.period
-        flags.repetition_share = loop.share
-    if signals:
-        bad = sig.nan_or_inf(timeline.entropy, timeline.top1_prob)
-        flags.nan_or_inf, flags.nan_or_inf_steps, flags.nan_or_inf_first_step = bad.fired, bad.count, bad.first_step
-        if layers is not None and layers.hidden_norm:
-            # A layer whose new-token state is NaN/inf at a step is non-finite too (its norm is).
-            layer_bad = sorted({layers.steps[j] for row in layers.hidden_norm for j, v in enumerate(row) if v is None})
-            if layer_bad:
-                steps = set(layer_bad)
-                if bad.first_step is not None:
-                    steps.update(s for s, v in enumerate(timeline.entropy) if v is None)
-                flags.nan_or_inf = True
-                flags.nan_or_inf_steps = len(steps)
-                flags.nan_or_inf_first_step = min(steps)
-        high = sig.high_entropy_steps(timeline.entropy, high_entropy_bits)
-        flags.high_entropy = high.fired
-        flags.high_entropy_steps = high.count
-        flags.high_entropy_longest_run = high.longest_run
-        flags.high_entropy_first_step = high.first_step
-    return flags
-
-
-def _risk(timeline: Timeline, aggregates: Aggregates, flags: Flags, n: int) -> RiskInfo:
-    signals = {
-        "entropy_mean": aggregates.entropy_mean,
-        "high_entropy_fraction": (flags.high_entropy_steps / n) if n else None,
-        "margin_mean": aggregates.margin_mean,
-        "surprisal_mean": aggregates.surprisal_mean,
-        "repetition_share": flags.repetition_share if flags.repetition_loop else 0.0,
-    }
-    risk = sig.risk_score(signals, nonfinite=flags.nan_or_inf)
-    return RiskInfo(
-        score=risk.score,
-        level=risk.level,
-        forced_by=risk.forced_by,
-        factors=[
-            RiskFactor(f.name, f.value, f.score, f.weight, f.contribution, f.description) for f in risk.factors
-        ],
-    )
-
-
 def build_report(data: BuildInput) -> Report:
     req = data.request
     eos_ids = req.get("eos_token_ids") or []
@@ -286,6 +238,13 @@ def build_report(data: BuildInput) -> Report:
     max_new = req.get("max_new_tokens")
     rows = len(data.sequences)
     per_input = max(1, rows // max(1, len(data.input_lengths))) if data.input_lengths else 1
+    overrides = dict(data.thresholds or {})
+    # instrument() passes its high_entropy_bits option, which defaults to 4.0 and cannot yet say whether the user
+    # set it; until it passes None when unset, 4.0 means "the profile's value".
+    if data.high_entropy_bits is not None and data.high_entropy_bits != DEFAULT_HIGH_ENTROPY_BITS:
+        overrides.setdefault("high_entropy_bits", data.high_entropy_bits)
+    profile = resolve_profile(data.model.get("model_type"), data.profile, overrides, data.factors,
+                              model_name=data.model.get("name"))
 
     sequences: list[SequenceReport] = []
     for row, full in enumerate(data.sequences):
@@ -328,7 +287,6 @@ def build_report(data: BuildInput) -> Report:
             input_row = row // per_input
             prompt = _prompt_telemetry(layer_data, prefill_row, input_row)
             encoder = _encoder_summary(layer_data, input_row)
-        flags = _flags(timeline, tokens, data.high_entropy_bits, signals, layers)
         seq = SequenceReport(
             index=row,
             prompt_tokens=prompt_tokens,
@@ -336,13 +294,13 @@ def build_report(data: BuildInput) -> Report:
             finish_reason=reason,
             timeline=timeline,
             aggregates=aggregates,
-            flags=flags,
-            risk=_risk(timeline, aggregates, flags, n) if signals else None,
             layers=layers,
             prompt=prompt,
             encoder=encoder,
             intervention=intervention,
         )
+        diagnose_sequence(seq, profile, tokens=tokens, signals=signals,
+                          decode=data.decode if data.content else None)
         if data.content:
             seq.token_ids = list(tokens)
             if data.decode is not None:
@@ -351,7 +309,7 @@ def build_report(data: BuildInput) -> Report:
                 seq.input_text = data.input_texts[row // per_input]
         sequences.append(seq)
 
-    summary = _summary(sequences)
+    summary = finish_summary(sequences)
     step_ends = list(data.step_end_s)
     ttft = step_ends[0] if step_ends else None
     tpot = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) if len(step_ends) > 1 else None
@@ -411,12 +369,7 @@ def build_report(data: BuildInput) -> Report:
             time_per_output_token_s=tpot,
             step_end_s=step_ends,
         ),
-        thresholds=Thresholds(
-            high_entropy_bits=data.high_entropy_bits,
-            repetition_min_cycles=DEFAULT_MIN_CYCLES,
-            repetition_min_tokens=DEFAULT_MIN_TOKENS,
-            repetition_max_period=DEFAULT_MAX_PERIOD,
-        ),
+        thresholds=thresholds_of(profile),
         summary=summary,
         sequences=sequences,
         trace_id=data.trace_id,
@@ -425,7 +378,8 @@ def build_report(data: BuildInput) -> Report:
     )
 
 
-def _summary(sequences: list[SequenceReport]) -> Summary:
+def finish_summary(sequences: list[SequenceReport]) -> Summary:
+    """The summary of diagnosed sequences: worst risk, union of flags, pooled aggregates, riskiest narrative."""
     summary = Summary()
     fired: list[str] = []
     for seq in sequences:
@@ -444,6 +398,7 @@ def _summary(sequences: list[SequenceReport]) -> Summary:
         for name in ("entropy", "perplexity", "surprisal", "top1_prob", "margin", "topk_mass"):
             getattr(pooled, name).extend(getattr(seq.timeline, name))
     summary.aggregates = _aggregates(pooled)
+    summarize(sequences, summary)
     return summary
 
 

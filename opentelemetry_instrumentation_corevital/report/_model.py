@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, get_args, get_origin, get_type_hints
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 SCHEMA_MAJOR = 1
 
 
@@ -55,7 +55,7 @@ class RequestInfo:
 @dataclass
 class CaptureInfo:
     mode: str
-    distribution: str = "raw_logits"  # what the logit signals describe
+    distribution: str = "raw_logits"  # what the logit signals describe ("processed_scores": migrated CoreVital 0.x)
     top_k: int = 10
     signals: list[str] = field(default_factory=list)  # signal groups present in this report
     unavailable: dict[str, str] = field(default_factory=dict)  # signal group -> why not
@@ -106,6 +106,10 @@ class Aggregates:
     topk_mass_mean: float | None = None
 
 
+#: Flag names in the order they are listed (most severe first).
+FLAG_ORDER = ("nan_or_inf", "repetition_loop", "mid_layer_anomaly", "attention_collapse", "high_entropy")
+
+
 @dataclass
 class Flags:
     nan_or_inf: bool = False
@@ -119,9 +123,21 @@ class Flags:
     repetition_onset_step: int | None = None
     repetition_period: int | None = None
     repetition_share: float | None = None
+    repetition_evidence: list[str] = field(default_factory=list)  # "tokens", "hidden": what showed the loop
+    repetition_hidden_recurrence: float | None = None  # mean |x(t) - x(t - period)| of the last layer in the loop
+    repetition_hidden_signal: str | None = None  # "hidden_cos_prev" (full) or "hidden_norm" (summary)
+    mid_layer_anomaly: bool = False
+    mid_layer_anomaly_layers: list[int] = field(default_factory=list)
+    mid_layer_anomaly_first_step: int | None = None
+    mid_layer_anomaly_ratio: float | None = None  # largest norm ratio against both neighbours (fired or not)
+    attention_collapse: bool = False
+    attention_collapse_onset_step: int | None = None
+    attention_collapse_share: float | None = None  # highest collapsed-head share held for the required steps
+    attention_collapse_peak_share: float | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # flag or part of one -> why it could not be checked
 
     def fired(self) -> list[str]:
-        return [name for name in ("nan_or_inf", "repetition_loop", "high_entropy") if getattr(self, name)]
+        return [name for name in FLAG_ORDER if getattr(self, name)]
 
 
 @dataclass
@@ -132,6 +148,8 @@ class RiskFactor:
     weight: float
     contribution: float
     description: str = ""
+    midpoint: float | None = None  # the calibrated logistic's centre: score 0.5
+    scale: float | None = None
 
 
 @dataclass
@@ -202,6 +220,59 @@ class Intervention:
 
 
 @dataclass
+class CompoundSignalInfo:
+    name: str  # confident_repetition, context_loss, degeneration, attention_bottleneck
+    onset_step: int
+    severity: float
+    evidence: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EarlyWarningInfo:
+    name: str  # entropy_acceleration, margin_collapse
+    onset_step: int
+    detected_step: int
+    value: float
+    severity: float
+
+
+@dataclass
+class BlameReasonInfo:
+    code: str  # nonfinite, norm_spike, update_spike, attention_collapse
+    severity: float
+    value: float | None  # null for an infinite ratio (non-finite state)
+    detail: str
+    step: int | None = None
+
+
+@dataclass
+class LayerBlameInfo:
+    layer: int
+    severity: float
+    reasons: list[BlameReasonInfo] = field(default_factory=list)
+
+
+@dataclass
+class Fingerprint:
+    version: int
+    vector: list[float | None] = field(default_factory=list)  # see signals.fingerprint.FINGERPRINT_FIELDS
+
+
+@dataclass
+class Diagnosis:
+    """What the run's own values say went wrong, where, and what to do (schema 1.2)."""
+
+    narrative: str = ""
+    compound: list[CompoundSignalInfo] = field(default_factory=list)
+    warnings: list[EarlyWarningInfo] = field(default_factory=list)
+    blame: list[LayerBlameInfo] = field(default_factory=list)
+    fingerprint: Fingerprint | None = None
+    ngram_repeat_rate: float | None = None  # seq-rep-n of the output (kept for re-diagnosis without token ids)
+    distinct_token_ratio: float | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)  # signal -> why this run could not have it
+
+
+@dataclass
 class SequenceReport:
     index: int
     prompt_tokens: int
@@ -211,6 +282,7 @@ class SequenceReport:
     aggregates: Aggregates = field(default_factory=Aggregates)
     flags: Flags = field(default_factory=Flags)
     risk: RiskInfo | None = None
+    diagnosis: Diagnosis | None = None
     layers: LayerSeries | None = None
     prompt: PromptTelemetry | None = None
     encoder: EncoderSummary | None = None
@@ -229,14 +301,47 @@ class Summary:
     flags: list[str] = field(default_factory=list)
     aggregates: Aggregates = field(default_factory=Aggregates)
     riskiest_sequence: int | None = None
+    narrative: str | None = None  # the riskiest sequence's
+    blamed_layers: list[int] = field(default_factory=list)  # the riskiest sequence's, worst first
+    compound: list[str] = field(default_factory=list)  # compound signals on any sequence
+    warnings: list[str] = field(default_factory=list)  # early warnings on any sequence
 
 
 @dataclass
 class Thresholds:
+    """The thresholds this report was diagnosed with: the model profile's, with the user's overrides."""
+
     high_entropy_bits: float
     repetition_min_cycles: int
     repetition_min_tokens: int
     repetition_max_period: int
+    profile: str | None = None
+    overridden: list[str] = field(default_factory=list)
+    high_entropy_min_run: int | None = None
+    repetition_hidden_window: int | None = None
+    repetition_hidden_cos_tolerance: float | None = None
+    repetition_hidden_norm_tolerance: float | None = None
+    ngram_n: int | None = None
+    mid_layer_norm_ratio: float | None = None
+    attention_collapse_share: float | None = None
+    attention_collapse_min_steps: int | None = None
+    window: int | None = None
+    confident_repetition_entropy_bits: float | None = None
+    confident_repetition_copied_share: float | None = None
+    context_loss_ratio: float | None = None
+    context_loss_entropy_rise_bits: float | None = None
+    degeneration_entropy_slope: float | None = None
+    degeneration_margin_slope: float | None = None
+    degeneration_surprisal_slope: float | None = None
+    entropy_reference_bits: float | None = None
+    entropy_cusum_slack_bits: float | None = None
+    entropy_cusum_threshold_bits: float | None = None
+    margin_reference: float | None = None
+    margin_cusum_slack: float | None = None
+    margin_cusum_threshold: float | None = None
+    blame_min_severity: float | None = None
+    blame_max_layers: int | None = None
+    blame_collapse_share: float | None = None
 
 
 @dataclass
@@ -248,6 +353,19 @@ class PerfInfo:
     plain_s: float  # median wall time of plain generate()
     instrumented_s: float  # median wall time of the instrumented generate(), report and export included
     ratio: float  # instrumented_s / plain_s
+
+
+@dataclass
+class Origin:
+    """A report converted by ``corevital migrate``: the source and the source's own verdicts, kept for comparison."""
+
+    producer: str  # "CoreVital"
+    schema_version: str  # the source's, e.g. "0.4.0"
+    trace_id: str | None = None  # the source's (a UUID)
+    risk_score: float | None = None
+    health_flags: dict[str, Any] = field(default_factory=dict)
+    narrative: str | None = None
+    notes: list[str] = field(default_factory=list)  # how source fields were mapped, and what could not be
 
 
 @dataclass
@@ -274,6 +392,7 @@ class Report:
     span_id: str | None = None
     input_messages: Any = None  # content capture only, GenAI message format
     perf: PerfInfo | None = None
+    origin: Origin | None = None  # set by `corevital migrate`: what the report was converted from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,7 +1,12 @@
 """Pure functions from per-step summaries to signals, flags and risk.
 
 Nothing here touches torch or OpenTelemetry: every function takes plain numbers
-and is unit-tested against hand-computed values.
+and is unit-tested against hand-computed values. One module per idea:
+``logits``, ``aggregate``, ``flags`` (high entropy, non-finite), ``repetition``
+(token loops, n-gram repetition), ``layers`` (mid-layer anomaly, attention
+collapse, hidden-state recurrence), ``risk``, ``profiles`` (per-family
+thresholds shipped as data), ``compound``, ``trend`` (early warnings),
+``blame``, ``fingerprint`` and ``narrative``.
 """
 
 from .aggregate import count_nonfinite, maximum, mean, minimum, percentile
@@ -17,10 +22,10 @@ from .logits import (
     top_k_mass,
 )
 from .repetition import RepetitionLoop, find_repetition_loop
-from .risk import DEFAULT_FACTORS, Factor, FactorSpec, Risk, combine, risk_level, risk_score
+from .repetition import copied_steps, ngram_repeat_rate
+from .risk import Factor, FactorSpec, Risk, combine, risk_level, risk_score
 
 __all__ = [
-    "DEFAULT_FACTORS",
     "Factor",
     "FactorSpec",
     "HighEntropy",
@@ -29,6 +34,7 @@ __all__ = [
     "Risk",
     "TOP_K",
     "combine",
+    "copied_steps",
     "count_nonfinite",
     "entropy_bits",
     "find_repetition_loop",
@@ -37,6 +43,7 @@ __all__ = [
     "mean",
     "minimum",
     "nan_or_inf",
+    "ngram_repeat_rate",
     "percentile",
     "perplexity",
     "risk_level",

@@ -57,3 +57,28 @@ def find_repetition_loop(
                     best = RepetitionLoop(onset, period, span, span / n)
             run = 0
     return best
+
+
+def ngram_repeat_rate(tokens: Sequence[int], n: int = 4) -> float | None:
+    """Share of the output's n-grams that repeat an earlier one: Welleck et al.'s seq-rep-n, 1 - unique/total.
+
+    0 for text that never repeats an n-gram, close to 1 for a loop. Unlike the
+    periodic-loop test it also sees loops with small variations ("1. I like
+    cats. 2. I like cats. ..."). ``None`` when the output has fewer than ``n`` tokens.
+    """
+    total = len(tokens) - n + 1
+    if total <= 0:
+        return None
+    unique = len({tuple(tokens[i : i + n]) for i in range(total)})
+    return 1.0 - unique / total
+
+
+def copied_steps(tokens: Sequence[int], n: int = 4) -> list[bool]:
+    """Per step, whether the n-gram ending at that step already ended at an earlier step (the model copies itself)."""
+    seen: set[tuple[int, ...]] = set()
+    copied = [False] * len(tokens)
+    for i in range(n - 1, len(tokens)):
+        gram = tuple(tokens[i - n + 1 : i + 1])
+        copied[i] = gram in seen
+        seen.add(gram)
+    return copied

@@ -13,9 +13,9 @@ non-finite value in the logits forces 1.0. This replaces the original
 CoreVital's "max of ceilings plus additive bumps", which saturated at 1.0 for
 most runs of two of its four models.
 
-Midpoints and scales are per model family (see ``profiles``); these defaults
-fit small instruction-tuned Llama-family models on their raw next-token
-distribution.
+Midpoints, scales and weights are data: each model profile
+(``profiles/*.json``, loaded by :mod:`.profiles`) carries its factor table;
+see docs/diagnosis.md for how the shipped ones were calibrated.
 """
 
 from __future__ import annotations
@@ -73,25 +73,6 @@ class Risk:
         return sorted(self.factors, key=lambda f: f.contribution, reverse=True)[:n]
 
 
-#: Default factor table for the signals every ``summary`` capture has.
-DEFAULT_FACTORS: Mapping[str, FactorSpec] = {
-    "entropy_mean": FactorSpec(
-        2.5, 0.5, 0.45, description="mean next-token entropy (bits): the model was unsure throughout"
-    ),
-    "high_entropy_fraction": FactorSpec(
-        0.25, 0.07, 0.35, description="share of steps above the high-entropy threshold"
-    ),
-    "margin_mean": FactorSpec(
-        0.25, 0.07, 0.3, higher_is_riskier=False, description="mean top-1 minus top-2 probability: close calls"
-    ),
-    "surprisal_mean": FactorSpec(
-        3.0, 0.6, 0.3, description="mean surprisal of the emitted tokens (bits): unlikely picks"
-    ),
-    "repetition_share": FactorSpec(
-        0.15, 0.04, 0.9, description="share of the output inside a repetition loop"
-    ),
-}
-
 LEVEL_MEDIUM = 0.3
 LEVEL_HIGH = 0.7
 
@@ -116,13 +97,18 @@ def risk_score(
     signals: Mapping[str, float | None],
     *,
     nonfinite: bool = False,
-    specs: Mapping[str, FactorSpec] = DEFAULT_FACTORS,
+    specs: Mapping[str, FactorSpec] | None = None,
 ) -> Risk:
     """Score one sequence from its signal values.
 
     ``signals`` maps factor names to values; missing or ``None`` values are
     skipped (the factor is unavailable, not zero). ``nonfinite`` forces 1.0.
+    ``specs`` defaults to the ``default`` profile's factor table.
     """
+    if specs is None:
+        from .profiles import load_profile
+
+        specs = load_profile("default").factors
     factors = []
     for name, spec in specs.items():
         value = signals.get(name)

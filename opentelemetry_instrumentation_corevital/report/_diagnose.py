@@ -1,0 +1,417 @@
+"""Diagnosis of one sequence: flags, risk, compound signals, early warnings, layer blame, fingerprint, narrative.
+
+A pure function of what the report already holds (timeline, per-layer
+matrices, token ids) and a model profile, so it runs the same way inside
+``build_report``, on a report converted by ``corevital migrate``, or again on
+a stored report with other thresholds (:func:`diagnose_report`). Each part
+uses whatever the capture has; what it could not check is named in
+``flags.unavailable`` / ``diagnosis.unavailable`` with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+from .. import signals as sig
+from ..signals import blame as blame_mod
+from ..signals import compound as compound_mod
+from ..signals import layers as layer_sig
+from ..signals import trend
+from ..signals.fingerprint import FINGERPRINT_VERSION, fingerprint
+from ..signals.narrative import FactorFact, Finding, NarrativeFacts, narrative
+from ..signals.profiles import Profile, resolve_profile
+from ..signals.repetition import copied_steps, ngram_repeat_rate
+from ._model import (
+    BlameReasonInfo,
+    CompoundSignalInfo,
+    Diagnosis,
+    EarlyWarningInfo,
+    Fingerprint,
+    Flags,
+    LayerBlameInfo,
+    LayerSeries,
+    Report,
+    RiskFactor,
+    RiskInfo,
+    SequenceReport,
+    Summary,
+    Thresholds,
+    Timeline,
+)
+
+NO_LAYERS = "no per-layer data in this report (capture='summary' and 'full' have it)"
+NO_ATTENTION = "no attention data in this report (capture='full' has it)"
+NO_COLLAPSE = "no collapsed-head share in this report (capture='full' has it)"
+NO_TOKENS = "token ids are not in the report (content capture was off when it was built)"
+
+
+def _at_steps(layers: LayerSeries, row: Sequence[float | None], n: int) -> list[float | None]:
+    """A layer row as a per-generation-step list (None at steps without layer data)."""
+    out: list[float | None] = [None] * n
+    for step, value in zip(layers.steps, row):
+        if step < n:
+            out[step] = value
+    return out
+
+
+def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None, th: Any) -> None:
+    """Token loop (periodic ids) and hidden-state loop (the last layer's state repeating); either fires the flag."""
+    n = len(tokens)
+    loop = sig.find_repetition_loop(tokens, min_cycles=th.repetition_min_cycles, min_tokens=th.repetition_min_tokens,
+                                    max_period=th.repetition_max_period)
+    state = None
+    if layers is None or not layers.hidden_norm:
+        flags.unavailable["repetition_loop.hidden"] = NO_LAYERS
+    elif any(b - a != 1 for a, b in zip(layers.steps, layers.steps[1:])):
+        flags.unavailable["repetition_loop.hidden"] = "needs layer data at consecutive steps (step_stride 1)"
+    else:
+        cos = _at_steps(layers, layers.hidden_cos_prev[-1], n) if layers.hidden_cos_prev else None
+        flags.repetition_hidden_signal = "hidden_norm+hidden_cos_prev" if cos is not None else "hidden_norm"
+        state = layer_sig.hidden_loop(_at_steps(layers, layers.hidden_norm[-1], n), cos,
+                                      window=th.repetition_hidden_window, max_period=th.repetition_max_period,
+                                      norm_tolerance=th.repetition_hidden_norm_tolerance,
+                                      cos_tolerance=th.repetition_hidden_cos_tolerance)
+    if loop is None and state is None:
+        return
+    flags.repetition_loop = True
+    flags.repetition_evidence = (["tokens"] if loop else []) + (["hidden"] if state else [])
+    if state is not None:
+        flags.repetition_hidden_recurrence = state.recurrence
+    if loop is not None:
+        flags.repetition_onset_step, flags.repetition_period, flags.repetition_share = (
+            loop.onset_step, loop.period, loop.share)
+        if state is not None:
+            flags.repetition_onset_step = min(loop.onset_step, state.onset_step)
+    else:
+        assert state is not None
+        flags.repetition_onset_step, flags.repetition_period = state.onset_step, state.period
+        flags.repetition_share = (state.end_step + 1 - state.onset_step) / n if n else None
+
+
+def _nonfinite(flags: Flags, timeline: Timeline, layers: LayerSeries | None) -> None:
+    bad = sig.nan_or_inf(timeline.entropy, timeline.top1_prob)
+    flags.nan_or_inf, flags.nan_or_inf_steps, flags.nan_or_inf_first_step = bad.fired, bad.count, bad.first_step
+    if layers is not None and layers.hidden_norm:
+        # A layer whose new-token state is NaN/inf at a step is non-finite too (its norm is).
+        layer_bad = sorted({layers.steps[j] for row in layers.hidden_norm for j, v in enumerate(row) if v is None})
+        if layer_bad:
+            steps = set(layer_bad)
+            if bad.first_step is not None:
+                steps.update(s for s, v in enumerate(timeline.entropy) if v is None)
+            flags.nan_or_inf = True
+            flags.nan_or_inf_steps = len(steps)
+            flags.nan_or_inf_first_step = min(steps)
+
+
+def _prompt_share(layers: LayerSeries, n: int) -> list[float | None] | None:
+    """Per step, attention on prompt keys as a share of the non-sink attention, mean over captured layers."""
+    if layers.attn_prompt_mass is None or layers.attn_sink_mass is None:
+        return None
+    per_step: list[float | None] = []
+    for j in range(len(layers.steps)):
+        shares = []
+        for prompt_row, sink_row in zip(layers.attn_prompt_mass, layers.attn_sink_mass):
+            p, s = prompt_row[j], sink_row[j]
+            if p is not None and s is not None and s < 0.999:
+                shares.append(max(0.0, p - s) / (1.0 - s))
+        per_step.append(sum(shares) / len(shares) if shares else None)
+    return _at_steps(layers, per_step, n)
+
+
+def diagnose_sequence(
+    seq: SequenceReport,
+    profile: Profile,
+    *,
+    tokens: Sequence[int] | None,
+    signals: bool,
+    decode: Callable[[list[int]], str] | None = None,
+) -> None:
+    """Fill ``seq.flags``, ``seq.risk`` and ``seq.diagnosis`` in place.
+
+    ``tokens`` are the generated ids (the builder always has them; a stored report only with content capture —
+    without them the token-based results already in the report are kept). ``signals``: the logit signals were
+    captured (no risk otherwise).
+    """
+    th = profile.thresholds
+    timeline, layers = seq.timeline, seq.layers
+    n = seq.output_tokens if tokens is None else len(tokens)
+    steps = len(timeline.entropy)
+    previous_flags, previous = seq.flags, seq.diagnosis
+    flags = Flags()
+    diag = Diagnosis()
+
+    # --- token-based: repetition, n-gram rate -----------------------------------------------------------
+    if tokens is not None:
+        _repetition(flags, tokens, layers, th)
+        diag.ngram_repeat_rate = ngram_repeat_rate(tokens, th.ngram_n)
+        diag.distinct_token_ratio = len(set(tokens)) / len(tokens) if tokens else None
+        copied = copied_steps(tokens, th.ngram_n)
+    else:
+        for name in ("repetition_loop", "repetition_onset_step", "repetition_period", "repetition_share",
+                     "repetition_evidence", "repetition_hidden_recurrence", "repetition_hidden_signal"):
+            setattr(flags, name, getattr(previous_flags, name))
+        if previous is not None:
+            diag.ngram_repeat_rate, diag.distinct_token_ratio = previous.ngram_repeat_rate, previous.distinct_token_ratio
+        if not flags.repetition_loop and (previous is None or previous.ngram_repeat_rate is None):
+            flags.unavailable["repetition_loop"] = NO_TOKENS
+        copied = None
+        diag.unavailable["confident_repetition"] = NO_TOKENS
+
+    # --- logit-based flags ------------------------------------------------------------------------------
+    if signals:
+        _nonfinite(flags, timeline, layers)
+        high = sig.high_entropy_steps(timeline.entropy, th.high_entropy_bits)
+        flags.high_entropy = high.longest_run >= th.high_entropy_min_run
+        flags.high_entropy_steps = high.count
+        flags.high_entropy_longest_run = high.longest_run
+        flags.high_entropy_first_step = high.first_step
+
+    # --- layer-based flags ------------------------------------------------------------------------------
+    mid = None
+    collapse = None
+    if layers is not None and len(layers.hidden_norm) >= 3:
+        mid = layer_sig.mid_layer_anomalies(layers.hidden_norm, layers.indices, layers.steps, th.mid_layer_norm_ratio)
+        flags.mid_layer_anomaly = mid.fired
+        flags.mid_layer_anomaly_layers = mid.layers
+        flags.mid_layer_anomaly_first_step = mid.first_step
+        flags.mid_layer_anomaly_ratio = math.exp(mid.max_log_ratio)
+    else:
+        flags.unavailable["mid_layer_anomaly"] = (NO_LAYERS if layers is None or not layers.hidden_norm
+                                                  else "needs hidden-state norms of at least 3 captured layers")
+    if layers is not None and layers.attn_collapsed_fraction is not None:
+        collapse = layer_sig.attention_collapse(layers.attn_collapsed_fraction, layers.indices, layers.steps,
+                                                th.attention_collapse_share, th.attention_collapse_min_steps)
+        flags.attention_collapse = collapse.fired
+        flags.attention_collapse_onset_step = collapse.onset_step
+        flags.attention_collapse_share = collapse.sustained_share
+        flags.attention_collapse_peak_share = collapse.peak_share
+    else:
+        flags.unavailable["attention_collapse"] = NO_COLLAPSE
+    seq.flags = flags
+
+    # --- risk -------------------------------------------------------------------------------------------
+    agg = seq.aggregates
+    if signals:
+        values = {
+            "entropy_mean": agg.entropy_mean,
+            "margin_mean": agg.margin_mean,
+            "surprisal_mean": agg.surprisal_mean,
+            "ngram_repeat_rate": diag.ngram_repeat_rate,
+            "repetition_share": (flags.repetition_share or 0.0) if flags.repetition_loop else (
+                0.0 if tokens is not None or "repetition_loop" not in flags.unavailable else None),
+            "mid_layer_norm_ratio": flags.mid_layer_anomaly_ratio if mid is not None and math.isfinite(
+                mid.max_log_ratio) else None,
+            "attention_collapse_share": flags.attention_collapse_share,
+        }
+        risk = sig.risk_score(values, nonfinite=flags.nan_or_inf, specs=profile.factors)
+        seq.risk = RiskInfo(
+            score=risk.score, level=risk.level, forced_by=risk.forced_by,
+            factors=[RiskFactor(f.name, f.value, f.score, f.weight, f.contribution, f.description,
+                                profile.factors[f.name].midpoint, profile.factors[f.name].scale)
+                     for f in risk.factors],
+        )
+    else:
+        seq.risk = None
+
+    # --- compound signals and early warnings --------------------------------------------------------------
+    entropy, margin, surprisal = timeline.entropy, timeline.margin, timeline.surprisal
+    found: list[compound_mod.CompoundSignal] = []
+    collapsed_share = (_at_steps(layers, layer_sig.collapsed_share_per_step(layers.attn_collapsed_fraction), steps)
+                       if layers is not None and layers.attn_collapsed_fraction is not None else None)
+    if signals:
+        if copied is not None:
+            signal = compound_mod.confident_repetition(entropy, timeline.top1_prob, copied[:steps], window=th.window,
+                                                       max_entropy_bits=th.confident_repetition_entropy_bits,
+                                                       min_copied_share=th.confident_repetition_copied_share)
+            if signal is not None:
+                found.append(signal)
+        share = _prompt_share(layers, steps) if layers is not None else None
+        if share is not None:
+            signal = compound_mod.context_loss(share, entropy, window=th.window, min_ratio=th.context_loss_ratio,
+                                               entropy_rise_bits=th.context_loss_entropy_rise_bits)
+            if signal is not None:
+                found.append(signal)
+        else:
+            diag.unavailable["context_loss"] = NO_ATTENTION
+        signal = compound_mod.degeneration(entropy, margin, surprisal, window=th.window,
+                                           entropy_slope=th.degeneration_entropy_slope,
+                                           margin_slope=th.degeneration_margin_slope,
+                                           surprisal_slope=th.degeneration_surprisal_slope)
+        if signal is not None:
+            found.append(signal)
+        if collapsed_share is not None:
+            signal = compound_mod.attention_bottleneck(collapsed_share, entropy, window=th.window,
+                                                       min_share=th.attention_collapse_share / 2,
+                                                       min_entropy_bits=th.high_entropy_bits)
+            if signal is not None:
+                found.append(signal)
+        else:
+            diag.unavailable["attention_bottleneck"] = NO_COLLAPSE
+        warnings = [w for w in (
+            trend.entropy_acceleration(entropy, window=th.window, slack_bits=th.entropy_cusum_slack_bits,
+                                       threshold_bits=th.entropy_cusum_threshold_bits,
+                                       reference_bits=th.entropy_reference_bits),
+            trend.margin_collapse(margin, window=th.window, slack=th.margin_cusum_slack,
+                                  threshold=th.margin_cusum_threshold, reference=th.margin_reference),
+        ) if w is not None]
+    else:
+        warnings = []
+    diag.compound = [CompoundSignalInfo(c.name, c.onset_step, c.severity, dict(c.evidence))
+                     for c in sorted(found, key=lambda c: c.onset_step)]
+    diag.warnings = [EarlyWarningInfo(w.name, w.onset_step, w.detected_step, w.value, w.severity) for w in warnings]
+
+    # --- layer blame ------------------------------------------------------------------------------------
+    blamed: list[blame_mod.LayerBlame] = []
+    if layers is not None and layers.hidden_norm:
+        blamed = blame_mod.blame_layers(
+            indices=layers.indices, steps=layers.steps, hidden_norm=layers.hidden_norm,
+            anomalies=mid.anomalies if mid is not None else (), norm_ratio=th.mid_layer_norm_ratio,
+            hidden_nonfinite=layers.hidden_nonfinite, collapsed=layers.attn_collapsed_fraction,
+            collapse_share=th.blame_collapse_share, min_severity=th.blame_min_severity,
+            max_layers=th.blame_max_layers)
+    else:
+        diag.unavailable["blame"] = NO_LAYERS
+    diag.blame = [LayerBlameInfo(b.layer, b.severity, [
+        BlameReasonInfo(r.code, r.severity, r.value if math.isfinite(r.value) else None, r.detail, r.step)
+        for r in b.reasons]) for b in blamed]
+
+    # --- fingerprint ------------------------------------------------------------------------------------
+    if signals:
+        norms = layers.hidden_norm if layers is not None and layers.hidden_norm else None
+        vector = fingerprint(
+            entropy=entropy, margin=margin, surprisal=surprisal, topk_mass=timeline.topk_mass,
+            high_entropy_bits=th.high_entropy_bits, ngram_repeat_rate=diag.ngram_repeat_rate,
+            distinct_token_ratio=diag.distinct_token_ratio,
+            loop_share=(flags.repetition_share or 0.0) if flags.repetition_loop else 0.0,
+            last_layer_norms=norms[-1] if norms else None,
+            first_layer_norms=norms[0] if norms and len(norms) > 1 else None,
+        )
+        diag.fingerprint = Fingerprint(FINGERPRINT_VERSION, vector) if vector is not None else None
+
+    # --- narrative --------------------------------------------------------------------------------------
+    if signals:
+        diag.narrative = narrative(_facts(seq, flags, diag, tokens, decode, th, blamed, mid))
+    seq.diagnosis = diag
+
+
+def _facts(seq: SequenceReport, flags: Flags, diag: Diagnosis, tokens: Sequence[int] | None,
+           decode: Callable[[list[int]], str] | None, th: Any, blamed: list[blame_mod.LayerBlame],
+           mid: layer_sig.MidLayerResult | None) -> NarrativeFacts:
+    entropy = seq.timeline.entropy
+    finite = [(v, i) for i, v in enumerate(entropy) if v is not None]
+    peak_value, peak_step = max(finite) if finite else (None, None)
+    if finite:  # the first step among equal maxima
+        peak_step = min(i for v, i in finite if v == peak_value)
+    peak_token = None
+    if peak_step is not None and tokens is not None and decode is not None and peak_step < len(tokens):
+        try:
+            peak_token = str(decode([tokens[peak_step]]))
+        except Exception:  # a tokenizer failure must not cost the report
+            peak_token = None
+    risk = seq.risk
+    mid_step = mid_ratio = mid_kind = None
+    mid_layers: list[int] = []
+    if mid is not None and mid.anomalies:
+        worst = max(mid.anomalies, key=lambda a: (abs(a.log_ratio), -a.step))
+        mid_step, mid_ratio, mid_kind = worst.step, worst.ratio, worst.kind
+        by_layer = {a.layer: max(abs(b.log_ratio) for b in mid.anomalies if b.layer == a.layer) for a in mid.anomalies}
+        mid_layers = sorted(by_layer, key=lambda layer: (-by_layer[layer], layer))
+    nonfinite_layer = next((b.layer for b in blamed if b.reasons[0].code == "nonfinite"), None)
+    findings = [Finding(c.name, _compound_sentence(c), 4) for c in diag.compound]
+    findings += [Finding(w.name, _warning_sentence(w), 5) for w in diag.warnings]
+    full = seq.layers is not None and seq.layers.attn_entropy is not None
+    return NarrativeFacts(
+        steps=len(entropy) or seq.output_tokens,
+        risk=risk.score if risk else None,
+        level=risk.level if risk else None,
+        forced_by=risk.forced_by if risk else None,
+        factors=[FactorFact(f.name, f.value, f.score, f.contribution) for f in (risk.factors if risk else [])],
+        peak_entropy=peak_value, peak_step=peak_step, peak_token=peak_token,
+        high_entropy_steps=flags.high_entropy_steps, high_entropy_bits=th.high_entropy_bits,
+        nonfinite_steps=flags.nan_or_inf_steps, nonfinite_first_step=flags.nan_or_inf_first_step,
+        nonfinite_layer=nonfinite_layer,
+        loop_onset=flags.repetition_onset_step if flags.repetition_loop else None,
+        loop_period=flags.repetition_period if flags.repetition_loop else None,
+        loop_share=flags.repetition_share if flags.repetition_loop else None,
+        loop_hidden=flags.repetition_hidden_recurrence if "hidden" in flags.repetition_evidence else None,
+        loop_tokens="tokens" in flags.repetition_evidence,
+        ngram_n=th.ngram_n,
+        mid_layers=mid_layers,
+        mid_step=mid_step, mid_ratio=mid_ratio, mid_kind=mid_kind,
+        collapse_onset=flags.attention_collapse_onset_step if flags.attention_collapse else None,
+        collapse_share=flags.attention_collapse_share if flags.attention_collapse else None,
+        findings=findings,
+        fired=flags.fired(),
+        high_entropy_longest_run=flags.high_entropy_longest_run,
+        blamed=[(b.layer, b.reasons[0].detail) for b in blamed],
+        full_capture=full,
+    )
+
+
+def _compound_sentence(c: CompoundSignalInfo) -> str:
+    e = c.evidence
+    if c.name == "confident_repetition":
+        return (f"From step {c.onset_step} the model copies its own output with confidence "
+                f"(mean top-1 probability {e.get('top1_mean', 0):.0%}, entropy {e.get('entropy_mean', 0):.2f} bits).")
+    if c.name == "context_loss":
+        return (f"From step {c.onset_step} attention to the prompt fell to "
+                f"{e['prompt_share'] / e['opening_prompt_share']:.0%} of its opening level while entropy rose from "
+                f"{e['opening_entropy_mean']:.2f} to {e['entropy_mean']:.2f} bits.")
+    if c.name == "degeneration":
+        return (f"From step {c.onset_step} entropy rose ({e['entropy_slope']:+.3f} bits/step), the margin fell "
+                f"({e['margin_slope']:+.3f}/step) and surprisal rose ({e['surprisal_slope']:+.3f} bits/step) together.")
+    if c.name == "attention_bottleneck":
+        return (f"From step {c.onset_step}, {e['collapsed_share']:.0%} of attention heads were collapsed while "
+                f"entropy averaged {e['entropy_mean']:.2f} bits.")
+    return f"{c.name} from step {c.onset_step} (severity {c.severity:.2f})."
+
+
+def _warning_sentence(w: EarlyWarningInfo) -> str:
+    if w.name == "entropy_acceleration":
+        return (f"Entropy climbed {w.value:.2f} bits above its opening level from step {w.onset_step}; a streaming "
+                f"detector would have warned at step {w.detected_step}.")
+    return (f"The margin fell {w.value:.2f} below its opening level from step {w.onset_step}; a streaming detector "
+            f"would have warned at step {w.detected_step}.")
+
+
+def thresholds_of(profile: Profile) -> Thresholds:
+    """The report's ``thresholds`` section for a profile."""
+    th = profile.thresholds
+    values = {name: getattr(th, name) for name in Thresholds.__dataclass_fields__ if hasattr(th, name)}
+    return Thresholds(**values, profile=profile.name, overridden=list(profile.overridden))
+
+
+def summarize(sequences: list[SequenceReport], summary: Summary) -> None:
+    """The diagnosis parts of the summary: the riskiest sequence's narrative and blame, union of signals."""
+    riskiest = sequences[summary.riskiest_sequence] if summary.riskiest_sequence is not None else (
+        sequences[0] if sequences else None)
+    if riskiest is not None and riskiest.diagnosis is not None:
+        summary.narrative = riskiest.diagnosis.narrative or None
+        summary.blamed_layers = [b.layer for b in riskiest.diagnosis.blame]
+    for seq in sequences:
+        if seq.diagnosis is None:
+            continue
+        for c in seq.diagnosis.compound:
+            if c.name not in summary.compound:
+                summary.compound.append(c.name)
+        for w in seq.diagnosis.warnings:
+            if w.name not in summary.warnings:
+                summary.warnings.append(w.name)
+
+
+def diagnose_report(report: Report, profile: str | Profile | None = None, thresholds: dict[str, float] | None = None,
+                    factors: dict[str, Any] | None = None, decode: Callable[[list[int]], str] | None = None) -> Report:
+    """Diagnose every sequence of an existing report again, in place (other thresholds, a migrated report).
+
+    Token-based results need ``sequences[].token_ids`` (content capture); without them the stored ones are kept.
+    """
+    from ._build import finish_summary
+
+    chosen = resolve_profile(report.model.model_type, profile, thresholds, factors, model_name=report.model.name)
+    signals = "logits" in report.capture.signals
+    for seq in report.sequences:
+        diagnose_sequence(seq, chosen, tokens=seq.token_ids, signals=signals, decode=decode)
+    report.thresholds = thresholds_of(chosen)
+    report.summary = finish_summary(report.sequences)
+    return report

@@ -1,0 +1,277 @@
+"""Model profiles: per-family thresholds and risk-factor calibration, shipped as JSON data files.
+
+A profile is a JSON file in the package's ``profiles/`` folder (one per model
+family, chosen by ``config.model_type``; a profile calibrated for one checkpoint
+also lists ``name_patterns`` matched against the model name first) or anywhere
+on disk (a user's own).
+``default.json`` defines every key; a family file names ``"extends":
+"default"`` and overrides only what differs, with a reason. Users override
+single values on top (``thresholds=`` and ``factors=`` of
+:func:`resolve_profile`). Every bad name or value raises
+:class:`~opentelemetry_instrumentation_corevital.ConfigurationError` naming it.
+
+File format (``"format": 1``)::
+
+    {"format": 1, "name": "llama", "extends": "default", "model_types": ["llama"], "name_patterns": [],
+     "description": "...", "calibration": "where the numbers come from",
+     "thresholds": {"high_entropy_bits": 4.0, ...},
+     "risk": {"entropy_mean": {"midpoint": 2.6, "scale": 0.45, "weight": 0.4}, ...}}
+
+Unlike the original CoreVital, whose profiles were read from a path relative
+to its source tree (so a regular install silently used defaults), these are
+package data read with ``importlib.resources``; a test installs the wheel and
+loads every one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from .._errors import ConfigurationError
+from .risk import FactorSpec
+
+PROFILE_FORMAT = 1
+PACKAGE_FOLDER = "profiles"
+
+
+@dataclass(frozen=True)
+class DiagnosisThresholds:
+    """Every threshold the flags, compound signals, early warnings and layer blame use (see docs/diagnosis.md)."""
+
+    high_entropy_bits: float
+    high_entropy_min_run: int
+    repetition_min_cycles: int
+    repetition_hidden_window: int
+    repetition_min_tokens: int
+    repetition_max_period: int
+    repetition_hidden_cos_tolerance: float
+    repetition_hidden_norm_tolerance: float
+    ngram_n: int
+    mid_layer_norm_ratio: float
+    attention_collapse_share: float
+    attention_collapse_min_steps: int
+    window: int
+    confident_repetition_entropy_bits: float
+    confident_repetition_copied_share: float
+    context_loss_ratio: float
+    context_loss_entropy_rise_bits: float
+    degeneration_entropy_slope: float
+    degeneration_margin_slope: float
+    degeneration_surprisal_slope: float
+    entropy_reference_bits: float
+    entropy_cusum_slack_bits: float
+    entropy_cusum_threshold_bits: float
+    margin_reference: float
+    margin_cusum_slack: float
+    margin_cusum_threshold: float
+    blame_min_severity: float
+    blame_max_layers: int
+    blame_collapse_share: float
+
+
+THRESHOLD_NAMES = tuple(f.name for f in fields(DiagnosisThresholds))
+_INT_THRESHOLDS = frozenset(f.name for f in fields(DiagnosisThresholds) if f.type in ("int", int))
+_FACTOR_KEYS = frozenset({"midpoint", "scale", "weight", "higher_is_riskier", "description"})
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    thresholds: DiagnosisThresholds
+    factors: Mapping[str, FactorSpec]
+    model_types: tuple[str, ...] = ()
+    name_patterns: tuple[str, ...] = ()  # lower-case substrings of the model name that select this profile first
+    description: str = ""
+    calibration: str = ""
+    overridden: tuple[str, ...] = field(default=())  # keys the user changed on top of the file
+
+
+def _check_threshold(name: str, value: Any, where: str) -> float | int:
+    if name not in THRESHOLD_NAMES:
+        raise ConfigurationError(f"{where}: unknown threshold {name!r}; known: {', '.join(THRESHOLD_NAMES)}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigurationError(f"{where}: threshold {name!r} must be a finite number, got {value!r}")
+    if name in _INT_THRESHOLDS:
+        if int(value) != value or value < 1:
+            raise ConfigurationError(f"{where}: threshold {name!r} must be a whole number >= 1, got {value!r}")
+        return int(value)
+    return float(value)
+
+
+def _factor(name: str, spec: Mapping[str, Any], base: FactorSpec | None, where: str) -> FactorSpec:
+    if not isinstance(spec, Mapping):
+        raise ConfigurationError(f"{where}: risk factor {name!r} must be an object, got {spec!r}")
+    unknown = set(spec) - _FACTOR_KEYS
+    if unknown:
+        raise ConfigurationError(f"{where}: risk factor {name!r} has unknown key(s) {sorted(unknown)}; "
+                                 f"known: {sorted(_FACTOR_KEYS)}")
+    values: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
+    values.update(spec)
+    for key in ("midpoint", "scale", "weight"):
+        if key not in values:
+            raise ConfigurationError(f"{where}: risk factor {name!r} needs {key!r}")
+        v = values[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ConfigurationError(f"{where}: risk factor {name!r}: {key} must be a finite number, got {v!r}")
+    if values["scale"] <= 0:
+        raise ConfigurationError(f"{where}: risk factor {name!r}: scale must be > 0, got {values['scale']!r}")
+    if not 0 < values["weight"] < 1:
+        raise ConfigurationError(f"{where}: risk factor {name!r}: weight must be in (0, 1), got {values['weight']!r} "
+                                 "(a weight of 1 would let one factor pin the score at 1.0)")
+    return FactorSpec(float(values["midpoint"]), float(values["scale"]), float(values["weight"]),
+                      bool(values.get("higher_is_riskier", True)), str(values.get("description", "")))
+
+
+def _read_json(text: str, where: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{where}: a profile must be a JSON object")
+    if data.get("format") != PROFILE_FORMAT:
+        raise ConfigurationError(f"{where}: format must be {PROFILE_FORMAT}, got {data.get('format')!r}")
+    return data
+
+
+def builtin_names() -> list[str]:
+    """Names of the profiles shipped in the package."""
+    folder = resources.files(__package__.rsplit(".", 1)[0]).joinpath(PACKAGE_FOLDER)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_text(name: str) -> str:
+    folder = resources.files(__package__.rsplit(".", 1)[0]).joinpath(PACKAGE_FOLDER)
+    path = folder.joinpath(f"{name}.json")
+    if not path.is_file():
+        raise ConfigurationError(f"unknown profile {name!r}; shipped profiles: {', '.join(builtin_names())}, "
+                                 "or give the path of a .json profile file")
+    return path.read_text(encoding="utf-8")
+
+
+def _build(data: dict[str, Any], where: str, depth: int = 0) -> Profile:
+    if depth > 4:
+        raise ConfigurationError(f"{where}: 'extends' chain too deep")
+    parent = data.get("extends")
+    base = load_profile(parent, _depth=depth + 1) if parent else None
+    raw_thresholds = data.get("thresholds", {})
+    if not isinstance(raw_thresholds, Mapping):
+        raise ConfigurationError(f"{where}: 'thresholds' must be an object")
+    values = dataclasses.asdict(base.thresholds) if base else {}
+    for key, value in raw_thresholds.items():
+        values[key] = _check_threshold(key, value, where)
+    missing = [n for n in THRESHOLD_NAMES if n not in values]
+    if missing:
+        raise ConfigurationError(f"{where}: missing threshold(s) {', '.join(missing)} (or extend 'default')")
+    raw_risk = data.get("risk", {})
+    if not isinstance(raw_risk, Mapping):
+        raise ConfigurationError(f"{where}: 'risk' must be an object of factors")
+    factors = dict(base.factors) if base else {}
+    for name, spec in raw_risk.items():
+        if spec is None:  # a family may drop a factor
+            factors.pop(name, None)
+            continue
+        factors[name] = _factor(name, spec, factors.get(name), where)
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ConfigurationError(f"{where}: 'name' must be a non-empty string")
+    return Profile(
+        name=name,
+        thresholds=DiagnosisThresholds(**values),
+        factors=factors,
+        model_types=tuple(str(t).lower() for t in data.get("model_types", ())),
+        name_patterns=tuple(str(t).lower() for t in data.get("name_patterns", ())),
+        description=str(data.get("description", "")),
+        calibration=str(data.get("calibration", "")),
+    )
+
+
+def load_profile(name_or_path: str | Path, *, _depth: int = 0) -> Profile:
+    """A shipped profile by name (``"llama"``) or a profile file by path (``"my-model.json"``)."""
+    text_name = str(name_or_path)
+    if text_name.endswith(".json") or "/" in text_name or "\\" in text_name:
+        path = Path(text_name)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigurationError(f"profile file {text_name}: {exc.strerror or exc}") from None
+        return _build(_read_json(text, f"profile file {text_name}"), f"profile file {text_name}", _depth)
+    return _builtin(text_name, _depth)
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_cached(name: str) -> Profile:
+    return _build(_read_json(_builtin_text(name), f"profile {name!r}"), f"profile {name!r}")
+
+
+def _builtin(name: str, depth: int) -> Profile:
+    if depth > 4:
+        raise ConfigurationError(f"profile {name!r}: 'extends' chain too deep")
+    return _builtin_cached(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _model_type_index() -> dict[str, str]:
+    index: dict[str, str] = {}
+    for name in builtin_names():
+        for model_type in load_profile(name).model_types:
+            index[model_type] = name
+    return index
+
+
+@functools.lru_cache(maxsize=None)
+def _name_patterns() -> tuple[tuple[str, str], ...]:
+    return tuple((pattern, name) for name in builtin_names() for pattern in load_profile(name).name_patterns)
+
+
+def profile_name_for(model_type: str | None, model_name: str | None = None) -> str:
+    """The shipped profile for a model: one calibrated for this very checkpoint when its name matches (SmolLM2),
+    else the one for its ``config.model_type`` family, else ``"default"``."""
+    lowered = (model_name or "").lower()
+    for pattern, name in _name_patterns():
+        if pattern in lowered:
+            return name
+    return _model_type_index().get((model_type or "").lower(), "default")
+
+
+def resolve_profile(
+    model_type: str | None = None,
+    profile: str | Path | Profile | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    factors: Mapping[str, Mapping[str, Any] | None] | None = None,
+    model_name: str | None = None,
+) -> Profile:
+    """The profile a generation is diagnosed with.
+
+    ``profile`` (a name, a file path or a :class:`Profile`) wins over the automatic choice from ``model_name`` and
+    ``model_type``; ``thresholds`` and ``factors`` then override single values (a factor mapped to ``None`` is
+    dropped).
+    """
+    if isinstance(profile, Profile):
+        chosen = profile
+    else:
+        chosen = load_profile(profile if profile is not None else profile_name_for(model_type, model_name))
+    if not thresholds and not factors:
+        return chosen
+    values = dataclasses.asdict(chosen.thresholds)
+    changed: list[str] = []
+    for key, value in (thresholds or {}).items():
+        values[key] = _check_threshold(key, value, "thresholds")
+        changed.append(key)
+    new_factors = dict(chosen.factors)
+    for name, spec in (factors or {}).items():
+        changed.append(f"risk.{name}")
+        if spec is None:
+            new_factors.pop(name, None)
+        else:
+            new_factors[name] = _factor(name, spec, new_factors.get(name), "factors")
+    return dataclasses.replace(chosen, thresholds=DiagnosisThresholds(**values), factors=new_factors,
+                               overridden=tuple(chosen.overridden) + tuple(changed))
