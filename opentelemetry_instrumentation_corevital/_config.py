@@ -32,6 +32,8 @@ ENV_LAYER_METRICS = ENV_PREFIX + "LAYER_METRICS"
 ENV_CUDA_GRAPHS = ENV_PREFIX + "CUDA_GRAPHS"
 ENV_STOP_ON = ENV_PREFIX + "STOP_ON"
 ENV_STOP_LOOP_REPEAT = ENV_PREFIX + "STOP_LOOP_REPEAT"
+ENV_PROFILE = ENV_PREFIX + "PROFILE"
+ENV_THRESHOLDS = ENV_PREFIX + "THRESHOLDS"
 # Owned by the GenAI conventions (opentelemetry-util-genai); we honour it, never a second switch.
 ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -123,7 +125,7 @@ class Options:
     max_span_steps: int = DEFAULT_MAX_SPAN_STEPS
     report_log: bool = False
     content: ContentMode = ContentMode.NO_CONTENT
-    high_entropy_bits: float = DEFAULT_HIGH_ENTROPY_BITS
+    high_entropy_bits: float | None = None  # None: the model profile's threshold
     exporters: tuple[str, ...] = ()
     layers: LayerSelection = field(default_factory=LayerSelection)
     step_stride: int = 1
@@ -137,6 +139,8 @@ class Options:
     stop_loop_repeat: int | None = None
     step_callback: Any = None
     callback_every: int = 1
+    profile: Any = None  # a loaded signals.profiles.Profile, or None: chosen per model
+    thresholds: Mapping[str, float] | None = None  # single thresholds overriding the profile's
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -278,6 +282,43 @@ def parse_exporters(value: Any, source: str = "exporters") -> tuple[str, ...]:
     return tuple(names)
 
 
+def parse_profile(value: Any, source: str = "profile") -> Any:
+    """A shipped profile name or a profile file path, loaded now so that a bad one fails at ``instrument()``."""
+    from .signals.profiles import Profile, builtin_names, load_profile
+
+    if isinstance(value, Profile):
+        return value
+    text = str(value).strip()
+    try:
+        return load_profile(text)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"{source}={value!r}: {exc} (shipped profiles: {', '.join(builtin_names())}; or a .json profile file)"
+        ) from None
+
+
+def parse_thresholds(value: Any, source: str = "thresholds") -> dict[str, float]:
+    """A mapping of threshold name to number, or ``name=value,name=value`` text (environment)."""
+    from .signals.profiles import check_threshold
+
+    if isinstance(value, str):
+        items: dict[str, Any] = {}
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            name, sep, number = part.partition("=")
+            if not sep:
+                raise ConfigurationError(f"{source}={value!r}: {part.strip()!r} is not name=value.")
+            try:
+                items[name.strip()] = float(number)
+            except ValueError:
+                raise ConfigurationError(f"{source}={value!r}: {number.strip()!r} is not a number.") from None
+        value = items
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{source}={value!r} must be a mapping of threshold name to number.")
+    return {str(k): check_threshold(str(k), v, source) for k, v in value.items()}
+
+
 def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
     """Build :class:`Options` from ``instrument()`` keyword arguments and the environment."""
     env = os.environ if environ is None else environ
@@ -320,6 +361,10 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
         options["stop_on"] = parse_stop_on(*found)
     if (found := pick("stop_loop_repeat", ENV_STOP_LOOP_REPEAT)) is not None:
         options["stop_loop_repeat"] = parse_positive_int(*found)
+    if (found := pick("profile", ENV_PROFILE)) is not None:
+        options["profile"] = parse_profile(*found)
+    if (found := pick("thresholds", ENV_THRESHOLDS)) is not None:
+        options["thresholds"] = parse_thresholds(*found)
     if kwargs.get("high_entropy_run") is not None:
         options["high_entropy_run"] = parse_positive_int(kwargs["high_entropy_run"], "high_entropy_run")
     if kwargs.get("callback_every") is not None:

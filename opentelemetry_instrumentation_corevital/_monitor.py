@@ -34,7 +34,7 @@ class CoreVitalMonitor:
     >>> monitor.get_risk_score(), monitor.get_health_flags(), monitor.should_intervene()
 
     Keyword arguments are ``instrument()``'s options (``capture``, ``layers``,
-    ``step_stride``, ``high_entropy_bits``, ``stop_on``, ``step_callback``,
+    ``step_stride``, ``profile``, ``thresholds``, ``high_entropy_bits``, ``stop_on``, ``step_callback``,
     ``callback_every``, ``on_risk_threshold``, ...), validated now; plus
     ``intervene_above`` (risk score, default 0.7) and ``intervene_on`` (flags,
     default repetition_loop and nan_or_inf) for :meth:`should_intervene`.

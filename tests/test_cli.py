@@ -88,6 +88,19 @@ def test_json_output_is_a_valid_report(tmp_path):
     assert report["usage"]["output_tokens"] <= 8
 
 
+@pytest.mark.slow
+def test_profile_thresholds_and_stop_on_reach_the_report(tmp_path):
+    # A raw prompt that SmolLM2 continues in a period-2 loop ("more and more and ...").
+    result = corevital("run", "--max-new-tokens", "40", "--out", str(tmp_path), "--json", "--quiet", "--no-chat",
+                       "--prompt", "more and more and more and more and more and more and",
+                       "--profile", "llama", "--thresholds", "high_entropy_bits=9", "--stop-on", "repetition_loop")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["thresholds"]["profile"] == "llama" and report["thresholds"]["high_entropy_bits"] == 9.0
+    assert report["sequences"][0]["intervention"]["condition"] == "repetition_loop"
+    assert report["sequences"][0]["finish_reason"] == "intervention"
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -95,6 +108,9 @@ def test_json_output_is_a_valid_report(tmp_path):
         (["--max-new-tokens", "many"], 2, "argument --max-new-tokens: 'many' is not a whole number"),
         (["--model", "/no/such/model"], 1, "model '/no/such/model' not found: no such file or folder"),
         (["--capture", "loud"], 1, "--capture='loud' is not a capture mode"),
+        (["--profile", "lama"], 1, "--profile='lama': unknown profile"),
+        (["--thresholds", "window=0"], 1, "--thresholds: threshold 'window' must be a whole number >= 1, got 0.0"),
+        (["--stop-on", "loops"], 1, "--stop-on='loops': unknown condition 'loops'"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args, code, message, tmp_path):

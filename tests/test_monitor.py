@@ -253,3 +253,57 @@ class TestScore:
             monitor.score(tiny_llama, PROMPT, torch.zeros(1, 3))
         with pytest.raises(ConfigurationError, match="prompt_ids has 1 rows but continuation_ids has 2"):
             monitor.score(tiny_llama, PROMPT, torch.ones(2, 3, dtype=torch.long))
+
+
+class TestProfileOptions:
+    """``profile=`` and ``thresholds=`` reach the report and the span, through keywords and the environment."""
+
+    def test_profile_and_thresholds_apply_to_the_report_and_span(self, tiny_llama):
+        with TelemetryCapture(profile="gpt2", thresholds={"high_entropy_bits": 20.0}) as tc:
+            tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), do_sample=False, max_new_tokens=6)
+        report = tc.reports[0]
+        assert report.thresholds.profile == "gpt2"
+        assert report.thresholds.high_entropy_bits == 20.0 and report.thresholds.overridden == ["high_entropy_bits"]
+        assert report.sequences[0].flags.high_entropy_steps == 0
+        assert tc.spans()[0].attributes["corevital.profile"] == "gpt2"
+
+    def test_environment_names_them_too(self, tiny_llama, monkeypatch):
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_COREVITAL_PROFILE", "mistral")
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_COREVITAL_THRESHOLDS", "high_entropy_bits=0.5, window=4")
+        with TelemetryCapture() as tc:
+            tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), do_sample=False, max_new_tokens=6)
+        thresholds = tc.reports[0].thresholds
+        assert (thresholds.profile, thresholds.high_entropy_bits, thresholds.window) == ("mistral", 0.5, 4)
+        assert tc.reports[0].sequences[0].flags.high_entropy_steps == 6  # a random model is above 0.5 bits
+
+    def test_a_profile_file_of_ones_own(self, tiny_llama, tmp_path):
+        path = tmp_path / "mine.json"
+        path.write_text('{"format": 1, "name": "mine", "extends": "llama", "thresholds": {"high_entropy_bits": 30}}')
+        monitor = CoreVitalMonitor(profile=str(path))
+        run(tiny_llama, monitor, max_new_tokens=4)
+        assert (monitor.report.thresholds.profile, monitor.report.thresholds.high_entropy_bits) == ("mine", 30.0)
+
+    def test_stop_on_high_entropy_uses_the_profile_threshold(self, tiny_llama):
+        # A random model's entropy is about log2(vocab) bits: far above the default 4.0, far below 30.
+        quiet = CoreVitalMonitor(stop_on=("high_entropy",), high_entropy_run=2, thresholds={"high_entropy_bits": 30})
+        run(tiny_llama, quiet, max_new_tokens=6)
+        assert quiet.report.sequences[0].intervention is None
+        loud = CoreVitalMonitor(stop_on=("high_entropy",), high_entropy_run=2)
+        run(tiny_llama, loud, max_new_tokens=6)
+        assert loud.report.sequences[0].intervention.condition == "high_entropy"
+        assert loud.report.sequences[0].intervention.step == 1
+
+    @pytest.mark.parametrize("kwargs, message", [
+        ({"profile": "llamma"}, "profile='llamma': .*shipped profiles: .*llama"),
+        ({"profile": "/nonexistent/p.json"}, "profile='/nonexistent/p.json': profile file"),
+        ({"thresholds": {"high_entropy_bit": 3}}, "unknown threshold 'high_entropy_bit'"),
+        ({"thresholds": {"window": 2.5}}, "must be a whole number >= 1, got 2.5"),
+    ])
+    def test_bad_values_are_named(self, kwargs, message):
+        with pytest.raises(ConfigurationError, match=message):
+            CoreVitalMonitor(**kwargs)
+
+    def test_bad_environment_text_is_named(self, monkeypatch):
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_COREVITAL_THRESHOLDS", "high_entropy_bits:3")
+        with pytest.raises(ConfigurationError, match="'high_entropy_bits:3' is not name=value"):
+            CoreVitalInstrumentor().instrument()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._config import parse_capture
+from .._config import parse_capture, parse_profile, parse_stop_on, parse_thresholds
 from .._errors import CoreVitalError
 from . import _models, _telemetry
 from ._progress import progress
@@ -72,6 +72,13 @@ def add_parser(subparsers: Any) -> None:
                    help="capture mode: off, summary, full or on_risk (default: %(default)s)")
     p.add_argument("--layers", default=None, help="decoder layers to capture: all, every:N, or indices like 0,4,8 or 0-7")
     p.add_argument("--step-stride", type=_positive_int, default=None, help="capture layer data every N-th step")
+    p.add_argument("--profile", default=None,
+                   help="model profile: a shipped name (default, llama, smollm2, ...) or a .json profile file "
+                        "(default: chosen from the model)")
+    p.add_argument("--thresholds", default=None,
+                   help="thresholds overriding the profile's, as name=value,name=value (e.g. high_entropy_bits=6)")
+    p.add_argument("--stop-on", default=None,
+                   help="stop the generation early on: repetition_loop, nan_or_inf, high_entropy (comma list)")
     p.add_argument("--perf", choices=("off", "strict"), default="off",
                    help="strict: warm up, time plain and instrumented generate in this process, and record the ratio")
     p.add_argument("--perf-runs", type=_positive_int, default=3, help="timed runs of each kind with --perf strict")
@@ -95,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     # tqdm reads this when transformers imports it; our own progress indicator is enough.
     os.environ.setdefault("TQDM_DISABLE", "1")
     capture = parse_capture(args.capture, "--capture")
+    profile = parse_profile(args.profile, "--profile") if args.profile else None
+    thresholds = parse_thresholds(args.thresholds, "--thresholds") if args.thresholds else None
+    stop_on = parse_stop_on(args.stop_on, "--stop-on") if args.stop_on else None
     out = Path(args.out)
     exporter_kwargs = _telemetry.instrument_kwargs(args, out)
     source = _models.resolve_model(args.model, args.gguf_file)
@@ -107,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     instrumentor = CoreVitalInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    options = {"capture": capture, "layers": args.layers, "step_stride": args.step_stride}
+    options = {"capture": capture, "layers": args.layers, "step_stride": args.step_stride, "profile": profile,
+               "thresholds": thresholds, "stop_on": stop_on}
     # The CLI owns its exporters (not instrument(exporters=...)): --perf strict re-instruments, and the
     # Prometheus endpoint, W&B run and files must outlive that.
     pipeline = _telemetry.build_pipeline(exporter_kwargs)

@@ -39,9 +39,10 @@ class CoreVitalInstrumentor(BaseInstrumentor):
 
     ``instrument(tracer_provider=None, meter_provider=None, logger_provider=None,
     capture="summary", max_span_steps=512, report_log=False,
-    high_entropy_bits=4.0, capture_content=None, layers="all", step_stride=1,
+    high_entropy_bits=None, capture_content=None, layers="all", step_stride=1,
     on_risk_threshold=0.5, step_events=True, step_logs=True, layer_metrics=True,
-    exporters=(), on_report=None, <exporter settings>)``; every option also reads an
+    profile=None, thresholds=None, stop_on=(), exporters=(), on_report=None,
+    <exporter settings>)``; every option also reads an
     ``OTEL_INSTRUMENTATION_COREVITAL_*`` variable (see the README), keyword
     arguments winning. ``exporters`` names destinations CoreVital sets up and
     owns (see ``exporters/pipeline.py``). ``uninstrument()`` flushes and stops

@@ -145,6 +145,17 @@ class GenerationCall:
         self._active_token: contextvars.Token | None = None
         self._session_token: contextvars.Token | None = None
 
+    def profile(self) -> Any:
+        """The model profile this call's report will be diagnosed with (the stop criterion needs its thresholds)."""
+        from ..signals.profiles import resolve_profile
+
+        options = self.options
+        thresholds = dict(options.thresholds or {})
+        if options.high_entropy_bits is not None:
+            thresholds.setdefault("high_entropy_bits", options.high_entropy_bits)
+        model_type = _describe.model_info(self.model, None).get("model_type")
+        return resolve_profile(model_type, options.profile, thresholds, model_name=self.model_name)
+
     @staticmethod
     def _parent_context(streamer: Any) -> Any:
         """The current context; or, when it has no span and a streamer was made inside one, the streamer's.
@@ -288,6 +299,8 @@ class GenerationCall:
             unavailable=capture.unavailable if options.capture is not CaptureMode.OFF else {},
             capture_error=capture.error,
             high_entropy_bits=options.high_entropy_bits,
+            profile=options.profile,
+            thresholds=dict(options.thresholds) if options.thresholds else None,
             trace_id=f"{span_ctx.trace_id:032x}" if span_ctx.is_valid else None,
             span_id=f"{span_ctx.span_id:016x}" if span_ctx.is_valid else None,
             content=content,

@@ -67,7 +67,10 @@ class Wrappers:
             return criteria
         try:
             options = call.options
-            return call.session.criteria_for(criteria, options.stop_on, options.high_entropy_bits,
+            bits = options.high_entropy_bits
+            if bits is None and ("high_entropy" in options.stop_on):
+                bits = call.profile().thresholds.high_entropy_bits
+            return call.session.criteria_for(criteria, options.stop_on, bits or 4.0,
                                              options.high_entropy_run, options.step_callback, options.callback_every,
                                              options.stop_loop_repeat)
         except Exception as exc:

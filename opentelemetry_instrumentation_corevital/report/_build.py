@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .. import signals as sig
-from .._config import DEFAULT_HIGH_ENTROPY_BITS
 from ..signals.profiles import Profile, resolve_profile
 from ..version import __version__
 from ._diagnose import diagnose_sequence, summarize, thresholds_of
@@ -239,9 +238,7 @@ def build_report(data: BuildInput) -> Report:
     rows = len(data.sequences)
     per_input = max(1, rows // max(1, len(data.input_lengths))) if data.input_lengths else 1
     overrides = dict(data.thresholds or {})
-    # instrument() passes its high_entropy_bits option, which defaults to 4.0 and cannot yet say whether the user
-    # set it; until it passes None when unset, 4.0 means "the profile's value".
-    if data.high_entropy_bits is not None and data.high_entropy_bits != DEFAULT_HIGH_ENTROPY_BITS:
+    if data.high_entropy_bits is not None:  # the instrument()'s option, when the user set one
         overrides.setdefault("high_entropy_bits", data.high_entropy_bits)
     profile = resolve_profile(data.model.get("model_type"), data.profile, overrides, data.factors,
                               model_name=data.model.get("name"))

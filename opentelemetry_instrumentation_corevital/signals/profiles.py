@@ -93,7 +93,7 @@ class Profile:
     overridden: tuple[str, ...] = field(default=())  # keys the user changed on top of the file
 
 
-def _check_threshold(name: str, value: Any, where: str) -> float | int:
+def check_threshold(name: str, value: Any, where: str) -> float | int:
     if name not in THRESHOLD_NAMES:
         raise ConfigurationError(f"{where}: unknown threshold {name!r}; known: {', '.join(THRESHOLD_NAMES)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -167,7 +167,7 @@ def _build(data: dict[str, Any], where: str, depth: int = 0) -> Profile:
         raise ConfigurationError(f"{where}: 'thresholds' must be an object")
     values = dataclasses.asdict(base.thresholds) if base else {}
     for key, value in raw_thresholds.items():
-        values[key] = _check_threshold(key, value, where)
+        values[key] = check_threshold(key, value, where)
     missing = [n for n in THRESHOLD_NAMES if n not in values]
     if missing:
         raise ConfigurationError(f"{where}: missing threshold(s) {', '.join(missing)} (or extend 'default')")
@@ -264,7 +264,7 @@ def resolve_profile(
     values = dataclasses.asdict(chosen.thresholds)
     changed: list[str] = []
     for key, value in (thresholds or {}).items():
-        values[key] = _check_threshold(key, value, "thresholds")
+        values[key] = check_threshold(key, value, "thresholds")
         changed.append(key)
     new_factors = dict(chosen.factors)
     for name, spec in (factors or {}).items():
