@@ -1,4 +1,4 @@
-"""``corevital`` command line: ``corevital run`` and ``corevital migrate``."""
+"""``corevital`` command line: ``run``, ``view``, ``migrate`` and ``calibrate``."""
 
 from __future__ import annotations
 
@@ -23,11 +23,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details, tracebacks included")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    from . import _migrate, _run, _view
+    from . import _calibrate, _migrate, _run, _view
 
     _run.add_parser(subparsers)
     _view.add_parser(subparsers)
     _migrate.add_parser(subparsers)
+    _calibrate.add_parser(subparsers)
     return parser
 
 

@@ -138,6 +138,13 @@ def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
             attrs[n.RISK_FACTOR_CONTRIBUTIONS] = [float(f.contribution) for f in ranked]
             attrs[n.RISK_FACTOR_VALUES] = [float(f.value) for f in ranked]
             attrs[n.RISK_FACTOR_WEIGHTS] = [float(f.weight) for f in ranked]
+        if riskiest is not None and riskiest.calibrated:
+            attrs[n.RISK_CALIBRATED] = True
+            attrs[n.RISK_UNCALIBRATED_SCORE] = float(riskiest.uncalibrated_score)
+        if riskiest is not None and riskiest.divergence is not None:
+            attrs[n.RISK_DIVERGENCE] = float(riskiest.divergence)
+            if riskiest.divergent_features:
+                attrs[n.RISK_DIVERGENT_FEATURES] = list(riskiest.divergent_features)
     if report.thresholds.profile:
         attrs[n.PROFILE] = report.thresholds.profile
     attrs.update(diagnosis_attributes(report))

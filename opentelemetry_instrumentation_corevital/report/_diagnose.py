@@ -20,6 +20,7 @@ from ..signals import layers as layer_sig
 from ..signals import trend
 from ..signals.fingerprint import FINGERPRINT_VERSION, fingerprint
 from ..signals.narrative import FactorFact, Finding, NarrativeFacts, narrative
+from ..signals.calibration import divergence, sequence_features
 from ..signals.profiles import Profile, resolve_profile
 from ..signals.repetition import copied_steps, ngram_repeat_rate
 from ._model import (
@@ -119,6 +120,21 @@ def _prompt_share(layers: LayerSeries, n: int) -> list[float | None] | None:
     return _at_steps(layers, per_step, n)
 
 
+def _calibrated_risk(risk: RiskInfo, seq: SequenceReport, profile: Profile) -> None:
+    """Divergence from the profile's healthy baseline and, with a fitted map, the risk as a probability."""
+    features = sequence_features(seq)
+    if profile.baseline is not None:
+        found = divergence(features, profile.baseline)
+        if found is not None:
+            risk.divergence = found.score
+            risk.divergent_features = list(found.outliers)
+    if profile.probability is not None and risk.forced_by is None:
+        probability = profile.probability.probability(features)
+        if probability is not None:  # a map whose features this capture lacks leaves the risk uncalibrated
+            risk.uncalibrated_score, risk.score = risk.score, probability
+            risk.level, risk.calibrated = sig.risk_level(probability), True
+
+
 def diagnose_sequence(
     seq: SequenceReport,
     profile: Profile,
@@ -211,6 +227,8 @@ def diagnose_sequence(
                                 profile.factors[f.name].midpoint, profile.factors[f.name].scale)
                      for f in risk.factors],
         )
+        if profile.baseline is not None or profile.probability is not None:
+            _calibrated_risk(seq.risk, seq, profile)
     else:
         seq.risk = None
 

@@ -158,6 +158,11 @@ class RiskInfo:
     level: str
     factors: list[RiskFactor] = field(default_factory=list)
     forced_by: str | None = None
+    # With a calibrated profile (schema 1.2): ``score`` is the fitted probability and the noisy-OR is kept here.
+    calibrated: bool = False
+    uncalibrated_score: float | None = None
+    divergence: float | None = None  # mean |z| of the run's features against the profile's healthy baseline
+    divergent_features: list[str] = field(default_factory=list)  # |z| > 3, most extreme first
 
     def top_factors(self, n: int = 3) -> list[RiskFactor]:
         return sorted(self.factors, key=lambda f: f.contribution, reverse=True)[:n]

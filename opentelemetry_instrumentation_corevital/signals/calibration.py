@@ -167,3 +167,112 @@ def fit_probability(rows: Sequence[Mapping[str, float]], labels: Sequence[int],
         raise ValueError("no feature is present in every run")
     weights, bias, means, scales = fit_logistic([[row[n] for n in names] for row in rows], labels, l2=l2)
     return ProbabilityMap(tuple(names), tuple(weights), bias, tuple(means), tuple(scales))
+
+
+#: Risk factors recalibrated from healthy runs: factor -> baseline feature, and whether high values are risky.
+RECALIBRATED_FACTORS = {"entropy_mean": ("entropy_mean", True), "surprisal_mean": ("surprisal_mean", True),
+                        "margin_mean": ("margin_mean", False)}
+#: Fewest healthy runs for a recalibrated factor; fewest runs of each label for a probability map.
+MIN_HEALTHY_RUNS = 20
+MIN_RUNS_PER_LABEL = 10
+LN9 = math.log(9.0)
+
+
+def recalibrated_factors(reference: Mapping[str, FeatureStats]) -> dict[str, dict[str, float]]:
+    """Midpoint and scale of the distributional risk factors from healthy runs.
+
+    midpoint = p90 (p10 where low is risky) and scale = (p90 - p50) / ln 9, so a
+    typical healthy run scores 0.1 on each factor and one in ten above 0.5: the
+    score then says "unusual for this model", which a fixed default cannot.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for factor, (feature, higher) in RECALIBRATED_FACTORS.items():
+        stats = reference.get(feature)
+        if stats is None or stats.runs < MIN_HEALTHY_RUNS:
+            continue
+        spread = (stats.p90 - stats.p50) if higher else (stats.p50 - stats.p10)
+        if spread <= 0:
+            continue
+        out[factor] = {"midpoint": stats.p90 if higher else stats.p10, "scale": spread / LN9}
+    return out
+
+
+@dataclass(frozen=True)
+class FitQuality:
+    """Reliability of a probability map on runs it was not fitted on (two-fold cross-validation)."""
+
+    ece: float
+    auroc: float
+    runs: int
+
+
+def cross_validated(rows: Sequence[Mapping[str, float]], labels: Sequence[int], l2: float = 1.0) -> FitQuality:
+    """Fit on one half (alternate runs of each label), predict the other, and the reverse; score every prediction.
+
+    A map's quality measured on the runs it was fitted on flatters it; this is the honest figure to publish.
+    """
+    from .evaluation import auroc, expected_calibration_error
+
+    folds: list[list[int]] = [[], []]
+    seen = {0: 0, 1: 0}
+    for i, label in enumerate(labels):
+        folds[seen[label] % 2].append(i)
+        seen[label] += 1
+    probs = [0.0] * len(rows)
+    names = [n for n in FEATURES if all(n in row for row in rows)]
+    for held, fit in ((0, 1), (1, 0)):
+        fitted = fit_probability([rows[i] for i in folds[fit]], [labels[i] for i in folds[fit]], names, l2)
+        for i in folds[held]:
+            probs[i] = fitted.probability(rows[i])  # type: ignore[assignment]
+    return FitQuality(expected_calibration_error(probs, labels), auroc(probs, labels), len(rows))
+
+
+def calibration_profile(
+    rows: Sequence[Mapping[str, float]],
+    labels: Sequence[int | None],
+    *,
+    name: str,
+    extends: str,
+    source: str,
+    l2: float = 1.0,
+) -> tuple[dict[str, Any], list[str]]:
+    """A profile file (format 1) from the features of calibration runs, and notes on what it could not fit.
+
+    ``labels``: 0 healthy, 1 bad, ``None`` unlabelled (taken as healthy). Healthy runs give the baseline and the
+    recalibrated factors; with at least ``MIN_RUNS_PER_LABEL`` runs of each label, a probability map is fitted on
+    every labelled run and its cross-validated ECE and AUROC are recorded.
+    """
+    if len(rows) != len(labels):
+        raise ValueError("one label (or None) per run is needed")
+    healthy = [row for row, label in zip(rows, labels) if label != 1]
+    notes: list[str] = []
+    if len(healthy) < 2:
+        raise ValueError(f"calibration needs at least 2 healthy runs, got {len(healthy)}")
+    reference = baseline(healthy)
+    factors = recalibrated_factors(reference)
+    if len(healthy) < MIN_HEALTHY_RUNS:
+        notes.append(f"risk factors not recalibrated: {len(healthy)} healthy runs, {MIN_HEALTHY_RUNS} needed")
+    profile: dict[str, Any] = {
+        "format": 1,
+        "name": name,
+        "extends": extends,
+        "description": f"Calibrated by corevital calibrate on {len(rows)} runs of {source}.",
+        "calibration": (f"{len(healthy)} healthy runs give the baseline and the midpoint (p90, p10 for the margin) "
+                        "and scale ((p90 - p50) / ln 9) of the distributional risk factors"),
+        "risk": factors,
+        "baseline": {feature: stats.to_dict() for feature, stats in reference.items()},
+    }
+    labelled = [(row, label) for row, label in zip(rows, labels) if label is not None]
+    counts = {0: sum(1 for _, y in labelled if y == 0), 1: sum(1 for _, y in labelled if y == 1)}
+    if labelled and min(counts.values()) < MIN_RUNS_PER_LABEL:
+        notes.append(f"no probability map: {counts[0]} healthy and {counts[1]} bad labelled runs, "
+                     f"{MIN_RUNS_PER_LABEL} of each needed")
+    elif labelled:
+        x, y = [row for row, _ in labelled], [int(label) for _, label in labelled]
+        fitted = fit_probability(x, y, l2=l2)
+        quality = cross_validated(x, y, l2=l2)
+        profile["probability"] = {**fitted.to_dict(), "ece": quality.ece, "auroc": quality.auroc,
+                                  "runs": quality.runs}
+        profile["calibration"] += (f"; {len(labelled)} labelled runs fit the probability map (two-fold "
+                                   f"cross-validated ECE {quality.ece:.3f}, AUROC {quality.auroc:.3f})")
+    return profile, notes

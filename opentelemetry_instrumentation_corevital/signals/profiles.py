@@ -15,7 +15,14 @@ File format (``"format": 1``)::
     {"format": 1, "name": "llama", "extends": "default", "model_types": ["llama"], "name_patterns": [],
      "description": "...", "calibration": "where the numbers come from",
      "thresholds": {"high_entropy_bits": 4.0, ...},
-     "risk": {"entropy_mean": {"midpoint": 2.6, "scale": 0.45, "weight": 0.4}, ...}}
+     "risk": {"entropy_mean": {"midpoint": 2.6, "scale": 0.45, "weight": 0.4}, ...},
+     "baseline": {"entropy_mean": {"mean": .., "std": .., "p10": .., "p50": .., "p90": .., "runs": 200}, ...},
+     "probability": {"features": [...], "weights": [...], "bias": .., "means": [...], "scales": [...],
+                     "ece": .., "auroc": .., "runs": ..}}
+
+``baseline`` and ``probability`` are written by ``corevital calibrate`` (see
+:mod:`.calibration`): with them, every run reports its divergence from the
+healthy runs and its risk score becomes the fitted probability.
 
 Unlike the original CoreVital, whose profiles were read from a path relative
 to its source tree (so a regular install silently used defaults), these are
@@ -35,6 +42,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .._errors import ConfigurationError
+from .calibration import FeatureStats, ProbabilityMap
 from .risk import FactorSpec
 
 PROFILE_FORMAT = 1
@@ -91,6 +99,8 @@ class Profile:
     description: str = ""
     calibration: str = ""
     overridden: tuple[str, ...] = field(default=())  # keys the user changed on top of the file
+    baseline: Mapping[str, FeatureStats] | None = None  # healthy runs' feature distributions (corevital calibrate)
+    probability: ProbabilityMap | None = None  # fitted P(bad) from labelled runs (corevital calibrate)
 
 
 def check_threshold(name: str, value: Any, where: str) -> float | int:
@@ -183,6 +193,10 @@ def _build(data: dict[str, Any], where: str, depth: int = 0) -> Profile:
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"{where}: 'name' must be a non-empty string")
+    reference = _baseline(data["baseline"], where) if data.get("baseline") is not None else (
+        base.baseline if base else None)
+    probability = (ProbabilityMap.from_dict(data["probability"], f"{where}: probability")
+                   if data.get("probability") is not None else (base.probability if base else None))
     return Profile(
         name=name,
         thresholds=DiagnosisThresholds(**values),
@@ -191,7 +205,26 @@ def _build(data: dict[str, Any], where: str, depth: int = 0) -> Profile:
         name_patterns=tuple(str(t).lower() for t in data.get("name_patterns", ())),
         description=str(data.get("description", "")),
         calibration=str(data.get("calibration", "")),
+        baseline=reference,
+        probability=probability,
     )
+
+
+def _baseline(raw: Any, where: str) -> dict[str, FeatureStats]:
+    if not isinstance(raw, Mapping):
+        raise ConfigurationError(f"{where}: 'baseline' must be an object of features")
+    out: dict[str, FeatureStats] = {}
+    for feature, stats in raw.items():
+        try:
+            values = {key: float(stats[key]) for key in ("mean", "std", "p10", "p50", "p90")}
+            runs = int(stats["runs"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"{where}: baseline {feature!r} needs numbers mean, std, p10, p50, p90 and runs ({exc})") from None
+        if not all(math.isfinite(v) for v in values.values()) or values["std"] < 0 or runs < 1:
+            raise ConfigurationError(f"{where}: baseline {feature!r}: finite numbers, std >= 0 and runs >= 1")
+        out[str(feature)] = FeatureStats(runs=runs, **values)
+    return out
 
 
 def load_profile(name_or_path: str | Path, *, _depth: int = 0) -> Profile:
