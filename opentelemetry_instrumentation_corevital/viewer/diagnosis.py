@@ -110,6 +110,19 @@ def _flag_detail(name: str, f: dict[str, Any], thresholds: dict[str, Any]) -> st
         if not f.get("nan_or_inf"):
             return ""
         return f"{f.get('nan_or_inf_steps', 0)} steps, first at step {f.get('nan_or_inf_first_step')}"
+    if name == "mid_layer_anomaly":
+        if not f.get("mid_layer_anomaly"):
+            return ""
+        layers = ", ".join(f"L{i}" for i in f.get("mid_layer_anomaly_layers") or [])
+        ratio = otlp.finite(f.get("mid_layer_anomaly_ratio"))
+        return (f"layers {layers or '?'}, first at step {f.get('mid_layer_anomaly_first_step')}"
+                + (f", norm {ratio:.1f}x off" if ratio is not None else ""))
+    if name == "attention_collapse":
+        if not f.get("attention_collapse"):
+            return ""
+        share = otlp.finite(f.get("attention_collapse_share"))
+        return (f"from step {f.get('attention_collapse_onset_step')}"
+                + (f", {share:.0%} of heads collapsed" if share is not None else ""))
     return ""
 
 

@@ -212,6 +212,8 @@ def test_risk_flags_narrative_blamed_layers_and_fingerprint(good_dir):
     assert diagnosis.flag_rows(detail) == [
         {"sequence": 0, "flag": "nan_or_inf", "fired": False, "detail": ""},
         {"sequence": 0, "flag": "repetition_loop", "fired": False, "detail": ""},
+        {"sequence": 0, "flag": "mid_layer_anomaly", "fired": False, "detail": ""},
+        {"sequence": 0, "flag": "attention_collapse", "fired": False, "detail": ""},
         {"sequence": 0, "flag": "high_entropy", "fired": True,
          "detail": "3 steps > 4 bits, longest run 3, first at step 6"},
     ]
@@ -362,3 +364,15 @@ def test_odd_shapes_inside_valid_json_never_raise(tmp_path):
     for part in (series.sequences, diagnosis.narrative, diagnosis.blamed_layers, diagnosis.fingerprint, perf.perf,
                  diagnosis.flag_rows):
         part(detail)  # each either copes or raises an ordinary exception the page turns into VIEW_FAILED
+
+
+@pytest.mark.parametrize("name, flags, expected", [
+    ("mid_layer_anomaly", {"mid_layer_anomaly": True, "mid_layer_anomaly_layers": [3, 4],
+                           "mid_layer_anomaly_first_step": 7, "mid_layer_anomaly_ratio": 5.25},
+     "layers L3, L4, first at step 7, norm 5.2x off"),
+    ("mid_layer_anomaly", {"mid_layer_anomaly": False, "mid_layer_anomaly_ratio": 1.2}, ""),
+    ("attention_collapse", {"attention_collapse": True, "attention_collapse_onset_step": 2,
+                            "attention_collapse_share": 0.375}, "from step 2, 38% of heads collapsed"),
+])
+def test_layer_flag_details(name, flags, expected):
+    assert diagnosis._flag_detail(name, flags, {}) == expected
