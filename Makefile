@@ -52,7 +52,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/overhead.py --pin-cpu 0
 
 # Detection quality (repetition loops, HaluEval QA) and the risk-score distribution, on SmolLM2 on the CPU.
 # About 3 hours on 2 cores; each script resumes from its cache in /tmp/cv-quality and /tmp/cv-bench.

@@ -273,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args.modes = [m for m in args.modes.split(",") if m]
     if args.pin_cpu is not None:
         os.sched_setaffinity(0, {args.pin_cpu})
+        torch.set_num_threads(1)  # more threads than cores would spin against each other
     time_our_host_work()
     batches = [int(b) for b in args.batches.split(",")] if args.batches else [args.batch]
     print(json.dumps(machine()), flush=True)
