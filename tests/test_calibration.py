@@ -62,6 +62,15 @@ class TestPureFunctions:
         shuffled = cal.cross_validated(rows, [i % 2 for i in range(24)])
         assert shuffled.auroc < 0.6
 
+    def test_narrative_of_a_calibrated_risk(self):
+        from opentelemetry_instrumentation_corevital.signals.narrative import NarrativeFacts, narrative
+
+        facts = NarrativeFacts(steps=12, risk=0.8123, level="high", calibrated=True, uncalibrated=0.2,
+                               divergent=("attn_entropy_late", "margin_mean", "entropy_mean", "update_ratio"))
+        assert narrative(facts).split(". ")[0] == (
+            "Risk 0.81 (high) over 12 tokens: the calibrated profile's probability that this run is bad "
+            "(uncalibrated score 0.20); outside its healthy baseline: attn_entropy_late, margin_mean, entropy_mean")
+
     @pytest.mark.parametrize("extra, message", [
         ({"baseline": {"entropy_mean": {"mean": 1.0}}}, "baseline 'entropy_mean' needs numbers mean, std"),
         ({"baseline": {"x": {"mean": 1, "std": -1, "p10": 0, "p50": 0, "p90": 0, "runs": 3}}}, "std >= 0"),
@@ -122,6 +131,9 @@ def test_calibrate_writes_a_profile_that_loads_and_applies(tiny_model_dir, tmp_p
     assert seq.risk.calibrated and seq.risk.score == pytest.approx(profile.probability.probability(features))
     assert seq.risk.divergence == pytest.approx(cal.divergence(features, profile.baseline).score)
     assert monitor.get_risk_score() == seq.risk.score
+    assert seq.diagnosis.narrative.startswith(
+        f"Risk {seq.risk.score:.2f} ({seq.risk.level}) over 6 tokens: the calibrated profile's probability that "
+        f"this run is bad (uncalibrated score {seq.risk.uncalibrated_score:.2f})")
 
     # The same file without the map: the risk is the noisy-OR the calibrated report kept as uncalibrated_score.
     plain = tmp_path / "plain.json"

@@ -58,6 +58,9 @@ class NarrativeFacts:
     loop_hidden: float | None = None  # recurrence value when the hidden state showed the loop
     loop_tokens: bool = True  # the token ids repeat (False: only the hidden state does)
     ngram_n: int = 4
+    calibrated: bool = False  # risk is a calibrated profile's fitted probability
+    uncalibrated: float | None = None
+    divergent: Sequence[str] = ()  # features beyond 3 standard deviations of the profile's healthy baseline
     mid_layers: Sequence[int] = ()
     mid_step: int | None = None
     mid_ratio: float | None = None
@@ -91,6 +94,14 @@ def _risk_sentence(facts: NarrativeFacts) -> str:
         where = f", first at step {facts.nonfinite_first_step}" if facts.nonfinite_first_step is not None else ""
         return (f"Risk {facts.risk:.2f} ({facts.level}): non-finite values appeared at {facts.nonfinite_steps} "
                 f"of {facts.steps} steps{where}, so the output cannot be trusted.")
+    if facts.calibrated:
+        text = (f"Risk {facts.risk:.2f} ({facts.level}) over {facts.steps} tokens: the calibrated profile's "
+                f"probability that this run is bad")
+        if facts.uncalibrated is not None:
+            text += f" (uncalibrated score {facts.uncalibrated:.2f})"
+        if facts.divergent:
+            text += f"; outside its healthy baseline: {', '.join(facts.divergent[:3])}"
+        return text + "."
     ranked = sorted(facts.factors, key=lambda f: f.contribution, reverse=True)
     if not ranked:
         return f"Risk {facts.risk:.2f} ({facts.level}) over {facts.steps} tokens."
