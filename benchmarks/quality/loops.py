@@ -39,6 +39,7 @@ MAX_NEW_TOKENS = 192
 BATCH = 8
 MAX_FPR = 0.02
 EAGER_REPEAT = 8  # the stop_on variant that stops a tail repeating 8 tokens of its previous period
+SWEEP = (8, 12, 16, 24, 32)  # stop_loop_repeat values replayed to show the recall / false-stop trade-off
 
 EVAL_TOPICS = [
     "submarines", "the Silk Road", "lightning", "octopuses", "the Renaissance", "nuclear fusion", "bread baking",
@@ -257,6 +258,14 @@ def analyse(items: list[dict[str, Any]]) -> dict[str, Any]:
                                            for r in rows),
                 replay_agrees=all(r["stop_step"] == replay_stop(r["tokens"], None) for r in rows))
     eager = stopping("eager_step")
+    sweep = {}
+    for repeat in SWEEP:
+        key = f"repeat_{repeat}"
+        for r in rows:
+            r[key] = r["eager_step"] if repeat == EAGER_REPEAT else replay_stop(r["tokens"], repeat)
+        found = stopping(key)
+        sweep[str(repeat)] = {k: found[k] for k in ("recall", "fpr", "delay_median", "delay_p90",
+                                                     "tokens_saved_share", "tokens_cut_from_non_loops")}
     flag = detector(lambda r: r["flag"])
 
     baselines = {}
@@ -273,7 +282,7 @@ def analyse(items: list[dict[str, Any]]) -> dict[str, Any]:
         group = [r for r in rows if r["decoding"] == name]
         by_decoding[name] = {"generations": len(group), "loops": sum(r["label"] for r in group)}
     return {"generations": len(rows), "loops": len(positives), "non_loops": len(negatives),
-            "by_decoding": by_decoding, "stop_on": stop, "stop_on_eager": eager, "flag": flag, "baselines": baselines,
+            "by_decoding": by_decoding, "stop_on": stop, "stop_on_eager": eager, "stop_loop_repeat_sweep": sweep, "flag": flag, "baselines": baselines,
             "label_rule": f"seq-rep-{labels.N} >= {labels.THRESHOLD} in a window of {labels.WINDOW} words"}
 
 
@@ -289,6 +298,10 @@ def _print(result: dict[str, Any]) -> None:
     print(f"{'stop_loop_repeat=' + str(EAGER_REPEAT):28} {e['recall']:7.3f} {e['fpr']:7.3f} {'-':>7}  delay median "
           f"{e['delay_median']} p90 {e['delay_p90']} tokens; saved {e['tokens_saved']} tokens "
           f"({e['tokens_saved_share']:.0%} of looping output); criterion replayed on the ids")
+    for repeat, w in result["stop_loop_repeat_sweep"].items():
+        print(f"{'  sweep stop_loop_repeat=' + repeat:28} {w['recall']:7.3f} {w['fpr']:7.3f} {'-':>7}  delay median "
+              f"{w['delay_median']} p90 {w['delay_p90']}; saved {w['tokens_saved_share']:.0%} of looping output, "
+              f"cut {w['tokens_cut_from_non_loops']} tokens from non-loops")
     print(f"{'report flag repetition_loop':28} {f['recall']:7.3f} {f['fpr']:7.3f} {'-':>7}  after the generation")
     for name, b in result["baselines"].items():
         print(f"{name:28} {b['recall_at_fpr_0.02']:7.3f} {'<=0.02':>7} {b['auroc']:7.3f}  "
