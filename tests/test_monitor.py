@@ -76,6 +76,24 @@ class TestStopOn:
         assert seq.output_tokens == 16
         assert seq.flags.repetition_loop and seq.flags.repetition_onset_step == 4
 
+    def test_seq2seq_stops_too(self):
+        from opentelemetry_instrumentation_corevital.testing import tiny_seq2seq_lm
+
+        class Alternate(LogitsProcessor):  # the decoder's row starts with its start token
+            def __call__(self, input_ids, scores):
+                forced = torch.full_like(scores, -math.inf)
+                forced[:, [9, 10][input_ids.shape[1] % 2]] = 0.0
+                return forced
+
+        model, source = tiny_seq2seq_lm(), torch.tensor([[5, 6, 7, 8, 1]])
+        monitor = CoreVitalMonitor(stop_on=("repetition_loop",))
+        out = monitor.generate(model, source, max_new_tokens=30, do_sample=False,
+                               logits_processor=LogitsProcessorList([Alternate()]))
+        assert out[0, 1:].tolist() == [10, 9] * 6  # 12 periodic tokens, then the stop
+        seq = monitor.report.sequences[0]
+        assert (seq.finish_reason, seq.intervention.condition, seq.intervention.step) == (
+            "intervention", "repetition_loop", 11)
+
     def test_stop_loop_repeat_stops_a_long_cycle_on_its_second_saying(self, tiny_llama):
         cycle = [5, 6, 7, 8, 9, 10]  # period 6: three cycles would take 18 tokens, 6 + 8 takes 14
         monitor = CoreVitalMonitor(stop_on=("repetition_loop",), stop_loop_repeat=8)
