@@ -67,10 +67,9 @@ class Wrappers:
             return criteria
         try:
             options = call.options
-            bits = options.high_entropy_bits
-            if bits is None and ("high_entropy" in options.stop_on):
-                bits = call.profile().thresholds.high_entropy_bits
-            return call.session.criteria_for(criteria, options.stop_on, bits or 4.0,
+            # The report's flag and the stop use one threshold: the profile's, after the user's overrides.
+            bits = call.profile().thresholds.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
+            return call.session.criteria_for(criteria, options.stop_on, bits,
                                              options.high_entropy_run, options.step_callback, options.callback_every,
                                              options.stop_loop_repeat)
         except Exception as exc:
