@@ -147,14 +147,11 @@ class GenerationCall:
 
     def profile(self) -> Any:
         """The model profile this call's report will be diagnosed with (the stop criterion needs its thresholds)."""
-        from ..signals.profiles import resolve_profile
+        from ..report._build import effective_profile
 
         options = self.options
-        thresholds = dict(options.thresholds or {})
-        if options.high_entropy_bits is not None:
-            thresholds.setdefault("high_entropy_bits", options.high_entropy_bits)
-        model_type = _describe.model_info(self.model, None).get("model_type")
-        return resolve_profile(model_type, options.profile, thresholds, model_name=self.model_name)
+        return effective_profile(_describe.model_info(self.model, None), options.profile, options.thresholds,
+                                 options.high_entropy_bits)
 
     @staticmethod
     def _parent_context(streamer: Any) -> Any:

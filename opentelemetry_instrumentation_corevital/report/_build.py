@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .. import signals as sig
 from ..signals.profiles import Profile, resolve_profile
@@ -230,6 +230,16 @@ def _timeline(series: dict[str, list[float | None]], n: int) -> Timeline:
     )
 
 
+def effective_profile(model: Mapping[str, Any], profile: str | Profile | None, thresholds: Mapping[str, float] | None,
+                      high_entropy_bits: float | None, factors: Mapping[str, Any] | None = None) -> Profile:
+    """The profile a generation is diagnosed with: ``profile`` (or the model's own), then ``thresholds``, then the
+    ``high_entropy_bits`` option where ``thresholds`` leaves it unset. ``stop_on`` uses the same one."""
+    overrides = dict(thresholds or {})
+    if high_entropy_bits is not None:
+        overrides.setdefault("high_entropy_bits", high_entropy_bits)
+    return resolve_profile(model.get("model_type"), profile, overrides, factors, model_name=model.get("name"))
+
+
 def build_report(data: BuildInput) -> Report:
     req = data.request
     eos_ids = req.get("eos_token_ids") or []
@@ -237,11 +247,7 @@ def build_report(data: BuildInput) -> Report:
     max_new = req.get("max_new_tokens")
     rows = len(data.sequences)
     per_input = max(1, rows // max(1, len(data.input_lengths))) if data.input_lengths else 1
-    overrides = dict(data.thresholds or {})
-    if data.high_entropy_bits is not None:  # the instrument()'s option, when the user set one
-        overrides.setdefault("high_entropy_bits", data.high_entropy_bits)
-    profile = resolve_profile(data.model.get("model_type"), data.profile, overrides, data.factors,
-                              model_name=data.model.get("name"))
+    profile = effective_profile(data.model, data.profile, data.thresholds, data.high_entropy_bits, data.factors)
 
     sequences: list[SequenceReport] = []
     for row, full in enumerate(data.sequences):
