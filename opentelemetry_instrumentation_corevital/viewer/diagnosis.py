@@ -100,26 +100,20 @@ def _flag_detail(name: str, f: dict[str, Any], thresholds: dict[str, Any]) -> st
         if f.get("high_entropy_first_step") is not None:
             text += f", first at step {f['high_entropy_first_step']}"
         return text
+    if not f.get(name):  # the other flags describe only what fired
+        return ""
     if name == "repetition_loop":
-        if not f.get("repetition_loop"):
-            return ""
         share = otlp.finite(f.get("repetition_share"))
         return (f"from step {f.get('repetition_onset_step')}, period {f.get('repetition_period')}"
                 + (f", {share:.0%} of the output" if share is not None else ""))
     if name == "nan_or_inf":
-        if not f.get("nan_or_inf"):
-            return ""
         return f"{f.get('nan_or_inf_steps', 0)} steps, first at step {f.get('nan_or_inf_first_step')}"
     if name == "mid_layer_anomaly":
-        if not f.get("mid_layer_anomaly"):
-            return ""
         layers = ", ".join(f"L{i}" for i in f.get("mid_layer_anomaly_layers") or [])
         ratio = otlp.finite(f.get("mid_layer_anomaly_ratio"))
         return (f"layers {layers or '?'}, first at step {f.get('mid_layer_anomaly_first_step')}"
                 + (f", norm {ratio:.1f}x off" if ratio is not None else ""))
     if name == "attention_collapse":
-        if not f.get("attention_collapse"):
-            return ""
         share = otlp.finite(f.get("attention_collapse_share"))
         return (f"from step {f.get('attention_collapse_onset_step')}"
                 + (f", {share:.0%} of heads collapsed" if share is not None else ""))
