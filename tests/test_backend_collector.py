@@ -16,7 +16,8 @@ import torch
 import yaml
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Report
-from opentelemetry_instrumentation_corevital.emit import emit_step_logs, names
+from opentelemetry_instrumentation_corevital import names
+from opentelemetry_instrumentation_corevital.emit import emit_step_logs
 from opentelemetry_instrumentation_corevital.testing import OTLPSink, any_value
 
 from ._services import ROOT, rotel_from_env_file, wait_until

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
-from opentelemetry_instrumentation_corevital.emit import names
+from opentelemetry_instrumentation_corevital import names
 
 from ._services import ROOT, ddapm_test_agent, http_get, wait_until
 from .conftest import free_port

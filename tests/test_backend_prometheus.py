@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
-from opentelemetry_instrumentation_corevital.emit import names
+from opentelemetry_instrumentation_corevital import names
 from opentelemetry_instrumentation_corevital.exporters.prometheus import PROMETHEUS_LABELS, PROMETHEUS_NAMES
 
 from ._services import ROOT, promql, prometheus_server, stop, wait_until

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor
-from opentelemetry_instrumentation_corevital.emit import names
+from opentelemetry_instrumentation_corevital import names
 from opentelemetry_instrumentation_corevital.exporters.rotation import Rotation, append_line, backup_files
 from opentelemetry_instrumentation_corevital.exporters.settings import resolve_settings
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture

@@ -20,7 +20,7 @@ from opentelemetry_instrumentation_corevital import (
     generation_context,
     validate_report,
 )
-from opentelemetry_instrumentation_corevital.emit import names
+from opentelemetry_instrumentation_corevital import names
 from opentelemetry_instrumentation_corevital.testing import TINY_EOS, TelemetryCapture, tiny_causal_lm
 
 PROMPT = torch.tensor([[1, 17, 42, 99, 7, 23, 5, 64]])

@@ -1,6 +1,5 @@
 """From a report to OpenTelemetry: span attributes, metrics and log records."""
 
-from . import _names as names
 from ._logs import FanOutLogger, emit_report
 from ._metrics import FanOutInstruments, Instruments, metric_attributes
 from ._span import corevital_attributes, genai_attributes, layer_means, output_messages, span_name
@@ -18,7 +17,6 @@ __all__ = [
     "FanOutLogger",
     "genai_attributes",
     "metric_attributes",
-    "names",
     "output_messages",
     "span_name",
 ]

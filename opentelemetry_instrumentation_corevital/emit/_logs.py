@@ -11,7 +11,7 @@ from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.context import Context
 
 from ..report import Report
-from . import _names as n
+from .. import names as n
 
 
 def emit_report(logger: Logger, report: Report, context: Context | None, timestamp: int | None = None) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from opentelemetry.metrics import Meter
 
 from ..report import Report
-from . import _names as n
+from .. import names as n
 
 
 #: Hidden-state norms span orders of magnitude across models: powers of two from 1/4 to 16384.

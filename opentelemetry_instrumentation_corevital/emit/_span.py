@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from ..report import Report
-from . import _names as n
+from .. import names as n
 
 
 def _num(value: float | None) -> float:

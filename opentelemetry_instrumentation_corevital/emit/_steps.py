@@ -21,7 +21,7 @@ import os
 from typing import Any
 
 from ..report import Report
-from . import _names as n
+from .. import names as n
 
 #: Events left free under the SDK limit for other instrumentation (exceptions, user events).
 EVENT_RESERVE = 8

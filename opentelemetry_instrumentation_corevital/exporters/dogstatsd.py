@@ -16,7 +16,8 @@ import math
 import socket
 from typing import Iterator
 
-from ..emit import metric_attributes, names
+from .. import names
+from ..emit import metric_attributes
 from ..report import Report
 
 #: Datadog's limit for one UDP datagram on the default Agent configuration.

@@ -18,7 +18,7 @@ import errno
 from typing import Any
 
 from .._errors import ConfigurationError
-from ..emit import names as n
+from .. import names as n
 
 #: OpenTelemetry name -> Prometheus metric family name, as the OTel exporter (and the Collector) translate them.
 #: Histograms expose ``<family>_bucket``, ``_sum`` and ``_count``; counters already end in ``_total``.

@@ -25,6 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._config import CaptureMode, Options
+from .. import names
 from ..capture import CapturePlan, CaptureSession
 from ..capture._intercept import ACTIVE_SESSION
 from ..emit import (
@@ -35,7 +36,6 @@ from ..emit import (
     emit_report,
     genai_attributes,
     metric_attributes,
-    names,
     span_name,
 )
 from ..report import BuildInput, PerfInfo, Report, build_report, trim_to_summary

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from .._errors import ConfigurationError
-from ..emit import names
+from .. import names
 from ..report import Report
 from ._call import GenerationCall, Telemetry
 

@@ -1,6 +1,7 @@
 """The versioned report of one generation, its builder and its JSON Schema."""
 
 from ._build import BuildInput, LayerData, build_report, finish_summary, sequence_length, trim_to_summary
+from ._input import CaptureResult
 from ._diagnose import diagnose_report, diagnose_sequence
 from ._model import (
     SCHEMA_VERSION,
@@ -32,6 +33,7 @@ __all__ = [
     "BuildInput",
     "LayerData",
     "CaptureInfo",
+    "CaptureResult",
     "EncoderSummary",
     "Intervention",
     "LayerSeries",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..emit import _names as n
+from .. import names as n
 from . import diagnosis, otlp
 from .index import RunDetail
 from .series import SequenceSeries, sequences

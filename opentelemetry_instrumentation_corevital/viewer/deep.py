@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..emit import _names as n
+from .. import names as n
 from . import otlp
 
 #: Known layer matrices, in the order the viewer offers them, with their labels.

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..emit import _names as n
+from .. import names as n
 from . import otlp
 from .index import RunDetail
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from ..emit import _names as n
+from .. import names as n
 from . import messages, otlp
 from .sources import UnreadableFile, discover, iter_lines, read_line_at
 

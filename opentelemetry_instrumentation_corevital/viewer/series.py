@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..emit import _names as n
+from .. import names as n
 from . import otlp
 from .index import RunDetail
 

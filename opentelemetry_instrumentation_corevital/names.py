@@ -1,4 +1,4 @@
-"""Every attribute, metric and event name this package emits, in one place.
+"""Every attribute, metric and event name this package emits, in one place (the bottom layer: imports nothing of ours).
 
 GenAI names follow semantic conventions v1.41 (now owned by
 open-telemetry/semantic-conventions-genai); ours live under ``corevital.``.

@@ -1,0 +1,42 @@
+"""The one hand-off record from a capture source to the report builder.
+
+Every capture source (``transformers`` generate and score today) fills one
+:class:`CaptureResult` with plain host numbers; :func:`report.build_report`
+reads nothing else from the capture. It lives with the report, which never
+needs torch, so that sources depend on the report and not the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CaptureResult:
+    """Host-side result of one generation's capture; plain Python numbers only."""
+
+    signals: bool  # whether logit signals were captured
+    unavailable: dict[str, str] = field(default_factory=dict)  # signal group -> reason
+    prefix_len: int = 0  # length of the sequence fed to step 0 (prompt, or decoder start)
+    steps: int = 0  # decoding steps recorded
+    rows: int = 0  # rows the model ran per step (batch x beams)
+    series: list[dict[str, list[float | None]]] = field(default_factory=list)  # per row
+    sequences: list[list[int]] = field(default_factory=list)  # returned sequences, host copy
+    step_ends: list[float] = field(default_factory=list)  # seconds from start to each step's end
+    row_of: list[list[int]] | None = None  # beam search: [returned sequence][step] -> row
+    layers: list[int] = field(default_factory=list)  # decoder layer indices captured
+    layer_steps: list[int] = field(default_factory=list)  # steps with layer data
+    hidden: list | None = None  # [layer_step][row][layer] norm, or [..][..][..][7] full stats
+    hidden_full: bool = False
+    attention: list | None = None  # [layer_step][row][layer][6]
+    moe: list | None = None  # [layer_step][row][layer][2]
+    prompt_surprisal: list | None = None  # [input row][prompt - 1]
+    prompt_layers: list | None = None  # [input row][layer][4]: hidden_norm, sparsity, basin, basin_min
+    encoder_layers: list | None = None  # [input row][encoder layer][4]: same columns
+    encoder_indices: list[int] = field(default_factory=list)
+    attention_source: str | None = None
+    matrices: dict[str, list] | None = None  # greedy/sample: field -> [row][layer][layer step], non-finite as None
+    stopped_at: list[int] | None = None  # stop_on: per row, the step at which a condition stopped it (-1: none)
+    stop_reason: list[str | None] | None = None  # stop_on: per row, the condition
+    retained_values: int = 0  # numbers the capture kept on the device for this generation (memory is O(steps x layers))
+    error: str | None = None
