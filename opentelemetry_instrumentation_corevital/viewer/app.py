@@ -120,24 +120,22 @@ def view_runs(index: Index) -> None:
             "duration (s)": st.column_config.NumberColumn(format="%.2f"),
         },
     )
-    timed = [r for r in shown if r.started is not None and r.risk_score is not None]
+    timed = [
+        {"time": datetime.fromtimestamp(started, tz=timezone.utc), "model": r.model, "risk": r.risk_score,
+         "level": r.risk_level, "flags": ", ".join(r.flags) or "none"}
+        for r in shown
+        if (started := r.started) is not None and r.risk_score is not None
+    ]
     if timed:
-        st.altair_chart(
-            _charts.risk_over_time([
-                {"time": datetime.fromtimestamp(r.started, tz=timezone.utc), "model": r.model, "risk": r.risk_score,
-                 "level": r.risk_level, "flags": ", ".join(r.flags) or "none"}
-                for r in timed
-            ]),
-            width="stretch",
-        )
+        st.altair_chart(_charts.risk_over_time(timed), width="stretch")
     if not shown:
         return
     labels = {r.key: r.label for r in shown}
     o = st.columns([4, 1])
-    o[0].selectbox("Open a run", list(labels), format_func=labels.get, key="open_pick")
+    o[0].selectbox("Open a run", list(labels), format_func=labels.__getitem__, key="open_pick")
     o[1].button("Open run", on_click=_open_picked, type="primary", width="stretch")
     k = st.columns([4, 1])
-    chosen = k[0].multiselect("Compare runs", list(labels), format_func=labels.get, key="compare_pick",
+    chosen = k[0].multiselect("Compare runs", list(labels), format_func=labels.__getitem__, key="compare_pick",
                               default=list(labels)[:2] if len(labels) >= 2 else None)
     k[1].button("Compare", on_click=_compare_picked, disabled=len(chosen) < 2,
                 width="stretch")
@@ -151,7 +149,7 @@ def view_run(index: Index) -> None:
     labels = {r.key: r.label for r in index.runs}
     if st.session_state.get("run") not in labels:
         st.session_state["run"] = index.runs[0].key
-    key = st.selectbox("Run", list(labels), format_func=labels.get, key="run")
+    key = st.selectbox("Run", list(labels), format_func=labels.__getitem__, key="run")
     summary = index.by_key(key)
     assert summary is not None
     detail = _detail(summary)
@@ -420,7 +418,7 @@ def view_compare(index: Index) -> None:
         return
     current = [k for k in st.session_state.get("compare", []) if k in labels]
     st.session_state["compare"] = current or list(labels)[:2]
-    keys = st.multiselect("Runs", list(labels), format_func=labels.get, key="compare")
+    keys = st.multiselect("Runs", list(labels), format_func=labels.__getitem__, key="compare")
     if len(keys) < 2:
         st.info("Pick two or more runs to compare.")
         return

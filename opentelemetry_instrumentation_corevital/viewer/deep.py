@@ -130,8 +130,8 @@ def prompt_data(sequence: dict[str, Any], report: dict[str, Any]) -> PromptData 
     if not surprisal and not per_layer and block.get("perplexity") is None:
         return None
     count = max((len(v) for v in per_layer.values()), default=0)
-    seq_layers = sequence.get("layers") if isinstance(sequence.get("layers"), dict) else {}
-    capture = report.get("capture") if isinstance(report.get("capture"), dict) else {}
+    seq_layers = otlp.typed(sequence, "layers", dict, {})
+    capture = otlp.typed(report, "capture", dict, {})
     candidates = [block.get("layers"), seq_layers.get("indices"), capture.get("layers")]
     layers = next((list(c) for c in candidates if isinstance(c, list) and len(c) == count), list(range(count)))
     tokens = block.get("tokens")
@@ -162,8 +162,9 @@ def encoder_rows(sequence: dict[str, Any]) -> list[dict[str, Any]]:
         return []
     per_layer = _per_layer(block, exclude=("indices",))
     count = max((len(v) for v in per_layer.values()), default=0)
-    indices = block.get("indices") if isinstance(block.get("indices"), list) and len(block["indices"]) == count \
-        else list(range(count))
+    indices = otlp.typed(block, "indices", list, [])
+    if len(indices) != count:
+        indices = list(range(count))
     return [{"layer": layer, **{k: v[r] if r < len(v) else None for k, v in per_layer.items()}}
             for r, layer in enumerate(indices)]
 
@@ -188,7 +189,7 @@ def span_prompt(attrs: dict[str, Any]) -> PromptData | None:
     if not isinstance(surprisal, list) and not isinstance(basin, list) and perplexity is None:
         return None
     surprisal = [otlp.finite(v) for v in surprisal] if isinstance(surprisal, list) else []
-    tokens = attrs.get(n.PROMPT_TOKENS) if isinstance(attrs.get(n.PROMPT_TOKENS), int) else None
+    tokens = otlp.typed(attrs, n.PROMPT_TOKENS, int, None)
     per_layer = {"basin": [otlp.finite(v) for v in basin]} if isinstance(basin, list) else {}
     indices = attrs.get(n.LAYERS_INDICES)
     count = len(per_layer.get("basin", []))

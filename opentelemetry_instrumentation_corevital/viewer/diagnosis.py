@@ -55,7 +55,7 @@ def risk(detail: RunDetail) -> Risk:
         info = _dict(seq.get("risk"))
         factors = [dict(f) for f in _dicts(info.get("factors")) if isinstance(f.get("name"), str)]
         factors.sort(key=lambda f: -(otlp.finite(f.get("contribution")) or 0.0))
-        level = summary.get("risk_level") if isinstance(summary.get("risk_level"), str) else None
+        level = otlp.typed(summary, "risk_level", str, None)
         return Risk(otlp.finite(summary.get("risk_score")), level, info.get("forced_by"), factors)
     attrs = detail.span or {}
     names = attrs.get(n.RISK_FACTORS) or []

@@ -101,7 +101,7 @@ def _run_key(trace_id: Any, span_id: Any, report_id: Any) -> str:
 def from_span(resource: dict[str, Any], span: dict[str, Any], attrs: dict[str, Any], readable: bool) -> dict[str, Any]:
     """RunSummary fields that a generation span gives."""
     start, end = otlp.nanos(span.get("startTimeUnixNano")), otlp.nanos(span.get("endTimeUnixNano"))
-    status = span.get("status") if isinstance(span.get("status"), dict) else {}
+    status = otlp.typed(span, "status", dict, {})
     out: dict[str, Any] = {
         "trace_id": span.get("traceId") or None,
         "span_id": span.get("spanId") or None,
@@ -213,7 +213,8 @@ class _Collector:
     def add(self, key: str, fields: dict[str, Any], ref_name: str, ref: Ref, prefer: bool) -> None:
         run = self.runs.get(key) or RunSummary(key=key)
         run = _merge(run, fields, prefer)
-        self.runs[key] = replace(run, **{ref_name: ref})
+        refs: dict[str, Any] = {ref_name: ref}
+        self.runs[key] = replace(run, **refs)
 
 
 def build_index(paths: list[str], max_problems_per_file: int = 20) -> Index:

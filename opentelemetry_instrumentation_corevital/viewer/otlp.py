@@ -9,11 +9,20 @@ so the rest of the viewer works with str, int, float, bool, list and dict.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, TypeVar
+
+_T = TypeVar("_T")
+_D = TypeVar("_D")
 
 SPANS = "resourceSpans"
 METRICS = "resourceMetrics"
 LOGS = "resourceLogs"
+
+
+def typed(container: Mapping[str, Any], key: str, kind: type[_T], default: _D) -> _T | _D:
+    """``container[key]`` when it is a ``kind``, else ``default``: a file's contents are never trusted."""
+    value = container.get(key)
+    return value if isinstance(value, kind) else default
 
 
 def any_value(value: Any) -> Any:

@@ -65,7 +65,7 @@ def perf(detail: RunDetail) -> Perf:
     s = detail.summary
     result = Perf(duration_s=s.duration_s, ttft_s=s.ttft_s, tpot_s=s.tpot_s, output_tokens=s.output_tokens)
     report = detail.report or {}
-    timings = report.get("timings") if isinstance(report.get("timings"), dict) else {}
+    timings = otlp.typed(report, "timings", dict, {})
     ends = timings.get("step_end_s")
     span = detail.span or {}
     if isinstance(ends, list) and ends:
@@ -92,7 +92,7 @@ def _duration_stride(span: dict[str, Any], kept: int) -> int:
     sequence that is the timeline's stride; with several, the step count is
     the longest sequence's, so the stride is ``ceil(steps / kept)``.
     """
-    stride = span.get(n.TIMELINE_STRIDE) if isinstance(span.get(n.TIMELINE_STRIDE), int) else 1
+    stride = otlp.typed(span, n.TIMELINE_STRIDE, int, 1)
     lengths = span.get(n.TIMELINE_LENGTHS)
     if not isinstance(lengths, list) or len(lengths) <= 1 or not kept:
         return stride

@@ -64,11 +64,11 @@ def sequences(detail: RunDetail) -> list[SequenceSeries]:
 
 def _from_report(report: dict[str, Any]) -> list[SequenceSeries]:
     out = []
-    sequences = report.get("sequences") if isinstance(report.get("sequences"), list) else []
+    sequences = otlp.typed(report, "sequences", list, [])
     for position, seq in enumerate(sequences):
         if not isinstance(seq, dict):
             continue
-        timeline = seq.get("timeline") if isinstance(seq.get("timeline"), dict) else {}
+        timeline = otlp.typed(seq, "timeline", dict, {})
         values = {
             name: [otlp.finite(v) for v in timeline[name]]
             for name in SIGNALS
@@ -80,26 +80,26 @@ def _from_report(report: dict[str, Any]) -> list[SequenceSeries]:
         token_ids = seq.get("token_ids")
         out.append(
             SequenceSeries(
-                index=seq["index"] if isinstance(seq.get("index"), int) else position,
+                index=otlp.typed(seq, "index", int, position),
                 steps=list(range(length)),
                 values=values,
                 source="report",
                 token_ids=list(token_ids[:length]) if isinstance(token_ids, list) else None,
-                output_text=seq["output_text"] if isinstance(seq.get("output_text"), str) else None,
+                output_text=otlp.typed(seq, "output_text", str, None),
                 finish_reason=seq.get("finish_reason"),
-                flags=seq["flags"] if isinstance(seq.get("flags"), dict) else {},
+                flags=otlp.typed(seq, "flags", dict, {}),
             )
         )
     return out
 
 
 def _from_span(attrs: dict[str, Any]) -> list[SequenceSeries]:
-    arrays = {name: attrs.get(n.STEP_PREFIX + name) for name in SIGNALS}
-    arrays = {name: [otlp.finite(v) for v in values] for name, values in arrays.items() if isinstance(values, list) and values}
+    raw = {name: attrs.get(n.STEP_PREFIX + name) for name in SIGNALS}
+    arrays = {name: [otlp.finite(v) for v in values] for name, values in raw.items() if isinstance(values, list) and values}
     if not arrays:
         return []
     total = max(len(v) for v in arrays.values())
-    stride = attrs.get(n.TIMELINE_STRIDE) if isinstance(attrs.get(n.TIMELINE_STRIDE), int) else 1
+    stride = otlp.typed(attrs, n.TIMELINE_STRIDE, int, 1)
     lengths = attrs.get(n.TIMELINE_LENGTHS)
     if not (isinstance(lengths, list) and all(isinstance(x, int) for x in lengths) and sum(lengths) == total):
         lengths = [total]

@@ -59,9 +59,7 @@ def discover(paths: list[str]) -> tuple[list[str], list[str]]:
             files.append(str(path))
         else:
             problems.append(messages.NOT_FOUND.format(path=raw))
-    seen: set[str] = set()
-    unique = [f for f in files if not (f in seen or seen.add(f))]
-    return unique, problems
+    return list(dict.fromkeys(files)), problems
 
 
 def signature(files: list[str]) -> tuple[tuple[str, int, int], ...]:
