@@ -1,0 +1,241 @@
+"""The tabs of one run's page (risk, timeline, layers, prompt, performance, details) and their small helpers.
+
+Split from ``app.py`` by idea: the app lays out the views, these draw one run. Imported absolutely, like the
+app, because Streamlit runs the app as a script.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from opentelemetry_instrumentation_corevital.viewer import _charts, deep, diagnosis, messages, perf, series
+from opentelemetry_instrumentation_corevital.viewer.index import RunDetail
+
+#: The signals the timeline and compare views chart, in order.
+CHARTED = ("entropy", "surprisal", "margin", "topk_mass")
+
+
+def num(value: float | None, fmt: str = "{:.3f}", unit: str = "") -> str:
+    """A metric's text; a dash where the files did not say."""
+    return "–" if value is None else fmt.format(value) + unit
+
+
+def ms(seconds: float | None) -> str:
+    """Seconds shown as milliseconds; a dash where unknown."""
+    return "–" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+
+def guarded(part: Any, *args: Any) -> Any:
+    """Draw one part of a page; data of an unexpected shape costs that part (with a message), not the page."""
+    try:
+        return part(*args)
+    except Exception as exc:  # noqa: BLE001 - files come from anywhere; the viewer must keep going
+        st.error(messages.VIEW_FAILED.format(detail=f"{type(exc).__name__}: {exc}"))
+        return None
+
+
+def capture_text(detail: RunDetail) -> str | None:
+    """"capture full", or for on_risk what it became ("capture on_risk → full")."""
+    capture = (detail.report or {}).get("capture") or {}
+    mode = capture.get("mode") or detail.summary.capture_mode
+    if not mode:
+        return None
+    chosen = capture.get("detail") or (detail.span or {}).get("corevital.capture.detail")
+    return f"capture {mode}" + (f" → {chosen}" if chosen and chosen != mode else "")
+
+
+def tab_risk(detail: RunDetail, risk: diagnosis.Risk, mode: str) -> None:
+    if risk.score is None:
+        st.info(messages.NO_SIGNALS.format(mode=mode))
+        return
+    if risk.forced_by:
+        st.error(f"Risk forced to {risk.score:.3f} by {risk.forced_by}.")
+    if risk.factors:
+        cols = ["name", "value", "score", "weight", "contribution", "description"]
+        frame = pd.DataFrame([{c: f.get(c) for c in cols if any(c in g for g in risk.factors)} for f in risk.factors])
+        st.subheader("Risk factors")
+        st.dataframe(frame, hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(format="%.4f")
+                                    for c in ("value", "score", "weight", "contribution")})
+        st.altair_chart(_charts.factor_bars(risk.factors), width="stretch")
+    st.subheader("Flags")
+    st.dataframe(pd.DataFrame(diagnosis.flag_rows(detail)), hide_index=True, width="stretch")
+    blamed = diagnosis.blamed_layers(detail)
+    if blamed:
+        st.subheader("Blamed layers")
+        st.dataframe(pd.DataFrame(blamed), hide_index=True, width="stretch")
+
+
+def _pick_sequence(seqs: list[series.SequenceSeries], key: str) -> series.SequenceSeries:
+    if len(seqs) == 1:
+        return seqs[0]
+    by_index = {s.index: s for s in seqs}
+    chosen = st.selectbox("Sequence", list(by_index), key=key, format_func=lambda i: f"sequence {i}")
+    return by_index[chosen]
+
+
+def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) -> None:
+    if not seqs:
+        st.info(messages.NO_SIGNALS.format(mode=mode))
+        return
+    seq = _pick_sequence(seqs, "timeline_seq")
+    rows = seq.rows()
+    threshold = ((detail.report or {}).get("thresholds") or {}).get("high_entropy_bits")
+    if seq.stride > 1:
+        st.caption(f"Every {seq.stride}. step (the span's thinned series).")
+    charted = [s for s in CHARTED if s in seq.values]
+    grid = st.columns(2)
+    for i, name in enumerate(charted):
+        with grid[i % 2]:
+            st.altair_chart(
+                _charts.signal_line(rows, name, series.LABELS[name], threshold if name == "entropy" else None,
+                                    token_ids=seq.token_ids is not None),
+                width="stretch",
+            )
+    if seq.output_text is not None:
+        st.subheader("Generated text")
+        st.code(seq.output_text, language=None, wrap_lines=True)
+    if seq.token_ids is None:
+        st.caption(messages.NO_TOKENS)
+    st.subheader("Steps")
+    frame = pd.DataFrame(rows)
+    styled = frame.style.format(precision=4, na_rep="–")
+    if "entropy" in frame:
+        styled = styled.map(_entropy_colour, subset=["entropy"])
+    st.dataframe(styled, hide_index=True, width="stretch")
+
+
+def _entropy_colour(value: Any) -> str:
+    """Entropy cells as the original dashboard coloured tokens: > 4 bits red, ≥ 2 yellow, else green."""
+    if value is None or pd.isna(value):
+        return ""
+    colour = "#f8d0d0" if value > 4 else "#fbefc4" if value >= 2 else "#d5f0d5"
+    return f"background-color: {colour}"
+
+
+def _sequence_dicts(detail: RunDetail) -> list[dict[str, Any]]:
+    return [s for s in (detail.report or {}).get("sequences") or [] if isinstance(s, dict)]
+
+
+def tab_layers(detail: RunDetail, mode: str) -> None:
+    found = [(s.get("index", i), data) for i, s in enumerate(_sequence_dicts(detail)) if (data := deep.layer_data(s))]
+    if not found:
+        means = deep.span_layer_means(detail.span or {}, "corevital.layers.", "corevital.layers.indices")
+        if means and detail.report is None:
+            st.caption(messages.SPAN_LAYERS)
+            for name in [k for k in means[0] if k != "layer"][:3]:
+                st.altair_chart(_charts.bars([r for r in means if r[name] is not None], "layer", name,
+                                             deep.LAYER_LABELS.get(name, name)), width="stretch")
+            st.dataframe(pd.DataFrame(means).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch")
+        if mode != "full":
+            st.info(messages.FULL_LAYERS.format(mode=mode))
+        return
+    by_index = dict(found)
+    index = found[0][0] if len(found) == 1 else st.selectbox("Sequence", list(by_index), key="layers_seq",
+                                                               format_func=lambda i: f"sequence {i}")
+    data = by_index[index]
+    blamed = diagnosis.blamed_layer_indices(detail)
+    if blamed:
+        st.caption("Blamed layers (outlined in red): " + ", ".join(str(b) for b in blamed))
+    headline = [name for name in deep.HEADLINE if name in data.matrices]
+    others = [name for name in data.names() if name not in headline]
+    for name in headline:
+        st.altair_chart(_charts.heatmap(data.cells(name), deep.LAYER_LABELS[name], blamed), width="stretch")
+    if others:
+        extra = st.selectbox("More layer signals", others, key="layer_matrix",
+                             format_func=lambda k: deep.LAYER_LABELS.get(k, k))
+        st.altair_chart(_charts.heatmap(data.cells(extra), deep.LAYER_LABELS.get(extra, extra), blamed),
+                        width="stretch")
+    missing = [deep.LAYER_LABELS[k] for k in deep.FULL_ONLY if k not in data.matrices]
+    if missing and mode != "full":
+        st.info(messages.FULL_LAYERS_PARTIAL.format(
+            mode=mode, have=", ".join(deep.LAYER_LABELS.get(k, k) for k in data.names()), missing=", ".join(missing)))
+    st.subheader("Per-layer means over the captured steps")
+    st.dataframe(pd.DataFrame(data.layer_means()).style.format(precision=4, na_rep="–"), hide_index=True,
+                 width="stretch")
+
+
+def tab_prompt(detail: RunDetail, mode: str) -> None:
+    seqs = _sequence_dicts(detail)
+    found = [(s.get("index", i), data) for i, s in enumerate(seqs) if (data := deep.prompt_data(s, detail.report or {}))]
+    if not found and detail.report is None and (from_span := deep.span_prompt(detail.span or {})) is not None:
+        st.caption("From the span: the prompt's last 512 surprisals and the mean basin score per layer.")
+        found = [(0, from_span)]
+    input_text = next((s.get("input_text") for s in seqs if s.get("input_text")), None)
+    if input_text:
+        st.subheader("Prompt")
+        st.code(input_text, language=None, wrap_lines=True)
+    if not found:
+        st.info(messages.FULL_PROMPT.format(mode=mode))
+        return
+    index, data = found[0]
+    m = st.columns(2)
+    m[0].metric("Prompt perplexity", num(data.perplexity))
+    m[1].metric("Prompt tokens", "–" if data.tokens is None else data.tokens)
+    if data.surprisal:
+        rows = [r for r in data.surprisal_rows() if r["surprisal"] is not None]
+        st.altair_chart(_charts.bars(rows, "position", "surprisal", "Surprisal of each prompt token (bits)"),
+                        width="stretch")
+    if data.per_layer:
+        st.subheader("Per layer")
+        layer_rows = data.layer_rows()
+        for name in ("basin", "basin_min"):
+            if name in data.per_layer:
+                st.altair_chart(
+                    _charts.bars([r for r in layer_rows if r.get(name) is not None], "layer", name,
+                                 deep.PROMPT_LAYER_LABELS[name]),
+                    width="stretch",
+                )
+        st.dataframe(pd.DataFrame(layer_rows).style.format(precision=4, na_rep="–"), hide_index=True,
+                     width="stretch")
+    encoder = next((rows for s in seqs if (rows := deep.encoder_rows(s))), [])
+    if encoder:
+        st.subheader("Encoder (per encoder layer)")
+        st.dataframe(pd.DataFrame(encoder).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch")
+
+
+def tab_performance(detail: RunDetail) -> None:
+    p = perf.perf(detail)
+    m = st.columns(5)
+    m[0].metric("Time to first token", ms(p.ttft_s))
+    m[1].metric("Per output token", ms(p.tpot_s))
+    m[2].metric("Duration", num(p.duration_s, "{:.2f}", " s"))
+    m[3].metric("Tokens per second", num(p.tokens_per_s, "{:.1f}"))
+    m[4].metric("Step 0 (prefill + first token)", ms(p.prefill_s))
+    if p.ratio is not None:
+        st.metric("CoreVital overhead (instrumented / plain generate)", f"{p.ratio:.3f}×")
+    if p.step_durations:
+        rows = [r for r in p.step_rows() if r["duration (ms)"] is not None]
+        st.altair_chart(_charts.bars(rows, "step", "duration (ms)", "Duration of each decoding step", "Q"),
+                        width="stretch")
+    if p.overhead:
+        st.subheader("Overhead")
+        st.dataframe(pd.DataFrame([{"figure": k, "value": str(v)} for k, v in p.overhead.items()]), hide_index=True,
+                     width="stretch")
+    else:
+        st.caption("No overhead figures in this run (corevital.perf.* span attributes or a report perf section).")
+
+
+def tab_details(detail: RunDetail) -> None:
+    report = detail.report or {}
+    for section in ("model", "request", "capture", "usage", "thresholds"):
+        values = report.get(section)
+        if isinstance(values, dict) and values:
+            st.subheader(section.capitalize())
+            st.dataframe(pd.DataFrame([{"field": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)}
+                                       for k, v in values.items()]), hide_index=True, width="stretch")
+    if detail.span is not None:
+        st.subheader(f"Span: {detail.span_name}")
+        st.dataframe(pd.DataFrame([{"attribute": k, "value": json.dumps(v) if isinstance(v, list) else str(v)}
+                                   for k, v in detail.span.items()]), hide_index=True, width="stretch")
+    s = detail.summary
+    where = [f"{ref.file} line {ref.line}" for ref in (s.span_ref, s.report_ref) if ref is not None]
+    st.caption("Read from: " + "; ".join(where))
+    if detail.report is not None:
+        text = json.dumps(detail.report, indent=2)
+        st.download_button("Download the report (JSON)", text, file_name=f"corevital-report-{s.short_id}.json",
+                           mime="application/json")
