@@ -41,7 +41,7 @@ browser-deps:
 	@dpkg -s chromium fonts-dejavu-core >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core; }
 	@test -f $(BROWSER_TEST)/node_modules/playwright-core/package.json || npm ci --prefix $(BROWSER_TEST) --no-audit --no-fund --silent
 
-# README screenshots of the viewer, taken by the same browser run as the test.
+# Viewer screenshots of docs/viewer.md and the README, taken by the same browser run as the test.
 screenshots: $(STAMP) browser-deps
 	$(BIN)/python -m tests.viewer.screenshots docs/img
 

@@ -2,7 +2,7 @@
 
     streamlit run dashboards/corevital_viewer.py -- corevital-data/ more-files.jsonl.gz
 
-(`corevital view PATH ...` runs the same app on 127.0.0.1 with the right server flags; see README "Viewer".)
+(`corevital view PATH ...` runs the same app on 127.0.0.1 with the right server flags; see docs/viewer.md.)
 Paths after `--` win over the COREVITAL_VIEW_PATHS environment variable; the default is ./corevital-data.
 """
 

@@ -170,7 +170,7 @@ class TestReportDiagnosis:
 
 
 class TestDocumentedRiskExamples:
-    """README "Risk score": both examples are computed here exactly as printed there."""
+    """docs/signals.md "Risk score": both examples are computed here exactly as printed there."""
 
     def test_default_profile_example(self):
         specs = load_profile("default").factors

@@ -199,7 +199,7 @@ def plain_report() -> dict[str, Any]:
 
 
 def span_attributes(report: dict[str, Any]) -> dict[str, Any]:
-    """The span attributes of a report, as the README's tables describe them (one sequence, stride 1)."""
+    """The span attributes of a report, as docs/telemetry.md's tables describe them (one sequence, stride 1)."""
     seq = report["sequences"][0]
     nan = float("nan")
     out: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Regenerate the README's viewer screenshots: ``make screenshots`` (python -m tests.viewer.screenshots docs/img).
+"""Regenerate the viewer screenshots of docs/viewer.md and the README: ``make screenshots`` (python -m tests.viewer.screenshots docs/img).
 
 Two real SmolLM2 generations (`corevital run`: greedy with content capture, and a sampled one with
 capture="full" for the layer heatmaps) and the hand-made example files of the tests are served by `corevital view`

@@ -1,6 +1,6 @@
 """The viewer as a person meets it: `corevital view` served on 127.0.0.1, driven by headless chromium.
 
-Shared by the browser test and ``make screenshots`` (tests/viewer/screenshots.py), so the README's
+Shared by the browser test and ``make screenshots`` (tests/viewer/screenshots.py), so the docs'
 pictures come from the same run of the same code that the test checks.
 """
 

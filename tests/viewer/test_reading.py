@@ -299,15 +299,15 @@ def test_folder_scan_picks_otlp_file_names():
     assert not any(sources.is_candidate(n) for n in ("notes.txt", ".hidden.jsonl", "model.gguf"))
 
 
-def test_readme_documents_every_message():
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+def test_the_viewer_page_documents_every_message():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "viewer.md").read_text(encoding="utf-8")
     for name in ("NOT_FOUND", "NO_FILES", "UNREADABLE", "ZSTD", "BROKEN_GZIP", "EMPTY_FILE", "NOT_JSON", "NOT_OTLP",
                  "ODD_SHAPE", "BAD_REPORT", "UNKNOWN_REPORT_SCHEMA", "UNKNOWN_SPAN_SCHEMA", "MORE_PROBLEMS",
                  "VIEW_FAILED", "NO_RUNS"):
         text = getattr(messages, name).replace("{file}", "FILE").replace("{path}", "PATH").replace(
             "{line}", "N").replace("{detail}", "DETAIL").replace("{version}", "VERSION").replace(
             "{span_id}", "SPAN").replace("{count}", "N")
-        assert text in readme, name
+        assert text in page, name
 
 
 def test_reading_side_imports_no_streamlit_and_the_app_ships_in_the_package():
@@ -322,15 +322,17 @@ def test_reading_side_imports_no_streamlit_and_the_app_ships_in_the_package():
     assert resources.files("opentelemetry_instrumentation_corevital").joinpath("viewer/app.py").is_file()
 
 
-def test_readme_screenshots_are_the_browser_scenarios_pictures():
+def test_the_docs_screenshots_are_the_browser_scenarios_pictures():
     import re
 
     from .served import png_size
 
     root = Path(__file__).resolve().parents[2]
-    shown = re.findall(r"\(docs/img/(viewer-[a-z]+\.png)\)", (root / "README.md").read_text(encoding="utf-8"))
+    shown = re.findall(r"\(img/(viewer-[a-z]+\.png)\)", (root / "docs" / "viewer.md").read_text(encoding="utf-8"))
     assert shown == ["viewer-runs.png", "viewer-run.png", "viewer-timeline.png", "viewer-layers.png",
                      "viewer-compare.png"]
+    assert re.findall(r"\(docs/img/(viewer-[a-z]+\.png)\)", (root / "README.md").read_text(encoding="utf-8")) == [
+        "viewer-run.png"]
     for name in shown:  # written by `make screenshots` from drive.mjs's 1400 x 1600 viewport
         assert png_size(root / "docs" / "img" / name) == (1400, 1600), name
 
