@@ -43,7 +43,7 @@ from typing import Any, Mapping
 
 from .._errors import ConfigurationError
 from .calibration import FeatureStats, ProbabilityMap
-from .risk import FactorSpec
+from .factor import FactorSpec
 
 PROFILE_FORMAT = 1
 PACKAGE_FOLDER = "profiles"
