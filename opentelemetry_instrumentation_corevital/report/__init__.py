@@ -1,7 +1,8 @@
 """The versioned report of one generation, its builder and its JSON Schema."""
 
-from ._build import BuildInput, LayerData, build_report, finish_summary, sequence_length, trim_to_summary
-from ._input import CaptureResult
+from ._build import build_report, sequence_length, trim_to_summary
+from ._input import CaptureResult, ContentInput, GenerationRequest
+from ._summary import finish_summary
 from ._diagnose import diagnose_report, diagnose_sequence
 from ._model import (
     SCHEMA_VERSION,
@@ -30,16 +31,16 @@ from ._validate import report_schema, validate_report
 __all__ = [
     "SCHEMA_VERSION",
     "Aggregates",
-    "BuildInput",
-    "LayerData",
     "CaptureInfo",
     "CaptureResult",
+    "ContentInput",
     "EncoderSummary",
     "Intervention",
     "LayerSeries",
     "PerfInfo",
     "PromptTelemetry",
     "Flags",
+    "GenerationRequest",
     "ModelInfo",
     "Report",
     "RequestInfo",

@@ -168,27 +168,46 @@ class RiskInfo:
         return sorted(self.factors, key=lambda f: f.contribution, reverse=True)[:n]
 
 
+def _matrix(group: str) -> Any:
+    """An optional [layer][step] field; ``group`` is the capture's column group it belongs to (hidden, attention, moe)."""
+    return field(default=None, metadata={"group": group})
+
+
 @dataclass
 class LayerSeries:
-    """Per-layer data of one sequence: each matrix is [layer][step] for ``indices`` x ``steps``."""
+    """Per-layer data of one sequence: each matrix is [layer][step] for ``indices`` x ``steps``.
+
+    Within a group, fields are declared in the capture's column order.
+    """
 
     indices: list[int] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
-    hidden_norm: list[list[float | None]] = field(default_factory=list)
-    hidden_mean: list[list[float | None]] | None = None
-    hidden_std: list[list[float | None]] | None = None
-    hidden_max_abs: list[list[float | None]] | None = None
-    hidden_nonfinite: list[list[float | None]] | None = None  # non-finite elements of the new token's state
-    hidden_cos_prev: list[list[float | None]] | None = None  # cosine to the same layer at the previous captured step
-    update_ratio: list[list[float | None]] | None = None  # |out - in| / |in|: the layer's share of the residual stream
-    attn_entropy: list[list[float | None]] | None = None  # normalised 0..1, mean over heads
-    attn_entropy_min: list[list[float | None]] | None = None
-    attn_max_weight: list[list[float | None]] | None = None
-    attn_sink_mass: list[list[float | None]] | None = None
-    attn_prompt_mass: list[list[float | None]] | None = None
-    attn_collapsed_fraction: list[list[float | None]] | None = None
-    router_entropy: list[list[float | None]] | None = None
-    expert_load_balance: list[list[float | None]] | None = None
+    hidden_norm: list[list[float | None]] = field(default_factory=list, metadata={"group": "hidden"})
+    hidden_mean: list[list[float | None]] | None = _matrix("hidden")
+    hidden_std: list[list[float | None]] | None = _matrix("hidden")
+    hidden_max_abs: list[list[float | None]] | None = _matrix("hidden")
+    hidden_nonfinite: list[list[float | None]] | None = _matrix("hidden")  # non-finite elements of the new token
+    hidden_cos_prev: list[list[float | None]] | None = _matrix("hidden")  # cosine to the previous captured step's
+    update_ratio: list[list[float | None]] | None = _matrix("hidden")  # |out - in| / |in|: share of the residual stream
+    attn_entropy: list[list[float | None]] | None = _matrix("attention")  # normalised 0..1, mean over heads
+    attn_entropy_min: list[list[float | None]] | None = _matrix("attention")
+    attn_max_weight: list[list[float | None]] | None = _matrix("attention")
+    attn_sink_mass: list[list[float | None]] | None = _matrix("attention")
+    attn_prompt_mass: list[list[float | None]] | None = _matrix("attention")
+    attn_collapsed_fraction: list[list[float | None]] | None = _matrix("attention")
+    router_entropy: list[list[float | None]] | None = _matrix("moe")
+    expert_load_balance: list[list[float | None]] | None = _matrix("moe")
+
+
+def field_names(cls: type, group: str | None = None) -> tuple[str, ...]:
+    """A report dataclass's field names in declaration order (or one ``group``'s): the one spelling of column names."""
+    return tuple(f.name for f in fields(cls) if group is None or f.metadata.get("group") == group)
+
+
+TIMELINE_SERIES = field_names(Timeline)
+HIDDEN_MATRICES = field_names(LayerSeries, "hidden")
+ATTENTION_MATRICES = field_names(LayerSeries, "attention")
+MOE_MATRICES = field_names(LayerSeries, "moe")
 
 
 @dataclass
