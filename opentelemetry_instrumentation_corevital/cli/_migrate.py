@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .._errors import CoreVitalError, OutputError
-from ..report._legacy import MigrationError, from_corevital
+from ..report import MigrationError, from_corevital
 
 OUTPUTS = ("reports.jsonl", "traces.jsonl", "logs.jsonl")
 

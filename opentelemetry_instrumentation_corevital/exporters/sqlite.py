@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..report import Report
+from ..report import TIMELINE_SERIES, Report
 from ..signals import finite_or_none
 
 SCHEMA = """
@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 """
 
-STEP_COLUMNS = ("entropy", "perplexity", "surprisal", "top1_prob", "margin", "topk_mass")
+STEP_COLUMNS = TIMELINE_SERIES
 
 
 def generation_row(report: Report) -> dict[str, Any]:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..report import Report
+from ..report import TIMELINE_SERIES, Report
 from ..signals import finite_or_none
 
 TIMELINE_KEY = "corevital/timeline"
-TIMELINE_COLUMNS = [
-    "sequence", "step", "token_id", "entropy", "perplexity", "surprisal", "top1_prob", "margin", "topk_mass",
-]
+TIMELINE_COLUMNS = ["sequence", "step", "token_id", *TIMELINE_SERIES]
 
 
 def summary_values(report: Report) -> dict[str, Any]:

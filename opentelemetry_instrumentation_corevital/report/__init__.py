@@ -4,8 +4,10 @@ from ._build import build_report, sequence_length, trim_to_summary
 from ._input import CaptureResult, ContentInput, GenerationRequest
 from ._summary import finish_summary
 from ._diagnose import diagnose_report, diagnose_sequence
+from ._legacy import MigrationError, from_corevital
 from ._model import (
     SCHEMA_VERSION,
+    TIMELINE_SERIES,
     Aggregates,
     CaptureInfo,
     EncoderSummary,
@@ -30,6 +32,7 @@ from ._validate import report_schema, validate_report
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TIMELINE_SERIES",
     "Aggregates",
     "CaptureInfo",
     "CaptureResult",
@@ -37,6 +40,7 @@ __all__ = [
     "EncoderSummary",
     "Intervention",
     "LayerSeries",
+    "MigrationError",
     "PerfInfo",
     "PromptTelemetry",
     "Flags",
@@ -56,6 +60,7 @@ __all__ = [
     "diagnose_report",
     "diagnose_sequence",
     "finish_summary",
+    "from_corevital",
     "report_schema",
     "sequence_length",
     "trim_to_summary",
