@@ -60,7 +60,8 @@ GENERATION_METRICS = {
 LAYER_HISTOGRAMS = {
     "hidden_norm": MetricSpec(
         n.METRIC_LAYER_PREFIX + "hidden_norm", "1",
-        "Mean L2 norm of a decoder layer's new-token hidden state over a generation (full capture)", LAYER_NORM_BUCKETS),
+        "Mean L2 norm of a decoder layer's new-token hidden state over a generation (full capture)",
+        LAYER_NORM_BUCKETS),
     "attn_entropy": MetricSpec(
         n.METRIC_LAYER_PREFIX + "attn_entropy", "1",
         "Mean normalised attention entropy of a decoder layer over a generation (full capture)", UNIT_BUCKETS),

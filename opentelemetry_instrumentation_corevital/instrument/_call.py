@@ -17,6 +17,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import torch
@@ -118,7 +119,7 @@ class GenerationCall:
                                  options.high_entropy_bits)
 
     # -- lifecycle ---------------------------------------------------------------
-    def __enter__(self) -> "GenerationCall":
+    def __enter__(self) -> GenerationCall:
         try:
             self.span = self.telemetry.tracer.start_span(
                 span_name(self.operation, self.model_info.name), kind=SpanKind.INTERNAL,
@@ -137,7 +138,8 @@ class GenerationCall:
         self._result = result
         return result
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, traceback: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         active, session, context = self._tokens
         otel_context.detach(context)
         ACTIVE_SESSION.reset(session)
@@ -231,7 +233,9 @@ class GenerationCall:
         return RequestInfo(operation=self.operation, generation_mode=self.session.generation_mode,
                            seed=self.request_context.get("seed"), stream=self.streamer is not None, **params)
 
-    def _prompt_record(self, prompt_rows: list[list[int]] | None, mask_rows: list[list[int]] | None) -> PromptRecord | None:
+    def _prompt_record(self, prompt_rows: list[list[int]] | None,
+                       mask_rows: list[list[int]] | None) -> PromptRecord | None:
+        """The chat prompt these ids came from, if a tokenizer call recorded one."""
         if not prompt_rows:
             return None
         row = prompt_rows[0]

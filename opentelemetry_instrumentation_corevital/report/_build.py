@@ -93,17 +93,16 @@ def _layer_series(capture: CaptureResult, row_at: Callable[[int], int | None], n
             return [[v if (v := source[i][r][layer]) - v == 0 else None for i, r in rows] for layer in range(count)]
         return [[v if (v := source[i][r][layer][column]) - v == 0 else None for i, r in rows] for layer in range(count)]
 
-    assert capture.hidden is not None
-    groups = [(capture.hidden, HIDDEN_MATRICES if capture.hidden_full else None),
-              (capture.attention, ATTENTION_MATRICES), (capture.moe, MOE_MATRICES)]
-    for source, columns in groups:
-        if source is None:
-            continue
-        if columns is None:  # summary capture: the norm alone, not a column
-            series.hidden_norm = matrix(source, None)
-            continue
-        for column, name in enumerate(columns):
-            setattr(series, name, matrix(source, column))
+    assert capture.hidden is not None  # (no matrices: beam search, hidden states always captured)
+    if capture.hidden_full:
+        for column, name in enumerate(HIDDEN_MATRICES):
+            setattr(series, name, matrix(capture.hidden, column))
+    else:
+        series.hidden_norm = matrix(capture.hidden, None)
+    for source, names in ((capture.attention, ATTENTION_MATRICES), (capture.moe, MOE_MATRICES)):
+        if source is not None:
+            for column, name in enumerate(names):
+                setattr(series, name, matrix(source, column))
     return series
 
 
@@ -138,7 +137,8 @@ def _encoder_summary(capture: CaptureResult, input_row: int) -> EncoderSummary |
         return None
     table = capture.encoder_layers[input_row]
     return EncoderSummary(indices=list(capture.encoder_indices), hidden_norm=_per_layer(table, 0),
-                          attn_sparsity=_per_layer(table, 1), basin=_per_layer(table, 2), basin_min=_per_layer(table, 3))
+                          attn_sparsity=_per_layer(table, 1), basin=_per_layer(table, 2),
+                          basin_min=_per_layer(table, 3))
 
 
 def _timeline(series: dict[str, list[float | None]], n: int) -> Timeline:
@@ -244,7 +244,8 @@ def build_report(capture: CaptureResult, model: ModelInfo, request: GenerationRe
         timings=Timings(
             duration_s=request.duration_s,
             time_to_first_token_s=step_ends[0] if step_ends else None,
-            time_per_output_token_s=(step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) if len(step_ends) > 1 else None,
+            time_per_output_token_s=((step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+                                     if len(step_ends) > 1 else None),
             step_end_s=step_ends,
         ),
         thresholds=thresholds_of(profile),
