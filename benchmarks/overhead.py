@@ -124,6 +124,7 @@ def time_our_host_work() -> None:
     _session._StepRecorder.__call__ = timed(_session._StepRecorder.__call__)
     _session.RecordingProcessorList.__init__ = timed(_session.RecordingProcessorList.__init__)
     _call.GenerationCall.__init__ = timed(_call.GenerationCall.__init__)
+    _call.GenerationCall.__enter__ = timed(_call.GenerationCall.__enter__)
     _call.GenerationCall.succeed = timed(_call.GenerationCall.succeed)
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .._errors import CoreVitalError, OutputError
-from ..report._legacy import MigrationError, from_corevital
+from ..report import MigrationError, from_corevital
 
 OUTPUTS = ("reports.jsonl", "traces.jsonl", "logs.jsonl")
 
@@ -136,7 +136,7 @@ def write_otlp(reports: list[Any], traces: Path, logs: Path) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.id_generator import IdGenerator
 
-    from ..emit import corevital_attributes, emit_report, genai_attributes, span_name
+    from ..emit import corevital_attributes, emit_report, genai_attributes, report_detail, span_name
     from ..exporters.otlp_json import OTLPJsonLogExporter, OTLPJsonSpanExporter
     from ..instrument import SCHEMA_URL, SCOPE
     from ..version import __version__
@@ -169,7 +169,7 @@ def write_otlp(reports: list[Any], traces: Path, logs: Path) -> None:
             start_ns = end_ns - int(report.timings.duration_s * 1e9)
             span = tracer.start_span(span_name(report.request.operation, report.model.name),
                                      kind=trace.SpanKind.INTERNAL, start_time=start_ns)
-            span.set_attributes(corevital_attributes(report, 512))
+            span.set_attributes(corevital_attributes(report, 512, report_detail(report)))
             span.set_attribute("corevital.migrated_from",
                                f"{report.origin.producer} {report.origin.schema_version}")
             span.set_attributes(genai_attributes(report, content_on_span=False))

@@ -2,7 +2,8 @@
 
 from ._logs import FanOutLogger, emit_report
 from ._metrics import FanOutInstruments, Instruments, metric_attributes
-from ._span import corevital_attributes, genai_attributes, layer_means, output_messages, span_name
+from ._publish import publish
+from ._span import corevital_attributes, genai_attributes, layer_means, output_messages, report_detail, span_name
 from ._steps import add_step_events, emit_step_logs, select_steps
 
 __all__ = [
@@ -18,5 +19,7 @@ __all__ = [
     "genai_attributes",
     "metric_attributes",
     "output_messages",
+    "publish",
+    "report_detail",
     "span_name",
 ]

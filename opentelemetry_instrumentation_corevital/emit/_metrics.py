@@ -9,12 +9,13 @@ link histogram buckets to traces.
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from opentelemetry.metrics import Meter
 
 from ..report import Report
+from ..signals import is_finite
 from .. import names as n
 
 
@@ -23,90 +24,77 @@ LAYER_NORM_BUCKETS = tuple(2.0**e for e in range(-2, 15))
 UNIT_BUCKETS = (0.01, 0.03, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
+@dataclass(frozen=True)
+class MetricSpec:
+    """One instrument: a histogram with advisory buckets, or a counter when ``buckets`` is None."""
+
+    name: str
+    unit: str
+    description: str
+    buckets: tuple[float, ...] | None = None
+
+    def create(self, meter: Meter) -> Any:
+        """The instrument on ``meter``."""
+        if self.buckets is None:
+            return meter.create_counter(self.name, unit=self.unit, description=self.description)
+        return meter.create_histogram(self.name, unit=self.unit, description=self.description,
+                                      explicit_bucket_boundaries_advisory=list(self.buckets))
+
+
+#: Every generation's instruments, by the key :meth:`Instruments.record` uses.
+GENERATION_METRICS = {
+    "duration": MetricSpec(n.METRIC_OPERATION_DURATION, "s", "GenAI operation duration", n.DURATION_BUCKETS),
+    "token_usage": MetricSpec(n.METRIC_TOKEN_USAGE, "{token}", "Number of input and output tokens used",
+                              n.TOKEN_BUCKETS),
+    "ttft": MetricSpec(n.METRIC_TIME_TO_FIRST_TOKEN, "s", "Time to generate the first token, measured on the device",
+                       n.TTFT_BUCKETS),
+    "tpot": MetricSpec(n.METRIC_TIME_PER_OUTPUT_TOKEN, "s",
+                       "Mean time per output token after the first, measured per step on the device", n.TPOT_BUCKETS),
+    "risk": MetricSpec(n.METRIC_RISK_SCORE, "1", "CoreVital risk score of each generation (0 healthy .. 1 failing)",
+                       n.RISK_BUCKETS),
+    "flags": MetricSpec(n.METRIC_HEALTH_FLAGS, "{flag}", "Generations on which a CoreVital health flag fired, by flag"),
+    "token_entropy": MetricSpec(n.METRIC_TOKEN_ENTROPY, "bit",
+                                "Entropy of the next-token distribution at every generated token", n.ENTROPY_BUCKETS),
+}
+#: Per-layer histograms (full capture), by ``LayerSeries`` field: one measurement per layer per sequence.
+LAYER_HISTOGRAMS = {
+    "hidden_norm": MetricSpec(
+        n.METRIC_LAYER_PREFIX + "hidden_norm", "1",
+        "Mean L2 norm of a decoder layer's new-token hidden state over a generation (full capture)",
+        LAYER_NORM_BUCKETS),
+    "attn_entropy": MetricSpec(
+        n.METRIC_LAYER_PREFIX + "attn_entropy", "1",
+        "Mean normalised attention entropy of a decoder layer over a generation (full capture)", UNIT_BUCKETS),
+    "attn_collapsed_fraction": MetricSpec(
+        n.METRIC_LAYER_PREFIX + "attn_collapsed_fraction", "1",
+        "Mean share of collapsed attention heads of a decoder layer over a generation (full capture)", UNIT_BUCKETS),
+}
+
+
 class Instruments:
+    """The metric instruments of one meter, created once from the tables above."""
+
     def __init__(self, meter: Meter) -> None:
-        self.duration = meter.create_histogram(
-            n.METRIC_OPERATION_DURATION,
-            unit="s",
-            description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=list(n.DURATION_BUCKETS),
-        )
-        self.token_usage = meter.create_histogram(
-            n.METRIC_TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used",
-            explicit_bucket_boundaries_advisory=list(n.TOKEN_BUCKETS),
-        )
-        self.ttft = meter.create_histogram(
-            n.METRIC_TIME_TO_FIRST_TOKEN,
-            unit="s",
-            description="Time to generate the first token, measured on the device",
-            explicit_bucket_boundaries_advisory=list(n.TTFT_BUCKETS),
-        )
-        self.tpot = meter.create_histogram(
-            n.METRIC_TIME_PER_OUTPUT_TOKEN,
-            unit="s",
-            description="Mean time per output token after the first, measured per step on the device",
-            explicit_bucket_boundaries_advisory=list(n.TPOT_BUCKETS),
-        )
-        self.risk = meter.create_histogram(
-            n.METRIC_RISK_SCORE,
-            unit="1",
-            description="CoreVital risk score of each generation (0 healthy .. 1 failing)",
-            explicit_bucket_boundaries_advisory=list(n.RISK_BUCKETS),
-        )
-        self.flags = meter.create_counter(
-            n.METRIC_HEALTH_FLAGS,
-            unit="{flag}",
-            description="Generations on which a CoreVital health flag fired, by flag",
-        )
-        self.token_entropy = meter.create_histogram(
-            n.METRIC_TOKEN_ENTROPY,
-            unit="bit",
-            description="Entropy of the next-token distribution at every generated token",
-            explicit_bucket_boundaries_advisory=list(n.ENTROPY_BUCKETS),
-        )
-        self.layers = {
-            "hidden_norm": meter.create_histogram(
-                n.METRIC_LAYER_PREFIX + "hidden_norm",
-                unit="1",
-                description="Mean L2 norm of a decoder layer's new-token hidden state over a generation (full capture)",
-                explicit_bucket_boundaries_advisory=list(LAYER_NORM_BUCKETS),
-            ),
-            "attn_entropy": meter.create_histogram(
-                n.METRIC_LAYER_PREFIX + "attn_entropy",
-                unit="1",
-                description="Mean normalised attention entropy of a decoder layer over a generation (full capture)",
-                explicit_bucket_boundaries_advisory=list(UNIT_BUCKETS),
-            ),
-            "attn_collapsed_fraction": meter.create_histogram(
-                n.METRIC_LAYER_PREFIX + "attn_collapsed_fraction",
-                unit="1",
-                description="Mean share of collapsed attention heads of a decoder layer over a generation (full capture)",
-                explicit_bucket_boundaries_advisory=list(UNIT_BUCKETS),
-            ),
-        }
+        self.generation = {key: spec.create(meter) for key, spec in GENERATION_METRICS.items()}
+        self.layers = {name: spec.create(meter) for name, spec in LAYER_HISTOGRAMS.items()}
 
     def record(self, report: Report, base: dict[str, Any]) -> None:
-        self.duration.record(report.timings.duration_s, base)
-        self.token_usage.record(report.usage.input_tokens, {**base, n.TOKEN_TYPE: "input"})
-        self.token_usage.record(report.usage.output_tokens, {**base, n.TOKEN_TYPE: "output"})
-        ttft = report.timings.time_to_first_token_s
-        if ttft is not None and math.isfinite(ttft):
-            self.ttft.record(ttft, base)
-        tpot = report.timings.time_per_output_token_s
-        if tpot is not None and math.isfinite(tpot):
-            self.tpot.record(tpot, base)
-        score = report.summary.risk_score
-        if score is not None and math.isfinite(score):
-            self.risk.record(score, base)
+        """Every generation's measurements, with the bounded ``base`` attributes."""
+        m = self.generation
+        m["duration"].record(report.timings.duration_s, base)
+        m["token_usage"].record(report.usage.input_tokens, {**base, n.TOKEN_TYPE: "input"})
+        m["token_usage"].record(report.usage.output_tokens, {**base, n.TOKEN_TYPE: "output"})
+        for key, value in (("ttft", report.timings.time_to_first_token_s),
+                           ("tpot", report.timings.time_per_output_token_s), ("risk", report.summary.risk_score)):
+            if is_finite(value):
+                m[key].record(value, base)
         for flag in report.summary.flags:
             if flag in n.FLAG_NAMES:  # the attribute's value set stays bounded whatever a report holds
-                self.flags.add(1, {**base, n.FLAG_ATTRIBUTE: flag})
+                m["flags"].add(1, {**base, n.FLAG_ATTRIBUTE: flag})
         for sequence in report.sequences:
             for value in sequence.timeline.entropy:
-                if value is not None and math.isfinite(value):
-                    self.token_entropy.record(value, base)
+                if is_finite(value):
+                    m["token_entropy"].record(value, base)
 
     def record_layers(self, report: Report, base: dict[str, Any]) -> None:
         """One measurement per captured layer per sequence: the mean over its steps."""
@@ -124,7 +112,8 @@ class Instruments:
                         histogram.record(sum(finite) / len(finite), {**base, n.LAYER_ATTRIBUTE: index})
 
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
-        self.duration.record(duration_s, {**base, n.ERROR_TYPE: error_type})
+        """A failed generation counts in the duration histogram, with its ``error.type``."""
+        self.generation["duration"].record(duration_s, {**base, n.ERROR_TYPE: error_type})
 
 
 class FanOutInstruments:

@@ -102,7 +102,14 @@ def diagnosis_attributes(report: Report) -> dict[str, Any]:
     return attrs
 
 
-def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
+def report_detail(report: Report) -> str:
+    """The detail a report is emitted at: ``full`` for a full capture (or ``on_risk`` above its threshold)."""
+    full = report.capture.mode in ("full", "on_risk") and report.capture.detail != "summary"
+    return "full" if full else "summary"
+
+
+def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> dict[str, Any]:
+    """The ``corevital.*`` span attributes; ``detail`` (``full`` or ``summary``) picks the per-layer series."""
     attrs: dict[str, Any] = {
         n.SCHEMA_VERSION: report.schema_version,
         n.CAPTURE_MODE: report.capture.mode,
@@ -184,7 +191,7 @@ def corevital_attributes(report: Report, max_span_steps: int) -> dict[str, Any]:
         attrs[n.STEP_DURATION] = [float(d) for d in durations[:: _stride([len(durations)], max_span_steps)]]
     if len(report.sequences) > 1:
         attrs[n.SEQUENCE_RISK_SCORES] = [_num(s.risk.score if s.risk else None) for s in report.sequences]
-    attrs.update(layer_attributes(report, full=report.capture.mode in ("full", "on_risk") and report.capture.detail != "summary"))
+    attrs.update(layer_attributes(report, full=detail == "full"))
     return attrs
 
 

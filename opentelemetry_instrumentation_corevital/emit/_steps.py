@@ -26,8 +26,6 @@ from .. import names as n
 #: Events left free under the SDK limit for other instrumentation (exceptions, user events).
 EVENT_RESERVE = 8
 SURPRISAL_SPIKE_BITS = 8.0
-STEP_LOG_LAYER_FIELDS = ("hidden_norm", "update_ratio", "hidden_cos_prev", "attn_entropy", "attn_collapsed_fraction",
-                         "attn_sink_mass", "attn_prompt_mass", "router_entropy", "expert_load_balance")
 
 
 def event_budget(span: Any) -> int:
@@ -116,7 +114,7 @@ def emit_step_logs(logger: Any, report: Report, context: Any, start_ns: int | No
     for seq_index, seq in enumerate(report.sequences):
         layers = seq.layers
         column = {t: j for j, t in enumerate(layers.steps)} if layers is not None else {}
-        matrices = [(name, getattr(layers, name)) for name in STEP_LOG_LAYER_FIELDS
+        matrices = [(name, getattr(layers, name)) for name in n.FULL_LAYER_SERIES
                      if layers is not None and getattr(layers, name, None) is not None]
         indices = list(layers.indices) if layers is not None else []
         for step in range(len(seq.timeline.entropy)):

@@ -16,14 +16,14 @@ Query it with any SQLite client::
 
 from __future__ import annotations
 
-import math
 import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..report import Report
+from ..report import TIMELINE_SERIES, Report
+from ..signals import finite_or_none
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
@@ -67,11 +67,7 @@ CREATE TABLE IF NOT EXISTS steps (
 );
 """
 
-STEP_COLUMNS = ("entropy", "perplexity", "surprisal", "top1_prob", "margin", "topk_mass")
-
-
-def _finite(value: float | None) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
+STEP_COLUMNS = TIMELINE_SERIES
 
 
 def generation_row(report: Report) -> dict[str, Any]:
@@ -112,7 +108,7 @@ def step_rows(report: Report) -> Iterator[tuple[Any, ...]]:
             values = []
             for column in STEP_COLUMNS:
                 series = getattr(timeline, column)
-                values.append(_finite(series[step]) if step < len(series) else None)
+                values.append(finite_or_none(series[step]) if step < len(series) else None)
             yield (report.report_id, sequence.index, step, token, *values)
 
 

@@ -12,19 +12,13 @@ passed in open.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from ..report import Report
+from ..report import TIMELINE_SERIES, Report
+from ..signals import finite_or_none
 
 TIMELINE_KEY = "corevital/timeline"
-TIMELINE_COLUMNS = [
-    "sequence", "step", "token_id", "entropy", "perplexity", "surprisal", "top1_prob", "margin", "topk_mass",
-]
-
-
-def _finite(value: float | None) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
+TIMELINE_COLUMNS = ["sequence", "step", "token_id", *TIMELINE_SERIES]
 
 
 def summary_values(report: Report) -> dict[str, Any]:
@@ -60,7 +54,7 @@ def timeline_rows(report: Report) -> list[list[Any]]:
             row: list[Any] = [sequence.index, step, token]
             for column in TIMELINE_COLUMNS[3:]:
                 series = getattr(timeline, column)
-                row.append(_finite(series[step]) if step < len(series) else None)
+                row.append(finite_or_none(series[step]) if step < len(series) else None)
             rows.append(row)
     return rows
 

@@ -9,6 +9,13 @@ from typing import Any, Iterator, Mapping
 #: The instrumented call in progress in this context (a ``GenerationCall``), if any.
 ACTIVE_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar("corevital_active_call", default=None)
 
+
+def active_call(model: Any = None) -> Any:
+    """The instrumented call in progress in this context (only if it runs ``model``, when given), else None."""
+    call = ACTIVE_CALL.get()
+    return call if call is not None and (model is None or call.model is model) else None
+
+
 REQUEST_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "corevital_request_context", default=None
 )

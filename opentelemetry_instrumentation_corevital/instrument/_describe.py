@@ -10,8 +10,11 @@ from typing import Any
 
 import torch
 
+from ..report import ModelInfo
+
 
 def model_name(model: Any) -> str:
+    """The name spans and metrics use: the checkpoint path, else the model type, else the class."""
     name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name_or_path", None)
     if name:
         return str(name)
@@ -19,7 +22,8 @@ def model_name(model: Any) -> str:
     return str(model_type or type(model).__name__)
 
 
-def model_info(model: Any, device: torch.device | None) -> dict[str, Any]:
+def model_info(model: Any, device: torch.device | None) -> ModelInfo:
+    """The report's ``model`` section, from the config (decoder side of multimodal configs first)."""
     config = getattr(model, "config", None)
     text = config.get_text_config(decoder=True) if config is not None and hasattr(config, "get_text_config") else config
 
@@ -34,19 +38,19 @@ def model_info(model: Any, device: torch.device | None) -> dict[str, Any]:
 
     architectures = getattr(config, "architectures", None) or [type(model).__name__]
     dtype = getattr(model, "dtype", None)
-    return {
-        "name": model_name(model),
-        "model_type": getattr(config, "model_type", None),
-        "architecture": str(architectures[0]),
-        "num_layers": cfg("num_hidden_layers", "n_layer", "num_layers"),
-        "hidden_size": cfg("hidden_size", "n_embd", "d_model"),
-        "num_attention_heads": cfg("num_attention_heads", "n_head", "num_heads"),
-        "num_key_value_heads": cfg("num_key_value_heads"),
-        "vocab_size": cfg("vocab_size"),
-        "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
-        "device": str(device) if device is not None else None,
-        "is_encoder_decoder": bool(getattr(config, "is_encoder_decoder", False)),
-    }
+    return ModelInfo(
+        name=model_name(model),
+        model_type=getattr(config, "model_type", None),
+        architecture=str(architectures[0]),
+        num_layers=cfg("num_hidden_layers", "n_layer", "num_layers"),
+        hidden_size=cfg("hidden_size", "n_embd", "d_model"),
+        num_attention_heads=cfg("num_attention_heads", "n_head", "num_heads"),
+        num_key_value_heads=cfg("num_key_value_heads"),
+        vocab_size=cfg("vocab_size"),
+        dtype=str(dtype).replace("torch.", "") if dtype is not None else None,
+        device=str(device) if device is not None else None,
+        is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
+    )
 
 
 def input_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
@@ -58,6 +62,7 @@ def input_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 def call_device(model: Any, prompt: torch.Tensor | None) -> torch.device | None:
+    """Where the call runs: the prompt's device, else the model's."""
     if prompt is not None:
         return prompt.device
     device = getattr(model, "device", None)

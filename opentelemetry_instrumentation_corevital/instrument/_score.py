@@ -12,19 +12,24 @@ without sampling anything.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
 from .._errors import ConfigurationError
 from .. import names
-from ..report import Report
+from ..report import Report, RequestInfo
 from ._call import GenerationCall, Telemetry
 
 OPERATION = "score"
 
 
 class ScoreCall(GenerationCall):
+    """``score()``: the generation lifecycle around one teacher-forced forward."""
+
+    operation = OPERATION
+
     def __init__(self, telemetry: Telemetry, model: Any, prompt_ids: torch.Tensor, continuation_ids: torch.Tensor,
                  attention_mask: torch.Tensor | None) -> None:
         if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
@@ -50,28 +55,21 @@ class ScoreCall(GenerationCall):
 
     def run(self) -> Report | None:
         """The forward, then the report; the forward's exceptions are recorded and re-raised."""
-        self.enter()
-        try:
+        with self:
             with torch.no_grad():
                 output = self.model(input_ids=self.full_ids, attention_mask=self.full_mask, use_cache=False,
                                     logits_to_keep=int(self.continuation_ids.shape[1]) + 1)
             self.session.reduce_score(output.logits, self.full_ids, self.full_mask)
-        except BaseException as exc:
-            self.exit()
-            self.fail(exc)
-            raise
-        self.exit()
-        self.operation = OPERATION
-        return self.succeed(self.full_ids)
+            self.returned(self.full_ids)
+        return self.report
+
+    def _request_info(self, params: dict[str, Any]) -> RequestInfo:
+        """Teacher forcing samples nothing and has no length limit: no sampling parameters."""
+        return dataclasses.replace(super()._request_info(params), generation_mode="teacher_forced",
+                                   max_new_tokens=None, do_sample=False, temperature=None, top_p=None, top_k=None)
 
     def _report(self, result: Any) -> Report:
-        self.operation = OPERATION
         report = super()._report(result)
-        report.request.operation = OPERATION
-        report.request.generation_mode = "teacher_forced"
-        report.request.max_new_tokens = None
-        report.request.do_sample = False
-        report.request.temperature = report.request.top_p = report.request.top_k = None
         for seq in report.sequences:  # every given token is scored, end-of-sequence tokens included
             seq.finish_reason = "length"
         return report

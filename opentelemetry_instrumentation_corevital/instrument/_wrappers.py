@@ -15,7 +15,7 @@ from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from ._call import GenerationCall, Telemetry, warn_once
-from ._context import ACTIVE_CALL
+from ._context import active_call
 from ._prompts import PromptRecord, _weak
 
 
@@ -26,60 +26,57 @@ class Wrappers:
     # -- GenerationMixin.generate ---------------------------------------------------
     def generate(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         telemetry = self._telemetry()
-        if telemetry is None or not is_instrumentation_enabled() or ACTIVE_CALL.get() is not None:
+        if telemetry is None or not is_instrumentation_enabled() or active_call() is not None:
             return wrapped(*args, **kwargs)
         try:
             call = GenerationCall(telemetry, instance, args, kwargs)
         except Exception as exc:
             warn_once("start", "CoreVital could not start instrumenting a generation (running it plainly): %r", exc)
             return wrapped(*args, **kwargs)
-        call.enter()
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException as exc:
-            call.exit()
-            call.fail(exc)
-            raise
-        call.exit()
-        call.succeed(result)
-        return result
+        with call:
+            return call.returned(wrapped(*args, **kwargs))
 
-    # -- GenerationMixin._get_logits_processor --------------------------------------
+    # -- hooks inside generate: each acts on the active call of this model, if any -------------
+    @staticmethod
+    def _on_call(key: str, what: str, result: Any, call: Any, hook: Callable[[Any], Any]) -> Any:
+        """``hook(call)``'s value, or ``result`` unchanged when there is no call or the hook fails (logged once)."""
+        if call is None:
+            return result
+        try:
+            return hook(call)
+        except Exception as exc:
+            warn_once(key, "CoreVital could not %s: %r", what, exc)
+            return result
+
     def logits_processor(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         """Put our step recorder first in the list ``generate`` builds, so it sees raw logits."""
         processors = wrapped(*args, **kwargs)
-        call = ACTIVE_CALL.get()
-        if call is None or call.model is not instance or call.session.attached:
+        call = active_call(instance)
+        if call is not None and call.session.attached:
             return processors
-        try:
-            generation_config = kwargs.get("generation_config", args[0] if args else None)
-            return call.session.processors_for(processors, generation_config, call.assistant_model)
-        except Exception as exc:
-            warn_once("attach", "CoreVital could not attach to a generation (signals lost): %r", exc)
-            return processors
+        generation_config = kwargs.get("generation_config", args[0] if args else None)
+        return self._on_call("attach", "attach to a generation (signals lost)", processors, call,
+                             lambda c: c.session.processors_for(processors, generation_config, c.assistant_model))
 
-    # -- GenerationMixin._get_stopping_criteria ----------------------------------------------
     def stopping_criteria(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         """Append the on-device ``stop_on`` criterion when this call asks for one."""
         criteria = wrapped(*args, **kwargs)
-        call = ACTIVE_CALL.get()
-        if call is None or call.model is not instance:
-            return criteria
-        try:
+
+        def add(call: Any) -> Any:
             options = call.options
             # The report's flag and the stop use one threshold: the profile's, after the user's overrides.
-            bits = call.profile().thresholds.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
+            bits = call.profile.thresholds.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
             return call.session.criteria_for(criteria, options.stop_on, bits,
                                              options.high_entropy_run, options.step_callback, options.callback_every,
                                              options.stop_loop_repeat)
-        except Exception as exc:
-            warn_once("stop_on", "CoreVital could not add its stopping criterion (stop_on inactive): %r", exc)
-            return criteria
+
+        return self._on_call("stop_on", "add its stopping criterion (stop_on inactive)", criteria,
+                             active_call(instance), add)
 
     # -- beam search bookkeeping: which row continues which ------------------------------------
     def reorder_cache(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         result = wrapped(*args, **kwargs)
-        call = ACTIVE_CALL.get()
+        call = active_call()  # the cache is not the model: any active call
         if call is not None:
             beam_idx = args[0] if args else kwargs.get("beam_idx")
             if beam_idx is not None:
@@ -88,12 +85,8 @@ class Wrappers:
 
     def update_finished_beams(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         result = wrapped(*args, **kwargs)
-        call = ACTIVE_CALL.get()
-        if call is not None and call.model is instance:
-            try:
-                call.session.on_finished_beams(result[2])
-            except Exception as exc:
-                warn_once("beams", "CoreVital could not follow beam search (beam signals lost): %r", exc)
+        self._on_call("beams", "follow beam search (beam signals lost)", None, active_call(instance),
+                      lambda c: c.session.on_finished_beams(result[2]))
         return result
 
     # -- streamers: remember the context they were made in ------------------------------------

@@ -1,10 +1,13 @@
 """The versioned report of one generation, its builder and its JSON Schema."""
 
-from ._build import BuildInput, LayerData, build_report, finish_summary, sequence_length, trim_to_summary
-from ._input import CaptureResult
+from ._build import build_report, sequence_length, trim_to_summary
+from ._input import CaptureResult, ContentInput, GenerationRequest
+from ._summary import finish_summary
 from ._diagnose import diagnose_report, diagnose_sequence
+from ._legacy import MigrationError, from_corevital
 from ._model import (
     SCHEMA_VERSION,
+    TIMELINE_SERIES,
     Aggregates,
     CaptureInfo,
     EncoderSummary,
@@ -29,17 +32,19 @@ from ._validate import report_schema, validate_report
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TIMELINE_SERIES",
     "Aggregates",
-    "BuildInput",
-    "LayerData",
     "CaptureInfo",
     "CaptureResult",
+    "ContentInput",
     "EncoderSummary",
     "Intervention",
     "LayerSeries",
+    "MigrationError",
     "PerfInfo",
     "PromptTelemetry",
     "Flags",
+    "GenerationRequest",
     "ModelInfo",
     "Report",
     "RequestInfo",
@@ -55,6 +60,7 @@ __all__ = [
     "diagnose_report",
     "diagnose_sequence",
     "finish_summary",
+    "from_corevital",
     "report_schema",
     "sequence_length",
     "trim_to_summary",

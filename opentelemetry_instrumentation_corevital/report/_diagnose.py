@@ -36,15 +36,18 @@ from ._model import (
     RiskFactor,
     RiskInfo,
     SequenceReport,
-    Summary,
     Thresholds,
     Timeline,
+    field_names,
 )
+from ._summary import finish_summary
 
 NO_LAYERS = "no per-layer data in this report (capture='summary' and 'full' have it)"
 NO_ATTENTION = "no attention data in this report (capture='full' has it)"
 NO_COLLAPSE = "no collapsed-head share in this report (capture='full' has it)"
 NO_TOKENS = "token ids are not in the report (content capture was off when it was built)"
+#: What the token-based repetition check writes into ``Flags``: kept from the stored report when ids are absent.
+REPETITION_FLAG_FIELDS = tuple(name for name in field_names(Flags) if name.startswith("repetition"))
 
 
 def _at_steps(layers: LayerSeries, row: Sequence[float | None], n: int) -> list[float | None]:
@@ -151,7 +154,6 @@ def diagnose_sequence(
     """
     th = profile.thresholds
     timeline, layers = seq.timeline, seq.layers
-    n = seq.output_tokens if tokens is None else len(tokens)
     steps = len(timeline.entropy)
     previous_flags, previous = seq.flags, seq.diagnosis
     flags = Flags()
@@ -164,8 +166,7 @@ def diagnose_sequence(
         diag.distinct_token_ratio = len(set(tokens)) / len(tokens) if tokens else None
         copied = copied_steps(tokens, th.ngram_n)
     else:
-        for name in ("repetition_loop", "repetition_onset_step", "repetition_period", "repetition_share",
-                     "repetition_evidence", "repetition_hidden_recurrence", "repetition_hidden_signal"):
+        for name in REPETITION_FLAG_FIELDS:
             setattr(flags, name, getattr(previous_flags, name))
         if previous is not None:
             diag.ngram_repeat_rate, diag.distinct_token_ratio = previous.ngram_repeat_rate, previous.distinct_token_ratio
@@ -403,32 +404,12 @@ def thresholds_of(profile: Profile) -> Thresholds:
     return Thresholds(**values, profile=profile.name, overridden=list(profile.overridden))
 
 
-def summarize(sequences: list[SequenceReport], summary: Summary) -> None:
-    """The diagnosis parts of the summary: the riskiest sequence's narrative and blame, union of signals."""
-    riskiest = sequences[summary.riskiest_sequence] if summary.riskiest_sequence is not None else (
-        sequences[0] if sequences else None)
-    if riskiest is not None and riskiest.diagnosis is not None:
-        summary.narrative = riskiest.diagnosis.narrative or None
-        summary.blamed_layers = [b.layer for b in riskiest.diagnosis.blame]
-    for seq in sequences:
-        if seq.diagnosis is None:
-            continue
-        for c in seq.diagnosis.compound:
-            if c.name not in summary.compound:
-                summary.compound.append(c.name)
-        for w in seq.diagnosis.warnings:
-            if w.name not in summary.warnings:
-                summary.warnings.append(w.name)
-
-
 def diagnose_report(report: Report, profile: str | Profile | None = None, thresholds: dict[str, float] | None = None,
                     factors: dict[str, Any] | None = None, decode: Callable[[list[int]], str] | None = None) -> Report:
     """Diagnose every sequence of an existing report again, in place (other thresholds, a migrated report).
 
     Token-based results need ``sequences[].token_ids`` (content capture); without them the stored ones are kept.
     """
-    from ._build import finish_summary
-
     chosen = resolve_profile(report.model.model_type, profile, thresholds, factors, model_name=report.model.name)
     signals = "logits" in report.capture.signals
     for seq in report.sequences:

@@ -1,14 +1,19 @@
-"""The one hand-off record from a capture source to the report builder.
+"""What the report builder is handed: the capture's record and what the call knows besides.
 
 Every capture source (``transformers`` generate and score today) fills one
 :class:`CaptureResult` with plain host numbers; :func:`report.build_report`
-reads nothing else from the capture. It lives with the report, which never
+reads nothing else from the capture. Next to it, the instrumented call hands
+over what it saw itself (:class:`GenerationRequest`) and, with content capture,
+the texts (:class:`ContentInput`). They live with the report, which never
 needs torch, so that sources depend on the report and not the other way round.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ._model import RequestInfo
 
 
 @dataclass
@@ -40,3 +45,28 @@ class CaptureResult:
     stop_reason: list[str | None] | None = None  # stop_on: per row, the condition
     retained_values: int = 0  # numbers the capture kept on the device for this generation (memory is O(steps x layers))
     error: str | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """What the instrumented call knows about its request beyond the capture: parameters, inputs, timing, trace."""
+
+    params: RequestInfo  # the report's ``request`` section, as the call resolved it
+    capture_mode: str
+    duration_s: float
+    input_lengths: list[int] = field(default_factory=list)  # non-pad prompt tokens per input row
+    input_masks: list[list[int]] | None = None  # [input row][prompt] attention mask (for prompt telemetry)
+    eos_token_ids: list[int] = field(default_factory=list)  # (finish reasons)
+    pad_token_id: int | None = None
+    step_stride: int = 1  # layer data every n-th step
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+@dataclass
+class ContentInput:
+    """Content capture is on: how to decode token ids, and the inputs as text and as GenAI messages."""
+
+    decode: Callable[[list[int]], str] | None = None
+    input_texts: list[str] | None = None  # per input row
+    input_messages: Any = None  # GenAI ``gen_ai.input.messages`` format

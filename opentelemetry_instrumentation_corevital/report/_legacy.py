@@ -31,8 +31,10 @@ from typing import Any, Callable
 from .._errors import CoreVitalError
 from ..version import __version__
 from ._diagnose import diagnose_sequence, thresholds_of
+from ._summary import aggregates, finish_summary
 from ._model import (
     SCHEMA_VERSION,
+    TIMELINE_SERIES,
     CaptureInfo,
     EncoderSummary,
     LayerSeries,
@@ -281,7 +283,6 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
     the ids). ``profile`` overrides the profile chosen from the model.
     """
     from ..signals.profiles import resolve_profile
-    from ._build import _aggregates, finish_summary
 
     source = _Obj(data, "")
     version = check_version(data.get("schema_version"))
@@ -316,7 +317,7 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
     for step in steps:
         logits = step.obj("logits_summary")
         if logits is None:
-            for name in ("entropy", "perplexity", "surprisal", "top1_prob", "margin", "topk_mass"):
+            for name in TIMELINE_SERIES:
                 getattr(timeline, name).append(None)
             continue
         have_logits = True
@@ -349,7 +350,7 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
     finish = "length" if max_new is not None and output_tokens >= max_new else "stop"
     sequence = SequenceReport(
         index=0, prompt_tokens=prompt_tokens, output_tokens=output_tokens, finish_reason=finish,
-        timeline=timeline, aggregates=_aggregates(timeline), layers=layers,
+        timeline=timeline, aggregates=aggregates(timeline), layers=layers,
         prompt=_prompt(source, prompt_tokens, notes), encoder=_encoder(source),
     )
     name = model.get("hf_id", _str, required=True)

@@ -12,8 +12,10 @@ bumps MINOR; readers accept any report of the same MAJOR.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any, get_args, get_origin, get_type_hints
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ._plain import from_plain
 
 SCHEMA_VERSION = "1.2.0"
 SCHEMA_MAJOR = 1
@@ -168,27 +170,46 @@ class RiskInfo:
         return sorted(self.factors, key=lambda f: f.contribution, reverse=True)[:n]
 
 
+#: Field metadata of the layer matrices: the capture's column group each belongs to.
+_HIDDEN, _ATTENTION, _MOE = {"group": "hidden"}, {"group": "attention"}, {"group": "moe"}
+_Matrix = list[list[float | None]]  # [layer][step]
+
+
 @dataclass
 class LayerSeries:
-    """Per-layer data of one sequence: each matrix is [layer][step] for ``indices`` x ``steps``."""
+    """Per-layer data of one sequence: each matrix is [layer][step] for ``indices`` x ``steps``.
+
+    Within a group, fields are declared in the capture's column order.
+    """
 
     indices: list[int] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
-    hidden_norm: list[list[float | None]] = field(default_factory=list)
-    hidden_mean: list[list[float | None]] | None = None
-    hidden_std: list[list[float | None]] | None = None
-    hidden_max_abs: list[list[float | None]] | None = None
-    hidden_nonfinite: list[list[float | None]] | None = None  # non-finite elements of the new token's state
-    hidden_cos_prev: list[list[float | None]] | None = None  # cosine to the same layer at the previous captured step
-    update_ratio: list[list[float | None]] | None = None  # |out - in| / |in|: the layer's share of the residual stream
-    attn_entropy: list[list[float | None]] | None = None  # normalised 0..1, mean over heads
-    attn_entropy_min: list[list[float | None]] | None = None
-    attn_max_weight: list[list[float | None]] | None = None
-    attn_sink_mass: list[list[float | None]] | None = None
-    attn_prompt_mass: list[list[float | None]] | None = None
-    attn_collapsed_fraction: list[list[float | None]] | None = None
-    router_entropy: list[list[float | None]] | None = None
-    expert_load_balance: list[list[float | None]] | None = None
+    hidden_norm: _Matrix = field(default_factory=list, metadata=_HIDDEN)
+    hidden_mean: _Matrix | None = field(default=None, metadata=_HIDDEN)
+    hidden_std: _Matrix | None = field(default=None, metadata=_HIDDEN)
+    hidden_max_abs: _Matrix | None = field(default=None, metadata=_HIDDEN)
+    hidden_nonfinite: _Matrix | None = field(default=None, metadata=_HIDDEN)  # non-finite elements of the new token
+    hidden_cos_prev: _Matrix | None = field(default=None, metadata=_HIDDEN)  # cosine to the previous captured step's
+    update_ratio: _Matrix | None = field(default=None, metadata=_HIDDEN)  # |out - in| / |in|
+    attn_entropy: _Matrix | None = field(default=None, metadata=_ATTENTION)  # normalised 0..1, mean over heads
+    attn_entropy_min: _Matrix | None = field(default=None, metadata=_ATTENTION)
+    attn_max_weight: _Matrix | None = field(default=None, metadata=_ATTENTION)
+    attn_sink_mass: _Matrix | None = field(default=None, metadata=_ATTENTION)
+    attn_prompt_mass: _Matrix | None = field(default=None, metadata=_ATTENTION)
+    attn_collapsed_fraction: _Matrix | None = field(default=None, metadata=_ATTENTION)
+    router_entropy: _Matrix | None = field(default=None, metadata=_MOE)
+    expert_load_balance: _Matrix | None = field(default=None, metadata=_MOE)
+
+
+def field_names(cls: type, group: str | None = None) -> tuple[str, ...]:
+    """A report dataclass's field names in declaration order (or one ``group``'s): the one spelling of column names."""
+    return tuple(f.name for f in fields(cls) if group is None or f.metadata.get("group") == group)
+
+
+TIMELINE_SERIES = field_names(Timeline)
+HIDDEN_MATRICES = field_names(LayerSeries, "hidden")
+ATTENTION_MATRICES = field_names(LayerSeries, "attention")
+MOE_MATRICES = field_names(LayerSeries, "moe")
 
 
 @dataclass
@@ -408,34 +429,8 @@ class Report:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Report":
         """Rebuild a report from ``to_dict()`` output (unknown keys are ignored)."""
-        return _from_dict(cls, data)
+        return from_plain(cls, data)
 
     @classmethod
     def from_json(cls, text: str) -> "Report":
         return cls.from_dict(json.loads(text))
-
-
-def _from_dict(cls: type, data: Any) -> Any:
-    hints = get_type_hints(cls)
-    kwargs = {}
-    for f in fields(cls):
-        if f.name not in data:
-            continue
-        kwargs[f.name] = _convert(hints[f.name], data[f.name])
-    return cls(**kwargs)
-
-
-def _convert(hint: Any, value: Any) -> Any:
-    if value is None:
-        return None
-    origin = get_origin(hint)
-    args = get_args(hint)
-    if is_dataclass(hint):
-        return _from_dict(hint, value)
-    if origin is list and args and is_dataclass(args[0]):
-        return [_from_dict(args[0], v) for v in value]
-    if args and origin is not list and origin is not dict:  # Optional[X] / X | None
-        for arg in args:
-            if is_dataclass(arg):
-                return _from_dict(arg, value)
-    return value

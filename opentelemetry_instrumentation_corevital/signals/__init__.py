@@ -9,7 +9,7 @@ thresholds shipped as data), ``compound``, ``trend`` (early warnings),
 ``blame``, ``fingerprint`` and ``narrative``.
 """
 
-from .aggregate import count_nonfinite, maximum, mean, minimum, percentile
+from .aggregate import count_nonfinite, finite, finite_or_none, is_finite, maximum, mean, minimum, percentile
 from .flags import HighEntropy, NonFinite, high_entropy_steps, nan_or_inf
 from .logits import (
     TOP_K,
@@ -23,7 +23,8 @@ from .logits import (
 )
 from .repetition import RepetitionLoop, find_repetition_loop
 from .repetition import copied_steps, ngram_repeat_rate
-from .risk import Factor, FactorSpec, Risk, combine, risk_level, risk_score
+from .factor import FactorSpec
+from .risk import Factor, Risk, combine, risk_level, risk_score
 
 __all__ = [
     "Factor",
@@ -38,7 +39,10 @@ __all__ = [
     "count_nonfinite",
     "entropy_bits",
     "find_repetition_loop",
+    "finite",
+    "finite_or_none",
     "high_entropy_steps",
+    "is_finite",
     "maximum",
     "mean",
     "minimum",

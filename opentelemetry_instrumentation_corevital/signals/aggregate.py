@@ -10,8 +10,19 @@ import math
 from typing import Iterable, Sequence
 
 
+def is_finite(value: float | None) -> bool:
+    """Whether a series entry counts: present and neither NaN nor infinite."""
+    return value is not None and math.isfinite(value)
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A series entry as float, non-finite ones as None (the report's and exporters' missing value)."""
+    return float(value) if is_finite(value) else None
+
+
 def finite(values: Iterable[float | None]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
+    """The entries that count, in order."""
+    return [v for v in values if is_finite(v)]  # type: ignore[misc]
 
 
 def mean(values: Iterable[float | None]) -> float | None:
@@ -41,4 +52,4 @@ def percentile(values: Iterable[float | None], q: float) -> float | None:
 
 
 def count_nonfinite(values: Sequence[float | None]) -> int:
-    return sum(1 for v in values if v is None or not math.isfinite(v))
+    return sum(1 for v in values if not is_finite(v))

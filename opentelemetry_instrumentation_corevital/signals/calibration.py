@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from .aggregate import is_finite, mean
 from .evaluation import fit_logistic, predict_logistic
 
 #: Sequence aggregates used as features (report field names).
@@ -34,18 +35,13 @@ def _get(obj: Any, name: str) -> Any:
     return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else None
-
-
 def sequence_features(sequence: Any) -> dict[str, float]:
     """The calibration features of one sequence (a ``SequenceReport`` or its dict); missing ones are left out."""
     out: dict[str, float] = {}
     aggregates = _get(sequence, "aggregates") or {}
     for name in LOGIT_FEATURES:
         value = _get(aggregates, name)
-        if value is not None and math.isfinite(value):
+        if is_finite(value):
             out[name] = float(value)
     layers = _get(sequence, "layers")
     if layers:
@@ -53,10 +49,10 @@ def sequence_features(sequence: Any) -> dict[str, float]:
             matrix = _get(layers, name)
             if not matrix:
                 continue
-            rows = [_mean(row) for row in matrix]
+            rows = [mean(row) for row in matrix]
             late = rows[len(rows) - max(1, len(rows) // 3):]
             for suffix, chosen in (("", rows), ("_late", late)):
-                value = _mean([r for r in chosen if r is not None])
+                value = mean([r for r in chosen if r is not None])
                 if value is not None:
                     out[name + suffix] = value
     return out
@@ -90,9 +86,9 @@ def baseline(rows: Sequence[Mapping[str, float]]) -> dict[str, FeatureStats]:
     names = sorted({name for row in rows for name in row})
     for name in names:
         values = sorted(row[name] for row in rows if name in row)
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-        out[name] = FeatureStats(mean, std, _quantile(values, 0.1), _quantile(values, 0.5), _quantile(values, 0.9),
+        centre = sum(values) / len(values)
+        std = math.sqrt(sum((v - centre) ** 2 for v in values) / len(values))
+        out[name] = FeatureStats(centre, std, _quantile(values, 0.1), _quantile(values, 0.5), _quantile(values, 0.9),
                                  len(values))
     return out
 

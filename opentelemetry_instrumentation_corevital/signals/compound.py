@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from .aggregate import mean
 from .trend import suffix_slopes
 
 
@@ -27,15 +28,6 @@ class CompoundSignal:
     onset_step: int
     severity: float
     evidence: dict[str, float] = field(default_factory=dict)
-
-
-def _finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    kept = [v for v in values if _finite(v)]
-    return sum(kept) / len(kept) if kept else None  # type: ignore[arg-type]
 
 
 def confident_repetition(entropy: Sequence[float | None], top1: Sequence[float | None], copied: Sequence[bool], *,
@@ -51,11 +43,11 @@ def confident_repetition(entropy: Sequence[float | None], top1: Sequence[float |
         share = sum(copied[start : start + window]) / window
         if share < min_copied_share:
             continue
-        mean_entropy = _mean(entropy[start : start + window])
+        mean_entropy = mean(entropy[start : start + window])
         if mean_entropy is None or mean_entropy >= max_entropy_bits:
             continue
         onset = next(i for i in range(start, start + window) if copied[i])
-        locked = _mean(top1[onset:]) or 0.0
+        locked = mean(top1[onset:]) or 0.0
         return CompoundSignal("confident_repetition", onset, locked,
                               {"copied_share": share, "entropy_mean": mean_entropy, "top1_mean": locked})
     return None
@@ -72,13 +64,13 @@ def context_loss(prompt_share: Sequence[float | None], entropy: Sequence[float |
     """
     if len(prompt_share) < 2 * window + 1:
         return None
-    opening_share = _mean(prompt_share[1 : 1 + window])
-    opening_entropy = _mean(entropy[1 : 1 + window])
+    opening_share = mean(prompt_share[1 : 1 + window])
+    opening_entropy = mean(entropy[1 : 1 + window])
     if not opening_share or opening_entropy is None:
         return None
     for start in range(1 + window, len(prompt_share) - window + 1):
-        share = _mean(prompt_share[start : start + window])
-        ent = _mean(entropy[start : start + window])
+        share = mean(prompt_share[start : start + window])
+        ent = mean(entropy[start : start + window])
         if share is None or ent is None:
             continue
         if share < min_ratio * opening_share and ent >= opening_entropy + entropy_rise_bits:
@@ -118,8 +110,8 @@ def attention_bottleneck(collapsed_share: Sequence[float | None], entropy: Seque
     Severity: the window's collapsed share divided by ``2 * min_share``, at most 1.
     """
     for start in range(0, len(collapsed_share) - window + 1):
-        share = _mean(collapsed_share[start : start + window])
-        ent = _mean(entropy[start : start + window])
+        share = mean(collapsed_share[start : start + window])
+        ent = mean(entropy[start : start + window])
         if share is None or ent is None:
             continue
         if share >= min_share and ent >= min_entropy_bits:

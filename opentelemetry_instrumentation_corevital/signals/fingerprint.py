@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from .aggregate import finite, is_finite
+
 FINGERPRINT_VERSION = 1
 
 #: (name, meaning) of each element, in order. docs/diagnosis.md shows the same table.
@@ -40,10 +42,6 @@ FINGERPRINT_FIELDS: tuple[tuple[str, str], ...] = (
 FINGERPRINT_NAMES = tuple(name for name, _ in FINGERPRINT_FIELDS)
 
 
-def _finite(values: Sequence[float | None]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
-
-
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -56,7 +54,7 @@ def _std(values: list[float]) -> float | None:
 
 
 def _pearson(xs: Sequence[float | None], ys: Sequence[float | None]) -> float | None:
-    pairs = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    pairs = [(x, y) for x, y in zip(xs, ys) if is_finite(x) and is_finite(y)]
     if len(pairs) < 2:
         return None
     mx = sum(x for x, _ in pairs) / len(pairs)
@@ -69,7 +67,7 @@ def _pearson(xs: Sequence[float | None], ys: Sequence[float | None]) -> float | 
 
 
 def _slope(values: Sequence[float | None]) -> float | None:
-    points = [(i, v) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    points = [(i, v) for i, v in enumerate(values) if is_finite(v)]
     if len(points) < 2:
         return None
     mx = sum(i for i, _ in points) / len(points)
@@ -92,16 +90,16 @@ def fingerprint(
     first_layer_norms: Sequence[float | None] | None,
 ) -> list[float | None] | None:
     """The vector of :data:`FINGERPRINT_FIELDS`, or ``None`` for a generation without a finite step."""
-    h = _finite(entropy)
+    h = finite(entropy)
     if not h:
         return None
     n = len(entropy)
     quarter = max(1, n // 4)
-    early, late = _finite(entropy[:quarter]), _finite(entropy[-quarter:])
-    m, s = _finite(margin), _finite(surprisal)
-    mass = _finite(topk_mass)
-    last = _finite(last_layer_norms or [])
-    first = _finite(first_layer_norms or [])
+    early, late = finite(entropy[:quarter]), finite(entropy[-quarter:])
+    m, s = finite(margin), finite(surprisal)
+    mass = finite(topk_mass)
+    last = finite(last_layer_norms or [])
+    first = finite(first_layer_norms or [])
     last_mean = _mean(last)
     cv = (_std(last) or 0.0) / last_mean if last_mean else None
     growth = math.log(last_mean / _mean(first)) if last_mean and first and _mean(first) else None  # type: ignore[operator]

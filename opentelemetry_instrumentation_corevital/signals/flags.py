@@ -6,9 +6,10 @@ profiles can override them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
+
+from .aggregate import is_finite
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ def high_entropy_steps(entropy_bits: Sequence[float | None], threshold_bits: flo
     count = longest = run = 0
     first: int | None = None
     for step, value in enumerate(entropy_bits):
-        if value is not None and math.isfinite(value) and value > threshold_bits:
+        if is_finite(value) and value > threshold_bits:
             count += 1
             run += 1
             longest = max(longest, run)
@@ -58,6 +59,6 @@ def nan_or_inf(*series: Sequence[float | None]) -> NonFinite:
     bad_steps: set[int] = set()
     for values in series:
         for step, value in enumerate(values):
-            if value is None or not math.isfinite(value):
+            if not is_finite(value):
                 bad_steps.add(step)
     return NonFinite(len(bad_steps), min(bad_steps) if bad_steps else None)

@@ -43,7 +43,7 @@ from typing import Any, Mapping
 
 from .._errors import ConfigurationError
 from .calibration import FeatureStats, ProbabilityMap
-from .risk import FactorSpec
+from .factor import FactorSpec
 
 PROFILE_FORMAT = 1
 PACKAGE_FOLDER = "profiles"
@@ -308,3 +308,13 @@ def resolve_profile(
             new_factors[name] = _factor(name, spec, new_factors.get(name), "factors")
     return dataclasses.replace(chosen, thresholds=DiagnosisThresholds(**values), factors=new_factors,
                                overridden=tuple(chosen.overridden) + tuple(changed))
+
+
+def effective_profile(model_type: str | None, model_name: str | None, profile: str | Path | Profile | None,
+                      thresholds: Mapping[str, float] | None, high_entropy_bits: float | None) -> Profile:
+    """The profile one generation is diagnosed and stopped with: ``profile`` (or the model's own), then
+    ``thresholds``, then the ``high_entropy_bits`` option where ``thresholds`` leaves it unset."""
+    overrides = dict(thresholds or {})
+    if high_entropy_bits is not None:
+        overrides.setdefault("high_entropy_bits", high_entropy_bits)
+    return resolve_profile(model_type, profile, overrides, model_name=model_name)

@@ -20,29 +20,12 @@ see docs/diagnosis.md for how the shipped ones were calibrated.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-
-@dataclass(frozen=True)
-class FactorSpec:
-    """How one signal maps to a score."""
-
-    midpoint: float
-    scale: float
-    weight: float
-    higher_is_riskier: bool = True
-    description: str = ""
-
-    def score(self, value: float) -> float:
-        z = (value - self.midpoint) / self.scale
-        if not self.higher_is_riskier:
-            z = -z
-        if z >= 0:
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
+from .aggregate import is_finite
+from .factor import FactorSpec
+from .profiles import load_profile
 
 
 @dataclass(frozen=True)
@@ -106,13 +89,11 @@ def risk_score(
     ``specs`` defaults to the ``default`` profile's factor table.
     """
     if specs is None:
-        from .profiles import load_profile
-
         specs = load_profile("default").factors
     factors = []
     for name, spec in specs.items():
         value = signals.get(name)
-        if value is None or not math.isfinite(value):
+        if not is_finite(value):
             continue
         factors.append(Factor(name, float(value), spec.score(float(value)), spec.weight, spec.description))
     if nonfinite:

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
+from .aggregate import is_finite
+
 
 @dataclass(frozen=True)
 class Alarm:
@@ -33,10 +35,6 @@ class Alarm:
     shift: float  # mean excess of x over the baseline between onset and detection, in x's units (>= 0)
 
 
-def _finite(v: float | None) -> bool:
-    return v is not None and math.isfinite(v)
-
-
 def cusum(values: Sequence[float | None], *, window: int, slack: float, threshold: float,
           upward: bool = True, reference: float | None = None) -> Alarm | None:
     """One-sided CUSUM alarm; ``None`` if it never fires.
@@ -44,7 +42,7 @@ def cusum(values: Sequence[float | None], *, window: int, slack: float, threshol
     Baseline: the mean of the first ``window`` finite values, or ``reference`` when that is higher (upward) or
     lower (downward). The opening window itself is not scanned. Non-finite steps are skipped.
     """
-    opening = [(i, v) for i, v in enumerate(values) if _finite(v)][:window]
+    opening = [(i, v) for i, v in enumerate(values) if is_finite(v)][:window]
     if len(opening) < window:
         return None
     baseline = sum(v for _, v in opening) / window  # type: ignore[misc]
@@ -55,7 +53,7 @@ def cusum(values: Sequence[float | None], *, window: int, slack: float, threshol
     last_zero = start - 1
     for t in range(start, len(values)):
         x = values[t]
-        if not _finite(x):
+        if not is_finite(x):
             continue
         excess = (x - baseline - slack) if upward else (baseline - slack - x)  # type: ignore[operator]
         total = max(0.0, total + excess)
@@ -63,7 +61,7 @@ def cusum(values: Sequence[float | None], *, window: int, slack: float, threshol
             last_zero = t
         elif total >= threshold:
             onset = last_zero + 1
-            span = [v for v in values[onset : t + 1] if _finite(v)]
+            span = [v for v in values[onset : t + 1] if is_finite(v)]
             mean = sum(span) / len(span)  # type: ignore[arg-type]
             shift = (mean - baseline) if upward else (baseline - mean)
             return Alarm(t, onset, baseline, max(0.0, shift))
@@ -72,7 +70,7 @@ def cusum(values: Sequence[float | None], *, window: int, slack: float, threshol
 
 def slope(values: Sequence[float | None]) -> float | None:
     """Least-squares slope per step over the finite values (their step index as x); ``None`` with fewer than 2."""
-    points = [(i, v) for i, v in enumerate(values) if _finite(v)]
+    points = [(i, v) for i, v in enumerate(values) if is_finite(v)]
     if len(points) < 2:
         return None
     n = len(points)
@@ -89,7 +87,7 @@ def rolling_mean(values: Sequence[float | None], window: int) -> list[float | No
         if t + 1 < window:
             out.append(None)
             continue
-        kept = [v for v in values[t + 1 - window : t + 1] if _finite(v)]
+        kept = [v for v in values[t + 1 - window : t + 1] if is_finite(v)]
         out.append(sum(kept) / len(kept) if kept else None)  # type: ignore[arg-type]
     return out
 
@@ -135,7 +133,7 @@ def suffix_slopes(values: Sequence[float | None]) -> list[float | None]:
     count = sx = sxx = sy = sxy = 0.0
     for i in range(n - 1, -1, -1):
         v = values[i]
-        if _finite(v):
+        if is_finite(v):
             count += 1
             sx += i
             sxx += i * i

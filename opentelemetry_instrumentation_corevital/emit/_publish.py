@@ -1,0 +1,51 @@
+"""A finished generation on the live path: its span's attributes and events, its metrics and step logs.
+
+The report comes complete; ``detail`` (``full`` or ``summary``) says how much of it to emit, so ``on_risk``
+below its threshold emits the summary set without the report being cut down first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
+
+from .. import names as n
+from .._config import CaptureMode, Options
+from ..report import Report
+from ._metrics import metric_attributes
+from ._span import corevital_attributes, genai_attributes, span_name
+from ._steps import add_step_events, emit_step_logs
+
+
+def publish(report: Report, detail: str, span: Span, context: Context, instruments: Any, logger: Any,
+            options: Options, extra: Mapping[str, Any]) -> None:
+    """Emit one generation at ``detail``; metrics are recorded in ``context`` (the span's) for exemplars."""
+    span.update_name(span_name(report.request.operation, report.model.name))
+    if extra:
+        span.set_attributes(extra)
+    if report.perf is not None:
+        span.set_attributes({n.PERF_PREFIX + k: v for k, v in vars(report.perf).items()})
+    if options.capture is not CaptureMode.OFF:
+        span.set_attributes(corevital_attributes(report, options.max_span_steps, detail))
+        if detail == "full" and options.step_events:
+            span.set_attributes(add_step_events(span, report, options.content.enabled))
+    else:
+        span.set_attributes({n.CAPTURE_MODE: options.capture.value})
+        timing = corevital_attributes(report, options.max_span_steps, detail)
+        span.set_attributes({k: v for k, v in timing.items() if k.startswith(n.CV + "timing.")})
+    # GenAI keys last: the SDK evicts the oldest attributes first.
+    span.set_attributes(genai_attributes(report, content_on_span=options.content.on_span))
+    base = metric_attributes(report.request.operation, report.model.name)
+    token = otel_context.attach(context)
+    try:
+        instruments.record(report, base)
+        if detail == "full":
+            if options.layer_metrics:
+                instruments.record_layers(report, base)
+            if options.step_logs:
+                emit_step_logs(logger, report, context, getattr(span, "start_time", None), options.content.enabled)
+    finally:
+        otel_context.detach(token)
