@@ -26,8 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .._config import CaptureMode, Options
 from .. import names
-from ..capture import CapturePlan, CaptureSession
-from ..capture._intercept import ACTIVE_SESSION
+from ..capture import CapturePlan, TransformersSource
 from ..emit import (
     Instruments,
     add_step_events,
@@ -129,7 +128,7 @@ class GenerationCall:
             cuda_graphs=options.cuda_graphs,
         )
         prompt_ids = self.prompt if isinstance(self.prompt, torch.Tensor) and not self.prompt.is_floating_point() else None
-        self.session = CaptureSession(model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask)
+        self.session = TransformersSource(model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask)
         self.operation = names.OP_TEXT_COMPLETION
         attributes = {
             names.OPERATION_NAME: self.operation,
@@ -143,7 +142,6 @@ class GenerationCall:
         self.span_context = trace.set_span_in_context(self.span)
         self._context_token: object | None = None
         self._active_token: contextvars.Token | None = None
-        self._session_token: contextvars.Token | None = None
 
     def profile(self) -> Any:
         """The model profile this call's report will be diagnosed with (the stop criterion needs its thresholds)."""
@@ -170,16 +168,14 @@ class GenerationCall:
     # -- context ---------------------------------------------------------------
     def enter(self) -> None:
         self._active_token = ACTIVE_CALL.set(self)
-        self._session_token = ACTIVE_SESSION.set(self.session)
+        self.session.start()
         self._context_token = otel_context.attach(self.span_context)
 
     def exit(self) -> None:
         if self._context_token is not None:
             otel_context.detach(self._context_token)
             self._context_token = None
-        if self._session_token is not None:
-            ACTIVE_SESSION.reset(self._session_token)
-            self._session_token = None
+        self.session.stop()
         if self._active_token is not None:
             ACTIVE_CALL.reset(self._active_token)
             self._active_token = None
