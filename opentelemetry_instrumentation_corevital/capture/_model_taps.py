@@ -77,10 +77,10 @@ class ModelTaps:
         n = len(wanted)
         self.buffers = StepBuffers(n)
         taps = self.taps
-        taps.before("forward", "model", self.model, self._on_forward)
+        taps.before("model", self.model, self._on_forward)
         for slot, index in enumerate(wanted):
             target = layout.decoder_layers[index]
-            taps.after("layer", target.name, target.module, self._layer_hook(slot, target.output_index))
+            taps.after(f"layer {target.name}", target.module, self._layer_hook(slot, target.output_index))
         slots: dict[int, tuple[str, int, float | None]] = {}
         attn_impl = str(getattr(getattr(self.model, "config", None), "_attn_implementation", "") or "")
         if plan.attention:
@@ -90,7 +90,7 @@ class ModelTaps:
                 self.attention_source = EAGER_SOURCE
                 for slot, index in enumerate(wanted):
                     target = layout.decoder_attention[index]
-                    taps.after("attention", target.name, target.module, self._eager_hook(slot, target.output_index))
+                    taps.after(f"attention {target.name}", target.module, self._eager_hook(slot, target.output_index))
             elif not _intercept.installed():
                 self.unavailable["attention"] = "attention interception is not installed"
             else:
@@ -103,13 +103,13 @@ class ModelTaps:
             self.top_k_experts = int(getattr(self.model.config, "num_experts_per_tok", 2) or 2)
             for slot, index in enumerate(wanted):
                 target = layout.routers[index]
-                taps.after("router", target.name, target.module, self._router_hook(slot, target.output_index))
+                taps.after(f"router {target.name}", target.module, self._router_hook(slot, target.output_index))
         if plan.prompt:
             self.prefill.layers = {"hidden_norm": [None] * n, "attention": [None] * n}
             if self.is_seq2seq:
                 self.unavailable["prompt"] = "prompt surprisal does not apply to encoder-decoder models (see encoder)"
             elif layout.base_decoder is not None and layout.lm_head is not None and self.prompt_ids is not None:
-                taps.after("decoder", "output", layout.base_decoder, self._base_decoder_hook(layout.lm_head))
+                taps.after("decoder output", layout.base_decoder, self._base_decoder_hook(layout.lm_head))
             else:
                 self.unavailable["prompt_surprisal"] = "needs input_ids and the model's output head"
         if plan.encoder and self.is_seq2seq and layout.encoder_layers:
@@ -117,7 +117,7 @@ class ModelTaps:
             self.prefill.encoder_indices = list(range(m))
             self.prefill.encoder = {"hidden_norm": [None] * m, "attention": [None] * m}
             for slot, target in enumerate(layout.encoder_layers):
-                taps.after("encoder layer", target.name, target.module, self._encoder_hook(slot, target.output_index))
+                taps.after(f"encoder layer {target.name}", target.module, self._encoder_hook(slot, target.output_index))
             if attn_impl != "eager" and layout.encoder_attention:
                 for slot, target in enumerate(layout.encoder_attention):
                     for sub in target.module.modules():

@@ -28,7 +28,7 @@ AttentionCall = tuple
 class Tap:
     """One installed hook."""
 
-    target: str  # what it taps: "<role> <module path>"
+    target: str  # what it taps, e.g. "layer model.layers.3"
     handle: Any  # torch.utils.hooks.RemovableHandle
 
 
@@ -38,13 +38,13 @@ class Taps:
     def __init__(self) -> None:
         self._taps: list[Tap] = []
 
-    def before(self, role: str, name: str, module: torch.nn.Module, hook: InputHook) -> None:
+    def before(self, target: str, module: torch.nn.Module, hook: InputHook) -> None:
         """Call ``hook`` with the module's inputs before each of its forwards."""
-        self._taps.append(Tap(f"{role} {name}", module.register_forward_pre_hook(hook, with_kwargs=True)))
+        self._taps.append(Tap(target, module.register_forward_pre_hook(hook, with_kwargs=True)))
 
-    def after(self, role: str, name: str, module: torch.nn.Module, hook: OutputHook) -> None:
+    def after(self, target: str, module: torch.nn.Module, hook: OutputHook) -> None:
         """Call ``hook`` with the module's inputs and output after each of its forwards."""
-        self._taps.append(Tap(f"{role} {name}", module.register_forward_hook(hook, with_kwargs=True)))
+        self._taps.append(Tap(target, module.register_forward_hook(hook, with_kwargs=True)))
 
     @property
     def targets(self) -> list[str]:
