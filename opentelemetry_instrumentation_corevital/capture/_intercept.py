@@ -20,7 +20,8 @@ from typing import Any, Callable, Protocol
 class AttentionListener(Protocol):
     """Receives each intercepted attention call, after the model's own attention ran."""
 
-    def on_attention(self, module: Any, query: Any, key: Any, mask: Any, kwargs: dict) -> None: ...
+    def on_attention(self, module: Any, query: Any, key: Any, mask: Any, kwargs: dict) -> None:
+        """Keep (or reduce) what the attention call was handed; never raises."""
 
 
 class BoundTaps(Protocol):

@@ -56,6 +56,10 @@ class StepReducer:
         self.beams = beams
         self.attention.generation_config = generation_config
 
+    def follow_beams(self, parents: torch.Tensor | None) -> None:
+        """Beam search: row j of the next step continues row ``parents[j]`` (None: each row itself)."""
+        self._parents = parents
+
     def step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor | None, prefix: int) -> None:
         """Reduce this step: logits when given, layer data on recorded steps; then clear the taps' buffers."""
         taps = self._taps
@@ -102,10 +106,6 @@ class StepReducer:
             inputs.parents = torch.arange(int(inputs.stacked.shape[0]), device=inputs.stacked.device)
         state = self._state_for(layout, inputs)
         self._rows.append(layout, self._run(layout, state, inputs, step), step, layer_step)
-
-    def follow_beams(self, parents: torch.Tensor | None) -> None:
-        """Beam search: row j of the next step continues row ``parents[j]`` (None: each row itself)."""
-        self._parents = parents
 
     def _logits_in_graph(self, scores: torch.Tensor) -> bool:
         """Graph the logit part too only while its static buffers fit the memory budget."""
