@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class AttentionTap:
     """The attention listener of one call's taps: attention module id -> (kind, layer slot, module scaling)."""
 
-    def __init__(self, taps: "ModelTaps", slots: dict[int, tuple[str, int, float | None]]) -> None:
+    def __init__(self, taps: ModelTaps, slots: dict[int, tuple[str, int, float | None]]) -> None:
         self._taps = taps
         self._slots = slots
 

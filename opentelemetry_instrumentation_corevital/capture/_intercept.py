@@ -27,7 +27,8 @@ class AttentionListener(Protocol):
 class BoundTaps(Protocol):
     """The taps of the call running in a context: None as listener when no attention is captured."""
 
-    attention_listener: AttentionListener | None
+    @property
+    def attention_listener(self) -> AttentionListener | None: ...
 
 
 #: The taps of the generation running in this context.

@@ -9,7 +9,8 @@ stops the capture for this generation, never the generation.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from transformers.generation.logits_process import LogitsProcessorList
@@ -19,7 +20,7 @@ from ._clock import StepClock
 _logger = logging.getLogger(__name__)
 
 #: (step, input ids, raw scores or None when logits are not captured) -> None; reduces the step.
-OnStep = Callable[[int, torch.Tensor, "torch.Tensor | None"], None]
+OnStep = Callable[[int, torch.Tensor, torch.Tensor | None], None]
 
 
 class StepRecorder:

@@ -89,7 +89,7 @@ def _score_heads(taps: ModelTaps, rows: int, count: int, prompt_len: int, positi
         if probs is not None:  # eager: the model's own weights [rows, heads, T, T]
             rows_probs = probs[:, :, positions].float()
         elif item is not None:
-            query, key, attn_mask, bias, scaling, softcap = item
+            query, key, _, bias, scaling, softcap = item
             q = query[:, :, positions]  # [rows, q_heads, count, d]
             total = key.shape[-2]
             kv_heads, q_heads = key.shape[1], q.shape[1]

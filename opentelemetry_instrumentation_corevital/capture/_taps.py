@@ -9,8 +9,9 @@ holds the references the hooks keep until the step's reduce, and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
