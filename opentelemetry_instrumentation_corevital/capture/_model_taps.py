@@ -159,7 +159,7 @@ class ModelTaps:
 
     def valid_mask(self, hidden: torch.Tensor) -> torch.Tensor | None:
         """The prompt's attention mask, expanded like generate expands rows (beams, samples)."""
-        return expand_rows(self.prompt_mask, hidden.shape[0], hidden.shape[1], hidden.device)
+        return _expand_rows(self.prompt_mask, hidden.shape[0], hidden.shape[1], hidden.device)
 
     # -- hooks (all cheap: keep references, compute only at prefill) -------------------
     def mine(self) -> bool:
@@ -232,7 +232,7 @@ class ModelTaps:
             hidden = first_tensor(output, 0)
             if hidden is None or hidden.dim() != 3:
                 return
-            ids = expand_rows(self.prompt_ids, hidden.shape[0], hidden.shape[1], hidden.device)
+            ids = _expand_rows(self.prompt_ids, hidden.shape[0], hidden.shape[1], hidden.device)
             if ids is None:
                 return
             try:
@@ -253,7 +253,7 @@ class ModelTaps:
         return hook
 
 
-def expand_rows(value: torch.Tensor | None, rows: int, length: int, device: torch.device) -> torch.Tensor | None:
+def _expand_rows(value: torch.Tensor | None, rows: int, length: int, device: torch.device) -> torch.Tensor | None:
     """A [batch, length] prompt tensor repeated per row the way generate expands beams and samples."""
     if value is None or value.dim() != 2 or value.shape[1] != length or rows % value.shape[0]:
         return None

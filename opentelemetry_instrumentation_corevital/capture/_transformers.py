@@ -75,6 +75,7 @@ class TransformersSource:
         self.stop_on: _intervene.StopOn | None = None
         self._beam_indices: torch.Tensor | None = None  # beam search: final [batch, beams, steps] rows
         self._continuation: tuple[int, int] | None = None  # scoring: (prompt length, continuation length)
+        self._started = False
         self._bound: contextvars.Token | None = None
 
     # -- the lifecycle (CaptureSource) ------------------------------------------------------
@@ -82,11 +83,13 @@ class TransformersSource:
         """Put the taps in place and bind them to this context, right before the model runs."""
         if self._bound is not None:
             return
-        try:
-            self.taps.install()
-        except Exception as exc:  # a model we cannot hook: no layer data, the call runs as it would
-            self.taps.remove()
-            self.unavailable["layers"] = f"taps could not be installed: {type(exc).__name__}: {exc}"
+        if not self._started:  # taps go in once per call
+            self._started = True
+            try:
+                self.taps.install()
+            except Exception as exc:  # a model we cannot hook: no layer data, the call runs as it would
+                self.taps.remove()
+                self.unavailable["layers"] = f"taps could not be installed: {type(exc).__name__}: {exc}"
         self._bound = ACTIVE_TAPS.set(self.taps)
 
     def stop(self) -> None:
