@@ -108,7 +108,7 @@ def time_our_host_work() -> None:
     it is measured directly, so host jitter that swamps wall-clock ratios
     does not hide it.
     """
-    from opentelemetry_instrumentation_corevital.capture import _session
+    from opentelemetry_instrumentation_corevital.capture import _recorder
     from opentelemetry_instrumentation_corevital.instrument import _call
 
     def timed(fn: Any) -> Any:
@@ -121,8 +121,8 @@ def time_our_host_work() -> None:
 
         return wrapper
 
-    _session._StepRecorder.__call__ = timed(_session._StepRecorder.__call__)
-    _session.RecordingProcessorList.__init__ = timed(_session.RecordingProcessorList.__init__)
+    _recorder.StepRecorder.__call__ = timed(_recorder.StepRecorder.__call__)
+    _recorder.RecordingProcessorList.__init__ = timed(_recorder.RecordingProcessorList.__init__)
     _call.GenerationCall.__init__ = timed(_call.GenerationCall.__init__)
     _call.GenerationCall.__enter__ = timed(_call.GenerationCall.__enter__)
     _call.GenerationCall.succeed = timed(_call.GenerationCall.succeed)

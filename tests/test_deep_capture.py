@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from opentelemetry_instrumentation_corevital import validate_report
-from opentelemetry_instrumentation_corevital.capture import _session
+from opentelemetry_instrumentation_corevital.capture import _reducer, _rows
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, tiny_causal_lm, tiny_seq2seq_lm
 
 TOL = 1e-4
@@ -255,18 +255,18 @@ class TestConfiguration:
         """Memory retained per generation is O(steps x layers) numbers: counted exactly."""
         model = model_of("llama")
         seen = []
-        original = _session.CaptureSession.retained_values
+        original = _rows.StepRows.retained_values
 
         def spy(self):
             seen.append(original(self))
             return seen[-1]
 
-        _session.CaptureSession.retained_values = spy
+        _rows.StepRows.retained_values = spy
         try:
             with TelemetryCapture(capture="full") as tc:
                 generate(model, max_new_tokens=400, min_new_tokens=400)
         finally:
-            _session.CaptureSession.retained_values = original
+            _rows.StepRows.retained_values = original
         steps, rows, layers = 400, 1, 2
         # per row per step: sum p ln p, the top-10 log-probabilities and the previous token's log-probability;
         # per layer per row per step: 8 hidden-state moments and 6 attention statistics
@@ -298,8 +298,8 @@ def test_key_cache_stacking_is_bounded_without_changing_results(monkeypatch):
     prompt = torch.randint(3, 250, (2, 12), generator=torch.Generator().manual_seed(5))
     results = []
     for floor in (1 << 30, 1):
-        monkeypatch.setattr(_session, "_STACK_FLOOR", floor)
-        monkeypatch.setattr(_session, "_STACK_FRACTION", 0.0)
+        monkeypatch.setattr(_reducer, "_STACK_FLOOR", floor)
+        monkeypatch.setattr(_reducer, "_STACK_FRACTION", 0.0)
         with TelemetryCapture(capture="full") as tc:
             generate(model, prompt=prompt, max_new_tokens=5)
         results.append(tc.reports[0].to_dict()["sequences"])
@@ -313,7 +313,7 @@ def test_logits_reduced_apart_from_layers_gives_the_same_report(monkeypatch, bea
     model = tiny_causal_lm("llama")
     reports = []
     for split in (False, True):
-        monkeypatch.setattr(_session.CaptureSession, "_logits_in_graph", lambda self, scores, s=split: not s)
+        monkeypatch.setattr(_reducer.StepReducer, "_logits_in_graph", lambda self, scores, s=split: not s)
         with TelemetryCapture(capture="full") as tc:
             generate(model, prompt=BATCH, mask=BATCH_MASK, num_beams=beams, max_new_tokens=5)
         reports.append(tc.reports[0].to_dict()["sequences"])

@@ -1,25 +1,23 @@
-"""Device-side capture: taps inside ``generate``, one reduce per step and one transfer at the end."""
+"""Device-side capture: capture sources fill one CaptureResult per call (taps, one reduce per step, one transfer).
 
-from ._attention import ATTENTION_COLUMNS, PROMPT_COLUMNS
-from ._clock import StepClock
-from ._hidden import HIDDEN_COLUMNS
-from ._moe import MOE_COLUMNS
+What other packages use: the plan, the source interface and the ``transformers``
+source, the attention interception switch, and the logit statistics the
+signals are held to.
+"""
+
+from ._intercept import install as install_attention_interception
+from ._intercept import uninstall as uninstall_attention_interception
 from ._plan import CapturePlan
-from ._session import SERIES, CaptureResult, CaptureSession
-from ._stats import STAT_COLUMNS, TOP_K, chosen_surprisal, logit_stats
+from ._source import CaptureSource
+from ._stats import chosen_surprisal, logit_stats
+from ._transformers import TransformersSource
 
 __all__ = [
-    "ATTENTION_COLUMNS",
-    "HIDDEN_COLUMNS",
-    "MOE_COLUMNS",
-    "PROMPT_COLUMNS",
-    "SERIES",
-    "STAT_COLUMNS",
-    "TOP_K",
     "CapturePlan",
-    "CaptureResult",
-    "CaptureSession",
-    "StepClock",
+    "CaptureSource",
+    "TransformersSource",
     "chosen_surprisal",
+    "install_attention_interception",
     "logit_stats",
+    "uninstall_attention_interception",
 ]

@@ -27,7 +27,6 @@ import torch
 
 ATTENTION_COLUMNS = ("entropy", "entropy_min", "max_weight", "sink_mass", "prompt_mass", "collapsed_fraction")
 COLLAPSE_THRESHOLD = 0.03
-PROMPT_COLUMNS = ("sparsity", "basin", "basin_min")
 SPARSE_WEIGHT = 0.01
 _TINY = 1e-6
 
@@ -76,28 +75,6 @@ def query_row_probs(
     return torch.softmax(scores, dim=-1)
 
 
-def row_stats(
-    probs: torch.Tensor, weights: torch.Tensor, inv_log_valid: torch.Tensor, inv_log_rest: torch.Tensor
-) -> torch.Tensor:
-    """Per-layer statistics from probabilities [.., rows, heads, keys] -> [.., rows, 6].
-
-    ``weights`` [rows, keys, 2] marks, per key, prompt positions (column 0) and
-    the row's sink, its first real token (column 1), so one matmul gives both
-    masses. ``inv_log_valid`` and ``inv_log_rest`` [rows] are 1 / ln(valid keys)
-    and 1 / ln(valid keys - 1), the entropy maxima with and without the sink.
-    """
-    sum_p_log_p = torch.special.xlogy(probs, probs).sum(dim=-1)  # = -entropy (nats)
-    masses = torch.matmul(probs, weights)  # [.., rows, heads, 2]
-    prompt, sink = masses[..., 0], masses[..., 1]
-    max_weight = probs.amax(dim=-1)
-    norm_entropy = sum_p_log_p * -inv_log_valid[:, None]
-    rest = (1.0 - sink).clamp_min(_TINY)
-    rest_entropy = (torch.special.xlogy(sink, sink) - sum_p_log_p) / rest + torch.log(rest)
-    collapsed = (rest_entropy * inv_log_rest[:, None] < COLLAPSE_THRESHOLD).float()
-    per_head = torch.stack([norm_entropy, max_weight, sink, prompt, collapsed], dim=-1).mean(dim=-2)
-    return torch.cat([per_head[..., :1], norm_entropy.amin(dim=-1, keepdim=True), per_head[..., 1:]], dim=-1)
-
-
 class KeyTables:
     """Per-generation constants of the attention statistics, indexed by key count without kernels.
 
@@ -123,6 +100,7 @@ class KeyTables:
         self.span = span
 
     def covers(self, expected_keys: int) -> bool:
+        """Whether a step expecting ``expected_keys`` keys can read these tables (else they are rebuilt)."""
         return self.prefix <= expected_keys <= self.prefix + self.span
 
     def at(self, keys: int, expected_keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -35,6 +35,8 @@ def _give(device_index: int, events: list) -> None:
 
 
 class StepClock:
+    """One generation's step ends: CUDA events on the stream, or the host clock on the CPU."""
+
     def __init__(self, device: torch.device | None) -> None:
         self._start_wall = time.perf_counter()
         self._stream = None
@@ -50,9 +52,11 @@ class StepClock:
 
     @property
     def on_device(self) -> bool:
+        """Whether steps are timed by device events (read only after the final transfer)."""
         return self._start_event is not None
 
     def mark(self) -> None:
+        """Mark the end of the step now queued, without waiting for the device."""
         if self._start_event is not None:
             event = _take(self._index)
             event.record(self._stream)

@@ -5,19 +5,34 @@ and then the returned function with ``(module, query, key, value, mask, **kwargs
 While instrumented, each non-eager entry of the global registry (sdpa, flash,
 flex, ...) is replaced by a wrapper that calls the original *first*, returns
 its result untouched, and only then hands ``query``, ``key`` and the mask to
-the capture session active in this context, if any. Eager attention is not in
-the registry; its weights come from a forward hook on the attention module
-instead (see ``_session``).
+the attention listener of the taps bound to this context, if any. Eager
+attention is not in the registry; its weights come from a forward hook on the
+attention module instead (see ``_model_taps``).
 """
 
 from __future__ import annotations
 
 import contextvars
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-#: The capture session of the generation running in this context.
-ACTIVE_SESSION: contextvars.ContextVar[Any] = contextvars.ContextVar("corevital_active_session", default=None)
+
+class AttentionListener(Protocol):
+    """Receives each intercepted attention call, after the model's own attention ran."""
+
+    def on_attention(self, module: Any, query: Any, key: Any, mask: Any, kwargs: dict) -> None:
+        """Keep (or reduce) what the attention call was handed; never raises."""
+
+
+class BoundTaps(Protocol):
+    """The taps of the call running in a context: None as listener when no attention is captured."""
+
+    @property
+    def attention_listener(self) -> AttentionListener | None: ...
+
+
+#: The taps of the generation running in this context.
+ACTIVE_TAPS: contextvars.ContextVar[BoundTaps | None] = contextvars.ContextVar("corevital_active_taps", default=None)
 
 _installed: dict[str, Callable] = {}
 
@@ -26,9 +41,11 @@ def _wrap(original: Callable) -> Callable:
     @functools.wraps(original)
     def corevital_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, *args: Any, **kwargs: Any) -> Any:
         result = original(module, query, key, value, attention_mask, *args, **kwargs)
-        session = ACTIVE_SESSION.get()
-        if session is not None and session._attention_slots:
-            session.on_attention(module, query, key, attention_mask, kwargs)
+        taps = ACTIVE_TAPS.get()
+        if taps is not None:
+            listener = taps.attention_listener
+            if listener is not None:
+                listener.on_attention(module, query, key, attention_mask, kwargs)
         return result
 
     corevital_attention.__corevital_original__ = original  # type: ignore[attr-defined]
@@ -36,6 +53,7 @@ def _wrap(original: Callable) -> Callable:
 
 
 def install() -> None:
+    """Wrap every registered attention function (once), so attention is seen whatever the implementation."""
     from transformers.modeling_utils import AttentionInterface
 
     mapping = AttentionInterface._global_mapping
@@ -47,6 +65,7 @@ def install() -> None:
 
 
 def uninstall() -> None:
+    """Put the original attention functions back."""
     from transformers.modeling_utils import AttentionInterface
 
     mapping = AttentionInterface._global_mapping
@@ -58,4 +77,5 @@ def uninstall() -> None:
 
 
 def installed() -> bool:
+    """Whether the wrappers are in place (without them only eager attention can be seen)."""
     return bool(_installed)

@@ -31,6 +31,8 @@ import torch
 
 from .._config import STOP_CONDITIONS as CONDITIONS
 from .._config import StepView
+from ._recorder import StepRecorder
+from ._rows import StepRows
 
 CODES = {name: i + 1 for i, name in enumerate(CONDITIONS)}
 CALLBACK = "step_callback"
@@ -90,7 +92,8 @@ class StopOn:
 
     def __init__(
         self,
-        session: Any,
+        recorder: StepRecorder,
+        rows: StepRows,
         conditions: Sequence[str],
         high_entropy_bits: float,
         high_entropy_run: int = 8,
@@ -99,7 +102,8 @@ class StopOn:
         beams: bool = False,
         loop_repeat: int | None = None,
     ) -> None:
-        self.session = session
+        self.recorder = recorder  # the step count and prefix length
+        self.rows = rows  # this step's logit row
         self.conditions = tuple(conditions)
         self.high_entropy_nats = high_entropy_bits * LN2
         self.high_entropy_run = high_entropy_run
@@ -129,9 +133,8 @@ class StopOn:
             return stop
 
     def _check(self, input_ids: torch.Tensor, stop: torch.Tensor) -> torch.Tensor:
-        session = self.session
-        step = session.recorder.steps - 1  # the recorder already counted this step
-        prefix = session.recorder.prefix_len or 0
+        step = self.recorder.steps - 1  # the recorder already counted this step
+        prefix = self.recorder.prefix_len or 0
         generated = input_ids.shape[1] - prefix
         device = input_ids.device
         rows = input_ids.shape[0]
@@ -145,7 +148,7 @@ class StopOn:
             loop = self.tails(input_ids, generated)
             if loop is not None:
                 fired.append((CODES["repetition_loop"], loop))
-        last = session.last_logit_row() if not self.beams else None
+        last = self.rows.last_logits() if not self.beams else None
         if last is not None and last.shape[0] == rows:
             if "nan_or_inf" in self.conditions:
                 fired.append((CODES["nan_or_inf"], torch.isnan(last[:, 1])))

@@ -28,6 +28,8 @@ class Target:
 
 @dataclass
 class ModelLayout:
+    """The modules of one model that the taps hook, by kind, and what could not be found."""
+
     decoder_layers: list[Target] = field(default_factory=list)
     encoder_layers: list[Target] = field(default_factory=list)
     decoder_attention: list[Target] = field(default_factory=list)
@@ -79,6 +81,7 @@ def _is_encoder_path(name: str) -> bool:
 
 
 def discover(model: torch.nn.Module) -> ModelLayout:
+    """Find the modules to tap from the model's own ``_can_record_outputs``, for any architecture."""
     layout = ModelLayout()
     spec = _record_spec(model)
     named = list(model.named_modules())

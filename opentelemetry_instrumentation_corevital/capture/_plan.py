@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CapturePlan:
+    """Which signals one call captures; every source reads it, none changes it."""
+
     signals: bool = True  # logit signals
     hidden: str = "off"  # "off", "norm" (summary) or "full"
     attention: bool = False
@@ -19,11 +21,13 @@ class CapturePlan:
 
     @property
     def needs_layers(self) -> bool:
+        """Whether any tap inside the model is needed (logits alone need none)."""
         return self.hidden != "off" or self.attention or self.moe or self.prompt or self.encoder
 
     @classmethod
     def for_mode(cls, mode: str, layers: tuple[int, ...] | None = None, step_stride: int = 1,
                  cuda_graphs: bool = True) -> "CapturePlan":
+        """The plan of a capture mode (``off``, ``summary``, ``full`` or ``on_risk``)."""
         if mode == "off":
             return cls(signals=False)
         if mode == "summary":

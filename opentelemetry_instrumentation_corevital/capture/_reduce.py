@@ -55,10 +55,12 @@ class StepLayout:
         return out
 
     def blocks_names(self) -> list[str]:
+        """The names of :attr:`blocks`, in order."""
         return [name for name, _ in self.blocks]
 
     @property
     def width(self) -> int:
+        """Columns of one row of the flat output."""
         return sum(w for _, w in self.blocks)
 
     def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -90,6 +92,7 @@ class StepState:
 
     @classmethod
     def zeros(cls, layout: StepLayout, rows: int, vocab: int, hidden: int, experts: int, device: torch.device) -> "StepState":
+        """The state before the first step: zeros of the shapes ``layout`` carries over."""
         state = cls()
         if layout.signals and not layout.beams:
             state.logp = torch.zeros(rows, vocab, device=device)
@@ -101,19 +104,28 @@ class StepState:
         return state
 
 
-def reduce_step(
-    layout: StepLayout,
-    state: StepState,
-    scores: torch.Tensor | None,
-    token: torch.Tensor | None,
-    parents: torch.Tensor | None,
-    stacked: torch.Tensor | None,
-    heads: torch.Tensor | None,
-    inv_valid: torch.Tensor | None,
-    inv_rest: torch.Tensor | None,
-    router: torch.Tensor | None,
-) -> torch.Tensor:
+@dataclass
+class StepInputs:
+    """The tensors of one step's reduce (see :func:`reduce_step`); None where the layout does not use them."""
+
+    scores: torch.Tensor | None = None
+    token: torch.Tensor | None = None
+    parents: torch.Tensor | None = None
+    stacked: torch.Tensor | None = None
+    heads: torch.Tensor | None = None
+    inv_valid: torch.Tensor | None = None
+    inv_rest: torch.Tensor | None = None
+    router: torch.Tensor | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor | None]:
+        """The fields by name (a view of this record: the CUDA graph copies into its static ones by name)."""
+        return vars(self)
+
+
+def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> torch.Tensor:
     """One step's statistics as a flat [rows, layout.width] float32 tensor; updates ``state`` in place.
+
+    ``inputs`` (:class:`StepInputs`):
 
     * ``scores`` [rows, vocab] raw logits; ``token`` [rows] the token chosen at the previous step;
     * ``stacked`` [rows, 1 + layers, hidden]: the first captured layer's input, then every
@@ -124,6 +136,8 @@ def reduce_step(
     * ``inv_valid``/``inv_rest`` [rows]: 1 / ln(valid keys), 1 / ln(valid keys - 1);
     * ``router`` [layers, rows, experts] router logits.
     """
+    scores, token, parents, stacked = inputs.scores, inputs.token, inputs.parents, inputs.stacked
+    heads, inv_valid, inv_rest, router = inputs.heads, inputs.inv_valid, inputs.inv_rest, inputs.router
     blocks: list[torch.Tensor] = []
     if layout.signals:
         assert scores is not None
@@ -208,9 +222,10 @@ class GraphedReduce:
     itself. Raises if capture is impossible; the caller falls back to eager.
     """
 
-    def __init__(self, layout: StepLayout, state: StepState, inputs: dict[str, torch.Tensor | None]) -> None:
-        device = next(t for t in inputs.values() if t is not None).device
-        self.inputs = {name: (t.clone() if t is not None else None) for name, t in inputs.items()}
+    def __init__(self, layout: StepLayout, state: StepState, inputs: StepInputs) -> None:
+        device = next(t for t in inputs.tensors().values() if t is not None).device
+        self.layout = layout
+        self.inputs = StepInputs(**{name: (t.clone() if t is not None else None) for name, t in inputs.tensors().items()})
         self.state = state
         warm = StepState(
             logp=state.logp.clone() if state.logp is not None else None,
@@ -224,17 +239,19 @@ class GraphedReduce:
         current = torch.cuda.current_stream(device)
         stream.wait_stream(current)
         with torch.cuda.stream(stream):
-            reduce_step(layout, warm, **self.inputs)
+            reduce_step(layout, warm, self.inputs)
             self.graph.capture_begin()
             try:
-                self.output = reduce_step(layout, state, **self.inputs)
+                self.output = reduce_step(layout, state, self.inputs)
             finally:
                 self.graph.capture_end()
         current.wait_stream(stream)
 
-    def __call__(self, inputs: dict[str, torch.Tensor | None]) -> torch.Tensor:
-        for name, value in inputs.items():
-            static = self.inputs[name]
+    def __call__(self, inputs: StepInputs) -> torch.Tensor:
+        """Copy this step's inputs into the static ones, replay, and return a copy of the output."""
+        statics = self.inputs.tensors()
+        for name, value in inputs.tensors().items():
+            static = statics[name]
             if static is not None and value is not None and value is not static:
                 static.copy_(value)
         self.graph.replay()
@@ -242,4 +259,5 @@ class GraphedReduce:
 
 
 def default_k(beams: int = 1) -> int:
+    """Top-k kept per row: enough candidates to find every beam's chosen token among them."""
     return max(TOP_K, 2 * beams) if beams > 1 else TOP_K

@@ -68,3 +68,15 @@ def chosen_log_prob(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def chosen_surprisal(logp: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Surprisal in bits of ``tokens`` under ``logp``; [rows, 1]."""
     return chosen_log_prob(logp, tokens).mul(-1.0 / LN2)
+
+
+#: Per-step series of a captured row, in the order they are transferred.
+SERIES = (*STAT_COLUMNS, "surprisal")
+
+
+def row_series(row: list[list[float]]) -> dict[str, list[float | None]]:
+    """One row's [series][steps] values as named lists, non-finite values as None.
+
+    (A NaN logit makes every statistic of its step NaN on the device already.)
+    """
+    return {name: [v if v - v == 0 else None for v in row[i]] for i, name in enumerate(SERIES)}

@@ -138,19 +138,19 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         wrap_function_wrapper(_CACHE_MODULE, "EncoderDecoderCache.reorder_cache", wrappers.reorder_cache)
         wrap_function_wrapper(_TOKENIZER_MODULE, "PreTrainedTokenizerBase.apply_chat_template", wrappers.apply_chat_template)
         wrap_function_wrapper(_TOKENIZER_MODULE, "PreTrainedTokenizerBase.__call__", wrappers.tokenizer_call)
-        from ..capture import _intercept
+        from ..capture import install_attention_interception
 
-        _intercept.install()
+        install_attention_interception()
 
     def _uninstrument(self, **kwargs: Any) -> None:
         import transformers.cache_utils as cache_utils
         import transformers.generation.utils as generation_utils
         import transformers.tokenization_utils_base as tokenization_utils_base
 
-        from ..capture import _intercept
+        from ..capture import uninstall_attention_interception
 
         self._telemetry = None
-        _intercept.uninstall()
+        uninstall_attention_interception()
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
             pipeline.shutdown()

@@ -27,8 +27,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import names
 from .._config import CaptureMode, Options
-from ..capture import CapturePlan, CaptureSession
-from ..capture._intercept import ACTIVE_SESSION
+from ..capture import CapturePlan, TransformersSource
 from ..emit import Instruments, emit_report, metric_attributes, publish, report_detail, span_name
 from ..report import PerfInfo, Report, RequestInfo, build_report, trim_to_summary
 from ..signals.profiles import Profile, effective_profile
@@ -104,7 +103,7 @@ class GenerationCall:
             cuda_graphs=options.cuda_graphs,
         )
         prompt_ids = self.prompt if isinstance(self.prompt, torch.Tensor) and not self.prompt.is_floating_point() else None
-        self.session = CaptureSession(model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask)
+        self.session = TransformersSource(model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask)
         self.span: Any = trace.INVALID_SPAN
         self.span_context = otel_context.get_current()
         self.report: Report | None = None
@@ -130,7 +129,8 @@ class GenerationCall:
         except Exception as exc:  # the call goes on without a span
             warn_once("span", "CoreVital could not start a span (generation not traced): %r", exc)
         self.span_context = trace.set_span_in_context(self.span)
-        self._tokens = (ACTIVE_CALL.set(self), ACTIVE_SESSION.set(self.session), otel_context.attach(self.span_context))
+        self._tokens = (ACTIVE_CALL.set(self), otel_context.attach(self.span_context))
+        self.session.start()
         return self
 
     def returned(self, result: Any) -> Any:
@@ -140,9 +140,9 @@ class GenerationCall:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        active, session, context = self._tokens
+        self.session.stop()
+        active, context = self._tokens
         otel_context.detach(context)
-        ACTIVE_SESSION.reset(session)
         ACTIVE_CALL.reset(active)
         if exc is not None:
             self.fail(exc)

@@ -1,0 +1,51 @@
+"""The fixed-shape rows a device source keeps per step, on the device, until its one transfer."""
+
+from __future__ import annotations
+
+import torch
+
+from ._reduce import StepLayout
+
+
+class StepRows:
+    """Per-step logit rows and per-layer-step layer rows, with the layouts that say what their columns hold."""
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []  # per step [rows, logits block]
+        self.layers: list[torch.Tensor] = []  # per layer step [rows, layer blocks]
+        self.layer_steps: list[int] = []
+        self.layouts: dict[tuple, StepLayout] = {}  # (layer step, rows, signals) -> layout
+        self.chosen_aligned = False  # scoring: each logit row holds its own token's log-probability
+
+    def append(self, layout: StepLayout, out: torch.Tensor, step: int, layer_step: bool) -> None:
+        """Keep one step's flat [rows, layout.width] output: its logit part, and its layer part on layer steps."""
+        width = layout.blocks[0][1] + layout.blocks[1][1] if layout.signals else 0
+        if layout.signals:
+            self.logits.append(out[:, :width])
+        if layer_step:
+            self.layers.append(out[:, width:])
+            self.layer_steps.append(step)
+
+    @property
+    def logit_layout(self) -> StepLayout | None:
+        """The layout the logit rows were made with."""
+        return next((l for l in self.layouts.values() if l.signals), None)
+
+    @property
+    def layer_layout(self) -> StepLayout | None:
+        """The layout the layer rows were made with."""
+        return next((l for l in self.layouts.values() if l.layers), None)
+
+    def last_logits(self) -> torch.Tensor | None:
+        """This step's packed logit values [rows, ...] (sum p ln p, top-k log-probs, ...), on the device."""
+        return self.logits[-1] if self.logits else None
+
+    def retained_values(self) -> int:
+        """How many numbers the rows hold: the capture's whole memory cost that grows with steps."""
+        return sum(t.numel() for t in (*self.logits, *self.layers))
+
+    def drop(self) -> None:
+        """Free the rows (after the transfer, or when the capture stopped)."""
+        self.logits.clear()
+        self.layers.clear()
+        self.layer_steps.clear()

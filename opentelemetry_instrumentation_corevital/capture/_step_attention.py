@@ -1,0 +1,130 @@
+"""One decoding step's attention inputs for the reduce: head values of the new query row, and key-count tables.
+
+This is the shape-changing part of a step (the key cache grows): it runs
+eagerly before the fixed-shape reduce, batched over layers whose shapes agree,
+within a memory budget for the stacked key caches.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _attention, _reduce
+from ._model_taps import ModelTaps
+
+
+class StepAttention:
+    """Builds ``heads``, ``inv_valid`` and ``inv_rest`` of :class:`StepInputs` from what the taps kept."""
+
+    def __init__(self, taps: ModelTaps, stack_budget: int) -> None:
+        self._taps = taps
+        self._stack_budget = stack_budget
+        self._tables: _attention.KeyTables | None = None  # built at the first step
+        self.generation_config: Any = None  # sizes the key tables to the generation's length
+
+    def inputs(self, rows: int, step: int, prefix: int,
+               target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(heads [layers, rows, heads, 4], inv_valid [rows], inv_rest [rows]), or None when a layer is missing."""
+        expected = prefix + step  # keys the cache should hold after this step's forward
+        heads = self._heads(rows, prefix, expected, target)
+        if heads is None:
+            return None
+        _, inv_valid, inv_rest = self._key_tables(rows, prefix, expected).at(0, expected)
+        return heads, inv_valid, inv_rest
+
+    def release(self) -> None:
+        """Free the tables (end of the generation)."""
+        self._tables = None
+
+    def _heads(self, rows: int, prefix: int, expected: int, target: torch.Tensor | None) -> torch.Tensor | None:
+        """[layers, rows, heads, 4] head values of this step's new query row."""
+        taps = self._taps
+        buffers = taps.buffers
+        tables = self._key_tables(rows, prefix, expected)
+        if taps.eager_attention:
+            probs = buffers.probs
+            if any(p is None for p in probs) or len({p.shape for p in probs}) != 1:
+                return None
+            stacked = torch.stack(probs)
+            weights, _, _ = tables.at(stacked.shape[-1], expected)
+            return _reduce.head_values(stacked, weights)
+        calls = buffers.attn
+        groups: dict[tuple, list[int]] = {}
+        for slot, item in enumerate(calls):
+            if item is None:
+                return None
+            query, key, mask, bias, scaling, softcap = item
+            signature = (tuple(query.shape), tuple(key.shape), id(mask), id(bias), scaling, softcap, key.dtype)
+            groups.setdefault(signature, []).append(slot)
+        parts: list[tuple[list[int], torch.Tensor]] = []
+        for group in groups.values():
+            _, key0, mask, bias, scaling, softcap = calls[group[0]]
+            keys = key0.shape[-2]
+            if keys > expected:  # a cache holding more than this step's positions: not ours to interpret
+                return None
+            weights, _, _ = tables.at(keys, expected)
+            # Stacking layers' key caches copies them: batch as many layers as the memory budget allows.
+            per_layer = key0.numel() * key0.element_size()
+            size = max(1, self._stack_budget // max(1, per_layer))
+            for start in range(0, len(group), size):
+                slots = group[start : start + size]
+                if len(slots) == 1:  # a view, no copy
+                    query, key = calls[slots[0]][0][None], calls[slots[0]][1][None]
+                else:
+                    query = torch.stack([calls[s][0] for s in slots])
+                    key = torch.stack([calls[s][1] for s in slots])
+                probs = _attention.query_row_probs(query, key, mask, scaling, bias, softcap)
+                parts.append((slots, _reduce.head_values(probs, weights)))
+        if len(parts) == 1 and parts[0][0] == list(range(len(taps.layers))):
+            values = parts[0][1]
+            return target.copy_(values) if target is not None else values
+        order = [slot for slots, _ in parts for slot in slots]
+        values = torch.cat([v for _, v in parts])
+        if order != sorted(order):
+            values = values[torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=values.device)]
+        return target.copy_(values) if target is not None else values
+
+    def _key_tables(self, rows: int, prefix: int, expected: int) -> _attention.KeyTables:
+        tables = self._tables
+        if tables is None or not tables.covers(expected) or tables.weights.shape[0] != rows:
+            span = max(expected - prefix, self._max_new_tokens(prefix))
+            tables = _attention.KeyTables(self._valid_prompt(rows, prefix), self._sink_index(rows, prefix), prefix, span)
+            self._tables = tables
+        return tables
+
+    def _max_new_tokens(self, prefix: int) -> int:
+        config = self.generation_config
+        max_new = getattr(config, "max_new_tokens", None)
+        if max_new is None and getattr(config, "max_length", None) is not None:
+            max_new = int(config.max_length) - prefix
+        return int(max_new) if max_new and max_new > 0 else 256
+
+    def _prompt_mask(self, prefix: int) -> torch.Tensor | None:
+        """The prompt's mask when it covers exactly the prefix (decoder-only models)."""
+        taps = self._taps
+        mask = taps.prompt_mask
+        if mask is not None and not taps.is_seq2seq and mask.dim() == 2 and mask.shape[1] == prefix:
+            return mask
+        return None
+
+    def _valid_prompt(self, rows: int, prefix: int) -> torch.Tensor:
+        device = self._taps.buffers.out[0].device
+        mask = self._prompt_mask(prefix)
+        if mask is not None:
+            valid = mask.to(device).sum(dim=-1)
+            if valid.shape[0] != rows and rows % valid.shape[0] == 0:
+                valid = valid.repeat_interleave(rows // valid.shape[0])
+            return valid
+        return torch.full((rows,), float(prefix), device=device)
+
+    def _sink_index(self, rows: int, prefix: int) -> torch.Tensor:
+        device = self._taps.buffers.out[0].device
+        mask = self._prompt_mask(prefix)
+        if mask is not None:
+            first = mask.to(device).float().argmax(dim=-1)
+            if first.shape[0] != rows and rows % first.shape[0] == 0:
+                first = first.repeat_interleave(rows // first.shape[0])
+            return first.long()
+        return torch.zeros(rows, dtype=torch.long, device=device)

@@ -1,0 +1,220 @@
+"""The ``transformers`` capture source: taps inside the forward pass, one reduce per step, one transfer at the end.
+
+It composes the pieces: :class:`ModelTaps` (hooks, removed together),
+:class:`StepRecorder` (the per-step call in ``generate``), :class:`StepReducer`
+(fixed-shape rows on the device, one CUDA-graph replay per step on GPUs),
+:class:`StopOn` (stopping on the device) and :func:`transfer` (one
+device-to-host copy into a :class:`CaptureResult`). It learns the decoding
+mode from the wrapped ``generate`` internals (processors, stopping criteria,
+beam reorders). Scoring a given continuation is a mode of the same source
+(:meth:`TransformersSource.teacher_force`, then :meth:`TransformersSource.score`).
+
+Every tap is removed in ``finish``; any failure inside the capture stops the
+capture for that call (telemetry lost), never the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from typing import Any
+
+import torch
+
+from ..report import CaptureResult
+from . import _intervene, _reduce
+from ._clock import StepClock
+from ._intercept import ACTIVE_TAPS
+from ._model_taps import ModelTaps
+from ._plan import CapturePlan
+from ._recorder import RecordingProcessorList, StepRecorder
+from ._reducer import StepReducer
+from ._rows import StepRows
+from ._scoring import reduce_continuation
+from ._stats import TOP_K
+from ._transfer import DeviceCapture, transfer
+
+_logger = logging.getLogger(__name__)
+
+#: Generation modes whose processor calls map one-to-one onto emitted tokens of fixed rows.
+SIGNAL_MODES = frozenset({"greedy_search", "sample"})
+BEAM_MODES = frozenset({"beam_search", "beam_sample"})
+#: Modes that call the processors exactly once per decoding step (so step times are real).
+TIMING_MODES = SIGNAL_MODES | BEAM_MODES | {"group_beam_search", "constrained_beam_search"}
+#: The generation mode of a teacher-forced scoring forward.
+SCORE_MODE = "score"
+
+
+class TransformersSource:
+    """State of one instrumented ``transformers`` call, from entry to the final transfer (a :class:`CaptureSource`)."""
+
+    def __init__(
+        self,
+        model: Any,
+        device: torch.device | None,
+        plan: CapturePlan,
+        prompt_ids: torch.Tensor | None = None,
+        prompt_mask: torch.Tensor | None = None,
+    ) -> None:
+        self.plan = plan
+        self.clock = StepClock(device)
+        self.attached = False
+        self.generation_config: Any = None
+        self.generation_mode: str | None = None
+        self.unavailable: dict[str, str] = {}  # signal group -> reason; shared by the pieces
+        ids = prompt_ids if isinstance(prompt_ids, torch.Tensor) and not prompt_ids.is_floating_point() else None
+        mask = prompt_mask if isinstance(prompt_mask, torch.Tensor) else None
+        config = getattr(model, "config", None)
+        text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        self.hidden_size = next((getattr(text, k) for k in ("hidden_size", "n_embd", "d_model")
+                                 if getattr(text, k, None)), None)
+        self.taps = ModelTaps(model, plan, ids, mask, self.unavailable)
+        self.rows = StepRows()
+        self.reducer = StepReducer(model, self.taps, self.rows, self.unavailable)
+        self.recorder = StepRecorder(plan.signals, self.clock, self._on_step, self._on_fail)
+        self.stop_on: _intervene.StopOn | None = None
+        self._beam_indices: torch.Tensor | None = None  # beam search: final [batch, beams, steps] rows
+        self._continuation: tuple[int, int] | None = None  # scoring: (prompt length, continuation length)
+        self._started = False
+        self._bound: contextvars.Token | None = None
+
+    # -- the lifecycle (CaptureSource) ------------------------------------------------------
+    def start(self) -> None:
+        """Put the taps in place and bind them to this context, right before the model runs."""
+        if self._bound is not None:
+            return
+        if not self._started:  # taps go in once per call
+            self._started = True
+            try:
+                self.taps.install()
+            except Exception as exc:  # a model we cannot hook: no layer data, the call runs as it would
+                self.taps.remove()
+                self.unavailable["layers"] = f"taps could not be installed: {type(exc).__name__}: {exc}"
+        self._bound = ACTIVE_TAPS.set(self.taps)
+
+    def stop(self) -> None:
+        """Unbind from this context once the model returned or raised (the taps go in :meth:`finish`)."""
+        if self._bound is not None:
+            ACTIVE_TAPS.reset(self._bound)
+            self._bound = None
+
+    def finish(self, sequences: torch.Tensor | None, num_return_sequences: int = 1) -> CaptureResult:
+        """Remove the taps, stack the device buffers, transfer them once, and free them."""
+        self.taps.remove()
+        rec = self.recorder
+        result = CaptureResult(signals=rec.signals and rec.failed is None, unavailable=dict(self.unavailable))
+        result.attention_source = self.taps.attention_source
+        if not self.attached:
+            result.unavailable.setdefault("logits", "the capture could not attach to this generate call")
+            result.signals = False
+        try:
+            if sequences is not None:
+                result.sequences = sequences.tolist()
+            prefix = rec.prefix_len if rec.prefix_len is not None else 0
+            result.prefix_len = prefix
+            produced = (len(result.sequences[0]) - prefix) if result.sequences else rec.steps
+            beams = self.generation_mode in BEAM_MODES
+            steps = max(0, min(rec.steps, produced)) if not beams else min(rec.steps, max(produced, 0))
+            result.steps = steps
+            capture = DeviceCapture(rows=self.rows, layers=self.taps.layers, hidden_size=self.hidden_size,
+                                    prefill=self.taps.prefill, last_logp=self.reducer.last_logp(),
+                                    beam_indices=self._beam_indices, stop=self.stop_on)
+            transfer(result, capture, sequences, steps, prefix, beams, num_return_sequences)
+            result.step_ends = self.clock.step_ends()[:steps]
+        except Exception as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            result.signals = False
+            result.series = []
+            result.hidden = result.attention = result.moe = None
+            _logger.warning("CoreVital could not read back this generation's capture: %s", result.error)
+        if rec.failed is not None:
+            result.error = rec.failed
+            result.unavailable["logits"] = "capture failed during the generation"
+        self._release()
+        return result
+
+    # -- generate: decoding-mode bookkeeping ------------------------------------------------
+    def processors_for(self, processors: Any, generation_config: Any, assistant_model: Any = None) -> RecordingProcessorList:
+        """``processors`` with our recorder in front, configured for this call's decoding mode."""
+        self.generation_config = generation_config
+        try:
+            self.generation_mode = str(generation_config.get_generation_mode(assistant_model).value)
+        except Exception:
+            self.generation_mode = None
+        mode = self.generation_mode
+        top_k = TOP_K
+        if mode in BEAM_MODES:
+            top_k = _reduce.default_k(int(getattr(generation_config, "num_beams", 1) or 1))
+        elif mode not in SIGNAL_MODES:
+            # Assisted and other decoding call the processors on speculative rows.
+            if self.recorder.signals:
+                self.unavailable["logits"] = f"not captured for {mode or 'this'} decoding"
+            self.recorder.signals = False
+            if self.taps.active:
+                self.unavailable["layers"] = f"not captured for {mode or 'this'} decoding"
+                self.taps.remove()
+        if mode not in TIMING_MODES:
+            self.recorder.timing = False
+            self.unavailable["timing"] = f"per-step times not measured for {mode or 'this'} decoding"
+        self.reducer.configure(top_k, mode in BEAM_MODES, generation_config)
+        self.attached = True
+        return RecordingProcessorList(processors, self.recorder)
+
+    def criteria_for(self, criteria: Any, conditions: tuple[str, ...], high_entropy_bits: float,
+                     high_entropy_run: int, step_callback: Any, callback_every: int,
+                     loop_repeat: int | None = None) -> Any:
+        """``generate``'s stopping criteria, with our on-device ``StopOn`` appended when asked for."""
+        if not conditions and step_callback is None:
+            return criteria
+        if not self.recorder.signals and any(c != "repetition_loop" for c in conditions):
+            self.unavailable["stop_on"] = "nan_or_inf and high_entropy need the logit capture (capture is off)"
+        self.stop_on = _intervene.StopOn(
+            self.recorder, self.rows, conditions, high_entropy_bits, high_entropy_run, step_callback, callback_every,
+            beams=self.generation_mode in BEAM_MODES, loop_repeat=loop_repeat)
+        criteria.append(self.stop_on)
+        return criteria
+
+    def on_reorder(self, beam_idx: torch.Tensor) -> None:
+        """Beam search reordered the cache: row j of the next step continues row beam_idx[j]."""
+        self.reducer.follow_beams(beam_idx)
+
+    def on_finished_beams(self, beam_indices: torch.Tensor) -> None:
+        """Beam search's running record of which row produced each token of the kept beams."""
+        self._beam_indices = beam_indices
+
+    # -- scoring: one teacher-forced forward ------------------------------------------------
+    def teacher_force(self, prompt_len: int, continuation_len: int) -> None:
+        """Make this a scoring call: one forward over prompt + continuation, before :meth:`start`."""
+        self._continuation = (prompt_len, continuation_len)
+        self.taps.teacher_forced = True
+        self.attached = True
+        self.generation_mode = SCORE_MODE
+
+    def score(self, logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Turn the scoring forward into the per-step rows a generation would have left (never raises)."""
+        if self._continuation is None:
+            raise RuntimeError("score() needs teacher_force() first")
+        prompt_len, count = self._continuation
+        rec = self.recorder
+        rec.prefix_len, rec.steps = prompt_len, count
+        try:
+            reduce_continuation(self.taps, self.rows, self.reducer.top_k, prompt_len, count, logits, ids, mask)
+        except Exception as exc:  # the scores are lost, the user's forward is not
+            rec.fail(exc)
+
+    # -- internals --------------------------------------------------------------------------
+    def _on_step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor | None) -> None:
+        self.reducer.step(step, input_ids, scores, self.recorder.prefix_len or 0)
+        self.taps.next_step(step + 1)
+
+    def _on_fail(self) -> None:
+        self.taps.remove()
+        self.rows.drop()
+
+    def _release(self) -> None:
+        self.clock.release()
+        self.rows.drop()
+        self.reducer.release()
+        self.taps.release()
+        self._beam_indices = None
+        self.stop_on = None
