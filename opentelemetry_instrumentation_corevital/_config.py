@@ -235,7 +235,8 @@ def parse_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _shown(f: dataclasses.Field, spec: OptionSpec) -> str:
+def default_text(f: dataclasses.Field, spec: OptionSpec) -> str:
+    """The default as the docs and `--help` say it."""
     if spec.shown_default is not None:
         return spec.shown_default
     value = f.default
@@ -266,5 +267,5 @@ def markdown_table(table: type) -> str:
     for key, f, spec in specs(table):
         env = " or ".join(f"`{name}`" for name in spec.env) or "–"
         flag = f"`{spec.flag}`" if spec.flag else "–"
-        rows.append(f"| `{key}` | {env} | {flag} | `{_shown(f, spec)}` | {spec.doc} |")
+        rows.append(f"| `{key}` | {env} | {flag} | `{default_text(f, spec)}` | {spec.doc} |")
     return "\n".join(rows)
