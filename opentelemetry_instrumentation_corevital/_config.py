@@ -267,5 +267,18 @@ def markdown_table(table: type) -> str:
     for key, f, spec in specs(table):
         env = " or ".join(f"`{name}`" for name in spec.env) or "–"
         flag = f"`{spec.flag}`" if spec.flag else "–"
-        rows.append(f"| `{key}` | {env} | {flag} | `{default_text(f, spec)}` | {spec.doc} |")
+        default = default_text(f, spec) if spec.shown_default else f"`{default_text(f, spec)}`"
+        rows.append(f"| `{key}` | {env} | {flag} | {default} | {spec.doc} |")
     return "\n".join(rows)
+
+
+def options_markdown() -> str:
+    """The Markdown that docs/options.md holds between its markers: one table per option table."""
+    return "\n".join([
+        "### `instrument()` and `CoreVitalMonitor`", "",
+        "Besides these, `instrument()` takes `tracer_provider`, `meter_provider`, `logger_provider` "
+        "(default: the global ones) and `on_report` (called with each finished `Report`).", "",
+        markdown_table(Options), "",
+        "### `configure()`", "",
+        markdown_table(ExporterSettings),
+    ])
