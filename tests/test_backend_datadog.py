@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
 from opentelemetry_instrumentation_corevital import names
 
 from ._services import ROOT, ddapm_test_agent, http_get, wait_until
