@@ -207,17 +207,30 @@ def resolve(table: type[T], kwargs: Mapping[str, Any], environ: Mapping[str, str
 
     ``sources`` names where a keyword came from in errors (``corevital run`` passes its flags).
     """
-    env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
+    values = {}
     for key, f, spec in specs(table):
-        if kwargs.get(key) is not None:
-            values[f.name] = spec.parse(kwargs[key], (sources or {}).get(key, key))
-            continue
-        for name in spec.env:
-            if env.get(name, "").strip():
-                values[f.name] = spec.parse(env[name], name)
-                break
+        found = _given(key, spec, kwargs, os.environ if environ is None else environ, sources or {})
+        if found is not None:
+            values[f.name] = spec.parse(*found)
     return table(**values)
+
+
+def resolve_one(table: type, key: str, kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Any:
+    """One option of ``table``, resolved like :func:`resolve` without looking at the others."""
+    ((_, f, spec),) = [item for item in specs(table) if item[0] == key]
+    found = _given(key, spec, kwargs, os.environ if environ is None else environ, {})
+    return spec.parse(*found) if found is not None else f.default
+
+
+def _given(key: str, spec: OptionSpec, kwargs: Mapping[str, Any], env: Mapping[str, str],
+           sources: Mapping[str, str]) -> tuple[Any, str] | None:
+    """(raw value, where it came from) of an option that was given, else None."""
+    if kwargs.get(key) is not None:
+        return kwargs[key], sources.get(key, key)
+    for name in spec.env:
+        if env.get(name, "").strip():
+            return env[name], name
+    return None
 
 
 def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
@@ -228,11 +241,8 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
 def parse_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Only the options given in ``kwargs`` (field name -> parsed value), validated like ``instrument()``'s."""
     check_keys(kwargs, keywords(Options))
-    parsed = {}
-    for key, f, spec in specs(Options):
-        if kwargs.get(key) is not None:
-            parsed[f.name] = spec.parse(kwargs[key], key)
-    return parsed
+    return {f.name: spec.parse(*found) for key, f, spec in specs(Options)
+            if (found := _given(key, spec, kwargs, {}, {})) is not None}
 
 
 def default_text(f: dataclasses.Field, spec: OptionSpec) -> str:

@@ -19,7 +19,7 @@ import atexit
 from pathlib import Path
 from typing import Any, Callable, Collection
 
-from ._config import ExporterSettings, check_keys, keywords, resolve
+from ._config import ExporterSettings, check_keys, keywords, resolve, resolve_one
 from .exporters.pipeline import build
 from .instrument import CoreVitalInstrumentor
 from .package import _instruments
@@ -116,7 +116,9 @@ def configure(**kwargs: Any) -> Configuration:
     ``ConfigurationError`` before anything starts.
     """
     check_keys(kwargs, keywords(ExporterSettings))
-    config = Configuration(resolve(ExporterSettings, kwargs))
+    named = resolve_one(ExporterSettings, "exporters", kwargs)
+    # With nothing to build, other tools' variables (DD_AGENT_HOST...) are none of our business.
+    config = Configuration(resolve(ExporterSettings, kwargs, None if named else {}))
     build(config)
     return config
 

@@ -138,3 +138,13 @@ def test_zero_code_instrumentor_routes_the_environment_exporters(tiny_llama, tmp
     ZeroCodeInstrumentor().uninstrument()
     assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry
     assert len((tmp_path / "traces.jsonl").read_text().splitlines()) == 1
+
+
+def test_configure_without_exporters_ignores_other_tools_variables(monkeypatch):
+    """DD_AGENT_HOST may hold a socket path for ddtrace; it is only ours to check when dogstatsd is asked for."""
+    monkeypatch.setenv("DD_AGENT_HOST", "unix:///var/run/datadog/apm.socket")
+    with configure() as config:
+        assert config.instrument_kwargs() == {}
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS", "dogstatsd")
+    with pytest.raises(ConfigurationError, match="^DD_AGENT_HOST='unix:///var/run/datadog/apm.socket' is not a host"):
+        configure()
