@@ -22,8 +22,7 @@ from typing import Any, Iterator, Sequence
 from ._config import parse_overrides
 from ._errors import ConfigurationError
 from .configuration import instrument_from_environment
-from .instrument import CoreVitalInstrumentor
-from .instrument._context import WATCHERS
+from .instrument import WATCHERS, CoreVitalInstrumentor, score
 
 _DEFAULT_INTERVENE_ON = ("repetition_loop", "nan_or_inf")
 _lock = threading.Lock()
@@ -87,11 +86,8 @@ class CoreVitalMonitor:
         generation would have had (span operation ``score``); it is also kept as
         :attr:`report`, so the other answers apply to it.
         """
-        from .instrument._score import ScoreCall
-
         with self.watch():
-            telemetry = CoreVitalInstrumentor().telemetry
-            return ScoreCall(telemetry, model, prompt_ids, continuation_ids, attention_mask).run()
+            return score(model, prompt_ids, continuation_ids, attention_mask)
 
     def receive(self, report: Any) -> None:
         """Called by the instrumentation with each watched generation's report."""

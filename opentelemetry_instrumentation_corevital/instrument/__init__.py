@@ -15,14 +15,14 @@ from wrapt import wrap_function_wrapper
 from .._config import ExporterSettings, Options, check_keys, keywords, resolve_options, signature
 from ..package import _instruments
 from ..version import __version__
-from ._context import generation_context
+from ._context import WATCHERS, generation_context
 from ._prompts import PromptRegistry
 
 #: Instrumentation scope name shared by tracer, meter and logger: the package path.
 SCOPE = "opentelemetry_instrumentation_corevital"
 SCHEMA_URL = Schemas.V1_41_0.value
 
-__all__ = ["CoreVitalInstrumentor", "generation_context", "SCOPE"]
+__all__ = ["CoreVitalInstrumentor", "SCOPE", "WATCHERS", "generation_context", "score"]
 
 #: Keywords of ``instrument()`` besides the options.
 _PROVIDERS = ("tracer_provider", "meter_provider", "logger_provider", "on_report")
@@ -108,6 +108,13 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         wrapped, self._wrapped = self._wrapped, ()
         for owner, name in wrapped:
             unwrap(owner, name)
+
+
+def score(model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Any:
+    """Teacher-force ``continuation_ids`` after ``prompt_ids`` with the active instrumentation; its ``Report``."""
+    from ._score import ScoreCall  # torch: imported on first use only
+
+    return ScoreCall(CoreVitalInstrumentor().telemetry, model, prompt_ids, continuation_ids, attention_mask).run()
 
 
 CoreVitalInstrumentor.__doc__ += f"""
