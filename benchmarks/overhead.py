@@ -77,7 +77,7 @@ class Result:
 
 def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, int]:
     if name == "smollm2":
-        from opentelemetry_instrumentation_corevital.testing import load_smollm2
+        from opentelemetry_instrumentation_corevital.cli import load_smollm2
 
         _, model = load_smollm2()
         return model.to(device=device, dtype=dtype), model.config.vocab_size

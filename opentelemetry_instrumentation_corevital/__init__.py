@@ -2,16 +2,21 @@
 
 Usage::
 
-    from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+    from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
     CoreVitalInstrumentor().instrument()          # or: opentelemetry-instrument python app.py
     model.generate(...)                           # one span per call, with corevital.* signals
+
+    config = configure(exporters="otlp-json")     # exporters of CoreVital's own, if you have none
+    CoreVitalInstrumentor().instrument(**config.instrument_kwargs())
 
 Everything public is importable from here; submodules are internal.
 """
 
-from ._config import CaptureMode, ContentMode, StepView
+from ._config import StepView
 from ._errors import ConfigurationError, CoreVitalError, ModelLoadError, OutputError, ReportValidationError
 from ._monitor import CoreVitalMonitor
+from ._values import CaptureMode, ContentMode
+from .configuration import configure
 from .instrument import CoreVitalInstrumentor, generation_context
 from .report import SCHEMA_VERSION, Report, report_schema, validate_report
 from .version import __version__
@@ -30,6 +35,7 @@ __all__ = [
     "Report",
     "ReportValidationError",
     "__version__",
+    "configure",
     "generation_context",
     "report_schema",
     "validate_report",

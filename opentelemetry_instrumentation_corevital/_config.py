@@ -1,86 +1,172 @@
-"""Options of the instrumentation, from keyword arguments and environment variables.
+"""Every option, declared once: keyword, parser, default, environment variables, ``corevital run`` flag, doc.
 
-Keyword arguments of ``instrument()`` win over environment variables, which win
-over defaults. Every bad value raises :class:`ConfigurationError` naming the
-option, the value and what is accepted, at ``instrument()`` time, never inside
-a generation.
+Two tables, each a frozen dataclass whose fields carry an :class:`OptionSpec`:
+:class:`Options` (what ``instrument()`` and ``CoreVitalMonitor`` capture and
+emit) and :class:`ExporterSettings` (what ``configure()`` builds). Keyword
+parsing, environment parsing, the ``corevital run`` flags, the instrumentor's
+docstring and ``docs/options.md`` are all derived from these fields.
+
+Keyword arguments win over environment variables, which win over defaults.
+Every bad value, and every unknown keyword, raises :class:`ConfigurationError`
+naming the option at configuration time, never inside a generation.
 """
 
 from __future__ import annotations
 
 import dataclasses
-
-import enum
 import os
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from ._errors import ConfigurationError
+from ._values import (
+    EXPORTER_NAMES,
+    STOP_CONDITIONS,
+    CaptureMode,
+    ContentMode,
+    LayerSelection,
+    parse_bool,
+    parse_callable,
+    parse_capture,
+    parse_content_mode,
+    parse_exporters,
+    parse_host,
+    parse_layers,
+    parse_object,
+    parse_path,
+    parse_positive_float,
+    parse_positive_int,
+    parse_profile,
+    parse_stop_on,
+    parse_text,
+    parse_thresholds,
+    parse_unit_float,
+    parse_whole,
+)
 
 ENV_PREFIX = "OTEL_INSTRUMENTATION_COREVITAL_"
-ENV_CAPTURE = ENV_PREFIX + "CAPTURE"
-ENV_MAX_SPAN_STEPS = ENV_PREFIX + "MAX_SPAN_STEPS"
-ENV_REPORT_LOG = ENV_PREFIX + "REPORT_LOG"
-ENV_HIGH_ENTROPY_BITS = ENV_PREFIX + "HIGH_ENTROPY_BITS"
-ENV_EXPORTERS = ENV_PREFIX + "EXPORTERS"
-ENV_LAYERS = ENV_PREFIX + "LAYERS"
-ENV_STEP_STRIDE = ENV_PREFIX + "STEP_STRIDE"
-ENV_ON_RISK_THRESHOLD = ENV_PREFIX + "ON_RISK_THRESHOLD"
-ENV_STEP_EVENTS = ENV_PREFIX + "STEP_EVENTS"
-ENV_STEP_LOGS = ENV_PREFIX + "STEP_LOGS"
-ENV_LAYER_METRICS = ENV_PREFIX + "LAYER_METRICS"
-ENV_CUDA_GRAPHS = ENV_PREFIX + "CUDA_GRAPHS"
-ENV_STOP_ON = ENV_PREFIX + "STOP_ON"
-ENV_STOP_LOOP_REPEAT = ENV_PREFIX + "STOP_LOOP_REPEAT"
-ENV_PROFILE = ENV_PREFIX + "PROFILE"
-ENV_THRESHOLDS = ENV_PREFIX + "THRESHOLDS"
-# Owned by the GenAI conventions (opentelemetry-util-genai); we honour it, never a second switch.
-ENV_CAPTURE_CONTENT = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+_P = ENV_PREFIX
+_SPEC = "corevital"
+T = TypeVar("T")
 
 
-class CaptureMode(str, enum.Enum):
-    """How much CoreVital captures inside each generation."""
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one option is given and documented; the field's name and default come from the dataclass."""
 
-    OFF = "off"  # span, GenAI metrics and timings only
-    SUMMARY = "summary"  # + on-device logit signals, per-layer hidden-state norms, flags and risk
-    FULL = "full"  # + every per-layer hidden and attention statistic, prompt telemetry, MoE, step events and logs
-    ON_RISK = "on_risk"  # capture as full on the device; emit full detail only for risky generations
+    parse: Callable[[Any, str], Any]
+    doc: str
+    env: tuple[str, ...] = ()
+    flag: str | None = None  # the ``corevital run`` flag
+    keyword: str | None = None  # when the keyword differs from the field name
+    shown_default: str | None = None  # the default as the docs say it, when repr() would not
 
 
-#: Modes that later releases may add; named here so the error can say so.
-PLANNED_MODES: tuple[str, ...] = ()
+def option(default: Any, parse: Callable[[Any, str], Any], doc: str, *env: str, flag: str | None = None,
+           keyword: str | None = None, shown_default: str | None = None) -> Any:
+    """A dataclass field declaring one option."""
+    spec = OptionSpec(parse, doc, tuple(env), flag, keyword, shown_default)
+    return dataclasses.field(default=default, metadata={_SPEC: spec})
 
 
-class ContentMode(str, enum.Enum):
-    """Where prompt and output text may be recorded (GenAI content-capture convention)."""
+@dataclass(frozen=True)
+class Options:
+    """What ``instrument()`` captures and emits; one instance per ``instrument()`` call."""
 
-    NO_CONTENT = "NO_CONTENT"
-    SPAN_ONLY = "SPAN_ONLY"
-    EVENT_ONLY = "EVENT_ONLY"
-    SPAN_AND_EVENT = "SPAN_AND_EVENT"
+    capture: CaptureMode = option(
+        CaptureMode.SUMMARY, parse_capture, "how much to capture: off, summary, full or on_risk",
+        _P + "CAPTURE", flag="--capture")
+    layers: LayerSelection = option(
+        LayerSelection(), parse_layers, "decoder layers to capture: all, every:N, or indices and ranges such as "
+        "0,4,8 or 0-7,-1", _P + "LAYERS", flag="--layers", shown_default="all")
+    step_stride: int = option(
+        1, parse_positive_int, "capture layer data every N-th step (logit signals stay per step)",
+        _P + "STEP_STRIDE", flag="--step-stride")
+    on_risk_threshold: float = option(
+        0.5, parse_unit_float, "on_risk: emit full detail when the risk score reaches this", _P + "ON_RISK_THRESHOLD")
+    step_events: bool = option(
+        True, parse_bool, "with full detail, corevital.step span events", _P + "STEP_EVENTS")
+    step_logs: bool = option(
+        True, parse_bool, "with full detail, one corevital.generation.step log record per generated token",
+        _P + "STEP_LOGS")
+    layer_metrics: bool = option(
+        True, parse_bool, "with full detail, the per-layer histograms corevital.layer.*", _P + "LAYER_METRICS")
+    cuda_graphs: bool = option(
+        True, parse_bool, "on CUDA, replay each step's fixed-shape reduce as one CUDA graph", _P + "CUDA_GRAPHS")
+    max_span_steps: int = option(
+        512, parse_positive_int, "most per-step values per array attribute on the span (thinned evenly beyond)",
+        _P + "MAX_SPAN_STEPS")
+    report_log: bool = option(
+        False, parse_bool, "also emit the full report as one corevital.generation.report log record",
+        _P + "REPORT_LOG")
+    high_entropy_bits: float | None = option(
+        None, parse_positive_float, "threshold of the high_entropy flag and of stop_on=high_entropy",
+        _P + "HIGH_ENTROPY_BITS", shown_default="the profile's")
+    profile: Any = option(
+        None, parse_profile, "a shipped profile name or a .json profile file (a loaded Profile)",
+        _P + "PROFILE", flag="--profile", shown_default="from the model")
+    thresholds: Mapping[str, float] | None = option(
+        None, parse_thresholds, "single thresholds overriding the profile's: a mapping, or name=value,name=value",
+        _P + "THRESHOLDS", flag="--thresholds")
+    stop_on: tuple[str, ...] = option(
+        (), parse_stop_on, "stop a generation on the device when a condition holds: " + ", ".join(STOP_CONDITIONS),
+        _P + "STOP_ON", flag="--stop-on")
+    stop_loop_repeat: int | None = option(
+        None, parse_positive_int, "repetition_loop: stop once the repeated part is this many tokens long",
+        _P + "STOP_LOOP_REPEAT", shown_default="3 whole periods")
+    high_entropy_run: int = option(
+        8, parse_positive_int, "stop_on=high_entropy: steps in a row above the threshold")
+    step_callback: Any = option(
+        None, parse_callable, "your function of a StepView, run every callback_every steps; True stops the generation")
+    callback_every: int = option(1, parse_positive_int, "steps between step_callback calls")
+    content: ContentMode = option(
+        ContentMode.NO_CONTENT, parse_content_mode, "record prompt and output text: true/false, NO_CONTENT, "
+        "SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT (GenAI convention)",
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", keyword="capture_content", shown_default="off")
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    """What ``configure()`` builds and where it sends."""
+
+    exporters: tuple[str, ...] = option(
+        (), parse_exporters, "destinations to set up: " + ", ".join(EXPORTER_NAMES), _P + "EXPORTERS",
+        flag="--exporter", shown_default="none")
+    out: Path = option(
+        Path("corevital-data"), parse_path, "folder of CoreVital's files (otlp-json lines, the sqlite history)",
+        _P + "OUT", flag="--out")
+    otlp_json_max_bytes: int = option(
+        100 * 1024 * 1024, parse_whole(0), "otlp-json: rotate each file before it grows past this (0: never)",
+        _P + "OTLP_JSON_MAX_BYTES", flag="--rotate-bytes", shown_default="100 MiB")
+    otlp_json_backups: int = option(
+        5, parse_whole(0), "otlp-json: rotated files kept per signal", _P + "OTLP_JSON_BACKUPS",
+        flag="--rotate-backups")
+    prometheus_host: str = option(
+        "127.0.0.1", parse_host, "prometheus: address of the /metrics endpoint", "OTEL_EXPORTER_PROMETHEUS_HOST",
+        flag="--prometheus-host")
+    prometheus_port: int = option(
+        9464, parse_whole(0, 65535), "prometheus: port of the /metrics endpoint (0 picks a free one)",
+        "OTEL_EXPORTER_PROMETHEUS_PORT", flag="--prometheus-port")
+    sqlite_path: Path | None = option(
+        None, parse_path, "sqlite: the history file", _P + "SQLITE_PATH", flag="--sqlite",
+        shown_default="OUT/corevital.sqlite3")
+    wandb_project: str = option(
+        "corevital", parse_text, "wandb: the project of the run it starts", _P + "WANDB_PROJECT", "WANDB_PROJECT",
+        flag="--wandb-project")
+    wandb_run: Any = option(None, parse_object, "wandb: an existing run to log into instead of starting one")
+    dogstatsd_host: str = option(
+        "127.0.0.1", parse_host, "dogstatsd: the agent's host", "DD_DOGSTATSD_HOST", "DD_AGENT_HOST",
+        flag="--dogstatsd-host")
+    dogstatsd_port: int = option(
+        8125, parse_whole(1, 65535), "dogstatsd: the agent's port", "DD_DOGSTATSD_PORT", flag="--dogstatsd-port")
+    export_queue_size: int = option(
+        1000, parse_whole(1), "reports waiting for the report exporters; more are dropped", _P + "EXPORT_QUEUE_SIZE")
 
     @property
-    def on_span(self) -> bool:
-        return self in (ContentMode.SPAN_ONLY, ContentMode.SPAN_AND_EVENT)
-
-    @property
-    def on_event(self) -> bool:
-        return self in (ContentMode.EVENT_ONLY, ContentMode.SPAN_AND_EVENT)
-
-    @property
-    def enabled(self) -> bool:
-        return self is not ContentMode.NO_CONTENT
-
-
-#: Destinations ``exporters=`` accepts. The first four build OpenTelemetry SDK pipelines of their own
-#: (traces, metrics and logs); ``prometheus`` adds a metrics endpoint; ``ddtrace`` hands spans to
-#: ddtrace; the last three consume each finished report.
-EXPORTER_NAMES = ("otlp", "otlp-json", "console", "datadog", "prometheus", "ddtrace", "dogstatsd", "sqlite", "wandb")
-
-
-DEFAULT_MAX_SPAN_STEPS = 512
-DEFAULT_HIGH_ENTROPY_BITS = 4.0
-DEFAULT_ON_RISK_THRESHOLD = 0.5
+    def sqlite_file(self) -> Path:
+        """The SQLite history file: ``sqlite_path``, or ``corevital.sqlite3`` in ``out``."""
+        return self.sqlite_path if self.sqlite_path is not None else self.out / "corevital.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -93,302 +179,116 @@ class StepView:
     tokens: list[int]  # the token each row just emitted
 
 
-#: Conditions ``stop_on`` can stop a generation on, checked on the device every step.
-STOP_CONDITIONS = ("repetition_loop", "nan_or_inf", "high_entropy")
+# -- derived from the tables -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LayerSelection:
-    """Which decoder layers to capture: all, explicit indices, or every n-th."""
-
-    indices: tuple[int, ...] | None = None
-    every: int | None = None
-
-    def resolve(self, count: int) -> tuple[int, ...] | None:
-        if self.indices is not None:
-            return tuple(i if i >= 0 else count + i for i in self.indices)
-        if self.every is not None:
-            return tuple(range(0, count, self.every))
-        return None
-
-    def describe(self) -> str:
-        if self.indices is not None:
-            return ",".join(str(i) for i in self.indices)
-        return f"every:{self.every}" if self.every is not None else "all"
+def specs(table: type) -> list[tuple[str, dataclasses.Field, OptionSpec]]:
+    """(keyword, field, spec) of every option of ``table``, in declaration order."""
+    return [(f.metadata[_SPEC].keyword or f.name, f, f.metadata[_SPEC]) for f in dataclasses.fields(table)]
 
 
-@dataclass(frozen=True)
-class Options:
-    """Resolved options; one instance per ``instrument()`` call."""
-
-    capture: CaptureMode = CaptureMode.SUMMARY
-    max_span_steps: int = DEFAULT_MAX_SPAN_STEPS
-    report_log: bool = False
-    content: ContentMode = ContentMode.NO_CONTENT
-    high_entropy_bits: float | None = None  # None: the model profile's threshold
-    exporters: tuple[str, ...] = ()
-    layers: LayerSelection = field(default_factory=LayerSelection)
-    step_stride: int = 1
-    on_risk_threshold: float = DEFAULT_ON_RISK_THRESHOLD
-    step_events: bool = True
-    step_logs: bool = True
-    layer_metrics: bool = True
-    cuda_graphs: bool = True
-    stop_on: tuple[str, ...] = ()
-    high_entropy_run: int = 8
-    stop_loop_repeat: int | None = None
-    step_callback: Any = None
-    callback_every: int = 1
-    profile: Any = None  # a loaded signals.profiles.Profile, or None: chosen per model
-    thresholds: Mapping[str, float] | None = None  # single thresholds overriding the profile's
-    extra: Mapping[str, Any] = field(default_factory=dict)
+def keywords(table: type) -> list[str]:
+    """The keyword arguments ``table`` accepts."""
+    return [key for key, _, _ in specs(table)]
 
 
-def parse_capture(value: Any, source: str = "capture") -> CaptureMode:
-    if isinstance(value, CaptureMode):
-        return value
-    text = str(value).strip().lower()
-    try:
-        return CaptureMode(text)
-    except ValueError:
-        allowed = ", ".join(repr(m.value) for m in CaptureMode)
-        if text in PLANNED_MODES:
-            raise ConfigurationError(
-                f"{source}={value!r} is not available in this version; use one of {allowed}."
-            ) from None
-        raise ConfigurationError(f"{source}={value!r} is not a capture mode; use one of {allowed}.") from None
-
-
-def parse_bool(value: Any, source: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ConfigurationError(f"{source}={value!r} is not a boolean; use true or false.")
-
-
-def parse_positive_int(value: Any, source: str) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise ConfigurationError(f"{source}={value!r} is not an integer; use a whole number >= 1.") from None
-    if number < 1:
-        raise ConfigurationError(f"{source}={value!r} must be >= 1.")
-    return number
-
-
-def parse_positive_float(value: Any, source: str) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise ConfigurationError(f"{source}={value!r} is not a number.") from None
-    if not number > 0 or number != number or number == float("inf"):
-        raise ConfigurationError(f"{source}={value!r} must be a finite number > 0.")
-    return number
-
-
-def parse_layers(value: Any, source: str = "layers") -> LayerSelection:
-    """``all``, ``every:N``, or indices and ranges such as ``0,4,8`` or ``0-7,-1`` (or a sequence of ints)."""
-    if isinstance(value, LayerSelection):
-        return value
-    if isinstance(value, (list, tuple)):
-        try:
-            return LayerSelection(indices=tuple(int(v) for v in value))
-        except (TypeError, ValueError):
-            raise ConfigurationError(f"{source}={value!r} must hold layer indices (integers).") from None
-    text = str(value).strip().lower()
-    if text in ("", "all"):
-        return LayerSelection()
-    if text.startswith("every:"):
-        return LayerSelection(every=parse_positive_int(text.split(":", 1)[1], source))
-    indices: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part.lstrip("-"):
-                low, high = part.lstrip("-").split("-", 1) if not part.startswith("-") else (part, part)
-                start, stop = int(low), int(high)
-                if stop < start:
-                    raise ValueError
-                indices.extend(range(start, stop + 1))
-            else:
-                indices.append(int(part))
-    except ValueError:
-        raise ConfigurationError(
-            f"{source}={value!r} is not a layer selection; use all, every:N, or indices like 0,4,8 or 0-7,-1."
-        ) from None
-    return LayerSelection(indices=tuple(indices))
-
-
-def parse_stop_on(value: Any, source: str = "stop_on") -> tuple[str, ...]:
-    """Conditions that stop a generation early: repetition_loop, nan_or_inf, high_entropy."""
-    if value is None or value == "":
-        return ()
-    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
-    items = [v for v in items if v]
-    unknown = [v for v in items if v not in STOP_CONDITIONS]
+def check_keys(given: Iterable[str], accepted: Iterable[str], hints: Mapping[str, str] | None = None) -> None:
+    """Refuse the first unknown keyword, naming the accepted ones (and a hint where one helps)."""
+    accepted = set(accepted)
+    unknown = sorted(set(given) - accepted)
     if unknown:
-        raise ConfigurationError(
-            f"{source}={value!r}: unknown condition {unknown[0]!r}; use any of {', '.join(STOP_CONDITIONS)}."
-        )
-    return tuple(dict.fromkeys(items))
+        hint = (hints or {}).get(unknown[0], "")
+        raise ConfigurationError(f"unknown option {unknown[0]!r}{hint}; options are: {', '.join(sorted(accepted))}.")
 
 
-def parse_unit_float(value: Any, source: str) -> float:
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise ConfigurationError(f"{source}={value!r} is not a number.") from None
-    if not 0.0 <= number <= 1.0:
-        raise ConfigurationError(f"{source}={value!r} must be between 0 and 1.")
-    return number
+def resolve(table: type[T], kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+            sources: Mapping[str, str] | None = None) -> T:
+    """An instance of ``table`` from keyword arguments, then the environment, then defaults.
+
+    ``sources`` names where a keyword came from in errors (``corevital run`` passes its flags).
+    """
+    values = {}
+    for key, f, spec in specs(table):
+        found = _given(key, spec, kwargs, os.environ if environ is None else environ, sources or {})
+        if found is not None:
+            values[f.name] = spec.parse(*found)
+    return table(**values)
 
 
-def parse_content_mode(value: Any, source: str = ENV_CAPTURE_CONTENT) -> ContentMode:
-    """Accept both the legacy ``true``/``false`` and the latest-experimental enum values."""
-    if isinstance(value, ContentMode):
-        return value
-    if isinstance(value, bool):
-        return ContentMode.SPAN_AND_EVENT if value else ContentMode.NO_CONTENT
-    text = str(value).strip()
-    if text.lower() in ("true", "1", "yes"):
-        return ContentMode.SPAN_AND_EVENT
-    if text.lower() in ("false", "0", "no", ""):
-        return ContentMode.NO_CONTENT
-    try:
-        return ContentMode(text.upper())
-    except ValueError:
-        allowed = "true, false, " + ", ".join(m.value for m in ContentMode)
-        raise ConfigurationError(f"{source}={value!r} is not a content-capture mode; use one of {allowed}.") from None
+def resolve_one(table: type, key: str, kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Any:
+    """One option of ``table``, resolved like :func:`resolve` without looking at the others."""
+    ((_, f, spec),) = [item for item in specs(table) if item[0] == key]
+    found = _given(key, spec, kwargs, os.environ if environ is None else environ, {})
+    return spec.parse(*found) if found is not None else f.default
 
 
-def parse_exporters(value: Any, source: str = "exporters") -> tuple[str, ...]:
-    """A comma-separated string or a list of names from :data:`EXPORTER_NAMES`, without repeats."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names: list[str] = []
-    for item in items:
-        name = str(item).strip().lower().replace("_", "-")
-        if not name or name == "none":
-            continue
-        if name not in EXPORTER_NAMES:
-            raise ConfigurationError(
-                f"{source}={value!r}: {item!r} is not an exporter; use any of {', '.join(EXPORTER_NAMES)}."
-            )
-        if name not in names:
-            names.append(name)
-    return tuple(names)
-
-
-def parse_profile(value: Any, source: str = "profile") -> Any:
-    """A shipped profile name or a profile file path, loaded now so that a bad one fails at ``instrument()``."""
-    from .signals.profiles import Profile, builtin_names, load_profile
-
-    if isinstance(value, Profile):
-        return value
-    text = str(value).strip()
-    try:
-        return load_profile(text)
-    except ConfigurationError as exc:
-        raise ConfigurationError(
-            f"{source}={value!r}: {exc} (shipped profiles: {', '.join(builtin_names())}; or a .json profile file)"
-        ) from None
-
-
-def parse_thresholds(value: Any, source: str = "thresholds") -> dict[str, float]:
-    """A mapping of threshold name to number, or ``name=value,name=value`` text (environment)."""
-    from .signals.profiles import check_threshold
-
-    if isinstance(value, str):
-        items: dict[str, Any] = {}
-        for part in value.split(","):
-            if not part.strip():
-                continue
-            name, sep, number = part.partition("=")
-            if not sep:
-                raise ConfigurationError(f"{source}={value!r}: {part.strip()!r} is not name=value.")
-            try:
-                items[name.strip()] = float(number)
-            except ValueError:
-                raise ConfigurationError(f"{source}={value!r}: {number.strip()!r} is not a number.") from None
-        value = items
-    if not isinstance(value, Mapping):
-        raise ConfigurationError(f"{source}={value!r} must be a mapping of threshold name to number.")
-    return {str(k): check_threshold(str(k), v, source) for k, v in value.items()}
+def _given(key: str, spec: OptionSpec, kwargs: Mapping[str, Any], env: Mapping[str, str],
+           sources: Mapping[str, str]) -> tuple[Any, str] | None:
+    """(raw value, where it came from) of an option that was given, else None."""
+    if kwargs.get(key) is not None:
+        return kwargs[key], sources.get(key, key)
+    for name in spec.env:
+        if env.get(name, "").strip():
+            return env[name], name
+    return None
 
 
 def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
-    """Build :class:`Options` from ``instrument()`` keyword arguments and the environment."""
-    env = os.environ if environ is None else environ
-
-    def pick(key: str, env_key: str) -> tuple[Any, str] | None:
-        if kwargs.get(key) is not None:
-            return kwargs[key], key
-        if env.get(env_key, "").strip():
-            return env[env_key], env_key
-        return None
-
-    options: dict[str, Any] = {}
-    if (found := pick("capture", ENV_CAPTURE)) is not None:
-        options["capture"] = parse_capture(*found)
-    if (found := pick("max_span_steps", ENV_MAX_SPAN_STEPS)) is not None:
-        options["max_span_steps"] = parse_positive_int(*found)
-    if (found := pick("report_log", ENV_REPORT_LOG)) is not None:
-        options["report_log"] = parse_bool(*found)
-    if (found := pick("high_entropy_bits", ENV_HIGH_ENTROPY_BITS)) is not None:
-        options["high_entropy_bits"] = parse_positive_float(*found)
-    if (found := pick("capture_content", ENV_CAPTURE_CONTENT)) is not None:
-        options["content"] = parse_content_mode(*found)
-    if (found := pick("exporters", ENV_EXPORTERS)) is not None:
-        options["exporters"] = parse_exporters(*found)
-    if (found := pick("layers", ENV_LAYERS)) is not None:
-        options["layers"] = parse_layers(*found)
-    if (found := pick("step_stride", ENV_STEP_STRIDE)) is not None:
-        options["step_stride"] = parse_positive_int(*found)
-    if (found := pick("on_risk_threshold", ENV_ON_RISK_THRESHOLD)) is not None:
-        options["on_risk_threshold"] = parse_unit_float(*found)
-    if (found := pick("step_events", ENV_STEP_EVENTS)) is not None:
-        options["step_events"] = parse_bool(*found)
-    if (found := pick("step_logs", ENV_STEP_LOGS)) is not None:
-        options["step_logs"] = parse_bool(*found)
-    if (found := pick("layer_metrics", ENV_LAYER_METRICS)) is not None:
-        options["layer_metrics"] = parse_bool(*found)
-    if (found := pick("cuda_graphs", ENV_CUDA_GRAPHS)) is not None:
-        options["cuda_graphs"] = parse_bool(*found)
-    if (found := pick("stop_on", ENV_STOP_ON)) is not None:
-        options["stop_on"] = parse_stop_on(*found)
-    if (found := pick("stop_loop_repeat", ENV_STOP_LOOP_REPEAT)) is not None:
-        options["stop_loop_repeat"] = parse_positive_int(*found)
-    if (found := pick("profile", ENV_PROFILE)) is not None:
-        options["profile"] = parse_profile(*found)
-    if (found := pick("thresholds", ENV_THRESHOLDS)) is not None:
-        options["thresholds"] = parse_thresholds(*found)
-    if kwargs.get("high_entropy_run") is not None:
-        options["high_entropy_run"] = parse_positive_int(kwargs["high_entropy_run"], "high_entropy_run")
-    if kwargs.get("callback_every") is not None:
-        options["callback_every"] = parse_positive_int(kwargs["callback_every"], "callback_every")
-    if kwargs.get("step_callback") is not None:
-        if not callable(kwargs["step_callback"]):
-            raise ConfigurationError("step_callback must be callable: it receives a StepView and returns True to stop.")
-        options["step_callback"] = kwargs["step_callback"]
-    return Options(**options)
-
-
-#: ``instrument()``/monitor keyword -> ``Options`` field, where the names differ.
-_FIELD_OF = {"capture_content": "content"}
+    """:class:`Options` from ``instrument()`` keyword arguments and the environment."""
+    return resolve(Options, kwargs, environ)
 
 
 def parse_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the options given in ``kwargs``, parsed and validated like ``instrument()``'s (no environment)."""
-    known = {f.name for f in dataclasses.fields(Options)} - set(_FIELD_OF.values()) - {"extra"} | set(_FIELD_OF)
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ConfigurationError(f"unknown option {unknown[0]!r}; options are: {', '.join(sorted(known))}.")
-    resolved = resolve_options(kwargs, environ={})
-    return {
-        _FIELD_OF.get(key, key): getattr(resolved, _FIELD_OF.get(key, key))
-        for key, value in kwargs.items()
-        if value is not None and hasattr(resolved, _FIELD_OF.get(key, key))
-    }
+    """Only the options given in ``kwargs`` (field name -> parsed value), validated like ``instrument()``'s."""
+    check_keys(kwargs, keywords(Options))
+    return {f.name: spec.parse(*found) for key, f, spec in specs(Options)
+            if (found := _given(key, spec, kwargs, {}, {})) is not None}
+
+
+def default_text(f: dataclasses.Field, spec: OptionSpec) -> str:
+    """The default as the docs and `--help` say it."""
+    if spec.shown_default is not None:
+        return spec.shown_default
+    value = f.default
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None or value == ():
+        return "none"
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def signature(table: type, width: int = 100) -> str:
+    """``key=default, ...`` as Python would spell the defaults, wrapped for docstrings."""
+    lines, line = [], ""
+    for key, f, _ in specs(table):
+        value = f.default
+        value = value.value if hasattr(value, "value") else value.describe() if hasattr(value, "describe") else value
+        item = f"{key}={str(value)!r}" if isinstance(value, Path) else f"{key}={value!r}"
+        if line and len(line) + len(item) + 2 > width:
+            lines.append(line + ",")
+            line = ""
+        line = f"{line}, {item}" if line else item
+    return "\n    ".join([*lines, line])
+
+
+def markdown_table(table: type) -> str:
+    """The options of ``table`` as a Markdown table (keyword, variables, flag, default, meaning)."""
+    rows = ["| keyword | environment variable | `corevital run` | default | meaning |", "|---|---|---|---|---|"]
+    for key, f, spec in specs(table):
+        env = " or ".join(f"`{name}`" for name in spec.env) or "–"
+        flag = f"`{spec.flag}`" if spec.flag else "–"
+        default = default_text(f, spec) if spec.shown_default else f"`{default_text(f, spec)}`"
+        rows.append(f"| `{key}` | {env} | {flag} | {default} | {spec.doc} |")
+    return "\n".join(rows)
+
+
+def options_markdown() -> str:
+    """The Markdown that docs/options.md holds between its markers: one table per option table."""
+    return "\n".join([
+        "### `instrument()` and `CoreVitalMonitor`", "",
+        "Besides these, `instrument()` takes `tracer_provider`, `meter_provider`, `logger_provider` "
+        "(default: the global ones) and `on_report` (called with each finished `Report`).", "",
+        markdown_table(Options), "",
+        "### `configure()`", "",
+        markdown_table(ExporterSettings),
+    ])

@@ -5,8 +5,10 @@ by ``monitor.generate``) and keeps their reports. It rides on the same
 instrumentation as the OpenTelemetry path: if ``CoreVitalInstrumentor`` is
 already active, the watched generation is captured once and both get the
 report (spans and metrics go wherever they already go); if not, the monitor
-activates the instrumentation for the duration of the block, against the
-global OpenTelemetry providers, which are no-ops when no SDK is configured.
+activates the instrumentation for the duration of the block, with what
+``configure()`` builds from the environment (``OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS``)
+and otherwise the global OpenTelemetry providers, which are no-ops when no SDK
+is configured.
 The monitor's options (capture mode, thresholds, ``stop_on``...) apply to the
 generations it watches, whatever the instrumentor was started with.
 """
@@ -19,11 +21,13 @@ from typing import Any, Iterator, Sequence
 
 from ._config import parse_overrides
 from ._errors import ConfigurationError
-from .instrument._context import WATCHERS
+from .configuration import instrument_from_environment
+from .instrument import WATCHERS, CoreVitalInstrumentor, score
 
 _DEFAULT_INTERVENE_ON = ("repetition_loop", "nan_or_inf")
 _lock = threading.Lock()
 _activations = 0  # monitors currently holding an instrumentation they started
+_configuration: Any = None  # what the first of them configured from the environment
 
 
 class CoreVitalMonitor:
@@ -82,12 +86,8 @@ class CoreVitalMonitor:
         generation would have had (span operation ``score``); it is also kept as
         :attr:`report`, so the other answers apply to it.
         """
-        from .instrument import CoreVitalInstrumentor
-        from .instrument._score import ScoreCall
-
         with self.watch():
-            telemetry = CoreVitalInstrumentor().telemetry
-            return ScoreCall(telemetry, model, prompt_ids, continuation_ids, attention_mask).run()
+            return score(model, prompt_ids, continuation_ids, attention_mask)
 
     def receive(self, report: Any) -> None:
         """Called by the instrumentation with each watched generation's report."""
@@ -147,24 +147,26 @@ class CoreVitalMonitor:
 
 def _ensure_instrumented() -> bool:
     """Activate the instrumentation if nobody has; True when this call did (and must release it)."""
-    global _activations
-    from .instrument import CoreVitalInstrumentor
+    global _activations, _configuration
 
     with _lock:
         instrumentor = CoreVitalInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry and not _activations:
             return False  # the application's own instrumentation: leave it alone
         if not instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.instrument()
+            _configuration = instrument_from_environment()
         _activations += 1
         return True
 
 
 def _release_instrumentation() -> None:
-    global _activations
-    from .instrument import CoreVitalInstrumentor
+    global _activations, _configuration
 
     with _lock:
         _activations -= 1
-        if _activations == 0 and CoreVitalInstrumentor().is_instrumented_by_opentelemetry:
-            CoreVitalInstrumentor().uninstrument()
+        if _activations == 0:
+            if CoreVitalInstrumentor().is_instrumented_by_opentelemetry:
+                CoreVitalInstrumentor().uninstrument()
+            if _configuration is not None:
+                _configuration.shutdown()
+                _configuration = None

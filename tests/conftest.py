@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from opentelemetry_instrumentation_corevital import testing  # noqa: E402
+from opentelemetry_instrumentation_corevital.cli import load_smollm2  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +27,7 @@ def tiny_tok():
 @pytest.fixture(scope="session")
 def smollm2():
     """(tokenizer, model) of the real SmolLM2-135M-Instruct, loaded once per test session."""
-    return testing.load_smollm2()
+    return load_smollm2()
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import pytest
 import torch
 import yaml
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Report
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Report, configure
 from opentelemetry_instrumentation_corevital import names
 from opentelemetry_instrumentation_corevital.emit import emit_step_logs
-from opentelemetry_instrumentation_corevital.testing import OTLPSink, any_value
+from opentelemetry_instrumentation_corevital.testing import OTLPSink
 
 from ._services import ROOT, rotel_from_env_file, wait_until
 from .conftest import free_port
@@ -33,7 +33,7 @@ def log_records(sink: OTLPSink) -> list[tuple[str, dict]]:
         for resource_logs in request.resource_logs:
             for scope_logs in resource_logs.scope_logs:
                 for record in scope_logs.log_records:
-                    attrs = {kv.key: any_value(kv.value) for kv in record.attributes}
+                    attrs = OTLPSink.attributes(record.attributes)
                     found.append((record.event_name, attrs, record))
     return found
 
@@ -62,16 +62,16 @@ def otlp_env(endpoint: str):
 def run_generation(model, endpoint: str, extra_steps: Report | None = None, tokens: int = 6) -> list[Report]:
     reports: list[Report] = []
     instrumentor = CoreVitalInstrumentor()
-    with otlp_env(endpoint):
-        instrumentor.instrument(exporters="otlp", capture="full", report_log=True, on_report=reports.append)
+    with otlp_env(endpoint), configure(exporters="otlp") as config:  # leaving flushes the batches into rotel
+        instrumentor.instrument(capture="full", report_log=True, **config.instrument_kwargs(on_report=reports.append))
         try:
             prompt = torch.tensor([[1, 17, 42, 99, 7]])
             model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False)
             if extra_steps is not None:
-                logger = instrumentor.pipeline.logger_provider.get_logger("opentelemetry_instrumentation_corevital")
+                logger = config.logger_provider.get_logger("opentelemetry_instrumentation_corevital")
                 emit_step_logs(logger, extra_steps, None, None, content=False)
         finally:
-            instrumentor.uninstrument()  # flushes the batch processors into rotel
+            instrumentor.uninstrument()
     return reports
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
 from opentelemetry_instrumentation_corevital import names
 
 from ._services import ROOT, ddapm_test_agent, http_get, wait_until
@@ -54,7 +54,7 @@ def agent(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def otlp_run(agent, tiny_llama):
-    """Two generations exported with exporters="datadog" to the agent's OTLP/HTTP port."""
+    """Two generations exported with configure(exporters="datadog") to the agent's OTLP/HTTP port."""
     endpoint = f"http://127.0.0.1:{agent['otlp_http']}"
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_SERVICE_NAME": "corevital-dd-test"}
     saved = {k: os.environ.get(k) for k in env}
@@ -62,12 +62,16 @@ def otlp_run(agent, tiny_llama):
     reports: list = []
     instrumentor = CoreVitalInstrumentor()
     try:
-        instrumentor.instrument(exporters="datadog", on_report=reports.append, max_span_steps=16)
-        for tokens in (6, 4):
-            prompt = torch.tensor([[1, 17, 42, 99, 7]])
-            tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False)
+        with configure(exporters="datadog") as config:  # leaving flushes spans, metrics, logs
+            instrumentor.instrument(max_span_steps=16, **config.instrument_kwargs(on_report=reports.append))
+            try:
+                for tokens in (6, 4):
+                    prompt = torch.tensor([[1, 17, 42, 99, 7]])
+                    tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens,
+                                        do_sample=False)
+            finally:
+                instrumentor.uninstrument()
     finally:
-        instrumentor.uninstrument()  # flushes spans, metrics, logs
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -119,27 +123,26 @@ def test_agent_receives_delta_metrics(otlp_run):
 
 DD_APPS = {
     # ddtrace-run style: ddtrace's OTel support becomes the global provider; DogStatsD chosen by env var.
-    "global": ("import ddtrace.auto  # noqa: F401  (what ddtrace-run does)",
-               'CoreVitalInstrumentor().instrument(on_report=reports.append, max_span_steps=8)'),
+    "global": ("import ddtrace.auto  # noqa: F401  (what ddtrace-run does)", "config = configure()"),
     # explicit: exporters="ddtrace" hands CoreVital's spans to ddtrace without touching the global provider.
-    "exporter": ("",
-                 'CoreVitalInstrumentor().instrument(exporters="ddtrace,dogstatsd", on_report=reports.append, '
-                 'max_span_steps=8)'),
+    "exporter": ("", 'config = configure(exporters="ddtrace,dogstatsd")'),
 }
 DD_APP = r'''
 import json, sys, torch
 {import_line}
 from ddtrace import tracer
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
 from opentelemetry_instrumentation_corevital.testing import tiny_causal_lm
 
 model = tiny_causal_lm("llama", seed=0)
 reports = []
 {instrument_line}
+CoreVitalInstrumentor().instrument(max_span_steps=8, **config.instrument_kwargs(on_report=reports.append))
 prompt = torch.tensor([[1, 17, 42, 99, 7]])
 with tracer.trace("web.request", service="chat-app", resource="POST /chat"):
     output = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False)
 CoreVitalInstrumentor().uninstrument()
+config.shutdown()
 tracer.flush()
 print(json.dumps({{"report": reports[0].to_dict(), "output": output.tolist()}}))
 '''

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
 from opentelemetry_instrumentation_corevital.testing import OTLPSink
 
 from ._services import rotel_collector, stop, wait_until
@@ -50,14 +50,16 @@ def test_closed_port(exporter, tiny_llama, otlp_to, caplog):
     caplog.set_level(logging.WARNING)
     instrumentor = CoreVitalInstrumentor()
     reports: list = []
-    instrumentor.instrument(exporters=exporter, report_log=True, step_logs=True, on_report=reports.append)
+    config = configure(exporters=exporter)
+    instrumentor.instrument(report_log=True, step_logs=True, **config.instrument_kwargs(on_report=reports.append))
     try:
         outputs = []
         for n in (6, 4, 5):
             outputs.append(generate(tiny_llama, n).tolist())
-            instrumentor.pipeline.flush()  # one failed export per signal per generation
+            config.flush()  # one failed export per signal per generation
     finally:
         instrumentor.uninstrument()
+        config.shutdown()
     assert outputs == expected
     assert len(reports) == 3  # the reports are still built and handed over
     (warning,) = corevital_warnings(caplog)
@@ -75,19 +77,21 @@ def test_collector_killed_mid_run(tiny_llama, otlp_to, caplog, tmp_path):
                    "--otlp-exporter-retry-max-elapsed-time", "2s"]
         otlp_to(f"http://127.0.0.1:{http}")
         instrumentor = CoreVitalInstrumentor()
-        instrumentor.instrument(exporters="otlp")
+        config = configure(exporters="otlp")
+        instrumentor.instrument(**config.instrument_kwargs())
         outputs = []
         try:
             with rotel_collector(grpc, http, *forward, log_path=str(tmp_path / "rotel.log")) as rotel:
                 outputs.append(generate(tiny_llama, 6).tolist())
-                instrumentor.pipeline.flush()
+                config.flush()
                 wait_until(lambda: sink.spans(), timeout=15, what="the first span through rotel")
                 assert stop(rotel) == 0  # the collector dies mid-run
             for n in (4, 5, 3):
                 outputs.append(generate(tiny_llama, n).tolist())
-                instrumentor.pipeline.flush()
+                config.flush()
         finally:
             instrumentor.uninstrument()
+            config.shutdown()
     assert outputs == expected
     assert len(sink.spans()) == 1
     (warning,) = corevital_warnings(caplog)
@@ -102,11 +106,12 @@ def test_stuck_report_exporter_keeps_memory_bounded(tiny_llama, tmp_path, caplog
     expected = generate(tiny_llama, 4).tolist()
     caplog.set_level(logging.WARNING)
     instrumentor = CoreVitalInstrumentor()
-    instrumentor.instrument(exporters="sqlite", sqlite_path=db, export_queue_size=3)
+    config = configure(exporters="sqlite", sqlite_path=db, export_queue_size=3)
+    instrumentor.instrument(**config.instrument_kwargs())
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")  # the exporter now waits in its busy handler
     try:
-        dispatcher = instrumentor.pipeline.dispatcher
+        dispatcher = config.dispatcher
         outputs = [generate(tiny_llama, 4).tolist() for _ in range(12)]
         assert dispatcher.queued() <= 3
         dropped = dispatcher.dropped
@@ -116,6 +121,7 @@ def test_stuck_report_exporter_keeps_memory_bounded(tiny_llama, tmp_path, caplog
     finally:
         blocker.close()
         instrumentor.uninstrument()
+        config.shutdown()
     assert outputs == [expected] * 12
     rows = sqlite3.connect(db).execute("SELECT count(*) FROM generations").fetchone()[0]
     assert rows == 12 - dropped

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
 from opentelemetry_instrumentation_corevital import names
 from opentelemetry_instrumentation_corevital.exporters.prometheus import PROMETHEUS_LABELS, PROMETHEUS_NAMES
 
@@ -72,7 +72,8 @@ def scraped(tiny_llama, tiny_model_dir, tmp_path_factory):
     lib_port, cli_port, prom_port = free_port(), free_port(), free_port()
     reports: list = []
     instrumentor = CoreVitalInstrumentor()
-    instrumentor.instrument(exporters="prometheus", prometheus_port=lib_port, on_report=reports.append)
+    config = configure(exporters="prometheus", prometheus_port=lib_port)
+    instrumentor.instrument(**config.instrument_kwargs(on_report=reports.append))
     cli = None
     try:
         for new_tokens in (6, 4):
@@ -94,6 +95,7 @@ def scraped(tiny_llama, tiny_model_dir, tmp_path_factory):
     finally:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
+        config.shutdown()
         if cli is not None:
             stop(cli)
 

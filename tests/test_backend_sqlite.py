@@ -11,7 +11,7 @@ import threading
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Report
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Report, configure
 from opentelemetry_instrumentation_corevital.exporters.sqlite import STEP_COLUMNS, SQLiteReportExporter, read_report
 
 from ._services import ROOT
@@ -48,13 +48,14 @@ def test_rows_equal_the_report(tiny_llama, tmp_path):
     db = tmp_path / "history" / "corevital.sqlite3"
     reports: list = []
     instrumentor = CoreVitalInstrumentor()
-    instrumentor.instrument(exporters="sqlite", sqlite_path=db, on_report=reports.append, capture_content=True)
-    try:
-        torch.manual_seed(3)
-        generate(tiny_llama, 7, num_return_sequences=2, do_sample=True, top_k=50)
-        generate(tiny_llama, 4)
-    finally:
-        instrumentor.uninstrument()  # delivers what is queued
+    with configure(exporters="sqlite", sqlite_path=db) as config:  # leaving delivers what is queued
+        instrumentor.instrument(capture_content=True, **config.instrument_kwargs(on_report=reports.append))
+        try:
+            torch.manual_seed(3)
+            generate(tiny_llama, 7, num_return_sequences=2, do_sample=True, top_k=50)
+            generate(tiny_llama, 4)
+        finally:
+            instrumentor.uninstrument()
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     rows = conn.execute("SELECT * FROM generations ORDER BY created_at, report_id").fetchall()
@@ -135,11 +136,10 @@ def test_processes_lose_no_rows(report, tmp_path):
     assert ids == {f"c{p}{i:08x}".ljust(32, "0")[:32] for p in range(4) for i in range(40)}
 
 
-def test_unwritable_store_is_a_clear_error_at_instrument_time(tmp_path):
+def test_unwritable_store_is_a_clear_error_at_configure_time(tmp_path):
     from opentelemetry_instrumentation_corevital import OutputError
 
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot open the SQLite store"):
-        CoreVitalInstrumentor().instrument(exporters="sqlite", sqlite_path=blocker / "db.sqlite3")
-    assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry
+        configure(exporters="sqlite", sqlite_path=blocker / "db.sqlite3")

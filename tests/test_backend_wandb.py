@@ -1,4 +1,4 @@
-"""W&B: an offline run is written through exporters="wandb", read back from its .wandb file, and every
+"""W&B: an offline run is written through configure(exporters="wandb"), read back from its .wandb file, and every
 logged value equals the report's (summary scalars, risk, and the per-step timeline table)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
 from opentelemetry_instrumentation_corevital.exporters.wandb import TIMELINE_COLUMNS, TIMELINE_KEY, summary_values
 
 from ._services import wait_until
@@ -25,13 +25,15 @@ def test_offline_run_round_trip(tiny_llama, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     reports: list = []
     instrumentor = CoreVitalInstrumentor()
-    instrumentor.instrument(exporters="wandb", wandb_project="corevital-test", on_report=reports.append)
-    try:
-        for tokens in (6, 3):
-            prompt = torch.tensor([[1, 17, 42, 99, 7]])
-            tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False)
-    finally:
-        instrumentor.uninstrument()  # finishes the run it started
+    with configure(exporters="wandb", wandb_project="corevital-test") as config:  # leaving finishes the run
+        instrumentor.instrument(**config.instrument_kwargs(on_report=reports.append))
+        try:
+            for tokens in (6, 3):
+                prompt = torch.tensor([[1, 17, 42, 99, 7]])
+                tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens,
+                                    do_sample=False)
+        finally:
+            instrumentor.uninstrument()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
 
     def history_rows():

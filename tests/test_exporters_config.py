@@ -1,5 +1,5 @@
-"""exporters= and its settings: clear errors for bad values, fan-out of metrics, opt-in per-layer and per-step
-telemetry, and OTLP JSON lines rotation."""
+"""configure() and its settings: clear errors for bad values, Prometheus beside an SDK pipeline, opt-in per-layer
+and per-step telemetry, and OTLP JSON lines rotation."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import socket
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor
+from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor, configure
 from opentelemetry_instrumentation_corevital import names
+from opentelemetry_instrumentation_corevital._config import ExporterSettings, resolve
 from opentelemetry_instrumentation_corevital.exporters.rotation import Rotation, append_line, backup_files
-from opentelemetry_instrumentation_corevital.exporters.settings import resolve_settings
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
 
 PROMPT = torch.tensor([[1, 17, 42, 99, 7]])
@@ -37,31 +37,23 @@ def generate(model, tokens=5, **kwargs):
         ({"exporters": "ddtrace,otlp"}, {}, "'ddtrace' and 'otlp' both want CoreVital's spans"),
     ],
 )
-def test_bad_exporter_options_fail_at_instrument_time(kwargs, env, message, monkeypatch):
+def test_bad_exporter_options_fail_at_configure_time(kwargs, env, message, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(ConfigurationError) as info:
-        CoreVitalInstrumentor().instrument(**kwargs)
+        configure(**kwargs)
     assert message in str(info.value)
-    assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry
-
-
-def test_sdk_exporter_with_own_providers_is_refused(tmp_path):
-    from opentelemetry.sdk.trace import TracerProvider
-
-    with pytest.raises(ConfigurationError, match="exporters='otlp-json' builds CoreVital's own providers, so "
-                                                 "tracer_provider= cannot be used with it"):
-        CoreVitalInstrumentor().instrument(exporters="otlp-json", otlp_json_dir=tmp_path, tracer_provider=TracerProvider())
 
 
 def test_settings_read_standard_variables():
-    settings = resolve_settings({}, {"OTEL_EXPORTER_PROMETHEUS_HOST": "localhost", "OTEL_EXPORTER_PROMETHEUS_PORT": "9999",
+    settings = resolve(ExporterSettings, {}, {"OTEL_EXPORTER_PROMETHEUS_HOST": "localhost", "OTEL_EXPORTER_PROMETHEUS_PORT": "9999",
                                      "DD_AGENT_HOST": "10.1.2.3", "DD_DOGSTATSD_PORT": "8126",
                                      "WANDB_PROJECT": "p"})
     assert (settings.prometheus_host, settings.prometheus_port) == ("127.0.0.1", 9999)
     assert (settings.dogstatsd_host, settings.dogstatsd_port) == ("10.1.2.3", 8126)
     assert settings.wandb_project == "p"
-    assert resolve_settings({"prometheus_port": 1234}, {"OTEL_EXPORTER_PROMETHEUS_PORT": "9999"}).prometheus_port == 1234
+    assert resolve(ExporterSettings, {"prometheus_port": 1234},
+                   {"OTEL_EXPORTER_PROMETHEUS_PORT": "9999"}).prometheus_port == 1234
 
 
 def test_port_in_use_is_a_clear_configuration_error():
@@ -70,20 +62,24 @@ def test_port_in_use_is_a_clear_configuration_error():
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(ConfigurationError, match=f"prometheus_port={port} on 127.0.0.1 is already in use"):
-            CoreVitalInstrumentor().instrument(exporters="prometheus", prometheus_port=port)
-    assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry
+            configure(exporters="prometheus", prometheus_port=port)
 
 
-def test_prometheus_adds_to_the_callers_meter_provider(tiny_llama):
-    """exporters=prometheus fans metrics out: the caller's meter provider still gets every measurement."""
+def test_prometheus_serves_the_sdk_pipelines_metrics(tiny_llama, tmp_path):
+    """exporters="otlp-json,prometheus": one meter provider, read by both the file exporter and the endpoint."""
     from prometheus_client import generate_latest
 
-    with TelemetryCapture(exporters="prometheus", prometheus_port=0) as capture:
+    with configure(exporters="otlp-json,prometheus", prometheus_port=0, out=tmp_path) as config:
+        assert config.prometheus_url == f"http://127.0.0.1:{config.prometheus.port}/metrics"
+        CoreVitalInstrumentor().instrument(**config.instrument_kwargs())
         generate(tiny_llama)
-        exposition = generate_latest(CoreVitalInstrumentor().pipeline.prometheus.registry).decode()
-    (point,) = capture.metrics()[names.METRIC_RISK_SCORE].data.data_points
-    assert point.count == 1
-    assert "corevital_risk_score_count{" in exposition and exposition.count("corevital_risk_score_count{") == 1
+        CoreVitalInstrumentor().uninstrument()
+        exposition = generate_latest(config.prometheus.registry).decode()
+    assert exposition.count("corevital_risk_score_count{") == 1
+    metrics = [m for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+               for rm in json.loads(line)["resourceMetrics"] for sm in rm["scopeMetrics"] for m in sm["metrics"]]
+    (risk,) = [m for m in metrics if m["name"] == names.METRIC_RISK_SCORE]
+    assert risk["histogram"]["dataPoints"][0]["count"] == "1"
 
 
 def test_token_entropy_histogram_counts_every_step(tiny_llama):
@@ -120,13 +116,13 @@ def test_step_logs_carry_the_generation_risk_for_routing(tiny_llama):
 def test_otlp_json_files_rotate(tiny_llama, tmp_path):
     out = tmp_path / "data"
     instrumentor = CoreVitalInstrumentor()
-    instrumentor.instrument(exporters="otlp-json", otlp_json_dir=out, otlp_json_max_bytes=6000,
-                            otlp_json_backups=2, report_log=True)
-    try:
-        for _ in range(6):
-            generate(tiny_llama, 5)
-    finally:
-        instrumentor.uninstrument()
+    with configure(exporters="otlp-json", out=out, otlp_json_max_bytes=6000, otlp_json_backups=2) as config:
+        instrumentor.instrument(report_log=True, **config.instrument_kwargs())
+        try:
+            for _ in range(6):
+                generate(tiny_llama, 5)
+        finally:
+            instrumentor.uninstrument()
     traces = out / "traces.jsonl"
     backups = backup_files(traces)
     assert len(backups) == 2  # older ones were removed

@@ -8,15 +8,19 @@ from opentelemetry.instrumentation.dependencies import get_dist_dependency_confl
 from packaging.requirements import Requirement
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, report_schema
+from opentelemetry_instrumentation_corevital.configuration import ZeroCodeInstrumentor
 from opentelemetry_instrumentation_corevital.package import _instruments
 
 DIST = "opentelemetry-instrumentation-corevital"
 
 
-def test_entry_point_is_named_corevital_and_loads_the_instrumentor():
+def test_entry_point_is_named_corevital_and_loads_the_zero_code_instrumentor():
+    """Zero-code loads a thin class that configures exporters from the environment, then instruments with the
+    plain CoreVitalInstrumentor (which takes providers only)."""
     (entry,) = [ep for ep in metadata.entry_points(group="opentelemetry_instrumentor") if ep.name == "corevital"]
-    assert entry.load() is CoreVitalInstrumentor
+    assert entry.load() is ZeroCodeInstrumentor
     assert entry.dist.name == DIST
+    assert ZeroCodeInstrumentor().instrumentation_dependencies() == _instruments
 
 
 def test_instruments_extra_mirrors_package_py():

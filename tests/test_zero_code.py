@@ -51,3 +51,17 @@ def test_disabled_by_entry_point_name():
     result = run_instrumented({"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "corevital"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "corevital.risk.score" not in result.stdout
+
+
+@pytest.mark.slow
+def test_exporters_from_the_environment_route_corevital_telemetry(tmp_path):
+    """OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS: zero-code configures CoreVital's own exporters from the environment
+    and hands their providers to the instrumentor; the application's console exporter no longer gets the span."""
+    result = run_instrumented({"OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "otlp-json",
+                               "OTEL_INSTRUMENTATION_COREVITAL_OUT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Paris" in result.stdout and "corevital.risk.score" not in result.stdout
+    lines = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
+    (span,) = [s for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert span["name"] == "chat SmolLM2-135M-Instruct"
+    assert "corevital.risk.score" in {kv["key"] for kv in span["attributes"]}

@@ -72,7 +72,7 @@ def score_all(questions: list[dict[str, Any]], cache: Path) -> list[dict[str, An
         import torch
 
         from opentelemetry_instrumentation_corevital import CoreVitalMonitor
-        from opentelemetry_instrumentation_corevital.testing import load_smollm2
+        from opentelemetry_instrumentation_corevital.cli import load_smollm2
 
         torch.set_num_threads(int(os.environ.get("CV_THREADS", "1")))
         tokenizer, model = load_smollm2()

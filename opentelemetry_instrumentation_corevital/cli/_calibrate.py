@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._config import parse_capture
+from .._values import parse_capture
 from .._errors import ConfigurationError, CoreVitalError, OutputError
 
 LINE_KEYS = frozenset({"prompt", "continuation", "label"})

@@ -131,3 +131,10 @@ def load(source: ModelSource, device: str, dtype: Any) -> tuple[Any, Any]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_smollm2() -> tuple[Any, Any]:
+    """(tokenizer, model) of the embedded SmolLM2-135M-Instruct, float32 on the CPU (about 20 s: GGUF de-quantisation)."""
+    import torch
+
+    return load(embedded_model(), "cpu", torch.float32)

@@ -6,17 +6,17 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from .._config import parse_capture, parse_profile, parse_stop_on, parse_thresholds
+from .._config import Options
 from .._errors import CoreVitalError
 from . import _models, _telemetry
+from ._flags import add_flags, parsed
+from ._perf import measure_overhead
 from ._progress import progress
 from ._render import render
 
 DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
-DEFAULT_OUT = "corevital-data"
 
 
 def _whole(text: str, low: int) -> int:
@@ -43,17 +43,6 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    return _whole(text, 0)
-
-
-def _port(text: str) -> int:
-    value = _non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number between 0 and 65535, got {value}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run",
@@ -68,17 +57,7 @@ def add_parser(subparsers: Any) -> None:
     chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="apply the chat template (default when the tokenizer has one)")
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as plain text")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default: %(default)s)")
-    p.add_argument("--capture", default="summary",
-                   help="capture mode: off, summary, full or on_risk (default: %(default)s)")
-    p.add_argument("--layers", default=None, help="decoder layers to capture: all, every:N, or indices like 0,4,8 or 0-7")
-    p.add_argument("--step-stride", type=_positive_int, default=None, help="capture layer data every N-th step")
-    p.add_argument("--profile", default=None,
-                   help="model profile: a shipped name (default, llama, smollm2, ...) or a .json profile file "
-                        "(default: chosen from the model)")
-    p.add_argument("--thresholds", default=None,
-                   help="thresholds overriding the profile's, as name=value,name=value (e.g. high_entropy_bits=6)")
-    p.add_argument("--stop-on", default=None,
-                   help="stop the generation early on: repetition_loop, nan_or_inf, high_entropy (comma list)")
+    add_flags(p, Options)
     p.add_argument("--perf", choices=("off", "strict"), default="off",
                    help="strict: warm up, time plain and instrumented generate in this process, and record the ratio")
     p.add_argument("--perf-runs", type=_positive_int, default=3, help="timed runs of each kind with --perf strict")
@@ -91,8 +70,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--top-p", type=_non_negative_float, default=None)
     p.add_argument("--top-k", type=_positive_int, default=None)
     p.add_argument("--repetition-penalty", type=_non_negative_float, default=None)
-    p.add_argument("--out", default=DEFAULT_OUT, help="folder for the OTLP JSON lines files (default: ./%(default)s)")
-    _telemetry.add_arguments(p, _port, _non_negative_int, _non_negative_float)
+    _telemetry.add_arguments(p, _non_negative_float)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the text view")
     p.add_argument("--quiet", action="store_true", help="no progress indicator")
     p.set_defaults(handler=run)
@@ -101,12 +79,8 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     # tqdm reads this when transformers imports it; our own progress indicator is enough.
     os.environ.setdefault("TQDM_DISABLE", "1")
-    capture = parse_capture(args.capture, "--capture")
-    profile = parse_profile(args.profile, "--profile") if args.profile else None
-    thresholds = parse_thresholds(args.thresholds, "--thresholds") if args.thresholds else None
-    stop_on = parse_stop_on(args.stop_on, "--stop-on") if args.stop_on else None
-    out = Path(args.out)
-    exporter_kwargs = _telemetry.instrument_kwargs(args, out)
+    options = parsed(args, Options)
+    settings = _telemetry.settings(args)
     source = _models.resolve_model(args.model, args.gguf_file)
     device = _models.resolve_device(args.device)
     dtype = _models.resolve_dtype(args.dtype, device)
@@ -117,126 +91,64 @@ def run(args: argparse.Namespace) -> int:
     instrumentor = CoreVitalInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
-    options = {"capture": capture, "layers": args.layers, "step_stride": args.step_stride, "profile": profile,
-               "thresholds": thresholds, "stop_on": stop_on}
-    # The CLI owns its exporters (not instrument(exporters=...)): --perf strict re-instruments, and the
+    # The CLI keeps its configuration for the whole command: --perf strict re-instruments, and the
     # Prometheus endpoint, W&B run and files must outlive that.
-    pipeline = _telemetry.build_pipeline(exporter_kwargs)
-    files = [str(f) for f in pipeline.files]
-    if "sqlite" in pipeline.names:
-        files.append(str(exporter_kwargs["sqlite_path"]))
+    with _telemetry.configure_from(settings) as config:
+        files = [str(f) for f in config.files]
 
-    def keep(report: Any) -> None:
-        reports.append(report)
-        pipeline.submit(report)
+        def instrument_for_output() -> None:
+            if instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.uninstrument()
+            instrumentor.instrument(report_log=True, **config.instrument_kwargs(on_report=reports.append), **options)
 
-    def instrument_for_output() -> None:
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
-        instrumentor.instrument(
-            tracer_provider=pipeline.tracer_provider,
-            meter_provider=pipeline.meter_provider,
-            logger_provider=pipeline.logger_provider,
-            report_log=True,
-            on_report=keep,
-            **options,
-        )
-
-    try:
         instrument_for_output()
-    except BaseException:
-        pipeline.shutdown()
-        raise
-    show = not args.quiet
-    try:
-        with progress(f"loading {source.display_name}", enabled=show):
-            tokenizer, model = _models.load(source, device, dtype)
-        inputs = _encode(tokenizer, args.prompt, args.chat)
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        generate_kwargs = _generate_kwargs(args, tokenizer)
-        import torch
+        show = not args.quiet
+        try:
+            with progress(f"loading {source.display_name}", enabled=show):
+                tokenizer, model = _models.load(source, device, dtype)
+            inputs = _encode(tokenizer, args.prompt, args.chat)
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            generate_kwargs = _generate_kwargs(args, tokenizer)
+            import torch
 
-        if args.seed is not None:
-            torch.manual_seed(args.seed)
-        perf = None
-        if args.perf == "strict":
-            with progress(f"timing plain and instrumented generate ({args.perf_runs} runs each)", enabled=show):
-                perf = _measure_overhead(model, inputs, generate_kwargs, args, options)
-            instrument_for_output()
-        if args.seed is not None:
-            torch.manual_seed(args.seed)
-        with progress(f"generating up to {args.max_new_tokens} tokens", enabled=show):
-            with generation_context(seed=args.seed, perf=perf):
-                output = model.generate(**inputs, **generate_kwargs)
-        prompt_len = inputs["input_ids"].shape[1]
-        text = tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
-        if not reports:
-            raise CoreVitalError("the generation finished but produced no report; rerun with --capture summary and -v")
-        report = reports[-1]
-        if args.json:
-            sys.stdout.write(report.to_json(indent=2) + "\n")
-        else:
-            sys.stdout.write(render(report, text, files) + "\n")
-        sys.stdout.flush()
-        _serve(pipeline, _telemetry.serve_seconds(args))
-    finally:
-        instrumentor.uninstrument()
-        pipeline.shutdown()  # flushes and stops every exporter
+            if args.seed is not None:
+                torch.manual_seed(args.seed)
+            perf = None
+            if args.perf == "strict":
+                with progress(f"timing plain and instrumented generate ({args.perf_runs} runs each)", enabled=show):
+                    perf = measure_overhead(model, inputs, generate_kwargs, args.perf_runs, args.seed, options)
+                instrument_for_output()
+            if args.seed is not None:
+                torch.manual_seed(args.seed)
+            with progress(f"generating up to {args.max_new_tokens} tokens", enabled=show):
+                with generation_context(seed=args.seed, perf=perf):
+                    output = model.generate(**inputs, **generate_kwargs)
+            prompt_len = inputs["input_ids"].shape[1]
+            text = tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
+            if not reports:
+                raise CoreVitalError("the generation finished but produced no report; rerun with --capture summary and -v")
+            report = reports[-1]
+            if args.json:
+                sys.stdout.write(report.to_json(indent=2) + "\n")
+            else:
+                sys.stdout.write(render(report, text, files) + "\n")
+            sys.stdout.flush()
+            _serve(config.prometheus_url, _telemetry.serve_seconds(args, config))
+        finally:
+            instrumentor.uninstrument()  # then leaving the block flushes and stops every exporter
     return 0
 
 
-def _serve(pipeline: Any, seconds: float) -> None:
+def _serve(url: str | None, seconds: float) -> None:
     """Keep the Prometheus endpoint up so that a scraper sees this run's metrics."""
-    if pipeline.prometheus is None or seconds <= 0:
+    if url is None or seconds <= 0:
         return
-    sys.stderr.write(f"serving metrics on {pipeline.prometheus.url} for {seconds:g} s (Ctrl-C stops)\n")
+    sys.stderr.write(f"serving metrics on {url} for {seconds:g} s (Ctrl-C stops)\n")
     sys.stderr.flush()
     try:
         time.sleep(seconds)
     except KeyboardInterrupt:
         pass
-
-
-def _measure_overhead(model: Any, inputs: dict, generate_kwargs: dict, args: argparse.Namespace,
-                      options: dict) -> dict[str, Any]:
-    """Median wall time of plain and instrumented generate, alternating, after one warm-up of each.
-
-    The instrumented runs export to throwaway in-memory providers, so they pay
-    for span, report and metrics work but write nothing to --out.
-    """
-    import statistics
-    import time
-
-    import torch
-
-    from ..instrument import CoreVitalInstrumentor
-    from ..testing import TelemetryCapture
-
-    instrumentor = CoreVitalInstrumentor()
-
-    def timed(instrumented: bool) -> float:
-        if args.seed is not None:
-            torch.manual_seed(args.seed)
-        if instrumented:
-            with TelemetryCapture(report_log=True, **options):
-                start = time.perf_counter()
-                model.generate(**inputs, **generate_kwargs)
-                return time.perf_counter() - start
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
-        start = time.perf_counter()
-        model.generate(**inputs, **generate_kwargs)
-        return time.perf_counter() - start
-
-    timed(False)
-    timed(True)
-    plain, instrumented = [], []
-    for _ in range(args.perf_runs):
-        plain.append(timed(False))
-        instrumented.append(timed(True))
-    plain_s, instrumented_s = statistics.median(plain), statistics.median(instrumented)
-    return {"method": "strict", "runs": args.perf_runs, "plain_s": plain_s, "instrumented_s": instrumented_s,
-            "ratio": instrumented_s / plain_s}
 
 
 def _encode(tokenizer: Any, prompt: str, chat: bool | None) -> dict:

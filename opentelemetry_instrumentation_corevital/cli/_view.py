@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CoreVitalError
-from ._run import DEFAULT_OUT, _positive_int
+from ._run import _positive_int
+from ._telemetry import DEFAULT_OUT
 
 DEFAULT_PORT = 8577
 ENV_PATHS = "COREVITAL_VIEW_PATHS"  # read by viewer/app.py

@@ -1,7 +1,7 @@
 """From a report to OpenTelemetry: span attributes, metrics and log records."""
 
-from ._logs import FanOutLogger, emit_report
-from ._metrics import FanOutInstruments, Instruments, metric_attributes
+from ._logs import emit_report
+from ._metrics import Instruments, metric_attributes
 from ._publish import publish
 from ._span import corevital_attributes, genai_attributes, layer_means, output_messages, report_detail, span_name
 from ._steps import add_step_events, emit_step_logs, select_steps
@@ -14,8 +14,6 @@ __all__ = [
     "select_steps",
     "corevital_attributes",
     "emit_report",
-    "FanOutInstruments",
-    "FanOutLogger",
     "genai_attributes",
     "metric_attributes",
     "output_messages",

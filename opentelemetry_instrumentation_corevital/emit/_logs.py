@@ -30,14 +30,3 @@ def emit_report(logger: Logger, report: Report, context: Context | None, timesta
         },
         context=context,
     )
-
-
-class FanOutLogger:
-    """Emits every record through several loggers (the caller's and an exporter pipeline's)."""
-
-    def __init__(self, loggers: list[Logger]) -> None:
-        self.loggers = loggers
-
-    def emit(self, *args: object, **kwargs: object) -> None:
-        for logger in self.loggers:
-            logger.emit(*args, **kwargs)  # type: ignore[arg-type]

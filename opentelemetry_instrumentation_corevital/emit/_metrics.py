@@ -10,7 +10,7 @@ link histogram buckets to traces.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from opentelemetry.metrics import Meter
 
@@ -114,25 +114,6 @@ class Instruments:
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
         """A failed generation counts in the duration histogram, with its ``error.type``."""
         self.generation["duration"].record(duration_s, {**base, n.ERROR_TYPE: error_type})
-
-
-class FanOutInstruments:
-    """Records every measurement into several meters (the user's, plus Prometheus' for example)."""
-
-    def __init__(self, members: Sequence[Instruments]) -> None:
-        self.members = list(members)
-
-    def record(self, report: Report, base: dict[str, Any]) -> None:
-        for member in self.members:
-            member.record(report, base)
-
-    def record_layers(self, report: Report, base: dict[str, Any]) -> None:
-        for member in self.members:
-            member.record_layers(report, base)
-
-    def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
-        for member in self.members:
-            member.record_failure(duration_s, base, error_type)
 
 
 def metric_attributes(operation: str, model: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Callable
 
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -95,70 +95,52 @@ class _LineWriter:
             return False
 
 
-class OTLPJsonSpanExporter(SpanExporter):
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        stream: IO[str] | None = None,
-        rotation: Rotation | None = None,
-    ) -> None:
+class _JsonLinesExporter:
+    """One OTLP request per line: the body shared by the three signal exporters below.
+
+    A subclass names its SDK base class, the encoder of its batch and its result enum.
+    """
+
+    _encode: Callable[[Any], Any]
+    _result: Any  # SpanExportResult, MetricExportResult or LogRecordExportResult
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, stream: IO[str] | None = None,
+                 rotation: Rotation | None = None) -> None:
         self._writer = _LineWriter(path, stream, rotation)
 
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        if not spans:
-            return SpanExportResult.SUCCESS
-        ok = self._writer.write(to_otlp_json(encode_spans(spans)))
-        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
+    def export(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        if not (batch.resource_metrics if isinstance(batch, MetricsData) else batch):
+            return self._result.SUCCESS
+        ok = self._writer.write(to_otlp_json(type(self)._encode(batch)))
+        return self._result.SUCCESS if ok else self._result.FAILURE
 
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
+    def force_flush(self, *args: Any, **kwargs: Any) -> bool:
         return True
 
-
-class OTLPJsonMetricExporter(MetricExporter):
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        stream: IO[str] | None = None,
-        preferred_temporality: dict | None = None,
-        preferred_aggregation: dict | None = None,
-        rotation: Rotation | None = None,
-    ) -> None:
-        super().__init__(preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation)
-        self._writer = _LineWriter(path, stream, rotation)
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        if not metrics_data.resource_metrics:
-            return MetricExportResult.SUCCESS
-        ok = self._writer.write(to_otlp_json(encode_metrics(metrics_data)))
-        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        return True
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+    def shutdown(self, *args: Any, **kwargs: Any) -> None:
         return None
 
 
-class OTLPJsonLogExporter(LogRecordExporter):
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        stream: IO[str] | None = None,
-        rotation: Rotation | None = None,
-    ) -> None:
-        self._writer = _LineWriter(path, stream, rotation)
+class OTLPJsonSpanExporter(_JsonLinesExporter, SpanExporter):
+    """Spans, one ``ExportTraceServiceRequest`` per line."""
 
-    def export(self, batch: Sequence[Any]) -> LogRecordExportResult:
-        if not batch:
-            return LogRecordExportResult.SUCCESS
-        ok = self._writer.write(to_otlp_json(encode_logs(batch)))
-        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+    _encode, _result = encode_spans, SpanExportResult
 
-    def shutdown(self) -> None:
-        return None
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+class OTLPJsonLogExporter(_JsonLinesExporter, LogRecordExporter):
+    """Log records, one ``ExportLogsServiceRequest`` per line."""
+
+    _encode, _result = encode_logs, LogRecordExportResult
+
+
+class OTLPJsonMetricExporter(_JsonLinesExporter, MetricExporter):
+    """Metrics, one ``ExportMetricsServiceRequest`` per line (temporality and aggregation as the reader asks)."""
+
+    _encode, _result = encode_metrics, MetricExportResult
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, stream: IO[str] | None = None,
+                 preferred_temporality: dict | None = None, preferred_aggregation: dict | None = None,
+                 rotation: Rotation | None = None) -> None:
+        MetricExporter.__init__(self, preferred_temporality=preferred_temporality,
+                                preferred_aggregation=preferred_aggregation)
+        _JsonLinesExporter.__init__(self, path, stream, rotation)

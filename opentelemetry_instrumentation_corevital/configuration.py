@@ -1,0 +1,175 @@
+"""``configure()``: build exporters and providers, separately from instrumenting.
+
+The instrumentor takes providers and capture options only. ``configure()``
+builds what ``exporters=`` names (see :mod:`.exporters.pipeline`) and hands
+back a :class:`Configuration` to pass on::
+
+    with configure(exporters="otlp-json,sqlite", out="corevital-data") as config:
+        CoreVitalInstrumentor().instrument(capture="full", **config.instrument_kwargs())
+        model.generate(...)
+        CoreVitalInstrumentor().uninstrument()
+
+Zero-code (``opentelemetry-instrument``) loads :class:`ZeroCodeInstrumentor`,
+which does the same from the ``OTEL_INSTRUMENTATION_COREVITAL_*`` environment.
+"""
+
+from __future__ import annotations
+
+import atexit
+from pathlib import Path
+from typing import Any, Callable, Collection
+
+from ._config import ExporterSettings, check_keys, keywords, resolve, resolve_one
+from .exporters.pipeline import build
+from .instrument import CoreVitalInstrumentor
+from .package import _instruments
+
+__all__ = ["Configuration", "ZeroCodeInstrumentor", "configure", "instrument_from_environment"]
+
+
+class Configuration:
+    """What :func:`configure` built: providers for ``instrument()``, a report sink, files; ``shutdown()`` stops all.
+
+    A provider is None where no exporter needed one (``instrument()`` then uses
+    the global one); ``on_report`` is None unless a report exporter (sqlite,
+    wandb, dogstatsd) was named.
+    """
+
+    def __init__(self, settings: ExporterSettings) -> None:
+        self.settings = settings
+        self.tracer_provider: Any = None
+        self.meter_provider: Any = None
+        self.logger_provider: Any = None
+        self.prometheus: Any = None  # an exporters.prometheus.PrometheusEndpoint
+        self.dispatcher: Any = None  # an exporters.dispatch.ReportDispatcher
+        self.files: list[Path] = []  # files the exporters write
+        self.providers: list[Any] = []  # SDK providers built here, metrics first
+        self._closed = False
+
+    @property
+    def exporters(self) -> tuple[str, ...]:
+        """The exporters built, in the order given."""
+        return self.settings.exporters
+
+    @property
+    def out(self) -> Path:
+        """The folder of CoreVital's files."""
+        return self.settings.out
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """Where Prometheus scrapes (``exporters="prometheus"``), else None."""
+        return self.prometheus.url if self.prometheus is not None else None
+
+    @property
+    def on_report(self) -> Callable[[Any], None] | None:
+        """Queues a finished report for the report exporters (never blocks, never raises), or None."""
+        return self.dispatcher.submit if self.dispatcher is not None else None
+
+    def instrument_kwargs(self, on_report: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``instrument()``: what was built, and ``on_report`` called before the sinks."""
+        kwargs = {
+            "tracer_provider": self.tracer_provider,
+            "meter_provider": self.meter_provider,
+            "logger_provider": self.logger_provider,
+            "on_report": _chain(on_report, self.on_report),
+        }
+        return {key: value for key, value in kwargs.items() if value is not None}
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Export what is buffered now (spans, metrics, logs, queued reports)."""
+        for provider in self.providers:
+            try:
+                provider.force_flush()
+            except Exception:
+                pass
+        if self.dispatcher is not None:
+            self.dispatcher.flush(timeout)
+
+    def shutdown(self) -> None:
+        """Deliver what is queued, then stop every exporter, provider and endpoint built here; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.dispatcher is not None:
+            self.dispatcher.shutdown()
+        for provider in self.providers:
+            try:
+                provider.shutdown()
+            except Exception:
+                pass
+        if self.prometheus is not None:
+            self.prometheus.shutdown()
+
+    def __enter__(self) -> "Configuration":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+def configure(**kwargs: Any) -> Configuration:
+    """Build the exporters ``exporters=`` names, for ``instrument(**configure(...).instrument_kwargs())``.
+
+    Keywords are the exporter settings of docs/options.md (each also read from
+    its environment variable); an unknown one, or a bad value, raises
+    ``ConfigurationError`` before anything starts.
+    """
+    check_keys(kwargs, keywords(ExporterSettings))
+    named = resolve_one(ExporterSettings, "exporters", kwargs)
+    # With nothing to build, other tools' variables (DD_AGENT_HOST...) are none of our business.
+    config = Configuration(resolve(ExporterSettings, kwargs, None if named else {}))
+    build(config)
+    return config
+
+
+def instrument_from_environment(**instrument_kwargs: Any) -> Configuration:
+    """``configure()`` from the environment, then ``instrument()`` with what it built (zero-code, the monitor)."""
+    config = configure()
+    try:
+        CoreVitalInstrumentor().instrument(**instrument_kwargs, **config.instrument_kwargs())
+    except BaseException:
+        config.shutdown()
+        raise
+    return config
+
+
+class ZeroCodeInstrumentor:
+    """What ``opentelemetry-instrument`` loads: exporters from ``OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS``, then
+    the plain :class:`CoreVitalInstrumentor` with them (which stays the one instrumentor of the process)."""
+
+    _config: Configuration | None = None
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        """The same requirements as the instrumentor's."""
+        return _instruments
+
+    def instrument(self, **kwargs: Any) -> None:
+        """Configure from the environment and instrument; the exporters stop at exit or ``uninstrument()``."""
+        if CoreVitalInstrumentor().is_instrumented_by_opentelemetry:
+            return
+        config = instrument_from_environment(**kwargs)
+        if config.exporters:
+            ZeroCodeInstrumentor._config = config
+            atexit.register(config.shutdown)
+
+    def uninstrument(self, **kwargs: Any) -> None:
+        """Restore the wrapped functions and stop what ``instrument()`` configured."""
+        CoreVitalInstrumentor().uninstrument(**kwargs)
+        config, ZeroCodeInstrumentor._config = ZeroCodeInstrumentor._config, None
+        if config is not None:
+            config.shutdown()
+
+
+def _chain(first: Callable[[Any], None] | None, second: Callable[[Any], None] | None) -> Any:
+    """Both callbacks in order (``second`` even when ``first`` raised), or the one given."""
+    if first is None or second is None:
+        return first or second
+
+    def both(report: Any) -> None:
+        try:
+            first(report)
+        finally:
+            second(report)
+
+    return both
