@@ -22,17 +22,28 @@ def check(model, name, **kwargs):
         report = tc.reports[0]
         validate_report(report.to_dict())
         layers = report.sequences[0].layers
-        print(f"{name:28s} {mode:8s} identical={torch.equal(plain, out)} error={report.capture.error} "
-              f"signals={report.capture.signals} layers={layers.indices if layers else None} "
-              f"ttft={report.timings.time_to_first_token_s:.4f}s tpot={report.timings.time_per_output_token_s:.5f}s")
+        print(
+            f"{name:28s} {mode:8s} identical={torch.equal(plain, out)} error={report.capture.error} "
+            f"signals={report.capture.signals} layers={layers.indices if layers else None} "
+            f"ttft={report.timings.time_to_first_token_s:.4f}s tpot={report.timings.time_per_output_token_s:.5f}s"
+        )
 
 
 model = tiny_causal_lm("llama").cuda()
 check(model, "tiny llama fp32 cuda")
 check(model, "tiny llama fp32 cuda beams", num_beams=3)
 split = tiny_causal_lm("llama")
-split = dispatch_model(split, device_map={"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu",
-                                          "model.norm": "cpu", "model.rotary_emb": 0, "lm_head": 0})
+split = dispatch_model(
+    split,
+    device_map={
+        "model.embed_tokens": 0,
+        "model.layers.0": 0,
+        "model.layers.1": "cpu",
+        "model.norm": "cpu",
+        "model.rotary_emb": 0,
+        "lm_head": 0,
+    },
+)
 check(split, "tiny llama split cuda+cpu")
 
 # The CUDA-graph reduce must give what the eager reduce gives.
@@ -57,5 +68,7 @@ for extra in ({}, {"num_beams": 3}):
                 for u, v in zip(ru, rv):
                     if u is not None and v is not None:
                         worst = max(worst, abs(u - v))
-    print(f"graph vs eager {extra or 'greedy'}: max abs difference {worst:.2e}; "
-          f"graph unavailable: {reports[True].capture.unavailable.get('cuda_graph')}")
+    print(
+        f"graph vs eager {extra or 'greedy'}: max abs difference {worst:.2e}; "
+        f"graph unavailable: {reports[True].capture.unavailable.get('cuda_graph')}"
+    )

@@ -42,14 +42,33 @@ import torch  # noqa: E402
 # Real configurations, random weights (no download anywhere).
 SHAPES: dict[str, dict[str, Any]] = {
     "llama-3.1-8b": dict(
-        arch="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072, rope_theta=500000.0,
-        rms_norm_eps=1e-5, bos_token_id=128000, eos_token_id=128001,
+        arch="llama",
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        bos_token_id=128000,
+        eos_token_id=128001,
     ),
     "qwen2-0.5b": dict(
-        arch="qwen2", vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-        num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0,
-        rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643,
+        arch="qwen2",
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=151643,
+        eos_token_id=151643,
     ),
 }
 
@@ -138,8 +157,11 @@ def telemetry_providers() -> dict[str, Any]:
     tracer_provider = TracerProvider()
     exporter = InMemorySpanExporter()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return {"tracer_provider": tracer_provider, "meter_provider": MeterProvider(metric_readers=[InMemoryMetricReader()]),
-            "_exporter": exporter}
+    return {
+        "tracer_provider": tracer_provider,
+        "meter_provider": MeterProvider(metric_readers=[InMemoryMetricReader()]),
+        "_exporter": exporter,
+    }
 
 
 def set_mode(mode: str, providers: dict[str, Any]) -> None:
@@ -165,8 +187,9 @@ def bench(name: str, args: argparse.Namespace) -> Result:
     model, vocab = build_model(name, device, dtype)
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(3, min(vocab, 32000), (args.batch, args.prompt_len), generator=gen).to(device)
-    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=args.tokens, min_new_tokens=args.tokens,
-                  do_sample=False)
+    kwargs = dict(
+        attention_mask=torch.ones_like(prompt), max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False
+    )
     modes = ["plain", *args.modes]
     providers = telemetry_providers()
     result = Result(name, device, args.dtype, args.batch, args.prompt_len, args.tokens, args.rounds)
@@ -183,7 +206,7 @@ def bench(name: str, args: argparse.Namespace) -> Result:
         times: dict[str, list[float]] = {m: [] for m in modes}
         ours: dict[str, list[float]] = {m: [] for m in modes}
         for r in range(args.rounds):
-            order = modes[r % len(modes):] + modes[: r % len(modes)]
+            order = modes[r % len(modes) :] + modes[: r % len(modes)]
             for mode in order:
                 set_mode(mode, providers)
                 gc.collect()
@@ -226,8 +249,13 @@ def bench(name: str, args: argparse.Namespace) -> Result:
 
 
 def machine() -> dict[str, str]:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpus": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads())}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
+    }
     try:
         import transformers
 
@@ -240,18 +268,22 @@ def machine() -> dict[str, str]:
 
 
 def table(results: list[Result]) -> str:
-    lines = ["| model | device | dtype | batch | prompt | new tokens | mode | median s | ratio (medians) | ratio (paired) | "
-             "CoreVital host ms / generation | same tokens | added syncs / generation | peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | device | dtype | batch | prompt | new tokens | mode | median s | ratio (medians) | ratio (paired) | "
+        "CoreVital host ms / generation | same tokens | added syncs / generation | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         for mode, median in r.median_s.items():
             syncs = r.syncs.get(mode)
             added = "" if syncs is None else str(syncs - r.syncs.get("plain", 0))
             peak = f"{r.peak_mib[mode]:.0f}" if mode in r.peak_mib else ""
-            lines.append(f"| {r.model} | {r.device} | {r.dtype} | {r.batch} | {r.prompt_len} | {r.new_tokens} | {mode} | "
-                         f"{median:.3f} | {r.ratio[mode]:.3f} | {r.paired[mode]:.3f} | {r.host_ms[mode]:.1f} | "
-                         f"{'yes' if r.same_output[mode] else ('NO' if r.plain_reproducible else 'no (plain vs plain: no)')} | "
-                         f"{added} | {peak} |")
+            lines.append(
+                f"| {r.model} | {r.device} | {r.dtype} | {r.batch} | {r.prompt_len} | {r.new_tokens} | {mode} | "
+                f"{median:.3f} | {r.ratio[mode]:.3f} | {r.paired[mode]:.3f} | {r.host_ms[mode]:.1f} | "
+                f"{'yes' if r.same_output[mode] else ('NO' if r.plain_reproducible else 'no (plain vs plain: no)')} | "
+                f"{added} | {peak} |"
+            )
     return "\n".join(lines)
 
 

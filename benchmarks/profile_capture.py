@@ -34,8 +34,9 @@ def main() -> int:
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model, vocab = build_model(args.model, args.device, dtype)
     prompt = torch.randint(3, min(vocab, 32000), (1, 32), generator=torch.Generator().manual_seed(1)).to(args.device)
-    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=args.tokens, min_new_tokens=args.tokens,
-                  do_sample=False)
+    kwargs = dict(
+        attention_mask=torch.ones_like(prompt), max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False
+    )
     providers = telemetry_providers()
 
     def timed() -> float:
@@ -61,8 +62,10 @@ def main() -> int:
                 timed()
             profiler.disable()
         set_mode("plain", providers)
-        print(f"{args.model} {args.device} {mode}: plain {plain:.3f} s, instrumented {instrumented:.3f} s, "
-              f"ratio {instrumented / plain:.3f} (best of {args.runs})")
+        print(
+            f"{args.model} {args.device} {mode}: plain {plain:.3f} s, instrumented {instrumented:.3f} s, "
+            f"ratio {instrumented / plain:.3f} (best of {args.runs})"
+        )
         out = io.StringIO()
         stats = pstats.Stats(profiler, stream=out)
         stats.sort_stats("tottime").print_stats("corevital|torch|built-in", args.top)

@@ -27,7 +27,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,11 +41,36 @@ MAX_NEW_TOKENS = 40
 # Disjoint topics and templates: nothing in TUNE appears in REPORT.
 
 REPORT_TOPICS = [
-    "volcanoes", "the French Revolution", "photosynthesis", "black holes", "the printing press", "honeybees",
-    "the Roman Empire", "climate change", "the human heart", "jazz music", "electric cars", "the Great Wall of China",
-    "vaccines", "the Moon landing", "coral reefs", "chess", "the internet", "earthquakes", "Shakespeare",
-    "renewable energy", "the water cycle", "ancient Egypt", "penguins", "machine learning", "the Olympic Games",
-    "coffee", "the Amazon rainforest", "gravity", "the piano", "antibiotics",
+    "volcanoes",
+    "the French Revolution",
+    "photosynthesis",
+    "black holes",
+    "the printing press",
+    "honeybees",
+    "the Roman Empire",
+    "climate change",
+    "the human heart",
+    "jazz music",
+    "electric cars",
+    "the Great Wall of China",
+    "vaccines",
+    "the Moon landing",
+    "coral reefs",
+    "chess",
+    "the internet",
+    "earthquakes",
+    "Shakespeare",
+    "renewable energy",
+    "the water cycle",
+    "ancient Egypt",
+    "penguins",
+    "machine learning",
+    "the Olympic Games",
+    "coffee",
+    "the Amazon rainforest",
+    "gravity",
+    "the piano",
+    "antibiotics",
 ]
 REPORT_TEMPLATES = [
     ("chat", "Explain {t} in two sentences."),
@@ -57,32 +81,59 @@ REPORT_TEMPLATES = [
     ("raw", "Here is a short introduction to {t}:"),
 ]
 REPORT_EXTRA = [
-    ("chat", "What is 12 plus 29?"), ("chat", "What is the capital of Japan?"),
-    ("chat", "Write a Python function that reverses a string."), ("chat", "Translate 'good morning' into Spanish."),
-    ("chat", "Name the planets of the solar system."), ("chat", "How many legs does a spider have?"),
-    ("chat", "Write a haiku about autumn."), ("chat", "What year did World War II end?"),
-    ("chat", "Give me a recipe for pancakes."), ("chat", "Summarise the plot of Romeo and Juliet in one sentence."),
-    ("chat", "List the days of the week."), ("chat", "Who wrote Pride and Prejudice?"),
+    ("chat", "What is 12 plus 29?"),
+    ("chat", "What is the capital of Japan?"),
+    ("chat", "Write a Python function that reverses a string."),
+    ("chat", "Translate 'good morning' into Spanish."),
+    ("chat", "Name the planets of the solar system."),
+    ("chat", "How many legs does a spider have?"),
+    ("chat", "Write a haiku about autumn."),
+    ("chat", "What year did World War II end?"),
+    ("chat", "Give me a recipe for pancakes."),
+    ("chat", "Summarise the plot of Romeo and Juliet in one sentence."),
+    ("chat", "List the days of the week."),
+    ("chat", "Who wrote Pride and Prejudice?"),
 ]
 REPORT_LOOPS = [
-    ("chat", "Repeat the word banana forever."), ("chat", "Say 'ok' again and again without stopping."),
-    ("chat", "Continue the pattern: X Y X Y X Y X Y"), ("chat", "Continue the sequence: red blue red blue red blue"),
-    ("chat", "Write the sentence 'The dog runs.' twenty times."), ("chat", "Write 'hello world' thirty times."),
-    ("chat", "List forty animals, one per line."), ("chat", "List thirty colours separated by commas."),
+    ("chat", "Repeat the word banana forever."),
+    ("chat", "Say 'ok' again and again without stopping."),
+    ("chat", "Continue the pattern: X Y X Y X Y X Y"),
+    ("chat", "Continue the sequence: red blue red blue red blue"),
+    ("chat", "Write the sentence 'The dog runs.' twenty times."),
+    ("chat", "Write 'hello world' thirty times."),
+    ("chat", "List forty animals, one per line."),
+    ("chat", "List thirty colours separated by commas."),
     ("raw", "the cat sat on the mat and the cat sat on the mat and the cat sat on the mat and"),
     ("raw", "one more time, one more time, one more time, one more time,"),
-    ("raw", "la la la la la la la la la la"), ("raw", "I think that I think that I think that"),
+    ("raw", "la la la la la la la la la la"),
+    ("raw", "I think that I think that I think that"),
     ("chat", "Count the word 'yes': yes yes yes yes yes yes yes yes. Now continue writing yes."),
     ("chat", "Repeat after me ten times: I will not repeat myself."),
     ("raw", "Buffalo buffalo Buffalo buffalo buffalo buffalo Buffalo buffalo"),
     ("chat", "Write the number 7 fifty times."),
-    ("raw", "ha ha ha ha ha ha ha ha"), ("chat", "Echo this forever: ping"),
+    ("raw", "ha ha ha ha ha ha ha ha"),
+    ("chat", "Echo this forever: ping"),
 ]
 
 TUNE_TOPICS = [
-    "glaciers", "the Industrial Revolution", "DNA", "comets", "the telescope", "ants", "ancient Greece",
-    "ocean tides", "the human brain", "classical music", "bicycles", "the pyramids of Giza", "rainbows",
-    "solar panels", "dinosaurs", "tea", "mountains", "magnets",
+    "glaciers",
+    "the Industrial Revolution",
+    "DNA",
+    "comets",
+    "the telescope",
+    "ants",
+    "ancient Greece",
+    "ocean tides",
+    "the human brain",
+    "classical music",
+    "bicycles",
+    "the pyramids of Giza",
+    "rainbows",
+    "solar panels",
+    "dinosaurs",
+    "tea",
+    "mountains",
+    "magnets",
 ]
 TUNE_TEMPLATES = [
     ("chat", "Tell me briefly what {t} are or is."),
@@ -91,8 +142,10 @@ TUNE_TEMPLATES = [
     ("raw", "The most surprising thing about {t} is"),
 ]
 TUNE_LOOPS = [
-    ("chat", "Repeat the word apple forever."), ("chat", "Continue the pattern: A B A B A B A B"),
-    ("chat", "Write the sentence 'I like cats.' twenty times."), ("chat", "List twenty fruits, one per line."),
+    ("chat", "Repeat the word apple forever."),
+    ("chat", "Continue the pattern: A B A B A B A B"),
+    ("chat", "Write the sentence 'I like cats.' twenty times."),
+    ("chat", "List twenty fruits, one per line."),
     ("raw", "I went to the store and I went to the store and I went to the store and"),
     ("raw", "go go go go go go go go"),
 ]
@@ -126,14 +179,18 @@ def prompt_set(name: str) -> list[dict[str, Any]]:
     for kind, text in loops:
         runs.extend((kind, text, d) for d in DECODING[:3])
     loop_prompts = {text for _, text in loops}
-    return [{"id": i, "kind": k, "prompt": p, "decoding": d[0], "kwargs": d[1], "seed": 1000 + i,
-             "loop": p in loop_prompts} for i, (k, p, d) in enumerate(runs)]
+    return [
+        {"id": i, "kind": k, "prompt": p, "decoding": d[0], "kwargs": d[1], "seed": 1000 + i, "loop": p in loop_prompts}
+        for i, (k, p, d) in enumerate(runs)
+    ]
 
 
 # --- generation --------------------------------------------------------------------------------------------
 
-def generate_reports(runs: list[dict[str, Any]], folder: Path, max_new_tokens: int,
-                     model_path: str | None = None) -> list[dict[str, Any]]:
+
+def generate_reports(
+    runs: list[dict[str, Any]], folder: Path, max_new_tokens: int, model_path: str | None = None
+) -> list[dict[str, Any]]:
     """Report dicts of every run, generating those not yet saved in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     missing = [r for r in runs if not (folder / f"{r['id']:04d}.json").exists()]
@@ -143,30 +200,39 @@ def generate_reports(runs: list[dict[str, Any]], folder: Path, max_new_tokens: i
         from opentelemetry_instrumentation_corevital.cli import _models
         from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
 
-        tokenizer, model = _models.load(_models.resolve_model(model_path, None), "cpu",
-                                        _models.resolve_dtype("auto", "cpu"))
+        tokenizer, model = _models.load(
+            _models.resolve_model(model_path, None), "cpu", _models.resolve_dtype("auto", "cpu")
+        )
         started = time.perf_counter()
         for done, run in enumerate(missing, 1):
             torch.manual_seed(run["seed"])
-            with TelemetryCapture(capture="full", capture_content=True, step_events=False, step_logs=False,
-                                  layer_metrics=False) as tc:
+            with TelemetryCapture(
+                capture="full", capture_content=True, step_events=False, step_logs=False, layer_metrics=False
+            ) as tc:
                 if run["kind"] == "chat":  # tokenized while instrumented: content capture can decode tokens
-                    inputs = tokenizer.apply_chat_template([{"role": "user", "content": run["prompt"]}],
-                                                           add_generation_prompt=True, return_tensors="pt",
-                                                           return_dict=True)
+                    inputs = tokenizer.apply_chat_template(
+                        [{"role": "user", "content": run["prompt"]}],
+                        add_generation_prompt=True,
+                        return_tensors="pt",
+                        return_dict=True,
+                    )
                 else:
                     inputs = tokenizer(run["prompt"], return_tensors="pt")
-                model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                               **run["kwargs"])
+                model.generate(
+                    **inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **run["kwargs"]
+                )
             (report,) = tc.reports
             path = folder / f"{run['id']:04d}.json"
             tmp = path.with_suffix(".tmp")
             tmp.write_text(report.to_json(), encoding="utf-8")
             tmp.replace(path)
             elapsed = time.perf_counter() - started
-            print(f"[{done}/{len(missing)}] {elapsed:.0f}s  #{run['id']} {run['decoding']:6} "
-                  f"{report.sequences[0].output_tokens:3d} tokens  {run['prompt'][:50]!r}", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[{done}/{len(missing)}] {elapsed:.0f}s  #{run['id']} {run['decoding']:6} "
+                f"{report.sequences[0].output_tokens:3d} tokens  {run['prompt'][:50]!r}",
+                file=sys.stderr,
+                flush=True,
+            )
     return [json.loads((folder / f"{r['id']:04d}.json").read_text(encoding="utf-8")) for r in runs]
 
 
@@ -187,24 +253,26 @@ def score(reports: list[dict[str, Any]], profile: Any = None) -> list[dict[str, 
         full = diagnose_report(Report.from_dict(copy.deepcopy(data)), profile)
         summary = diagnose_report(trim_to_summary(Report.from_dict(copy.deepcopy(data))), profile)
         seq, seq_summary = full.sequences[0], summary.sequences[0]
-        rows.append({
-            "risk": seq.risk.score if seq.risk else None,
-            "risk_summary": seq_summary.risk.score if seq_summary.risk else None,
-            "level": seq.risk.level if seq.risk else None,
-            "forced": bool(seq.risk and seq.risk.forced_by),
-            "flags": seq.flags.fired(),
-            "flags_summary": seq_summary.flags.fired(),
-            "evidence": list(seq.flags.repetition_evidence),
-            "factors": {f.name: f.value for f in (seq.risk.factors if seq.risk else [])},
-            "contributions": {f.name: f.contribution for f in (seq.risk.factors if seq.risk else [])},
-            "compound": [c.name for c in seq.diagnosis.compound],
-            "warnings": [w.name for w in seq.diagnosis.warnings],
-            "blamed": [b.layer for b in seq.diagnosis.blame],
-            "fingerprint": seq.diagnosis.fingerprint.vector if seq.diagnosis.fingerprint else None,
-            "tokens": seq.output_tokens,
-            "entropy_mean": seq.aggregates.entropy_mean,
-            "margin_mean": seq.aggregates.margin_mean,
-        })
+        rows.append(
+            {
+                "risk": seq.risk.score if seq.risk else None,
+                "risk_summary": seq_summary.risk.score if seq_summary.risk else None,
+                "level": seq.risk.level if seq.risk else None,
+                "forced": bool(seq.risk and seq.risk.forced_by),
+                "flags": seq.flags.fired(),
+                "flags_summary": seq_summary.flags.fired(),
+                "evidence": list(seq.flags.repetition_evidence),
+                "factors": {f.name: f.value for f in (seq.risk.factors if seq.risk else [])},
+                "contributions": {f.name: f.contribution for f in (seq.risk.factors if seq.risk else [])},
+                "compound": [c.name for c in seq.diagnosis.compound],
+                "warnings": [w.name for w in seq.diagnosis.warnings],
+                "blamed": [b.layer for b in seq.diagnosis.blame],
+                "fingerprint": seq.diagnosis.fingerprint.vector if seq.diagnosis.fingerprint else None,
+                "tokens": seq.output_tokens,
+                "entropy_mean": seq.aggregates.entropy_mean,
+                "margin_mean": seq.aggregates.margin_mean,
+            }
+        )
     return rows
 
 
@@ -224,8 +292,11 @@ def calibrate(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[st
     scores 0.1 on each such factor and one in ten scores above 0.5 (mirrored for the margin, where low is bad).
     The CUSUM reference levels are the medians of the reference runs' mean entropy and margin.
     """
-    ordinary = [row for run, row in zip(runs, rows)
-                if not run["loop"] and run["decoding"] in ("greedy", "t0.7") and "repetition_loop" not in row["flags"]]
+    ordinary = [
+        row
+        for run, row in zip(runs, rows)
+        if not run["loop"] and run["decoding"] in ("greedy", "t0.7") and "repetition_loop" not in row["flags"]
+    ]
     result: dict[str, Any] = {"factors": {}, "n": len(ordinary)}
     for name in DISTRIBUTIONAL:
         values = [r["factors"][name] for r in ordinary if name in r["factors"]]
@@ -233,8 +304,12 @@ def calibrate(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[st
             p50, p90 = percentile(values, 50), percentile(values, 10)
         else:
             p50, p90 = percentile(values, 50), percentile(values, 90)
-        result["factors"][name] = {"midpoint": round(p90, 3), "scale": round(abs(p90 - p50) / math.log(9), 3),
-                                   "p50": p50, "p90": p90}
+        result["factors"][name] = {
+            "midpoint": round(p90, 3),
+            "scale": round(abs(p90 - p50) / math.log(9), 3),
+            "p50": p50,
+            "p90": p90,
+        }
     result["entropy_reference_bits"] = round(percentile([r["entropy_mean"] for r in ordinary], 50), 2)
     result["margin_reference"] = round(percentile([r["margin_mean"] for r in ordinary], 50), 2)
     return result
@@ -260,7 +335,8 @@ def summarize(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[st
             "at_most_0.01": sum(s <= 0.01 for s in scores),
             "at_least_0.99": sum(s >= 0.99 for s in scores),
             "forced_by_nan": sum(f for _, f in clean),
-            "min": min(scores), "max": max(scores),
+            "min": min(scores),
+            "max": max(scores),
             "percentiles": {q: percentile(scores, q) for q in (5, 10, 25, 50, 75, 90, 95)},
             "histogram": [sum(i / 10 <= s < (i + 1) / 10 or (i == 9 and s == 1.0) for s in scores) for i in range(10)],
             "levels": dict(Counter(("low" if s < 0.3 else "medium" if s < 0.7 else "high") for s in scores)),
@@ -281,7 +357,8 @@ def summarize(runs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict[st
     }
     vectors = [r["fingerprint"] for r in rows if r["fingerprint"]]
     out["fingerprint_constant_elements"] = [
-        i for i in range(len(vectors[0])) if len({v[i] for v in vectors if v[i] is not None}) <= 1]
+        i for i in range(len(vectors[0])) if len({v[i] for v in vectors if v[i] is not None}) <= 1
+    ]
     out["repetition_evidence"] = dict(Counter("+".join(r["evidence"]) for r in rows if r["evidence"]))
     return out
 
@@ -303,15 +380,24 @@ def markdown(summary: dict[str, Any], reports: list[dict[str, Any]]) -> str:
             "| runs | " + " | ".join(str(c) for c in d["histogram"]) + " |",
             "",
         ]
-    lines += ["| group | n | risk p10 / p50 / p90 | flags | compound signals | early warnings | runs with blame |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "| group | n | risk p10 / p50 / p90 | flags | compound signals | early warnings | runs with blame |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, g in summary["groups"].items():
+
         def fmt(counts: dict[str, int]) -> str:
             return ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "-"
-        lines.append(f"| {name} | {g['n']} | {' / '.join(f'{v:.2f}' for v in g['risk_p10_p50_p90'])} | "
-                     f"{fmt(g['flags'])} | {fmt(g['compound'])} | {fmt(g['warnings'])} | {g['blamed_runs']} |")
-    lines += ["", f"repetition evidence: {summary['repetition_evidence']}; fingerprint elements constant over the "
-              f"set: {summary['fingerprint_constant_elements'] or 'none'}"]
+
+        lines.append(
+            f"| {name} | {g['n']} | {' / '.join(f'{v:.2f}' for v in g['risk_p10_p50_p90'])} | "
+            f"{fmt(g['flags'])} | {fmt(g['compound'])} | {fmt(g['warnings'])} | {g['blamed_runs']} |"
+        )
+    lines += [
+        "",
+        f"repetition evidence: {summary['repetition_evidence']}; fingerprint elements constant over the "
+        f"set: {summary['fingerprint_constant_elements'] or 'none'}",
+    ]
     return "\n".join(lines)
 
 
@@ -350,8 +436,9 @@ def typical_ranges(runs: list[dict[str, Any]], reports: list[dict[str, Any]], ro
             add("prompt perplexity", seq["prompt"]["perplexity"])
     lines = ["| signal | p10 | p50 | p90 |", "|---|---|---|---|"]
     for name, values in per_signal.items():
-        lines.append(f"| {name} | {percentile(values, 10):.3g} | {percentile(values, 50):.3g} | "
-                     f"{percentile(values, 90):.3g} |")
+        lines.append(
+            f"| {name} | {percentile(values, 10):.3g} | {percentile(values, 50):.3g} | {percentile(values, 90):.3g} |"
+        )
     return "\n".join(lines)
 
 
@@ -383,11 +470,38 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(summary, reports))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"summary": summary, "runs": [
-            {**{k: run[k] for k in ("id", "kind", "prompt", "decoding", "seed", "loop")},
-             **{k: row[k] for k in ("risk", "risk_summary", "level", "forced", "flags", "evidence", "compound",
-                                    "warnings", "blamed", "tokens", "contributions")}}
-            for run, row in zip(runs, rows)]}, indent=1) + "\n", encoding="utf-8")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "summary": summary,
+                    "runs": [
+                        {
+                            **{k: run[k] for k in ("id", "kind", "prompt", "decoding", "seed", "loop")},
+                            **{
+                                k: row[k]
+                                for k in (
+                                    "risk",
+                                    "risk_summary",
+                                    "level",
+                                    "forced",
+                                    "flags",
+                                    "evidence",
+                                    "compound",
+                                    "warnings",
+                                    "blamed",
+                                    "tokens",
+                                    "contributions",
+                                )
+                            },
+                        }
+                        for run, row in zip(runs, rows)
+                    ],
+                },
+                indent=1,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
     return 0
 
 

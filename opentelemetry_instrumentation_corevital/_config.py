@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from ._errors import ConfigurationError
 from ._values import (
@@ -63,8 +64,15 @@ class OptionSpec:
     shown_default: str | None = None  # the default as the docs say it, when repr() would not
 
 
-def option(default: Any, parse: Callable[[Any, str], Any], doc: str, *env: str, flag: str | None = None,
-           keyword: str | None = None, shown_default: str | None = None) -> Any:
+def option(
+    default: Any,
+    parse: Callable[[Any, str], Any],
+    doc: str,
+    *env: str,
+    flag: str | None = None,
+    keyword: str | None = None,
+    shown_default: str | None = None,
+) -> Any:
     """A dataclass field declaring one option."""
     spec = OptionSpec(parse, doc, tuple(env), flag, keyword, shown_default)
     return dataclasses.field(default=default, metadata={_SPEC: spec})
@@ -75,55 +83,102 @@ class Options:
     """What ``instrument()`` captures and emits; one instance per ``instrument()`` call."""
 
     capture: CaptureMode = option(
-        CaptureMode.SUMMARY, parse_capture, "how much to capture: off, summary, full or on_risk",
-        _P + "CAPTURE", flag="--capture")
+        CaptureMode.SUMMARY,
+        parse_capture,
+        "how much to capture: off, summary, full or on_risk",
+        _P + "CAPTURE",
+        flag="--capture",
+    )
     layers: LayerSelection = option(
-        LayerSelection(), parse_layers, "decoder layers to capture: all, every:N, or indices and ranges such as "
-        "0,4,8 or 0-7,-1", _P + "LAYERS", flag="--layers", shown_default="all")
+        LayerSelection(),
+        parse_layers,
+        "decoder layers to capture: all, every:N, or indices and ranges such as 0,4,8 or 0-7,-1",
+        _P + "LAYERS",
+        flag="--layers",
+        shown_default="all",
+    )
     step_stride: int = option(
-        1, parse_positive_int, "capture layer data every N-th step (logit signals stay per step)",
-        _P + "STEP_STRIDE", flag="--step-stride")
+        1,
+        parse_positive_int,
+        "capture layer data every N-th step (logit signals stay per step)",
+        _P + "STEP_STRIDE",
+        flag="--step-stride",
+    )
     on_risk_threshold: float = option(
-        0.5, parse_unit_float, "on_risk: emit full detail when the risk score reaches this", _P + "ON_RISK_THRESHOLD")
-    step_events: bool = option(
-        True, parse_bool, "with full detail, corevital.step span events", _P + "STEP_EVENTS")
+        0.5, parse_unit_float, "on_risk: emit full detail when the risk score reaches this", _P + "ON_RISK_THRESHOLD"
+    )
+    step_events: bool = option(True, parse_bool, "with full detail, corevital.step span events", _P + "STEP_EVENTS")
     step_logs: bool = option(
-        True, parse_bool, "with full detail, one corevital.generation.step log record per generated token",
-        _P + "STEP_LOGS")
+        True,
+        parse_bool,
+        "with full detail, one corevital.generation.step log record per generated token",
+        _P + "STEP_LOGS",
+    )
     layer_metrics: bool = option(
-        True, parse_bool, "with full detail, the per-layer histograms corevital.layer.*", _P + "LAYER_METRICS")
+        True, parse_bool, "with full detail, the per-layer histograms corevital.layer.*", _P + "LAYER_METRICS"
+    )
     cuda_graphs: bool = option(
-        True, parse_bool, "on CUDA, replay each step's fixed-shape reduce as one CUDA graph", _P + "CUDA_GRAPHS")
+        True, parse_bool, "on CUDA, replay each step's fixed-shape reduce as one CUDA graph", _P + "CUDA_GRAPHS"
+    )
     max_span_steps: int = option(
-        512, parse_positive_int, "most per-step values per array attribute on the span (thinned evenly beyond)",
-        _P + "MAX_SPAN_STEPS")
+        512,
+        parse_positive_int,
+        "most per-step values per array attribute on the span (thinned evenly beyond)",
+        _P + "MAX_SPAN_STEPS",
+    )
     report_log: bool = option(
-        False, parse_bool, "also emit the full report as one corevital.generation.report log record",
-        _P + "REPORT_LOG")
+        False, parse_bool, "also emit the full report as one corevital.generation.report log record", _P + "REPORT_LOG"
+    )
     high_entropy_bits: float | None = option(
-        None, parse_positive_float, "threshold of the high_entropy flag and of stop_on=high_entropy",
-        _P + "HIGH_ENTROPY_BITS", shown_default="the profile's")
+        None,
+        parse_positive_float,
+        "threshold of the high_entropy flag and of stop_on=high_entropy",
+        _P + "HIGH_ENTROPY_BITS",
+        shown_default="the profile's",
+    )
     profile: Any = option(
-        None, parse_profile, "a shipped profile name or a .json profile file (a loaded Profile)",
-        _P + "PROFILE", flag="--profile", shown_default="from the model")
+        None,
+        parse_profile,
+        "a shipped profile name or a .json profile file (a loaded Profile)",
+        _P + "PROFILE",
+        flag="--profile",
+        shown_default="from the model",
+    )
     thresholds: Mapping[str, float] | None = option(
-        None, parse_thresholds, "single thresholds overriding the profile's: a mapping, or name=value,name=value",
-        _P + "THRESHOLDS", flag="--thresholds")
+        None,
+        parse_thresholds,
+        "single thresholds overriding the profile's: a mapping, or name=value,name=value",
+        _P + "THRESHOLDS",
+        flag="--thresholds",
+    )
     stop_on: tuple[str, ...] = option(
-        (), parse_stop_on, "stop a generation on the device when a condition holds: " + ", ".join(STOP_CONDITIONS),
-        _P + "STOP_ON", flag="--stop-on")
+        (),
+        parse_stop_on,
+        "stop a generation on the device when a condition holds: " + ", ".join(STOP_CONDITIONS),
+        _P + "STOP_ON",
+        flag="--stop-on",
+    )
     stop_loop_repeat: int | None = option(
-        None, parse_positive_int, "repetition_loop: stop once the repeated part is this many tokens long",
-        _P + "STOP_LOOP_REPEAT", shown_default="3 whole periods")
-    high_entropy_run: int = option(
-        8, parse_positive_int, "stop_on=high_entropy: steps in a row above the threshold")
+        None,
+        parse_positive_int,
+        "repetition_loop: stop once the repeated part is this many tokens long",
+        _P + "STOP_LOOP_REPEAT",
+        shown_default="3 whole periods",
+    )
+    high_entropy_run: int = option(8, parse_positive_int, "stop_on=high_entropy: steps in a row above the threshold")
     step_callback: Any = option(
-        None, parse_callable, "your function of a StepView, run every callback_every steps; True stops the generation")
+        None, parse_callable, "your function of a StepView, run every callback_every steps; True stops the generation"
+    )
     callback_every: int = option(1, parse_positive_int, "steps between step_callback calls")
     content: ContentMode = option(
-        ContentMode.NO_CONTENT, parse_content_mode, "record prompt and output text: true/false, NO_CONTENT, "
+        ContentMode.NO_CONTENT,
+        parse_content_mode,
+        "record prompt and output text: true/false, NO_CONTENT, "
         "SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT (GenAI convention)",
-        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", keyword="capture_content", shown_default="off")
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+        keyword="capture_content",
+        shown_default="off",
+    )
 
 
 @dataclass(frozen=True)
@@ -131,37 +186,76 @@ class ExporterSettings:
     """What ``configure()`` builds and where it sends."""
 
     exporters: tuple[str, ...] = option(
-        (), parse_exporters, "destinations to set up: " + ", ".join(EXPORTER_NAMES), _P + "EXPORTERS",
-        flag="--exporter", shown_default="none")
+        (),
+        parse_exporters,
+        "destinations to set up: " + ", ".join(EXPORTER_NAMES),
+        _P + "EXPORTERS",
+        flag="--exporter",
+        shown_default="none",
+    )
     out: Path = option(
-        Path("corevital-data"), parse_path, "folder of CoreVital's files (otlp-json lines, the sqlite history)",
-        _P + "OUT", flag="--out")
+        Path("corevital-data"),
+        parse_path,
+        "folder of CoreVital's files (otlp-json lines, the sqlite history)",
+        _P + "OUT",
+        flag="--out",
+    )
     otlp_json_max_bytes: int = option(
-        100 * 1024 * 1024, parse_whole(0), "otlp-json: rotate each file before it grows past this (0: never)",
-        _P + "OTLP_JSON_MAX_BYTES", flag="--rotate-bytes", shown_default="100 MiB")
+        100 * 1024 * 1024,
+        parse_whole(0),
+        "otlp-json: rotate each file before it grows past this (0: never)",
+        _P + "OTLP_JSON_MAX_BYTES",
+        flag="--rotate-bytes",
+        shown_default="100 MiB",
+    )
     otlp_json_backups: int = option(
-        5, parse_whole(0), "otlp-json: rotated files kept per signal", _P + "OTLP_JSON_BACKUPS",
-        flag="--rotate-backups")
+        5, parse_whole(0), "otlp-json: rotated files kept per signal", _P + "OTLP_JSON_BACKUPS", flag="--rotate-backups"
+    )
     prometheus_host: str = option(
-        "127.0.0.1", parse_host, "prometheus: address of the /metrics endpoint", "OTEL_EXPORTER_PROMETHEUS_HOST",
-        flag="--prometheus-host")
+        "127.0.0.1",
+        parse_host,
+        "prometheus: address of the /metrics endpoint",
+        "OTEL_EXPORTER_PROMETHEUS_HOST",
+        flag="--prometheus-host",
+    )
     prometheus_port: int = option(
-        9464, parse_whole(0, 65535), "prometheus: port of the /metrics endpoint (0 picks a free one)",
-        "OTEL_EXPORTER_PROMETHEUS_PORT", flag="--prometheus-port")
+        9464,
+        parse_whole(0, 65535),
+        "prometheus: port of the /metrics endpoint (0 picks a free one)",
+        "OTEL_EXPORTER_PROMETHEUS_PORT",
+        flag="--prometheus-port",
+    )
     sqlite_path: Path | None = option(
-        None, parse_path, "sqlite: the history file", _P + "SQLITE_PATH", flag="--sqlite",
-        shown_default="OUT/corevital.sqlite3")
+        None,
+        parse_path,
+        "sqlite: the history file",
+        _P + "SQLITE_PATH",
+        flag="--sqlite",
+        shown_default="OUT/corevital.sqlite3",
+    )
     wandb_project: str = option(
-        "corevital", parse_text, "wandb: the project of the run it starts", _P + "WANDB_PROJECT", "WANDB_PROJECT",
-        flag="--wandb-project")
+        "corevital",
+        parse_text,
+        "wandb: the project of the run it starts",
+        _P + "WANDB_PROJECT",
+        "WANDB_PROJECT",
+        flag="--wandb-project",
+    )
     wandb_run: Any = option(None, parse_object, "wandb: an existing run to log into instead of starting one")
     dogstatsd_host: str = option(
-        "127.0.0.1", parse_host, "dogstatsd: the agent's host", "DD_DOGSTATSD_HOST", "DD_AGENT_HOST",
-        flag="--dogstatsd-host")
+        "127.0.0.1",
+        parse_host,
+        "dogstatsd: the agent's host",
+        "DD_DOGSTATSD_HOST",
+        "DD_AGENT_HOST",
+        flag="--dogstatsd-host",
+    )
     dogstatsd_port: int = option(
-        8125, parse_whole(1, 65535), "dogstatsd: the agent's port", "DD_DOGSTATSD_PORT", flag="--dogstatsd-port")
+        8125, parse_whole(1, 65535), "dogstatsd: the agent's port", "DD_DOGSTATSD_PORT", flag="--dogstatsd-port"
+    )
     export_queue_size: int = option(
-        1000, parse_whole(1), "reports waiting for the report exporters; more are dropped", _P + "EXPORT_QUEUE_SIZE")
+        1000, parse_whole(1), "reports waiting for the report exporters; more are dropped", _P + "EXPORT_QUEUE_SIZE"
+    )
 
     @property
     def sqlite_file(self) -> Path:
@@ -201,8 +295,12 @@ def check_keys(given: Iterable[str], accepted: Iterable[str], hints: Mapping[str
         raise ConfigurationError(f"unknown option {unknown[0]!r}{hint}; options are: {', '.join(sorted(accepted))}.")
 
 
-def resolve(table: type[T], kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None,
-            sources: Mapping[str, str] | None = None) -> T:
+def resolve(
+    table: type[T],
+    kwargs: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    sources: Mapping[str, str] | None = None,
+) -> T:
     """An instance of ``table`` from keyword arguments, then the environment, then defaults.
 
     ``sources`` names where a keyword came from in errors (``corevital run`` passes its flags).
@@ -222,8 +320,9 @@ def resolve_one(table: type, key: str, kwargs: Mapping[str, Any], environ: Mappi
     return spec.parse(*found) if found is not None else f.default
 
 
-def _given(key: str, spec: OptionSpec, kwargs: Mapping[str, Any], env: Mapping[str, str],
-           sources: Mapping[str, str]) -> tuple[Any, str] | None:
+def _given(
+    key: str, spec: OptionSpec, kwargs: Mapping[str, Any], env: Mapping[str, str], sources: Mapping[str, str]
+) -> tuple[Any, str] | None:
     """(raw value, where it came from) of an option that was given, else None."""
     if kwargs.get(key) is not None:
         return kwargs[key], sources.get(key, key)
@@ -241,8 +340,11 @@ def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None
 def parse_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Only the options given in ``kwargs`` (field name -> parsed value), validated like ``instrument()``'s."""
     check_keys(kwargs, keywords(Options))
-    return {f.name: spec.parse(*found) for key, f, spec in specs(Options)
-            if (found := _given(key, spec, kwargs, {}, {})) is not None}
+    return {
+        f.name: spec.parse(*found)
+        for key, f, spec in specs(Options)
+        if (found := _given(key, spec, kwargs, {}, {})) is not None
+    }
 
 
 def default_text(f: dataclasses.Field, spec: OptionSpec) -> str:
@@ -284,11 +386,17 @@ def markdown_table(table: type) -> str:
 
 def options_markdown() -> str:
     """The Markdown that docs/options.md holds between its markers: one table per option table."""
-    return "\n".join([
-        "### `instrument()` and `CoreVitalMonitor`", "",
-        "Besides these, `instrument()` takes `tracer_provider`, `meter_provider`, `logger_provider` "
-        "(default: the global ones) and `on_report` (called with each finished `Report`).", "",
-        markdown_table(Options), "",
-        "### `configure()`", "",
-        markdown_table(ExporterSettings),
-    ])
+    return "\n".join(
+        [
+            "### `instrument()` and `CoreVitalMonitor`",
+            "",
+            "Besides these, `instrument()` takes `tracer_provider`, `meter_provider`, `logger_provider` "
+            "(default: the global ones) and `on_report` (called with each finished `Report`).",
+            "",
+            markdown_table(Options),
+            "",
+            "### `configure()`",
+            "",
+            markdown_table(ExporterSettings),
+        ]
+    )

@@ -16,8 +16,9 @@ generations it watches, whatever the instrumentor was started with.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from ._config import parse_overrides
 from ._errors import ConfigurationError
@@ -63,7 +64,7 @@ class CoreVitalMonitor:
 
     # -- watching --------------------------------------------------------------------------------
     @contextmanager
-    def watch(self) -> Iterator["CoreVitalMonitor"]:
+    def watch(self) -> Iterator[CoreVitalMonitor]:
         """Capture every generation started in this block (in this thread or context)."""
         started = _ensure_instrumented()
         token = WATCHERS.set((*WATCHERS.get(), self))
@@ -114,8 +115,11 @@ class CoreVitalMonitor:
     def get_health_flags(self) -> dict[str, bool]:
         """Every health flag and whether it fired on any sequence."""
         report = self._last()
-        names = [f.name for f in type(report.sequences[0].flags).__dataclass_fields__.values()
-                 if f.type in ("bool", bool)] if report.sequences else []
+        names = (
+            [f.name for f in type(report.sequences[0].flags).__dataclass_fields__.values() if f.type in ("bool", bool)]
+            if report.sequences
+            else []
+        )
         return {name: any(getattr(s.flags, name) for s in report.sequences) for name in names}
 
     def get_summary(self) -> dict[str, Any]:

@@ -9,9 +9,10 @@ accepted. The options themselves are declared in :mod:`._config`.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ._errors import ConfigurationError
 

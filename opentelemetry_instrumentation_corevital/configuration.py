@@ -16,8 +16,9 @@ which does the same from the ``OTEL_INSTRUMENTATION_COREVITAL_*`` environment.
 from __future__ import annotations
 
 import atexit
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any
 
 from ._config import ExporterSettings, check_keys, keywords, resolve, resolve_one
 from .exporters.pipeline import build
@@ -101,7 +102,7 @@ class Configuration:
         if self.prometheus is not None:
             self.prometheus.shutdown()
 
-    def __enter__(self) -> "Configuration":
+    def __enter__(self) -> Configuration:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -92,8 +92,17 @@ LAYERS_INDICES = CV + "layers.indices"
 LAYERS_PREFIX = CV + "layers."
 #: Per-layer means over steps put on the span: summary has hidden_norm; full adds the rest.
 SUMMARY_LAYER_SERIES = ("hidden_norm",)
-FULL_LAYER_SERIES = ("hidden_norm", "update_ratio", "hidden_cos_prev", "attn_entropy", "attn_collapsed_fraction",
-                     "attn_sink_mass", "attn_prompt_mass", "router_entropy", "expert_load_balance")
+FULL_LAYER_SERIES = (
+    "hidden_norm",
+    "update_ratio",
+    "hidden_cos_prev",
+    "attn_entropy",
+    "attn_collapsed_fraction",
+    "attn_sink_mass",
+    "attn_prompt_mass",
+    "router_entropy",
+    "expert_load_balance",
+)
 PROMPT_TOKENS = CV + "prompt.tokens"
 PROMPT_PERPLEXITY = CV + "prompt.perplexity"
 PROMPT_SURPRISAL = CV + "prompt.surprisal"
@@ -144,7 +153,20 @@ METRIC_UNITS = {
 # Explicit bucket boundaries from the GenAI conventions (v1.41).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (
-    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
 )
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)

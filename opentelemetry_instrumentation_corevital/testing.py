@@ -18,8 +18,15 @@ from typing import Any
 import torch
 
 #: Shapes used by every tiny model: small enough for milliseconds per step on a CPU.
-TINY = {"vocab_size": 256, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512}
+TINY = {
+    "vocab_size": 256,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+}
 TINY_EOS = 255
 TINY_PAD = 0
 
@@ -31,11 +38,22 @@ def tiny_config(arch: str = "llama", **overrides: Any) -> Any:
     common = {"eos_token_id": TINY_EOS, "pad_token_id": TINY_PAD, "bos_token_id": 1}
     shapes = dict(TINY)
     if arch == "gpt2":
-        config = tf.GPT2Config(vocab_size=shapes["vocab_size"], n_embd=shapes["hidden_size"], n_layer=2, n_head=4,
-                               n_positions=shapes["max_position_embeddings"], **common)
+        config = tf.GPT2Config(
+            vocab_size=shapes["vocab_size"],
+            n_embd=shapes["hidden_size"],
+            n_layer=2,
+            n_head=4,
+            n_positions=shapes["max_position_embeddings"],
+            **common,
+        )
     else:
-        classes = {"llama": tf.LlamaConfig, "mistral": tf.MistralConfig, "mixtral": tf.MixtralConfig,
-                   "qwen2": tf.Qwen2Config, "phi3": tf.Phi3Config}
+        classes = {
+            "llama": tf.LlamaConfig,
+            "mistral": tf.MistralConfig,
+            "mixtral": tf.MixtralConfig,
+            "qwen2": tf.Qwen2Config,
+            "phi3": tf.Phi3Config,
+        }
         if arch not in classes:
             raise ValueError(f"unknown tiny architecture {arch!r}; use one of {', '.join(['gpt2', *classes])}")
         if arch == "mixtral":
@@ -98,9 +116,18 @@ def tiny_seq2seq_lm(seed: int = 0) -> Any:
     """
     import transformers as tf
 
-    config = tf.T5Config(vocab_size=TINY["vocab_size"], d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                         num_decoder_layers=2, num_heads=4, decoder_start_token_id=2, pad_token_id=2,
-                         eos_token_id=TINY_EOS)
+    config = tf.T5Config(
+        vocab_size=TINY["vocab_size"],
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        decoder_start_token_id=2,
+        pad_token_id=2,
+        eos_token_id=TINY_EOS,
+    )
     config.tie_word_embeddings = False  # a tied random model just repeats its input token
     torch.manual_seed(seed)
     return tf.AutoModelForSeq2SeqLM.from_config(config).eval()
@@ -129,9 +156,16 @@ class OTLPSink:
         self.requests: dict[str, list[Any]] = {"traces": [], "metrics": [], "logs": []}
         self._cond = threading.Condition()
         kinds = {
-            "/v1/traces": ("traces", trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse),
-            "/v1/metrics": ("metrics", metrics_service_pb2.ExportMetricsServiceRequest,
-                            metrics_service_pb2.ExportMetricsServiceResponse),
+            "/v1/traces": (
+                "traces",
+                trace_service_pb2.ExportTraceServiceRequest,
+                trace_service_pb2.ExportTraceServiceResponse,
+            ),
+            "/v1/metrics": (
+                "metrics",
+                metrics_service_pb2.ExportMetricsServiceRequest,
+                metrics_service_pb2.ExportMetricsServiceResponse,
+            ),
             "/v1/logs": ("logs", logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse),
         }
         sink = self
@@ -169,7 +203,7 @@ class OTLPSink:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-sink", daemon=True)
 
-    def __enter__(self) -> "OTLPSink":
+    def __enter__(self) -> OTLPSink:
         self._thread.start()
         return self
 
@@ -244,7 +278,7 @@ class TelemetryCapture:
         self.reports: list[Any] = []
         self._kwargs = instrument_kwargs
 
-    def __enter__(self) -> "TelemetryCapture":
+    def __enter__(self) -> TelemetryCapture:
         from .instrument import CoreVitalInstrumentor
 
         instrumentor = CoreVitalInstrumentor()

@@ -7,8 +7,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import rotel
 
@@ -42,11 +42,17 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int:
 
 
 @contextmanager
-def _rotel(args: list[str], env: dict[str, str], ports: tuple[int, ...], log_path: str | None,
-           cwd: str | None = None) -> Iterator[subprocess.Popen]:
+def _rotel(
+    args: list[str], env: dict[str, str], ports: tuple[int, ...], log_path: str | None, cwd: str | None = None
+) -> Iterator[subprocess.Popen]:
     log = open(log_path, "w") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen([rotel_binary(), "start", *args], stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **env, "NO_COLOR": "1"}, cwd=cwd)
+    proc = subprocess.Popen(
+        [rotel_binary(), "start", *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env, "NO_COLOR": "1"},
+        cwd=cwd,
+    )
     try:
         for port in ports:
             wait_for_port(port, proc=proc)
@@ -58,16 +64,22 @@ def _rotel(args: list[str], env: dict[str, str], ports: tuple[int, ...], log_pat
 
 
 @contextmanager
-def rotel_collector(grpc_port: int, http_port: int, *extra: str, log_path: str | None = None) -> Iterator[subprocess.Popen]:
+def rotel_collector(
+    grpc_port: int, http_port: int, *extra: str, log_path: str | None = None
+) -> Iterator[subprocess.Popen]:
     """A rotel collector in the foreground (we own its PID); ``extra`` picks its exporter."""
     args = [
-        "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-        "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-        "--batch-timeout", "50ms",
+        "--otlp-grpc-endpoint",
+        f"127.0.0.1:{grpc_port}",
+        "--otlp-http-endpoint",
+        f"127.0.0.1:{http_port}",
+        "--batch-timeout",
+        "50ms",
         *extra,
     ]
     with _rotel(args, {}, (http_port, grpc_port), log_path) as proc:
         yield proc
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,7 +109,9 @@ def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "co
         except Exception as exc:  # the service may not be up yet
             last_error = exc
         time.sleep(interval)
-    raise TimeoutError(f"{what} not reached after {timeout}s" + (f" (last error: {last_error!r})" if last_error else ""))
+    raise TimeoutError(
+        f"{what} not reached after {timeout}s" + (f" (last error: {last_error!r})" if last_error else "")
+    )
 
 
 @contextmanager
@@ -114,9 +128,15 @@ def prometheus_server(folder: str, port: int, targets: list[str], interval: str 
         )
     log = open(os.path.join(folder, "prometheus.log"), "w")
     proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={os.path.join(folder, 'data')}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={os.path.join(folder, 'data')}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, timeout=15, proc=proc)
@@ -136,18 +156,31 @@ def promql(base: str, query: str) -> list[dict]:
 
 
 @contextmanager
-def ddapm_test_agent(folder: str, apm_port: int, otlp_http_port: int, otlp_grpc_port: int) -> Iterator[subprocess.Popen]:
+def ddapm_test_agent(
+    folder: str, apm_port: int, otlp_http_port: int, otlp_grpc_port: int
+) -> Iterator[subprocess.Popen]:
     """The Datadog APM test agent (its own virtualenv, .venv-dd) on 127.0.0.1."""
     binary = _require(os.path.join(ROOT, ".venv-dd", "bin", "ddapm-test-agent"), "ddapm-test-agent")
     log = open(os.path.join(folder, "ddapm-test-agent.log"), "w")
     proc = subprocess.Popen(
-        [binary, "--host", "127.0.0.1", "--port", str(apm_port), "--otlp-http-port", str(otlp_http_port),
-         "--otlp-grpc-port", str(otlp_grpc_port)],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            binary,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(apm_port),
+            "--otlp-http-port",
+            str(otlp_http_port),
+            "--otlp-grpc-port",
+            str(otlp_grpc_port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
-        wait_until(lambda: http_get(f"http://127.0.0.1:{apm_port}/info", timeout=1), timeout=30,
-                   what="ddapm-test-agent /info")
+        wait_until(
+            lambda: http_get(f"http://127.0.0.1:{apm_port}/info", timeout=1), timeout=30, what="ddapm-test-agent /info"
+        )
         wait_for_port(otlp_http_port, timeout=10, proc=proc)
         yield proc
     finally:
@@ -167,12 +200,17 @@ def read_env_file(path: str) -> dict[str, str]:
 
 
 @contextmanager
-def rotel_from_env_file(env_file: str, grpc_port: int, http_port: int, next_hop: str,
-                        log_path: str) -> Iterator[subprocess.Popen]:
+def rotel_from_env_file(
+    env_file: str, grpc_port: int, http_port: int, next_hop: str, log_path: str
+) -> Iterator[subprocess.Popen]:
     """rotel configured by one of collector/rotel/*.env, run from that folder (processors are relative paths);
     only the listening ports and the next hop are changed, to free loopback ports."""
-    env = {**read_env_file(env_file),
-           "ROTEL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}", "ROTEL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
-           "ROTEL_OTLP_EXPORTER_ENDPOINT": next_hop, "ROTEL_BATCH_TIMEOUT": "50ms"}
+    env = {
+        **read_env_file(env_file),
+        "ROTEL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
+        "ROTEL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{http_port}",
+        "ROTEL_OTLP_EXPORTER_ENDPOINT": next_hop,
+        "ROTEL_BATCH_TIMEOUT": "50ms",
+    }
     with _rotel([], env, (http_port, grpc_port), log_path, cwd=os.path.dirname(env_file)) as proc:
         yield proc

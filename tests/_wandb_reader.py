@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 BLOCK = 32 * 1024
 HEADER = 7
@@ -28,11 +29,11 @@ def payloads(path: Path) -> Iterator[bytes]:
         if block_left < HEADER:
             position += block_left
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[position:position + HEADER])
+        _crc, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
         if kind == 0 and length == 0:  # zero padding
             position += block_left
             continue
-        chunk = data[position + HEADER:position + HEADER + length]
+        chunk = data[position + HEADER : position + HEADER + length]
         position += HEADER + length
         if kind == FULL:
             yield chunk

@@ -13,22 +13,42 @@ from .test_cli import attribute, corevital, jsonl, spans_of
 @pytest.mark.slow
 def test_files_and_sqlite_from_one_run(tiny_model_dir, tmp_path):
     out = tmp_path / "data"
-    result = corevital("run", "--model", str(tiny_model_dir), "--no-chat", "--prompt", "the sky is blue",
-                       "--max-new-tokens", "5", "--exporter", "otlp-json", "--exporter", "sqlite",
-                       "--out", str(out), "--quiet", timeout=300)
+    result = corevital(
+        "run",
+        "--model",
+        str(tiny_model_dir),
+        "--no-chat",
+        "--prompt",
+        "the sky is blue",
+        "--max-new-tokens",
+        "5",
+        "--exporter",
+        "otlp-json",
+        "--exporter",
+        "sqlite",
+        "--out",
+        str(out),
+        "--quiet",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     for name in ("traces.jsonl", "metrics.jsonl", "logs.jsonl", "corevital.sqlite3"):
         assert f"  {out / name}" in result.stdout
     (span,) = spans_of(jsonl(out / "traces.jsonl"))
     conn = sqlite3.connect(out / "corevital.sqlite3")
-    (trace_id, risk, report_json), = conn.execute("SELECT trace_id, risk_score, report_json FROM generations")
+    ((trace_id, risk, report_json),) = conn.execute("SELECT trace_id, risk_score, report_json FROM generations")
     assert trace_id == span["traceId"]
     assert risk == attribute(span, "corevital.risk.score")["doubleValue"]
     report = json.loads(report_json)
     steps = conn.execute("SELECT entropy FROM steps ORDER BY step").fetchall()
     assert [s[0] for s in steps] == report["sequences"][0]["timeline"]["entropy"]
-    metric_names = {m["name"] for line in jsonl(out / "metrics.jsonl") for rm in line["resourceMetrics"]
-                    for sm in rm["scopeMetrics"] for m in sm["metrics"]}
+    metric_names = {
+        m["name"]
+        for line in jsonl(out / "metrics.jsonl")
+        for rm in line["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+    }
     assert "corevital.token.entropy" in metric_names
 
 
@@ -38,7 +58,11 @@ def test_files_and_sqlite_from_one_run(tiny_model_dir, tmp_path):
         (["--exporter", "kafka"], 2, "argument --exporter: invalid choice: 'kafka'"),
         # Values are parsed by the option table's parsers, as for configure(), naming the flag.
         (["--rotate-bytes", "-1"], 1, "corevital run: error: --rotate-bytes='-1' must be >= 0."),
-        (["--prometheus-port", "70000"], 1, "corevital run: error: --prometheus-port='70000' must be between 0 and 65535."),
+        (
+            ["--prometheus-port", "70000"],
+            1,
+            "corevital run: error: --prometheus-port='70000' must be between 0 and 65535.",
+        ),
         (["--dogstatsd-host", "a b"], 1, "corevital run: error: --dogstatsd-host='a b' is not a host name or address."),
     ],
 )

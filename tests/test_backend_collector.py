@@ -15,8 +15,7 @@ import pytest
 import torch
 import yaml
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Report, configure
-from opentelemetry_instrumentation_corevital import names
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Report, configure, names
 from opentelemetry_instrumentation_corevital.emit import emit_step_logs
 from opentelemetry_instrumentation_corevital.testing import OTLPSink
 
@@ -39,14 +38,23 @@ def log_records(sink: OTLPSink) -> list[tuple[str, dict]]:
 
 
 def metric_names(sink: OTLPSink) -> set[str]:
-    return {m.name for r in list(sink.requests["metrics"]) for rm in r.resource_metrics for sm in rm.scope_metrics
-            for m in sm.metrics}
+    return {
+        m.name
+        for r in list(sink.requests["metrics"])
+        for rm in r.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+    }
 
 
 @contextmanager
 def otlp_env(endpoint: str):
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-           "OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_BLRP_SCHEDULE_DELAY": "100"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_BLRP_SCHEDULE_DELAY": "100",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -80,14 +88,22 @@ def test_two_rotel_hops_keep_spans_metrics_and_logs_intact(tiny_llama, tmp_path)
     with OTLPSink() as sink:
         a_grpc, a_http, b_grpc, b_http = (free_port() for _ in range(4))
         env_file = str(ROTEL / "forward-otlp.env")
-        with rotel_from_env_file(env_file, b_grpc, b_http, sink.endpoint, str(tmp_path / "b.log")), \
-                rotel_from_env_file(env_file, a_grpc, a_http, f"http://127.0.0.1:{b_http}", str(tmp_path / "a.log")):
+        with (
+            rotel_from_env_file(env_file, b_grpc, b_http, sink.endpoint, str(tmp_path / "b.log")),
+            rotel_from_env_file(env_file, a_grpc, a_http, f"http://127.0.0.1:{b_http}", str(tmp_path / "a.log")),
+        ):
             (report,) = run_generation(tiny_llama, f"http://127.0.0.1:{a_http}")
             steps = report.usage.output_tokens
-            wait_until(lambda: len([r for r in log_records(sink) if r[0] == names.EVENT_STEP_LOG]) == steps
-                       and sink.spans() and names.METRIC_RISK_SCORE in metric_names(sink),
-                       timeout=30, what="spans, metrics and logs through two rotel hops")
-    (span, attrs), = sink.spans()
+            wait_until(
+                lambda: (
+                    len([r for r in log_records(sink) if r[0] == names.EVENT_STEP_LOG]) == steps
+                    and sink.spans()
+                    and names.METRIC_RISK_SCORE in metric_names(sink)
+                ),
+                timeout=30,
+                what="spans, metrics and logs through two rotel hops",
+            )
+    ((span, attrs),) = sink.spans()
     assert span.trace_id.hex() == report.trace_id and span.span_id.hex() == report.span_id
     assert attrs["corevital.risk.score"] == report.summary.risk_score
     assert attrs["corevital.step.entropy"] == tuple(report.sequences[0].timeline.entropy)
@@ -109,8 +125,11 @@ def test_rotel_filter_drops_step_logs_and_keeps_the_report(tiny_llama, tmp_path)
         grpc, http = free_port(), free_port()
         with rotel_from_env_file(str(ROTEL / "drop-step-logs.env"), grpc, http, sink.endpoint, str(tmp_path / "r.log")):
             (report,) = run_generation(tiny_llama, f"http://127.0.0.1:{http}")
-            wait_until(lambda: any(r[0] == names.EVENT_REPORT for r in log_records(sink)) and sink.spans(),
-                       timeout=30, what="the report record through the filtering rotel")
+            wait_until(
+                lambda: any(r[0] == names.EVENT_REPORT for r in log_records(sink)) and sink.spans(),
+                timeout=30,
+                what="the report record through the filtering rotel",
+            )
     events = [r[0] for r in log_records(sink)]
     # The SDK exported the report and its steps in one request, processed as one batch: the steps were dropped.
     assert events == [names.EVENT_REPORT]
@@ -124,7 +143,9 @@ def test_rotel_high_risk_hop_keeps_only_risky_steps(tiny_llama, tmp_path):
         # A second generation whose report says low risk: its step records must not pass.
         low = Report.from_dict({**_any_report(tiny_llama).to_dict()})
         low.summary.risk_level, low.summary.risk_score = "low", 0.05
-        with rotel_from_env_file(str(ROTEL / "high-risk-steps.env"), grpc, http, sink.endpoint, str(tmp_path / "r.log")):
+        with rotel_from_env_file(
+            str(ROTEL / "high-risk-steps.env"), grpc, http, sink.endpoint, str(tmp_path / "r.log")
+        ):
             (report,) = run_generation(tiny_llama, f"http://127.0.0.1:{http}", extra_steps=low, tokens=5)
             wait_until(lambda: len(log_records(sink)) >= 5, timeout=30, what="step records through the high-risk hop")
     assert report.summary.risk_level == "high"
@@ -150,13 +171,24 @@ def _any_report(model) -> Report:
 
 #: Component types these configs may use, with the signals each handles, from the contrib/core component docs.
 RECEIVERS = {"otlp": {"traces", "metrics", "logs"}}
-PROCESSORS = {"batch": {"traces", "metrics", "logs"}, "memory_limiter": {"traces", "metrics", "logs"},
-              "filter": {"traces", "metrics", "logs"}, "deltatocumulative": {"metrics"}}
-EXPORTERS = {"datadog": {"traces", "metrics", "logs"}, "prometheus": {"metrics"},
-             "prometheusremotewrite": {"metrics"}, "otlp": {"traces", "metrics", "logs"},
-             "otlphttp": {"traces", "metrics", "logs"}, "file": {"traces", "metrics", "logs"}}
-CONNECTORS = {"routing": {("logs", "logs"), ("traces", "traces"), ("metrics", "metrics")},
-              "datadog": {("traces", "metrics"), ("traces", "traces")}}
+PROCESSORS = {
+    "batch": {"traces", "metrics", "logs"},
+    "memory_limiter": {"traces", "metrics", "logs"},
+    "filter": {"traces", "metrics", "logs"},
+    "deltatocumulative": {"metrics"},
+}
+EXPORTERS = {
+    "datadog": {"traces", "metrics", "logs"},
+    "prometheus": {"metrics"},
+    "prometheusremotewrite": {"metrics"},
+    "otlp": {"traces", "metrics", "logs"},
+    "otlphttp": {"traces", "metrics", "logs"},
+    "file": {"traces", "metrics", "logs"},
+}
+CONNECTORS = {
+    "routing": {("logs", "logs"), ("traces", "traces"), ("metrics", "metrics")},
+    "datadog": {("traces", "metrics"), ("traces", "traces")},
+}
 ROUTES = {
     "otlp-to-datadog.yaml": {"datadog"},
     "otlp-to-prometheus.yaml": {"prometheus", "prometheusremotewrite"},
@@ -210,9 +242,15 @@ def test_contrib_config_structure(name):
         pairs = {(a, b) for a in used_as_exporter.get(connector, ()) for b in used_as_receiver.get(connector, ())}
         assert pairs and pairs <= CONNECTORS[kind(connector)], (name, connector, pairs)
     # Every component defined is used, so nothing in the file is decoration.
-    referenced = {c for p in pipelines.values() for key in ("receivers", "processors", "exporters") for c in p.get(key, [])}
-    defined = set(config.get("receivers") or {}) | set(config.get("processors") or {}) | set(config.get("exporters") or {}) \
+    referenced = {
+        c for p in pipelines.values() for key in ("receivers", "processors", "exporters") for c in p.get(key, [])
+    }
+    defined = (
+        set(config.get("receivers") or {})
+        | set(config.get("processors") or {})
+        | set(config.get("exporters") or {})
         | set(connectors)
+    )
     assert defined == referenced, (name, defined ^ referenced)
 
 
@@ -222,8 +260,9 @@ def test_routing_connector_sends_high_risk_steps_to_their_own_pipeline():
     assert routing["default_pipelines"] == ["logs/default"]
     (route,) = routing["table"]
     assert route["context"] == "log" and route["pipelines"] == ["logs/high-risk"]
-    assert route["condition"] == (f'event_name == "{names.EVENT_STEP_LOG}" and '
-                                  f'attributes["{names.RISK_LEVEL}"] == "high"')
+    assert route["condition"] == (
+        f'event_name == "{names.EVENT_STEP_LOG}" and attributes["{names.RISK_LEVEL}"] == "high"'
+    )
     assert "match_once" not in routing
 
 
@@ -240,8 +279,9 @@ def test_prometheus_route_restores_cumulative_for_remote_write():
     config = yaml.safe_load((CONTRIB / "otlp-to-prometheus.yaml").read_text(encoding="utf-8"))
     pipelines = config["service"]["pipelines"]
     assert "deltatocumulative" in pipelines["metrics/remotewrite"]["processors"]
-    assert pipelines["metrics/remotewrite"]["processors"].index("deltatocumulative") < \
-        pipelines["metrics/remotewrite"]["processors"].index("batch")
+    assert pipelines["metrics/remotewrite"]["processors"].index("deltatocumulative") < pipelines["metrics/remotewrite"][
+        "processors"
+    ].index("batch")
     assert config["exporters"]["prometheus"]["resource_to_telemetry_conversion"] == {"enabled": False}
 
 

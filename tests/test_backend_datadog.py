@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
-from opentelemetry_instrumentation_corevital import names
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure, names
 
 from ._services import ROOT, ddapm_test_agent, http_get, wait_until
 from .conftest import free_port
@@ -39,7 +38,7 @@ def otlp_attrs(items: list[dict]) -> dict:
     out = {}
     for kv in items:
         value = kv["value"]
-        (kind, v), = value.items()
+        ((kind, v),) = value.items()
         out[kv["key"]] = v
     return out
 
@@ -67,8 +66,9 @@ def otlp_run(agent, tiny_llama):
             try:
                 for tokens in (6, 4):
                     prompt = torch.tensor([[1, 17, 42, 99, 7]])
-                    tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens,
-                                        do_sample=False)
+                    tiny_llama.generate(
+                        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False
+                    )
             finally:
                 instrumentor.uninstrument()
     finally:
@@ -106,9 +106,15 @@ def test_agent_receives_delta_metrics(otlp_run):
             for sm in rm["scope_metrics"]:
                 for metric in sm["metrics"]:
                     found.setdefault(metric["name"], []).append(metric)
-    expected = {names.METRIC_OPERATION_DURATION, names.METRIC_TOKEN_USAGE, names.METRIC_TIME_TO_FIRST_TOKEN,
-                names.METRIC_TIME_PER_OUTPUT_TOKEN, names.METRIC_RISK_SCORE, names.METRIC_HEALTH_FLAGS,
-                names.METRIC_TOKEN_ENTROPY}
+    expected = {
+        names.METRIC_OPERATION_DURATION,
+        names.METRIC_TOKEN_USAGE,
+        names.METRIC_TIME_TO_FIRST_TOKEN,
+        names.METRIC_TIME_PER_OUTPUT_TOKEN,
+        names.METRIC_RISK_SCORE,
+        names.METRIC_HEALTH_FLAGS,
+        names.METRIC_TOKEN_ENTROPY,
+    }
     assert set(found) == expected
     (risk,) = found[names.METRIC_RISK_SCORE]
     assert risk["histogram"]["aggregation_temporality"] == DELTA
@@ -127,7 +133,7 @@ DD_APPS = {
     # explicit: exporters="ddtrace" hands CoreVital's spans to ddtrace without touching the global provider.
     "exporter": ("", 'config = configure(exporters="ddtrace,dogstatsd")'),
 }
-DD_APP = r'''
+DD_APP = r"""
 import json, sys, torch
 {import_line}
 from ddtrace import tracer
@@ -145,7 +151,7 @@ CoreVitalInstrumentor().uninstrument()
 config.shutdown()
 tracer.flush()
 print(json.dumps({{"report": reports[0].to_dict(), "output": output.tolist()}}))
-'''
+"""
 
 
 @pytest.mark.parametrize("mode", sorted(DD_APPS))
@@ -160,14 +166,24 @@ def test_ddtrace_app_generation_span_carries_corevital_attributes(mode, agent, t
     import_line, instrument_line = DD_APPS[mode]
     script.write_text(DD_APP.format(import_line=import_line, instrument_line=instrument_line))
     env = {
-        **os.environ, "DD_TRACE_OTEL_ENABLED": "true", "DD_TRACE_AGENT_URL": apm,
-        "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false", "DD_REMOTE_CONFIGURATION_ENABLED": "false",
-        "DD_TRACE_STARTUP_LOGS": "false", "DD_SERVICE": "chat-app", "DD_TRACE_SAMPLING_RULES": "",
-        "_DD_TRACE_TEST_SESSION_TOKEN": token, "DD_TRACE_HEADER_TAGS": "",
+        **os.environ,
+        "DD_TRACE_OTEL_ENABLED": "true",
+        "DD_TRACE_AGENT_URL": apm,
+        "DD_INSTRUMENTATION_TELEMETRY_ENABLED": "false",
+        "DD_REMOTE_CONFIGURATION_ENABLED": "false",
+        "DD_TRACE_STARTUP_LOGS": "false",
+        "DD_SERVICE": "chat-app",
+        "DD_TRACE_SAMPLING_RULES": "",
+        "_DD_TRACE_TEST_SESSION_TOKEN": token,
+        "DD_TRACE_HEADER_TAGS": "",
         "OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "dogstatsd",
-        "DD_AGENT_HOST": "127.0.0.1", "DD_DOGSTATSD_PORT": str(udp.getsockname()[1]), "HF_HUB_OFFLINE": "1",
+        "DD_AGENT_HOST": "127.0.0.1",
+        "DD_DOGSTATSD_PORT": str(udp.getsockname()[1]),
+        "HF_HUB_OFFLINE": "1",
     }
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
     report = out["report"]
@@ -200,8 +216,10 @@ def test_ddtrace_app_generation_span_carries_corevital_attributes(mode, agent, t
     while not any(line.startswith(names.METRIC_TOKEN_ENTROPY) for line in lines):
         lines += udp.recv(65535).decode().splitlines()
     udp.close()
-    tags = ("#gen_ai.operation.name:text_completion,gen_ai.provider.name:huggingface,"
-            "gen_ai.request.model:llama,gen_ai.response.model:llama")
+    tags = (
+        "#gen_ai.operation.name:text_completion,gen_ai.provider.name:huggingface,"
+        "gen_ai.request.model:llama,gen_ai.response.model:llama"
+    )
     risk = report["summary"]["risk_score"]
     assert f"corevital.risk.score:{risk:.6g}|d|{tags}" in lines
     assert f"corevital.health.flags:1|c|{tags},corevital.flag:high_entropy" in lines
@@ -241,8 +259,13 @@ def test_datadog_dashboard_queries_only_metrics_that_arrived(otlp_run):
     from opentelemetry_instrumentation_corevital.exporters.dogstatsd import DogStatsDReportExporter
 
     reports, _, metrics = otlp_run
-    otlp_names = {m["name"] for req in metrics for rm in req["resource_metrics"] for sm in rm["scope_metrics"]
-                  for m in sm["metrics"]}
+    otlp_names = {
+        m["name"]
+        for req in metrics
+        for rm in req["resource_metrics"]
+        for sm in rm["scope_metrics"]
+        for m in sm["metrics"]
+    }
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 0))
     udp.settimeout(10)

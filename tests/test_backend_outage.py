@@ -23,13 +23,19 @@ def generate(model, tokens=6):
 
 
 def corevital_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.WARNING and r.name.startswith("opentelemetry_instrumentation_corevital")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("opentelemetry_instrumentation_corevital")
+    ]
 
 
 def otlp_errors(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno >= logging.WARNING and r.name.startswith("opentelemetry.exporter.otlp")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith("opentelemetry.exporter.otlp")
+    ]
 
 
 @pytest.fixture
@@ -40,6 +46,7 @@ def otlp_to(monkeypatch):
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
         monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
         monkeypatch.setenv("OTEL_BLRP_SCHEDULE_DELAY", "50")
+
     return point
 
 
@@ -63,7 +70,7 @@ def test_closed_port(exporter, tiny_llama, otlp_to, caplog):
     assert outputs == expected
     assert len(reports) == 3  # the reports are still built and handed over
     (warning,) = corevital_warnings(caplog)
-    assert warning.startswith(f"CoreVital could not export ") and f" to {exporter} (telemetry lost" in warning
+    assert warning.startswith("CoreVital could not export ") and f" to {exporter} (telemetry lost" in warning
     assert otlp_errors(caplog) == []  # the SDK exporters' per-export warnings are folded into ours
 
 
@@ -73,8 +80,16 @@ def test_collector_killed_mid_run(tiny_llama, otlp_to, caplog, tmp_path):
     caplog.set_level(logging.WARNING)
     with OTLPSink() as sink:
         grpc, http = free_port(), free_port()
-        forward = ["--exporter", "otlp", "--otlp-exporter-endpoint", sink.endpoint, "--otlp-exporter-protocol", "http",
-                   "--otlp-exporter-retry-max-elapsed-time", "2s"]
+        forward = [
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-endpoint",
+            sink.endpoint,
+            "--otlp-exporter-protocol",
+            "http",
+            "--otlp-exporter-retry-max-elapsed-time",
+            "2s",
+        ]
         otlp_to(f"http://127.0.0.1:{http}")
         instrumentor = CoreVitalInstrumentor()
         config = configure(exporters="otlp")

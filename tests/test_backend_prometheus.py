@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure
-from opentelemetry_instrumentation_corevital import names
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure, names
 from opentelemetry_instrumentation_corevital.exporters.prometheus import PROMETHEUS_LABELS, PROMETHEUS_NAMES
 
-from ._services import ROOT, promql, prometheus_server, stop, wait_until
+from ._services import ROOT, prometheus_server, promql, stop, wait_until
 from .conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -24,9 +23,38 @@ pytestmark = pytest.mark.slow
 DASHBOARD = Path(ROOT) / "dashboards" / "grafana-corevital.json"
 SCRAPE_LABELS = {"__name__", "job", "instance", "le"}
 PROMQL_WORDS = {
-    "sum", "avg", "min", "max", "count", "by", "without", "rate", "increase", "irate", "histogram_quantile",
-    "label_values", "clamp_min", "clamp_max", "topk", "bottomk", "and", "or", "unless", "offset", "on", "ignoring",
-    "group_left", "group_right", "bool", "time", "vector", "scalar", "abs", "sort", "sort_desc", "delta",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "count",
+    "by",
+    "without",
+    "rate",
+    "increase",
+    "irate",
+    "histogram_quantile",
+    "label_values",
+    "clamp_min",
+    "clamp_max",
+    "topk",
+    "bottomk",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "time",
+    "vector",
+    "scalar",
+    "abs",
+    "sort",
+    "sort_desc",
+    "delta",
 }
 
 
@@ -78,19 +106,47 @@ def scraped(tiny_llama, tiny_model_dir, tmp_path_factory):
     try:
         for new_tokens in (6, 4):
             prompt = torch.tensor([[1, 17, 42, 99, 7]])
-            tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, do_sample=False)
+            tiny_llama.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens, do_sample=False
+            )
         cli_out = folder / "cli"
         cli = subprocess.Popen(
-            [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "run", "--model", str(tiny_model_dir),
-             "--no-chat", "--prompt", "the sky is blue", "--max-new-tokens", "5", "--exporter", "prometheus",
-             "--prometheus-port", str(cli_port), "--serve-seconds", "120", "--quiet", "--json", "--out", str(cli_out)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "opentelemetry_instrumentation_corevital.cli",
+                "run",
+                "--model",
+                str(tiny_model_dir),
+                "--no-chat",
+                "--prompt",
+                "the sky is blue",
+                "--max-new-tokens",
+                "5",
+                "--exporter",
+                "prometheus",
+                "--prometheus-port",
+                str(cli_port),
+                "--serve-seconds",
+                "120",
+                "--quiet",
+                "--json",
+                "--out",
+                str(cli_out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         targets = [f"127.0.0.1:{lib_port}", f"127.0.0.1:{cli_port}"]
         with prometheus_server(str(folder), prom_port, targets) as base:
             for port in (lib_port, cli_port):
-                wait_until(lambda p=port: promql(base, f'corevital_risk_score_count{{instance="127.0.0.1:{p}"}}'),
-                           timeout=90, what=f"a scraped CoreVital series from port {port}")
+                wait_until(
+                    lambda p=port: promql(base, f'corevital_risk_score_count{{instance="127.0.0.1:{p}"}}'),
+                    timeout=90,
+                    what=f"a scraped CoreVital series from port {port}",
+                )
             yield base, lib_port, cli_port, reports, cli
     finally:
         if instrumentor.is_instrumented_by_opentelemetry:
@@ -105,7 +161,8 @@ def test_promql_returns_documented_series_with_exact_values(scraped):
     lib = f'instance="127.0.0.1:{lib_port}",gen_ai_request_model="llama"'
     assert value(promql(base, f"corevital_risk_score_count{{{lib}}}")) == 2
     assert value(promql(base, f"corevital_risk_score_sum{{{lib}}}")) == pytest.approx(
-        reports[0].summary.risk_score + reports[1].summary.risk_score, rel=1e-12)
+        reports[0].summary.risk_score + reports[1].summary.risk_score, rel=1e-12
+    )
     steps = sum(len(s.timeline.entropy) for r in reports for s in r.sequences)
     assert steps == 10
     assert value(promql(base, f"corevital_token_entropy_bit_count{{{lib}}}")) == steps
@@ -153,4 +210,3 @@ def test_grafana_dashboard_queries_only_scraped_metrics(scraped):
     for query in queries:  # every panel's query also evaluates against the real server
         if not query.startswith("label_values"):
             promql(base, query.replace("$model", ".*").replace("$__rate_interval", "1m"))
-

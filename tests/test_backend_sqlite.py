@@ -77,7 +77,8 @@ def test_rows_equal_the_report(tiny_llama, tmp_path):
         ).fetchall()
         expected = [
             (seq.index, step, seq.token_ids[step], *[getattr(seq.timeline, c)[step] for c in STEP_COLUMNS])
-            for seq in report.sequences for step in range(len(seq.timeline.entropy))
+            for seq in report.sequences
+            for step in range(len(seq.timeline.entropy))
         ]
         got = [(r["sequence"], r["step"], r["token_id"], *[r[c] for c in STEP_COLUMNS]) for r in steps]
         assert got == expected
@@ -92,8 +93,9 @@ def test_threads_lose_no_rows(report, tmp_path):
     own_exporters = [SQLiteReportExporter(db) for _ in range(4)]
     batches = [copies(report, f"a{t}", 25) for t in range(4)] + [copies(report, f"b{t}", 25) for t in range(4)]
     threads = [threading.Thread(target=lambda b=b: [shared.export(r) for r in b]) for b in batches[:4]]
-    threads += [threading.Thread(target=lambda b=b, e=e: [e.export(r) for r in b])
-                for b, e in zip(batches[4:], own_exporters)]
+    threads += [
+        threading.Thread(target=lambda b=b, e=e: [e.export(r) for r in b]) for b, e in zip(batches[4:], own_exporters)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -30,8 +30,9 @@ def test_offline_run_round_trip(tiny_llama, tmp_path, monkeypatch):
         try:
             for tokens in (6, 3):
                 prompt = torch.tensor([[1, 17, 42, 99, 7]])
-                tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens,
-                                    do_sample=False)
+                tiny_llama.generate(
+                    prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False
+                )
         finally:
             instrumentor.uninstrument()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
@@ -48,7 +49,7 @@ def test_offline_run_round_trip(tiny_llama, tmp_path, monkeypatch):
         for key, expected in summary_values(report).items():
             assert row[key] == expected, key
         prefix = TIMELINE_KEY + "/"
-        table = {k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+        table = {k[len(prefix) :]: v for k, v in row.items() if k.startswith(prefix)}
         assert table["nrows"] == report.usage.output_tokens and table["ncols"] == len(TIMELINE_COLUMNS)
         assert table["_type"] == "table-file"
         data = json.loads((run_dir / "files" / table["path"]).read_text())

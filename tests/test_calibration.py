@@ -14,8 +14,9 @@ from opentelemetry_instrumentation_corevital.signals import calibration as cal
 from opentelemetry_instrumentation_corevital.signals.profiles import load_profile
 from opentelemetry_instrumentation_corevital.testing import tiny_causal_lm, tiny_tokenizer
 
-HEALTHY = [{"entropy_mean": 1.0 + 0.1 * i, "margin_mean": 0.5 + 0.01 * i, "surprisal_mean": 2.0 + 0.05 * i}
-           for i in range(21)]
+HEALTHY = [
+    {"entropy_mean": 1.0 + 0.1 * i, "margin_mean": 0.5 + 0.01 * i, "surprisal_mean": 2.0 + 0.05 * i} for i in range(21)
+]
 
 
 class TestPureFunctions:
@@ -23,7 +24,13 @@ class TestPureFunctions:
         stats = cal.baseline([{"x": v} for v in (1.0, 2.0, 3.0, 4.0, 5.0)])["x"]
         # mean 3, population std sqrt(2); p10 at rank 0.4 -> 1.4, p50 3, p90 at rank 3.6 -> 4.6
         assert (stats.mean, stats.std, stats.p10, stats.p50, stats.p90, stats.runs) == (
-            3.0, math.sqrt(2.0), pytest.approx(1.4), 3.0, pytest.approx(4.6), 5)
+            3.0,
+            math.sqrt(2.0),
+            pytest.approx(1.4),
+            3.0,
+            pytest.approx(4.6),
+            5,
+        )
 
     def test_divergence_is_the_mean_absolute_z(self):
         reference = {"a": cal.FeatureStats(1.0, 0.5, 0, 0, 0, 9), "b": cal.FeatureStats(0.0, 2.0, 0, 0, 0, 9)}
@@ -48,8 +55,10 @@ class TestPureFunctions:
         assert set(profile["risk"]) == {"entropy_mean", "surprisal_mean", "margin_mean"}
         few, notes = cal.calibration_profile(HEALTHY[:5], [0, 0, 1, 1, None], name="p", extends="llama", source="s")
         assert few["risk"] == {} and "probability" not in few
-        assert notes == ["risk factors not recalibrated: 3 healthy runs, 20 needed",
-                         "no probability map: 2 healthy and 2 bad labelled runs, 10 of each needed"]
+        assert notes == [
+            "risk factors not recalibrated: 3 healthy runs, 20 needed",
+            "no probability map: 2 healthy and 2 bad labelled runs, 10 of each needed",
+        ]
 
     def test_cross_validation_scores_held_out_runs(self):
         # One feature that separates the labels: held-out runs are ranked almost perfectly (the two folds' maps
@@ -65,20 +74,34 @@ class TestPureFunctions:
     def test_narrative_of_a_calibrated_risk(self):
         from opentelemetry_instrumentation_corevital.signals.narrative import NarrativeFacts, narrative
 
-        facts = NarrativeFacts(steps=12, risk=0.8123, level="high", calibrated=True, uncalibrated=0.2,
-                               divergent=("attn_entropy_late", "margin_mean", "entropy_mean", "update_ratio"))
+        facts = NarrativeFacts(
+            steps=12,
+            risk=0.8123,
+            level="high",
+            calibrated=True,
+            uncalibrated=0.2,
+            divergent=("attn_entropy_late", "margin_mean", "entropy_mean", "update_ratio"),
+        )
         assert narrative(facts).split(". ")[0] == (
             "Risk 0.81 (high) over 12 tokens: the calibrated profile's probability that this run is bad "
-            "(uncalibrated score 0.20); outside its healthy baseline: attn_entropy_late, margin_mean, entropy_mean")
+            "(uncalibrated score 0.20); outside its healthy baseline: attn_entropy_late, margin_mean, entropy_mean"
+        )
 
-    @pytest.mark.parametrize("extra, message", [
-        ({"baseline": {"entropy_mean": {"mean": 1.0}}}, "baseline 'entropy_mean' needs numbers mean, std"),
-        ({"baseline": {"x": {"mean": 1, "std": -1, "p10": 0, "p50": 0, "p90": 0, "runs": 3}}}, "std >= 0"),
-        ({"probability": {"features": ["a"], "weights": [1.0], "bias": 0.0, "means": [0.0], "scales": [0.0]}},
-         "scales must be > 0"),
-        ({"probability": {"features": ["a", "b"], "weights": [1.0], "bias": 0, "means": [0], "scales": [1]}},
-         "the same length"),
-    ])
+    @pytest.mark.parametrize(
+        "extra, message",
+        [
+            ({"baseline": {"entropy_mean": {"mean": 1.0}}}, "baseline 'entropy_mean' needs numbers mean, std"),
+            ({"baseline": {"x": {"mean": 1, "std": -1, "p10": 0, "p50": 0, "p90": 0, "runs": 3}}}, "std >= 0"),
+            (
+                {"probability": {"features": ["a"], "weights": [1.0], "bias": 0.0, "means": [0.0], "scales": [0.0]}},
+                "scales must be > 0",
+            ),
+            (
+                {"probability": {"features": ["a", "b"], "weights": [1.0], "bias": 0, "means": [0], "scales": [1]}},
+                "the same length",
+            ),
+        ],
+    )
     def test_bad_calibration_sections_are_named(self, tmp_path, extra, message):
         path = tmp_path / "bad.json"
         path.write_text(json.dumps({"format": 1, "name": "bad", "extends": "llama", **extra}))
@@ -87,8 +110,12 @@ class TestPureFunctions:
 
 
 def corevital(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +136,18 @@ def test_calibrate_writes_a_profile_that_loads_and_applies(tiny_model_dir, tmp_p
     prompts = tmp_path / "runs.jsonl"
     prompts.write_text("\n".join(lines) + "\n")
     out = tmp_path / "mine.json"
-    result = corevital("calibrate", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--out", str(out),
-                       "--max-new-tokens", "6", "--quiet")
+    result = corevital(
+        "calibrate",
+        "--model",
+        str(tiny_model_dir),
+        "--prompts",
+        str(prompts),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "6",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == f"wrote {out} (profile 'mine', extends 'llama')"
     written = json.loads(out.read_text())
@@ -124,8 +161,9 @@ def test_calibrate_writes_a_profile_that_loads_and_applies(tiny_model_dir, tmp_p
     import torch
 
     prompt = torch.tensor([[1, 5, 9, 14, 3]])
-    monitor.generate(tiny_causal_lm("llama"), prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                     max_new_tokens=6)
+    monitor.generate(
+        tiny_causal_lm("llama"), prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=6
+    )
     seq = monitor.report.sequences[0]
     features = cal.sequence_features(seq)
     assert seq.risk.calibrated and seq.risk.score == pytest.approx(profile.probability.probability(features))
@@ -133,14 +171,16 @@ def test_calibrate_writes_a_profile_that_loads_and_applies(tiny_model_dir, tmp_p
     assert monitor.get_risk_score() == seq.risk.score
     assert seq.diagnosis.narrative.startswith(
         f"Risk {seq.risk.score:.2f} ({seq.risk.level}) over 6 tokens: the calibrated profile's probability that "
-        f"this run is bad (uncalibrated score {seq.risk.uncalibrated_score:.2f})")
+        f"this run is bad (uncalibrated score {seq.risk.uncalibrated_score:.2f})"
+    )
 
     # The same file without the map: the risk is the noisy-OR the calibrated report kept as uncalibrated_score.
     plain = tmp_path / "plain.json"
     plain.write_text(json.dumps({k: v for k, v in written.items() if k != "probability"}))
     again = CoreVitalMonitor(capture="full", profile=str(plain))
-    again.generate(tiny_causal_lm("llama"), prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                   max_new_tokens=6)
+    again.generate(
+        tiny_causal_lm("llama"), prompt, attention_mask=torch.ones_like(prompt), do_sample=False, max_new_tokens=6
+    )
     risk = again.report.sequences[0].risk
     assert not risk.calibrated and risk.score == pytest.approx(seq.risk.uncalibrated_score)
 
@@ -148,13 +188,16 @@ def test_calibrate_writes_a_profile_that_loads_and_applies(tiny_model_dir, tmp_p
     assert refused.returncode == 1 and f"--out {out} exists; use --force to replace it" in refused.stderr
 
 
-@pytest.mark.parametrize("content, message", [
-    ('{"prompt": "hi", "label": 2}\n', "runs.jsonl:1: 'label' must be 0 (healthy) or 1 (bad), got 2"),
-    ('hello\n{"prompt": "", "label": 0}\n', "runs.jsonl:2: 'prompt' must be a non-empty string"),
-    ('{"prompt": "hi", "answer": "x"}\n', "runs.jsonl:1: unknown key 'answer'; use prompt, continuation and label"),
-    ('{"prompt": "hi"\n', "runs.jsonl:1: not valid JSON"),
-    ('\n\n', "no runs in this file"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"prompt": "hi", "label": 2}\n', "runs.jsonl:1: 'label' must be 0 (healthy) or 1 (bad), got 2"),
+        ('hello\n{"prompt": "", "label": 0}\n', "runs.jsonl:2: 'prompt' must be a non-empty string"),
+        ('{"prompt": "hi", "answer": "x"}\n', "runs.jsonl:1: unknown key 'answer'; use prompt, continuation and label"),
+        ('{"prompt": "hi"\n', "runs.jsonl:1: not valid JSON"),
+        ("\n\n", "no runs in this file"),
+    ],
+)
 def test_bad_prompts_files_are_named(tmp_path, content, message):
     prompts = tmp_path / "runs.jsonl"
     prompts.write_text(content)

@@ -37,27 +37,54 @@ FULL_EXTRA = {
     "corevital.step_events.total": int,
     "corevital.step_events.sampled": bool,
 }
-STEP_EVENT_KEYS = {"corevital.step", "corevital.entropy", "corevital.surprisal", "corevital.margin",
-                   "corevital.top1_prob", "corevital.topk_mass", "corevital.anomalous"}
+STEP_EVENT_KEYS = {
+    "corevital.step",
+    "corevital.entropy",
+    "corevital.surprisal",
+    "corevital.margin",
+    "corevital.top1_prob",
+    "corevital.topk_mass",
+    "corevital.anomalous",
+}
 STEP_LOG_KEYS = STEP_EVENT_KEYS | {
     "gen_ai.request.model",
     # the generation's risk and operation on every step record, for Collector routing
-    "gen_ai.operation.name", "corevital.risk.level", "corevital.risk.score",
+    "gen_ai.operation.name",
+    "corevital.risk.level",
+    "corevital.risk.score",
 }
-STEP_LOG_LAYER_KEYS = {"indices", "hidden_norm", "update_ratio", "hidden_cos_prev", "attn_entropy",
-                       "attn_collapsed_fraction", "attn_sink_mass", "attn_prompt_mass"}
-BASE_METRICS = {"gen_ai.client.operation.duration", "gen_ai.client.token.usage", "gen_ai.server.time_to_first_token",
-                "gen_ai.server.time_per_output_token", "corevital.risk.score", "corevital.health.flags",
-                "corevital.token.entropy"}
-LAYER_METRICS = {"corevital.layer.hidden_norm", "corevital.layer.attn_entropy",
-                 "corevital.layer.attn_collapsed_fraction"}
+STEP_LOG_LAYER_KEYS = {
+    "indices",
+    "hidden_norm",
+    "update_ratio",
+    "hidden_cos_prev",
+    "attn_entropy",
+    "attn_collapsed_fraction",
+    "attn_sink_mass",
+    "attn_prompt_mass",
+}
+BASE_METRICS = {
+    "gen_ai.client.operation.duration",
+    "gen_ai.client.token.usage",
+    "gen_ai.server.time_to_first_token",
+    "gen_ai.server.time_per_output_token",
+    "corevital.risk.score",
+    "corevital.health.flags",
+    "corevital.token.entropy",
+}
+LAYER_METRICS = {
+    "corevital.layer.hidden_norm",
+    "corevital.layer.attn_entropy",
+    "corevital.layer.attn_collapsed_fraction",
+}
 
 
 def run(mode: str, steps: int = 6, model=None, **options):
     model = model or tiny_causal_lm("llama")
     with TelemetryCapture(capture=mode, **options) as tc:
-        model.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=steps, min_new_tokens=steps,
-                       do_sample=False)
+        model.generate(
+            PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=steps, min_new_tokens=steps, do_sample=False
+        )
     (span,) = tc.spans()
     return tc, span
 
@@ -120,7 +147,10 @@ class TestFull:
             assert {p.attributes["corevital.layer.index"] for p in points} == {0, 1}
             assert all(set(p.attributes) == base | {"corevital.layer.index"} for p in points)
             assert all(p.count == 1 for p in points)
-        norms = {p.attributes["corevital.layer.index"]: p.sum for p in metrics["corevital.layer.hidden_norm"].data.data_points}
+        norms = {
+            p.attributes["corevital.layer.index"]: p.sum
+            for p in metrics["corevital.layer.hidden_norm"].data.data_points
+        }
         for layer, row in enumerate(report.sequences[0].layers.hidden_norm):
             assert norms[layer] == pytest.approx(sum(row) / len(row))
 
@@ -152,7 +182,8 @@ class TestOnRisk:
         assert report.capture.mode == "on_risk" and report.capture.detail == "summary"
         assert span.attributes["corevital.capture.detail"] == "summary"
         assert set(span.attributes) == set(GENAI_SUMMARY_TYPES) | set(COREVITAL_SUMMARY_TYPES) | {
-            "corevital.capture.detail"}
+            "corevital.capture.detail"
+        }
         assert span.events == () and tc.logs() == []
         seq = report.sequences[0]
         assert seq.layers.hidden_norm and seq.layers.attn_entropy is None and seq.prompt is None
@@ -169,8 +200,13 @@ class TestOnRisk:
 class TestEventSelection:
     @staticmethod
     def report_with(entropies: list[float | None], threshold: float = 4.0, onset: int | None = None) -> Report:
-        seq = SequenceReport(index=0, prompt_tokens=3, output_tokens=len(entropies), finish_reason="length",
-                             timeline=Timeline(entropy=entropies, surprisal=[1.0] * len(entropies)))
+        seq = SequenceReport(
+            index=0,
+            prompt_tokens=3,
+            output_tokens=len(entropies),
+            finish_reason="length",
+            timeline=Timeline(entropy=entropies, surprisal=[1.0] * len(entropies)),
+        )
         seq.flags.repetition_onset_step = onset
         report = Report.__new__(Report)
         report.sequences = [seq]

@@ -19,7 +19,11 @@ def corevital(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
         [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
     )
 
 
@@ -71,16 +75,36 @@ def test_run_on_the_embedded_model_writes_otlp_json_lines(tmp_path):
     assert report["summary"]["risk_score"] == risk
     assert f"risk      {risk:.2f} " in stdout
 
-    metric_names = {m["name"] for line in jsonl(out / "metrics.jsonl") for rm in line["resourceMetrics"]
-                    for sm in rm["scopeMetrics"] for m in sm["metrics"]}
-    assert {"gen_ai.client.operation.duration", "gen_ai.client.token.usage", "gen_ai.server.time_to_first_token",
-            "gen_ai.server.time_per_output_token", "corevital.risk.score"} <= metric_names
+    metric_names = {
+        m["name"]
+        for line in jsonl(out / "metrics.jsonl")
+        for rm in line["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+    }
+    assert {
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.token.usage",
+        "gen_ai.server.time_to_first_token",
+        "gen_ai.server.time_per_output_token",
+        "corevital.risk.score",
+    } <= metric_names
 
 
 @pytest.mark.slow
 def test_json_output_is_a_valid_report(tmp_path):
-    result = corevital("run", "--max-new-tokens", "8", "--out", str(tmp_path), "--json", "--quiet",
-                       "--prompt", "Say hello.", "--no-chat")
+    result = corevital(
+        "run",
+        "--max-new-tokens",
+        "8",
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--quiet",
+        "--prompt",
+        "Say hello.",
+        "--no-chat",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     validate_report(report)
@@ -91,9 +115,24 @@ def test_json_output_is_a_valid_report(tmp_path):
 @pytest.mark.slow
 def test_profile_thresholds_and_stop_on_reach_the_report(tmp_path):
     # A raw prompt that SmolLM2 continues in a period-2 loop ("more and more and ...").
-    result = corevital("run", "--max-new-tokens", "40", "--out", str(tmp_path), "--json", "--quiet", "--no-chat",
-                       "--prompt", "more and more and more and more and more and more and",
-                       "--profile", "llama", "--thresholds", "high_entropy_bits=9", "--stop-on", "repetition_loop")
+    result = corevital(
+        "run",
+        "--max-new-tokens",
+        "40",
+        "--out",
+        str(tmp_path),
+        "--json",
+        "--quiet",
+        "--no-chat",
+        "--prompt",
+        "more and more and more and more and more and more and",
+        "--profile",
+        "llama",
+        "--thresholds",
+        "high_entropy_bits=9",
+        "--stop-on",
+        "repetition_loop",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["thresholds"]["profile"] == "llama" and report["thresholds"]["high_entropy_bits"] == 9.0
@@ -142,8 +181,20 @@ def test_bad_gguf(tmp_path):
 
 @pytest.mark.slow
 def test_full_capture_and_strict_perf_show_per_layer_data(tmp_path):
-    result = corevital("run", "--capture", "full", "--max-new-tokens", "8", "--perf", "strict", "--perf-runs", "1",
-                       "--out", str(tmp_path), "--quiet")
+    result = corevital(
+        "run",
+        "--capture",
+        "full",
+        "--max-new-tokens",
+        "8",
+        "--perf",
+        "strict",
+        "--perf-runs",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     layer_lines = [line for line in lines if line.startswith("  L")]
@@ -158,11 +209,22 @@ def test_full_capture_and_strict_perf_show_per_layer_data(tmp_path):
     assert len(attribute(span, "corevital.layers.attn_entropy")["arrayValue"]["values"]) == 30
     events = [e for e in span.get("events", []) if e["name"] == "corevital.step"]
     assert len(events) == 8
-    step_logs = [r for line in jsonl(tmp_path / "logs.jsonl") for rl in line["resourceLogs"] for sl in rl["scopeLogs"]
-                 for r in sl["logRecords"] if r.get("eventName") == "corevital.generation.step"]
+    step_logs = [
+        r
+        for line in jsonl(tmp_path / "logs.jsonl")
+        for rl in line["resourceLogs"]
+        for sl in rl["scopeLogs"]
+        for r in sl["logRecords"]
+        if r.get("eventName") == "corevital.generation.step"
+    ]
     assert len(step_logs) == 8
-    report = next(json.loads(r["body"]["stringValue"]) for line in jsonl(tmp_path / "logs.jsonl")
-                  for rl in line["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]
-                  if r.get("eventName") == "corevital.generation.report")
+    report = next(
+        json.loads(r["body"]["stringValue"])
+        for line in jsonl(tmp_path / "logs.jsonl")
+        for rl in line["resourceLogs"]
+        for sl in rl["scopeLogs"]
+        for r in sl["logRecords"]
+        if r.get("eventName") == "corevital.generation.report"
+    )
     validate_report(report)
     assert report["perf"]["ratio"] == ratio

@@ -50,8 +50,14 @@ def reference(model, **kwargs):
     impl = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
-        return generate(model, return_dict_in_generate=True, output_hidden_states=True, output_attentions=True,
-                        output_logits=True, **kwargs)
+        return generate(
+            model,
+            return_dict_in_generate=True,
+            output_hidden_states=True,
+            output_attentions=True,
+            output_logits=True,
+            **kwargs,
+        )
     finally:
         model.set_attn_implementation(impl)
 
@@ -67,8 +73,14 @@ def attention_reference(probs: torch.Tensor, sink: int, prompt_end: int, valid: 
     rest = rest / rest.sum(-1, keepdim=True)
     rest_entropy = torch.tensor([-(p[p > 0] * p[p > 0].log()).sum() for p in rest], dtype=torch.float64)
     collapsed = (rest_entropy / math.log(valid - 1) < 0.03).double()
-    return [float(normalised.mean()), float(normalised.min()), float(probs.max(-1).values.mean()), float(s.mean()),
-            float(probs[:, :prompt_end].sum(-1).mean()), float(collapsed.mean())]
+    return [
+        float(normalised.mean()),
+        float(normalised.min()),
+        float(probs.max(-1).values.mean()),
+        float(s.mean()),
+        float(probs[:, :prompt_end].sum(-1).mean()),
+        float(collapsed.mean()),
+    ]
 
 
 class TestAgainstReferenceRuns:
@@ -100,9 +112,17 @@ class TestAgainstReferenceRuns:
             for layer in range(2):
                 probs = ref.attentions[step][layer][0, :, -1]
                 expected = attention_reference(probs, sink=0, prompt_end=P, valid=probs.shape[-1])
-                got = [getattr(layers, name)[layer][step] for name in (
-                    "attn_entropy", "attn_entropy_min", "attn_max_weight", "attn_sink_mass", "attn_prompt_mass",
-                    "attn_collapsed_fraction")]
+                got = [
+                    getattr(layers, name)[layer][step]
+                    for name in (
+                        "attn_entropy",
+                        "attn_entropy_min",
+                        "attn_max_weight",
+                        "attn_sink_mass",
+                        "attn_prompt_mass",
+                        "attn_collapsed_fraction",
+                    )
+                ]
                 assert got == pytest.approx(expected, abs=TOL), (step, layer)
 
     def test_prompt_telemetry(self):
@@ -135,8 +155,14 @@ class TestAgainstReferenceRuns:
         model = model_of("llama")
         with TelemetryCapture(capture="full") as tc:
             out = generate(model, num_beams=3, num_return_sequences=2, max_new_tokens=5)
-        ref = generate(model, num_beams=3, num_return_sequences=2, max_new_tokens=5, return_dict_in_generate=True,
-                       output_logits=True)
+        ref = generate(
+            model,
+            num_beams=3,
+            num_return_sequences=2,
+            max_new_tokens=5,
+            return_dict_in_generate=True,
+            output_logits=True,
+        )
         assert torch.equal(out, ref.sequences)
         report = tc.reports[0]
         assert len(report.sequences) == 2
@@ -221,8 +247,16 @@ class TestBatchesAndPadding:
         _, single, _ = full_report(model, prompt=alone)
         _, batched, _ = full_report(model, prompt=BATCH, mask=BATCH_MASK)
         a, b = single.sequences[0], batched.sequences[1]
-        for name in ("hidden_norm", "hidden_std", "update_ratio", "attn_entropy", "attn_max_weight", "attn_sink_mass",
-                     "attn_prompt_mass", "attn_collapsed_fraction"):
+        for name in (
+            "hidden_norm",
+            "hidden_std",
+            "update_ratio",
+            "attn_entropy",
+            "attn_max_weight",
+            "attn_sink_mass",
+            "attn_prompt_mass",
+            "attn_collapsed_fraction",
+        ):
             for x, y in zip(getattr(a.layers, name), getattr(b.layers, name)):
                 assert x == pytest.approx(y, abs=TOL), name
         assert a.prompt.surprisal == pytest.approx(b.prompt.surprisal, abs=TOL)
@@ -281,8 +315,14 @@ class TestDeviceMap:
 
         model = model_of("llama")
         plain = generate(model)
-        device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-                      "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+        device_map = {
+            "model.embed_tokens": "cpu",
+            "model.layers.0": "cpu",
+            "model.layers.1": "disk",
+            "model.norm": "cpu",
+            "model.rotary_emb": "cpu",
+            "lm_head": "cpu",
+        }
         split = dispatch_model(model, device_map=device_map, offload_dir=str(tmp_path))
         assert hasattr(split.model.layers[1], "_hf_hook")
         out, report, _ = full_report(split)

@@ -20,8 +20,9 @@ PROMPT = torch.tensor([[1, 17, 42, 99, 7, 23, 5, 64]])
 
 def generate(model, mode: str = "summary", steps: int = 12, **options):
     with TelemetryCapture(capture=mode, **options) as tc:
-        model.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=steps, min_new_tokens=steps,
-                       do_sample=False)
+        model.generate(
+            PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=steps, min_new_tokens=steps, do_sample=False
+        )
     (span,) = tc.spans()
     (report,) = tc.reports
     validate_report(json.loads(report.to_json()))
@@ -62,7 +63,9 @@ class TestFaultInjection:
         assert attrs["corevital.blame.reasons"][0].startswith("L1: norm ")
         assert attrs["corevital.narrative"] == seq.diagnosis.narrative == report.summary.narrative
         assert "at step 5" in seq.diagnosis.narrative and "layer 1" in seq.diagnosis.narrative
-        points = {p.attributes["corevital.flag"]: p.value for p in tc.metrics()["corevital.health.flags"].data.data_points}
+        points = {
+            p.attributes["corevital.flag"]: p.value for p in tc.metrics()["corevital.health.flags"].data.data_points
+        }
         assert points["mid_layer_anomaly"] == 1
 
     def test_unmodified_model_is_quiet(self):
@@ -88,8 +91,9 @@ class TestFaultInjection:
         assert seq.risk.score == 1.0 and seq.risk.forced_by == "nan_or_inf"
         assert [(b.layer, b.reasons[0].code, b.reasons[0].step) for b in seq.diagnosis.blame] == [(2, "nonfinite", 3)]
         text = seq.diagnosis.narrative
-        assert text.startswith(f"Risk 1.00 (high): non-finite values appeared at {seq.flags.nan_or_inf_steps} of 8 "
-                               "steps, first at step 3")
+        assert text.startswith(
+            f"Risk 1.00 (high): non-finite values appeared at {seq.flags.nan_or_inf_steps} of 8 steps, first at step 3"
+        )
         assert text.endswith("inspect layer 2, where they first appear.")
         assert span.attributes["corevital.risk.score"] == 1.0
 
@@ -100,10 +104,14 @@ class TestFaultInjection:
             model.model.layers[1].self_attn.k_proj.weight.mul_(1000.0)
         _, span, report = generate(model, "full")
         seq = report.sequences[0]
-        assert seq.layers.attn_collapsed_fraction[1] == [1.0] * 12 and seq.layers.attn_collapsed_fraction[0] == [0.0] * 12
+        assert (
+            seq.layers.attn_collapsed_fraction[1] == [1.0] * 12 and seq.layers.attn_collapsed_fraction[0] == [0.0] * 12
+        )
         assert seq.flags.attention_collapse and seq.flags.attention_collapse_onset_step == 0
         assert seq.flags.attention_collapse_share == 0.5  # one of two layers, every head
-        assert [(b.layer, b.reasons[0].code, b.severity) for b in seq.diagnosis.blame] == [(1, "attention_collapse", 1.0)]
+        assert [(b.layer, b.reasons[0].code, b.severity) for b in seq.diagnosis.blame] == [
+            (1, "attention_collapse", 1.0)
+        ]
         assert span.attributes["corevital.attention_collapse.onset_step"] == 0
         assert "From step 0, 50% of attention heads collapsed onto single keys." in seq.diagnosis.narrative
 
@@ -128,7 +136,8 @@ class TestAvailability:
     def test_step_stride_leaves_the_hidden_loop_check_out(self):
         _, _, report = generate(tiny_causal_lm("llama"), "full", step_stride=2)
         assert report.sequences[0].flags.unavailable["repetition_loop.hidden"] == (
-            "needs layer data at consecutive steps (step_stride 1)")
+            "needs layer data at consecutive steps (step_stride 1)"
+        )
 
     def test_off_has_no_diagnosis_of_signals(self):
         _, span, report = generate(tiny_causal_lm("llama"), "off")
@@ -150,15 +159,17 @@ class TestReportDiagnosis:
         trimmed = diagnose_report(trim_to_summary(Report.from_json(report.to_json())))
         assert trimmed.sequences[0].flags.unavailable["attention_collapse"].startswith("no collapsed-head share")
         assert trimmed.sequences[0].risk.factors and "attention_collapse_share" not in {
-            f.name for f in trimmed.sequences[0].risk.factors}
+            f.name for f in trimmed.sequences[0].risk.factors
+        }
 
     def test_fingerprint_on_the_report_and_the_span(self):
         _, span, report = generate(tiny_causal_lm("llama"))
         fp = report.sequences[0].diagnosis.fingerprint
         assert fp.version == 1 and len(fp.vector) == 18
         assert span.attributes["corevital.fingerprint.version"] == 1
-        assert list(span.attributes["corevital.fingerprint"]) == [v if v is not None else pytest.approx(math.nan, nan_ok=True)
-                                                                   for v in fp.vector]
+        assert list(span.attributes["corevital.fingerprint"]) == [
+            v if v is not None else pytest.approx(math.nan, nan_ok=True) for v in fp.vector
+        ]
 
     def test_risk_factors_on_the_span_match_the_report(self):
         _, span, report = generate(tiny_causal_lm("llama"))
@@ -174,20 +185,44 @@ class TestDocumentedRiskExamples:
 
     def test_default_profile_example(self):
         specs = load_profile("default").factors
-        risk = risk_score({"entropy_mean": 1.5, "margin_mean": 0.5, "surprisal_mean": 1.0, "ngram_repeat_rate": 0.0,
-                           "repetition_share": 0.0, "mid_layer_norm_ratio": 1.2, "attention_collapse_share": 0.02},
-                          specs=specs)
+        risk = risk_score(
+            {
+                "entropy_mean": 1.5,
+                "margin_mean": 0.5,
+                "surprisal_mean": 1.0,
+                "ngram_repeat_rate": 0.0,
+                "repetition_share": 0.0,
+                "mid_layer_norm_ratio": 1.2,
+                "attention_collapse_share": 0.02,
+            },
+            specs=specs,
+        )
         contributions = {f.name: round(f.contribution, 4) for f in risk.factors}
         # e.g. entropy: 0.45 / (1 + e^2) = 0.0536; margin (low is bad): 0.30 / (1 + e^(0.25 / 0.07)) = 0.0082
-        assert contributions == {"entropy_mean": 0.0536, "margin_mean": 0.0082, "surprisal_mean": 0.0103,
-                                 "ngram_repeat_rate": 0.0138, "repetition_share": 0.0207,
-                                 "mid_layer_norm_ratio": 0.0088, "attention_collapse_share": 0.006}
+        assert contributions == {
+            "entropy_mean": 0.0536,
+            "margin_mean": 0.0082,
+            "surprisal_mean": 0.0103,
+            "ngram_repeat_rate": 0.0138,
+            "repetition_share": 0.0207,
+            "mid_layer_norm_ratio": 0.0088,
+            "attention_collapse_share": 0.006,
+        }
         assert round(risk.score, 3) == 0.116 and risk.level == "low"
 
     def test_smollm2_loop_example(self):
         specs = load_profile("smollm2").factors
-        risk = risk_score({"entropy_mean": 1.8, "margin_mean": 0.55, "surprisal_mean": 0.6, "ngram_repeat_rate": 0.8,
-                           "repetition_share": 0.9, "mid_layer_norm_ratio": 1.3}, specs=specs)
+        risk = risk_score(
+            {
+                "entropy_mean": 1.8,
+                "margin_mean": 0.55,
+                "surprisal_mean": 0.6,
+                "ngram_repeat_rate": 0.8,
+                "repetition_share": 0.9,
+                "mid_layer_norm_ratio": 1.3,
+            },
+            specs=specs,
+        )
         assert round(risk.score, 3) == 0.961 and risk.level == "high"
         assert [f.name for f in risk.top_factors(2)] == ["repetition_share", "ngram_repeat_rate"]
 

@@ -50,15 +50,20 @@ class TestHiddenLoop:
         return [100.0 * math.exp(d * t) for t in range(steps)]
 
     def test_fires_when_the_state_repeats_within_tolerance(self):
-        loop = layers.hidden_loop(self.geometric(0.014), None, window=12, max_period=4, norm_tolerance=0.015,
-                                  cos_tolerance=0.015)
+        loop = layers.hidden_loop(
+            self.geometric(0.014), None, window=12, max_period=4, norm_tolerance=0.015, cos_tolerance=0.015
+        )
         assert loop is not None and loop.period == 1
         assert loop.recurrence == pytest.approx(0.014)
         assert loop.onset_step == 0  # first window ends at step 12: starts at 1, minus one period
 
     def test_near_miss_just_outside_tolerance(self):
-        assert layers.hidden_loop(self.geometric(0.016), None, window=12, max_period=4, norm_tolerance=0.015,
-                                  cos_tolerance=0.015) is None
+        assert (
+            layers.hidden_loop(
+                self.geometric(0.016), None, window=12, max_period=4, norm_tolerance=0.015, cos_tolerance=0.015
+            )
+            is None
+        )
 
     def test_period_three_pattern_picks_three_not_six(self):
         norms = [10.0, 20.0, 40.0] * 8
@@ -68,11 +73,15 @@ class TestHiddenLoop:
     def test_full_capture_needs_the_cosine_series_to_repeat_too(self):
         norms = [10.0, 20.0, 40.0] * 8
         cos = [0.5, 0.6, 0.7] * 8
-        assert layers.hidden_loop(norms, cos, window=12, max_period=4, norm_tolerance=0.015,
-                                  cos_tolerance=0.015).period == 3
+        assert (
+            layers.hidden_loop(norms, cos, window=12, max_period=4, norm_tolerance=0.015, cos_tolerance=0.015).period
+            == 3
+        )
         drifting = [0.5 + 0.016 * t for t in range(24)]  # |c(t) - c(t-3)| = 0.048 everywhere
-        assert layers.hidden_loop(norms, drifting, window=12, max_period=4, norm_tolerance=0.015,
-                                  cos_tolerance=0.015) is None
+        assert (
+            layers.hidden_loop(norms, drifting, window=12, max_period=4, norm_tolerance=0.015, cos_tolerance=0.015)
+            is None
+        )
 
     def test_missing_steps_never_complete_a_window(self):
         norms: list[float | None] = [10.0, None] * 12
@@ -211,15 +220,20 @@ class TestCompound:
         copied = [False] * 4 + [True] * 8
         entropy = [3.0] * 4 + [1.0] * 8
         top1 = [0.5] * 4 + [0.9] * 8
-        signal = compound.confident_repetition(entropy, top1, copied, window=4, max_entropy_bits=1.5,
-                                               min_copied_share=0.75)
+        signal = compound.confident_repetition(
+            entropy, top1, copied, window=4, max_entropy_bits=1.5, min_copied_share=0.75
+        )
         # the first window with 3 of 4 copied steps starts at 1 (steps 1-4, entropy mean (3+3+3+1)/4 = 2.5: no);
         # at 2: 2 copied of 4; at 3: 3 of 4 copied, entropy (3+1+1+1)/4 = 1.5 (not below); at 4: all copied, 1.0
         assert signal.onset_step == 4 and signal.severity == pytest.approx(0.9)
 
     def test_confident_repetition_near_miss_unsure(self):
-        assert compound.confident_repetition([1.6] * 8, [0.9] * 8, [True] * 8, window=4, max_entropy_bits=1.5,
-                                             min_copied_share=0.75) is None
+        assert (
+            compound.confident_repetition(
+                [1.6] * 8, [0.9] * 8, [True] * 8, window=4, max_entropy_bits=1.5, min_copied_share=0.75
+            )
+            is None
+        )
 
     def test_context_loss(self):
         share = [1.0] + [0.8] * 4 + [0.3] * 8
@@ -239,24 +253,39 @@ class TestCompound:
         entropy = [0.1 * t for t in range(n)]
         margin = [0.9 - 0.02 * t for t in range(n)]
         surprisal = [0.2 * t for t in range(n)]
-        signal = compound.degeneration(entropy, margin, surprisal, window=4, entropy_slope=0.05, margin_slope=0.01,
-                                       surprisal_slope=0.1)
+        signal = compound.degeneration(
+            entropy, margin, surprisal, window=4, entropy_slope=0.05, margin_slope=0.01, surprisal_slope=0.1
+        )
         assert signal.onset_step == 0
         assert signal.evidence["entropy_slope"] == pytest.approx(0.1)
         assert signal.severity == pytest.approx(1 - math.exp(-0.1 * 16 / 2.0))
 
     def test_degeneration_near_miss_flat_surprisal(self):
         n = 16
-        assert compound.degeneration([0.1 * t for t in range(n)], [0.9 - 0.02 * t for t in range(n)],
-                                     [0.09 * t for t in range(n)], window=4, entropy_slope=0.05, margin_slope=0.01,
-                                     surprisal_slope=0.1) is None
+        assert (
+            compound.degeneration(
+                [0.1 * t for t in range(n)],
+                [0.9 - 0.02 * t for t in range(n)],
+                [0.09 * t for t in range(n)],
+                window=4,
+                entropy_slope=0.05,
+                margin_slope=0.01,
+                surprisal_slope=0.1,
+            )
+            is None
+        )
 
     def test_attention_bottleneck(self):
-        signal = compound.attention_bottleneck([0.0, 0.2, 0.2, 0.2], [5.0] * 4, window=2, min_share=0.125,
-                                               min_entropy_bits=4.0)
+        signal = compound.attention_bottleneck(
+            [0.0, 0.2, 0.2, 0.2], [5.0] * 4, window=2, min_share=0.125, min_entropy_bits=4.0
+        )
         assert signal.onset_step == 1 and signal.severity == pytest.approx(0.8)
-        assert compound.attention_bottleneck([0.0, 0.2, 0.2, 0.2], [3.9] * 4, window=2, min_share=0.125,
-                                             min_entropy_bits=4.0) is None
+        assert (
+            compound.attention_bottleneck(
+                [0.0, 0.2, 0.2, 0.2], [3.9] * 4, window=2, min_share=0.125, min_entropy_bits=4.0
+            )
+            is None
+        )
 
 
 class TestBlame:
@@ -270,8 +299,7 @@ class TestBlame:
         norms: list[list[float | None]] = smooth_norms()  # type: ignore[assignment]
         for i in (2, 3, 4):
             norms[i][4] = None
-        (first,) = blame.blame_layers(indices=[0, 1, 2, 3, 4], steps=list(range(6)), hidden_norm=norms,
-                                      norm_ratio=3.0)
+        (first,) = blame.blame_layers(indices=[0, 1, 2, 3, 4], steps=list(range(6)), hidden_norm=norms, norm_ratio=3.0)
         assert (first.layer, first.severity, first.reasons[0].code, first.reasons[0].step) == (2, 1.0, "nonfinite", 4)
 
     def test_norm_spike_and_collapse_ranked_worst_first(self):
@@ -279,23 +307,45 @@ class TestBlame:
         norms[2][4] *= 9.0
         result = layers.mid_layer_anomalies(norms, [0, 1, 2, 3, 4], list(range(6)), 3.0)
         collapsed = [[0.0] * 6, [0.6] * 6, [0.0] * 6, [0.0] * 6, [0.0] * 6]
-        ranked = blame.blame_layers(indices=[0, 1, 2, 3, 4], steps=list(range(6)), hidden_norm=norms,
-                                    anomalies=result.anomalies, norm_ratio=3.0, collapsed=collapsed,
-                                    collapse_share=0.5)
+        ranked = blame.blame_layers(
+            indices=[0, 1, 2, 3, 4],
+            steps=list(range(6)),
+            hidden_norm=norms,
+            anomalies=result.anomalies,
+            norm_ratio=3.0,
+            collapsed=collapsed,
+            collapse_share=0.5,
+        )
         assert [(b.layer, round(b.severity, 4)) for b in ranked] == [(2, 0.75), (1, 0.6)]
         assert ranked[0].reasons[0].detail == "norm 9.0x above both neighbours at step 4"
 
     def test_healthy_run_blames_nothing(self):
-        assert blame.blame_layers(indices=[0, 1, 2, 3, 4], steps=list(range(6)), hidden_norm=smooth_norms(),
-                                  norm_ratio=3.0, collapsed=[[0.1] * 6] * 5) == []
+        assert (
+            blame.blame_layers(
+                indices=[0, 1, 2, 3, 4],
+                steps=list(range(6)),
+                hidden_norm=smooth_norms(),
+                norm_ratio=3.0,
+                collapsed=[[0.1] * 6] * 5,
+            )
+            == []
+        )
 
 
 class TestFingerprint:
     def test_fixed_length_and_exact_values(self):
-        vector = fingerprint(entropy=[1.0, 3.0, 2.0, 2.0], margin=[0.5, 0.1, 0.3, 0.3], surprisal=[1.0, 1.0, 2.0, 2.0],
-                             topk_mass=[0.9, 0.9, 0.8, 0.8], high_entropy_bits=2.5, ngram_repeat_rate=0.25,
-                             distinct_token_ratio=0.75, loop_share=0.0, last_layer_norms=[10.0, 30.0],
-                             first_layer_norms=[5.0, 5.0])
+        vector = fingerprint(
+            entropy=[1.0, 3.0, 2.0, 2.0],
+            margin=[0.5, 0.1, 0.3, 0.3],
+            surprisal=[1.0, 1.0, 2.0, 2.0],
+            topk_mass=[0.9, 0.9, 0.8, 0.8],
+            high_entropy_bits=2.5,
+            ngram_repeat_rate=0.25,
+            distinct_token_ratio=0.75,
+            loop_share=0.0,
+            last_layer_norms=[10.0, 30.0],
+            first_layer_norms=[5.0, 5.0],
+        )
         assert len(vector) == len(FINGERPRINT_FIELDS) == len(FINGERPRINT_NAMES) == 18 and FINGERPRINT_VERSION == 1
         named = dict(zip(FINGERPRINT_NAMES, vector))
         assert named["entropy_mean"] == 2.0
@@ -312,40 +362,91 @@ class TestFingerprint:
         assert named["depth_norm_growth"] == pytest.approx(math.log(4.0))
 
     def test_no_finite_step_gives_none(self):
-        assert fingerprint(entropy=[None], margin=[None], surprisal=[None], topk_mass=[None], high_entropy_bits=4.0,
-                           ngram_repeat_rate=None, distinct_token_ratio=None, loop_share=0.0,
-                           last_layer_norms=None, first_layer_norms=None) is None
+        assert (
+            fingerprint(
+                entropy=[None],
+                margin=[None],
+                surprisal=[None],
+                topk_mass=[None],
+                high_entropy_bits=4.0,
+                ngram_repeat_rate=None,
+                distinct_token_ratio=None,
+                loop_share=0.0,
+                last_layer_norms=None,
+                first_layer_norms=None,
+            )
+            is None
+        )
 
 
 class TestNarrative:
     def facts(self, **overrides):
-        base = dict(steps=40, risk=0.91, level="high", factors=[
-            narrative.FactorFact("repetition_share", 0.8, 0.99, 0.89),
-            narrative.FactorFact("entropy_mean", 1.2, 0.05, 0.02)],
-            peak_entropy=6.42, peak_step=0, peak_token="Hello", high_entropy_steps=1, high_entropy_bits=4.0,
-            loop_onset=3, loop_period=2, loop_share=0.8, loop_hidden=0.004, fired=["repetition_loop"])
+        base = dict(
+            steps=40,
+            risk=0.91,
+            level="high",
+            factors=[
+                narrative.FactorFact("repetition_share", 0.8, 0.99, 0.89),
+                narrative.FactorFact("entropy_mean", 1.2, 0.05, 0.02),
+            ],
+            peak_entropy=6.42,
+            peak_step=0,
+            peak_token="Hello",
+            high_entropy_steps=1,
+            high_entropy_bits=4.0,
+            loop_onset=3,
+            loop_period=2,
+            loop_share=0.8,
+            loop_hidden=0.004,
+            fired=["repetition_loop"],
+        )
         base.update(overrides)
         return narrative.NarrativeFacts(**base)
 
     def test_mentions_the_runs_values(self):
         text = narrative.narrative(self.facts())
-        for fragment in ("Risk 0.91 (high)", "a repetition loop covering 80% of the output", "6.42 bits at step 0",
-                         "token 'Hello'", "From step 3", "2-token cycle", "recurrence 0.004",
-                         "stopping at step 7 would have saved 33 tokens"):
+        for fragment in (
+            "Risk 0.91 (high)",
+            "a repetition loop covering 80% of the output",
+            "6.42 bits at step 0",
+            "token 'Hello'",
+            "From step 3",
+            "2-token cycle",
+            "recurrence 0.004",
+            "stopping at step 7 would have saved 33 tokens",
+        ):
             assert fragment in text, fragment
         assert 2 <= text.count(". ") + 1 <= 5
 
     def test_different_runs_different_words(self):
-        healthy = narrative.narrative(self.facts(risk=0.08, level="low", loop_onset=None, loop_period=None,
-                                                 loop_share=None, fired=[], factors=[
-                                                     narrative.FactorFact("entropy_mean", 1.21, 0.12, 0.05)]))
+        healthy = narrative.narrative(
+            self.facts(
+                risk=0.08,
+                level="low",
+                loop_onset=None,
+                loop_period=None,
+                loop_share=None,
+                fired=[],
+                factors=[narrative.FactorFact("entropy_mean", 1.21, 0.12, 0.05)],
+            )
+        )
         assert healthy.startswith("Risk 0.08 (low) over 40 tokens; its largest part, a mean entropy of 1.21 bits")
-        assert healthy.endswith("No action needed: no flag fired and the highest factor score is 0.12 "
-                                "(0.5 is a factor's calibrated midpoint).")
+        assert healthy.endswith(
+            "No action needed: no flag fired and the highest factor score is 0.12 "
+            "(0.5 is a factor's calibrated midpoint)."
+        )
 
     def test_forced_by_nan(self):
-        text = narrative.narrative(self.facts(risk=1.0, forced_by="nan_or_inf", nonfinite_steps=3,
-                                              nonfinite_first_step=5, nonfinite_layer=7, loop_onset=None))
+        text = narrative.narrative(
+            self.facts(
+                risk=1.0,
+                forced_by="nan_or_inf",
+                nonfinite_steps=3,
+                nonfinite_first_step=5,
+                nonfinite_layer=7,
+                loop_onset=None,
+            )
+        )
         assert "non-finite values appeared at 3 of 40 steps, first at step 5" in text
         assert text.endswith("inspect layer 7, where they first appear.")
 

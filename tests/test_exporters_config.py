@@ -9,8 +9,7 @@ import socket
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor, configure
-from opentelemetry_instrumentation_corevital import names
+from opentelemetry_instrumentation_corevital import ConfigurationError, CoreVitalInstrumentor, configure, names
 from opentelemetry_instrumentation_corevital._config import ExporterSettings, resolve
 from opentelemetry_instrumentation_corevital.exporters.rotation import Rotation, append_line, backup_files
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
@@ -19,19 +18,34 @@ PROMPT = torch.tensor([[1, 17, 42, 99, 7]])
 
 
 def generate(model, tokens=5, **kwargs):
-    return model.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=tokens, do_sample=False,
-                          **kwargs)
+    return model.generate(
+        PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=tokens, do_sample=False, **kwargs
+    )
 
 
 @pytest.mark.parametrize(
     ("kwargs", "env", "message"),
     [
-        ({"exporters": "prometheus,kafka"}, {}, "exporters='prometheus,kafka': 'kafka' is not an exporter; use any of otlp"),
-        ({}, {"OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "sqlite,nope"},
-         "OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS='sqlite,nope': 'nope' is not an exporter"),
-        ({"exporters": "prometheus", "prometheus_port": 70000}, {}, "prometheus_port=70000 must be between 0 and 65535"),
-        ({"exporters": "prometheus"}, {"OTEL_EXPORTER_PROMETHEUS_PORT": "http"},
-         "OTEL_EXPORTER_PROMETHEUS_PORT='http' is not a whole number"),
+        (
+            {"exporters": "prometheus,kafka"},
+            {},
+            "exporters='prometheus,kafka': 'kafka' is not an exporter; use any of otlp",
+        ),
+        (
+            {},
+            {"OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "sqlite,nope"},
+            "OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS='sqlite,nope': 'nope' is not an exporter",
+        ),
+        (
+            {"exporters": "prometheus", "prometheus_port": 70000},
+            {},
+            "prometheus_port=70000 must be between 0 and 65535",
+        ),
+        (
+            {"exporters": "prometheus"},
+            {"OTEL_EXPORTER_PROMETHEUS_PORT": "http"},
+            "OTEL_EXPORTER_PROMETHEUS_PORT='http' is not a whole number",
+        ),
         ({"exporters": "dogstatsd", "dogstatsd_host": "a b"}, {}, "dogstatsd_host='a b' is not a host name"),
         ({"exporters": "otlp-json", "otlp_json_max_bytes": -1}, {}, "otlp_json_max_bytes=-1 must be >= 0"),
         ({"exporters": "ddtrace,otlp"}, {}, "'ddtrace' and 'otlp' both want CoreVital's spans"),
@@ -46,14 +60,24 @@ def test_bad_exporter_options_fail_at_configure_time(kwargs, env, message, monke
 
 
 def test_settings_read_standard_variables():
-    settings = resolve(ExporterSettings, {}, {"OTEL_EXPORTER_PROMETHEUS_HOST": "localhost", "OTEL_EXPORTER_PROMETHEUS_PORT": "9999",
-                                     "DD_AGENT_HOST": "10.1.2.3", "DD_DOGSTATSD_PORT": "8126",
-                                     "WANDB_PROJECT": "p"})
+    settings = resolve(
+        ExporterSettings,
+        {},
+        {
+            "OTEL_EXPORTER_PROMETHEUS_HOST": "localhost",
+            "OTEL_EXPORTER_PROMETHEUS_PORT": "9999",
+            "DD_AGENT_HOST": "10.1.2.3",
+            "DD_DOGSTATSD_PORT": "8126",
+            "WANDB_PROJECT": "p",
+        },
+    )
     assert (settings.prometheus_host, settings.prometheus_port) == ("127.0.0.1", 9999)
     assert (settings.dogstatsd_host, settings.dogstatsd_port) == ("10.1.2.3", 8126)
     assert settings.wandb_project == "p"
-    assert resolve(ExporterSettings, {"prometheus_port": 1234},
-                   {"OTEL_EXPORTER_PROMETHEUS_PORT": "9999"}).prometheus_port == 1234
+    assert (
+        resolve(ExporterSettings, {"prometheus_port": 1234}, {"OTEL_EXPORTER_PROMETHEUS_PORT": "9999"}).prometheus_port
+        == 1234
+    )
 
 
 def test_port_in_use_is_a_clear_configuration_error():
@@ -76,8 +100,13 @@ def test_prometheus_serves_the_sdk_pipelines_metrics(tiny_llama, tmp_path):
         CoreVitalInstrumentor().uninstrument()
         exposition = generate_latest(config.prometheus.registry).decode()
     assert exposition.count("corevital_risk_score_count{") == 1
-    metrics = [m for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
-               for rm in json.loads(line)["resourceMetrics"] for sm in rm["scopeMetrics"] for m in sm["metrics"]]
+    metrics = [
+        m
+        for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+        for rm in json.loads(line)["resourceMetrics"]
+        for sm in rm["scopeMetrics"]
+        for m in sm["metrics"]
+    ]
     (risk,) = [m for m in metrics if m["name"] == names.METRIC_RISK_SCORE]
     assert risk["histogram"]["dataPoints"][0]["count"] == "1"
 

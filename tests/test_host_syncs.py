@@ -45,8 +45,9 @@ def count_host_reads():
 def reads(model, steps, **kwargs):
     kwargs.setdefault("do_sample", False)
     with count_host_reads() as counts:
-        model.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=steps, min_new_tokens=steps,
-                       **kwargs)
+        model.generate(
+            PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=steps, min_new_tokens=steps, **kwargs
+        )
     return counts["n"]
 
 

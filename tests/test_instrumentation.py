@@ -18,9 +18,9 @@ from opentelemetry_instrumentation_corevital import (
     Report,
     __version__,
     generation_context,
+    names,
     validate_report,
 )
-from opentelemetry_instrumentation_corevital import names
 from opentelemetry_instrumentation_corevital.testing import TINY_EOS, TelemetryCapture, tiny_causal_lm
 
 PROMPT = torch.tensor([[1, 17, 42, 99, 7, 23, 5, 64]])
@@ -226,7 +226,9 @@ class TestBatches:
         tiny_llama.generate(**batch, max_new_tokens=8, do_sample=False)
         single, batched = telemetry.reports
         assert batched.sequences[1].timeline.entropy == pytest.approx(single.sequences[0].timeline.entropy, abs=1e-4)
-        assert batched.sequences[1].timeline.surprisal == pytest.approx(single.sequences[0].timeline.surprisal, abs=1e-4)
+        assert batched.sequences[1].timeline.surprisal == pytest.approx(
+            single.sequences[0].timeline.surprisal, abs=1e-4
+        )
 
 
 class TestModes:
@@ -250,7 +252,10 @@ class TestModes:
 
     def test_unknown_mode_names_the_choices(self, monkeypatch):
         monkeypatch.setenv("OTEL_INSTRUMENTATION_COREVITAL_CAPTURE", "everything")
-        with pytest.raises(ConfigurationError, match="OTEL_INSTRUMENTATION_COREVITAL_CAPTURE='everything'.*'off', 'summary', 'full', 'on_risk'"):
+        with pytest.raises(
+            ConfigurationError,
+            match="OTEL_INSTRUMENTATION_COREVITAL_CAPTURE='everything'.*'off', 'summary', 'full', 'on_risk'",
+        ):
             CoreVitalInstrumentor().instrument()
 
     def test_bad_numeric_option(self):
@@ -344,16 +349,19 @@ class TestLifecycle:
 class TestChatAndContent:
     def test_chat_template_names_the_span_chat(self, tiny_llama, tiny_tok, telemetry):
         enc = tiny_tok.apply_chat_template(
-            [{"role": "user", "content": "tell me a short poem"}], add_generation_prompt=True,
-            return_tensors="pt", return_dict=True,
+            [{"role": "user", "content": "tell me a short poem"}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
         )
         tiny_llama.generate(**enc, max_new_tokens=4, do_sample=False)
         assert only_span(telemetry).name == "chat llama"
         assert "gen_ai.input.messages" not in only_span(telemetry).attributes
 
     def test_rendered_chat_text_tokenized_later_is_chat(self, tiny_llama, tiny_tok, telemetry):
-        text = tiny_tok.apply_chat_template([{"role": "user", "content": "hello"}], add_generation_prompt=True,
-                                            tokenize=False)
+        text = tiny_tok.apply_chat_template(
+            [{"role": "user", "content": "hello"}], add_generation_prompt=True, tokenize=False
+        )
         enc = tiny_tok(text, return_tensors="pt")
         tiny_llama.generate(**enc, max_new_tokens=4, do_sample=False)
         assert only_span(telemetry).name == "chat llama"
@@ -365,18 +373,22 @@ class TestChatAndContent:
     def test_content_capture_opt_in(self, tiny_llama, tiny_tok, monkeypatch):
         monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
         with TelemetryCapture() as tc:
-            enc = tiny_tok.apply_chat_template([{"role": "user", "content": "hello"}], add_generation_prompt=True,
-                                               return_tensors="pt", return_dict=True)
+            enc = tiny_tok.apply_chat_template(
+                [{"role": "user", "content": "hello"}],
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
+            )
             out = tiny_llama.generate(**enc, max_new_tokens=4, do_sample=False)
         attrs = only_span(tc).attributes
         assert json.loads(attrs["gen_ai.input.messages"]) == [
             {"role": "user", "parts": [{"type": "text", "content": "hello"}]}
         ]
-        expected_text = tiny_tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        expected_text = tiny_tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         (message,) = json.loads(attrs["gen_ai.output.messages"])
         assert message["role"] == "assistant" and message["finish_reason"] == "length"
         assert message["parts"] == [{"type": "text", "content": expected_text}]
-        assert tc.reports[0].sequences[0].token_ids == out[0, enc["input_ids"].shape[1]:].tolist()
+        assert tc.reports[0].sequences[0].token_ids == out[0, enc["input_ids"].shape[1] :].tolist()
 
     def test_no_content_by_default(self, tiny_llama, tiny_tok, telemetry):
         enc = tiny_tok("the sky is", return_tensors="pt")
@@ -413,7 +425,9 @@ class TestMetrics:
                 extra = {k: v for k, v in point.attributes.items() if k not in base}
                 assert {k: point.attributes[k] for k in base} == base
                 assert set(extra) <= {"gen_ai.token.type"}
-        usage = {p.attributes["gen_ai.token.type"]: p.sum for p in metrics["gen_ai.client.token.usage"].data.data_points}
+        usage = {
+            p.attributes["gen_ai.token.type"]: p.sum for p in metrics["gen_ai.client.token.usage"].data.data_points
+        }
         assert usage == {"input": 8, "output": 12}
         (risk_point,) = metrics["corevital.risk.score"].data.data_points
         assert risk_point.sum == telemetry.reports[0].summary.risk_score
@@ -465,6 +479,7 @@ class TestReport:
     def test_eos_model_output(self):
         model = tiny_causal_lm("llama", seed=2)
         with TelemetryCapture() as tc:
-            model.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=3, do_sample=False,
-                           eos_token_id=TINY_EOS)
+            model.generate(
+                PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=3, do_sample=False, eos_token_id=TINY_EOS
+            )
         assert tc.reports[0].sequences[0].finish_reason == "length"

@@ -39,7 +39,9 @@ def spans_of(path: Path) -> list[dict]:
 
 
 def records_of(path: Path) -> list[dict]:
-    return [r for line in jsonl(path) for rl in line["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]]
+    return [
+        r for line in jsonl(path) for rl in line["resourceLogs"] for sl in rl["scopeLogs"] for r in sl["logRecords"]
+    ]
 
 
 def attribute(span: dict, key: str):
@@ -84,7 +86,9 @@ def test_sample_round_trips(tmp_path, capsys, name):
     assert seq.output_text == original["generated"]["output_text"]
     assert seq.input_text == original["prompt"]["text"]
     assert (report.usage.input_tokens, report.usage.output_tokens) == (
-        original["summary"]["prompt_tokens"], original["summary"]["generated_tokens"])
+        original["summary"]["prompt_tokens"],
+        original["summary"]["generated_tokens"],
+    )
     assert report.model.name == original["model"]["hf_id"] and report.model.model_type == "llama"
     assert report.trace_id == report.report_id == uuid.UUID(original["trace_id"]).hex
     assert report.capture.distribution == "processed_scores"
@@ -103,7 +107,9 @@ def test_sample_round_trips(tmp_path, capsys, name):
     assert span["name"] == f"text_completion {original['model']['hf_id']}"
     end = dt.datetime.fromisoformat(original["created_at_utc"].replace("Z", "+00:00"))
     assert int(span["endTimeUnixNano"]) == int(end.timestamp() * 1e9)
-    assert int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"]) == original["summary"]["elapsed_ms"] * 1_000_000
+    assert (
+        int(span["endTimeUnixNano"]) - int(span["startTimeUnixNano"]) == original["summary"]["elapsed_ms"] * 1_000_000
+    )
     assert attribute(span, "corevital.risk.score") == report.summary.risk_score
     assert attribute(span, "corevital.narrative") == report.summary.narrative
     assert attribute(span, "corevital.migrated_from") == f"CoreVital {original['schema_version']}"
@@ -157,12 +163,18 @@ def test_annotated_excerpts_are_rejected_naming_the_elided_field(tmp_path):
     """The annotated sample elides lists ("... 15 more IDs omitted"): nothing can be converted faithfully."""
     path = source("trace-annotated-0.4.0.json", tmp_path)
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "migrate", str(path),
-                             str(out)], capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "migrate", str(path), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == (f"corevital migrate: error: {path}: causal_lm_example: prompt.token_ids[8]: expected an "
-                             "integer, got '... 15 more IDs omitted for brevity'\n")
+    assert result.stderr == (
+        f"corevital migrate: error: {path}: causal_lm_example: prompt.token_ids[8]: expected an "
+        "integer, got '... 15 more IDs omitted for brevity'\n"
+    )
     assert not out.exists() or list(out.iterdir()) == []
 
 
@@ -180,17 +192,33 @@ def _set(data: dict, path: list, value) -> dict:
 _DELETE = object()
 BROKEN = [
     (["schema_version"], _DELETE, "schema_version: expected a string such as '0.4.0', got None"),
-    (["schema_version"], "0.2.0", "schema_version '0.2.0' is not a CoreVital version this command reads (0.3.x, 0.4.0)"),
+    (
+        ["schema_version"],
+        "0.2.0",
+        "schema_version '0.2.0' is not a CoreVital version this command reads (0.3.x, 0.4.0)",
+    ),
     (["schema_version"], "1.2.0", "schema_version '1.2.0' is already this package's report format; nothing to migrate"),
-    (["timeline", 1, "logits_summary", "entropy"], "high", "timeline[1].logits_summary.entropy: expected a number, got 'high'"),
-    (["timeline", 3, "layers", 2, "hidden_summary", "l2_norm_mean"], [1], "timeline[3].layers[2].hidden_summary.l2_norm_mean: expected a number, got [1]"),
+    (
+        ["timeline", 1, "logits_summary", "entropy"],
+        "high",
+        "timeline[1].logits_summary.entropy: expected a number, got 'high'",
+    ),
+    (
+        ["timeline", 3, "layers", 2, "hidden_summary", "l2_norm_mean"],
+        [1],
+        "timeline[3].layers[2].hidden_summary.l2_norm_mean: expected a number, got [1]",
+    ),
     (["timeline"], {"steps": []}, "timeline: expected a list, got {'steps': []}"),
     (["model"], _DELETE, "model: missing"),
     (["model", "hf_id"], 7, "model.hf_id: expected a string, got 7"),
     (["trace_id"], "run-42", "trace_id: not a UUID: 'run-42'"),
     (["created_at_utc"], "yesterday", "created_at_utc: not an ISO 8601 time: 'yesterday'"),
     (["generated", "num_tokens"], -1, "generated.num_tokens: expected a count >= 0, got -1"),
-    (["timeline", 0, "layers", 0, "anomalies", "has_nan"], "no", "timeline[0].layers[0].anomalies.has_nan: expected true or false, got 'no'"),
+    (
+        ["timeline", 0, "layers", 0, "anomalies", "has_nan"],
+        "no",
+        "timeline[0].layers[0].anomalies.has_nan: expected true or false, got 'no'",
+    ),
 ]
 
 
@@ -206,11 +234,14 @@ def test_malformed_input_names_the_field_and_writes_nothing(tmp_path, capsys, pa
     assert not out.exists()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty file"),
-    ("{not json", "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2)"),
-    ("[1, 2]", "[0]: top level: expected an object, got 1"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty file"),
+        ("{not json", "not valid JSON (Expecting property name enclosed in double quotes at line 1 column 2)"),
+        ("[1, 2]", "[0]: top level: expected an object, got 1"),
+    ],
+)
 def test_unreadable_files(tmp_path, capsys, text, message):
     bad = tmp_path / "bad.json"
     bad.write_text(text)
@@ -227,8 +258,9 @@ def test_one_bad_report_in_a_batch_writes_nothing(tmp_path, capsys):
     batch.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     code, _, err = migrate(capsys, batch, tmp_path / "out")
     assert code == 1
-    assert err == (f"corevital migrate: error: {batch}:2: timeline[2].logits_summary.entropy: expected a number, "
-                   "got 'NaN?'\n")
+    assert err == (
+        f"corevital migrate: error: {batch}:2: timeline[2].logits_summary.entropy: expected a number, got 'NaN?'\n"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -238,7 +270,10 @@ def test_existing_output_needs_force(tmp_path, capsys):
     out.mkdir()
     (out / "reports.jsonl").write_text("keep me\n")
     code, _, err = migrate(capsys, path, out)
-    assert code == 1 and err == f"corevital migrate: error: {out / 'reports.jsonl'} already exist; use --force to replace them\n"
+    assert (
+        code == 1
+        and err == f"corevital migrate: error: {out / 'reports.jsonl'} already exist; use --force to replace them\n"
+    )
     assert (out / "reports.jsonl").read_text() == "keep me\n"
     assert sorted(p.name for p in out.iterdir()) == ["reports.jsonl"]  # no temporary file left either
 

@@ -38,12 +38,14 @@ def run(model, monitor, **kwargs):
 class TestTailLoops:
     def test_every_period_at_once(self):
         tails = _TailLoops(torch.device("cpu"))
-        rows = torch.tensor([
-            [9] * 4 + [5] * 12,  # period 1, 12 tokens
-            [9] * 5 + [5] * 11,  # 11 tokens: not yet
-            [9, 8, 7, 6] + [1, 2, 3, 4] * 3,  # period 4, 3 cycles
-            [9, 8, 7, 6, 5] + [1, 2, 3, 4] * 2 + [1, 2, 3],  # 11 tokens of period 4: not yet
-        ])
+        rows = torch.tensor(
+            [
+                [9] * 4 + [5] * 12,  # period 1, 12 tokens
+                [9] * 5 + [5] * 11,  # 11 tokens: not yet
+                [9, 8, 7, 6] + [1, 2, 3, 4] * 3,  # period 4, 3 cycles
+                [9, 8, 7, 6, 5] + [1, 2, 3, 4] * 2 + [1, 2, 3],  # 11 tokens of period 4: not yet
+            ]
+        )
         assert tails(rows, generated=16).tolist() == [True, False, True, False]
         assert tails(rows, generated=11) is None  # fewer than 12 generated tokens: nothing can qualify
 
@@ -66,7 +68,7 @@ class TestStopOn:
     def test_repetition_loop_stops_after_three_cycles(self, tiny_llama):
         monitor = CoreVitalMonitor(stop_on=("repetition_loop",))
         out = run(tiny_llama, monitor, logits_processor=LogitsProcessorList([Cycle([5, 6, 7], start=4)]))
-        generated = out[0, PROMPT.shape[1]:].tolist()
+        generated = out[0, PROMPT.shape[1] :].tolist()
         # 4 free tokens, then 5 6 7 ...; the loop qualifies at 12 periodic tokens: step 4 + 12 - 1 = 15
         assert len(generated) == 16
         assert generated[4:] == [5, 6, 7] * 4
@@ -87,12 +89,16 @@ class TestStopOn:
 
         model, source = tiny_seq2seq_lm(), torch.tensor([[5, 6, 7, 8, 1]])
         monitor = CoreVitalMonitor(stop_on=("repetition_loop",))
-        out = monitor.generate(model, source, max_new_tokens=30, do_sample=False,
-                               logits_processor=LogitsProcessorList([Alternate()]))
+        out = monitor.generate(
+            model, source, max_new_tokens=30, do_sample=False, logits_processor=LogitsProcessorList([Alternate()])
+        )
         assert out[0, 1:].tolist() == [10, 9] * 6  # 12 periodic tokens, then the stop
         seq = monitor.report.sequences[0]
         assert (seq.finish_reason, seq.intervention.condition, seq.intervention.step) == (
-            "intervention", "repetition_loop", 11)
+            "intervention",
+            "repetition_loop",
+            11,
+        )
 
     def test_stop_loop_repeat_stops_a_long_cycle_on_its_second_saying(self, tiny_llama):
         cycle = [5, 6, 7, 8, 9, 10]  # period 6: three cycles would take 18 tokens, 6 + 8 takes 14
@@ -100,7 +106,7 @@ class TestStopOn:
         out = run(tiny_llama, monitor, logits_processor=LogitsProcessorList([Cycle(cycle, start=2)]))
         seq = monitor.report.sequences[0]
         assert (seq.intervention.condition, seq.intervention.step) == ("repetition_loop", 2 + 14 - 1)
-        assert out[0, PROMPT.shape[1]:].tolist()[2:] == cycle * 2 + cycle[:2]
+        assert out[0, PROMPT.shape[1] :].tolist()[2:] == cycle * 2 + cycle[:2]
 
     def test_a_non_looping_greedy_output_is_unchanged(self, tiny_llama):
         plain = tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=30, do_sample=False)
@@ -143,14 +149,22 @@ class TestStopOn:
 
     def test_callback_every_k_steps(self, tiny_llama):
         steps = []
-        run(tiny_llama, CoreVitalMonitor(step_callback=lambda v: steps.append(v.step), callback_every=4),
-            max_new_tokens=12)
+        run(
+            tiny_llama,
+            CoreVitalMonitor(step_callback=lambda v: steps.append(v.step), callback_every=4),
+            max_new_tokens=12,
+        )
         assert steps == [0, 4, 8]
 
     def test_intervention_is_on_the_span(self, tiny_llama):
         with TelemetryCapture(stop_on="repetition_loop") as tc:
-            tiny_llama.generate(PROMPT, attention_mask=torch.ones_like(PROMPT), max_new_tokens=40, do_sample=False,
-                                logits_processor=LogitsProcessorList([Cycle([9, 10], start=0)]))
+            tiny_llama.generate(
+                PROMPT,
+                attention_mask=torch.ones_like(PROMPT),
+                max_new_tokens=40,
+                do_sample=False,
+                logits_processor=LogitsProcessorList([Cycle([9, 10], start=0)]),
+            )
         attrs = tc.spans()[0].attributes
         assert attrs["gen_ai.response.finish_reasons"] == ("intervention",)
         assert attrs["corevital.intervention.conditions"] == ("repetition_loop",)
@@ -222,7 +236,9 @@ class TestMonitorApi:
             CoreVitalMonitor(capture="loud")
         with pytest.raises(ConfigurationError, match="intervene_above=2 must be between 0 and 1"):
             CoreVitalMonitor(intervene_above=2)
-        with pytest.raises(ConfigurationError, match="unknown option 'stop_loop_repat'; options are: .*stop_loop_repeat"):
+        with pytest.raises(
+            ConfigurationError, match="unknown option 'stop_loop_repat'; options are: .*stop_loop_repeat"
+        ):
             CoreVitalMonitor(stop_loop_repat=8)
 
 
@@ -232,15 +248,25 @@ class TestScore:
         monitor = CoreVitalMonitor(capture="full")
         out = run(model, monitor, max_new_tokens=6)
         generated = monitor.report
-        scored = monitor.score(model, PROMPT, out[:, PROMPT.shape[1]:])
+        scored = monitor.score(model, PROMPT, out[:, PROMPT.shape[1] :])
         assert scored is monitor.report
         assert scored.request.operation == "score" and scored.request.generation_mode == "teacher_forced"
         a, b = generated.sequences[0], scored.sequences[0]
         assert b.output_tokens == 6 and b.prompt_tokens == 8
         for name in ("entropy", "surprisal", "top1_prob", "margin", "topk_mass"):
             assert getattr(b.timeline, name) == pytest.approx(getattr(a.timeline, name), abs=1e-4), name
-        for name in ("hidden_norm", "hidden_std", "hidden_cos_prev", "update_ratio", "attn_entropy", "attn_entropy_min",
-                     "attn_max_weight", "attn_sink_mass", "attn_prompt_mass", "attn_collapsed_fraction"):
+        for name in (
+            "hidden_norm",
+            "hidden_std",
+            "hidden_cos_prev",
+            "update_ratio",
+            "attn_entropy",
+            "attn_entropy_min",
+            "attn_max_weight",
+            "attn_sink_mass",
+            "attn_prompt_mass",
+            "attn_collapsed_fraction",
+        ):
             for x, y in zip(getattr(a.layers, name), getattr(b.layers, name)):
                 assert y == pytest.approx(x, abs=1e-4), name
         assert b.risk.score == pytest.approx(a.risk.score, abs=1e-5)
@@ -259,8 +285,9 @@ class TestScore:
         assert span.attributes["gen_ai.usage.input_tokens"] == int(prompts["attention_mask"].sum())
         assert span.attributes["gen_ai.usage.output_tokens"] == 6
         # the padded row scores like the same prompt alone
-        alone = CoreVitalMonitor(capture="full").score(model, tiny_tok("hello", return_tensors="pt")["input_ids"],
-                                                      answers[1:])
+        alone = CoreVitalMonitor(capture="full").score(
+            model, tiny_tok("hello", return_tensors="pt")["input_ids"], answers[1:]
+        )
         assert report.sequences[1].timeline.entropy == pytest.approx(alone.sequences[0].timeline.entropy, abs=1e-4)
         for x, y in zip(report.sequences[1].layers.attn_entropy, alone.sequences[0].layers.attn_entropy):
             assert x == pytest.approx(y, abs=1e-4)
@@ -311,12 +338,15 @@ class TestProfileOptions:
         assert loud.report.sequences[0].intervention.condition == "high_entropy"
         assert loud.report.sequences[0].intervention.step == 1
 
-    @pytest.mark.parametrize("kwargs, message", [
-        ({"profile": "llamma"}, "profile='llamma': .*shipped profiles: .*llama"),
-        ({"profile": "/nonexistent/p.json"}, "profile='/nonexistent/p.json': profile file"),
-        ({"thresholds": {"high_entropy_bit": 3}}, "unknown threshold 'high_entropy_bit'"),
-        ({"thresholds": {"window": 2.5}}, "must be a whole number >= 1, got 2.5"),
-    ])
+    @pytest.mark.parametrize(
+        "kwargs, message",
+        [
+            ({"profile": "llamma"}, "profile='llamma': .*shipped profiles: .*llama"),
+            ({"profile": "/nonexistent/p.json"}, "profile='/nonexistent/p.json': profile file"),
+            ({"thresholds": {"high_entropy_bit": 3}}, "unknown threshold 'high_entropy_bit'"),
+            ({"thresholds": {"window": 2.5}}, "must be a whole number >= 1, got 2.5"),
+        ],
+    )
     def test_bad_values_are_named(self, kwargs, message):
         with pytest.raises(ConfigurationError, match=message):
             CoreVitalMonitor(**kwargs)

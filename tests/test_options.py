@@ -34,18 +34,39 @@ def test_every_option_is_documented_once_with_its_flag():
         for key, _, spec in specs(table):
             assert rendered.count(f"| `{key}` |") == 1, key
             assert spec.doc and "\n" not in spec.doc
-    run_flags = {a.option_strings[0] for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions
-                 if a.option_strings}
+    run_flags = {
+        a.option_strings[0]
+        for a in build_parser()._subparsers._group_actions[0].choices["run"]._actions
+        if a.option_strings
+    }
     declared = {spec.flag for table in (Options, ExporterSettings) for _, _, spec in specs(table) if spec.flag}
-    assert declared == {"--capture", "--layers", "--step-stride", "--profile", "--thresholds", "--stop-on",
-                        "--exporter", "--out", "--rotate-bytes", "--rotate-backups", "--prometheus-host",
-                        "--prometheus-port", "--sqlite", "--wandb-project", "--dogstatsd-host", "--dogstatsd-port"}
+    assert declared == {
+        "--capture",
+        "--layers",
+        "--step-stride",
+        "--profile",
+        "--thresholds",
+        "--stop-on",
+        "--exporter",
+        "--out",
+        "--rotate-bytes",
+        "--rotate-backups",
+        "--prometheus-host",
+        "--prometheus-port",
+        "--sqlite",
+        "--wandb-project",
+        "--dogstatsd-host",
+        "--dogstatsd-port",
+    }
     assert declared <= run_flags
 
 
 def test_keyword_then_environment_then_default():
-    env = {"OTEL_INSTRUMENTATION_COREVITAL_CAPTURE": "full", "OTEL_INSTRUMENTATION_COREVITAL_STEP_STRIDE": "3",
-           "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY"}
+    env = {
+        "OTEL_INSTRUMENTATION_COREVITAL_CAPTURE": "full",
+        "OTEL_INSTRUMENTATION_COREVITAL_STEP_STRIDE": "3",
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "SPAN_ONLY",
+    }
     options = resolve(Options, {"capture": "off"}, env)
     assert (options.capture.value, options.step_stride, options.content.value) == ("off", 3, "SPAN_ONLY")
     assert options.max_span_steps == 512 and options.layers.describe() == "all"
@@ -61,22 +82,29 @@ def test_unknown_keyword_to_instrument_is_refused_with_the_accepted_ones():
         "unknown option 'captur'; options are: callback_every, capture, capture_content, cuda_graphs, "
         "high_entropy_bits, high_entropy_run, layer_metrics, layers, logger_provider, max_span_steps, meter_provider, "
         "on_report, on_risk_threshold, profile, report_log, step_callback, step_events, step_logs, step_stride, "
-        "stop_loop_repeat, stop_on, thresholds, tracer_provider.")
+        "stop_loop_repeat, stop_on, thresholds, tracer_provider."
+    )
     assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry
 
 
 def test_exporters_on_instrument_points_to_configure():
-    with pytest.raises(ConfigurationError, match=r"^unknown option 'exporters' \(an option of configure\(\), which "
-                                                 r"builds exporters: instrument\(\*\*configure\(\.\.\.\)\.instrument_kwargs\(\)\)\); "):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^unknown option 'exporters' \(an option of configure\(\), which "
+        r"builds exporters: instrument\(\*\*configure\(\.\.\.\)\.instrument_kwargs\(\)\)\); ",
+    ):
         CoreVitalInstrumentor().instrument(exporters="otlp")
     assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry
 
 
 def test_unknown_keyword_to_configure_and_monitor_is_refused():
-    with pytest.raises(ConfigurationError, match=r"^unknown option 'exporter'; options are: dogstatsd_host, "
-                                                 r"dogstatsd_port, export_queue_size, exporters, otlp_json_backups, "
-                                                 r"otlp_json_max_bytes, out, prometheus_host, prometheus_port, "
-                                                 r"sqlite_path, wandb_project, wandb_run\.$"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^unknown option 'exporter'; options are: dogstatsd_host, "
+        r"dogstatsd_port, export_queue_size, exporters, otlp_json_backups, "
+        r"otlp_json_max_bytes, out, prometheus_host, prometheus_port, "
+        r"sqlite_path, wandb_project, wandb_run\.$",
+    ):
         configure(exporter="otlp")
     with pytest.raises(ConfigurationError, match=r"^unknown option 'tracer_provider'; options are: callback_every, "):
         CoreVitalMonitor(tracer_provider=None)

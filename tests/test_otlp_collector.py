@@ -18,8 +18,16 @@ from .conftest import free_port
 def test_span_travels_through_rotel(tiny_llama, tmp_path):
     with OTLPSink() as sink:
         grpc_port, http_port = free_port(), free_port()
-        forward = ["--exporter", "otlp", "--otlp-exporter-endpoint", sink.endpoint,
-                   "--otlp-exporter-protocol", "http", "--otlp-exporter-retry-max-elapsed-time", "2s"]
+        forward = [
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-endpoint",
+            sink.endpoint,
+            "--otlp-exporter-protocol",
+            "http",
+            "--otlp-exporter-retry-max-elapsed-time",
+            "2s",
+        ]
         with rotel_collector(grpc_port, http_port, *forward, log_path=str(tmp_path / "rotel.log")):
             provider = TracerProvider()
             provider.add_span_processor(

@@ -39,8 +39,11 @@ def test_span_line_format(tmp_path):
     assert child["kind"] == 1
     assert isinstance(child["startTimeUnixNano"], str) and int(child["startTimeUnixNano"]) > 0
     attrs = {kv["key"]: kv["value"] for kv in child["attributes"]}
-    assert attrs == {"n": {"intValue": "7"}, "ok": {"boolValue": True},
-                     "xs": {"arrayValue": {"values": [{"doubleValue": 1.5}, {"doubleValue": 2.5}]}}}
+    assert attrs == {
+        "n": {"intValue": "7"},
+        "ok": {"boolValue": True},
+        "xs": {"arrayValue": {"values": [{"doubleValue": 1.5}, {"doubleValue": 2.5}]}},
+    }
     scope = json.loads(lines[0])["resourceSpans"][0]["scopeSpans"][0]["scope"]
     assert scope == {"name": "scope-x", "version": "1.2"}
 

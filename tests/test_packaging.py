@@ -38,7 +38,12 @@ def test_zero_code_dependency_check_passes_here():
 
 def test_core_dependencies_are_api_only():
     names = sorted(Requirement(r).name for r in metadata.requires(DIST) if Requirement(r).marker is None)
-    assert names == ["opentelemetry-api", "opentelemetry-instrumentation", "opentelemetry-semantic-conventions", "wrapt"]
+    assert names == [
+        "opentelemetry-api",
+        "opentelemetry-instrumentation",
+        "opentelemetry-semantic-conventions",
+        "wrapt",
+    ]
 
 
 def test_schema_and_typing_marker_ship_with_the_package():

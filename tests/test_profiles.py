@@ -20,8 +20,15 @@ from opentelemetry_instrumentation_corevital.signals.profiles import (
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE_DIR = ROOT / "opentelemetry_instrumentation_corevital" / "profiles"
-FAMILIES = {"gpt2": "gpt2", "llama": "llama", "mistral": "mistral", "mixtral": "mixtral", "qwen2": "qwen2",
-            "phi3": "phi3", "t5": "t5"}
+FAMILIES = {
+    "gpt2": "gpt2",
+    "llama": "llama",
+    "mistral": "mistral",
+    "mixtral": "mixtral",
+    "qwen2": "qwen2",
+    "phi3": "phi3",
+    "t5": "t5",
+}
 
 
 def test_every_family_has_a_profile_and_every_file_loads():
@@ -43,14 +50,17 @@ def test_default_defines_every_threshold_and_families_only_override():
             assert data["extends"] in ("default", "llama"), path.name
 
 
-@pytest.mark.parametrize("model_type, name, expected", [
-    *[(t, None, p) for t, p in FAMILIES.items()],
-    ("llama", "SmolLM2-135M-Instruct.Q4_1", "smollm2"),
-    ("llama", "meta-llama/Llama-3.1-8B-Instruct", "llama"),
-    ("LLAMA", None, "llama"),
-    ("bert", None, "default"),
-    (None, None, "default"),
-])
+@pytest.mark.parametrize(
+    "model_type, name, expected",
+    [
+        *[(t, None, p) for t, p in FAMILIES.items()],
+        ("llama", "SmolLM2-135M-Instruct.Q4_1", "smollm2"),
+        ("llama", "meta-llama/Llama-3.1-8B-Instruct", "llama"),
+        ("LLAMA", None, "llama"),
+        ("bert", None, "default"),
+        (None, None, "default"),
+    ],
+)
 def test_chosen_from_model_type_and_name(model_type, name, expected):
     assert profile_name_for(model_type, name) == expected
     assert resolve_profile(model_type, model_name=name).name == expected
@@ -74,8 +84,11 @@ def test_event_factor_midpoints_sit_on_their_flag_thresholds():
 
 
 def test_user_overrides_on_top_of_a_profile():
-    profile = resolve_profile("llama", thresholds={"high_entropy_bits": 5.5},
-                              factors={"entropy_mean": {"midpoint": 3.0}, "surprisal_mean": None})
+    profile = resolve_profile(
+        "llama",
+        thresholds={"high_entropy_bits": 5.5},
+        factors={"entropy_mean": {"midpoint": 3.0}, "surprisal_mean": None},
+    )
     assert profile.name == "llama" and profile.thresholds.high_entropy_bits == 5.5
     assert profile.factors["entropy_mean"].midpoint == 3.0
     assert profile.factors["entropy_mean"].scale == load_profile("llama").factors["entropy_mean"].scale
@@ -86,22 +99,28 @@ def test_user_overrides_on_top_of_a_profile():
 
 def test_a_profile_file_of_ones_own(tmp_path):
     path = tmp_path / "mine.json"
-    path.write_text(json.dumps({"format": 1, "name": "mine", "extends": "smollm2",
-                                "thresholds": {"window": 6}, "calibration": "my data"}))
+    path.write_text(
+        json.dumps(
+            {"format": 1, "name": "mine", "extends": "smollm2", "thresholds": {"window": 6}, "calibration": "my data"}
+        )
+    )
     profile = resolve_profile("llama", profile=str(path))
     assert (profile.name, profile.thresholds.window, profile.thresholds.high_entropy_bits) == ("mine", 6, 7.0)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: load_profile("gpt3"), "unknown profile 'gpt3'; shipped profiles: default, gpt2"),
-    (lambda: resolve_profile(thresholds={"high_entropy": 4}), "thresholds: unknown threshold 'high_entropy'"),
-    (lambda: resolve_profile(thresholds={"window": 2.5}), "threshold 'window' must be a whole number >= 1"),
-    (lambda: resolve_profile(thresholds={"high_entropy_bits": "4"}), "must be a finite number, got '4'"),
-    (lambda: resolve_profile(factors={"entropy_mean": {"weight": 1.0}}), "weight must be in (0, 1), got 1.0"),
-    (lambda: resolve_profile(factors={"entropy_mean": {"scale": 0}}), "scale must be > 0"),
-    (lambda: resolve_profile(factors={"new_factor": {"midpoint": 1}}), "risk factor 'new_factor' needs 'scale'"),
-    (lambda: resolve_profile(factors={"entropy_mean": {"centre": 1}}), "unknown key(s) ['centre']"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: load_profile("gpt3"), "unknown profile 'gpt3'; shipped profiles: default, gpt2"),
+        (lambda: resolve_profile(thresholds={"high_entropy": 4}), "thresholds: unknown threshold 'high_entropy'"),
+        (lambda: resolve_profile(thresholds={"window": 2.5}), "threshold 'window' must be a whole number >= 1"),
+        (lambda: resolve_profile(thresholds={"high_entropy_bits": "4"}), "must be a finite number, got '4'"),
+        (lambda: resolve_profile(factors={"entropy_mean": {"weight": 1.0}}), "weight must be in (0, 1), got 1.0"),
+        (lambda: resolve_profile(factors={"entropy_mean": {"scale": 0}}), "scale must be > 0"),
+        (lambda: resolve_profile(factors={"new_factor": {"midpoint": 1}}), "risk factor 'new_factor' needs 'scale'"),
+        (lambda: resolve_profile(factors={"entropy_mean": {"centre": 1}}), "unknown key(s) ['centre']"),
+    ],
+)
 def test_bad_values_name_what_is_wrong(call, message):
     with pytest.raises(ConfigurationError) as caught:
         call()
@@ -127,11 +146,19 @@ def test_bad_profile_files(tmp_path):
 def test_profiles_load_from_an_installed_wheel(tmp_path):
     """The original CoreVital read profiles relative to its source tree, so installs silently used defaults."""
     wheels, target = tmp_path / "wheels", tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (wheel,) = wheels.glob("*.whl")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     code = (
         "import json, opentelemetry_instrumentation_corevital as pkg\n"
         "from opentelemetry_instrumentation_corevital.signals.profiles import builtin_names, load_profile, "
@@ -141,8 +168,14 @@ def test_profiles_load_from_an_installed_wheel(tmp_path):
         "  'entropy': {n: load_profile(n).factors['entropy_mean'].midpoint for n in builtin_names()},\n"
         "  'smollm2': profile_name_for('llama', 'SmolLM2-135M'), 'schema': report_schema()['title']}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                            env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout)
     assert found["file"].startswith(str(target))  # the wheel's copy, not the source tree

@@ -24,8 +24,11 @@ def pages() -> list[Path]:
 
 def examples() -> list[tuple[str, str, str]]:
     """(page, kind, code) of every example block, in running order."""
-    return [(page.relative_to(ROOT).as_posix(), "shell" if m.group("shell") else "python", m.group("code"))
-            for page in pages() for m in BLOCK.finditer(page.read_text(encoding="utf-8"))]
+    return [
+        (page.relative_to(ROOT).as_posix(), "shell" if m.group("shell") else "python", m.group("code"))
+        for page in pages()
+        for m in BLOCK.finditer(page.read_text(encoding="utf-8"))
+    ]
 
 
 def anchors(page: Path) -> set[str]:
@@ -57,8 +60,9 @@ def test_doc_examples_run(tmp_path, monkeypatch):
     namespace: dict = {"__name__": "readme"}
     for number, (page, kind, code) in enumerate(examples(), 1):
         if kind == "shell":
-            result = subprocess.run(["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True,
-                                    env=env, timeout=600)
+            result = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", code], capture_output=True, text=True, env=env, timeout=600
+            )
             assert result.returncode == 0, f"{page} example {number}:\n{code}\n{result.stderr}"
         else:
             exec(compile(code, f"{page} example {number}", "exec"), namespace)  # noqa: S102

@@ -20,20 +20,40 @@ from opentelemetry_instrumentation_corevital.report import (
 from opentelemetry_instrumentation_corevital.signals.profiles import load_profile
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
 
-SERIES = {"entropy": [1.0, 2.0, None, 0.5], "surprisal": [0.5, 1.5, 3.0, 0.25], "top1_prob": [0.9, 0.6, 0.4, 0.95],
-          "margin": [0.8, 0.3, 0.1, 0.9], "topk_mass": [0.99, 0.9, 0.8, 1.0]}
+SERIES = {
+    "entropy": [1.0, 2.0, None, 0.5],
+    "surprisal": [0.5, 1.5, 3.0, 0.25],
+    "top1_prob": [0.9, 0.6, 0.4, 0.95],
+    "margin": [0.8, 0.3, 0.1, 0.9],
+    "topk_mass": [0.99, 0.9, 0.8, 1.0],
+}
 
 
 def capture() -> CaptureResult:
     # prompt [5, 6, 7], then 10, 11 and EOS (2), then padding (0)
-    return CaptureResult(signals=True, unavailable={"attention": "not asked for"}, prefix_len=3, steps=4, rows=1,
-                         series=[SERIES], sequences=[[5, 6, 7, 10, 11, 2, 0]], step_ends=[0.1, 0.2, 0.3, 0.4])
+    return CaptureResult(
+        signals=True,
+        unavailable={"attention": "not asked for"},
+        prefix_len=3,
+        steps=4,
+        rows=1,
+        series=[SERIES],
+        sequences=[[5, 6, 7, 10, 11, 2, 0]],
+        step_ends=[0.1, 0.2, 0.3, 0.4],
+    )
 
 
 def request(mode: str = "summary") -> GenerationRequest:
-    return GenerationRequest(params=RequestInfo(operation="text_completion", max_new_tokens=4), capture_mode=mode,
-                             duration_s=1.5, input_lengths=[3], eos_token_ids=[2], pad_token_id=0,
-                             trace_id="ab" * 16, span_id="cd" * 8)
+    return GenerationRequest(
+        params=RequestInfo(operation="text_completion", max_new_tokens=4),
+        capture_mode=mode,
+        duration_s=1.5,
+        input_lengths=[3],
+        eos_token_ids=[2],
+        pad_token_id=0,
+        trace_id="ab" * 16,
+        span_id="cd" * 8,
+    )
 
 
 def build(mode: str = "summary", content: ContentInput | None = None):

@@ -17,6 +17,7 @@ def device_stats(logits):
     packed, logp, _ = logit_stats(logits)
     return [finish_stats(row) for row in packed.tolist()], logp
 
+
 TWO_WAY_ENTROPY = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))  # 0.8112781244591328
 
 

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.slow
 
 
 def chat_inputs(tokenizer, text):
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                         return_tensors="pt", return_dict=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
 
 
 def test_greedy_output_identical_and_span_is_chat(smollm2):
@@ -24,7 +25,7 @@ def test_greedy_output_identical_and_span_is_chat(smollm2):
         inputs = chat_inputs(tokenizer, "What is the capital of France?")  # tokenized while instrumented
         instrumented = model.generate(**inputs, max_new_tokens=24, do_sample=False)
     assert torch.equal(plain, instrumented)
-    assert "Paris" in tokenizer.decode(instrumented[0, inputs["input_ids"].shape[1]:])
+    assert "Paris" in tokenizer.decode(instrumented[0, inputs["input_ids"].shape[1] :])
     (span,) = tc.spans()
     assert span.name == "chat SmolLM2-135M-Instruct.Q4_1"
     report = tc.reports[0]
@@ -42,12 +43,15 @@ def test_greedy_output_identical_and_span_is_chat(smollm2):
 def test_batched_chat_with_left_padding(smollm2):
     tokenizer, model = smollm2
     tokenizer.padding_side = "left"
-    conversations = [[{"role": "user", "content": "Name a colour."}],
-                     [{"role": "user", "content": "Write one sentence about the ocean and its waves."}]]
+    conversations = [
+        [{"role": "user", "content": "Name a colour."}],
+        [{"role": "user", "content": "Write one sentence about the ocean and its waves."}],
+    ]
 
     def encode():
-        return tokenizer.apply_chat_template(conversations, add_generation_prompt=True, return_tensors="pt",
-                                             return_dict=True, padding=True)
+        return tokenizer.apply_chat_template(
+            conversations, add_generation_prompt=True, return_tensors="pt", return_dict=True, padding=True
+        )
 
     plain = model.generate(**encode(), max_new_tokens=12, do_sample=False)
     with TelemetryCapture() as tc:
@@ -101,7 +105,10 @@ def test_stop_on_ends_a_loop_within_the_documented_delay(smollm2):
     assert stopped == plain[: step + 1]
     seq = monitor.report.sequences[0]
     assert (seq.finish_reason, seq.intervention.condition, seq.intervention.step) == (
-        "intervention", "repetition_loop", step)
+        "intervention",
+        "repetition_loop",
+        step,
+    )
 
 
 def test_stop_on_leaves_a_non_looping_answer_unchanged(smollm2):

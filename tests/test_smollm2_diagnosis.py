@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from opentelemetry_instrumentation_corevital import validate_report
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
@@ -22,8 +21,9 @@ LOOP_PROMPT = "I went to the store and I went to the store and I went to the sto
 
 
 def chat(tokenizer, text):
-    return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                         return_tensors="pt", return_dict=True)
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
 
 
 def run(model, encode, mode="full", tokens=32, **options):
@@ -36,8 +36,9 @@ def run(model, encode, mode="full", tokens=32, **options):
     return span, report
 
 
-@pytest.mark.parametrize("question", ["What is the capital of France?",
-                                      "Explain in two sentences why the sky is blue."])
+@pytest.mark.parametrize(
+    "question", ["What is the capital of France?", "Explain in two sentences why the sky is blue."]
+)
 def test_coherent_answer_stays_quiet(smollm2, question):
     tokenizer, model = smollm2
     span, report = run(model, lambda: chat(tokenizer, question))
@@ -105,9 +106,26 @@ def test_injected_fault_in_a_middle_layer_is_found_and_blamed(smollm2):
 def test_corevital_run_prints_the_diagnosis(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "run", "--no-chat", "--prompt",
-         LOOP_PROMPT, "--max-new-tokens", "32", "--out", str(tmp_path), "--quiet"],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "opentelemetry_instrumentation_corevital.cli",
+            "run",
+            "--no-chat",
+            "--prompt",
+            LOOP_PROMPT,
+            "--max-new-tokens",
+            "32",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert re.search(r"\nrisk      0\.9\d \(high\)   profile smollm2\n", out), out

@@ -31,8 +31,9 @@ def test_threaded_streamer_joins_the_request_trace(tiny_llama, tiny_tok, context
         with tracer.start_as_current_span("request") as request:
             inputs = tiny_tok("the sky is", return_tensors="pt")
             streamer = TextIteratorStreamer(tiny_tok, skip_prompt=True)
-            worker = threading.Thread(target=tiny_llama.generate,
-                                      kwargs=dict(**inputs, streamer=streamer, max_new_tokens=8, do_sample=False))
+            worker = threading.Thread(
+                target=tiny_llama.generate, kwargs=dict(**inputs, streamer=streamer, max_new_tokens=8, do_sample=False)
+            )
             started = time.perf_counter()
             worker.start()
             chunks, first_chunk = [], None
@@ -60,8 +61,9 @@ def test_async_consumer(tiny_llama, tiny_tok, context_errors):
         with tracer.start_as_current_span("request") as request:
             inputs = tiny_tok("hello", return_tensors="pt")
             streamer = AsyncTextIteratorStreamer(tiny_tok, skip_prompt=True)
-            job = asyncio.create_task(asyncio.to_thread(
-                tiny_llama.generate, **inputs, streamer=streamer, max_new_tokens=6, do_sample=False))
+            job = asyncio.create_task(
+                asyncio.to_thread(tiny_llama.generate, **inputs, streamer=streamer, max_new_tokens=6, do_sample=False)
+            )
             text = [chunk async for chunk in streamer]
             await job
         return request, text
@@ -78,8 +80,9 @@ def test_consumer_that_stops_reading_early(tiny_llama, tiny_tok, context_errors)
     with TelemetryCapture() as tc:
         inputs = tiny_tok("the sea is", return_tensors="pt")
         streamer = TextIteratorStreamer(tiny_tok, skip_prompt=True)
-        worker = threading.Thread(target=tiny_llama.generate,
-                                  kwargs=dict(**inputs, streamer=streamer, max_new_tokens=10, do_sample=False))
+        worker = threading.Thread(
+            target=tiny_llama.generate, kwargs=dict(**inputs, streamer=streamer, max_new_tokens=10, do_sample=False)
+        )
         worker.start()
         next(iter(streamer))  # the client disconnects after one chunk; generation runs to its end
         worker.join(timeout=60)
@@ -100,8 +103,11 @@ def test_streamer_made_outside_any_span_keeps_the_worker_context(tiny_llama, tin
         streamer = TextIteratorStreamer(tiny_tok, skip_prompt=True)
         with tracer.start_as_current_span("job") as job:
             ctx = contextvars.copy_context()
-        worker = threading.Thread(target=ctx.run, args=(tiny_llama.generate,),
-                                  kwargs=dict(**inputs, streamer=streamer, max_new_tokens=4, do_sample=False))
+        worker = threading.Thread(
+            target=ctx.run,
+            args=(tiny_llama.generate,),
+            kwargs=dict(**inputs, streamer=streamer, max_new_tokens=4, do_sample=False),
+        )
         worker.start()
         list(streamer)
         worker.join()
@@ -115,8 +121,11 @@ def test_streaming_does_not_change_the_output(tiny_llama, tiny_tok):
     with TelemetryCapture():
         streamer = TextIteratorStreamer(tiny_tok, skip_prompt=True)
         result = {}
-        worker = threading.Thread(target=lambda: result.update(out=tiny_llama.generate(
-            **inputs, streamer=streamer, max_new_tokens=8, do_sample=False)))
+        worker = threading.Thread(
+            target=lambda: result.update(
+                out=tiny_llama.generate(**inputs, streamer=streamer, max_new_tokens=8, do_sample=False)
+            )
+        )
         worker.start()
         list(streamer)
         worker.join()

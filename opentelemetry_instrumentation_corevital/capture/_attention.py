@@ -104,7 +104,7 @@ class KeyTables:
         return self.prefix <= expected_keys <= self.prefix + self.span
 
     def at(self, keys: int, expected_keys: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(weights, inv_log_valid, inv_log_rest) when the cache holds the last ``keys`` of ``expected_keys`` positions."""
+        """(weights, inv_log_valid, inv_log_rest) when the cache holds the last ``keys`` of ``expected_keys``."""
         offset = expected_keys - keys  # > 0 for sliding-window caches that dropped old positions
         step = expected_keys - self.prefix
         return self.weights[:, offset:expected_keys], self.inv_log_valid[:, step], self.inv_log_rest[:, step]
@@ -149,7 +149,9 @@ def prompt_attention_stats(
         allowed = allowed & (positions[None, :] <= query_pos[:, None])[None, None]
     if mask is not None and mask.dim() == 4:
         row_mask = mask[..., -n_q:, -keys:]
-        allowed = allowed & (row_mask if row_mask.dtype == torch.bool else torch.isfinite(row_mask) & (row_mask > -1e30))
+        allowed = allowed & (
+            row_mask if row_mask.dtype == torch.bool else torch.isfinite(row_mask) & (row_mask > -1e30)
+        )
     probs = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
 
     # Only real (non-padding) query positions count: a padding query attends to nothing.

@@ -35,11 +35,16 @@ class AttentionTap:
             if kind == "decoder" and query.shape[2] == 1:  # the per-step path: keep references, nothing else
                 if taps.recording:
                     explicit = kwargs.get("scaling")
-                    taps.buffers.attn[slot] = (query, key, mask if isinstance(mask, torch.Tensor) else None,
-                                               kwargs.get("position_bias"),
-                                               explicit if explicit is not None else (
-                                                   scaling if scaling is not None else query.shape[-1] ** -0.5),
-                                               kwargs.get("softcap"))
+                    taps.buffers.attn[slot] = (
+                        query,
+                        key,
+                        mask if isinstance(mask, torch.Tensor) else None,
+                        kwargs.get("position_bias"),
+                        explicit
+                        if explicit is not None
+                        else (scaling if scaling is not None else query.shape[-1] ** -0.5),
+                        kwargs.get("softcap"),
+                    )
                 return
             scaling = _attention.scaling_of(module, kwargs, query.shape[-1])
             bias = kwargs.get("position_bias")
@@ -48,16 +53,31 @@ class AttentionTap:
             if kind == "encoder":
                 if not taps.forwards and encoder and encoder["attention"][slot] is None:
                     valid = taps.valid_mask(query.transpose(1, 2))
-                    valid = valid if valid is not None else torch.ones(query.shape[0], key.shape[-2], device=query.device)
+                    valid = (
+                        valid if valid is not None else torch.ones(query.shape[0], key.shape[-2], device=query.device)
+                    )
                     encoder["attention"][slot] = _attention.prompt_attention_stats(
-                        query, key, mask if isinstance(mask, torch.Tensor) else None, scaling, valid, bias, softcap,
-                        causal=False)
+                        query,
+                        key,
+                        mask if isinstance(mask, torch.Tensor) else None,
+                        scaling,
+                        valid,
+                        bias,
+                        softcap,
+                        causal=False,
+                    )
                 return
             if not taps.recording:
                 return
             if taps.teacher_forced:
-                taps.buffers.attn[slot] = (query, key, mask if isinstance(mask, torch.Tensor) else None, bias, scaling,
-                                           softcap)
+                taps.buffers.attn[slot] = (
+                    query,
+                    key,
+                    mask if isinstance(mask, torch.Tensor) else None,
+                    bias,
+                    scaling,
+                    softcap,
+                )
                 return
             if query.shape[2] != 1:  # prefill
                 prompt = taps.prefill.layers
@@ -66,14 +86,21 @@ class AttentionTap:
                     if valid is None:
                         valid = torch.ones(query.shape[0], key.shape[-2], device=query.device)
                     prompt["attention"][slot] = _attention.prompt_attention_stats(
-                        query, key, mask if isinstance(mask, torch.Tensor) else None, scaling, valid, bias, softcap)
+                        query, key, mask if isinstance(mask, torch.Tensor) else None, scaling, valid, bias, softcap
+                    )
                 query = query[:, :, -1:].clone()
                 if isinstance(mask, torch.Tensor) and mask.dim() == 4:
                     mask = mask[..., -1:, :].clone()
                 if isinstance(bias, torch.Tensor):
                     bias = bias[..., -1:, :].clone()
-            taps.buffers.attn[slot] = (query, key, mask if isinstance(mask, torch.Tensor) else None, bias, scaling,
-                                       softcap)
+            taps.buffers.attn[slot] = (
+                query,
+                key,
+                mask if isinstance(mask, torch.Tensor) else None,
+                bias,
+                scaling,
+                softcap,
+            )
         except Exception as exc:
             self._slots = {}
             taps.stop_attention(f"{type(exc).__name__}: {exc}")

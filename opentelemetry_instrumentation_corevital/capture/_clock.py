@@ -20,7 +20,7 @@ _pool: dict[int, list] = defaultdict(list)
 _pool_lock = threading.Lock()
 
 
-def _take(device_index: int) -> "torch.cuda.Event":
+def _take(device_index: int) -> torch.cuda.Event:
     with _pool_lock:
         free = _pool[device_index]
         if free:

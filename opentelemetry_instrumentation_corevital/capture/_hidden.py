@@ -19,7 +19,7 @@ MOMENT_COLUMNS = ("sq", "in_sq", "cross_in", "sum", "max_abs", "finite", "cross_
 
 
 def finish_hidden_tensor(moments: torch.Tensor, size: int) -> torch.Tensor:
-    """:data:`HIDDEN_COLUMNS` from :data:`MOMENT_COLUMNS` for a whole generation: [..., 8] -> [..., 7] (once, at the end)."""
+    """:data:`HIDDEN_COLUMNS` from :data:`MOMENT_COLUMNS`: [..., 8] -> [..., 7], once for a whole generation."""
     sq, in_sq, cross_in, total, max_abs, finite, cross_prev, prev_sq = moments.unbind(dim=-1)
     norm = sq.clamp_min(0.0).sqrt()
     mean = total / size

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 
 class AttentionListener(Protocol):
@@ -39,7 +40,9 @@ _installed: dict[str, Callable] = {}
 
 def _wrap(original: Callable) -> Callable:
     @functools.wraps(original)
-    def corevital_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, *args: Any, **kwargs: Any) -> Any:
+    def corevital_attention(
+        module: Any, query: Any, key: Any, value: Any, attention_mask: Any, *args: Any, **kwargs: Any
+    ) -> Any:
         result = original(module, query, key, value, attention_mask, *args, **kwargs)
         taps = ACTIVE_TAPS.get()
         if taps is not None:

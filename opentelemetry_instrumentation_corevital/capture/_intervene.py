@@ -25,7 +25,8 @@ on the host, which costs one synchronisation each time it runs (every
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -57,8 +58,14 @@ def loop_length(period: int, min_cycles: int, min_tokens: int, min_repeat: int |
 class _TailLoops:
     """Index tables to test every period at once: one gather pair, one compare, two reductions."""
 
-    def __init__(self, device: torch.device, max_period: int = 32, min_cycles: int = 3, min_tokens: int = 12,
-                 min_repeat: int | None = None) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        max_period: int = 32,
+        min_cycles: int = 3,
+        min_tokens: int = 12,
+        min_repeat: int | None = None,
+    ) -> None:
         self.max_period, self.min_cycles, self.min_tokens = max_period, min_cycles, min_tokens
         needs = [loop_length(p, min_cycles, min_tokens, min_repeat) for p in range(1, max_period + 1)]
         width = max(n - p for p, n in zip(range(1, max_period + 1), needs))
@@ -118,7 +125,7 @@ class StopOn:
         self.stop_all = False
         self.failed: str | None = None
 
-    def __deepcopy__(self, memo: dict) -> "StopOn":  # transformers may deep-copy criteria lists
+    def __deepcopy__(self, memo: dict) -> StopOn:  # transformers may deep-copy criteria lists
         return self
 
     def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
@@ -158,8 +165,9 @@ class StopOn:
                 fired.append((CODES["high_entropy"], self.run >= self.high_entropy_run))
         if self.step_callback is not None and step % self.callback_every == 0 and last is not None:
             values = last[:, :2].tolist()  # one synchronisation, paid only by callback users
-            view = StepView(step, [-v[0] / LN2 for v in values], [math.exp(v[1]) for v in values],
-                            input_ids[:, -1].tolist())
+            view = StepView(
+                step, [-v[0] / LN2 for v in values], [math.exp(v[1]) for v in values], input_ids[:, -1].tolist()
+            )
             if self.step_callback(view):
                 self.stop_all = True
         if self.stop_all:

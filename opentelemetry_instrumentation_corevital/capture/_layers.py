@@ -55,7 +55,9 @@ def _spec(key: str, value: Any) -> tuple[type | None, str | None, int, str | Non
     )
 
 
-def _matches(name: str, module: torch.nn.Module, cls: type | None, class_name: str | None, layer_name: str | None) -> bool:
+def _matches(
+    name: str, module: torch.nn.Module, cls: type | None, class_name: str | None, layer_name: str | None
+) -> bool:
     if cls is not None and not isinstance(module, cls):
         return False
     if class_name is not None and not type(module).__name__.endswith(class_name):

@@ -28,8 +28,14 @@ EAGER_SOURCE = "eager attention weights"
 class ModelTaps:
     """Installs, feeds and removes the hooks of one call; what they keep waits in :attr:`buffers`."""
 
-    def __init__(self, model: Any, plan: CapturePlan, prompt_ids: torch.Tensor | None,
-                 prompt_mask: torch.Tensor | None, unavailable: dict[str, str]) -> None:
+    def __init__(
+        self,
+        model: Any,
+        plan: CapturePlan,
+        prompt_ids: torch.Tensor | None,
+        prompt_mask: torch.Tensor | None,
+        unavailable: dict[str, str],
+    ) -> None:
         self.model = model
         self.plan = plan
         self.unavailable = unavailable  # shared with the source: signal group -> reason
@@ -70,7 +76,9 @@ class ModelTaps:
             return
         wanted = list(range(count)) if plan.layers is None else sorted({i for i in plan.layers if 0 <= i < count})
         if not wanted:
-            self.unavailable["layers"] = f"none of the requested layers {list(plan.layers or [])} exist (model has {count})"
+            self.unavailable["layers"] = (
+                f"none of the requested layers {list(plan.layers or [])} exist (model has {count})"
+            )
             return
         self.layers = wanted
         self.consecutive = wanted == list(range(wanted[0], wanted[0] + len(wanted)))

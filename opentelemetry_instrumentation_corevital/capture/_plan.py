@@ -25,13 +25,22 @@ class CapturePlan:
         return self.hidden != "off" or self.attention or self.moe or self.prompt or self.encoder
 
     @classmethod
-    def for_mode(cls, mode: str, layers: tuple[int, ...] | None = None, step_stride: int = 1,
-                 cuda_graphs: bool = True) -> "CapturePlan":
+    def for_mode(
+        cls, mode: str, layers: tuple[int, ...] | None = None, step_stride: int = 1, cuda_graphs: bool = True
+    ) -> CapturePlan:
         """The plan of a capture mode (``off``, ``summary``, ``full`` or ``on_risk``)."""
         if mode == "off":
             return cls(signals=False)
         if mode == "summary":
             return cls(hidden="norm", layers=layers, step_stride=step_stride, cuda_graphs=cuda_graphs)
         # "full" and "on_risk" capture everything on the device; on_risk decides later what to emit.
-        return cls(hidden="full", attention=True, prompt=True, moe=True, encoder=True, layers=layers,
-                   step_stride=step_stride, cuda_graphs=cuda_graphs)
+        return cls(
+            hidden="full",
+            attention=True,
+            prompt=True,
+            moe=True,
+            encoder=True,
+            layers=layers,
+            step_stride=step_stride,
+            cuda_graphs=cuda_graphs,
+        )

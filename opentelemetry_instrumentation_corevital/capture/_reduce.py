@@ -91,7 +91,9 @@ class StepState:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def zeros(cls, layout: StepLayout, rows: int, vocab: int, hidden: int, experts: int, device: torch.device) -> "StepState":
+    def zeros(
+        cls, layout: StepLayout, rows: int, vocab: int, hidden: int, experts: int, device: torch.device
+    ) -> StepState:
         """The state before the first step: zeros of the shapes ``layout`` carries over."""
         state = cls()
         if layout.signals and not layout.beams:
@@ -166,11 +168,19 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
         previous, previous_sq = state.out, state.sq
         if parents is not None:
             previous, previous_sq = previous.index_select(0, parents), previous_sq.index_select(0, parents)
-        moments = torch.stack([
-            sq, in_sq, torch.linalg.vecdot(out, inp), out.sum(dim=-1),
-            torch.linalg.vector_norm(out, ord=math.inf, dim=-1), torch.isfinite(out).sum(dim=-1, dtype=torch.float32),
-            torch.linalg.vecdot(out, previous), previous_sq,
-        ], dim=-1)
+        moments = torch.stack(
+            [
+                sq,
+                in_sq,
+                torch.linalg.vecdot(out, inp),
+                out.sum(dim=-1),
+                torch.linalg.vector_norm(out, ord=math.inf, dim=-1),
+                torch.isfinite(out).sum(dim=-1, dtype=torch.float32),
+                torch.linalg.vecdot(out, previous),
+                previous_sq,
+            ],
+            dim=-1,
+        )
         blocks.append(moments.flatten(1))
         state.out.copy_(out)
         state.sq.copy_(sq)
@@ -195,11 +205,14 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
 def head_values(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Per head [.., rows, heads, 4]: sum p ln p, max weight, prompt mass, sink mass (four kernels)."""
     masses = torch.matmul(probs, weights)  # [.., rows, heads, 2]: prompt, sink
-    return torch.cat([
-        torch.special.xlogy(probs, probs).sum(dim=-1, keepdim=True),
-        probs.amax(dim=-1, keepdim=True),
-        masses,
-    ], dim=-1)
+    return torch.cat(
+        [
+            torch.special.xlogy(probs, probs).sum(dim=-1, keepdim=True),
+            probs.amax(dim=-1, keepdim=True),
+            masses,
+        ],
+        dim=-1,
+    )
 
 
 def aggregate_heads(heads: torch.Tensor, inv_valid: torch.Tensor, inv_rest: torch.Tensor) -> torch.Tensor:
@@ -225,7 +238,9 @@ class GraphedReduce:
     def __init__(self, layout: StepLayout, state: StepState, inputs: StepInputs) -> None:
         device = next(t for t in inputs.tensors().values() if t is not None).device
         self.layout = layout
-        self.inputs = StepInputs(**{name: (t.clone() if t is not None else None) for name, t in inputs.tensors().items()})
+        self.inputs = StepInputs(
+            **{name: (t.clone() if t is not None else None) for name, t in inputs.tensors().items()}
+        )
         self.state = state
         warm = StepState(
             logp=state.logp.clone() if state.logp is not None else None,

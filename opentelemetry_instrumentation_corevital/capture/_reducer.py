@@ -79,8 +79,9 @@ class StepReducer:
         inputs.token = input_ids[:, -1] if scores is not None else None
         if scores is not None and layer_step and not self._logits_in_graph(scores):
             # A large batch x vocabulary: the logit part stays eager, so no static copy of the logits is kept.
-            self._append(self._layout(False, rows, True), StepInputs(scores=scores, token=inputs.token), step,
-                         layer_step=False)
+            self._append(
+                self._layout(False, rows, True), StepInputs(scores=scores, token=inputs.token), step, layer_step=False
+            )
             inputs.scores = inputs.token = None
             self._append(self._layout(True, rows, False), inputs, step, layer_step=True)
         else:
@@ -161,7 +162,9 @@ class StepReducer:
             if any(r is None for r in buffers.router):
                 return None
             target = static.router
-            inputs.router = torch.stack(buffers.router, out=target) if target is not None else torch.stack(buffers.router)
+            inputs.router = (
+                torch.stack(buffers.router, out=target) if target is not None else torch.stack(buffers.router)
+            )
         return inputs
 
     def _state_for(self, layout: StepLayout, inputs: StepInputs) -> StepState:
@@ -170,9 +173,13 @@ class StepReducer:
             scores, stacked, router = inputs.scores, inputs.stacked, inputs.router
             reference = next(t for t in (scores, stacked) if t is not None)
             state = StepState.zeros(
-                layout, int(reference.shape[0]), int(scores.shape[-1]) if scores is not None else 0,
+                layout,
+                int(reference.shape[0]),
+                int(scores.shape[-1]) if scores is not None else 0,
                 int(stacked.shape[-1]) if stacked is not None else 0,
-                int(router.shape[-1]) if router is not None else 0, reference.device)
+                int(router.shape[-1]) if router is not None else 0,
+                reference.device,
+            )
             state.extra["top_k"] = self._taps.top_k_experts
             # logits-only and layer steps share the logit state
             for other in self._states.values():
@@ -188,8 +195,14 @@ class StepReducer:
             return graph(inputs)
         taps = self._taps
         device = next(t for t in inputs.tensors().values() if t is not None).device
-        if (device.type == "cuda" and step >= 1 and self._graph_ok and layout.attention == taps.wants_attention
-                and layout.layers == len(taps.layers) and not torch.cuda.is_current_stream_capturing()):
+        if (
+            device.type == "cuda"
+            and step >= 1
+            and self._graph_ok
+            and layout.attention == taps.wants_attention
+            and layout.layers == len(taps.layers)
+            and not torch.cuda.is_current_stream_capturing()
+        ):
             try:
                 graph = _reduce.GraphedReduce(layout, state, inputs)
                 self._graph = graph

@@ -29,12 +29,12 @@ class StepRows:
     @property
     def logit_layout(self) -> StepLayout | None:
         """The layout the logit rows were made with."""
-        return next((l for l in self.layouts.values() if l.signals), None)
+        return next((layout for layout in self.layouts.values() if layout.signals), None)
 
     @property
     def layer_layout(self) -> StepLayout | None:
         """The layout the layer rows were made with."""
-        return next((l for l in self.layouts.values() if l.layers), None)
+        return next((layout for layout in self.layouts.values() if layout.layers), None)
 
     def last_logits(self) -> torch.Tensor | None:
         """This step's packed logit values [rows, ...] (sum p ln p, top-k log-probs, ...), on the device."""

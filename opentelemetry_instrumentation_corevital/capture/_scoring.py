@@ -19,8 +19,16 @@ from ._rows import StepRows
 from ._stats import logit_stats
 
 
-def reduce_continuation(taps: ModelTaps, rows: StepRows, top_k: int, prompt_len: int, count: int,
-                        logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor | None) -> None:
+def reduce_continuation(
+    taps: ModelTaps,
+    rows: StepRows,
+    top_k: int,
+    prompt_len: int,
+    count: int,
+    logits: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor | None,
+) -> None:
     """Append the logit rows and layer rows of ``count`` continuation tokens after ``prompt_len`` prompt tokens.
 
     ``logits`` holds at least the last ``count + 1`` positions of the forward over ``ids``.
@@ -33,16 +41,23 @@ def reduce_continuation(taps: ModelTaps, rows: StepRows, top_k: int, prompt_len:
     rows.chosen_aligned = True
     rows.logits.extend(torch.cat([packed, chosen[..., None]], dim=-1).unbind(1))
     rows.layouts[(False, n, True)] = StepLayout(
-        signals=True, k=top_k, beams=False, layers=0, hidden="off", attention=False, moe=False)
+        signals=True, k=top_k, beams=False, layers=0, hidden="off", attention=False, moe=False
+    )
     buffers = taps.buffers
     if not taps.active or any(o is None for o in buffers.out):
         return
     plan = taps.plan
     layers = len(taps.layers)
-    layout = StepLayout(signals=False, k=top_k, beams=False, layers=layers, hidden=plan.hidden,
-                        attention=taps.wants_attention,
-                        moe=bool(plan.moe and taps.routers and all(r is not None for r in buffers.router)),
-                        interleaved=not taps.consecutive)
+    layout = StepLayout(
+        signals=False,
+        k=top_k,
+        beams=False,
+        layers=layers,
+        hidden=plan.hidden,
+        attention=taps.wants_attention,
+        moe=bool(plan.moe and taps.routers and all(r is not None for r in buffers.router)),
+        interleaved=not taps.consecutive,
+    )
     flat = n * count
     inputs = StepInputs()
     state = StepState()
@@ -79,8 +94,9 @@ def reduce_continuation(taps: ModelTaps, rows: StepRows, top_k: int, prompt_len:
     buffers.clear()
 
 
-def _score_heads(taps: ModelTaps, rows: int, count: int, prompt_len: int, positions: torch.Tensor,
-                 mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+def _score_heads(
+    taps: ModelTaps, rows: int, count: int, prompt_len: int, positions: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """(heads, inv_valid, inv_rest) of every continuation position's attention row, causal and padding-aware."""
     device = positions.device
     valid_keys = mask.bool() if mask is not None else None
@@ -93,8 +109,12 @@ def _score_heads(taps: ModelTaps, rows: int, count: int, prompt_len: int, positi
             q = query[:, :, positions]  # [rows, q_heads, count, d]
             total = key.shape[-2]
             kv_heads, q_heads = key.shape[1], q.shape[1]
-            scores = torch.matmul(q.reshape(rows, kv_heads, (q_heads // kv_heads) * count, -1),
-                                  key.transpose(-1, -2)).reshape(rows, q_heads, count, total).float() * scaling
+            scores = (
+                torch.matmul(q.reshape(rows, kv_heads, (q_heads // kv_heads) * count, -1), key.transpose(-1, -2))
+                .reshape(rows, q_heads, count, total)
+                .float()
+                * scaling
+            )
             if isinstance(bias, torch.Tensor):
                 scores = scores + bias[..., positions, :].float()
             if softcap:

@@ -10,7 +10,7 @@ generation is over (:func:`finish_stats`), on a few numbers per step.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -24,8 +24,9 @@ class StepAttention:
         self._tables: _attention.KeyTables | None = None  # built at the first step
         self.generation_config: Any = None  # sizes the key tables to the generation's length
 
-    def inputs(self, rows: int, step: int, prefix: int,
-               target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    def inputs(
+        self, rows: int, step: int, prefix: int, target: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(heads [layers, rows, heads, 4], inv_valid [rows], inv_rest [rows]), or None when a layer is missing."""
         expected = prefix + step  # keys the cache should hold after this step's forward
         heads = self._heads(rows, prefix, expected, target)
@@ -90,7 +91,9 @@ class StepAttention:
         tables = self._tables
         if tables is None or not tables.covers(expected) or tables.weights.shape[0] != rows:
             span = max(expected - prefix, self._max_new_tokens(prefix))
-            tables = _attention.KeyTables(self._valid_prompt(rows, prefix), self._sink_index(rows, prefix), prefix, span)
+            tables = _attention.KeyTables(
+                self._valid_prompt(rows, prefix), self._sink_index(rows, prefix), prefix, span
+            )
             self._tables = tables
         return tables
 

@@ -34,8 +34,15 @@ class DeviceCapture:
     stop: _intervene.StopOn | None = None
 
 
-def transfer(result: CaptureResult, capture: DeviceCapture, sequences: torch.Tensor | None, steps: int, prefix: int,
-             beams: bool, num_return: int) -> None:
+def transfer(
+    result: CaptureResult,
+    capture: DeviceCapture,
+    sequences: torch.Tensor | None,
+    steps: int,
+    prefix: int,
+    beams: bool,
+    num_return: int,
+) -> None:
     """Fill ``result`` from ``capture`` with one device-to-host copy (``steps`` decoding steps after ``prefix``)."""
     rows = capture.rows
     result.retained_values = rows.retained_values()
@@ -71,9 +78,13 @@ def transfer(result: CaptureResult, capture: DeviceCapture, sequences: torch.Ten
     result.layer_steps = [s for s in rows.layer_steps[:layer_count]]
     result.hidden = host.get("hidden")
     if "matrices" in host:
-        result.matrices = _field_matrices(host["matrices"], host["matrices_finite"], result.hidden_full,
-                                          "attention" in (layer_layout.blocks_names() if layer_layout else ()),
-                                          bool(layer_layout and layer_layout.moe))
+        result.matrices = _field_matrices(
+            host["matrices"],
+            host["matrices_finite"],
+            result.hidden_full,
+            "attention" in (layer_layout.blocks_names() if layer_layout else ()),
+            bool(layer_layout and layer_layout.moe),
+        )
     result.attention = host.get("attention")
     result.moe = host.get("moe")
     result.prompt_surprisal = host.get("prompt_surprisal")
@@ -86,8 +97,16 @@ def transfer(result: CaptureResult, capture: DeviceCapture, sequences: torch.Ten
         result.series, result.row_of = _beams.beam_series(host, result.sequences, prefix, steps)
 
 
-def _logit_parts(result: CaptureResult, capture: DeviceCapture, layout: StepLayout, sequences: torch.Tensor | None,
-                 steps: int, prefix: int, beams: bool, num_return: int) -> list[tuple[str, torch.Tensor]]:
+def _logit_parts(
+    result: CaptureResult,
+    capture: DeviceCapture,
+    layout: StepLayout,
+    sequences: torch.Tensor | None,
+    steps: int,
+    prefix: int,
+    beams: bool,
+    num_return: int,
+) -> list[tuple[str, torch.Tensor]]:
     """The logit statistics, per row and step: with candidates (beams), or with each chosen token's surprisal."""
     rows = torch.stack(capture.rows.logits[:steps], dim=1)  # [rows, steps, 1 + k + (1 | k)]
     result.rows = int(rows.shape[0])
@@ -114,13 +133,21 @@ def _logit_parts(result: CaptureResult, capture: DeviceCapture, layout: StepLayo
     return [("series", torch.cat([stats, surprisal[..., None]], dim=-1).transpose(1, 2))]
 
 
-def _layer_parts(result: CaptureResult, capture: DeviceCapture, layout: StepLayout, count: int,
-                 beams: bool) -> list[tuple[str, torch.Tensor]]:
+def _layer_parts(
+    result: CaptureResult, capture: DeviceCapture, layout: StepLayout, count: int, beams: bool
+) -> list[tuple[str, torch.Tensor]]:
     """The layer statistics: step-major for beams (attributed on the host), else [row][field][layer][step]."""
     layer = torch.stack(capture.rows.layers[:count])  # [layer steps, rows, width]
-    offset_layout = StepLayout(signals=False, k=layout.k, beams=layout.beams, layers=layout.layers,
-                               hidden=layout.hidden, attention=layout.attention, moe=layout.moe,
-                               interleaved=layout.interleaved)
+    offset_layout = StepLayout(
+        signals=False,
+        k=layout.k,
+        beams=layout.beams,
+        layers=layout.layers,
+        hidden=layout.hidden,
+        attention=layout.attention,
+        moe=layout.moe,
+        interleaved=layout.interleaved,
+    )
     blocks = offset_layout.split(layer)
     result.hidden_full = layout.hidden == "full"
     hidden = blocks["hidden"]
@@ -168,8 +195,11 @@ def _field_stack(hidden: torch.Tensor, blocks: dict[str, torch.Tensor]) -> torch
 
 def _field_matrices(values: list, finite: list, full: bool, attention: bool, moe: bool) -> dict[str, list]:
     """Name the fields of [row][field][layer][step] lists; non-finite values become None where there are any."""
-    names = ["hidden_" + c if c not in ("update_ratio",) else c for c in _hidden.HIDDEN_COLUMNS] if full else [
-        "hidden_norm"]
+    names = (
+        ["hidden_" + c if c not in ("update_ratio",) else c for c in _hidden.HIDDEN_COLUMNS]
+        if full
+        else ["hidden_norm"]
+    )
     if attention:
         names += ["attn_" + c for c in ATTENTION_COLUMNS]
     if moe:

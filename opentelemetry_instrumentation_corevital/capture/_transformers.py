@@ -66,8 +66,9 @@ class TransformersSource:
         mask = prompt_mask if isinstance(prompt_mask, torch.Tensor) else None
         config = getattr(model, "config", None)
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
-        self.hidden_size = next((getattr(text, k) for k in ("hidden_size", "n_embd", "d_model")
-                                 if getattr(text, k, None)), None)
+        self.hidden_size = next(
+            (getattr(text, k) for k in ("hidden_size", "n_embd", "d_model") if getattr(text, k, None)), None
+        )
         self.taps = ModelTaps(model, plan, ids, mask, self.unavailable)
         self.rows = StepRows()
         self.reducer = StepReducer(model, self.taps, self.rows, self.unavailable)
@@ -116,9 +117,15 @@ class TransformersSource:
             beams = self.generation_mode in BEAM_MODES
             steps = max(0, min(rec.steps, produced)) if not beams else min(rec.steps, max(produced, 0))
             result.steps = steps
-            capture = DeviceCapture(rows=self.rows, layers=self.taps.layers, hidden_size=self.hidden_size,
-                                    prefill=self.taps.prefill, last_logp=self.reducer.last_logp(),
-                                    beam_indices=self._beam_indices, stop=self.stop_on)
+            capture = DeviceCapture(
+                rows=self.rows,
+                layers=self.taps.layers,
+                hidden_size=self.hidden_size,
+                prefill=self.taps.prefill,
+                last_logp=self.reducer.last_logp(),
+                beam_indices=self._beam_indices,
+                stop=self.stop_on,
+            )
             transfer(result, capture, sequences, steps, prefix, beams, num_return_sequences)
             result.step_ends = self.clock.step_ends()[:steps]
         except Exception as exc:
@@ -134,7 +141,9 @@ class TransformersSource:
         return result
 
     # -- generate: decoding-mode bookkeeping ------------------------------------------------
-    def processors_for(self, processors: Any, generation_config: Any, assistant_model: Any = None) -> RecordingProcessorList:
+    def processors_for(
+        self, processors: Any, generation_config: Any, assistant_model: Any = None
+    ) -> RecordingProcessorList:
         """``processors`` with our recorder in front, configured for this call's decoding mode."""
         self.generation_config = generation_config
         try:
@@ -160,17 +169,32 @@ class TransformersSource:
         self.attached = True
         return RecordingProcessorList(processors, self.recorder)
 
-    def criteria_for(self, criteria: Any, conditions: tuple[str, ...], high_entropy_bits: float,
-                     high_entropy_run: int, step_callback: Any, callback_every: int,
-                     loop_repeat: int | None = None) -> Any:
+    def criteria_for(
+        self,
+        criteria: Any,
+        conditions: tuple[str, ...],
+        high_entropy_bits: float,
+        high_entropy_run: int,
+        step_callback: Any,
+        callback_every: int,
+        loop_repeat: int | None = None,
+    ) -> Any:
         """``generate``'s stopping criteria, with our on-device ``StopOn`` appended when asked for."""
         if not conditions and step_callback is None:
             return criteria
         if not self.recorder.signals and any(c != "repetition_loop" for c in conditions):
             self.unavailable["stop_on"] = "nan_or_inf and high_entropy need the logit capture (capture is off)"
         self.stop_on = _intervene.StopOn(
-            self.recorder, self.rows, conditions, high_entropy_bits, high_entropy_run, step_callback, callback_every,
-            beams=self.generation_mode in BEAM_MODES, loop_repeat=loop_repeat)
+            self.recorder,
+            self.rows,
+            conditions,
+            high_entropy_bits,
+            high_entropy_run,
+            step_callback,
+            callback_every,
+            beams=self.generation_mode in BEAM_MODES,
+            loop_repeat=loop_repeat,
+        )
         criteria.append(self.stop_on)
         return criteria
 

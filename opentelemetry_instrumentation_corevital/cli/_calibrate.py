@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._values import parse_capture
 from .._errors import ConfigurationError, CoreVitalError, OutputError
+from .._values import parse_capture
 
 LINE_KEYS = frozenset({"prompt", "continuation", "label"})
 
@@ -35,13 +35,20 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--model", help="model folder, .gguf file or hub id (default: the embedded SmolLM2 GGUF)")
     p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
-    p.add_argument("--prompts", required=True, metavar="FILE",
-                   help="one run per line: prompt text, or JSON {prompt, continuation?, label? (0 healthy, 1 bad)}")
+    p.add_argument(
+        "--prompts",
+        required=True,
+        metavar="FILE",
+        help="one run per line: prompt text, or JSON {prompt, continuation?, label? (0 healthy, 1 bad)}",
+    )
     p.add_argument("--out", required=True, metavar="PROFILE.json", help="profile file to write")
     p.add_argument("--name", default=None, help="profile name (default: the --out file's stem)")
     p.add_argument("--extends", default=None, help="shipped profile to extend (default: the model's own)")
-    p.add_argument("--capture", default="full", help="capture mode the profile is for (default: %(default)s; "
-                   "layer features need full)")
+    p.add_argument(
+        "--capture",
+        default="full",
+        help="capture mode the profile is for (default: %(default)s; layer features need full)",
+    )
     chat = p.add_mutually_exclusive_group()
     chat.add_argument("--chat", dest="chat", action="store_true", default=None)
     chat.add_argument("--no-chat", dest="chat", action="store_false")
@@ -135,8 +142,13 @@ def run(args: argparse.Namespace) -> int:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     extends = args.extends or profile_name_for(model_type, source.display_name)
     try:
-        profile, notes = calibration_profile(rows, labels, name=args.name or out.stem, extends=extends,
-                                             source=f"{source.display_name} (capture {capture.value})")
+        profile, notes = calibration_profile(
+            rows,
+            labels,
+            name=args.name or out.stem,
+            extends=extends,
+            source=f"{source.display_name} (capture {capture.value})",
+        )
     except ValueError as exc:
         raise ConfigurationError(f"--prompts {args.prompts}: {exc}") from None
     text = json.dumps(profile, indent=2) + "\n"
@@ -168,7 +180,9 @@ def _summary(profile: dict[str, Any], notes: list[str], out: Path) -> str:
         lines.append(f"risk factor {name}: midpoint {spec['midpoint']:.4g}, scale {spec['scale']:.4g}")
     if "probability" in profile:
         p = profile["probability"]
-        lines.append(f"probability map: {len(p['features'])} features, {p['runs']} labelled runs, cross-validated "
-                     f"ECE {p['ece']:.3f}, AUROC {p['auroc']:.3f}")
+        lines.append(
+            f"probability map: {len(p['features'])} features, {p['runs']} labelled runs, cross-validated "
+            f"ECE {p['ece']:.3f}, AUROC {p['auroc']:.3f}"
+        )
     lines.extend(f"note: {note}" for note in notes)
     return "\n".join(lines)

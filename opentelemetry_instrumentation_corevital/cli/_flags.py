@@ -37,4 +37,3 @@ def parsed(args: argparse.Namespace, table: type) -> dict[str, Any]:
         if raw is not None:
             values[key] = spec.parse(raw, spec.flag)
     return values
-

@@ -22,8 +22,9 @@ import argparse
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .._errors import CoreVitalError, OutputError
 from ..report import MigrationError, from_corevital
@@ -41,8 +42,9 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("input", metavar="IN", help="a report file (.json or .jsonl) or a folder of them")
     p.add_argument("output", metavar="OUT", help="folder for reports.jsonl, traces.jsonl and logs.jsonl")
-    p.add_argument("--no-content", action="store_true",
-                   help="drop prompt and output text and token ids from the converted reports")
+    p.add_argument(
+        "--no-content", action="store_true", help="drop prompt and output text and token ids from the converted reports"
+    )
     p.add_argument("--profile", default=None, help="model profile to diagnose with (default: from the model)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(handler=run)
@@ -76,8 +78,11 @@ def _documents(path: Path) -> Iterator[tuple[str, Any]]:
     if isinstance(data, list):
         for i, item in enumerate(data):
             yield f"{path}: [{i}]", item
-    elif isinstance(data, dict) and "schema_version" not in data and any(
-            isinstance(v, dict) and "schema_version" in v for v in data.values()):
+    elif (
+        isinstance(data, dict)
+        and "schema_version" not in data
+        and any(isinstance(v, dict) and "schema_version" in v for v in data.values())
+    ):
         # A document holding reports under names (the annotated sample): every non-comment entry is one.
         for key, value in data.items():
             if not key.startswith("_"):
@@ -167,11 +172,13 @@ def write_otlp(reports: list[Any], traces: Path, logs: Path) -> None:
             end = _dt.datetime.fromisoformat(report.created_at.replace("Z", "+00:00"))
             end_ns = int(end.timestamp() * 1e9)
             start_ns = end_ns - int(report.timings.duration_s * 1e9)
-            span = tracer.start_span(span_name(report.request.operation, report.model.name),
-                                     kind=trace.SpanKind.INTERNAL, start_time=start_ns)
+            span = tracer.start_span(
+                span_name(report.request.operation, report.model.name),
+                kind=trace.SpanKind.INTERNAL,
+                start_time=start_ns,
+            )
             span.set_attributes(corevital_attributes(report, 512, report_detail(report)))
-            span.set_attribute("corevital.migrated_from",
-                               f"{report.origin.producer} {report.origin.schema_version}")
+            span.set_attribute("corevital.migrated_from", f"{report.origin.producer} {report.origin.schema_version}")
             span.set_attributes(genai_attributes(report, content_on_span=False))
             emit_report(logger, report, trace.set_span_in_context(span), timestamp=end_ns)
             span.end(end_time=end_ns)

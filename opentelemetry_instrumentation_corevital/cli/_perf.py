@@ -9,8 +9,9 @@ from typing import Any
 from ..instrument import CoreVitalInstrumentor
 
 
-def measure_overhead(model: Any, inputs: dict, generate_kwargs: dict, runs: int, seed: int | None,
-                     options: dict[str, Any]) -> dict[str, Any]:
+def measure_overhead(
+    model: Any, inputs: dict, generate_kwargs: dict, runs: int, seed: int | None, options: dict[str, Any]
+) -> dict[str, Any]:
     """Median wall time of plain and instrumented generate, alternating, after one warm-up of each.
 
     The instrumented runs export to throwaway in-memory providers, so they pay
@@ -39,9 +40,14 @@ def measure_overhead(model: Any, inputs: dict, generate_kwargs: dict, runs: int,
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
         if instrumented:
-            instrumentor.instrument(tracer_provider=tracer_provider, meter_provider=meter_provider,
-                                    logger_provider=logger_provider, on_report=reports.append, report_log=True,
-                                    **options)
+            instrumentor.instrument(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                logger_provider=logger_provider,
+                on_report=reports.append,
+                report_log=True,
+                **options,
+            )
         try:
             start = time.perf_counter()
             model.generate(**inputs, **generate_kwargs)
@@ -61,5 +67,10 @@ def measure_overhead(model: Any, inputs: dict, generate_kwargs: dict, runs: int,
         for provider in (meter_provider, tracer_provider, logger_provider):
             provider.shutdown()
     plain_s, instrumented_s = statistics.median(plain), statistics.median(instrumented)
-    return {"method": "strict", "runs": runs, "plain_s": plain_s, "instrumented_s": instrumented_s,
-            "ratio": instrumented_s / plain_s}
+    return {
+        "method": "strict",
+        "runs": runs,
+        "plain_s": plain_s,
+        "instrumented_s": instrumented_s,
+        "ratio": instrumented_s / plain_s,
+    }

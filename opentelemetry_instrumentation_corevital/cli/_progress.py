@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Iterator
+from typing import IO
 
 FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -27,6 +28,7 @@ def progress(label: str, stream: IO[str] | None = None, enabled: bool = True) ->
     stop = threading.Event()
     thread = None
     if tty:
+
         def spin() -> None:
             i = 0
             while not stop.wait(0.1):
@@ -49,5 +51,9 @@ def progress(label: str, stream: IO[str] | None = None, enabled: bool = True) ->
             thread.join()
         elapsed = time.perf_counter() - start
         mark = "✓" if ok else "✗"
-        stream.write(f"\r{mark} {label} {elapsed:5.1f}s\n" if tty else f"{label} {'done' if ok else 'failed'} in {elapsed:.1f}s\n")
+        stream.write(
+            f"\r{mark} {label} {elapsed:5.1f}s\n"
+            if tty
+            else f"{label} {'done' if ok else 'failed'} in {elapsed:.1f}s\n"
+        )
         stream.flush()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..report import LayerSeries, Report, SequenceReport
 
@@ -28,10 +28,12 @@ def sparkline(values: Sequence[float | None], low: float, high: float, width: in
     return "".join(chars)
 
 
-def _layer_view(layers: "LayerSeries") -> str:
+def _layer_view(layers: LayerSeries) -> str:
     """One line per captured layer (up to 32): mean hidden norm and, in full capture, attention entropy."""
-    out = ["layers    mean over steps: hidden-state norm" + ("; attention entropy (0-1), collapsed heads"
-                                                            if layers.attn_entropy is not None else "")]
+    out = [
+        "layers    mean over steps: hidden-state norm"
+        + ("; attention entropy (0-1), collapsed heads" if layers.attn_entropy is not None else "")
+    ]
     shown = list(zip(layers.indices, range(len(layers.indices))))
     if len(shown) > 32:
         step = math.ceil(len(shown) / 32)
@@ -46,9 +48,11 @@ def _layer_view(layers: "LayerSeries") -> str:
     for index, i in shown:
         line = f"  L{index:<3} norm {_fmt(mean(layers.hidden_norm, i), 2):>9}"
         if layers.attn_entropy is not None:
-            line += (f"   attn entropy {_fmt(mean(layers.attn_entropy, i), 3)}"
-                     f"   collapsed {_fmt(mean(layers.attn_collapsed_fraction, i), 2)}"
-                     f"   sink {_fmt(mean(layers.attn_sink_mass, i), 2)}")
+            line += (
+                f"   attn entropy {_fmt(mean(layers.attn_entropy, i), 3)}"
+                f"   collapsed {_fmt(mean(layers.attn_collapsed_fraction, i), 2)}"
+                f"   sink {_fmt(mean(layers.attn_sink_mass, i), 2)}"
+            )
         out.append(line)
     return "\n".join(out)
 
@@ -62,27 +66,37 @@ def _factor_lines(seq: SequenceReport) -> list[str]:
     assert seq.risk is not None
     out = ["          factor                      value   score  weight  contribution"]
     for f in sorted(seq.risk.factors, key=lambda f: f.contribution, reverse=True):
-        out.append(f"          {f.name:<26} {f.value:>7.3f}  {f.score:>6.3f}  {f.weight:>6.2f}  {f.contribution:>12.3f}")
+        out.append(
+            f"          {f.name:<26} {f.value:>7.3f}  {f.score:>6.3f}  {f.weight:>6.2f}  {f.contribution:>12.3f}"
+        )
     return out
 
 
 def _flag_detail(flag: str, seq: SequenceReport, report: Report) -> str:
     flags = seq.flags
     if flag == "high_entropy":
-        return (f"high_entropy ({flags.high_entropy_steps} steps > {report.thresholds.high_entropy_bits:g} bits, "
-                f"longest run {flags.high_entropy_longest_run}, first at step {flags.high_entropy_first_step})")
+        return (
+            f"high_entropy ({flags.high_entropy_steps} steps > {report.thresholds.high_entropy_bits:g} bits, "
+            f"longest run {flags.high_entropy_longest_run}, first at step {flags.high_entropy_first_step})"
+        )
     if flag == "repetition_loop":
-        return (f"repetition_loop (from step {flags.repetition_onset_step}, period {flags.repetition_period}, "
-                f"{flags.repetition_share or 0:.0%} of the output; seen in {' and '.join(flags.repetition_evidence)})")
+        return (
+            f"repetition_loop (from step {flags.repetition_onset_step}, period {flags.repetition_period}, "
+            f"{flags.repetition_share or 0:.0%} of the output; seen in {' and '.join(flags.repetition_evidence)})"
+        )
     if flag == "nan_or_inf":
         return f"nan_or_inf ({flags.nan_or_inf_steps} steps, first {flags.nan_or_inf_first_step})"
     if flag == "mid_layer_anomaly":
         layers = ", ".join(f"L{i}" for i in flags.mid_layer_anomaly_layers)
-        return (f"mid_layer_anomaly ({layers}, norm {flags.mid_layer_anomaly_ratio or 0:.1f}x off its neighbours, "
-                f"first at step {flags.mid_layer_anomaly_first_step})")
+        return (
+            f"mid_layer_anomaly ({layers}, norm {flags.mid_layer_anomaly_ratio or 0:.1f}x off its neighbours, "
+            f"first at step {flags.mid_layer_anomaly_first_step})"
+        )
     if flag == "attention_collapse":
-        return (f"attention_collapse (from step {flags.attention_collapse_onset_step}, "
-                f"{flags.attention_collapse_share or 0:.0%} of heads)")
+        return (
+            f"attention_collapse (from step {flags.attention_collapse_onset_step}, "
+            f"{flags.attention_collapse_share or 0:.0%} of heads)"
+        )
     return flag
 
 
@@ -102,8 +116,11 @@ def render(report: Report, text: str | None, files: Sequence[str], width: int = 
     seq = report.sequences[summary.riskiest_sequence or 0] if report.sequences else None
     profile = f"   profile {report.thresholds.profile}" if report.thresholds.profile else ""
     if summary.risk_score is not None and seq is not None and seq.risk is not None:
-        lines.append(f"risk      {summary.risk_score:.2f} ({summary.risk_level})"
-                     + (f", forced by {seq.risk.forced_by}" if seq.risk.forced_by else "") + profile)
+        lines.append(
+            f"risk      {summary.risk_score:.2f} ({summary.risk_level})"
+            + (f", forced by {seq.risk.forced_by}" if seq.risk.forced_by else "")
+            + profile
+        )
         lines.extend(_factor_lines(seq))
     else:
         lines.append(f"risk      not computed (capture {report.capture.mode})")
@@ -114,8 +131,10 @@ def render(report: Report, text: str | None, files: Sequence[str], width: int = 
     diagnosis = seq.diagnosis if seq is not None else None
     if diagnosis is not None:
         if diagnosis.blame:
-            lines.append("blame     " + "; ".join(f"L{b.layer} {b.severity:.2f} ({b.reasons[0].detail})"
-                                               for b in diagnosis.blame))
+            lines.append(
+                "blame     "
+                + "; ".join(f"L{b.layer} {b.severity:.2f} ({b.reasons[0].detail})" for b in diagnosis.blame)
+            )
         elif seq is not None and seq.layers is not None:
             lines.append("blame     no layer stands out")
         signals = [f"{c.name} from step {c.onset_step}" for c in diagnosis.compound]
@@ -147,8 +166,10 @@ def render(report: Report, text: str | None, files: Sequence[str], width: int = 
         lines.append(f"prompt    {seq.prompt.tokens} tokens, perplexity {seq.prompt.perplexity:.1f}")
     if report.perf is not None:
         perf = report.perf
-        lines.append(f"overhead  {perf.ratio:.3f}x plain generate ({perf.instrumented_s:.2f} s vs {perf.plain_s:.2f} s, "
-                     f"median of {perf.runs}, --perf {perf.method})")
+        lines.append(
+            f"overhead  {perf.ratio:.3f}x plain generate ({perf.instrumented_s:.2f} s vs {perf.plain_s:.2f} s, "
+            f"median of {perf.runs}, --perf {perf.method})"
+        )
     if report.capture.unavailable:
         lines.append("missing   " + "; ".join(f"{k}: {v}" for k, v in report.capture.unavailable.items()))
     if files:

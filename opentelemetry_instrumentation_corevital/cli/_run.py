@@ -50,20 +50,36 @@ def add_parser(subparsers: Any) -> None:
         description="Generate once with a Hugging Face model, instrumented, and print the report. "
         "Telemetry goes to OTLP JSON lines files in --out unless --exporter says otherwise.",
     )
-    p.add_argument("--model", help="model folder, .gguf file or hub id (default: the embedded SmolLM2-135M-Instruct GGUF)")
+    p.add_argument(
+        "--model", help="model folder, .gguf file or hub id (default: the embedded SmolLM2-135M-Instruct GGUF)"
+    )
     p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt text (default: %(default)r)")
     chat = p.add_mutually_exclusive_group()
-    chat.add_argument("--chat", dest="chat", action="store_true", default=None, help="apply the chat template (default when the tokenizer has one)")
+    chat.add_argument(
+        "--chat",
+        dest="chat",
+        action="store_true",
+        default=None,
+        help="apply the chat template (default when the tokenizer has one)",
+    )
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as plain text")
     p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default: %(default)s)")
     add_flags(p, Options)
-    p.add_argument("--perf", choices=("off", "strict"), default="off",
-                   help="strict: warm up, time plain and instrumented generate in this process, and record the ratio")
+    p.add_argument(
+        "--perf",
+        choices=("off", "strict"),
+        default="off",
+        help="strict: warm up, time plain and instrumented generate in this process, and record the ratio",
+    )
     p.add_argument("--perf-runs", type=_positive_int, default=3, help="timed runs of each kind with --perf strict")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
-    p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                   help="(default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="(default: float32 on CPU, bfloat16 on CUDA)",
+    )
     p.add_argument("--seed", type=int, default=None, help="torch seed, for reproducible sampling")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=_non_negative_float, default=None)
@@ -126,7 +142,9 @@ def run(args: argparse.Namespace) -> int:
             prompt_len = inputs["input_ids"].shape[1]
             text = tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
             if not reports:
-                raise CoreVitalError("the generation finished but produced no report; rerun with --capture summary and -v")
+                raise CoreVitalError(
+                    "the generation finished but produced no report; rerun with --capture summary and -v"
+                )
             report = reports[-1]
             if args.json:
                 sys.stdout.write(report.to_json(indent=2) + "\n")
@@ -174,4 +192,3 @@ def _generate_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]
     if args.repetition_penalty is not None:
         kwargs["repetition_penalty"] = args.repetition_penalty
     return kwargs
-

@@ -27,9 +27,13 @@ DEFAULT_SERVE_SECONDS = 30.0
 def add_arguments(p: argparse.ArgumentParser, seconds_type: Any) -> None:
     """The exporter flags (from the option table) and ``--serve-seconds``."""
     add_flags(p, ExporterSettings, defaults={"exporters": DEFAULT_EXPORTER})
-    p.add_argument("--serve-seconds", type=seconds_type, default=None,
-                   help=f"with --exporter prometheus, keep serving this long after the generation so it can be "
-                   f"scraped (default: {DEFAULT_SERVE_SECONDS:g}; Ctrl-C stops early)")
+    p.add_argument(
+        "--serve-seconds",
+        type=seconds_type,
+        default=None,
+        help=f"with --exporter prometheus, keep serving this long after the generation so it can be "
+        f"scraped (default: {DEFAULT_SERVE_SECONDS:g}; Ctrl-C stops early)",
+    )
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -16,8 +16,7 @@ from ._telemetry import DEFAULT_OUT
 DEFAULT_PORT = 8577
 ENV_PATHS = "COREVITAL_VIEW_PATHS"  # read by viewer/app.py
 MISSING_STREAMLIT = (
-    "the viewer needs Streamlit, which is not installed: "
-    "pip install 'opentelemetry-instrumentation-corevital[viewer]'"
+    "the viewer needs Streamlit, which is not installed: pip install 'opentelemetry-instrumentation-corevital[viewer]'"
 )
 
 
@@ -36,8 +35,7 @@ def add_parser(subparsers: Any) -> None:
         "(rotated and gzip files included), as written by `corevital run` or a Collector's file exporter. "
         "Stop it with Ctrl+C.",
     )
-    p.add_argument("paths", nargs="*", metavar="PATH",
-                   help=f"files or folders to read (default: ./{DEFAULT_OUT})")
+    p.add_argument("paths", nargs="*", metavar="PATH", help=f"files or folders to read (default: ./{DEFAULT_OUT})")
     p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port on 127.0.0.1 (default: %(default)s)")
     p.set_defaults(handler=view)
 
@@ -45,15 +43,27 @@ def add_parser(subparsers: Any) -> None:
 def streamlit_command(app: str, port: int) -> list[str]:
     """The ``streamlit run`` command line: loopback only, no browser, no usage statistics, no file watcher."""
     return [
-        sys.executable, "-m", "streamlit", "run", app,
-        "--server.address", "127.0.0.1",
-        "--server.port", str(port),
-        "--server.headless", "true",
-        "--server.fileWatcherType", "none",
-        "--server.runOnSave", "false",
-        "--browser.gatherUsageStats", "false",
-        "--global.developmentMode", "false",
-        "--client.toolbarMode", "viewer",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        app,
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--server.runOnSave",
+        "false",
+        "--browser.gatherUsageStats",
+        "false",
+        "--global.developmentMode",
+        "false",
+        "--client.toolbarMode",
+        "viewer",
     ]
 
 

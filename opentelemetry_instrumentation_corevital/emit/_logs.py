@@ -10,8 +10,8 @@ from __future__ import annotations
 from opentelemetry._logs import Logger, SeverityNumber
 from opentelemetry.context import Context
 
-from ..report import Report
 from .. import names as n
+from ..report import Report
 
 
 def emit_report(logger: Logger, report: Report, context: Context | None, timestamp: int | None = None) -> None:

@@ -14,10 +14,9 @@ from typing import Any
 
 from opentelemetry.metrics import Meter
 
+from .. import names as n
 from ..report import Report
 from ..signals import is_finite
-from .. import names as n
-
 
 #: Hidden-state norms span orders of magnitude across models: powers of two from 1/4 to 16384.
 LAYER_NORM_BUCKETS = tuple(2.0**e for e in range(-2, 15))
@@ -37,37 +36,60 @@ class MetricSpec:
         """The instrument on ``meter``."""
         if self.buckets is None:
             return meter.create_counter(self.name, unit=self.unit, description=self.description)
-        return meter.create_histogram(self.name, unit=self.unit, description=self.description,
-                                      explicit_bucket_boundaries_advisory=list(self.buckets))
+        return meter.create_histogram(
+            self.name,
+            unit=self.unit,
+            description=self.description,
+            explicit_bucket_boundaries_advisory=list(self.buckets),
+        )
 
 
 #: Every generation's instruments, by the key :meth:`Instruments.record` uses.
 GENERATION_METRICS = {
     "duration": MetricSpec(n.METRIC_OPERATION_DURATION, "s", "GenAI operation duration", n.DURATION_BUCKETS),
-    "token_usage": MetricSpec(n.METRIC_TOKEN_USAGE, "{token}", "Number of input and output tokens used",
-                              n.TOKEN_BUCKETS),
-    "ttft": MetricSpec(n.METRIC_TIME_TO_FIRST_TOKEN, "s", "Time to generate the first token, measured on the device",
-                       n.TTFT_BUCKETS),
-    "tpot": MetricSpec(n.METRIC_TIME_PER_OUTPUT_TOKEN, "s",
-                       "Mean time per output token after the first, measured per step on the device", n.TPOT_BUCKETS),
-    "risk": MetricSpec(n.METRIC_RISK_SCORE, "1", "CoreVital risk score of each generation (0 healthy .. 1 failing)",
-                       n.RISK_BUCKETS),
+    "token_usage": MetricSpec(
+        n.METRIC_TOKEN_USAGE, "{token}", "Number of input and output tokens used", n.TOKEN_BUCKETS
+    ),
+    "ttft": MetricSpec(
+        n.METRIC_TIME_TO_FIRST_TOKEN, "s", "Time to generate the first token, measured on the device", n.TTFT_BUCKETS
+    ),
+    "tpot": MetricSpec(
+        n.METRIC_TIME_PER_OUTPUT_TOKEN,
+        "s",
+        "Mean time per output token after the first, measured per step on the device",
+        n.TPOT_BUCKETS,
+    ),
+    "risk": MetricSpec(
+        n.METRIC_RISK_SCORE, "1", "CoreVital risk score of each generation (0 healthy .. 1 failing)", n.RISK_BUCKETS
+    ),
     "flags": MetricSpec(n.METRIC_HEALTH_FLAGS, "{flag}", "Generations on which a CoreVital health flag fired, by flag"),
-    "token_entropy": MetricSpec(n.METRIC_TOKEN_ENTROPY, "bit",
-                                "Entropy of the next-token distribution at every generated token", n.ENTROPY_BUCKETS),
+    "token_entropy": MetricSpec(
+        n.METRIC_TOKEN_ENTROPY,
+        "bit",
+        "Entropy of the next-token distribution at every generated token",
+        n.ENTROPY_BUCKETS,
+    ),
 }
 #: Per-layer histograms (full capture), by ``LayerSeries`` field: one measurement per layer per sequence.
 LAYER_HISTOGRAMS = {
     "hidden_norm": MetricSpec(
-        n.METRIC_LAYER_PREFIX + "hidden_norm", "1",
+        n.METRIC_LAYER_PREFIX + "hidden_norm",
+        "1",
         "Mean L2 norm of a decoder layer's new-token hidden state over a generation (full capture)",
-        LAYER_NORM_BUCKETS),
+        LAYER_NORM_BUCKETS,
+    ),
     "attn_entropy": MetricSpec(
-        n.METRIC_LAYER_PREFIX + "attn_entropy", "1",
-        "Mean normalised attention entropy of a decoder layer over a generation (full capture)", UNIT_BUCKETS),
+        n.METRIC_LAYER_PREFIX + "attn_entropy",
+        "1",
+        "Mean normalised attention entropy of a decoder layer over a generation (full capture)",
+        UNIT_BUCKETS,
+    ),
     "attn_collapsed_fraction": MetricSpec(
-        n.METRIC_LAYER_PREFIX + "attn_collapsed_fraction", "1",
-        "Mean share of collapsed attention heads of a decoder layer over a generation (full capture)", UNIT_BUCKETS),
+        n.METRIC_LAYER_PREFIX + "attn_collapsed_fraction",
+        "1",
+        "Mean share of collapsed attention heads of a decoder layer over a generation (full capture)",
+        UNIT_BUCKETS,
+    ),
 }
 
 
@@ -84,8 +106,11 @@ class Instruments:
         m["duration"].record(report.timings.duration_s, base)
         m["token_usage"].record(report.usage.input_tokens, {**base, n.TOKEN_TYPE: "input"})
         m["token_usage"].record(report.usage.output_tokens, {**base, n.TOKEN_TYPE: "output"})
-        for key, value in (("ttft", report.timings.time_to_first_token_s),
-                           ("tpot", report.timings.time_per_output_token_s), ("risk", report.summary.risk_score)):
+        for key, value in (
+            ("ttft", report.timings.time_to_first_token_s),
+            ("tpot", report.timings.time_per_output_token_s),
+            ("risk", report.summary.risk_score),
+        ):
             if is_finite(value):
                 m[key].record(value, base)
         for flag in report.summary.flags:

@@ -6,7 +6,8 @@ below its threshold emits the summary set without the report being cut down firs
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
@@ -20,8 +21,16 @@ from ._span import corevital_attributes, genai_attributes, span_name
 from ._steps import add_step_events, emit_step_logs
 
 
-def publish(report: Report, detail: str, span: Span, context: Context, instruments: Any, logger: Any,
-            options: Options, extra: Mapping[str, Any]) -> None:
+def publish(
+    report: Report,
+    detail: str,
+    span: Span,
+    context: Context,
+    instruments: Any,
+    logger: Any,
+    options: Options,
+    extra: Mapping[str, Any],
+) -> None:
     """Emit one generation at ``detail``; metrics are recorded in ``context`` (the span's) for exemplars."""
     span.update_name(span_name(report.request.operation, report.model.name))
     if extra:

@@ -13,8 +13,8 @@ import json
 import math
 from typing import Any
 
-from ..report import Report
 from .. import names as n
+from ..report import Report
 
 
 def _num(value: float | None) -> float:
@@ -123,7 +123,9 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
     if report.capture.detail:
         attrs[n.CAPTURE_DETAIL] = report.capture.detail
     if any(seq.intervention is not None for seq in report.sequences):
-        attrs[n.INTERVENTION_CONDITIONS] = [s.intervention.condition if s.intervention else "" for s in report.sequences]
+        attrs[n.INTERVENTION_CONDITIONS] = [
+            s.intervention.condition if s.intervention else "" for s in report.sequences
+        ]
         attrs[n.INTERVENTION_STEPS] = [s.intervention.step if s.intervention else -1 for s in report.sequences]
     timings = report.timings
     if timings.time_to_first_token_s is not None:

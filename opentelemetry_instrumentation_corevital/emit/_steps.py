@@ -20,8 +20,8 @@ import math
 import os
 from typing import Any
 
-from ..report import Report
 from .. import names as n
+from ..report import Report
 
 #: Events left free under the SDK limit for other instrumentation (exceptions, user events).
 EVENT_RESERVE = 8
@@ -100,8 +100,11 @@ def add_step_events(span: Any, report: Report, content: bool) -> dict[str, Any]:
     pairs, sampled = select_steps(report, budget)
     start_ns = getattr(span, "start_time", None)
     for seq_index, step in pairs:
-        span.add_event(n.EVENT_STEP, _step_attributes(report, seq_index, step, content),
-                       timestamp=_timestamp(report, start_ns, step))
+        span.add_event(
+            n.EVENT_STEP,
+            _step_attributes(report, seq_index, step, content),
+            timestamp=_timestamp(report, start_ns, step),
+        )
     total = sum(len(s.timeline.entropy) for s in report.sequences)
     return {n.STEP_EVENTS_TOTAL: total, n.STEP_EVENTS_SAMPLED: sampled}
 
@@ -114,8 +117,11 @@ def emit_step_logs(logger: Any, report: Report, context: Any, start_ns: int | No
     for seq_index, seq in enumerate(report.sequences):
         layers = seq.layers
         column = {t: j for j, t in enumerate(layers.steps)} if layers is not None else {}
-        matrices = [(name, getattr(layers, name)) for name in n.FULL_LAYER_SERIES
-                     if layers is not None and getattr(layers, name, None) is not None]
+        matrices = [
+            (name, getattr(layers, name))
+            for name in n.FULL_LAYER_SERIES
+            if layers is not None and getattr(layers, name, None) is not None
+        ]
         indices = list(layers.indices) if layers is not None else []
         for step in range(len(seq.timeline.entropy)):
             attrs = _step_attributes(report, seq_index, step, content)
@@ -133,8 +139,13 @@ def emit_step_logs(logger: Any, report: Report, context: Any, start_ns: int | No
             j = column.get(step)
             if j is not None and matrices:
                 # None (non-finite) is not an OTLP value: such entries are NaN here
-                body["layers"] = {"indices": indices, **{
-                    name: [row[j] if row[j] is not None else math.nan for row in matrix] for name, matrix in matrices}}
+                body["layers"] = {
+                    "indices": indices,
+                    **{
+                        name: [row[j] if row[j] is not None else math.nan for row in matrix]
+                        for name, matrix in matrices
+                    },
+                }
             logger.emit(
                 event_name=n.EVENT_STEP_LOG,
                 body=body,

@@ -51,7 +51,7 @@ class Once:
         self.name, self.failures, self._warned = name, 0, False
         self.detail: str | None = None
 
-    def __enter__(self) -> "Once":
+    def __enter__(self) -> Once:
         _guarded.once = self
         return self
 
@@ -65,7 +65,9 @@ class Once:
             _logger.warning(
                 "CoreVital could not export %s to %s (telemetry lost, output unaffected; "
                 "further failures of this exporter are not logged): %s",
-                signal, self.name, self.detail or detail,
+                signal,
+                self.name,
+                self.detail or detail,
             )
 
 

@@ -13,7 +13,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from ..report import Report
 

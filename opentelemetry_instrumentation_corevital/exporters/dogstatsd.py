@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 from .. import names
 from ..emit import metric_attributes

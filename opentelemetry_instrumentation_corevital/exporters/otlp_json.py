@@ -20,8 +20,9 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from google.protobuf.json_format import MessageToDict
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -104,8 +105,12 @@ class _JsonLinesExporter:
     _encode: Callable[[Any], Any]
     _result: Any  # SpanExportResult, MetricExportResult or LogRecordExportResult
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, stream: IO[str] | None = None,
-                 rotation: Rotation | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        stream: IO[str] | None = None,
+        rotation: Rotation | None = None,
+    ) -> None:
         self._writer = _LineWriter(path, stream, rotation)
 
     def export(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
@@ -138,9 +143,15 @@ class OTLPJsonMetricExporter(_JsonLinesExporter, MetricExporter):
 
     _encode, _result = encode_metrics, MetricExportResult
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, stream: IO[str] | None = None,
-                 preferred_temporality: dict | None = None, preferred_aggregation: dict | None = None,
-                 rotation: Rotation | None = None) -> None:
-        MetricExporter.__init__(self, preferred_temporality=preferred_temporality,
-                                preferred_aggregation=preferred_aggregation)
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        stream: IO[str] | None = None,
+        preferred_temporality: dict | None = None,
+        preferred_aggregation: dict | None = None,
+        rotation: Rotation | None = None,
+    ) -> None:
+        MetricExporter.__init__(
+            self, preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation
+        )
         _JsonLinesExporter.__init__(self, path, stream, rotation)

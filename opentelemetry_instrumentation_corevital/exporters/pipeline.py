@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .._config import ExporterSettings
 from .._errors import ConfigurationError, OutputError
@@ -87,8 +88,9 @@ def _otlp_exporters(protocol: str, temporality: dict | None = None) -> tuple[Any
     return OTLPSpanExporter(), OTLPMetricExporter(**metric_kwargs), OTLPLogExporter()
 
 
-def _sdk_pipeline(config: Configuration, names: Sequence[str], settings: ExporterSettings, resource: Any,
-                  readers: list[Any]) -> None:
+def _sdk_pipeline(
+    config: Configuration, names: Sequence[str], settings: ExporterSettings, resource: Any, readers: list[Any]
+) -> None:
     try:
         from opentelemetry.sdk._logs import LoggerProvider
         from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, SimpleLogRecordProcessor

@@ -17,8 +17,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from .._errors import ConfigurationError
 from .. import names as n
+from .._errors import ConfigurationError
 
 #: OpenTelemetry name -> Prometheus metric family name, as the OTel exporter (and the Collector) translate them.
 #: Histograms expose ``<family>_bucket``, ``_sum`` and ``_count``; counters already end in ``_total``.
@@ -33,11 +33,21 @@ PROMETHEUS_NAMES = {
     **{n.METRIC_LAYER_PREFIX + name: "corevital_layer_" + name for name in n.LAYER_METRICS},
 }
 #: Every label a CoreVital series can carry (besides ``job``/``instance`` added by the scraper and ``le`` on buckets).
-PROMETHEUS_LABELS = frozenset({
-    "gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model",
-    "gen_ai_token_type", "error_type", "corevital_flag", "corevital_layer_index",
-    "otel_scope_name", "otel_scope_version", "otel_scope_schema_url",
-})
+PROMETHEUS_LABELS = frozenset(
+    {
+        "gen_ai_operation_name",
+        "gen_ai_provider_name",
+        "gen_ai_request_model",
+        "gen_ai_response_model",
+        "gen_ai_token_type",
+        "error_type",
+        "corevital_flag",
+        "corevital_layer_index",
+        "otel_scope_name",
+        "otel_scope_version",
+        "otel_scope_schema_url",
+    }
+)
 
 
 class PrometheusEndpoint:
@@ -47,8 +57,9 @@ class PrometheusEndpoint:
     ``own_provider=True`` for a ``MeterProvider`` of its own (``meter_provider``).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9464, resource: Any = None,
-                 own_provider: bool = True) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 9464, resource: Any = None, own_provider: bool = True
+    ) -> None:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import CollectorRegistry, start_http_server
@@ -64,7 +75,9 @@ class PrometheusEndpoint:
         except OSError as exc:
             if self.meter_provider is not None:
                 self.meter_provider.shutdown()
-            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror or exc})"
+            reason = (
+                "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror or exc})"
+            )
             raise ConfigurationError(
                 f"prometheus_port={port} on {host} {reason}; choose another port with prometheus_port= "
                 "or OTEL_EXPORTER_PROMETHEUS_PORT (0 picks a free one)"

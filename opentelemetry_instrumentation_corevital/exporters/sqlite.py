@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..report import TIMELINE_SERIES, Report
 from ..signals import finite_or_none
@@ -154,7 +155,8 @@ class SQLiteReportExporter:
                 conn.execute("DELETE FROM steps WHERE report_id = ?", (report.report_id,))
                 conn.executemany(
                     "INSERT INTO steps (report_id, sequence, step, token_id, "
-                    + ", ".join(STEP_COLUMNS) + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    + ", ".join(STEP_COLUMNS)
+                    + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     list(step_rows(report)),
                 )
                 conn.execute("COMMIT")
@@ -167,4 +169,3 @@ class SQLiteReportExporter:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Collection
+from collections.abc import Collection
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry._logs import get_logger
@@ -28,8 +29,10 @@ __all__ = ["CoreVitalInstrumentor", "SCOPE", "WATCHERS", "generation_context", "
 _PROVIDERS = ("tracer_provider", "meter_provider", "logger_provider", "on_report")
 _ACCEPTED = (*_PROVIDERS, *keywords(Options))
 #: configure()'s keywords given to instrument() get a pointer to where they went.
-_HINTS = {key: " (an option of configure(), which builds exporters: "
-               "instrument(**configure(...).instrument_kwargs()))" for key in keywords(ExporterSettings)}
+_HINTS = {
+    key: " (an option of configure(), which builds exporters: instrument(**configure(...).instrument_kwargs()))"
+    for key in keywords(ExporterSettings)
+}
 
 #: Recent chat-templated prompts, process-wide: kept across instrument()/uninstrument() cycles.
 _PROMPTS = PromptRegistry()

@@ -102,8 +102,12 @@ class GenerationCall:
             step_stride=options.step_stride,
             cuda_graphs=options.cuda_graphs,
         )
-        prompt_ids = self.prompt if isinstance(self.prompt, torch.Tensor) and not self.prompt.is_floating_point() else None
-        self.session = TransformersSource(model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask)
+        prompt_ids = (
+            self.prompt if isinstance(self.prompt, torch.Tensor) and not self.prompt.is_floating_point() else None
+        )
+        self.session = TransformersSource(
+            model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask
+        )
         self.span: Any = trace.INVALID_SPAN
         self.span_context = otel_context.get_current()
         self.report: Report | None = None
@@ -114,16 +118,21 @@ class GenerationCall:
     def profile(self) -> Profile:
         """The model profile of this call, resolved once: the stop criterion and the report use the same one."""
         options, model = self.options, self.model_info
-        return effective_profile(model.model_type, model.name, options.profile, options.thresholds,
-                                 options.high_entropy_bits)
+        return effective_profile(
+            model.model_type, model.name, options.profile, options.thresholds, options.high_entropy_bits
+        )
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> GenerationCall:
         try:
             self.span = self.telemetry.tracer.start_span(
-                span_name(self.operation, self.model_info.name), kind=SpanKind.INTERNAL,
-                attributes={names.OPERATION_NAME: self.operation, names.PROVIDER_NAME: names.PROVIDER,
-                            names.REQUEST_MODEL: self.model_info.name},
+                span_name(self.operation, self.model_info.name),
+                kind=SpanKind.INTERNAL,
+                attributes={
+                    names.OPERATION_NAME: self.operation,
+                    names.PROVIDER_NAME: names.PROVIDER,
+                    names.REQUEST_MODEL: self.model_info.name,
+                },
                 context=self._parent_context(),
             )
         except Exception as exc:  # the call goes on without a span
@@ -138,8 +147,9 @@ class GenerationCall:
         self._result = result
         return result
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.session.stop()
         active, context = self._tokens
         otel_context.detach(context)
@@ -214,13 +224,22 @@ class GenerationCall:
         prompt_len = int(self.prompt.shape[-1]) if prompt_rows is not None else None
         params, eos_ids, pad_id = request_parts(generation_config, prompt_len)
         request = generation_request(
-            self._request_info(params), prompt=self.prompt, prompt_rows=prompt_rows, mask_rows=mask_rows,
-            eos_token_ids=eos_ids, pad_token_id=pad_id, capture_mode=self.options.capture.value, duration_s=duration,
-            step_stride=self.options.step_stride, span_context=self.span.get_span_context())
+            self._request_info(params),
+            prompt=self.prompt,
+            prompt_rows=prompt_rows,
+            mask_rows=mask_rows,
+            eos_token_ids=eos_ids,
+            pad_token_id=pad_id,
+            capture_mode=self.options.capture.value,
+            duration_s=duration,
+            step_stride=self.options.step_stride,
+            span_context=self.span.get_span_context(),
+        )
         content = None
         if self.options.content.enabled:
-            tokenizer = (self.tokenizer or (record.tokenizer if record else None)
-                         or self.telemetry.prompts.last_tokenizer)
+            tokenizer = (
+                self.tokenizer or (record.tokenizer if record else None) or self.telemetry.prompts.last_tokenizer
+            )
             content = content_input(tokenizer, record, prompt_rows, mask_rows)
         report = build_report(capture, self.model_info, request, self.profile, content)
         perf = self.request_context.get("perf")
@@ -230,11 +249,17 @@ class GenerationCall:
 
     def _request_info(self, params: dict[str, Any]) -> RequestInfo:
         """The report's ``request`` section from the effective generation parameters."""
-        return RequestInfo(operation=self.operation, generation_mode=self.session.generation_mode,
-                           seed=self.request_context.get("seed"), stream=self.streamer is not None, **params)
+        return RequestInfo(
+            operation=self.operation,
+            generation_mode=self.session.generation_mode,
+            seed=self.request_context.get("seed"),
+            stream=self.streamer is not None,
+            **params,
+        )
 
-    def _prompt_record(self, prompt_rows: list[list[int]] | None,
-                       mask_rows: list[list[int]] | None) -> PromptRecord | None:
+    def _prompt_record(
+        self, prompt_rows: list[list[int]] | None, mask_rows: list[list[int]] | None
+    ) -> PromptRecord | None:
         """The chat prompt these ids came from, if a tokenizer call recorded one."""
         if not prompt_rows:
             return None
@@ -248,8 +273,16 @@ class GenerationCall:
         """Emit at the detail the capture mode decides; hand the report on (log, ``on_report``, monitors) at it."""
         telemetry = self.telemetry
         detail = self._detail(report)
-        publish(report, detail, self.span, self.span_context, telemetry.instruments, telemetry.logger, self.options,
-                self.request_context.get("attributes") or {})
+        publish(
+            report,
+            detail,
+            self.span,
+            self.span_context,
+            telemetry.instruments,
+            telemetry.logger,
+            self.options,
+            self.request_context.get("attributes") or {},
+        )
         record = trim_to_summary(report) if report.capture.detail == "summary" else report
         if self.options.report_log:
             emit_report(telemetry.logger, record, self.span_context)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..report import ContentInput
 from ._prompts import PromptRecord
@@ -31,11 +32,13 @@ def genai_messages(messages: Any) -> list[dict[str, Any]] | None:
     return converted
 
 
-def content_input(tokenizer: Any, record: PromptRecord | None, prompt_rows: list[list[int]] | None,
-                  mask_rows: list[list[int]] | None) -> ContentInput:
+def content_input(
+    tokenizer: Any, record: PromptRecord | None, prompt_rows: list[list[int]] | None, mask_rows: list[list[int]] | None
+) -> ContentInput:
     """The texts a report carries with content capture on (``tokenizer`` None: ids only, chat messages if known)."""
     decode = None
     if tokenizer is not None:
+
         def decode(ids: list[int]) -> str:
             return tokenizer.decode(ids, skip_special_tokens=True)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 #: The instrumented call in progress in this context (a ``GenerationCall``), if any.
 ACTIVE_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar("corevital_active_call", default=None)
@@ -36,7 +37,9 @@ def generation_context(
     ``plain_s``, ``instrumented_s``, ``ratio``) is an overhead measurement made
     beforehand, recorded in the report and as ``corevital.perf.*`` attributes.
     """
-    token = REQUEST_CONTEXT.set({"seed": seed, "attributes": dict(attributes or {}), "perf": dict(perf) if perf else None})
+    token = REQUEST_CONTEXT.set(
+        {"seed": seed, "attributes": dict(attributes or {}), "perf": dict(perf) if perf else None}
+    )
     try:
         yield
     finally:

@@ -55,7 +55,12 @@ def model_info(model: Any, device: torch.device | None) -> ModelInfo:
 
 def input_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
     """The prompt tensor of a generate call: ``inputs``/``input_ids`` or ``inputs_embeds``."""
-    for value in (args[0] if args else None, kwargs.get("inputs"), kwargs.get("input_ids"), kwargs.get("inputs_embeds")):
+    for value in (
+        args[0] if args else None,
+        kwargs.get("inputs"),
+        kwargs.get("input_ids"),
+        kwargs.get("inputs_embeds"),
+    ):
         if isinstance(value, torch.Tensor):
             return value
     return None

@@ -13,8 +13,9 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 CAPACITY = 256
 
@@ -61,6 +62,7 @@ class PromptRegistry:
 
         ``records`` is one record for every row, or one record per row of a batch.
         """
+
         def record_for(i: int) -> PromptRecord:
             if isinstance(records, PromptRecord):
                 return records

@@ -23,8 +23,9 @@ def host_rows(value: Any) -> list[list[int]] | None:
     return rows if rows and isinstance(rows[0], list) else [rows]
 
 
-def input_lengths(prompt: torch.Tensor | None, prompt_rows: list[list[int]] | None,
-                  mask_rows: list[list[int]] | None) -> list[int]:
+def input_lengths(
+    prompt: torch.Tensor | None, prompt_rows: list[list[int]] | None, mask_rows: list[list[int]] | None
+) -> list[int]:
     """Non-pad prompt tokens per input row (``inputs_embeds``: the embedded length)."""
     if mask_rows is not None:
         return [int(sum(r)) for r in mask_rows]
@@ -41,13 +42,25 @@ def request_parts(generation_config: Any, prompt_len: int | None) -> tuple[dict[
     return params, params.pop("eos_token_ids", []), params.pop("pad_token_id", None)
 
 
-def generation_request(info: RequestInfo, *, prompt: torch.Tensor | None, prompt_rows: list[list[int]] | None,
-                       mask_rows: list[list[int]] | None, eos_token_ids: list[int], pad_token_id: int | None,
-                       capture_mode: str, duration_s: float, step_stride: int,
-                       span_context: SpanContext) -> GenerationRequest:
+def generation_request(
+    info: RequestInfo,
+    *,
+    prompt: torch.Tensor | None,
+    prompt_rows: list[list[int]] | None,
+    mask_rows: list[list[int]] | None,
+    eos_token_ids: list[int],
+    pad_token_id: int | None,
+    capture_mode: str,
+    duration_s: float,
+    step_stride: int,
+    span_context: SpanContext,
+) -> GenerationRequest:
     """The builder's request record of one call."""
-    masks = mask_rows if mask_rows is not None else (
-        [[1] * len(r) for r in prompt_rows] if prompt_rows is not None else None)
+    masks = (
+        mask_rows
+        if mask_rows is not None
+        else ([[1] * len(r) for r in prompt_rows] if prompt_rows is not None else None)
+    )
     valid = span_context.is_valid
     return GenerationRequest(
         params=info,

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .._errors import ConfigurationError
 from .. import names
+from .._errors import ConfigurationError
 from ..report import Report, RequestInfo
 from ._call import GenerationCall, Telemetry
 
@@ -30,14 +30,26 @@ class ScoreCall(GenerationCall):
 
     operation = OPERATION
 
-    def __init__(self, telemetry: Telemetry, model: Any, prompt_ids: torch.Tensor, continuation_ids: torch.Tensor,
-                 attention_mask: torch.Tensor | None) -> None:
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        model: Any,
+        prompt_ids: torch.Tensor,
+        continuation_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+    ) -> None:
         if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-            raise ConfigurationError("score() teacher-forces a decoder-only model; encoder-decoder models are not supported")
-        prompt_ids, continuation_ids = _as_rows(prompt_ids, "prompt_ids"), _as_rows(continuation_ids, "continuation_ids")
+            raise ConfigurationError(
+                "score() teacher-forces a decoder-only model; encoder-decoder models are not supported"
+            )
+        prompt_ids, continuation_ids = (
+            _as_rows(prompt_ids, "prompt_ids"),
+            _as_rows(continuation_ids, "continuation_ids"),
+        )
         if prompt_ids.shape[0] != continuation_ids.shape[0]:
             raise ConfigurationError(
-                f"prompt_ids has {prompt_ids.shape[0]} rows but continuation_ids has {continuation_ids.shape[0]}")
+                f"prompt_ids has {prompt_ids.shape[0]} rows but continuation_ids has {continuation_ids.shape[0]}"
+            )
         if prompt_ids.shape[1] < 1 or continuation_ids.shape[1] < 1:
             raise ConfigurationError("score() needs at least one prompt token and one continuation token")
         device = getattr(model, "device", prompt_ids.device)
@@ -55,16 +67,27 @@ class ScoreCall(GenerationCall):
         """The forward, then the report; the forward's exceptions are recorded and re-raised."""
         with self:
             with torch.no_grad():
-                output = self.model(input_ids=self.full_ids, attention_mask=self.full_mask, use_cache=False,
-                                    logits_to_keep=int(self.continuation_ids.shape[1]) + 1)
+                output = self.model(
+                    input_ids=self.full_ids,
+                    attention_mask=self.full_mask,
+                    use_cache=False,
+                    logits_to_keep=int(self.continuation_ids.shape[1]) + 1,
+                )
             self.session.score(output.logits, self.full_ids, self.full_mask)
             self.returned(self.full_ids)
         return self.report
 
     def _request_info(self, params: dict[str, Any]) -> RequestInfo:
         """Teacher forcing samples nothing and has no length limit: no sampling parameters."""
-        return dataclasses.replace(super()._request_info(params), generation_mode="teacher_forced",
-                                   max_new_tokens=None, do_sample=False, temperature=None, top_p=None, top_k=None)
+        return dataclasses.replace(
+            super()._request_info(params),
+            generation_mode="teacher_forced",
+            max_new_tokens=None,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
 
     def _report(self, result: Any) -> Report:
         report = super()._report(result)

@@ -9,7 +9,8 @@ call, one span.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
@@ -55,8 +56,13 @@ class Wrappers:
         if call is not None and call.session.attached:
             return processors
         generation_config = kwargs.get("generation_config", args[0] if args else None)
-        return self._on_call("attach", "attach to a generation (signals lost)", processors, call,
-                             lambda c: c.session.processors_for(processors, generation_config, c.assistant_model))
+        return self._on_call(
+            "attach",
+            "attach to a generation (signals lost)",
+            processors,
+            call,
+            lambda c: c.session.processors_for(processors, generation_config, c.assistant_model),
+        )
 
     def stopping_criteria(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         """Append the on-device ``stop_on`` criterion when this call asks for one."""
@@ -66,12 +72,19 @@ class Wrappers:
             options = call.options
             # The report's flag and the stop use one threshold: the profile's, after the user's overrides.
             bits = call.profile.thresholds.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
-            return call.session.criteria_for(criteria, options.stop_on, bits,
-                                             options.high_entropy_run, options.step_callback, options.callback_every,
-                                             options.stop_loop_repeat)
+            return call.session.criteria_for(
+                criteria,
+                options.stop_on,
+                bits,
+                options.high_entropy_run,
+                options.step_callback,
+                options.callback_every,
+                options.stop_loop_repeat,
+            )
 
-        return self._on_call("stop_on", "add its stopping criterion (stop_on inactive)", criteria,
-                             active_call(instance), add)
+        return self._on_call(
+            "stop_on", "add its stopping criterion (stop_on inactive)", criteria, active_call(instance), add
+        )
 
     # -- beam search bookkeeping: which row continues which ------------------------------------
     def reorder_cache(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -85,8 +98,13 @@ class Wrappers:
 
     def update_finished_beams(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
         result = wrapped(*args, **kwargs)
-        self._on_call("beams", "follow beam search (beam signals lost)", None, active_call(instance),
-                      lambda c: c.session.on_finished_beams(result[2]))
+        self._on_call(
+            "beams",
+            "follow beam search (beam signals lost)",
+            None,
+            active_call(instance),
+            lambda c: c.session.on_finished_beams(result[2]),
+        )
         return result
 
     # -- streamers: remember the context they were made in ------------------------------------

@@ -1,9 +1,8 @@
 """The versioned report of one generation, its builder and its JSON Schema."""
 
 from ._build import build_report, sequence_length, trim_to_summary
-from ._input import CaptureResult, ContentInput, GenerationRequest
-from ._summary import finish_summary
 from ._diagnose import diagnose_report, diagnose_sequence
+from ._input import CaptureResult, ContentInput, GenerationRequest
 from ._legacy import MigrationError, from_corevital
 from ._model import (
     SCHEMA_VERSION,
@@ -11,12 +10,12 @@ from ._model import (
     Aggregates,
     CaptureInfo,
     EncoderSummary,
+    Flags,
     Intervention,
     LayerSeries,
+    ModelInfo,
     PerfInfo,
     PromptTelemetry,
-    Flags,
-    ModelInfo,
     Report,
     RequestInfo,
     RiskFactor,
@@ -28,6 +27,7 @@ from ._model import (
     Timings,
     Usage,
 )
+from ._summary import finish_summary
 from ._validate import report_schema, validate_report
 
 __all__ = [

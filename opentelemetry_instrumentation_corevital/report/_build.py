@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import uuid
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..signals import finite_or_none
 from ..signals.profiles import Profile
@@ -46,8 +46,9 @@ TIMELINE_CAPTURED = tuple(name for name in TIMELINE_SERIES if name != "perplexit
 FULL_ONLY_MATRICES = (*HIDDEN_MATRICES[1:], *ATTENTION_MATRICES, *MOE_MATRICES)
 
 
-def sequence_length(tokens: Sequence[int], eos_ids: Sequence[int], pad_id: int | None, max_new: int | None,
-                    steps: int) -> tuple[int, str]:
+def sequence_length(
+    tokens: Sequence[int], eos_ids: Sequence[int], pad_id: int | None, max_new: int | None, steps: int
+) -> tuple[int, str]:
     """(generated tokens, finish reason) for one returned row.
 
     A row stops at its first end-of-sequence token (counted). A row that ended
@@ -136,9 +137,13 @@ def _encoder_summary(capture: CaptureResult, input_row: int) -> EncoderSummary |
     if capture.encoder_layers is None or input_row >= len(capture.encoder_layers):
         return None
     table = capture.encoder_layers[input_row]
-    return EncoderSummary(indices=list(capture.encoder_indices), hidden_norm=_per_layer(table, 0),
-                          attn_sparsity=_per_layer(table, 1), basin=_per_layer(table, 2),
-                          basin_min=_per_layer(table, 3))
+    return EncoderSummary(
+        indices=list(capture.encoder_indices),
+        hidden_norm=_per_layer(table, 0),
+        attn_sparsity=_per_layer(table, 1),
+        basin=_per_layer(table, 2),
+        basin_min=_per_layer(table, 3),
+    )
 
 
 def _timeline(series: dict[str, list[float | None]], n: int) -> Timeline:
@@ -161,19 +166,25 @@ def _signal_groups(capture: CaptureResult, sequences: list[SequenceReport]) -> l
     groups = ["logits"] if capture.signals else []
     if capture.signals or capture.sequences:
         groups.append("tokens")
-    seen = {name for s in sequences for name, present in (
-        ("hidden", s.layers is not None and bool(s.layers.hidden_norm)),
-        ("hidden_full", s.layers is not None and s.layers.hidden_mean is not None),
-        ("attention", s.layers is not None and s.layers.attn_entropy is not None),
-        ("moe", s.layers is not None and s.layers.router_entropy is not None),
-        ("prompt", s.prompt is not None),
-        ("encoder", s.encoder is not None),
-    ) if present}
+    seen = {
+        name
+        for s in sequences
+        for name, present in (
+            ("hidden", s.layers is not None and bool(s.layers.hidden_norm)),
+            ("hidden_full", s.layers is not None and s.layers.hidden_mean is not None),
+            ("attention", s.layers is not None and s.layers.attn_entropy is not None),
+            ("moe", s.layers is not None and s.layers.router_entropy is not None),
+            ("prompt", s.prompt is not None),
+            ("encoder", s.encoder is not None),
+        )
+        if present
+    }
     return groups + [g for g in LAYER_GROUPS if g in seen]
 
 
-def build_report(capture: CaptureResult, model: ModelInfo, request: GenerationRequest, profile: Profile,
-                 content: ContentInput | None) -> Report:
+def build_report(
+    capture: CaptureResult, model: ModelInfo, request: GenerationRequest, profile: Profile, content: ContentInput | None
+) -> Report:
     """The diagnosed report of one generation, from its capture and what the call knew (content: None when off)."""
     params = request.params
     lengths = request.input_lengths
@@ -184,11 +195,16 @@ def build_report(capture: CaptureResult, model: ModelInfo, request: GenerationRe
 
     sequences: list[SequenceReport] = []
     for row, full in enumerate(capture.sequences):
-        generated = full[capture.prefix_len:]
+        generated = full[capture.prefix_len :]
         if capture.steps:
             generated = generated[: capture.steps]
-        n, reason = sequence_length(generated, request.eos_token_ids, request.pad_token_id, params.max_new_tokens,
-                                    capture.steps or len(generated))
+        n, reason = sequence_length(
+            generated,
+            request.eos_token_ids,
+            request.pad_token_id,
+            params.max_new_tokens,
+            capture.steps or len(generated),
+        )
         intervention = None
         if capture.stopped_at is not None and row < len(capture.stopped_at) and capture.stopped_at[row] >= 0:
             stop_step = capture.stopped_at[row]
@@ -201,14 +217,22 @@ def build_report(capture: CaptureResult, model: ModelInfo, request: GenerationRe
         prompt_tokens = lengths[min(input_row, len(lengths) - 1)] if lengths else capture.prefix_len
         signals = capture.signals and row < len(capture.series)
         timeline = _timeline(capture.series[row], n) if signals else Timeline()
-        seq = SequenceReport(index=row, prompt_tokens=prompt_tokens, output_tokens=n, finish_reason=reason,
-                             timeline=timeline, aggregates=aggregates(timeline), intervention=intervention)
+        seq = SequenceReport(
+            index=row,
+            prompt_tokens=prompt_tokens,
+            output_tokens=n,
+            finish_reason=reason,
+            timeline=timeline,
+            aggregates=aggregates(timeline),
+            intervention=intervention,
+        )
         if has_layers:
             row_at, prefill_row = _row_path(capture, row)
             masks = request.input_masks
             seq.layers = _layer_series(capture, row_at, n)
-            seq.prompt = _prompt_telemetry(capture, masks[input_row] if masks and input_row < len(masks) else None,
-                                           prefill_row)
+            seq.prompt = _prompt_telemetry(
+                capture, masks[input_row] if masks and input_row < len(masks) else None, prefill_row
+            )
             seq.encoder = _encoder_summary(capture, input_row)
         diagnose_sequence(seq, profile, tokens=tokens, signals=signals, decode=decode)
         if content is not None:
@@ -244,8 +268,9 @@ def build_report(capture: CaptureResult, model: ModelInfo, request: GenerationRe
         timings=Timings(
             duration_s=request.duration_s,
             time_to_first_token_s=step_ends[0] if step_ends else None,
-            time_per_output_token_s=((step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
-                                     if len(step_ends) > 1 else None),
+            time_per_output_token_s=(
+                (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1) if len(step_ends) > 1 else None
+            ),
             step_end_s=step_ends,
         ),
         thresholds=thresholds_of(profile),
@@ -271,9 +296,15 @@ def trim_to_summary(report: Report) -> Report:
     removes the other layer matrices and prompt and encoder telemetry.
     """
     cleared = dict.fromkeys(FULL_ONLY_MATRICES)
-    sequences = [dataclasses.replace(seq, prompt=None, encoder=None,
-                                     layers=dataclasses.replace(seq.layers, **cleared) if seq.layers else None)
-                 for seq in report.sequences]
-    capture = dataclasses.replace(report.capture, detail="summary",
-                                  signals=[g for g in report.capture.signals if g in ("logits", "tokens", "hidden")])
+    sequences = [
+        dataclasses.replace(
+            seq, prompt=None, encoder=None, layers=dataclasses.replace(seq.layers, **cleared) if seq.layers else None
+        )
+        for seq in report.sequences
+    ]
+    capture = dataclasses.replace(
+        report.capture,
+        detail="summary",
+        signals=[g for g in report.capture.signals if g in ("logits", "tokens", "hidden")],
+    )
     return dataclasses.replace(report, capture=capture, sequences=sequences)

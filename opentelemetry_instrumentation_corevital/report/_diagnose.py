@@ -11,16 +11,17 @@ uses whatever the capture has; what it could not check is named in
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import signals as sig
 from ..signals import blame as blame_mod
 from ..signals import compound as compound_mod
 from ..signals import layers as layer_sig
 from ..signals import trend
+from ..signals.calibration import divergence, sequence_features
 from ..signals.fingerprint import FINGERPRINT_VERSION, fingerprint
 from ..signals.narrative import FactorFact, Finding, NarrativeFacts, narrative
-from ..signals.calibration import divergence, sequence_features
 from ..signals.profiles import Profile, resolve_profile
 from ..signals.repetition import copied_steps, ngram_repeat_rate
 from ._model import (
@@ -62,8 +63,12 @@ def _at_steps(layers: LayerSeries, row: Sequence[float | None], n: int) -> list[
 def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None, th: Any) -> None:
     """Token loop (periodic ids) and hidden-state loop (the last layer's state repeating); either fires the flag."""
     n = len(tokens)
-    loop = sig.find_repetition_loop(tokens, min_cycles=th.repetition_min_cycles, min_tokens=th.repetition_min_tokens,
-                                    max_period=th.repetition_max_period)
+    loop = sig.find_repetition_loop(
+        tokens,
+        min_cycles=th.repetition_min_cycles,
+        min_tokens=th.repetition_min_tokens,
+        max_period=th.repetition_max_period,
+    )
     state = None
     if layers is None or not layers.hidden_norm:
         flags.unavailable["repetition_loop.hidden"] = NO_LAYERS
@@ -72,10 +77,14 @@ def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None,
     else:
         cos = _at_steps(layers, layers.hidden_cos_prev[-1], n) if layers.hidden_cos_prev else None
         flags.repetition_hidden_signal = "hidden_norm+hidden_cos_prev" if cos is not None else "hidden_norm"
-        state = layer_sig.hidden_loop(_at_steps(layers, layers.hidden_norm[-1], n), cos,
-                                      window=th.repetition_hidden_window, max_period=th.repetition_max_period,
-                                      norm_tolerance=th.repetition_hidden_norm_tolerance,
-                                      cos_tolerance=th.repetition_hidden_cos_tolerance)
+        state = layer_sig.hidden_loop(
+            _at_steps(layers, layers.hidden_norm[-1], n),
+            cos,
+            window=th.repetition_hidden_window,
+            max_period=th.repetition_max_period,
+            norm_tolerance=th.repetition_hidden_norm_tolerance,
+            cos_tolerance=th.repetition_hidden_cos_tolerance,
+        )
     if loop is None and state is None:
         return
     flags.repetition_loop = True
@@ -84,7 +93,10 @@ def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None,
         flags.repetition_hidden_recurrence = state.recurrence
     if loop is not None:
         flags.repetition_onset_step, flags.repetition_period, flags.repetition_share = (
-            loop.onset_step, loop.period, loop.share)
+            loop.onset_step,
+            loop.period,
+            loop.share,
+        )
         if state is not None:
             flags.repetition_onset_step = min(loop.onset_step, state.onset_step)
     else:
@@ -169,7 +181,10 @@ def diagnose_sequence(
         for name in REPETITION_FLAG_FIELDS:
             setattr(flags, name, getattr(previous_flags, name))
         if previous is not None:
-            diag.ngram_repeat_rate, diag.distinct_token_ratio = previous.ngram_repeat_rate, previous.distinct_token_ratio
+            diag.ngram_repeat_rate, diag.distinct_token_ratio = (
+                previous.ngram_repeat_rate,
+                previous.distinct_token_ratio,
+            )
         if not flags.repetition_loop and (previous is None or previous.ngram_repeat_rate is None):
             flags.unavailable["repetition_loop"] = NO_TOKENS
         copied = None
@@ -194,11 +209,19 @@ def diagnose_sequence(
         flags.mid_layer_anomaly_first_step = mid.first_step
         flags.mid_layer_anomaly_ratio = math.exp(mid.max_log_ratio)
     else:
-        flags.unavailable["mid_layer_anomaly"] = (NO_LAYERS if layers is None or not layers.hidden_norm
-                                                  else "needs hidden-state norms of at least 3 captured layers")
+        flags.unavailable["mid_layer_anomaly"] = (
+            NO_LAYERS
+            if layers is None or not layers.hidden_norm
+            else "needs hidden-state norms of at least 3 captured layers"
+        )
     if layers is not None and layers.attn_collapsed_fraction is not None:
-        collapse = layer_sig.attention_collapse(layers.attn_collapsed_fraction, layers.indices, layers.steps,
-                                                th.attention_collapse_share, th.attention_collapse_min_steps)
+        collapse = layer_sig.attention_collapse(
+            layers.attn_collapsed_fraction,
+            layers.indices,
+            layers.steps,
+            th.attention_collapse_share,
+            th.attention_collapse_min_steps,
+        )
         flags.attention_collapse = collapse.fired
         flags.attention_collapse_onset_step = collapse.onset_step
         flags.attention_collapse_share = collapse.sustained_share
@@ -215,18 +238,32 @@ def diagnose_sequence(
             "margin_mean": agg.margin_mean,
             "surprisal_mean": agg.surprisal_mean,
             "ngram_repeat_rate": diag.ngram_repeat_rate,
-            "repetition_share": (flags.repetition_share or 0.0) if flags.repetition_loop else (
-                0.0 if tokens is not None or "repetition_loop" not in flags.unavailable else None),
-            "mid_layer_norm_ratio": flags.mid_layer_anomaly_ratio if mid is not None and math.isfinite(
-                mid.max_log_ratio) else None,
+            "repetition_share": (flags.repetition_share or 0.0)
+            if flags.repetition_loop
+            else (0.0 if tokens is not None or "repetition_loop" not in flags.unavailable else None),
+            "mid_layer_norm_ratio": flags.mid_layer_anomaly_ratio
+            if mid is not None and math.isfinite(mid.max_log_ratio)
+            else None,
             "attention_collapse_share": flags.attention_collapse_share,
         }
         risk = sig.risk_score(values, nonfinite=flags.nan_or_inf, specs=profile.factors)
         seq.risk = RiskInfo(
-            score=risk.score, level=risk.level, forced_by=risk.forced_by,
-            factors=[RiskFactor(f.name, f.value, f.score, f.weight, f.contribution, f.description,
-                                profile.factors[f.name].midpoint, profile.factors[f.name].scale)
-                     for f in risk.factors],
+            score=risk.score,
+            level=risk.level,
+            forced_by=risk.forced_by,
+            factors=[
+                RiskFactor(
+                    f.name,
+                    f.value,
+                    f.score,
+                    f.weight,
+                    f.contribution,
+                    f.description,
+                    profile.factors[f.name].midpoint,
+                    profile.factors[f.name].scale,
+                )
+                for f in risk.factors
+            ],
         )
         if profile.baseline is not None or profile.probability is not None:
             _calibrated_risk(seq.risk, seq, profile)
@@ -236,71 +273,126 @@ def diagnose_sequence(
     # --- compound signals and early warnings --------------------------------------------------------------
     entropy, margin, surprisal = timeline.entropy, timeline.margin, timeline.surprisal
     found: list[compound_mod.CompoundSignal] = []
-    collapsed_share = (_at_steps(layers, layer_sig.collapsed_share_per_step(layers.attn_collapsed_fraction), steps)
-                       if layers is not None and layers.attn_collapsed_fraction is not None else None)
+    collapsed_share = (
+        _at_steps(layers, layer_sig.collapsed_share_per_step(layers.attn_collapsed_fraction), steps)
+        if layers is not None and layers.attn_collapsed_fraction is not None
+        else None
+    )
     if signals:
         if copied is not None:
-            signal = compound_mod.confident_repetition(entropy, timeline.top1_prob, copied[:steps], window=th.window,
-                                                       max_entropy_bits=th.confident_repetition_entropy_bits,
-                                                       min_copied_share=th.confident_repetition_copied_share)
+            signal = compound_mod.confident_repetition(
+                entropy,
+                timeline.top1_prob,
+                copied[:steps],
+                window=th.window,
+                max_entropy_bits=th.confident_repetition_entropy_bits,
+                min_copied_share=th.confident_repetition_copied_share,
+            )
             if signal is not None:
                 found.append(signal)
         share = _prompt_share(layers, steps) if layers is not None else None
         if share is not None:
-            signal = compound_mod.context_loss(share, entropy, window=th.window, min_ratio=th.context_loss_ratio,
-                                               entropy_rise_bits=th.context_loss_entropy_rise_bits)
+            signal = compound_mod.context_loss(
+                share,
+                entropy,
+                window=th.window,
+                min_ratio=th.context_loss_ratio,
+                entropy_rise_bits=th.context_loss_entropy_rise_bits,
+            )
             if signal is not None:
                 found.append(signal)
         else:
             diag.unavailable["context_loss"] = NO_ATTENTION
-        signal = compound_mod.degeneration(entropy, margin, surprisal, window=th.window,
-                                           entropy_slope=th.degeneration_entropy_slope,
-                                           margin_slope=th.degeneration_margin_slope,
-                                           surprisal_slope=th.degeneration_surprisal_slope)
+        signal = compound_mod.degeneration(
+            entropy,
+            margin,
+            surprisal,
+            window=th.window,
+            entropy_slope=th.degeneration_entropy_slope,
+            margin_slope=th.degeneration_margin_slope,
+            surprisal_slope=th.degeneration_surprisal_slope,
+        )
         if signal is not None:
             found.append(signal)
         if collapsed_share is not None:
-            signal = compound_mod.attention_bottleneck(collapsed_share, entropy, window=th.window,
-                                                       min_share=th.attention_collapse_share / 2,
-                                                       min_entropy_bits=th.high_entropy_bits)
+            signal = compound_mod.attention_bottleneck(
+                collapsed_share,
+                entropy,
+                window=th.window,
+                min_share=th.attention_collapse_share / 2,
+                min_entropy_bits=th.high_entropy_bits,
+            )
             if signal is not None:
                 found.append(signal)
         else:
             diag.unavailable["attention_bottleneck"] = NO_COLLAPSE
-        warnings = [w for w in (
-            trend.entropy_acceleration(entropy, window=th.window, slack_bits=th.entropy_cusum_slack_bits,
-                                       threshold_bits=th.entropy_cusum_threshold_bits,
-                                       reference_bits=th.entropy_reference_bits),
-            trend.margin_collapse(margin, window=th.window, slack=th.margin_cusum_slack,
-                                  threshold=th.margin_cusum_threshold, reference=th.margin_reference),
-        ) if w is not None]
+        warnings = [
+            w
+            for w in (
+                trend.entropy_acceleration(
+                    entropy,
+                    window=th.window,
+                    slack_bits=th.entropy_cusum_slack_bits,
+                    threshold_bits=th.entropy_cusum_threshold_bits,
+                    reference_bits=th.entropy_reference_bits,
+                ),
+                trend.margin_collapse(
+                    margin,
+                    window=th.window,
+                    slack=th.margin_cusum_slack,
+                    threshold=th.margin_cusum_threshold,
+                    reference=th.margin_reference,
+                ),
+            )
+            if w is not None
+        ]
     else:
         warnings = []
-    diag.compound = [CompoundSignalInfo(c.name, c.onset_step, c.severity, dict(c.evidence))
-                     for c in sorted(found, key=lambda c: c.onset_step)]
+    diag.compound = [
+        CompoundSignalInfo(c.name, c.onset_step, c.severity, dict(c.evidence))
+        for c in sorted(found, key=lambda c: c.onset_step)
+    ]
     diag.warnings = [EarlyWarningInfo(w.name, w.onset_step, w.detected_step, w.value, w.severity) for w in warnings]
 
     # --- layer blame ------------------------------------------------------------------------------------
     blamed: list[blame_mod.LayerBlame] = []
     if layers is not None and layers.hidden_norm:
         blamed = blame_mod.blame_layers(
-            indices=layers.indices, steps=layers.steps, hidden_norm=layers.hidden_norm,
-            anomalies=mid.anomalies if mid is not None else (), norm_ratio=th.mid_layer_norm_ratio,
-            hidden_nonfinite=layers.hidden_nonfinite, collapsed=layers.attn_collapsed_fraction,
-            collapse_share=th.blame_collapse_share, min_severity=th.blame_min_severity,
-            max_layers=th.blame_max_layers)
+            indices=layers.indices,
+            steps=layers.steps,
+            hidden_norm=layers.hidden_norm,
+            anomalies=mid.anomalies if mid is not None else (),
+            norm_ratio=th.mid_layer_norm_ratio,
+            hidden_nonfinite=layers.hidden_nonfinite,
+            collapsed=layers.attn_collapsed_fraction,
+            collapse_share=th.blame_collapse_share,
+            min_severity=th.blame_min_severity,
+            max_layers=th.blame_max_layers,
+        )
     else:
         diag.unavailable["blame"] = NO_LAYERS
-    diag.blame = [LayerBlameInfo(b.layer, b.severity, [
-        BlameReasonInfo(r.code, r.severity, r.value if math.isfinite(r.value) else None, r.detail, r.step)
-        for r in b.reasons]) for b in blamed]
+    diag.blame = [
+        LayerBlameInfo(
+            b.layer,
+            b.severity,
+            [
+                BlameReasonInfo(r.code, r.severity, r.value if math.isfinite(r.value) else None, r.detail, r.step)
+                for r in b.reasons
+            ],
+        )
+        for b in blamed
+    ]
 
     # --- fingerprint ------------------------------------------------------------------------------------
     if signals:
         norms = layers.hidden_norm if layers is not None and layers.hidden_norm else None
         vector = fingerprint(
-            entropy=entropy, margin=margin, surprisal=surprisal, topk_mass=timeline.topk_mass,
-            high_entropy_bits=th.high_entropy_bits, ngram_repeat_rate=diag.ngram_repeat_rate,
+            entropy=entropy,
+            margin=margin,
+            surprisal=surprisal,
+            topk_mass=timeline.topk_mass,
+            high_entropy_bits=th.high_entropy_bits,
+            ngram_repeat_rate=diag.ngram_repeat_rate,
             distinct_token_ratio=diag.distinct_token_ratio,
             loop_share=(flags.repetition_share or 0.0) if flags.repetition_loop else 0.0,
             last_layer_norms=norms[-1] if norms else None,
@@ -314,9 +406,16 @@ def diagnose_sequence(
     seq.diagnosis = diag
 
 
-def _facts(seq: SequenceReport, flags: Flags, diag: Diagnosis, tokens: Sequence[int] | None,
-           decode: Callable[[list[int]], str] | None, th: Any, blamed: list[blame_mod.LayerBlame],
-           mid: layer_sig.MidLayerResult | None) -> NarrativeFacts:
+def _facts(
+    seq: SequenceReport,
+    flags: Flags,
+    diag: Diagnosis,
+    tokens: Sequence[int] | None,
+    decode: Callable[[list[int]], str] | None,
+    th: Any,
+    blamed: list[blame_mod.LayerBlame],
+    mid: layer_sig.MidLayerResult | None,
+) -> NarrativeFacts:
     entropy = seq.timeline.entropy
     finite = [(v, i) for i, v in enumerate(entropy) if v is not None]
     peak_value, peak_step = max(finite) if finite else (None, None)
@@ -349,9 +448,13 @@ def _facts(seq: SequenceReport, flags: Flags, diag: Diagnosis, tokens: Sequence[
         uncalibrated=risk.uncalibrated_score if risk else None,
         divergent=tuple(risk.divergent_features) if risk else (),
         factors=[FactorFact(f.name, f.value, f.score, f.contribution) for f in (risk.factors if risk else [])],
-        peak_entropy=peak_value, peak_step=peak_step, peak_token=peak_token,
-        high_entropy_steps=flags.high_entropy_steps, high_entropy_bits=th.high_entropy_bits,
-        nonfinite_steps=flags.nan_or_inf_steps, nonfinite_first_step=flags.nan_or_inf_first_step,
+        peak_entropy=peak_value,
+        peak_step=peak_step,
+        peak_token=peak_token,
+        high_entropy_steps=flags.high_entropy_steps,
+        high_entropy_bits=th.high_entropy_bits,
+        nonfinite_steps=flags.nan_or_inf_steps,
+        nonfinite_first_step=flags.nan_or_inf_first_step,
         nonfinite_layer=nonfinite_layer,
         loop_onset=flags.repetition_onset_step if flags.repetition_loop else None,
         loop_period=flags.repetition_period if flags.repetition_loop else None,
@@ -360,7 +463,9 @@ def _facts(seq: SequenceReport, flags: Flags, diag: Diagnosis, tokens: Sequence[
         loop_tokens="tokens" in flags.repetition_evidence,
         ngram_n=th.ngram_n,
         mid_layers=mid_layers,
-        mid_step=mid_step, mid_ratio=mid_ratio, mid_kind=mid_kind,
+        mid_step=mid_step,
+        mid_ratio=mid_ratio,
+        mid_kind=mid_kind,
         collapse_onset=flags.attention_collapse_onset_step if flags.attention_collapse else None,
         collapse_share=flags.attention_collapse_share if flags.attention_collapse else None,
         findings=findings,
@@ -374,27 +479,39 @@ def _facts(seq: SequenceReport, flags: Flags, diag: Diagnosis, tokens: Sequence[
 def _compound_sentence(c: CompoundSignalInfo) -> str:
     e = c.evidence
     if c.name == "confident_repetition":
-        return (f"From step {c.onset_step} the model copies its own output with confidence "
-                f"(mean top-1 probability {e.get('top1_mean', 0):.0%}, entropy {e.get('entropy_mean', 0):.2f} bits).")
+        return (
+            f"From step {c.onset_step} the model copies its own output with confidence "
+            f"(mean top-1 probability {e.get('top1_mean', 0):.0%}, entropy {e.get('entropy_mean', 0):.2f} bits)."
+        )
     if c.name == "context_loss":
-        return (f"From step {c.onset_step} attention to the prompt fell to "
-                f"{e['prompt_share'] / e['opening_prompt_share']:.0%} of its opening level while entropy rose from "
-                f"{e['opening_entropy_mean']:.2f} to {e['entropy_mean']:.2f} bits.")
+        return (
+            f"From step {c.onset_step} attention to the prompt fell to "
+            f"{e['prompt_share'] / e['opening_prompt_share']:.0%} of its opening level while entropy rose from "
+            f"{e['opening_entropy_mean']:.2f} to {e['entropy_mean']:.2f} bits."
+        )
     if c.name == "degeneration":
-        return (f"From step {c.onset_step} entropy rose ({e['entropy_slope']:+.3f} bits/step), the margin fell "
-                f"({e['margin_slope']:+.3f}/step) and surprisal rose ({e['surprisal_slope']:+.3f} bits/step) together.")
+        return (
+            f"From step {c.onset_step} entropy rose ({e['entropy_slope']:+.3f} bits/step), the margin fell "
+            f"({e['margin_slope']:+.3f}/step) and surprisal rose ({e['surprisal_slope']:+.3f} bits/step) together."
+        )
     if c.name == "attention_bottleneck":
-        return (f"From step {c.onset_step}, {e['collapsed_share']:.0%} of attention heads were collapsed while "
-                f"entropy averaged {e['entropy_mean']:.2f} bits.")
+        return (
+            f"From step {c.onset_step}, {e['collapsed_share']:.0%} of attention heads were collapsed while "
+            f"entropy averaged {e['entropy_mean']:.2f} bits."
+        )
     return f"{c.name} from step {c.onset_step} (severity {c.severity:.2f})."
 
 
 def _warning_sentence(w: EarlyWarningInfo) -> str:
     if w.name == "entropy_acceleration":
-        return (f"Entropy climbed {w.value:.2f} bits above its opening level from step {w.onset_step}; a streaming "
-                f"detector would have warned at step {w.detected_step}.")
-    return (f"The margin fell {w.value:.2f} below its opening level from step {w.onset_step}; a streaming detector "
-            f"would have warned at step {w.detected_step}.")
+        return (
+            f"Entropy climbed {w.value:.2f} bits above its opening level from step {w.onset_step}; a streaming "
+            f"detector would have warned at step {w.detected_step}."
+        )
+    return (
+        f"The margin fell {w.value:.2f} below its opening level from step {w.onset_step}; a streaming detector "
+        f"would have warned at step {w.detected_step}."
+    )
 
 
 def thresholds_of(profile: Profile) -> Thresholds:
@@ -404,8 +521,13 @@ def thresholds_of(profile: Profile) -> Thresholds:
     return Thresholds(**values, profile=profile.name, overridden=list(profile.overridden))
 
 
-def diagnose_report(report: Report, profile: str | Profile | None = None, thresholds: dict[str, float] | None = None,
-                    factors: dict[str, Any] | None = None, decode: Callable[[list[int]], str] | None = None) -> Report:
+def diagnose_report(
+    report: Report,
+    profile: str | Profile | None = None,
+    thresholds: dict[str, float] | None = None,
+    factors: dict[str, Any] | None = None,
+    decode: Callable[[list[int]], str] | None = None,
+) -> Report:
     """Diagnose every sequence of an existing report again, in place (other thresholds, a migrated report).
 
     Token-based results need ``sequences[].token_ids`` (content capture); without them the stored ones are kept.

@@ -10,8 +10,9 @@ needs torch, so that sources depend on the report and not the other way round.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ._model import RequestInfo
 

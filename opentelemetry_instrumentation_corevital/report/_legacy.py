@@ -26,12 +26,12 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .._errors import CoreVitalError
 from ..version import __version__
 from ._diagnose import diagnose_sequence, thresholds_of
-from ._summary import aggregates, finish_summary
 from ._model import (
     SCHEMA_VERSION,
     TIMELINE_SERIES,
@@ -49,15 +49,28 @@ from ._model import (
     Timings,
     Usage,
 )
+from ._summary import aggregates, finish_summary
 
 SUPPORTED = ("0.3.x", "0.4.0")
 PRODUCER = "opentelemetry-instrumentation-corevital"
 
 #: Architecture class prefixes -> ``config.model_type`` (the profile key).
 _ARCHITECTURES = (
-    ("Mixtral", "mixtral"), ("Mistral", "mistral"), ("Qwen2Moe", "qwen2_moe"), ("Qwen2", "qwen2"),
-    ("Phi3", "phi3"), ("GPT2", "gpt2"), ("Llama", "llama"), ("MT5", "mt5"), ("UMT5", "umt5"), ("LongT5", "longt5"),
-    ("T5", "t5"), ("Bart", "bart"), ("Gemma2", "gemma2"), ("Gemma", "gemma"), ("Falcon", "falcon"),
+    ("Mixtral", "mixtral"),
+    ("Mistral", "mistral"),
+    ("Qwen2Moe", "qwen2_moe"),
+    ("Qwen2", "qwen2"),
+    ("Phi3", "phi3"),
+    ("GPT2", "gpt2"),
+    ("Llama", "llama"),
+    ("MT5", "mt5"),
+    ("UMT5", "umt5"),
+    ("LongT5", "longt5"),
+    ("T5", "t5"),
+    ("Bart", "bart"),
+    ("Gemma2", "gemma2"),
+    ("Gemma", "gemma"),
+    ("Falcon", "falcon"),
 )
 _SEQ2SEQ_TYPES = {"t5", "mt5", "umt5", "longt5", "bart"}
 
@@ -93,7 +106,7 @@ class _Obj:
             return None
         return check(value, self.where(key))
 
-    def obj(self, key: str, required: bool = False) -> "_Obj | None":
+    def obj(self, key: str, required: bool = False) -> _Obj | None:
         value = self.data.get(key)
         if value is None:
             if required:
@@ -161,8 +174,9 @@ def check_version(version: Any) -> str:
         raise MigrationError(f"schema_version {version!r} is already this package's report format; nothing to migrate")
     if len(parts) == 3 and parts[0] == "0" and (parts[1] == "3" or (parts[1] == "4" and parts[2] == "0")):
         return version
-    raise MigrationError(f"schema_version {version!r} is not a CoreVital version this command reads "
-                         f"({', '.join(SUPPORTED)})")
+    raise MigrationError(
+        f"schema_version {version!r} is not a CoreVital version this command reads ({', '.join(SUPPORTED)})"
+    )
 
 
 def model_type_of(architecture: str | None) -> str | None:
@@ -245,8 +259,9 @@ def _prompt(source: _Obj, prompt_tokens: int, notes: list[str]) -> PromptTelemet
         return None
     surprisal = _numbers(analysis.items("prompt_surprisals"))
     finite = [v for v in surprisal if v is not None]
-    telemetry = PromptTelemetry(tokens=prompt_tokens, surprisal=surprisal,
-                                perplexity=2.0 ** (sum(finite) / len(finite)) if finite else None)
+    telemetry = PromptTelemetry(
+        tokens=prompt_tokens, surprisal=surprisal, perplexity=2.0 ** (sum(finite) / len(finite)) if finite else None
+    )
     layers = analysis.items("layers")
     if layers:
         basin, basin_min = [], []
@@ -323,7 +338,7 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
         have_logits = True
         entropy = logits.get("entropy", _number)
         timeline.entropy.append(entropy)
-        timeline.perplexity.append(None if entropy is None else 2.0 ** entropy)
+        timeline.perplexity.append(None if entropy is None else 2.0**entropy)
         timeline.surprisal.append(logits.get("surprisal", _number))
         margin_key = "top_k_margin" if logits.has("top_k_margin") else "top1_top2_margin"
         timeline.margin.append(logits.get(margin_key, _number))
@@ -340,18 +355,27 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
     unavailable: dict[str, str] = {}
     if layers is not None:
         unavailable["hidden_cos_prev"] = "CoreVital 0.x reports have no cosine to the previous step or update ratio"
-        unavailable["attn_collapsed_fraction"] = ("CoreVital 0.x counted heads collapsed onto the attention sink; "
-                                                  "not comparable, left out")
-        notes.append("CoreVital 0.x's hidden std is unbiased (ours: population) and its max attention weight is the "
-                     "max over heads (ours: the mean): both left out")
+        unavailable["attn_collapsed_fraction"] = (
+            "CoreVital 0.x counted heads collapsed onto the attention sink; not comparable, left out"
+        )
+        notes.append(
+            "CoreVital 0.x's hidden std is unbiased (ours: population) and its max attention weight is the "
+            "max over heads (ours: the mean): both left out"
+        )
     if len(steps) < output_tokens:
         unavailable["timeline"] = f"the source holds {len(steps)} of {output_tokens} steps"
 
     finish = "length" if max_new is not None and output_tokens >= max_new else "stop"
     sequence = SequenceReport(
-        index=0, prompt_tokens=prompt_tokens, output_tokens=output_tokens, finish_reason=finish,
-        timeline=timeline, aggregates=aggregates(timeline), layers=layers,
-        prompt=_prompt(source, prompt_tokens, notes), encoder=_encoder(source),
+        index=0,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        finish_reason=finish,
+        timeline=timeline,
+        aggregates=aggregates(timeline),
+        layers=layers,
+        prompt=_prompt(source, prompt_tokens, notes),
+        encoder=_encoder(source),
     )
     name = model.get("hf_id", _str, required=True)
     chosen = resolve_profile(model_type, profile, model_name=name)
@@ -359,7 +383,8 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
     diagnose_sequence(sequence, chosen, tokens=complete_ids, signals=have_logits)
     if complete_ids is None:
         sequence.flags.unavailable["repetition_loop"] = (
-            f"the source lists {len(output_ids)} of {output_tokens} generated token ids")
+            f"the source lists {len(output_ids)} of {output_tokens} generated token ids"
+        )
     if content:
         sequence.token_ids = output_ids
         sequence.input_text = prompt.get("text", _str)
@@ -386,14 +411,21 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
         created_at=created,
         producer=Producer(PRODUCER, __version__),
         model=ModelInfo(
-            name=name, model_type=model_type, architecture=architecture,
-            num_layers=model.get("num_layers", _count), hidden_size=model.get("hidden_size", _count),
+            name=name,
+            model_type=model_type,
+            architecture=architecture,
+            num_layers=model.get("num_layers", _count),
+            hidden_size=model.get("hidden_size", _count),
             num_attention_heads=model.get("num_attention_heads", _count),
-            dtype=model.get("dtype", _str), device=model.get("device", _str), is_encoder_decoder=seq2seq,
+            dtype=model.get("dtype", _str),
+            device=model.get("device", _str),
+            is_encoder_decoder=seq2seq,
         ),
         request=RequestInfo(
-            operation="text_completion", generation_mode="sample" if do_sample else "greedy_search",
-            do_sample=do_sample, max_new_tokens=max_new,
+            operation="text_completion",
+            generation_mode="sample" if do_sample else "greedy_search",
+            do_sample=do_sample,
+            max_new_tokens=max_new,
             temperature=generation.get("temperature", _number) if generation and do_sample else None,
             top_p=generation.get("top_p", _number) if generation and do_sample else None,
             top_k=generation.get("top_k", _count) if generation and do_sample else None,
@@ -403,7 +435,9 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
         capture=CaptureInfo(
             mode="full" if layers is not None else "summary",
             distribution="raw_logits" if seq2seq else "processed_scores",
-            top_k=10, signals=signals, unavailable=unavailable,
+            top_k=10,
+            signals=signals,
+            unavailable=unavailable,
             layers=list(layers.indices) if layers is not None else [],
             attention_source="eager attention weights (CoreVital 0.x)" if layers is not None else None,
         ),
@@ -412,10 +446,15 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
         thresholds=thresholds_of(chosen),
         sequences=[sequence],
         trace_id=trace_hex,
-        input_messages=([{"role": "user", "parts": [{"type": "text", "content": sequence.input_text}]}]
-                        if content and sequence.input_text is not None else None),
+        input_messages=(
+            [{"role": "user", "parts": [{"type": "text", "content": sequence.input_text}]}]
+            if content and sequence.input_text is not None
+            else None
+        ),
         origin=Origin(
-            producer="CoreVital", schema_version=version, trace_id=trace,
+            producer="CoreVital",
+            schema_version=version,
+            trace_id=trace,
             risk_score=risk.get("risk_score", _number) if risk else None,
             health_flags={k: v for k, v in (flags.data.items() if flags else []) if not k.startswith("_")},
             narrative=narrative.get("summary", _str) if narrative else None,

@@ -51,8 +51,11 @@ def finish_summary(sequences: list[SequenceReport]) -> Summary:
 
 def _diagnosis_summary(sequences: list[SequenceReport], summary: Summary) -> None:
     """The diagnosis parts of the summary: the riskiest sequence's narrative and blame, union of signals."""
-    riskiest = sequences[summary.riskiest_sequence] if summary.riskiest_sequence is not None else (
-        sequences[0] if sequences else None)
+    riskiest = (
+        sequences[summary.riskiest_sequence]
+        if summary.riskiest_sequence is not None
+        else (sequences[0] if sequences else None)
+    )
     if riskiest is not None and riskiest.diagnosis is not None:
         summary.narrative = riskiest.diagnosis.narrative or None
         summary.blamed_layers = [b.layer for b in riskiest.diagnosis.blame]

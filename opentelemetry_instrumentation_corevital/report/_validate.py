@@ -31,7 +31,9 @@ def validate_report(data: dict[str, Any]) -> None:
     try:
         import jsonschema
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ReportValidationError("validating a report needs the 'jsonschema' package: pip install jsonschema") from exc
+        raise ReportValidationError(
+            "validating a report needs the 'jsonschema' package: pip install jsonschema"
+        ) from exc
     validator = jsonschema.Draft202012Validator(report_schema(), format_checker=jsonschema.FormatChecker())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:

@@ -10,6 +10,7 @@ thresholds shipped as data), ``compound``, ``trend`` (early warnings),
 """
 
 from .aggregate import count_nonfinite, finite, finite_or_none, is_finite, maximum, mean, minimum, percentile
+from .factor import FactorSpec
 from .flags import HighEntropy, NonFinite, high_entropy_steps, nan_or_inf
 from .logits import (
     TOP_K,
@@ -21,9 +22,7 @@ from .logits import (
     top_k_margin,
     top_k_mass,
 )
-from .repetition import RepetitionLoop, find_repetition_loop
-from .repetition import copied_steps, ngram_repeat_rate
-from .factor import FactorSpec
+from .repetition import RepetitionLoop, copied_steps, find_repetition_loop, ngram_repeat_rate
 from .risk import Factor, Risk, combine, risk_level, risk_score
 
 __all__ = [

@@ -7,7 +7,7 @@ Non-finite entries (None, NaN, inf) are skipped: they are counted by the
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def is_finite(value: float | None) -> bool:

@@ -19,8 +19,8 @@ changes the residual stream 13-17x more than its median on ordinary tokens of he
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .layers import LayerAnomaly, Matrix
 
@@ -50,20 +50,24 @@ def spike_severity(ratio: float, threshold: float) -> float:
     return 1.0 - 0.5 * math.log(threshold) / math.log(ratio)
 
 
-def _nonfinite_reasons(norms: Matrix, nonfinite: Matrix | None, indices: Sequence[int],
-                       steps: Sequence[int]) -> dict[int, BlameReason]:
+def _nonfinite_reasons(
+    norms: Matrix, nonfinite: Matrix | None, indices: Sequence[int], steps: Sequence[int]
+) -> dict[int, BlameReason]:
     """At each step, the first captured layer whose state is non-finite: where the fault enters the stack."""
     found: dict[int, BlameReason] = {}
-    if not any(None in row for row in norms) and (nonfinite is None or not any(
-            v for row in nonfinite for v in row if v is not None)):
+    if not any(None in row for row in norms) and (
+        nonfinite is None or not any(v for row in nonfinite for v in row if v is not None)
+    ):
         return found  # the common case, checked at C speed
     width = max((len(row) for row in norms), default=0)
     for j in range(width):
         for i, row in enumerate(norms):
             count = nonfinite[i][j] if nonfinite is not None and j < len(nonfinite[i]) else None
             if (j < len(row) and row[j] is None) or (count is not None and count > 0):
-                found.setdefault(indices[i], BlameReason("nonfinite", 1.0, steps[j], math.inf,
-                                                         f"non-finite hidden state from step {steps[j]}"))
+                found.setdefault(
+                    indices[i],
+                    BlameReason("nonfinite", 1.0, steps[j], math.inf, f"non-finite hidden state from step {steps[j]}"),
+                )
                 break
     return found
 
@@ -97,15 +101,20 @@ def blame_layers(
             worst_spike[a.layer] = a
     for layer, a in worst_spike.items():
         direction = "above" if a.log_ratio > 0 else "below"
-        detail = (f"norm {a.ratio:.1f}x {direction} both neighbours at step {a.step}" if a.kind == "spike" else
-                  f"norm {a.ratio:.1f}x {direction} its usual level from here to the output at step {a.step}")
+        detail = (
+            f"norm {a.ratio:.1f}x {direction} both neighbours at step {a.step}"
+            if a.kind == "spike"
+            else f"norm {a.ratio:.1f}x {direction} its usual level from here to the output at step {a.step}"
+        )
         add(layer, BlameReason("norm_spike", spike_severity(a.ratio, norm_ratio), a.step, a.ratio, detail))
     if collapsed is not None:
         for i, row in enumerate(collapsed):
             values = [v for v in row if v is not None]
             if values and (share := sum(values) / len(values)) >= collapse_share:
-                add(indices[i], BlameReason("attention_collapse", share, None, share,
-                                            f"{share:.0%} of heads collapsed on average"))
+                add(
+                    indices[i],
+                    BlameReason("attention_collapse", share, None, share, f"{share:.0%} of heads collapsed on average"),
+                )
     blamed = []
     for layer, found in reasons.items():
         found.sort(key=lambda r: r.severity, reverse=True)

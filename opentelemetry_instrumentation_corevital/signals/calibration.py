@@ -17,8 +17,9 @@ time leaves the risk uncalibrated rather than guessing.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from .aggregate import is_finite, mean
 from .evaluation import fit_logistic, predict_logistic
@@ -50,7 +51,7 @@ def sequence_features(sequence: Any) -> dict[str, float]:
             if not matrix:
                 continue
             rows = [mean(row) for row in matrix]
-            late = rows[len(rows) - max(1, len(rows) // 3):]
+            late = rows[len(rows) - max(1, len(rows) // 3) :]
             for suffix, chosen in (("", rows), ("_late", late)):
                 value = mean([r for r in chosen if r is not None])
                 if value is not None:
@@ -68,8 +69,14 @@ class FeatureStats:
     runs: int
 
     def to_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "std": self.std, "p10": self.p10, "p50": self.p50, "p90": self.p90,
-                "runs": self.runs}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "p10": self.p10,
+            "p50": self.p50,
+            "p90": self.p90,
+            "runs": self.runs,
+        }
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:
@@ -88,8 +95,9 @@ def baseline(rows: Sequence[Mapping[str, float]]) -> dict[str, FeatureStats]:
         values = sorted(row[name] for row in rows if name in row)
         centre = sum(values) / len(values)
         std = math.sqrt(sum((v - centre) ** 2 for v in values) / len(values))
-        out[name] = FeatureStats(centre, std, _quantile(values, 0.1), _quantile(values, 0.5), _quantile(values, 0.9),
-                                 len(values))
+        out[name] = FeatureStats(
+            centre, std, _quantile(values, 0.1), _quantile(values, 0.5), _quantile(values, 0.9), len(values)
+        )
     return out
 
 
@@ -129,11 +137,16 @@ class ProbabilityMap:
         return predict_logistic(self.weights, self.bias, self.means, self.scales, [values[n] for n in self.features])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(self.features), "weights": list(self.weights), "bias": self.bias,
-                "means": list(self.means), "scales": list(self.scales)}
+        return {
+            "features": list(self.features),
+            "weights": list(self.weights),
+            "bias": self.bias,
+            "means": list(self.means),
+            "scales": list(self.scales),
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "probability") -> "ProbabilityMap":
+    def from_dict(cls, data: Mapping[str, Any], where: str = "probability") -> ProbabilityMap:
         from .._errors import ConfigurationError
 
         try:
@@ -151,8 +164,9 @@ class ProbabilityMap:
         return cls(features, arrays[0], bias, arrays[1], arrays[2])
 
 
-def fit_probability(rows: Sequence[Mapping[str, float]], labels: Sequence[int],
-                    features: Sequence[str] | None = None, l2: float = 1.0) -> ProbabilityMap:
+def fit_probability(
+    rows: Sequence[Mapping[str, float]], labels: Sequence[int], features: Sequence[str] | None = None, l2: float = 1.0
+) -> ProbabilityMap:
     """Fit the map on labelled runs, using the features every run has (in ``FEATURES`` order)."""
     if len(rows) != len(labels):
         raise ValueError("one label per run is needed")
@@ -166,8 +180,11 @@ def fit_probability(rows: Sequence[Mapping[str, float]], labels: Sequence[int],
 
 
 #: Risk factors recalibrated from healthy runs: factor -> baseline feature, and whether high values are risky.
-RECALIBRATED_FACTORS = {"entropy_mean": ("entropy_mean", True), "surprisal_mean": ("surprisal_mean", True),
-                        "margin_mean": ("margin_mean", False)}
+RECALIBRATED_FACTORS = {
+    "entropy_mean": ("entropy_mean", True),
+    "surprisal_mean": ("surprisal_mean", True),
+    "margin_mean": ("margin_mean", False),
+}
 #: Fewest healthy runs for a recalibrated factor; fewest runs of each label for a probability map.
 MIN_HEALTHY_RUNS = 20
 MIN_RUNS_PER_LABEL = 10
@@ -253,22 +270,27 @@ def calibration_profile(
         "name": name,
         "extends": extends,
         "description": f"Calibrated by corevital calibrate on {len(rows)} runs of {source}.",
-        "calibration": (f"{len(healthy)} healthy runs give the baseline and the midpoint (p90, p10 for the margin) "
-                        "and scale ((p90 - p50) / ln 9) of the distributional risk factors"),
+        "calibration": (
+            f"{len(healthy)} healthy runs give the baseline and the midpoint (p90, p10 for the margin) "
+            "and scale ((p90 - p50) / ln 9) of the distributional risk factors"
+        ),
         "risk": factors,
         "baseline": {feature: stats.to_dict() for feature, stats in reference.items()},
     }
     labelled = [(row, label) for row, label in zip(rows, labels) if label is not None]
     counts = {0: sum(1 for _, y in labelled if y == 0), 1: sum(1 for _, y in labelled if y == 1)}
     if labelled and min(counts.values()) < MIN_RUNS_PER_LABEL:
-        notes.append(f"no probability map: {counts[0]} healthy and {counts[1]} bad labelled runs, "
-                     f"{MIN_RUNS_PER_LABEL} of each needed")
+        notes.append(
+            f"no probability map: {counts[0]} healthy and {counts[1]} bad labelled runs, "
+            f"{MIN_RUNS_PER_LABEL} of each needed"
+        )
     elif labelled:
         x, y = [row for row, _ in labelled], [int(label) for _, label in labelled]
         fitted = fit_probability(x, y, l2=l2)
         quality = cross_validated(x, y, l2=l2)
-        profile["probability"] = {**fitted.to_dict(), "ece": quality.ece, "auroc": quality.auroc,
-                                  "runs": quality.runs}
-        profile["calibration"] += (f"; {len(labelled)} labelled runs fit the probability map (two-fold "
-                                   f"cross-validated ECE {quality.ece:.3f}, AUROC {quality.auroc:.3f})")
+        profile["probability"] = {**fitted.to_dict(), "ece": quality.ece, "auroc": quality.auroc, "runs": quality.runs}
+        profile["calibration"] += (
+            f"; {len(labelled)} labelled runs fit the probability map (two-fold "
+            f"cross-validated ECE {quality.ece:.3f}, AUROC {quality.auroc:.3f})"
+        )
     return profile, notes

@@ -9,7 +9,7 @@ expected calibration error, and a small L2-regularised logistic regression
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
@@ -64,8 +64,9 @@ def expected_calibration_error(probs: Sequence[float], labels: Sequence[int], bi
         confidence[b] += p
         positives[b] += 1 if y else 0
     n = len(probs)
-    return sum(abs(positives[b] / totals[b] - confidence[b] / totals[b]) * totals[b] / n
-               for b in range(bins) if totals[b])
+    return sum(
+        abs(positives[b] / totals[b] - confidence[b] / totals[b]) * totals[b] / n for b in range(bins) if totals[b]
+    )
 
 
 def sigmoid(z: float) -> float:
@@ -75,8 +76,9 @@ def sigmoid(z: float) -> float:
     return e / (1.0 + e)
 
 
-def fit_logistic(features: Sequence[Sequence[float]], labels: Sequence[int], l2: float = 1e-2,
-                 iterations: int = 50) -> tuple[list[float], float, list[float], list[float]]:
+def fit_logistic(
+    features: Sequence[Sequence[float]], labels: Sequence[int], l2: float = 1e-2, iterations: int = 50
+) -> tuple[list[float], float, list[float], list[float]]:
     """L2-regularised logistic regression by Newton's method on standardised features.
 
     Returns ``(weights, bias, means, scales)``: predict with
@@ -93,10 +95,17 @@ def fit_logistic(features: Sequence[Sequence[float]], labels: Sequence[int], l2:
     beta = [0.0] * (d + 1)
     for _ in range(iterations):
         p = [sigmoid(sum(b * v for b, v in zip(beta, xi))) for xi in x]
-        gradient = [sum((pi - yi) * xi[j] for pi, yi, xi in zip(p, labels, x)) + (l2 * beta[j] if j else 0.0)
-                    for j in range(d + 1)]
-        hessian = [[sum(pi * (1 - pi) * xi[a] * xi[b] for pi, xi in zip(p, x)) + (l2 if a == b and a else 0.0)
-                    for b in range(d + 1)] for a in range(d + 1)]
+        gradient = [
+            sum((pi - yi) * xi[j] for pi, yi, xi in zip(p, labels, x)) + (l2 * beta[j] if j else 0.0)
+            for j in range(d + 1)
+        ]
+        hessian = [
+            [
+                sum(pi * (1 - pi) * xi[a] * xi[b] for pi, xi in zip(p, x)) + (l2 if a == b and a else 0.0)
+                for b in range(d + 1)
+            ]
+            for a in range(d + 1)
+        ]
         step = _solve(hessian, gradient)
         beta = [b - s for b, s in zip(beta, step)]
         if max(abs(s) for s in step) < 1e-9:
@@ -104,8 +113,9 @@ def fit_logistic(features: Sequence[Sequence[float]], labels: Sequence[int], l2:
     return beta[1:], beta[0], means, scales
 
 
-def predict_logistic(weights: Sequence[float], bias: float, means: Sequence[float], scales: Sequence[float],
-                     values: Sequence[float]) -> float:
+def predict_logistic(
+    weights: Sequence[float], bias: float, means: Sequence[float], scales: Sequence[float], values: Sequence[float]
+) -> float:
     return sigmoid(bias + sum(w * (v - m) / s for w, v, m, s in zip(weights, values, means, scales)))
 
 

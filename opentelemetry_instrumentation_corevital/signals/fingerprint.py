@@ -12,7 +12,7 @@ layer was captured. A change to any element's meaning bumps
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from .aggregate import finite, is_finite
 

@@ -6,8 +6,8 @@ profiles can override them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .aggregate import is_finite
 

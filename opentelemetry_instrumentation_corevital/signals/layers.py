@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 Matrix = Sequence[Sequence[float | None]]
 
@@ -162,8 +162,9 @@ def collapsed_share_per_step(collapsed: Matrix) -> list[float | None]:
     return shares
 
 
-def attention_collapse(collapsed: Matrix, indices: Sequence[int], steps: Sequence[int], share: float,
-                       min_steps: int) -> CollapseResult:
+def attention_collapse(
+    collapsed: Matrix, indices: Sequence[int], steps: Sequence[int], share: float, min_steps: int
+) -> CollapseResult:
     """Fires when at least ``share`` of all captured heads are collapsed on ``min_steps`` consecutive captured steps.
 
     ``collapsed`` is ``attn_collapsed_fraction``: per layer and step the share of heads whose attention over the
@@ -181,8 +182,11 @@ def attention_collapse(collapsed: Matrix, indices: Sequence[int], steps: Sequenc
         if held >= share and onset is None:
             onset = steps[j]
     finite = [v for v in shares if v is not None]
-    layer_means = [(sum(v for v in row if v is not None) / max(1, sum(v is not None for v in row)), indices[i])
-                   for i, row in enumerate(collapsed) if any(v is not None for v in row)]
+    layer_means = [
+        (sum(v for v in row if v is not None) / max(1, sum(v is not None for v in row)), indices[i])
+        for i, row in enumerate(collapsed)
+        if any(v is not None for v in row)
+    ]
     worst_share, worst_layer = max(layer_means, key=lambda m: (m[0], -m[1]), default=(0.0, None))  # lowest on ties
     return CollapseResult(
         fired=onset is not None,
@@ -237,8 +241,15 @@ class HiddenLoop:
     recurrence: float  # the best window's mean |x(t) - x(t - period)|, the larger of the two series with full capture
 
 
-def hidden_loop(norms: Sequence[float | None], cos_prev: Sequence[float | None] | None, *, window: int,
-                max_period: int, norm_tolerance: float, cos_tolerance: float) -> HiddenLoop | None:
+def hidden_loop(
+    norms: Sequence[float | None],
+    cos_prev: Sequence[float | None] | None,
+    *,
+    window: int,
+    max_period: int,
+    norm_tolerance: float,
+    cos_tolerance: float,
+) -> HiddenLoop | None:
     """A stretch where the last layer's state repeats with a fixed period: the hidden-state side of a loop.
 
     Per-step series of one layer (``None`` where not captured). A window of ``window`` consecutive steps
@@ -280,8 +291,9 @@ def hidden_loop(norms: Sequence[float | None], cos_prev: Sequence[float | None] 
     return best
 
 
-def recurrence(values: Mapping[int, float | None], period: int, start: int, end: int, log: bool = False,
-               min_pairs: int = 3) -> float | None:
+def recurrence(
+    values: Mapping[int, float | None], period: int, start: int, end: int, log: bool = False, min_pairs: int = 3
+) -> float | None:
     """Mean |x(t) - x(t - period)| over steps t in [start + period, end): how exactly a per-step series repeats.
 
     ``values`` maps generation steps to one layer's ``hidden_cos_prev`` or (``log=True``) norm. ``None`` with

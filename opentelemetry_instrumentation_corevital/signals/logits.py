@@ -8,7 +8,7 @@ the same hand-computed values. All entropies and surprisals are in bits.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 LN2 = math.log(2.0)
 TOP_K = 10

@@ -12,8 +12,8 @@ dropped first when the budget of five is reached.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 MAX_SENTENCES = 5
 
@@ -92,11 +92,15 @@ def _risk_sentence(facts: NarrativeFacts) -> str:
         return f"No risk score: the {facts.steps} generated tokens had no logit signals."
     if facts.forced_by == "nan_or_inf":
         where = f", first at step {facts.nonfinite_first_step}" if facts.nonfinite_first_step is not None else ""
-        return (f"Risk {facts.risk:.2f} ({facts.level}): non-finite values appeared at {facts.nonfinite_steps} "
-                f"of {facts.steps} steps{where}, so the output cannot be trusted.")
+        return (
+            f"Risk {facts.risk:.2f} ({facts.level}): non-finite values appeared at {facts.nonfinite_steps} "
+            f"of {facts.steps} steps{where}, so the output cannot be trusted."
+        )
     if facts.calibrated:
-        text = (f"Risk {facts.risk:.2f} ({facts.level}) over {facts.steps} tokens: the calibrated profile's "
-                f"probability that this run is bad")
+        text = (
+            f"Risk {facts.risk:.2f} ({facts.level}) over {facts.steps} tokens: the calibrated profile's "
+            f"probability that this run is bad"
+        )
         if facts.uncalibrated is not None:
             text += f" (uncalibrated score {facts.uncalibrated:.2f})"
         if facts.divergent:
@@ -108,8 +112,10 @@ def _risk_sentence(facts: NarrativeFacts) -> str:
     lead = [ranked[0]] + [f for f in ranked[1:3] if f.contribution >= 0.05]
     if facts.level == "low":
         nonzero = [f for f in ranked if f.value != 0] or ranked
-        return (f"Risk {facts.risk:.2f} (low) over {facts.steps} tokens; its largest part, "
-                f"{_factor_phrase(nonzero[0], facts)}, scores {nonzero[0].score:.2f} of 1.")
+        return (
+            f"Risk {facts.risk:.2f} (low) over {facts.steps} tokens; its largest part, "
+            f"{_factor_phrase(nonzero[0], facts)}, scores {nonzero[0].score:.2f} of 1."
+        )
     parts = [_factor_phrase(f, facts) for f in lead]
     joined = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return f"Risk {facts.risk:.2f} ({facts.level}) over {facts.steps} tokens, driven by {joined}."
@@ -122,8 +128,7 @@ def _peak_sentence(facts: NarrativeFacts) -> str | None:
     sentence = f"Entropy peaked at {facts.peak_entropy:.2f} bits at step {facts.peak_step}{token}"
     if facts.high_entropy_steps:
         verb = "was" if facts.high_entropy_steps == 1 else "were"
-        sentence += (f"; {facts.high_entropy_steps} of {facts.steps} steps {verb} above "
-                     f"{facts.high_entropy_bits:g} bits")
+        sentence += f"; {facts.high_entropy_steps} of {facts.steps} steps {verb} above {facts.high_entropy_bits:g} bits"
     return sentence + "."
 
 
@@ -131,13 +136,20 @@ def _flag_findings(facts: NarrativeFacts) -> list[Finding]:
     found = []
     if facts.loop_onset is not None and facts.loop_period is not None:
         if facts.loop_tokens:
-            confirm = (f"; the last layer's hidden state repeats with it (recurrence {facts.loop_hidden:.3f})"
-                       if facts.loop_hidden is not None else "")
-            text = (f"From step {facts.loop_onset} the output repeats a {facts.loop_period}-token cycle "
-                    f"({facts.loop_share or 0:.0%} of the output){confirm}.")
+            confirm = (
+                f"; the last layer's hidden state repeats with it (recurrence {facts.loop_hidden:.3f})"
+                if facts.loop_hidden is not None
+                else ""
+            )
+            text = (
+                f"From step {facts.loop_onset} the output repeats a {facts.loop_period}-token cycle "
+                f"({facts.loop_share or 0:.0%} of the output){confirm}."
+            )
         else:
-            text = (f"From step {facts.loop_onset} the last layer's hidden state repeats every {facts.loop_period} "
-                    f"steps (recurrence {facts.loop_hidden or 0:.3f}) although the tokens vary.")
+            text = (
+                f"From step {facts.loop_onset} the last layer's hidden state repeats every {facts.loop_period} "
+                f"steps (recurrence {facts.loop_hidden or 0:.3f}) although the tokens vary."
+            )
         found.append(Finding("repetition_loop", text, 1))
     if facts.mid_layers and facts.mid_ratio is not None:
         more = f" (and {len(facts.mid_layers) - 1} more)" if len(facts.mid_layers) > 1 else ""
@@ -145,34 +157,55 @@ def _flag_findings(facts: NarrativeFacts) -> list[Finding]:
         if facts.mid_kind == "nonfinite":
             text = f"{layer}'s hidden state became non-finite at step {facts.mid_step}."
         elif facts.mid_kind == "jump":
-            text = (f"At step {facts.mid_step} the hidden-state norm rose {facts.mid_ratio:.1f}x above its usual level "
-                    f"at {layer.lower()} and stayed there to the last layer.")
+            text = (
+                f"At step {facts.mid_step} the hidden-state norm rose {facts.mid_ratio:.1f}x above its usual level "
+                f"at {layer.lower()} and stayed there to the last layer."
+            )
         else:
-            text = f"{layer}'s hidden-state norm jumped {facts.mid_ratio:.1f}x against both neighbours at step {facts.mid_step}."
+            text = (
+                f"{layer}'s hidden-state norm jumped {facts.mid_ratio:.1f}x against both neighbours "
+                f"at step {facts.mid_step}."
+            )
         found.append(Finding("mid_layer_anomaly", text, 2))
     if facts.collapse_onset is not None:
-        found.append(Finding("attention_collapse", f"From step {facts.collapse_onset}, "
-                             f"{facts.collapse_share or 0:.0%} of attention heads collapsed onto single keys.", 3))
+        found.append(
+            Finding(
+                "attention_collapse",
+                f"From step {facts.collapse_onset}, "
+                f"{facts.collapse_share or 0:.0%} of attention heads collapsed onto single keys.",
+                3,
+            )
+        )
     return found
 
 
 def _recommendation(facts: NarrativeFacts) -> str:
     kinds = {f.kind for f in facts.findings}
     if facts.forced_by == "nan_or_inf":
-        where = f" and inspect layer {facts.nonfinite_layer}, where they first appear" if facts.nonfinite_layer is not None else ""
+        where = (
+            f" and inspect layer {facts.nonfinite_layer}, where they first appear"
+            if facts.nonfinite_layer is not None
+            else ""
+        )
         return f"Check numerical precision (bfloat16 or float32 rather than float16){where}."
     if facts.loop_onset is not None and facts.loop_period is not None:
         stop = facts.loop_onset + 2 * facts.loop_period
         saved = max(0, facts.steps - stop)
-        return (f"Penalise or stop the loop (repetition_penalty of 1.1-1.3, no_repeat_ngram_size={facts.ngram_n}, "
-                f"or stop once a cycle repeats): stopping at step {stop} would have saved {saved} tokens.")
+        return (
+            f"Penalise or stop the loop (repetition_penalty of 1.1-1.3, no_repeat_ngram_size={facts.ngram_n}, "
+            f"or stop once a cycle repeats): stopping at step {stop} would have saved {saved} tokens."
+        )
     if facts.mid_layers:
         extra = "" if facts.full_capture else "; capture='full' adds its update ratio and attention"
-        return (f"Inspect layer {facts.mid_layers[0]} (its weights, quantisation and inputs at step {facts.mid_step})"
-                f"{extra}.")
+        return (
+            f"Inspect layer {facts.mid_layers[0]} (its weights, quantisation and inputs at step {facts.mid_step})"
+            f"{extra}."
+        )
     if facts.collapse_onset is not None:
-        return (f"Inspect the prompt and context length that led to the collapse at step {facts.collapse_onset}; "
-                f"collapsed heads stop mixing information.")
+        return (
+            f"Inspect the prompt and context length that led to the collapse at step {facts.collapse_onset}; "
+            f"collapsed heads stop mixing information."
+        )
     if "confident_repetition" in kinds:
         return "Add a repetition penalty or no_repeat_ngram_size: the model is copying itself with confidence."
     if "context_loss" in kinds:
@@ -181,20 +214,28 @@ def _recommendation(facts: NarrativeFacts) -> str:
         ranked = sorted(facts.factors, key=lambda f: f.contribution, reverse=True)
         top = ranked[0] if ranked else None
         if top is not None and top.name in ("entropy_mean", "high_entropy_fraction", "margin_mean", "surprisal_mean"):
-            return (f"The model was unsure ({_factor_phrase(top, facts)}): lower the temperature, give the prompt "
-                    f"more context, or route such requests to a larger model.")
+            return (
+                f"The model was unsure ({_factor_phrase(top, facts)}): lower the temperature, give the prompt "
+                f"more context, or route such requests to a larger model."
+            )
         if top is not None and top.name == "ngram_repeat_rate":
-            return f"Reduce repetition ({_factor_phrase(top, facts)}): add a repetition penalty or no_repeat_ngram_size."
+            return (
+                f"Reduce repetition ({_factor_phrase(top, facts)}): add a repetition penalty or no_repeat_ngram_size."
+            )
         if "entropy_acceleration" in kinds or "margin_collapse" in kinds:
             return "Consider stopping earlier: the trend warnings fired before the end of the output."
         return "Review this output before using it."
     best = max((f.score for f in facts.factors), default=0.0)
     if not facts.fired:
-        return (f"No action needed: no flag fired and the highest factor score is {best:.2f} "
-                f"(0.5 is a factor's calibrated midpoint).")
+        return (
+            f"No action needed: no flag fired and the highest factor score is {best:.2f} "
+            f"(0.5 is a factor's calibrated midpoint)."
+        )
     if set(facts.fired) == {"high_entropy"}:
-        return (f"No action needed: the {facts.high_entropy_steps} high-entropy steps (longest run "
-                f"{facts.high_entropy_longest_run}) are forks in an otherwise confident answer.")
+        return (
+            f"No action needed: the {facts.high_entropy_steps} high-entropy steps (longest run "
+            f"{facts.high_entropy_longest_run}) are forks in an otherwise confident answer."
+        )
     return f"Review the output: {', '.join(facts.fired)} fired although the overall risk is low."
 
 

@@ -36,10 +36,11 @@ import dataclasses
 import functools
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .._errors import ConfigurationError
 from .calibration import FeatureStats, ProbabilityMap
@@ -120,8 +121,9 @@ def _factor(name: str, spec: Mapping[str, Any], base: FactorSpec | None, where: 
         raise ConfigurationError(f"{where}: risk factor {name!r} must be an object, got {spec!r}")
     unknown = set(spec) - _FACTOR_KEYS
     if unknown:
-        raise ConfigurationError(f"{where}: risk factor {name!r} has unknown key(s) {sorted(unknown)}; "
-                                 f"known: {sorted(_FACTOR_KEYS)}")
+        raise ConfigurationError(
+            f"{where}: risk factor {name!r} has unknown key(s) {sorted(unknown)}; known: {sorted(_FACTOR_KEYS)}"
+        )
     values: dict[str, Any] = dataclasses.asdict(base) if base is not None else {}
     values.update(spec)
     for key in ("midpoint", "scale", "weight"):
@@ -133,10 +135,17 @@ def _factor(name: str, spec: Mapping[str, Any], base: FactorSpec | None, where: 
     if values["scale"] <= 0:
         raise ConfigurationError(f"{where}: risk factor {name!r}: scale must be > 0, got {values['scale']!r}")
     if not 0 < values["weight"] < 1:
-        raise ConfigurationError(f"{where}: risk factor {name!r}: weight must be in (0, 1), got {values['weight']!r} "
-                                 "(a weight of 1 would let one factor pin the score at 1.0)")
-    return FactorSpec(float(values["midpoint"]), float(values["scale"]), float(values["weight"]),
-                      bool(values.get("higher_is_riskier", True)), str(values.get("description", "")))
+        raise ConfigurationError(
+            f"{where}: risk factor {name!r}: weight must be in (0, 1), got {values['weight']!r} "
+            "(a weight of 1 would let one factor pin the score at 1.0)"
+        )
+    return FactorSpec(
+        float(values["midpoint"]),
+        float(values["scale"]),
+        float(values["weight"]),
+        bool(values.get("higher_is_riskier", True)),
+        str(values.get("description", "")),
+    )
 
 
 def _read_json(text: str, where: str) -> dict[str, Any]:
@@ -157,13 +166,15 @@ def builtin_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builtin_text(name: str) -> str:
     folder = resources.files(__package__.rsplit(".", 1)[0]).joinpath(PACKAGE_FOLDER)
     path = folder.joinpath(f"{name}.json")
     if not path.is_file():
-        raise ConfigurationError(f"unknown profile {name!r}; shipped profiles: {', '.join(builtin_names())}, "
-                                 "or give the path of a .json profile file")
+        raise ConfigurationError(
+            f"unknown profile {name!r}; shipped profiles: {', '.join(builtin_names())}, "
+            "or give the path of a .json profile file"
+        )
     return path.read_text(encoding="utf-8")
 
 
@@ -193,10 +204,14 @@ def _build(data: dict[str, Any], where: str, depth: int = 0) -> Profile:
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"{where}: 'name' must be a non-empty string")
-    reference = _baseline(data["baseline"], where) if data.get("baseline") is not None else (
-        base.baseline if base else None)
-    probability = (ProbabilityMap.from_dict(data["probability"], f"{where}: probability")
-                   if data.get("probability") is not None else (base.probability if base else None))
+    reference = (
+        _baseline(data["baseline"], where) if data.get("baseline") is not None else (base.baseline if base else None)
+    )
+    probability = (
+        ProbabilityMap.from_dict(data["probability"], f"{where}: probability")
+        if data.get("probability") is not None
+        else (base.probability if base else None)
+    )
     return Profile(
         name=name,
         thresholds=DiagnosisThresholds(**values),
@@ -220,7 +235,8 @@ def _baseline(raw: Any, where: str) -> dict[str, FeatureStats]:
             runs = int(stats["runs"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigurationError(
-                f"{where}: baseline {feature!r} needs numbers mean, std, p10, p50, p90 and runs ({exc})") from None
+                f"{where}: baseline {feature!r} needs numbers mean, std, p10, p50, p90 and runs ({exc})"
+            ) from None
         if not all(math.isfinite(v) for v in values.values()) or values["std"] < 0 or runs < 1:
             raise ConfigurationError(f"{where}: baseline {feature!r}: finite numbers, std >= 0 and runs >= 1")
         out[str(feature)] = FeatureStats(runs=runs, **values)
@@ -240,7 +256,7 @@ def load_profile(name_or_path: str | Path, *, _depth: int = 0) -> Profile:
     return _builtin(text_name, _depth)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _builtin_cached(name: str) -> Profile:
     return _build(_read_json(_builtin_text(name), f"profile {name!r}"), f"profile {name!r}")
 
@@ -251,7 +267,7 @@ def _builtin(name: str, depth: int) -> Profile:
     return _builtin_cached(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model_type_index() -> dict[str, str]:
     index: dict[str, str] = {}
     for name in builtin_names():
@@ -260,7 +276,7 @@ def _model_type_index() -> dict[str, str]:
     return index
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _name_patterns() -> tuple[tuple[str, str], ...]:
     return tuple((pattern, name) for name in builtin_names() for pattern in load_profile(name).name_patterns)
 
@@ -306,12 +322,21 @@ def resolve_profile(
             new_factors.pop(name, None)
         else:
             new_factors[name] = _factor(name, spec, new_factors.get(name), "factors")
-    return dataclasses.replace(chosen, thresholds=DiagnosisThresholds(**values), factors=new_factors,
-                               overridden=tuple(chosen.overridden) + tuple(changed))
+    return dataclasses.replace(
+        chosen,
+        thresholds=DiagnosisThresholds(**values),
+        factors=new_factors,
+        overridden=tuple(chosen.overridden) + tuple(changed),
+    )
 
 
-def effective_profile(model_type: str | None, model_name: str | None, profile: str | Path | Profile | None,
-                      thresholds: Mapping[str, float] | None, high_entropy_bits: float | None) -> Profile:
+def effective_profile(
+    model_type: str | None,
+    model_name: str | None,
+    profile: str | Path | Profile | None,
+    thresholds: Mapping[str, float] | None,
+    high_entropy_bits: float | None,
+) -> Profile:
     """The profile one generation is diagnosed and stopped with: ``profile`` (or the model's own), then
     ``thresholds``, then the ``high_entropy_bits`` option where ``thresholds`` leaves it unset."""
     overrides = dict(thresholds or {})

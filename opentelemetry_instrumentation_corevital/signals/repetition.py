@@ -13,8 +13,8 @@ generation (they are transferred anyway), so it costs no device work.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 DEFAULT_MIN_CYCLES = 3
 DEFAULT_MIN_TOKENS = 12

@@ -20,8 +20,8 @@ see docs/diagnosis.md for how the shipped ones were calibrated.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from .aggregate import is_finite
 from .factor import FactorSpec

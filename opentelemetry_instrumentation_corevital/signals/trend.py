@@ -21,8 +21,8 @@ which is what "accelerating away from the opening level" means here.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .aggregate import is_finite
 
@@ -35,8 +35,15 @@ class Alarm:
     shift: float  # mean excess of x over the baseline between onset and detection, in x's units (>= 0)
 
 
-def cusum(values: Sequence[float | None], *, window: int, slack: float, threshold: float,
-          upward: bool = True, reference: float | None = None) -> Alarm | None:
+def cusum(
+    values: Sequence[float | None],
+    *,
+    window: int,
+    slack: float,
+    threshold: float,
+    upward: bool = True,
+    reference: float | None = None,
+) -> Alarm | None:
     """One-sided CUSUM alarm; ``None`` if it never fires.
 
     Baseline: the mean of the first ``window`` finite values, or ``reference`` when that is higher (upward) or
@@ -100,30 +107,49 @@ class EarlyWarning:
     value: float  # size of the shift from the in-control level (bits for entropy, probability for margin)
     severity: float  # 1 - exp(-value / reference): 0.63 at one reference shift
 
+
 #: Shift that makes a warning's severity 0.63: 2 bits of entropy, 0.3 of margin.
 ENTROPY_REFERENCE_BITS = 2.0
 MARGIN_REFERENCE = 0.3
 
 
-def entropy_acceleration(entropy: Sequence[float | None], *, window: int, slack_bits: float, threshold_bits: float,
-                         reference_bits: float | None = None) -> EarlyWarning | None:
+def entropy_acceleration(
+    entropy: Sequence[float | None],
+    *,
+    window: int,
+    slack_bits: float,
+    threshold_bits: float,
+    reference_bits: float | None = None,
+) -> EarlyWarning | None:
     """Entropy climbing away from its in-control level (upward CUSUM, bits)."""
-    alarm = cusum(entropy, window=window, slack=slack_bits, threshold=threshold_bits, upward=True,
-                  reference=reference_bits)
+    alarm = cusum(
+        entropy, window=window, slack=slack_bits, threshold=threshold_bits, upward=True, reference=reference_bits
+    )
     if alarm is None:
         return None
-    return EarlyWarning("entropy_acceleration", alarm.onset_step, alarm.detected_step, alarm.shift,
-                        1.0 - math.exp(-alarm.shift / ENTROPY_REFERENCE_BITS))
+    return EarlyWarning(
+        "entropy_acceleration",
+        alarm.onset_step,
+        alarm.detected_step,
+        alarm.shift,
+        1.0 - math.exp(-alarm.shift / ENTROPY_REFERENCE_BITS),
+    )
 
 
-def margin_collapse(margin: Sequence[float | None], *, window: int, slack: float, threshold: float,
-                    reference: float | None = None) -> EarlyWarning | None:
+def margin_collapse(
+    margin: Sequence[float | None], *, window: int, slack: float, threshold: float, reference: float | None = None
+) -> EarlyWarning | None:
     """The top-1/top-2 margin falling away from its in-control level (downward CUSUM, probability)."""
     alarm = cusum(margin, window=window, slack=slack, threshold=threshold, upward=False, reference=reference)
     if alarm is None:
         return None
-    return EarlyWarning("margin_collapse", alarm.onset_step, alarm.detected_step, alarm.shift,
-                        1.0 - math.exp(-alarm.shift / MARGIN_REFERENCE))
+    return EarlyWarning(
+        "margin_collapse",
+        alarm.onset_step,
+        alarm.detected_step,
+        alarm.shift,
+        1.0 - math.exp(-alarm.shift / MARGIN_REFERENCE),
+    )
 
 
 def suffix_slopes(values: Sequence[float | None]) -> list[float | None]:

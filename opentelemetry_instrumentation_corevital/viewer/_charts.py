@@ -10,20 +10,27 @@ import pandas as pd
 _RISK_COLOURS = alt.Scale(domain=["low", "medium", "high"], range=["#2ca02c", "#ff7f0e", "#d62728"])
 
 
-def signal_line(rows: list[dict[str, Any]], signal: str, title: str, threshold: float | None = None,
-                token_ids: bool = False) -> alt.Chart:
+def signal_line(
+    rows: list[dict[str, Any]], signal: str, title: str, threshold: float | None = None, token_ids: bool = False
+) -> alt.Chart:
     """One per-step signal as a line with points; an optional horizontal threshold line."""
     frame = pd.DataFrame(rows)
     tooltip = ["step:Q", alt.Tooltip(f"{signal}:Q", format=".4f")] + (["token id:Q"] if token_ids else [])
-    base = alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("step:Q", title="step"),
-        y=alt.Y(f"{signal}:Q", title=title),
-        tooltip=tooltip,
+    base = (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y(f"{signal}:Q", title=title),
+            tooltip=tooltip,
+        )
     )
     chart = base
     if threshold is not None:
-        rule = alt.Chart(pd.DataFrame({"threshold": [threshold]})).mark_rule(color="#d62728", strokeDash=[4, 4]).encode(
-            y="threshold:Q"
+        rule = (
+            alt.Chart(pd.DataFrame({"threshold": [threshold]}))
+            .mark_rule(color="#d62728", strokeDash=[4, 4])
+            .encode(y="threshold:Q")
         )
         chart = base + rule
     return chart.properties(title=title, height=220)
@@ -31,22 +38,31 @@ def signal_line(rows: list[dict[str, Any]], signal: str, title: str, threshold: 
 
 def overlay(rows: list[dict[str, Any]], title: str) -> alt.Chart:
     """One signal of several runs, coloured by run."""
-    return alt.Chart(pd.DataFrame(rows)).mark_line(point=True).encode(
-        x=alt.X("step:Q"),
-        y=alt.Y("value:Q", title=title),
-        color=alt.Color("run:N", legend=alt.Legend(orient="top", title=None, labelLimit=400, columns=1)),
-        tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(title=title, height=300)
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("step:Q"),
+            y=alt.Y("value:Q", title=title),
+            color=alt.Color("run:N", legend=alt.Legend(orient="top", title=None, labelLimit=400, columns=1)),
+            tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .properties(title=title, height=300)
+    )
 
 
 def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.Chart:
     """Layer × step heatmap; blamed layers get a red outline across their row."""
     frame = pd.DataFrame(cells)
-    base = alt.Chart(frame).mark_rect().encode(
-        x=alt.X("step:O", title="step"),
-        y=alt.Y("layer:O", title="layer", sort="descending"),
-        color=alt.Color("value:Q", title=None, scale=alt.Scale(scheme="viridis")),
-        tooltip=["layer:O", "step:O", alt.Tooltip("value:Q", format=".4f")],
+    base = (
+        alt.Chart(frame)
+        .mark_rect()
+        .encode(
+            x=alt.X("step:O", title="step"),
+            y=alt.Y("layer:O", title="layer", sort="descending"),
+            color=alt.Color("value:Q", title=None, scale=alt.Scale(scheme="viridis")),
+            tooltip=["layer:O", "step:O", alt.Tooltip("value:Q", format=".4f")],
+        )
     )
     chart = base
     if blamed:
@@ -58,37 +74,57 @@ def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.C
 
 
 def bars(rows: list[dict[str, Any]], x: str, y: str, title: str, x_type: str = "O") -> alt.Chart:
-    return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
-        x=alt.X(f"{x}:{x_type}", title=x),
-        y=alt.Y(f"{y}:Q", title=y),
-        tooltip=[f"{x}:{x_type}", alt.Tooltip(f"{y}:Q", format=".4f")],
-    ).properties(title=title, height=220)
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar()
+        .encode(
+            x=alt.X(f"{x}:{x_type}", title=x),
+            y=alt.Y(f"{y}:Q", title=y),
+            tooltip=[f"{x}:{x_type}", alt.Tooltip(f"{y}:Q", format=".4f")],
+        )
+        .properties(title=title, height=220)
+    )
 
 
 def factor_bars(factors: list[dict[str, Any]]) -> alt.Chart:
     frame = pd.DataFrame([{"factor": f["name"], "contribution": f.get("contribution")} for f in factors])
-    return alt.Chart(frame).mark_bar().encode(
-        x=alt.X("contribution:Q"),
-        y=alt.Y("factor:N", sort="-x", title=None),
-        tooltip=["factor:N", alt.Tooltip("contribution:Q", format=".4f")],
-    ).properties(title="Risk factor contributions", height=80 + 40 * len(frame))
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("contribution:Q"),
+            y=alt.Y("factor:N", sort="-x", title=None),
+            tooltip=["factor:N", alt.Tooltip("contribution:Q", format=".4f")],
+        )
+        .properties(title="Risk factor contributions", height=80 + 40 * len(frame))
+    )
 
 
 def risk_over_time(rows: list[dict[str, Any]]) -> alt.Chart:
     frame = pd.DataFrame(rows)
-    return alt.Chart(frame).mark_circle(size=80).encode(
-        x=alt.X("time:T", title="time (UTC)"),
-        y=alt.Y("risk:Q", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("level:N", scale=_RISK_COLOURS),
-        tooltip=["time:T", "model:N", alt.Tooltip("risk:Q", format=".3f"), "level:N", "flags:N"],
-    ).properties(title="Risk of each run", height=220)
+    return (
+        alt.Chart(frame)
+        .mark_circle(size=80)
+        .encode(
+            x=alt.X("time:T", title="time (UTC)"),
+            y=alt.Y("risk:Q", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("level:N", scale=_RISK_COLOURS),
+            tooltip=["time:T", "model:N", alt.Tooltip("risk:Q", format=".3f"), "level:N", "flags:N"],
+        )
+        .properties(title="Risk of each run", height=220)
+    )
 
 
 def timing_over_time(rows: list[dict[str, Any]]) -> alt.Chart:
     frame = pd.DataFrame(rows)
-    return alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("time:T", title="time (UTC)"),
-        y=alt.Y("ms:Q", title="milliseconds"),
-        color=alt.Color("figure:N", legend=alt.Legend(orient="bottom")),
-        tooltip=["time:T", "model:N", "figure:N", alt.Tooltip("ms:Q", format=".1f")],
-    ).properties(title="Time to first token and per-token time", height=240)
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("time:T", title="time (UTC)"),
+            y=alt.Y("ms:Q", title="milliseconds"),
+            color=alt.Color("figure:N", legend=alt.Legend(orient="bottom")),
+            tooltip=["time:T", "model:N", "figure:N", alt.Tooltip("ms:Q", format=".1f")],
+        )
+        .properties(title="Time to first token and per-token time", height=240)
+    )

@@ -29,9 +29,9 @@ from opentelemetry_instrumentation_corevital.viewer.index import Index, RunDetai
 from opentelemetry_instrumentation_corevital.viewer.run_tabs import (
     CHARTED,
     capture_text,
+    guarded,
     ms,
     num,
-    guarded,
     tab_details,
     tab_layers,
     tab_performance,
@@ -68,7 +68,7 @@ def _detail(summary: RunSummary) -> RunDetail:
 
 
 def _open_picked() -> None:
-    """"Open run": show the run picked beside the button. Reads the pick from the session state, which holds
+    """ "Open run": show the run picked beside the button. Reads the pick from the session state, which holds
     what the browser sent with the click, so a click that beats the pick's own rerun still opens that run."""
     st.session_state["run"] = st.session_state["open_pick"]
     st.session_state["view"] = "Run"
@@ -120,8 +120,13 @@ def view_runs(index: Index) -> None:
         },
     )
     timed = [
-        {"time": datetime.fromtimestamp(started, tz=timezone.utc), "model": r.model, "risk": r.risk_score,
-         "level": r.risk_level, "flags": ", ".join(r.flags) or "none"}
+        {
+            "time": datetime.fromtimestamp(started, tz=timezone.utc),
+            "model": r.model,
+            "risk": r.risk_score,
+            "level": r.risk_level,
+            "flags": ", ".join(r.flags) or "none",
+        }
         for r in shown
         if (started := r.started) is not None and r.risk_score is not None
     ]
@@ -134,10 +139,14 @@ def view_runs(index: Index) -> None:
     o[0].selectbox("Open a run", list(labels), format_func=labels.__getitem__, key="open_pick")
     o[1].button("Open run", on_click=_open_picked, type="primary", width="stretch")
     k = st.columns([4, 1])
-    chosen = k[0].multiselect("Compare runs", list(labels), format_func=labels.__getitem__, key="compare_pick",
-                              default=list(labels)[:2] if len(labels) >= 2 else None)
-    k[1].button("Compare", on_click=_compare_picked, disabled=len(chosen) < 2,
-                width="stretch")
+    chosen = k[0].multiselect(
+        "Compare runs",
+        list(labels),
+        format_func=labels.__getitem__,
+        key="compare_pick",
+        default=list(labels)[:2] if len(labels) >= 2 else None,
+    )
+    k[1].button("Compare", on_click=_compare_picked, disabled=len(chosen) < 2, width="stretch")
 
 
 def view_run(index: Index) -> None:
@@ -154,13 +163,19 @@ def view_run(index: Index) -> None:
     detail = _detail(summary)
     st.title(summary.model or "unknown model")
     st.caption(
-        " · ".join(x for x in (
-            summary.operation, summary.time_text + " UTC", summary.service,
-            f"trace {summary.trace_id}" if summary.trace_id else None,
-            f"span {summary.span_id}" if summary.span_id else None,
-            f"schema {summary.schema_version}" if summary.schema_version else None,
-            capture_text(detail),
-        ) if x)
+        " · ".join(
+            x
+            for x in (
+                summary.operation,
+                summary.time_text + " UTC",
+                summary.service,
+                f"trace {summary.trace_id}" if summary.trace_id else None,
+                f"span {summary.span_id}" if summary.span_id else None,
+                f"schema {summary.schema_version}" if summary.schema_version else None,
+                capture_text(detail),
+            )
+            if x
+        )
     )
     show_problems(detail.problems)
     risk = guarded(diagnosis.risk, detail) or diagnosis.Risk(summary.risk_score, summary.risk_level)
@@ -226,11 +241,13 @@ def view_compare(index: Index) -> None:
     st.subheader("Fingerprint distance")
     matrix, missing = compare.fingerprint_distances(details)
     if matrix is None:
-        st.info(messages.NO_FINGERPRINT.format(runs=", ".join(labels[k].rsplit(" · ", 1)[-1] for k in keys
-                                                              if labels[k] in missing)))
+        st.info(
+            messages.NO_FINGERPRINT.format(
+                runs=", ".join(labels[k].rsplit(" · ", 1)[-1] for k in keys if labels[k] in missing)
+            )
+        )
     else:
-        st.dataframe(pd.DataFrame(matrix).style.format(precision=4, na_rep="–"), hide_index=True,
-                     width="stretch")
+        st.dataframe(pd.DataFrame(matrix).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch")
 
 
 def view_performance(index: Index) -> None:
@@ -246,21 +263,30 @@ def view_performance(index: Index) -> None:
     m[1].metric("Median per output token", ms(tpots[len(tpots) // 2] if tpots else None))
     m[2].metric("Runs timed", len(runs))
     st.dataframe(
-        pd.DataFrame([
-            {"time (UTC)": r.time_text, "model": r.model, "TTFT (ms)": r.ttft_s * 1000 if r.ttft_s is not None else None,
-             "per token (ms)": r.tpot_s * 1000 if r.tpot_s is not None else None, "duration (s)": r.duration_s,
-             "output tokens": r.output_tokens,
-             "tokens/s": r.output_tokens / r.duration_s if r.output_tokens and r.duration_s else None,
-             "id": r.short_id}
-            for r in runs
-        ]).style.format(precision=2, na_rep="–"),
+        pd.DataFrame(
+            [
+                {
+                    "time (UTC)": r.time_text,
+                    "model": r.model,
+                    "TTFT (ms)": r.ttft_s * 1000 if r.ttft_s is not None else None,
+                    "per token (ms)": r.tpot_s * 1000 if r.tpot_s is not None else None,
+                    "duration (s)": r.duration_s,
+                    "output tokens": r.output_tokens,
+                    "tokens/s": r.output_tokens / r.duration_s if r.output_tokens and r.duration_s else None,
+                    "id": r.short_id,
+                }
+                for r in runs
+            ]
+        ).style.format(precision=2, na_rep="–"),
         hide_index=True,
         width="stretch",
     )
     points = [
         {"time": datetime.fromtimestamp(r.started, tz=timezone.utc), "model": r.model, "figure": figure, "ms": v * 1000}
-        for r in runs if r.started is not None
-        for figure, v in (("time to first token", r.ttft_s), ("per output token", r.tpot_s)) if v is not None
+        for r in runs
+        if r.started is not None
+        for figure, v in (("time to first token", r.ttft_s), ("per output token", r.tpot_s))
+        if v is not None
     ]
     if points:
         st.altair_chart(_charts.timing_over_time(points), width="stretch")
@@ -285,8 +311,7 @@ def main(paths: list[str] | None = None) -> None:
         show_problems(index.problems)
     elif index.problems:
         st.caption(f"{len(index.problems)} problems reading the files: the Runs view lists them.")
-    guarded({"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view],
-            index)
+    guarded({"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view], index)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ is the run's), so a batch run and a single run compare like for like.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from .. import names as n
@@ -47,6 +48,7 @@ def aggregate(detail: RunDetail, report_key: str, span_key: str) -> float | None
 
 def table(details: list[RunDetail]) -> list[dict[str, str]]:
     """Rows of figures, one column per run (named by its label), every value as display text."""
+
     def generation_mode(d: RunDetail) -> Any:
         return _section(d.report, "request").get("generation_mode") or (d.span or {}).get(n.GENERATION_MODE)
 
@@ -64,7 +66,7 @@ def table(details: list[RunDetail]) -> list[dict[str, str]]:
         ("time to first token (s)", lambda d: d.summary.ttft_s),
         ("time per output token (s)", lambda d: d.summary.tpot_s),
     ]
-    fields += [(label, (lambda rk, sk: lambda d: aggregate(d, rk, sk))(rk, sk)) for label, rk, sk in _AGGREGATES]
+    fields += [(label, functools.partial(aggregate, report_key=rk, span_key=sk)) for label, rk, sk in _AGGREGATES]
     return [{"figure": label, **{d.summary.label: _fmt(get(d)) for d in details}} for label, get in fields]
 
 
@@ -90,8 +92,11 @@ def overlay(details: list[RunDetail], signal: str) -> list[dict[str, Any]]:
         seq = riskiest_series(d)
         if seq is None or signal not in seq.values:
             continue
-        rows += [{"run": short_label(d), "step": step, "value": v}
-                 for step, v in zip(seq.steps, seq.values[signal]) if v is not None]
+        rows += [
+            {"run": short_label(d), "step": step, "value": v}
+            for step, v in zip(seq.steps, seq.values[signal])
+            if v is not None
+        ]
     return rows
 
 

@@ -35,8 +35,14 @@ LAYER_LABELS = {
 #: The three heatmaps the run page opens with, when present.
 HEADLINE = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")
 #: What only ``capture="full"`` records (``summary`` keeps hidden-state statistics only).
-FULL_ONLY = ("attn_entropy", "attn_collapsed_fraction", "update_ratio", "hidden_cos_prev", "attn_sink_mass",
-             "attn_prompt_mass")
+FULL_ONLY = (
+    "attn_entropy",
+    "attn_collapsed_fraction",
+    "update_ratio",
+    "hidden_cos_prev",
+    "attn_sink_mass",
+    "attn_prompt_mass",
+)
 PROMPT_LAYER_LABELS = {
     "hidden_norm": "hidden-state norm",
     "attn_sparsity": "attention sparsity",
@@ -115,7 +121,10 @@ class PromptData:
 
     def layer_rows(self) -> list[dict[str, Any]]:
         return [
-            {"layer": layer, **{name: values[r] if r < len(values) else None for name, values in self.per_layer.items()}}
+            {
+                "layer": layer,
+                **{name: values[r] if r < len(values) else None for name, values in self.per_layer.items()},
+            }
             for r, layer in enumerate(self.layers)
         ]
 
@@ -125,7 +134,9 @@ def prompt_data(sequence: dict[str, Any], report: dict[str, Any]) -> PromptData 
     block = sequence.get("prompt")
     if not isinstance(block, dict):
         return None
-    surprisal = [otlp.finite(v) for v in block.get("surprisal") or []] if isinstance(block.get("surprisal"), list) else []
+    surprisal = (
+        [otlp.finite(v) for v in block.get("surprisal") or []] if isinstance(block.get("surprisal"), list) else []
+    )
     per_layer = _per_layer(block, exclude=("surprisal", "perplexity", "layers", "tokens"))
     if not surprisal and not per_layer and block.get("perplexity") is None:
         return None
@@ -150,7 +161,8 @@ def _per_layer(block: dict[str, Any], exclude: tuple[str, ...]) -> dict[str, lis
     return {
         k: [otlp.finite(v) for v in block[k]]
         for k in names
-        if k not in exclude and isinstance(block.get(k), list)
+        if k not in exclude
+        and isinstance(block.get(k), list)
         and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in block[k])
     }
 
@@ -165,8 +177,10 @@ def encoder_rows(sequence: dict[str, Any]) -> list[dict[str, Any]]:
     indices = otlp.typed(block, "indices", list, [])
     if len(indices) != count:
         indices = list(range(count))
-    return [{"layer": layer, **{k: v[r] if r < len(v) else None for k, v in per_layer.items()}}
-            for r, layer in enumerate(indices)]
+    return [
+        {"layer": layer, **{k: v[r] if r < len(v) else None for k, v in per_layer.items()}}
+        for r, layer in enumerate(indices)
+    ]
 
 
 def span_layer_means(attrs: dict[str, Any], prefix: str, indices_key: str) -> list[dict[str, Any]]:
@@ -175,7 +189,8 @@ def span_layer_means(attrs: dict[str, Any], prefix: str, indices_key: str) -> li
     if not isinstance(indices, list) or not indices:
         return []
     series = {
-        key[len(prefix):]: value for key, value in attrs.items()
+        key[len(prefix) :]: value
+        for key, value in attrs.items()
         if key.startswith(prefix) and key != indices_key and isinstance(value, list) and len(value) == len(indices)
     }
     return [{"layer": layer, **{k: otlp.finite(v[r]) for k, v in series.items()}} for r, layer in enumerate(indices)]
@@ -195,5 +210,11 @@ def span_prompt(attrs: dict[str, Any]) -> PromptData | None:
     count = len(per_layer.get("basin", []))
     layers = list(indices) if isinstance(indices, list) and len(indices) == count else list(range(count))
     first = tokens - len(surprisal) if tokens is not None and tokens > len(surprisal) else 1
-    return PromptData(surprisal=surprisal, perplexity=perplexity, layers=layers, per_layer=per_layer, tokens=tokens,
-                      first_position=first)
+    return PromptData(
+        surprisal=surprisal,
+        perplexity=perplexity,
+        layers=layers,
+        per_layer=per_layer,
+        tokens=tokens,
+        first_position=first,
+    )

@@ -74,8 +74,14 @@ def flag_rows(detail: RunDetail) -> list[dict[str, Any]]:
             if not isinstance(f, dict) or not f:
                 continue
             for name in n.FLAG_NAMES:
-                rows.append({"sequence": seq.get("index"), "flag": name, "fired": bool(f.get(name)),
-                             "detail": _flag_detail(name, f, thresholds)})
+                rows.append(
+                    {
+                        "sequence": seq.get("index"),
+                        "flag": name,
+                        "fired": bool(f.get(name)),
+                        "detail": _flag_detail(name, f, thresholds),
+                    }
+                )
         return rows
     attrs = detail.span or {}
     rows = []
@@ -104,19 +110,22 @@ def _flag_detail(name: str, f: dict[str, Any], thresholds: dict[str, Any]) -> st
         return ""
     if name == "repetition_loop":
         share = otlp.finite(f.get("repetition_share"))
-        return (f"from step {f.get('repetition_onset_step')}, period {f.get('repetition_period')}"
-                + (f", {share:.0%} of the output" if share is not None else ""))
+        return f"from step {f.get('repetition_onset_step')}, period {f.get('repetition_period')}" + (
+            f", {share:.0%} of the output" if share is not None else ""
+        )
     if name == "nan_or_inf":
         return f"{f.get('nan_or_inf_steps', 0)} steps, first at step {f.get('nan_or_inf_first_step')}"
     if name == "mid_layer_anomaly":
         layers = ", ".join(f"L{i}" for i in f.get("mid_layer_anomaly_layers") or [])
         ratio = otlp.finite(f.get("mid_layer_anomaly_ratio"))
-        return (f"layers {layers or '?'}, first at step {f.get('mid_layer_anomaly_first_step')}"
-                + (f", norm {ratio:.1f}x off" if ratio is not None else ""))
+        return f"layers {layers or '?'}, first at step {f.get('mid_layer_anomaly_first_step')}" + (
+            f", norm {ratio:.1f}x off" if ratio is not None else ""
+        )
     if name == "attention_collapse":
         share = otlp.finite(f.get("attention_collapse_share"))
-        return (f"from step {f.get('attention_collapse_onset_step')}"
-                + (f", {share:.0%} of heads collapsed" if share is not None else ""))
+        return f"from step {f.get('attention_collapse_onset_step')}" + (
+            f", {share:.0%} of heads collapsed" if share is not None else ""
+        )
     return ""
 
 
@@ -156,7 +165,11 @@ def fingerprint(detail: RunDetail) -> list[float] | None:
     value = _summary(detail).get("fingerprint")
     if isinstance(value, dict):
         value = value.get("vector", value.get("values"))
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         if all(math.isfinite(v) for v in value):
             return [float(v) for v in value]
     return None

@@ -189,8 +189,15 @@ class _Collector:
     def __init__(self, max_problems_per_file: int) -> None:
         self.runs: dict[str, RunSummary] = {}
         self.problems: list[str] = []
-        self.counts = {"files": 0, "lines": 0, "spans": 0, "other_spans": 0, "reports": 0, "metric_lines": 0,
-                       "log_records": 0}
+        self.counts = {
+            "files": 0,
+            "lines": 0,
+            "spans": 0,
+            "other_spans": 0,
+            "reports": 0,
+            "metric_lines": 0,
+            "log_records": 0,
+        }
         self._cap = max_problems_per_file
         self._file_problems = 0
         self._hidden = 0
@@ -281,7 +288,9 @@ def _index_span(c: _Collector, path: str, number: int, offset: int, i: int, reso
     version = attrs.get(n.SCHEMA_VERSION)
     readable = version is None or schema_major(version) == READABLE_MAJOR
     if not readable:
-        c.problem(messages.UNKNOWN_SPAN_SCHEMA.format(file=path, line=number, span_id=span.get("spanId"), version=version))
+        c.problem(
+            messages.UNKNOWN_SPAN_SCHEMA.format(file=path, line=number, span_id=span.get("spanId"), version=version)
+        )
     fields = from_span(resource, span, attrs, readable)
     key = _run_key(fields["trace_id"], fields["span_id"], None)
     c.add(key, fields, "span_ref", Ref(path, offset, number, i), prefer=False)
@@ -296,7 +305,8 @@ def is_report_record(record: dict[str, Any]) -> bool:
     # Older SDKs put the event name in an attribute instead of the field.
     return any(
         kv.get("key") == "event.name" and otlp.any_value(kv.get("value")) == n.EVENT_REPORT
-        for kv in record.get("attributes") or [] if isinstance(kv, dict)
+        for kv in record.get("attributes") or []
+        if isinstance(kv, dict)
     )
 
 
@@ -384,5 +394,7 @@ def _read_document(ref: Ref, detail: RunDetail) -> Any:
     try:
         return json.loads(read_line_at(ref.file, ref.offset))
     except (UnreadableFile, OSError, ValueError) as exc:
-        detail.problems.append(messages.UNREADABLE.format(file=ref.file, detail=f"line {ref.line} changed: {_short(exc)}"))
+        detail.problems.append(
+            messages.UNREADABLE.format(file=ref.file, detail=f"line {ref.line} changed: {_short(exc)}")
+        )
         return None

@@ -43,17 +43,22 @@ FULL_PROMPT = (
     "pass: per-token surprisal of the prompt, prompt perplexity, and per-layer hidden-state norm, attention "
     "sparsity and basin scores."
 )
-FULL_LAYERS_PARTIAL = (
-    'This run (capture mode "{mode}") has {have} per layer; capture="full" adds {missing}.'
+FULL_LAYERS_PARTIAL = 'This run (capture mode "{mode}") has {have} per layer; capture="full" adds {missing}.'
+SPAN_LAYERS = (
+    "From the span: the mean over steps of each layer (the report with the layer × step matrices was not found)."
 )
-SPAN_LAYERS = "From the span: the mean over steps of each layer (the report with the layer × step matrices was not found)."
 NO_REPORT = (
     "Only the span of this run was found, no corevital.generation.report log record: per-step series are "
     "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing. "
     "Pass the logs file too (corevital run writes logs.jsonl)."
 )
-NO_SIGNALS = 'No logit signals: this run was captured with capture mode "{mode}". capture="summary" or "full" adds them.'
-NO_TOKENS = "Generated tokens are not shown: content capture was off (OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
+NO_SIGNALS = (
+    'No logit signals: this run was captured with capture mode "{mode}". capture="summary" or "full" adds them.'
+)
+NO_TOKENS = (
+    "Generated tokens are not shown: content capture was off "
+    "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
+)
 NO_FINGERPRINT = (
     "Fingerprint distance needs a summary.fingerprint in every compared run; missing in: {runs}. "
     "Fingerprints arrive with the diagnosis capture."

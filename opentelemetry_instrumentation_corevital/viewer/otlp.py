@@ -9,7 +9,8 @@ so the rest of the viewer works with str, int, float, bool, list and dict.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 _D = TypeVar("_D")

@@ -49,8 +49,10 @@ class Perf:
         return self.step_durations[0] if self.step_durations else None
 
     def step_rows(self) -> list[dict[str, Any]]:
-        return [{"step": i * self.step_stride, "duration (ms)": d * 1000 if d is not None else None}
-                for i, d in enumerate(self.step_durations)]
+        return [
+            {"step": i * self.step_stride, "duration (ms)": d * 1000 if d is not None else None}
+            for i, d in enumerate(self.step_durations)
+        ]
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
@@ -80,7 +82,7 @@ def perf(detail: RunDetail) -> Perf:
         _flatten("perf", report.get("perf"), result.overhead)
     for key, value in span.items():
         # The span repeats the report's perf section as corevital.perf.*; keep only what the report lacks.
-        if key.startswith(PERF_PREFIX) and result.overhead.get("perf." + key[len(PERF_PREFIX):]) != value:
+        if key.startswith(PERF_PREFIX) and result.overhead.get("perf." + key[len(PERF_PREFIX) :]) != value:
             result.overhead[key] = value
     return result
 

@@ -39,7 +39,7 @@ def guarded(part: Any, *args: Any) -> Any:
 
 
 def capture_text(detail: RunDetail) -> str | None:
-    """"capture full", or for on_risk what it became ("capture on_risk → full")."""
+    """ "capture full", or for on_risk what it became ("capture on_risk → full")."""
     capture = (detail.report or {}).get("capture") or {}
     mode = capture.get("mode") or detail.summary.capture_mode
     if not mode:
@@ -58,9 +58,14 @@ def tab_risk(detail: RunDetail, risk: diagnosis.Risk, mode: str) -> None:
         cols = ["name", "value", "score", "weight", "contribution", "description"]
         frame = pd.DataFrame([{c: f.get(c) for c in cols if any(c in g for g in risk.factors)} for f in risk.factors])
         st.subheader("Risk factors")
-        st.dataframe(frame, hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="%.4f")
-                                    for c in ("value", "score", "weight", "contribution")})
+        st.dataframe(
+            frame,
+            hide_index=True,
+            width="stretch",
+            column_config={
+                c: st.column_config.NumberColumn(format="%.4f") for c in ("value", "score", "weight", "contribution")
+            },
+        )
         st.altair_chart(_charts.factor_bars(risk.factors), width="stretch")
     st.subheader("Flags")
     st.dataframe(pd.DataFrame(diagnosis.flag_rows(detail)), hide_index=True, width="stretch")
@@ -92,8 +97,13 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
     for i, name in enumerate(charted):
         with grid[i % 2]:
             st.altair_chart(
-                _charts.signal_line(rows, name, series.LABELS[name], threshold if name == "entropy" else None,
-                                    token_ids=seq.token_ids is not None),
+                _charts.signal_line(
+                    rows,
+                    name,
+                    series.LABELS[name],
+                    threshold if name == "entropy" else None,
+                    token_ids=seq.token_ids is not None,
+                ),
                 width="stretch",
             )
     if seq.output_text is not None:
@@ -128,15 +138,22 @@ def tab_layers(detail: RunDetail, mode: str) -> None:
         if means and detail.report is None:
             st.caption(messages.SPAN_LAYERS)
             for name in [k for k in means[0] if k != "layer"][:3]:
-                st.altair_chart(_charts.bars([r for r in means if r[name] is not None], "layer", name,
-                                             deep.LAYER_LABELS.get(name, name)), width="stretch")
+                st.altair_chart(
+                    _charts.bars(
+                        [r for r in means if r[name] is not None], "layer", name, deep.LAYER_LABELS.get(name, name)
+                    ),
+                    width="stretch",
+                )
             st.dataframe(pd.DataFrame(means).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch")
         if mode != "full":
             st.info(messages.FULL_LAYERS.format(mode=mode))
         return
     by_index = dict(found)
-    index = found[0][0] if len(found) == 1 else st.selectbox("Sequence", list(by_index), key="layers_seq",
-                                                               format_func=lambda i: f"sequence {i}")
+    index = (
+        found[0][0]
+        if len(found) == 1
+        else st.selectbox("Sequence", list(by_index), key="layers_seq", format_func=lambda i: f"sequence {i}")
+    )
     data = by_index[index]
     blamed = diagnosis.blamed_layer_indices(detail)
     if blamed:
@@ -146,22 +163,30 @@ def tab_layers(detail: RunDetail, mode: str) -> None:
     for name in headline:
         st.altair_chart(_charts.heatmap(data.cells(name), deep.LAYER_LABELS[name], blamed), width="stretch")
     if others:
-        extra = st.selectbox("More layer signals", others, key="layer_matrix",
-                             format_func=lambda k: deep.LAYER_LABELS.get(k, k))
-        st.altair_chart(_charts.heatmap(data.cells(extra), deep.LAYER_LABELS.get(extra, extra), blamed),
-                        width="stretch")
+        extra = st.selectbox(
+            "More layer signals", others, key="layer_matrix", format_func=lambda k: deep.LAYER_LABELS.get(k, k)
+        )
+        st.altair_chart(
+            _charts.heatmap(data.cells(extra), deep.LAYER_LABELS.get(extra, extra), blamed), width="stretch"
+        )
     missing = [deep.LAYER_LABELS[k] for k in deep.FULL_ONLY if k not in data.matrices]
     if missing and mode != "full":
-        st.info(messages.FULL_LAYERS_PARTIAL.format(
-            mode=mode, have=", ".join(deep.LAYER_LABELS.get(k, k) for k in data.names()), missing=", ".join(missing)))
+        st.info(
+            messages.FULL_LAYERS_PARTIAL.format(
+                mode=mode, have=", ".join(deep.LAYER_LABELS.get(k, k) for k in data.names()), missing=", ".join(missing)
+            )
+        )
     st.subheader("Per-layer means over the captured steps")
-    st.dataframe(pd.DataFrame(data.layer_means()).style.format(precision=4, na_rep="–"), hide_index=True,
-                 width="stretch")
+    st.dataframe(
+        pd.DataFrame(data.layer_means()).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch"
+    )
 
 
 def tab_prompt(detail: RunDetail, mode: str) -> None:
     seqs = _sequence_dicts(detail)
-    found = [(s.get("index", i), data) for i, s in enumerate(seqs) if (data := deep.prompt_data(s, detail.report or {}))]
+    found = [
+        (s.get("index", i), data) for i, s in enumerate(seqs) if (data := deep.prompt_data(s, detail.report or {}))
+    ]
     if not found and detail.report is None and (from_span := deep.span_prompt(detail.span or {})) is not None:
         st.caption("From the span: the prompt's last 512 surprisals and the mean basin score per layer.")
         found = [(0, from_span)]
@@ -178,20 +203,24 @@ def tab_prompt(detail: RunDetail, mode: str) -> None:
     m[1].metric("Prompt tokens", "–" if data.tokens is None else data.tokens)
     if data.surprisal:
         rows = [r for r in data.surprisal_rows() if r["surprisal"] is not None]
-        st.altair_chart(_charts.bars(rows, "position", "surprisal", "Surprisal of each prompt token (bits)"),
-                        width="stretch")
+        st.altair_chart(
+            _charts.bars(rows, "position", "surprisal", "Surprisal of each prompt token (bits)"), width="stretch"
+        )
     if data.per_layer:
         st.subheader("Per layer")
         layer_rows = data.layer_rows()
         for name in ("basin", "basin_min"):
             if name in data.per_layer:
                 st.altair_chart(
-                    _charts.bars([r for r in layer_rows if r.get(name) is not None], "layer", name,
-                                 deep.PROMPT_LAYER_LABELS[name]),
+                    _charts.bars(
+                        [r for r in layer_rows if r.get(name) is not None],
+                        "layer",
+                        name,
+                        deep.PROMPT_LAYER_LABELS[name],
+                    ),
                     width="stretch",
                 )
-        st.dataframe(pd.DataFrame(layer_rows).style.format(precision=4, na_rep="–"), hide_index=True,
-                     width="stretch")
+        st.dataframe(pd.DataFrame(layer_rows).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch")
     encoder = next((rows for s in seqs if (rows := deep.encoder_rows(s))), [])
     if encoder:
         st.subheader("Encoder (per encoder layer)")
@@ -210,12 +239,16 @@ def tab_performance(detail: RunDetail) -> None:
         st.metric("CoreVital overhead (instrumented / plain generate)", f"{p.ratio:.3f}×")
     if p.step_durations:
         rows = [r for r in p.step_rows() if r["duration (ms)"] is not None]
-        st.altair_chart(_charts.bars(rows, "step", "duration (ms)", "Duration of each decoding step", "Q"),
-                        width="stretch")
+        st.altair_chart(
+            _charts.bars(rows, "step", "duration (ms)", "Duration of each decoding step", "Q"), width="stretch"
+        )
     if p.overhead:
         st.subheader("Overhead")
-        st.dataframe(pd.DataFrame([{"figure": k, "value": str(v)} for k, v in p.overhead.items()]), hide_index=True,
-                     width="stretch")
+        st.dataframe(
+            pd.DataFrame([{"figure": k, "value": str(v)} for k, v in p.overhead.items()]),
+            hide_index=True,
+            width="stretch",
+        )
     else:
         st.caption("No overhead figures in this run (corevital.perf.* span attributes or a report perf section).")
 
@@ -226,16 +259,33 @@ def tab_details(detail: RunDetail) -> None:
         values = report.get(section)
         if isinstance(values, dict) and values:
             st.subheader(section.capitalize())
-            st.dataframe(pd.DataFrame([{"field": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)}
-                                       for k, v in values.items()]), hide_index=True, width="stretch")
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {"field": k, "value": json.dumps(v) if isinstance(v, (dict, list)) else str(v)}
+                        for k, v in values.items()
+                    ]
+                ),
+                hide_index=True,
+                width="stretch",
+            )
     if detail.span is not None:
         st.subheader(f"Span: {detail.span_name}")
-        st.dataframe(pd.DataFrame([{"attribute": k, "value": json.dumps(v) if isinstance(v, list) else str(v)}
-                                   for k, v in detail.span.items()]), hide_index=True, width="stretch")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"attribute": k, "value": json.dumps(v) if isinstance(v, list) else str(v)}
+                    for k, v in detail.span.items()
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
     s = detail.summary
     where = [f"{ref.file} line {ref.line}" for ref in (s.span_ref, s.report_ref) if ref is not None]
     st.caption("Read from: " + "; ".join(where))
     if detail.report is not None:
         text = json.dumps(detail.report, indent=2)
-        st.download_button("Download the report (JSON)", text, file_name=f"corevital-report-{s.short_id}.json",
-                           mime="application/json")
+        st.download_button(
+            "Download the report (JSON)", text, file_name=f"corevital-report-{s.short_id}.json", mime="application/json"
+        )

@@ -95,7 +95,9 @@ def _from_report(report: dict[str, Any]) -> list[SequenceSeries]:
 
 def _from_span(attrs: dict[str, Any]) -> list[SequenceSeries]:
     raw = {name: attrs.get(n.STEP_PREFIX + name) for name in SIGNALS}
-    arrays = {name: [otlp.finite(v) for v in values] for name, values in raw.items() if isinstance(values, list) and values}
+    arrays = {
+        name: [otlp.finite(v) for v in values] for name, values in raw.items() if isinstance(values, list) and values
+    }
     if not arrays:
         return []
     total = max(len(v) for v in arrays.values())

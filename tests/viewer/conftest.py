@@ -27,9 +27,21 @@ def bad_dir(tmp_path_factory) -> Path:
 
 def corevital_run(out: Path, *args: str, env: dict[str, str] | None = None) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "run", "--out", str(out), "--quiet",
-         *args],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "opentelemetry_instrumentation_corevital.cli",
+            "run",
+            "--out",
+            str(out),
+            "--quiet",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
     )
     assert result.returncode == 0, result.stderr
 
@@ -40,8 +52,20 @@ def real_dir(tmp_path_factory) -> Path:
     then sampled with capture="full" (layer matrices and prompt analysis)."""
     out = tmp_path_factory.mktemp("real") / "corevital-data"
     corevital_run(out, "--max-new-tokens", "20", env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
-    corevital_run(out, "--max-new-tokens", "16", "--prompt", "Name three colours.", "--do-sample", "--seed", "3",
-                  "--temperature", "1.5", "--capture", "full")
+    corevital_run(
+        out,
+        "--max-new-tokens",
+        "16",
+        "--prompt",
+        "Name three colours.",
+        "--do-sample",
+        "--seed",
+        "3",
+        "--temperature",
+        "1.5",
+        "--capture",
+        "full",
+    )
     return out
 
 

@@ -78,31 +78,57 @@ def attrs(d: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"key": k, "value": value(v)} for k, v in d.items()]
 
 
-def span(trace_id: str, span_id: str, start_s: float, duration_s: float, attributes: dict[str, Any],
-         name: str = "chat hand-made") -> dict[str, Any]:
+def span(
+    trace_id: str,
+    span_id: str,
+    start_s: float,
+    duration_s: float,
+    attributes: dict[str, Any],
+    name: str = "chat hand-made",
+) -> dict[str, Any]:
     return {
-        "traceId": trace_id, "spanId": span_id, "name": name, "kind": 1,
-        "startTimeUnixNano": str(int(start_s * NS)), "endTimeUnixNano": str(int((start_s + duration_s) * NS)),
-        "attributes": attrs(attributes), "status": {},
+        "traceId": trace_id,
+        "spanId": span_id,
+        "name": name,
+        "kind": 1,
+        "startTimeUnixNano": str(int(start_s * NS)),
+        "endTimeUnixNano": str(int((start_s + duration_s) * NS)),
+        "attributes": attrs(attributes),
+        "status": {},
     }
 
 
 def traces_line(spans: list[dict[str, Any]], service: str = "handmade-svc") -> dict[str, Any]:
-    return {"resourceSpans": [{"resource": {"attributes": attrs({"service.name": service})},
-                               "scopeSpans": [{"scope": {"name": "opentelemetry_instrumentation_corevital"},
-                                               "spans": spans}]}]}
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": attrs({"service.name": service})},
+                "scopeSpans": [{"scope": {"name": "opentelemetry_instrumentation_corevital"}, "spans": spans}],
+            }
+        ]
+    }
 
 
 def report_record(report: dict[str, Any] | str, trace_id: str, span_id: str) -> dict[str, Any]:
     body = report if isinstance(report, str) else json.dumps(report)
-    return {"eventName": "corevital.generation.report", "traceId": trace_id, "spanId": span_id,
-            "severityNumber": 9, "body": {"stringValue": body}}
+    return {
+        "eventName": "corevital.generation.report",
+        "traceId": trace_id,
+        "spanId": span_id,
+        "severityNumber": 9,
+        "body": {"stringValue": body},
+    }
 
 
 def logs_line(records: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"resourceLogs": [{"resource": {"attributes": attrs({"service.name": "handmade-svc"})},
-                              "scopeLogs": [{"scope": {"name": "opentelemetry_instrumentation_corevital"},
-                                             "logRecords": records}]}]}
+    return {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": attrs({"service.name": "handmade-svc"})},
+                "scopeLogs": [{"scope": {"name": "opentelemetry_instrumentation_corevital"}, "logRecords": records}],
+            }
+        ]
+    }
 
 
 def metrics_line() -> dict[str, Any]:
@@ -118,20 +144,56 @@ def _base_report(trace_id: str, span_id: str, version: str, name: str, created: 
         "report_id": (trace_id[:2] + "c") * 10 + "ab",
         "created_at": created,
         "producer": {"name": "hand", "version": "0"},
-        "model": {"name": name, "model_type": "llama", "architecture": "LlamaForCausalLM", "num_layers": 8,
-                  "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
-                  "dtype": "float32", "device": "cpu", "is_encoder_decoder": False},
-        "request": {"operation": "chat", "generation_mode": "sample", "do_sample": True, "max_new_tokens": 12,
-                    "temperature": 0.75, "top_p": None, "top_k": None, "num_beams": 1, "num_return_sequences": 1,
-                    "repetition_penalty": None, "min_new_tokens": None, "stop_strings": [], "seed": 7,
-                    "stream": False},
-        "capture": {"mode": "summary", "distribution": "raw_logits", "top_k": 10, "signals": ["logits"],
-                    "unavailable": {}, "error": None},
+        "model": {
+            "name": name,
+            "model_type": "llama",
+            "architecture": "LlamaForCausalLM",
+            "num_layers": 8,
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": 1000,
+            "dtype": "float32",
+            "device": "cpu",
+            "is_encoder_decoder": False,
+        },
+        "request": {
+            "operation": "chat",
+            "generation_mode": "sample",
+            "do_sample": True,
+            "max_new_tokens": 12,
+            "temperature": 0.75,
+            "top_p": None,
+            "top_k": None,
+            "num_beams": 1,
+            "num_return_sequences": 1,
+            "repetition_penalty": None,
+            "min_new_tokens": None,
+            "stop_strings": [],
+            "seed": 7,
+            "stream": False,
+        },
+        "capture": {
+            "mode": "summary",
+            "distribution": "raw_logits",
+            "top_k": 10,
+            "signals": ["logits"],
+            "unavailable": {},
+            "error": None,
+        },
         "usage": {"input_tokens": 6, "output_tokens": 12},
-        "timings": {"duration_s": duration, "time_to_first_token_s": 0.5, "time_per_output_token_s": 0.125,
-                    "step_end_s": list(STEP_END)},
-        "thresholds": {"high_entropy_bits": 4.0, "repetition_min_cycles": 3, "repetition_min_tokens": 12,
-                       "repetition_max_period": 32},
+        "timings": {
+            "duration_s": duration,
+            "time_to_first_token_s": 0.5,
+            "time_per_output_token_s": 0.125,
+            "step_end_s": list(STEP_END),
+        },
+        "thresholds": {
+            "high_entropy_bits": 4.0,
+            "repetition_min_cycles": 3,
+            "repetition_min_tokens": 12,
+            "repetition_max_period": 32,
+        },
         "trace_id": trace_id,
         "span_id": span_id,
         "input_messages": None,
@@ -140,20 +202,55 @@ def _base_report(trace_id: str, span_id: str, version: str, name: str, created: 
 
 def _sequence(risk: float, level: str) -> dict[str, Any]:
     return {
-        "index": 0, "prompt_tokens": 6, "output_tokens": 12, "finish_reason": "length",
-        "timeline": {"entropy": ENTROPY, "perplexity": [None if e is None else 2 ** e for e in ENTROPY],
-                     "surprisal": SURPRISAL, "top1_prob": TOP1, "margin": MARGIN, "topk_mass": TOPK},
+        "index": 0,
+        "prompt_tokens": 6,
+        "output_tokens": 12,
+        "finish_reason": "length",
+        "timeline": {
+            "entropy": ENTROPY,
+            "perplexity": [None if e is None else 2**e for e in ENTROPY],
+            "surprisal": SURPRISAL,
+            "top1_prob": TOP1,
+            "margin": MARGIN,
+            "topk_mass": TOPK,
+        },
         "aggregates": {"entropy_mean": 3.0},
-        "flags": {"nan_or_inf": False, "nan_or_inf_steps": 0, "nan_or_inf_first_step": None,
-                  "high_entropy": True, "high_entropy_steps": 3, "high_entropy_longest_run": 3,
-                  "high_entropy_first_step": 6, "repetition_loop": False, "repetition_onset_step": None,
-                  "repetition_period": None, "repetition_share": 0.0},
-        "risk": {"score": risk, "level": level, "forced_by": None, "factors": [
-            {"name": "high_entropy_fraction", "value": 0.25, "score": 0.5, "weight": 0.35, "contribution": 0.175,
-             "description": "share of steps above the high-entropy threshold"},
-            {"name": "entropy_mean", "value": 3.0, "score": 0.75, "weight": 0.45, "contribution": 0.3375,
-             "description": "mean next-token entropy (bits)"},
-        ]},
+        "flags": {
+            "nan_or_inf": False,
+            "nan_or_inf_steps": 0,
+            "nan_or_inf_first_step": None,
+            "high_entropy": True,
+            "high_entropy_steps": 3,
+            "high_entropy_longest_run": 3,
+            "high_entropy_first_step": 6,
+            "repetition_loop": False,
+            "repetition_onset_step": None,
+            "repetition_period": None,
+            "repetition_share": 0.0,
+        },
+        "risk": {
+            "score": risk,
+            "level": level,
+            "forced_by": None,
+            "factors": [
+                {
+                    "name": "high_entropy_fraction",
+                    "value": 0.25,
+                    "score": 0.5,
+                    "weight": 0.35,
+                    "contribution": 0.175,
+                    "description": "share of steps above the high-entropy threshold",
+                },
+                {
+                    "name": "entropy_mean",
+                    "value": 3.0,
+                    "score": 0.75,
+                    "weight": 0.45,
+                    "contribution": 0.3375,
+                    "description": "mean next-token entropy (bits)",
+                },
+            ],
+        },
         "token_ids": [101 + k for k in STEPS],
         "input_text": "user: tell me about basins",
         "output_text": "hand made output of twelve tokens",
@@ -161,31 +258,54 @@ def _sequence(risk: float, level: str) -> dict[str, Any]:
 
 
 def _summary(risk: float, level: str) -> dict[str, Any]:
-    return {"risk_score": risk, "risk_level": level, "flags": ["high_entropy"],
-            "aggregates": {"entropy_mean": 3.0, "entropy_max": 5.0, "surprisal_mean": 1.875, "margin_mean": 0.375,
-                           "topk_mass_mean": 0.875},
-            "riskiest_sequence": 0}
+    return {
+        "risk_score": risk,
+        "risk_level": level,
+        "flags": ["high_entropy"],
+        "aggregates": {
+            "entropy_mean": 3.0,
+            "entropy_max": 5.0,
+            "surprisal_mean": 1.875,
+            "margin_mean": 0.375,
+            "topk_mass_mean": 0.875,
+        },
+        "riskiest_sequence": 0,
+    }
 
 
-def deep_report(trace_id: str = DEEP_TRACE, span_id: str = DEEP_SPAN, fingerprint: list[float] = FINGERPRINT,
-                name: str = "hand-made/deep-1.1") -> dict[str, Any]:
+def deep_report(
+    trace_id: str = DEEP_TRACE,
+    span_id: str = DEEP_SPAN,
+    fingerprint: list[float] = FINGERPRINT,
+    name: str = "hand-made/deep-1.1",
+) -> dict[str, Any]:
     """Schema 1.1 with everything the deep-capture and diagnosis issues add."""
     r = _base_report(trace_id, span_id, "1.1.0", name, "2026-01-02T03:04:10Z", 2.0)
     r["capture"].update(mode="full", layers=LAYERS, step_stride=1, signals=["logits", "layers", "prompt"])
     seq = _sequence(0.5, "medium")
     seq["layers"] = {
-        "indices": LAYERS, "steps": STEPS,
-        "hidden_norm": [[hidden_norm(l, s) for s in STEPS] for l in LAYERS],
-        "attn_entropy": [[attn_entropy(l, s) for s in STEPS] for l in LAYERS],
-        "attn_collapsed_fraction": [[collapsed(l, s) for s in STEPS] for l in LAYERS],
-        "update_ratio": [[None if s == 3 else 0.25 for s in STEPS] for l in LAYERS],
+        "indices": LAYERS,
+        "steps": STEPS,
+        "hidden_norm": [[hidden_norm(layer, s) for s in STEPS] for layer in LAYERS],
+        "attn_entropy": [[attn_entropy(layer, s) for s in STEPS] for layer in LAYERS],
+        "attn_collapsed_fraction": [[collapsed(layer, s) for s in STEPS] for layer in LAYERS],
+        "update_ratio": [[None if s == 3 else 0.25 for s in STEPS] for layer in LAYERS],
     }
-    seq["prompt"] = {"surprisal": PROMPT_SURPRISAL, "perplexity": 5.5,
-                     "hidden_norm": [float(10 * (l + 1)) for l in LAYERS],
-                     "attn_sparsity": [0.5 for _ in LAYERS], "basin": BASIN, "basin_min": [b / 2 for b in BASIN]}
+    seq["prompt"] = {
+        "surprisal": PROMPT_SURPRISAL,
+        "perplexity": 5.5,
+        "hidden_norm": [float(10 * (layer + 1)) for layer in LAYERS],
+        "attn_sparsity": [0.5 for _ in LAYERS],
+        "basin": BASIN,
+        "basin_min": [b / 2 for b in BASIN],
+    }
     r["sequences"] = [seq]
-    r["summary"] = {**_summary(0.5, "medium"), "narrative": NARRATIVE,
-                    "blamed_layers": [{"layer": 5, "reason": "attention collapse"}, 6], "fingerprint": fingerprint}
+    r["summary"] = {
+        **_summary(0.5, "medium"),
+        "narrative": NARRATIVE,
+        "blamed_layers": [{"layer": 5, "reason": "attention collapse"}, 6],
+        "fingerprint": fingerprint,
+    }
     r["perf"] = {"method": "strict", "runs": 3, "plain_s": 2.0, "instrumented_s": 2.5, "ratio": 1.25}
     return r
 
@@ -216,8 +336,14 @@ def span_attributes(report: dict[str, Any]) -> dict[str, Any]:
     }
     for name in ("entropy", "surprisal", "margin", "top1_prob", "topk_mass"):
         out["corevital.step." + name] = [nan if v is None else float(v) for v in seq["timeline"][name]]
-    out.update({"gen_ai.operation.name": "chat", "gen_ai.request.model": report["model"]["name"],
-                "gen_ai.usage.input_tokens": 6, "gen_ai.usage.output_tokens": 12})
+    out.update(
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": report["model"]["name"],
+            "gen_ai.usage.input_tokens": 6,
+            "gen_ai.usage.output_tokens": 12,
+        }
+    )
     return out
 
 
@@ -237,38 +363,74 @@ def write_good(folder: Path) -> Path:
     twin["created_at"] = "2026-01-02T03:06:10Z"
     deep_attrs = {**span_attributes(deep), "corevital.perf.ratio": 1.25}  # repeats the report's perf.ratio
     only = {
-        "corevital.schema_version": "1.0.0", "corevital.capture.mode": "summary",
-        "corevital.risk.score": 0.75, "corevital.risk.level": "high", "corevital.flags": ["repetition_loop"],
-        "corevital.flag.repetition_loop": True, "corevital.repetition.onset_step": 2,
+        "corevital.schema_version": "1.0.0",
+        "corevital.capture.mode": "summary",
+        "corevital.risk.score": 0.75,
+        "corevital.risk.level": "high",
+        "corevital.flags": ["repetition_loop"],
+        "corevital.flag.repetition_loop": True,
+        "corevital.repetition.onset_step": 2,
         "corevital.risk.factors": ["repetition_share", "entropy_mean"],
         "corevital.risk.factor_contributions": [0.625, 0.125],
-        "corevital.timeline.stride": 2, "corevital.timeline.lengths": [3, 2],
+        "corevital.timeline.stride": 2,
+        "corevital.timeline.lengths": [3, 2],
         "corevital.step.entropy": [1.0, float("nan"), 3.0, 0.5, 0.25],
         "corevital.step.margin": [0.5, 0.25, 0.125, 0.75, 0.875],
         "corevital.step.duration": [0.25, 0.125, 0.125],
-        "gen_ai.request.model": "hand-made/span-only", "gen_ai.operation.name": "text_completion",
-        "gen_ai.usage.input_tokens": 3, "gen_ai.usage.output_tokens": 10,
+        "gen_ai.request.model": "hand-made/span-only",
+        "gen_ai.operation.name": "text_completion",
+        "gen_ai.usage.input_tokens": 3,
+        "gen_ai.usage.output_tokens": 10,
         "gen_ai.response.finish_reasons": ["length", "stop"],
         "corevital.perf.ratio": 1.5,
-        "corevital.layers.indices": [0, 1], "corevital.layers.hidden_norm": [10.0, 20.0],
-        "corevital.prompt.tokens": 4, "corevital.prompt.perplexity": 2.5, "corevital.prompt.surprisal": [2.0, 1.0],
+        "corevital.layers.indices": [0, 1],
+        "corevital.layers.hidden_norm": [10.0, 20.0],
+        "corevital.prompt.tokens": 4,
+        "corevital.prompt.perplexity": 2.5,
+        "corevital.prompt.surprisal": [2.0, 1.0],
         "corevital.prompt.basin": [0.5, 0.25],
     }
-    _write(folder / "traces.jsonl", [
-        traces_line([span(DEEP_TRACE, DEEP_SPAN, T0, 2.0, deep_attrs, "chat hand-made/deep-1.1")]),
-        traces_line([span(PLAIN_TRACE, PLAIN_SPAN, T0 + 60, 2.0, span_attributes(plain), "chat hand-made/plain-1.0"),
-                     span(ONLY_TRACE, ONLY_SPAN, T0 + 180, 4.0, only, "text_completion hand-made/span-only")]),
-        traces_line([span(TWIN_TRACE, TWIN_SPAN, T0 + 120, 2.0, span_attributes(twin), "chat hand-made/twin-1.1")]),
-    ])
-    _write(folder / "logs.jsonl", [
-        logs_line([report_record(deep, DEEP_TRACE, DEEP_SPAN), report_record(plain, PLAIN_TRACE, PLAIN_SPAN)]),
-        logs_line([report_record(twin, TWIN_TRACE, TWIN_SPAN)]),
-    ])
+    _write(
+        folder / "traces.jsonl",
+        [
+            traces_line([span(DEEP_TRACE, DEEP_SPAN, T0, 2.0, deep_attrs, "chat hand-made/deep-1.1")]),
+            traces_line(
+                [
+                    span(PLAIN_TRACE, PLAIN_SPAN, T0 + 60, 2.0, span_attributes(plain), "chat hand-made/plain-1.0"),
+                    span(ONLY_TRACE, ONLY_SPAN, T0 + 180, 4.0, only, "text_completion hand-made/span-only"),
+                ]
+            ),
+            traces_line([span(TWIN_TRACE, TWIN_SPAN, T0 + 120, 2.0, span_attributes(twin), "chat hand-made/twin-1.1")]),
+        ],
+    )
+    _write(
+        folder / "logs.jsonl",
+        [
+            logs_line([report_record(deep, DEEP_TRACE, DEEP_SPAN), report_record(plain, PLAIN_TRACE, PLAIN_SPAN)]),
+            logs_line([report_record(twin, TWIN_TRACE, TWIN_SPAN)]),
+        ],
+    )
     _write(folder / "metrics.jsonl", [metrics_line()])
-    rotated = json.dumps(traces_line([span(GZ_TRACE, GZ_SPAN, T0 + 240, 1.0, {
-        "corevital.schema_version": "1.0.0", "corevital.capture.mode": "off",
-        "gen_ai.request.model": "hand-made/rotated-gzip", "gen_ai.usage.output_tokens": 4,
-        "corevital.timing.time_to_first_token": 0.25})], service="rotated-svc"))
+    rotated = json.dumps(
+        traces_line(
+            [
+                span(
+                    GZ_TRACE,
+                    GZ_SPAN,
+                    T0 + 240,
+                    1.0,
+                    {
+                        "corevital.schema_version": "1.0.0",
+                        "corevital.capture.mode": "off",
+                        "gen_ai.request.model": "hand-made/rotated-gzip",
+                        "gen_ai.usage.output_tokens": 4,
+                        "corevital.timing.time_to_first_token": 0.25,
+                    },
+                )
+            ],
+            service="rotated-svc",
+        )
+    )
     with gzip.open(folder / "traces-2026-01-01T00-00-00.000.jsonl.gz", "wt", encoding="utf-8") as handle:
         handle.write(rotated + "\n")
     return folder
@@ -278,15 +440,22 @@ def write_bad(folder: Path) -> Path:
     """One problem of each kind, next to a readable span, so the page shows both."""
     folder.mkdir(parents=True, exist_ok=True)
     v2 = {**plain_report(), "schema_version": "2.0.0", "trace_id": V2_TRACE, "span_id": V2_SPAN}
-    v2_attrs = {"corevital.schema_version": "2.0.0", "corevital.risk.score": 0.5,
-                "gen_ai.request.model": "hand-made/from-the-future", "gen_ai.usage.output_tokens": 5}
-    _write(folder / "bad.jsonl", [
-        '{"resourceSpans": [',  # line 1: truncated JSON
-        {"hello": "world"},  # line 2: JSON, not OTLP
-        logs_line([report_record("this is not json", "c" * 32, "d" * 16)]),  # line 3: report body not JSON
-        logs_line([report_record(v2, V2_TRACE, V2_SPAN)]),  # line 4: report schema 2
-        traces_line([span(V2_TRACE, V2_SPAN, T0 + 300, 1.0, v2_attrs)]),  # line 5: span schema 2
-    ])
+    v2_attrs = {
+        "corevital.schema_version": "2.0.0",
+        "corevital.risk.score": 0.5,
+        "gen_ai.request.model": "hand-made/from-the-future",
+        "gen_ai.usage.output_tokens": 5,
+    }
+    _write(
+        folder / "bad.jsonl",
+        [
+            '{"resourceSpans": [',  # line 1: truncated JSON
+            {"hello": "world"},  # line 2: JSON, not OTLP
+            logs_line([report_record("this is not json", "c" * 32, "d" * 16)]),  # line 3: report body not JSON
+            logs_line([report_record(v2, V2_TRACE, V2_SPAN)]),  # line 4: report schema 2
+            traces_line([span(V2_TRACE, V2_SPAN, T0 + 300, 1.0, v2_attrs)]),  # line 5: span schema 2
+        ],
+    )
     (folder / "empty.jsonl").write_text("", encoding="utf-8")
     return folder
 

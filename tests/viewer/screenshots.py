@@ -1,4 +1,6 @@
-"""Regenerate the viewer screenshots of docs/viewer.md and the README: ``make screenshots`` (python -m tests.viewer.screenshots docs/img).
+"""Regenerate the viewer screenshots of docs/viewer.md and the README: ``make screenshots``.
+
+(That runs ``python -m tests.viewer.screenshots docs/img``.)
 
 Two real SmolLM2 generations (`corevital run`: greedy with content capture, and a sampled one with
 capture="full" for the layer heatmaps) and the hand-made example files of the tests are served by `corevital view`
@@ -29,10 +31,23 @@ def main(target: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         real = Path(tmp) / "corevital-data"
-        corevital_run(real, "--max-new-tokens", "48",
-                      env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"})
-        corevital_run(real, "--max-new-tokens", "32", "--prompt", "Write a haiku about the sea.", "--do-sample",
-                      "--seed", "3", "--temperature", "1.3", "--capture", "full")
+        corevital_run(
+            real, "--max-new-tokens", "48", env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
+        )
+        corevital_run(
+            real,
+            "--max-new-tokens",
+            "32",
+            "--prompt",
+            "Write a haiku about the sea.",
+            "--do-sample",
+            "--seed",
+            "3",
+            "--temperature",
+            "1.3",
+            "--capture",
+            "full",
+        )
         examples = handmade.write_good(Path(tmp) / "examples")
         full, first = build_index([str(real)]).runs  # newest first: the full-capture run, then the greedy one
         shots = Path(tmp) / "shots"

@@ -13,9 +13,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from .._services import stop
 
@@ -55,9 +55,18 @@ def serve(paths: list[Path], port: int, log: Path, cwd: Path = ROOT) -> Iterator
     """`corevital view PATHS --port PORT` in a subprocess (its PID is the server's), stopped by that PID."""
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "view", *map(str, paths),
-             "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+            [
+                sys.executable,
+                "-m",
+                "opentelemetry_instrumentation_corevital.cli",
+                "view",
+                *map(str, paths),
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
         )
         try:
             wait_healthy(port, proc)
@@ -66,14 +75,24 @@ def serve(paths: list[Path], port: int, log: Path, cwd: Path = ROOT) -> Iterator
             stop(proc)
 
 
-def drive(url: str, out: Path, run: str, deep_run: str | None = None, stop_after: str | None = None,
-          timeout: float = 240) -> list[dict]:
+def drive(
+    url: str, out: Path, run: str, deep_run: str | None = None, stop_after: str | None = None, timeout: float = 240
+) -> list[dict]:
     """Run the browser scenario; returns [{name, file, text}] for each screenshot taken."""
-    job = {"url": url, "out": str(out), "run": run, "deepRun": deep_run, "chromium": shutil.which("chromium"),
-           "stopAfter": stop_after}
+    job = {
+        "url": url,
+        "out": str(out),
+        "run": run,
+        "deepRun": deep_run,
+        "chromium": shutil.which("chromium"),
+        "stopAfter": stop_after,
+    }
     result = subprocess.run(
         ["timeout", str(int(timeout)), "node", str(DRIVER), json.dumps(job)],
-        capture_output=True, text=True, cwd=DRIVER.parent, env={**os.environ, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        cwd=DRIVER.parent,
+        env={**os.environ, "NO_COLOR": "1"},
     )
     if result.returncode != 0:
         raise RuntimeError(f"browser scenario failed ({result.returncode}):\n{result.stderr[-4000:]}")

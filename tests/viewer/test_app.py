@@ -42,8 +42,12 @@ def charts(at: AppTest) -> dict[str, list]:
     return out
 
 
-KEYS = {DEEP_LABEL: f"{h.DEEP_TRACE}:{h.DEEP_SPAN}", TWIN_LABEL: f"{h.TWIN_TRACE}:{h.TWIN_SPAN}",
-        PLAIN_LABEL: f"{h.PLAIN_TRACE}:{h.PLAIN_SPAN}", ONLY_LABEL: f"{h.ONLY_TRACE}:{h.ONLY_SPAN}"}
+KEYS = {
+    DEEP_LABEL: f"{h.DEEP_TRACE}:{h.DEEP_SPAN}",
+    TWIN_LABEL: f"{h.TWIN_TRACE}:{h.TWIN_SPAN}",
+    PLAIN_LABEL: f"{h.PLAIN_TRACE}:{h.PLAIN_SPAN}",
+    ONLY_LABEL: f"{h.ONLY_TRACE}:{h.ONLY_SPAN}",
+}
 
 
 def open_run(at: AppTest, label: str) -> AppTest:
@@ -66,12 +70,27 @@ def test_run_list_shows_every_run_with_exact_figures(monkeypatch, good_dir):
     assert at.title[0].value == "Runs"
     assert metrics(at) == {"Runs": "5", "High risk": "1", "Flagged": "4", "Files read": "4"}
     table = at.dataframe[0].value
-    assert list(table["model"]) == ["hand-made/rotated-gzip", "hand-made/span-only", "hand-made/twin-1.1",
-                                    "hand-made/plain-1.0", "hand-made/deep-1.1"]
+    assert list(table["model"]) == [
+        "hand-made/rotated-gzip",
+        "hand-made/span-only",
+        "hand-made/twin-1.1",
+        "hand-made/plain-1.0",
+        "hand-made/deep-1.1",
+    ]
     deep = table[table["id"] == "b1b1b1b1"].iloc[0].to_dict()
-    assert deep == {"time (UTC)": "2026-01-02 03:04:08", "model": "hand-made/deep-1.1", "risk": 0.5, "level": "medium",
-                    "flags": "high_entropy", "input tokens": 6, "output tokens": 12, "duration (s)": 2.0,
-                    "capture": "full", "service": "handmade-svc", "id": "b1b1b1b1"}
+    assert deep == {
+        "time (UTC)": "2026-01-02 03:04:08",
+        "model": "hand-made/deep-1.1",
+        "risk": 0.5,
+        "level": "medium",
+        "flags": "high_entropy",
+        "input tokens": 6,
+        "output tokens": 12,
+        "duration (s)": 2.0,
+        "capture": "full",
+        "service": "handmade-svc",
+        "id": "b1b1b1b1",
+    }
     (frame,) = charts(at)["Risk of each run"]
     assert sorted(frame["risk"]) == [0.25, 0.5, 0.5, 0.75]
     assert at.caption[0].value == "5 of 5 runs"
@@ -98,14 +117,20 @@ def test_run_page_risk_flags_narrative_and_timeline(monkeypatch, good_dir):
     assert at.title[0].value == "hand-made/deep-1.1"
     m = metrics(at)
     assert {k: m[k] for k in ("Risk score", "Risk level", "Flags", "Output tokens")} == {
-        "Risk score": "0.500", "Risk level": "medium", "Flags": "1", "Output tokens": "12"}
+        "Risk score": "0.500",
+        "Risk level": "medium",
+        "Flags": "1",
+        "Output tokens": "12",
+    }
     assert "Flags fired: :red-badge[high_entropy]" in texts(at.markdown)
     assert h.NARRATIVE in texts(at.info)
     factors = at.dataframe[0].value
     assert list(factors["name"]) == ["entropy_mean", "high_entropy_fraction"]
     assert list(factors["contribution"]) == [0.3375, 0.175]
     flags = at.dataframe[1].value
-    assert flags[flags["flag"] == "high_entropy"].iloc[0]["detail"] == "3 steps > 4 bits, longest run 3, first at step 6"
+    assert (
+        flags[flags["flag"] == "high_entropy"].iloc[0]["detail"] == "3 steps > 4 bits, longest run 3, first at step 6"
+    )
     blamed = at.dataframe[2].value
     assert list(blamed["layer"]) == [5, 6] and blamed.iloc[0]["reason"] == "attention collapse"
     shown = charts(at)
@@ -136,7 +161,9 @@ def test_layer_heatmaps_highlight_blamed_layers(monkeypatch, good_dir):
     assert at.selectbox(key="layer_matrix").value == "update_ratio"
     cells, _ = shown["update ratio ‖Δh‖/‖h‖"]
     assert cells["value"].isna().sum() == 8  # step 3 of every layer was not captured
-    means = next(d.value for d in at.dataframe if "hidden_norm" in d.value.columns and "update_ratio" in d.value.columns)
+    means = next(
+        d.value for d in at.dataframe if "hidden_norm" in d.value.columns and "update_ratio" in d.value.columns
+    )
     assert means.iloc[0]["hidden_norm"] == 15.5
 
 
@@ -156,18 +183,29 @@ def test_performance_tab_and_view(monkeypatch, good_dir):
     at = open_run(start(monkeypatch, good_dir), DEEP_LABEL)
     m = metrics(at)
     assert (m["Time to first token"], m["Per output token"], m["Tokens per second"], m["Duration"]) == (
-        "500.0 ms", "125.0 ms", "6.0", "2.00 s")
+        "500.0 ms",
+        "125.0 ms",
+        "6.0",
+        "2.00 s",
+    )
     (steps,) = charts(at)["Duration of each decoding step"]
     assert list(steps["duration (ms)"]) == [500.0] + [125.0] * 11
     overhead = next(d.value for d in at.dataframe if list(d.value.columns) == ["figure", "value"])
     assert dict(zip(overhead["figure"], overhead["value"])) == {
-        "perf.method": "strict", "perf.runs": "3", "perf.plain_s": "2.0", "perf.instrumented_s": "2.5",
-        "perf.ratio": "1.25"}
+        "perf.method": "strict",
+        "perf.runs": "3",
+        "perf.plain_s": "2.0",
+        "perf.instrumented_s": "2.5",
+        "perf.ratio": "1.25",
+    }
     assert m["CoreVital overhead (instrumented / plain generate)"] == "1.250×"
     at.radio(key="view").set_value("Performance").run()
     assert not at.exception
-    assert metrics(at) == {"Median time to first token": "500.0 ms", "Median per output token": "125.0 ms",
-                           "Runs timed": "5"}
+    assert metrics(at) == {
+        "Median time to first token": "500.0 ms",
+        "Median per output token": "125.0 ms",
+        "Runs timed": "5",
+    }
     table = at.dataframe[0].value
     assert table[table["id"] == "b4b4b4b4"].iloc[0]["tokens/s"] == 2.5
     (points,) = charts(at)["Time to first token and per-token time"]
@@ -216,8 +254,11 @@ def test_compare_overlays_signals_and_measures_fingerprint_distance(monkeypatch,
     assert list(table.columns) == ["figure", DEEP_LABEL, TWIN_LABEL]
     assert table[table["figure"] == "model"].iloc[0].tolist() == ["model", "hand-made/deep-1.1", "hand-made/twin-1.1"]
     (entropy,) = charts(at)["entropy (bits)"]
-    assert sorted(set(entropy["run"])) == ["b1b1b1b1 · hand-made/deep-1.1 · risk 0.50",
-                                          "b3b3b3b3 · hand-made/twin-1.1 · risk 0.50"] and len(entropy) == 22
+    assert (
+        sorted(set(entropy["run"]))
+        == ["b1b1b1b1 · hand-made/deep-1.1 · risk 0.50", "b3b3b3b3 · hand-made/twin-1.1 · risk 0.50"]
+        and len(entropy) == 22
+    )
     distances = at.dataframe[1].value
     assert distances.iloc[0].tolist() == [DEEP_LABEL, 0.0, 1.0]
     at.multiselect(key="compare").set_value(keys + [KEYS[PLAIN_LABEL]]).run()
@@ -227,8 +268,10 @@ def test_compare_overlays_signals_and_measures_fingerprint_distance(monkeypatch,
 
 def test_malformed_input_is_reported_not_fatal(monkeypatch, good_dir, bad_dir):
     at = start(monkeypatch, bad_dir, good_dir, bad_dir / "nowhere.jsonl")
-    assert texts(at.warning) == [messages.NOT_FOUND.format(path=str(bad_dir / "nowhere.jsonl")),
-                                 *h.bad_problems(bad_dir)]
+    assert texts(at.warning) == [
+        messages.NOT_FOUND.format(path=str(bad_dir / "nowhere.jsonl")),
+        *h.bad_problems(bad_dir),
+    ]
     assert metrics(at)["Runs"] == "6"
     # The run from the future opens, with what could be read.
     at.radio(key="view").set_value("Run").run()
@@ -274,18 +317,24 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     steps = next(d.value for d in at.dataframe if "token id" in d.value.columns)
     assert list(steps["token id"]) == seq["token_ids"]
     factors = at.dataframe[0].value
-    assert list(factors["name"]) == [f["name"] for f in sorted(seq["risk"]["factors"], key=lambda f: -f["contribution"])]
+    assert list(factors["name"]) == [
+        f["name"] for f in sorted(seq["risk"]["factors"], key=lambda f: -f["contribution"])
+    ]
     # Summary capture keeps hidden-state statistics per layer and step; the page names what full adds.
     kept = [k for k in deep.LAYER_LABELS if isinstance(seq["layers"].get(k), list)]
     assert "hidden_norm" in kept and "attn_entropy" not in kept
     (norms, *_) = charts(at)["hidden-state L2 norm"]
     assert len(norms) == len(seq["layers"]["indices"]) * len(seq["layers"]["steps"])
     assert messages.FULL_LAYERS_PARTIAL.format(
-        mode="summary", have=", ".join(deep.LAYER_LABELS[k] for k in kept),
-        missing=", ".join(deep.LAYER_LABELS[k] for k in deep.FULL_ONLY)) in texts(at.info)
+        mode="summary",
+        have=", ".join(deep.LAYER_LABELS[k] for k in kept),
+        missing=", ".join(deep.LAYER_LABELS[k] for k in deep.FULL_ONLY),
+    ) in texts(at.info)
     (durations,) = charts(at)["Duration of each decoding step"]
     ends = greedy["timings"]["step_end_s"]
-    assert list(durations["duration (ms)"]) == pytest.approx([ends[0] * 1000] + [(b - a) * 1000 for a, b in zip(ends, ends[1:])])
+    assert list(durations["duration (ms)"]) == pytest.approx(
+        [ends[0] * 1000] + [(b - a) * 1000 for a, b in zip(ends, ends[1:])]
+    )
 
     at.selectbox(key="run").set_value(f"{sampled['trace_id']}:{sampled['span_id']}").run()
     assert messages.NO_TOKENS in texts(at.caption)  # the second run had content capture off
@@ -294,11 +343,14 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     shown = charts(at)
     for name in ("hidden_norm", "attn_entropy", "attn_collapsed_fraction"):
         cells = shown[deep.LAYER_LABELS[name]][0]
-        expected = {(layer, step): v for layer, row in zip(layers["indices"], layers[name])
-                    for step, v in zip(layers["steps"], row)}
+        expected = {
+            (layer, step): v
+            for layer, row in zip(layers["indices"], layers[name])
+            for step, v in zip(layers["steps"], row)
+        }
         got = {(int(r.layer), int(r.step)): (None if pd.isna(r.value) else r.value) for r in cells.itertuples()}
         assert got == expected, name
-    assert [i.value for i in at.info if "capture=\"full\" adds" in i.value] == []
+    assert [i.value for i in at.info if 'capture="full" adds' in i.value] == []
     (surprisal,) = shown["Surprisal of each prompt token (bits)"]
     assert list(surprisal["surprisal"]) == [v for v in prompt["surprisal"] if v is not None]
     (basin,) = shown["basin score (mean)"]

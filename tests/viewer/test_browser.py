@@ -59,6 +59,7 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
 
     perf = text["performance"]
     # Real runs' TTFT (read from the reports) and the hand-made ones: 0.5 s (3 runs), 0.25 s (the gzip one).
-    ttfts = sorted([greedy["timings"]["time_to_first_token_s"], sampled["timings"]["time_to_first_token_s"],
-                    0.5, 0.5, 0.5, 0.25])
+    ttfts = sorted(
+        [greedy["timings"]["time_to_first_token_s"], sampled["timings"]["time_to_first_token_s"], 0.5, 0.5, 0.5, 0.25]
+    )
     assert f"Median time to first token {ttfts[len(ttfts) // 2] * 1000:.1f} ms" in perf and "Runs timed 8" in perf

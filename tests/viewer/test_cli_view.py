@@ -19,9 +19,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def corevital(*args: str, prelude: str = "", cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    code = f"{prelude}\nimport sys\nfrom opentelemetry_instrumentation_corevital.cli import main\nsys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, cwd=cwd,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        f"{prelude}\nimport sys\nfrom opentelemetry_instrumentation_corevital.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_view_without_streamlit_says_how_to_install(good_dir):
@@ -34,11 +43,16 @@ def test_view_without_streamlit_says_how_to_install(good_dir):
 
 def test_view_of_a_missing_path_fails_fast(tmp_path):
     result = corevital("view", str(tmp_path / "nope"))
-    assert (result.returncode, result.stderr) == (1, f"corevital view: error: {tmp_path / 'nope'}: no such file or folder\n")
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"corevital view: error: {tmp_path / 'nope'}: no such file or folder\n",
+    )
     result = corevital("view", cwd=tmp_path)  # the default ./corevital-data does not exist here
     assert result.returncode == 1
-    assert result.stderr == ("corevital view: error: corevital-data: no such file or folder "
-                             "(run `corevital run` first, or name the files to read)\n")
+    assert result.stderr == (
+        "corevital view: error: corevital-data: no such file or folder "
+        "(run `corevital run` first, or name the files to read)\n"
+    )
     result = corevital("view", "--port", "70000")
     assert result.returncode == 2 and "must be 1..65535, got 70000" in result.stderr
 
@@ -47,10 +61,16 @@ def test_streamlit_command_binds_loopback_without_browser_or_telemetry():
     command = streamlit_command("/x/app.py", 18555)
     flags = dict(zip(command[5::2], command[6::2]))
     assert command[1:5] == ["-m", "streamlit", "run", "/x/app.py"]
-    assert flags == {"--server.address": "127.0.0.1", "--server.port": "18555", "--server.headless": "true",
-                     "--server.fileWatcherType": "none", "--server.runOnSave": "false",
-                     "--browser.gatherUsageStats": "false", "--global.developmentMode": "false",
-                     "--client.toolbarMode": "viewer"}
+    assert flags == {
+        "--server.address": "127.0.0.1",
+        "--server.port": "18555",
+        "--server.headless": "true",
+        "--server.fileWatcherType": "none",
+        "--server.runOnSave": "false",
+        "--browser.gatherUsageStats": "false",
+        "--global.developmentMode": "false",
+        "--client.toolbarMode": "viewer",
+    }
 
 
 def _listening(port: int) -> list[str]:
@@ -91,8 +111,13 @@ def test_corevital_view_shows_what_make_demo_wrote(tmp_path):
     missing = browser_missing()
     if missing:
         pytest.fail(missing)
-    demo = subprocess.run([sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "run", "--quiet"],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    demo = subprocess.run(
+        [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", "run", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert demo.returncode == 0, demo.stderr
     (report,) = real_reports(tmp_path / "corevital-data")
     (run,) = build_index([str(tmp_path / "corevital-data")]).runs
