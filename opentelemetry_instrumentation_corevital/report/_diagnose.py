@@ -16,12 +16,10 @@ from typing import Any
 
 from .. import signals as sig
 from ..signals import blame as blame_mod
-from ..signals import compound as compound_mod
 from ..signals import layers as layer_sig
-from ..signals import trend
 from ..signals.calibration import divergence, sequence_features
 from ..signals.fingerprint import FINGERPRINT_VERSION, fingerprint
-from ..signals.narrative import FactorFact, Finding, NarrativeFacts, narrative
+from ..signals.narrative import narrative
 from ..signals.profiles import Profile, resolve_profile
 from ..signals.repetition import copied_steps, ngram_repeat_rate
 from ._model import (
@@ -41,23 +39,14 @@ from ._model import (
     Timeline,
     field_names,
 )
+from ._narrate import narrative_facts
 from ._summary import finish_summary
+from ._temporal import NO_COLLAPSE, at_steps, temporal_findings
 
 NO_LAYERS = "no per-layer data in this report (capture='summary' and 'full' have it)"
-NO_ATTENTION = "no attention data in this report (capture='full' has it)"
-NO_COLLAPSE = "no collapsed-head share in this report (capture='full' has it)"
 NO_TOKENS = "token ids are not in the report (content capture was off when it was built)"
 #: What the token-based repetition check writes into ``Flags``: kept from the stored report when ids are absent.
 REPETITION_FLAG_FIELDS = tuple(name for name in field_names(Flags) if name.startswith("repetition"))
-
-
-def _at_steps(layers: LayerSeries, row: Sequence[float | None], n: int) -> list[float | None]:
-    """A layer row as a per-generation-step list (None at steps without layer data)."""
-    out: list[float | None] = [None] * n
-    for step, value in zip(layers.steps, row):
-        if step < n:
-            out[step] = value
-    return out
 
 
 def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None, th: Any) -> None:
@@ -75,10 +64,10 @@ def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None,
     elif any(b - a != 1 for a, b in zip(layers.steps, layers.steps[1:])):
         flags.unavailable["repetition_loop.hidden"] = "needs layer data at consecutive steps (step_stride 1)"
     else:
-        cos = _at_steps(layers, layers.hidden_cos_prev[-1], n) if layers.hidden_cos_prev else None
+        cos = at_steps(layers, layers.hidden_cos_prev[-1], n) if layers.hidden_cos_prev else None
         flags.repetition_hidden_signal = "hidden_norm+hidden_cos_prev" if cos is not None else "hidden_norm"
         state = layer_sig.hidden_loop(
-            _at_steps(layers, layers.hidden_norm[-1], n),
+            at_steps(layers, layers.hidden_norm[-1], n),
             cos,
             window=th.repetition_hidden_window,
             max_period=th.repetition_max_period,
@@ -120,21 +109,6 @@ def _nonfinite(flags: Flags, timeline: Timeline, layers: LayerSeries | None) -> 
             flags.nan_or_inf_first_step = min(steps)
 
 
-def _prompt_share(layers: LayerSeries, n: int) -> list[float | None] | None:
-    """Per step, attention on prompt keys as a share of the non-sink attention, mean over captured layers."""
-    if layers.attn_prompt_mass is None or layers.attn_sink_mass is None:
-        return None
-    per_step: list[float | None] = []
-    for j in range(len(layers.steps)):
-        shares = []
-        for prompt_row, sink_row in zip(layers.attn_prompt_mass, layers.attn_sink_mass):
-            p, s = prompt_row[j], sink_row[j]
-            if p is not None and s is not None and s < 0.999:
-                shares.append(max(0.0, p - s) / (1.0 - s))
-        per_step.append(sum(shares) / len(shares) if shares else None)
-    return _at_steps(layers, per_step, n)
-
-
 def _calibrated_risk(risk: RiskInfo, seq: SequenceReport, profile: Profile) -> None:
     """Divergence from the profile's healthy baseline and, with a fitted map, the risk as a probability."""
     features = sequence_features(seq)
@@ -166,7 +140,6 @@ def diagnose_sequence(
     """
     th = profile.thresholds
     timeline, layers = seq.timeline, seq.layers
-    steps = len(timeline.entropy)
     previous_flags, previous = seq.flags, seq.diagnosis
     flags = Flags()
     diag = Diagnosis()
@@ -272,82 +245,7 @@ def diagnose_sequence(
 
     # --- compound signals and early warnings --------------------------------------------------------------
     entropy, margin, surprisal = timeline.entropy, timeline.margin, timeline.surprisal
-    found: list[compound_mod.CompoundSignal] = []
-    collapsed_share = (
-        _at_steps(layers, layer_sig.collapsed_share_per_step(layers.attn_collapsed_fraction), steps)
-        if layers is not None and layers.attn_collapsed_fraction is not None
-        else None
-    )
-    if signals:
-        if copied is not None:
-            signal = compound_mod.confident_repetition(
-                entropy,
-                timeline.top1_prob,
-                copied[:steps],
-                window=th.window,
-                max_entropy_bits=th.confident_repetition_entropy_bits,
-                min_copied_share=th.confident_repetition_copied_share,
-            )
-            if signal is not None:
-                found.append(signal)
-        share = _prompt_share(layers, steps) if layers is not None else None
-        if share is not None:
-            signal = compound_mod.context_loss(
-                share,
-                entropy,
-                window=th.window,
-                min_ratio=th.context_loss_ratio,
-                entropy_rise_bits=th.context_loss_entropy_rise_bits,
-            )
-            if signal is not None:
-                found.append(signal)
-        else:
-            diag.unavailable["context_loss"] = NO_ATTENTION
-        signal = compound_mod.degeneration(
-            entropy,
-            margin,
-            surprisal,
-            window=th.window,
-            entropy_slope=th.degeneration_entropy_slope,
-            margin_slope=th.degeneration_margin_slope,
-            surprisal_slope=th.degeneration_surprisal_slope,
-        )
-        if signal is not None:
-            found.append(signal)
-        if collapsed_share is not None:
-            signal = compound_mod.attention_bottleneck(
-                collapsed_share,
-                entropy,
-                window=th.window,
-                min_share=th.attention_collapse_share / 2,
-                min_entropy_bits=th.high_entropy_bits,
-            )
-            if signal is not None:
-                found.append(signal)
-        else:
-            diag.unavailable["attention_bottleneck"] = NO_COLLAPSE
-        warnings = [
-            w
-            for w in (
-                trend.entropy_acceleration(
-                    entropy,
-                    window=th.window,
-                    slack_bits=th.entropy_cusum_slack_bits,
-                    threshold_bits=th.entropy_cusum_threshold_bits,
-                    reference_bits=th.entropy_reference_bits,
-                ),
-                trend.margin_collapse(
-                    margin,
-                    window=th.window,
-                    slack=th.margin_cusum_slack,
-                    threshold=th.margin_cusum_threshold,
-                    reference=th.margin_reference,
-                ),
-            )
-            if w is not None
-        ]
-    else:
-        warnings = []
+    found, warnings = temporal_findings(timeline, layers, th, copied, diag.unavailable) if signals else ([], [])
     diag.compound = [
         CompoundSignalInfo(c.name, c.onset_step, c.severity, dict(c.evidence))
         for c in sorted(found, key=lambda c: c.onset_step)
@@ -402,116 +300,8 @@ def diagnose_sequence(
 
     # --- narrative --------------------------------------------------------------------------------------
     if signals:
-        diag.narrative = narrative(_facts(seq, flags, diag, tokens, decode, th, blamed, mid))
+        diag.narrative = narrative(narrative_facts(seq, flags, diag, tokens, decode, th, blamed, mid))
     seq.diagnosis = diag
-
-
-def _facts(
-    seq: SequenceReport,
-    flags: Flags,
-    diag: Diagnosis,
-    tokens: Sequence[int] | None,
-    decode: Callable[[list[int]], str] | None,
-    th: Any,
-    blamed: list[blame_mod.LayerBlame],
-    mid: layer_sig.MidLayerResult | None,
-) -> NarrativeFacts:
-    entropy = seq.timeline.entropy
-    finite = [(v, i) for i, v in enumerate(entropy) if v is not None]
-    peak_value, peak_step = max(finite) if finite else (None, None)
-    if finite:  # the first step among equal maxima
-        peak_step = min(i for v, i in finite if v == peak_value)
-    peak_token = None
-    if peak_step is not None and tokens is not None and decode is not None and peak_step < len(tokens):
-        try:
-            peak_token = str(decode([tokens[peak_step]]))
-        except Exception:  # a tokenizer failure must not cost the report
-            peak_token = None
-    risk = seq.risk
-    mid_step = mid_ratio = mid_kind = None
-    mid_layers: list[int] = []
-    if mid is not None and mid.anomalies:
-        worst = max(mid.anomalies, key=lambda a: (abs(a.log_ratio), -a.step))
-        mid_step, mid_ratio, mid_kind = worst.step, worst.ratio, worst.kind
-        by_layer = {a.layer: max(abs(b.log_ratio) for b in mid.anomalies if b.layer == a.layer) for a in mid.anomalies}
-        mid_layers = sorted(by_layer, key=lambda layer: (-by_layer[layer], layer))
-    nonfinite_layer = next((b.layer for b in blamed if b.reasons[0].code == "nonfinite"), None)
-    findings = [Finding(c.name, _compound_sentence(c), 4) for c in diag.compound]
-    findings += [Finding(w.name, _warning_sentence(w), 5) for w in diag.warnings]
-    full = seq.layers is not None and seq.layers.attn_entropy is not None
-    return NarrativeFacts(
-        steps=len(entropy) or seq.output_tokens,
-        risk=risk.score if risk else None,
-        level=risk.level if risk else None,
-        forced_by=risk.forced_by if risk else None,
-        calibrated=bool(risk and risk.calibrated),
-        uncalibrated=risk.uncalibrated_score if risk else None,
-        divergent=tuple(risk.divergent_features) if risk else (),
-        factors=[FactorFact(f.name, f.value, f.score, f.contribution) for f in (risk.factors if risk else [])],
-        peak_entropy=peak_value,
-        peak_step=peak_step,
-        peak_token=peak_token,
-        high_entropy_steps=flags.high_entropy_steps,
-        high_entropy_bits=th.high_entropy_bits,
-        nonfinite_steps=flags.nan_or_inf_steps,
-        nonfinite_first_step=flags.nan_or_inf_first_step,
-        nonfinite_layer=nonfinite_layer,
-        loop_onset=flags.repetition_onset_step if flags.repetition_loop else None,
-        loop_period=flags.repetition_period if flags.repetition_loop else None,
-        loop_share=flags.repetition_share if flags.repetition_loop else None,
-        loop_hidden=flags.repetition_hidden_recurrence if "hidden" in flags.repetition_evidence else None,
-        loop_tokens="tokens" in flags.repetition_evidence,
-        ngram_n=th.ngram_n,
-        mid_layers=mid_layers,
-        mid_step=mid_step,
-        mid_ratio=mid_ratio,
-        mid_kind=mid_kind,
-        collapse_onset=flags.attention_collapse_onset_step if flags.attention_collapse else None,
-        collapse_share=flags.attention_collapse_share if flags.attention_collapse else None,
-        findings=findings,
-        fired=flags.fired(),
-        high_entropy_longest_run=flags.high_entropy_longest_run,
-        blamed=[(b.layer, b.reasons[0].detail) for b in blamed],
-        full_capture=full,
-    )
-
-
-def _compound_sentence(c: CompoundSignalInfo) -> str:
-    e = c.evidence
-    if c.name == "confident_repetition":
-        return (
-            f"From step {c.onset_step} the model copies its own output with confidence "
-            f"(mean top-1 probability {e.get('top1_mean', 0):.0%}, entropy {e.get('entropy_mean', 0):.2f} bits)."
-        )
-    if c.name == "context_loss":
-        return (
-            f"From step {c.onset_step} attention to the prompt fell to "
-            f"{e['prompt_share'] / e['opening_prompt_share']:.0%} of its opening level while entropy rose from "
-            f"{e['opening_entropy_mean']:.2f} to {e['entropy_mean']:.2f} bits."
-        )
-    if c.name == "degeneration":
-        return (
-            f"From step {c.onset_step} entropy rose ({e['entropy_slope']:+.3f} bits/step), the margin fell "
-            f"({e['margin_slope']:+.3f}/step) and surprisal rose ({e['surprisal_slope']:+.3f} bits/step) together."
-        )
-    if c.name == "attention_bottleneck":
-        return (
-            f"From step {c.onset_step}, {e['collapsed_share']:.0%} of attention heads were collapsed while "
-            f"entropy averaged {e['entropy_mean']:.2f} bits."
-        )
-    return f"{c.name} from step {c.onset_step} (severity {c.severity:.2f})."
-
-
-def _warning_sentence(w: EarlyWarningInfo) -> str:
-    if w.name == "entropy_acceleration":
-        return (
-            f"Entropy climbed {w.value:.2f} bits above its opening level from step {w.onset_step}; a streaming "
-            f"detector would have warned at step {w.detected_step}."
-        )
-    return (
-        f"The margin fell {w.value:.2f} below its opening level from step {w.onset_step}; a streaming detector "
-        f"would have warned at step {w.detected_step}."
-    )
 
 
 def thresholds_of(profile: Profile) -> Thresholds:

@@ -26,12 +26,11 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-from .._errors import CoreVitalError
 from ..version import __version__
 from ._diagnose import diagnose_sequence, thresholds_of
+from ._legacy_read import MigrationError, Obj, as_bool, as_count, as_int, as_ints, as_number, as_numbers, as_str, shown
 from ._model import (
     SCHEMA_VERSION,
     TIMELINE_SERIES,
@@ -75,100 +74,10 @@ _ARCHITECTURES = (
 _SEQ2SEQ_TYPES = {"t5", "mt5", "umt5", "longt5", "bart"}
 
 
-class MigrationError(CoreVitalError, ValueError):
-    """A source report cannot be converted; the message names the offending field."""
-
-
-def _kind(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-class _Obj:
-    """A JSON object with the path it was found at, for errors that name the field."""
-
-    def __init__(self, data: Any, path: str) -> None:
-        if not isinstance(data, dict):
-            raise MigrationError(f"{path or 'top level'}: expected an object, got {_kind(data)}")
-        self.data, self.path = data, path
-
-    def where(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
-    def get(self, key: str, check: Callable[[Any, str], Any], required: bool = False) -> Any:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise MigrationError(f"{self.where(key)}: missing")
-            return None
-        return check(value, self.where(key))
-
-    def obj(self, key: str, required: bool = False) -> _Obj | None:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise MigrationError(f"{self.where(key)}: missing")
-            return None
-        return _Obj(value, self.where(key))
-
-    def items(self, key: str, required: bool = False) -> list[tuple[Any, str]]:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise MigrationError(f"{self.where(key)}: missing")
-            return []
-        if not isinstance(value, list):
-            raise MigrationError(f"{self.where(key)}: expected a list, got {_kind(value)}")
-        return [(v, f"{self.where(key)}[{i}]") for i, v in enumerate(value)]
-
-
-def _number(value: Any, where: str) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MigrationError(f"{where}: expected a number, got {_kind(value)}")
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise MigrationError(f"{where}: expected an integer, got {_kind(value)}")
-    return value
-
-
-def _count(value: Any, where: str) -> int:
-    value = _int(value, where)
-    if value < 0:
-        raise MigrationError(f"{where}: expected a count >= 0, got {value}")
-    return value
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise MigrationError(f"{where}: expected a string, got {_kind(value)}")
-    return value
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise MigrationError(f"{where}: expected true or false, got {_kind(value)}")
-    return value
-
-
-def _ints(items: list[tuple[Any, str]]) -> list[int]:
-    return [_int(v, w) for v, w in items]
-
-
-def _numbers(items: list[tuple[Any, str]]) -> list[float | None]:
-    return [None if v is None else _number(v, w) for v, w in items]
-
-
 def check_version(version: Any) -> str:
     """The source's schema version if this converter reads it, else a :class:`MigrationError`."""
     if not isinstance(version, str):
-        raise MigrationError(f"schema_version: expected a string such as '0.4.0', got {_kind(version)}")
+        raise MigrationError(f"schema_version: expected a string such as '0.4.0', got {shown(version)}")
     parts = version.split(".")
     if len(parts) == 3 and parts[0] == "1":
         raise MigrationError(f"schema_version {version!r} is already this package's report format; nothing to migrate")
@@ -191,28 +100,28 @@ def _created_at(value: str, where: str) -> str:
     try:
         parsed = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise MigrationError(f"{where}: not an ISO 8601 time: {_kind(value)}") from None
+        raise MigrationError(f"{where}: not an ISO 8601 time: {shown(value)}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_dt.timezone.utc)
     return parsed.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _attention_entropy(summary: _Obj, keys: int, field: str, normalised_field: str | None) -> float | None:
+def _attention_entropy(summary: Obj, keys: int, field: str, normalised_field: str | None) -> float | None:
     if normalised_field and summary.has(normalised_field):
-        return summary.get(normalised_field, _number)
-    raw = summary.get(field, _number)
+        return summary.get(normalised_field, as_number)
+    raw = summary.get(field, as_number)
     if raw is None or keys < 2:
         return None
     return raw / math.log(keys)
 
 
-def _layers(steps: list[_Obj], seq2seq: bool, prompt_tokens: int, notes: list[str]) -> LayerSeries | None:
+def _layers(steps: list[Obj], seq2seq: bool, prompt_tokens: int, notes: list[str]) -> LayerSeries | None:
     """Per-layer matrices from each step's ``layers``; step 0 is left out (its summaries cover the whole prompt)."""
-    table: dict[int, dict[int, _Obj]] = {}
+    table: dict[int, dict[int, Obj]] = {}
     for i, step in enumerate(steps):
         for value, where in step.items("layers"):
-            layer = _Obj(value, where)
-            index = layer.get("layer_index", _count, required=True)
+            layer = Obj(value, where)
+            index = layer.get("layer_index", as_count, required=True)
             table.setdefault(index, {})[i] = layer
     if not table:
         return None
@@ -221,21 +130,24 @@ def _layers(steps: list[_Obj], seq2seq: bool, prompt_tokens: int, notes: list[st
     if len(steps) > 0:
         notes.append("step 0's layer summaries cover the whole prompt in CoreVital 0.x and were left out")
     series = LayerSeries(indices=indices, steps=kept)
-    norm, mean, max_abs = [], [], []
-    entropy, entropy_min = [], []
+    norm: list[list[float | None]] = []
+    mean: list[list[float | None]] = []
+    max_abs: list[list[float | None]] = []
+    entropy: list[list[float | None]] = []
+    entropy_min: list[list[float | None]] = []
     have_attention = False
     for index in indices:
         rows: list[list[float | None]] = [[], [], [], [], [], []]
         for i in range(len(steps)):  # step 0 too, so that every field is checked; it is dropped below
-            layer = table[index].get(i)
-            hidden = layer.obj("hidden_summary") if layer is not None else None
-            attention = layer.obj("attention_summary") if layer is not None else None
-            anomalies = layer.obj("anomalies") if layer is not None else None
-            bad = anomalies is not None and bool(anomalies.get("has_nan", _bool) or anomalies.get("has_inf", _bool))
-            rows[0].append(None if bad or hidden is None else hidden.get("l2_norm_mean", _number))
-            rows[1].append(None if bad or hidden is None else hidden.get("mean", _number))
-            rows[3].append(None if bad or hidden is None else hidden.get("max_abs", _number))
-            step_index = steps[i].get("step_index", _count) or 0
+            cell = table[index].get(i)
+            hidden = cell.obj("hidden_summary") if cell is not None else None
+            attention = cell.obj("attention_summary") if cell is not None else None
+            anomalies = cell.obj("anomalies") if cell is not None else None
+            bad = anomalies is not None and bool(anomalies.get("has_nan", as_bool) or anomalies.get("has_inf", as_bool))
+            rows[0].append(None if bad or hidden is None else hidden.get("l2_norm_mean", as_number))
+            rows[1].append(None if bad or hidden is None else hidden.get("mean", as_number))
+            rows[3].append(None if bad or hidden is None else hidden.get("max_abs", as_number))
+            step_index = steps[i].get("step_index", as_count) or 0
             keys = (step_index - prompt_tokens + 1) if seq2seq else step_index
             if attention is not None:
                 have_attention = True
@@ -245,19 +157,19 @@ def _layers(steps: list[_Obj], seq2seq: bool, prompt_tokens: int, notes: list[st
                 rows[4].append(None)
                 rows[5].append(None)
         rows = [row[1:] for row in rows]
-        norm.append(rows[0]), mean.append(rows[1]), max_abs.append(rows[3])
-        entropy.append(rows[4]), entropy_min.append(rows[5])
+        for target, row in ((norm, 0), (mean, 1), (max_abs, 3), (entropy, 4), (entropy_min, 5)):
+            target.append(rows[row])
     series.hidden_norm, series.hidden_mean, series.hidden_max_abs = norm, mean, max_abs
     if have_attention:
         series.attn_entropy, series.attn_entropy_min = entropy, entropy_min
     return series
 
 
-def _prompt(source: _Obj, prompt_tokens: int, notes: list[str]) -> PromptTelemetry | None:
+def _prompt(source: Obj, prompt_tokens: int, notes: list[str]) -> PromptTelemetry | None:
     analysis = source.obj("prompt_analysis")
     if analysis is None:
         return None
-    surprisal = _numbers(analysis.items("prompt_surprisals"))
+    surprisal = as_numbers(analysis.items("prompt_surprisals"))
     finite = [v for v in surprisal if v is not None]
     telemetry = PromptTelemetry(
         tokens=prompt_tokens, surprisal=surprisal, perplexity=2.0 ** (sum(finite) / len(finite)) if finite else None
@@ -266,7 +178,7 @@ def _prompt(source: _Obj, prompt_tokens: int, notes: list[str]) -> PromptTelemet
     if layers:
         basin, basin_min = [], []
         for value, where in layers:
-            scores = [v for v in _numbers(_Obj(value, where).items("basin_scores")) if v is not None]
+            scores = [v for v in as_numbers(Obj(value, where).items("basin_scores")) if v is not None]
             basin.append(sum(scores) / len(scores) if scores else None)
             basin_min.append(min(scores) if scores else None)
         telemetry.layers = list(range(len(layers)))
@@ -275,16 +187,16 @@ def _prompt(source: _Obj, prompt_tokens: int, notes: list[str]) -> PromptTelemet
     return telemetry
 
 
-def _encoder(source: _Obj) -> EncoderSummary | None:
+def _encoder(source: Obj) -> EncoderSummary | None:
     layers = source.items("encoder_layers")
     if not layers:
         return None
     summary = EncoderSummary()
     for value, where in layers:
-        layer = _Obj(value, where)
-        summary.indices.append(layer.get("layer_index", _count, required=True))
+        layer = Obj(value, where)
+        summary.indices.append(layer.get("layer_index", as_count, required=True))
         hidden = layer.obj("hidden_summary")
-        summary.hidden_norm.append(hidden.get("l2_norm_mean", _number) if hidden else None)
+        summary.hidden_norm.append(hidden.get("l2_norm_mean", as_number) if hidden else None)
         summary.attn_sparsity.append(None)
         summary.basin.append(None)
         summary.basin_min.append(None)
@@ -299,16 +211,16 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
     """
     from ..signals.profiles import resolve_profile
 
-    source = _Obj(data, "")
+    source = Obj(data, "")
     version = check_version(data.get("schema_version"))
-    trace = source.get("trace_id", _str, required=True)
+    trace = source.get("trace_id", as_str, required=True)
     try:
         trace_hex = uuid.UUID(trace).hex
     except ValueError:
-        raise MigrationError(f"trace_id: not a UUID: {_kind(trace)}") from None
-    created = _created_at(source.get("created_at_utc", _str, required=True), "created_at_utc")
-    model = source.obj("model", required=True)
-    architecture = model.get("architecture", _str)
+        raise MigrationError(f"trace_id: not a UUID: {shown(trace)}") from None
+    created = _created_at(source.get("created_at_utc", as_str, required=True), "created_at_utc")
+    model = source.required("model")
+    architecture = model.get("architecture", as_str)
     model_type = model_type_of(architecture)
     encoder_layers = source.items("encoder_layers")
     seq2seq = bool(encoder_layers) or model_type in _SEQ2SEQ_TYPES
@@ -316,17 +228,17 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
 
     run_config = source.obj("run_config")
     generation = run_config.obj("generation") if run_config else None
-    prompt = source.obj("prompt", required=True)
-    generated = source.obj("generated", required=True)
-    prompt_ids = _ints(prompt.items("token_ids"))
-    output_ids = _ints(generated.items("token_ids"))
-    prompt_tokens = prompt.get("num_tokens", _count)
+    prompt = source.required("prompt")
+    generated = source.required("generated")
+    prompt_ids = as_ints(prompt.items("token_ids"))
+    output_ids = as_ints(generated.items("token_ids"))
+    prompt_tokens = prompt.get("num_tokens", as_count)
     prompt_tokens = prompt_tokens if prompt_tokens is not None else len(prompt_ids)
-    output_tokens = generated.get("num_tokens", _count)
+    output_tokens = generated.get("num_tokens", as_count)
     output_tokens = output_tokens if output_tokens is not None else len(output_ids)
-    max_new = run_config.get("max_new_tokens", _count) if run_config else None
+    max_new = run_config.get("max_new_tokens", as_count) if run_config else None
 
-    steps = [_Obj(v, w) for v, w in source.items("timeline", required=True)]
+    steps = [Obj(v, w) for v, w in source.items("timeline", required=True)]
     timeline = Timeline()
     have_logits = False
     for step in steps:
@@ -336,16 +248,16 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
                 getattr(timeline, name).append(None)
             continue
         have_logits = True
-        entropy = logits.get("entropy", _number)
+        entropy = logits.get("entropy", as_number)
         timeline.entropy.append(entropy)
         timeline.perplexity.append(None if entropy is None else 2.0**entropy)
-        timeline.surprisal.append(logits.get("surprisal", _number))
+        timeline.surprisal.append(logits.get("surprisal", as_number))
         margin_key = "top_k_margin" if logits.has("top_k_margin") else "top1_top2_margin"
-        timeline.margin.append(logits.get(margin_key, _number))
+        timeline.margin.append(logits.get(margin_key, as_number))
         mass_key = "topk_mass" if logits.has("topk_mass") else "voter_agreement"
-        timeline.topk_mass.append(logits.get(mass_key, _number))
+        timeline.topk_mass.append(logits.get(mass_key, as_number))
         top = logits.items("topk_probs") or logits.items("topk")
-        timeline.top1_prob.append(_Obj(*top[0]).get("prob", _number) if top else None)
+        timeline.top1_prob.append(Obj(*top[0]).get("prob", as_number) if top else None)
     if have_logits:
         notes.append("top-1 probability is the first entry of CoreVital 0.x's top-5 list, rounded to 3 decimals")
     if len(steps) < output_tokens:
@@ -377,7 +289,7 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
         prompt=_prompt(source, prompt_tokens, notes),
         encoder=_encoder(source),
     )
-    name = model.get("hf_id", _str, required=True)
+    name = model.get("hf_id", as_str, required=True)
     chosen = resolve_profile(model_type, profile, model_name=name)
     complete_ids = output_ids if len(output_ids) == output_tokens else None
     diagnose_sequence(sequence, chosen, tokens=complete_ids, signals=have_logits)
@@ -387,8 +299,8 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
         )
     if content:
         sequence.token_ids = output_ids
-        sequence.input_text = prompt.get("text", _str)
-        sequence.output_text = generated.get("output_text", _str)
+        sequence.input_text = prompt.get("text", as_str)
+        sequence.output_text = generated.get("output_text", as_str)
 
     flags = source.obj("health_flags")
     extensions = source.obj("extensions")
@@ -402,9 +314,9 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
         signals.append("prompt")
     if sequence.encoder is not None:
         signals.append("encoder")
-    do_sample = bool(generation.get("do_sample", _bool)) if generation else False
+    do_sample = bool(generation.get("do_sample", as_bool)) if generation else False
     elapsed = source.obj("summary")
-    elapsed_ms = elapsed.get("elapsed_ms", _number) if elapsed else None
+    elapsed_ms = elapsed.get("elapsed_ms", as_number) if elapsed else None
     report = Report(
         schema_version=SCHEMA_VERSION,
         report_id=trace_hex,
@@ -414,11 +326,11 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
             name=name,
             model_type=model_type,
             architecture=architecture,
-            num_layers=model.get("num_layers", _count),
-            hidden_size=model.get("hidden_size", _count),
-            num_attention_heads=model.get("num_attention_heads", _count),
-            dtype=model.get("dtype", _str),
-            device=model.get("device", _str),
+            num_layers=model.get("num_layers", as_count),
+            hidden_size=model.get("hidden_size", as_count),
+            num_attention_heads=model.get("num_attention_heads", as_count),
+            dtype=model.get("dtype", as_str),
+            device=model.get("device", as_str),
             is_encoder_decoder=seq2seq,
         ),
         request=RequestInfo(
@@ -426,11 +338,11 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
             generation_mode="sample" if do_sample else "greedy_search",
             do_sample=do_sample,
             max_new_tokens=max_new,
-            temperature=generation.get("temperature", _number) if generation and do_sample else None,
-            top_p=generation.get("top_p", _number) if generation and do_sample else None,
-            top_k=generation.get("top_k", _count) if generation and do_sample else None,
-            num_beams=(generation.get("num_beams", _count) or 1) if generation else 1,
-            seed=run_config.get("seed", _int) if run_config else None,
+            temperature=generation.get("temperature", as_number) if generation and do_sample else None,
+            top_p=generation.get("top_p", as_number) if generation and do_sample else None,
+            top_k=generation.get("top_k", as_count) if generation and do_sample else None,
+            num_beams=(generation.get("num_beams", as_count) or 1) if generation else 1,
+            seed=run_config.get("seed", as_int) if run_config else None,
         ),
         capture=CaptureInfo(
             mode="full" if layers is not None else "summary",
@@ -455,9 +367,9 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
             producer="CoreVital",
             schema_version=version,
             trace_id=trace,
-            risk_score=risk.get("risk_score", _number) if risk else None,
+            risk_score=risk.get("risk_score", as_number) if risk else None,
             health_flags={k: v for k, v in (flags.data.items() if flags else []) if not k.startswith("_")},
-            narrative=narrative.get("summary", _str) if narrative else None,
+            narrative=narrative.get("summary", as_str) if narrative else None,
             notes=notes,
         ),
     )
