@@ -9,7 +9,7 @@ DD_STAMP := $(DD_VENV)/.installed
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-fast bench bench-quality system-deps browser-deps screenshots clean
+.PHONY: demo test test-fast lint bench bench-quality system-deps browser-deps screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -45,7 +45,13 @@ browser-deps:
 screenshots: $(STAMP) browser-deps
 	$(BIN)/python -m tests.viewer.screenshots docs/img
 
-test: $(STAMP) $(DD_STAMP) system-deps browser-deps
+# ruff (lint and format) and mypy, configured in pyproject.toml; make test runs them before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) $(DD_STAMP) system-deps browser-deps lint
 	$(BIN)/python -m pytest -q -rs
 
 test-fast: $(STAMP)
