@@ -155,3 +155,17 @@ def test_no_private_module_imported_across_subpackages():
 def test_module_length(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.name} has {lines} lines; split it by idea (limit {MAX_LINES})"
+
+
+MAX_CLASS_LINES = 300
+
+
+def test_class_length():
+    long = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.name} has {lines} lines")
+    assert not long, f"classes over {MAX_CLASS_LINES} lines (split them by job):\n" + "\n".join(long)
