@@ -27,6 +27,7 @@ import gc
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -92,6 +93,17 @@ class Result:
     syncs: dict[str, int] = field(default_factory=dict)
     plain_reproducible: bool = True  # two plain runs gave the same tokens (else "same tokens" cannot hold either)
     peak_mib: dict[str, float] = field(default_factory=dict)
+
+
+def paired_interval(
+    times: list[float], plain: list[float], level: float = 0.95, resamples: int = 2000
+) -> tuple[float, float]:
+    """Bootstrap interval of the paired ratio (median over rounds of mode / plain), resampling whole rounds."""
+    ratios = [t / p for t, p in zip(times, plain)]
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    tail = (1.0 - level) / 2
+    return medians[int(tail * resamples)], medians[min(resamples - 1, int((1.0 - tail) * resamples))]
 
 
 def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, int]:
@@ -270,17 +282,21 @@ def machine() -> dict[str, str]:
 def table(results: list[Result]) -> str:
     lines = [
         "| model | device | dtype | batch | prompt | new tokens | mode | median s | ratio (medians) | ratio (paired) | "
-        "CoreVital host ms / generation | same tokens | added syncs / generation | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "paired 95% interval | CoreVital host ms / generation | host ms / plain ms | same tokens | "
+        "added syncs / generation | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for mode, median in r.median_s.items():
             syncs = r.syncs.get(mode)
             added = "" if syncs is None else str(syncs - r.syncs.get("plain", 0))
             peak = f"{r.peak_mib[mode]:.0f}" if mode in r.peak_mib else ""
+            low, high = paired_interval(r.all_s[mode], r.all_s["plain"])
+            share = r.host_ms[mode] / (r.median_s["plain"] * 1000)
             lines.append(
                 f"| {r.model} | {r.device} | {r.dtype} | {r.batch} | {r.prompt_len} | {r.new_tokens} | {mode} | "
-                f"{median:.3f} | {r.ratio[mode]:.3f} | {r.paired[mode]:.3f} | {r.host_ms[mode]:.1f} | "
+                f"{median:.3f} | {r.ratio[mode]:.3f} | {r.paired[mode]:.3f} | {low:.3f}–{high:.3f} | "
+                f"{r.host_ms[mode]:.1f} | {share:.1%} | "
                 f"{'yes' if r.same_output[mode] else ('NO' if r.plain_reproducible else 'no (plain vs plain: no)')} | "
                 f"{added} | {peak} |"
             )
@@ -297,11 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--batches", default=None, help="comma list of batch sizes; overrides --batch")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--pin-cpu", type=int, default=None, help="run on this CPU core only (less host jitter)")
+    parser.add_argument("--render", nargs="+", default=None, help="print the table of earlier --json-out files")
     args = parser.parse_args(argv)
+    if args.render:
+        print(table([Result(**r) for path in args.render for r in json.load(open(path))["results"]]))
+        return 0
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     args.modes = [m for m in args.modes.split(",") if m]
     if args.pin_cpu is not None:
