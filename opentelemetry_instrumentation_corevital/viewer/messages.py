@@ -1,8 +1,8 @@
-"""Every problem message the viewer shows, in one place, as documented in the README.
+"""Every problem message the viewer shows, in one place, as documented in docs/viewer.md.
 
 Bad input never stops the viewer: each problem becomes one of these lines on
 the page, and whatever else could be read is still shown. Tests check that
-the README's table lists each of them.
+the table of docs/viewer.md lists each of them.
 """
 
 from __future__ import annotations
