@@ -320,6 +320,12 @@ def resolve_one(table: type, key: str, kwargs: Mapping[str, Any], environ: Mappi
     return spec.parse(*found) if found is not None else f.default
 
 
+def given(table: type, key: str, kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
+    """Whether an option of ``table`` was given, as a keyword or in the environment (a default was not)."""
+    ((_, _, spec),) = [item for item in specs(table) if item[0] == key]
+    return _given(key, spec, kwargs, os.environ if environ is None else environ, {}) is not None
+
+
 def _given(
     key: str, spec: OptionSpec, kwargs: Mapping[str, Any], env: Mapping[str, str], sources: Mapping[str, str]
 ) -> tuple[Any, str] | None:

@@ -52,6 +52,22 @@ def test_files_and_sqlite_from_one_run(tiny_model_dir, tmp_path):
     assert "corevital.token.entropy" in metric_names
 
 
+@pytest.mark.slow
+def test_exporters_from_the_environment_when_no_flag_names_one(tiny_model_dir, tmp_path):
+    """Like every option the command line does not set, the exporters come from the environment."""
+    out = tmp_path / "data"
+    result = corevital(
+        *("run", "--model", str(tiny_model_dir), "--no-chat", "--prompt", "the sky", "--max-new-tokens", "3"),
+        *("--out", str(out), "--quiet"),
+        env={"OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "sqlite"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["corevital.sqlite3"]
+    conn = sqlite3.connect(out / "corevital.sqlite3")
+    assert conn.execute("SELECT COUNT(*) FROM generations").fetchone() == (1,)
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [

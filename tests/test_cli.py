@@ -15,8 +15,8 @@ from opentelemetry_instrumentation_corevital import validate_report
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def corevital(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def corevital(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "opentelemetry_instrumentation_corevital.cli", *args],
         capture_output=True,

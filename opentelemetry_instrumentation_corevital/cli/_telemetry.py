@@ -13,7 +13,7 @@ import argparse
 import os
 from typing import Any
 
-from .._config import ExporterSettings, resolve
+from .._config import ExporterSettings, given, resolve
 from ..configuration import Configuration, configure
 from ..exporters.pipeline import ensure_writable
 from ._flags import add_flags, parsed
@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser, seconds_type: Any) -> None:
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """``configure()`` keywords from the flags; checks now that ``--out`` is writable when files go there."""
     values = parsed(args, ExporterSettings)
-    values.setdefault("exporters", (DEFAULT_EXPORTER,))
+    if not given(ExporterSettings, "exporters", values):  # neither a flag nor the environment named any
+        values["exporters"] = (DEFAULT_EXPORTER,)
     resolved = resolve(ExporterSettings, values)
     if DEFAULT_EXPORTER in resolved.exporters:
         ensure_writable(resolved.out, "--out ")
