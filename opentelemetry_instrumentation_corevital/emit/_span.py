@@ -149,7 +149,8 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
             attrs[n.RISK_FACTOR_WEIGHTS] = [float(f.weight) for f in ranked]
         if riskiest is not None and riskiest.calibrated:
             attrs[n.RISK_CALIBRATED] = True
-            attrs[n.RISK_UNCALIBRATED_SCORE] = float(riskiest.uncalibrated_score)
+            if riskiest.uncalibrated_score is not None:  # always set on a calibrated risk
+                attrs[n.RISK_UNCALIBRATED_SCORE] = float(riskiest.uncalibrated_score)
         if riskiest is not None and riskiest.divergence is not None:
             attrs[n.RISK_DIVERGENCE] = float(riskiest.divergence)
             if riskiest.divergent_features:

@@ -221,7 +221,7 @@ class GenerationCall:
         generation_config = self.session.generation_config
         if generation_config is None:
             generation_config = _describe.fallback_generation_config(self.model, self.kwargs)
-        prompt_len = int(self.prompt.shape[-1]) if prompt_rows is not None else None
+        prompt_len = int(self.prompt.shape[-1]) if prompt_rows is not None and self.prompt is not None else None
         params, eos_ids, pad_id = request_parts(generation_config, prompt_len)
         request = generation_request(
             self._request_info(params),

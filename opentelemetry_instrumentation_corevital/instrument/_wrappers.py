@@ -128,13 +128,9 @@ class Wrappers:
             conversation = args[0] if args else kwargs.get("conversation")
             keep = telemetry.options.content.enabled
             ref = _weak(instance)
-            batched = (
-                isinstance(conversation, (list, tuple))
-                and bool(conversation)
-                and isinstance(conversation[0], (list, tuple))
-            )
-            if batched:
-                records: Any = [PromptRecord(True, conv if keep else None, ref) for conv in conversation]
+            records: PromptRecord | list[PromptRecord]
+            if isinstance(conversation, (list, tuple)) and conversation and isinstance(conversation[0], (list, tuple)):
+                records = [PromptRecord(True, conv if keep else None, ref) for conv in conversation]  # a batch
             else:
                 records = PromptRecord(True, conversation if keep else None, ref)
             telemetry.prompts.remember_tokenizer(instance)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import TypeGuard
 
 
-def is_finite(value: float | None) -> bool:
+def is_finite(value: float | None) -> TypeGuard[float]:
     """Whether a series entry counts: present and neither NaN nor infinite."""
     return value is not None and math.isfinite(value)
 
@@ -22,7 +23,7 @@ def finite_or_none(value: float | None) -> float | None:
 
 def finite(values: Iterable[float | None]) -> list[float]:
     """The entries that count, in order."""
-    return [v for v in values if is_finite(v)]  # type: ignore[misc]
+    return [v for v in values if is_finite(v)]
 
 
 def mean(values: Iterable[float | None]) -> float | None:

@@ -118,9 +118,10 @@ def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[i
             carried = limit * CARRIED_SHARE
             last_row, last_median = logs[-1], medians[-1]
             for j, step in enumerate(steps):
-                if j >= len(last_row) or last_row[j] is None:
+                cell = last_row[j] if j < len(last_row) else None
+                if cell is None:
                     continue
-                last = last_row[j] - last_median  # type: ignore[operator]
+                last = cell - last_median
                 if abs(last) < carried:
                     continue  # nothing carried to the output at this step (almost every step)
                 entry, size = None, 0.0  # the band: from the last layer down while the deviation holds
@@ -157,7 +158,8 @@ def collapsed_share_per_step(collapsed: Matrix) -> list[float | None]:
     width = max((len(row) for row in collapsed), default=0)
     shares: list[float | None] = []
     for j in range(width):
-        values = [row[j] for row in collapsed if j < len(row) and row[j] is not None]
+        cells = [row[j] for row in collapsed if j < len(row)]
+        values = [v for v in cells if v is not None]
         shares.append(sum(values) / len(values) if values else None)
     return shares
 
@@ -174,10 +176,10 @@ def attention_collapse(
     sustained = 0.0
     onset = None
     for j in range(0, len(shares) - min_steps + 1):
-        window = shares[j : j + min_steps]
-        if any(v is None for v in window):
+        window = [v for v in shares[j : j + min_steps] if v is not None]
+        if len(window) < min_steps:
             continue
-        held = min(window)  # type: ignore[type-var]
+        held = min(window)
         sustained = max(sustained, held)
         if held >= share and onset is None:
             onset = steps[j]
@@ -282,12 +284,12 @@ def hidden_loop(
                 first = t
             last = t
             score = min(score, value)
-        if first is None:
+        if first is None or last is None:
             continue
         key = (first, period)  # earliest window; on ties the smallest period (not one of its multiples)
         if best_key is None or key < best_key:
             best_key = key
-            best = HiddenLoop(max(0, first - window + 1 - period), period, last, score)  # type: ignore[arg-type]
+            best = HiddenLoop(max(0, first - window + 1 - period), period, last, score)
     return best
 
 

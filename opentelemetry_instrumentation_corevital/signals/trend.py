@@ -52,7 +52,7 @@ def cusum(
     opening = [(i, v) for i, v in enumerate(values) if is_finite(v)][:window]
     if len(opening) < window:
         return None
-    baseline = sum(v for _, v in opening) / window  # type: ignore[misc]
+    baseline = sum(v for _, v in opening) / window
     if reference is not None:
         baseline = max(baseline, reference) if upward else min(baseline, reference)
     start = opening[-1][0] + 1
@@ -62,14 +62,14 @@ def cusum(
         x = values[t]
         if not is_finite(x):
             continue
-        excess = (x - baseline - slack) if upward else (baseline - slack - x)  # type: ignore[operator]
+        excess = (x - baseline - slack) if upward else (baseline - slack - x)
         total = max(0.0, total + excess)
         if total == 0.0:
             last_zero = t
         elif total >= threshold:
             onset = last_zero + 1
             span = [v for v in values[onset : t + 1] if is_finite(v)]
-            mean = sum(span) / len(span)  # type: ignore[arg-type]
+            mean = sum(span) / len(span)
             shift = (mean - baseline) if upward else (baseline - mean)
             return Alarm(t, onset, baseline, max(0.0, shift))
     return None
@@ -82,9 +82,9 @@ def slope(values: Sequence[float | None]) -> float | None:
         return None
     n = len(points)
     mx = sum(i for i, _ in points) / n
-    my = sum(v for _, v in points) / n  # type: ignore[misc]
+    my = sum(v for _, v in points) / n
     sxx = sum((i - mx) ** 2 for i, _ in points)
-    return sum((i - mx) * (v - my) for i, v in points) / sxx  # type: ignore[operator]
+    return sum((i - mx) * (v - my) for i, v in points) / sxx
 
 
 def rolling_mean(values: Sequence[float | None], window: int) -> list[float | None]:
@@ -95,7 +95,7 @@ def rolling_mean(values: Sequence[float | None], window: int) -> list[float | No
             out.append(None)
             continue
         kept = [v for v in values[t + 1 - window : t + 1] if is_finite(v)]
-        out.append(sum(kept) / len(kept) if kept else None)  # type: ignore[arg-type]
+        out.append(sum(kept) / len(kept) if kept else None)
     return out
 
 
@@ -163,8 +163,8 @@ def suffix_slopes(values: Sequence[float | None]) -> list[float | None]:
             count += 1
             sx += i
             sxx += i * i
-            sy += v  # type: ignore[operator]
-            sxy += i * v  # type: ignore[operator]
+            sy += v
+            sxy += i * v
         if count >= 2:
             denominator = sxx - sx * sx / count
             out[i] = (sxy - sx * sy / count) / denominator if denominator > 0 else None
