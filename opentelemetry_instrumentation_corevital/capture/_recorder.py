@@ -36,7 +36,8 @@ class StepRecorder:
         self._on_step = on_step
         self._on_fail = on_fail
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Record this step (never raising into ``generate``); the scores come back untouched."""
         if self.failed is None:
             try:
                 self._record(input_ids, scores)
@@ -71,6 +72,7 @@ class RecordingProcessorList(LogitsProcessorList):
         super().__init__(processors)
         self.recorder = recorder
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The recorder first, on the raw scores; then ``generate``'s own processors, unchanged."""
         self.recorder(input_ids, scores)
         return super().__call__(input_ids, scores, **kwargs)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -22,7 +22,15 @@ InputHook = Callable[[torch.nn.Module, tuple, dict], None]
 
 #: What one attention call handed over (a plain tuple: built per layer per step):
 #: (query, key, mask or None, position bias or None, scaling, softcap or None).
-AttentionCall = tuple
+AttentionCall = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Any, float, float | None]
+
+T = TypeVar("T")
+
+
+def all_present(slots: list[T | None]) -> list[T] | None:
+    """The slots when every one was filled this forward, else None (a missing layer skips the layer reduce)."""
+    present = [slot for slot in slots if slot is not None]
+    return present if len(present) == len(slots) else None
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def transfer(
     if encoder is not None:
         parts.append(("encoder_layers", encoder))
     stop = capture.stop
-    if stop is not None and stop.stopped_at is not None and not beams:
+    if stop is not None and stop.stopped_at is not None and stop.reason is not None and not beams:
         parts.append(("stopped_at", stop.stopped_at.float()))
         parts.append(("stop_reason", stop.reason.float()))
     host = _one_transfer(parts)

@@ -64,7 +64,7 @@ class TransformersSource:
         self.unavailable: dict[str, str] = {}  # signal group -> reason; shared by the pieces
         ids = prompt_ids if isinstance(prompt_ids, torch.Tensor) and not prompt_ids.is_floating_point() else None
         mask = prompt_mask if isinstance(prompt_mask, torch.Tensor) else None
-        config = getattr(model, "config", None)
+        config: Any = getattr(model, "config", None)  # a transformers config
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         self.hidden_size = next(
             (getattr(text, k) for k in ("hidden_size", "n_embd", "d_model") if getattr(text, k, None)), None
