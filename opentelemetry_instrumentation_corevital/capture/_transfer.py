@@ -6,6 +6,7 @@ capture; everything after it works on host memory.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,17 +139,7 @@ def _layer_parts(
 ) -> list[tuple[str, torch.Tensor]]:
     """The layer statistics: step-major for beams (attributed on the host), else [row][field][layer][step]."""
     layer = torch.stack(capture.rows.layers[:count])  # [layer steps, rows, width]
-    offset_layout = StepLayout(
-        signals=False,
-        k=layout.k,
-        beams=layout.beams,
-        layers=layout.layers,
-        hidden=layout.hidden,
-        attention=layout.attention,
-        moe=layout.moe,
-        interleaved=layout.interleaved,
-    )
-    blocks = offset_layout.split(layer)
+    blocks = dataclasses.replace(layout, signals=False).split(layer)
     result.hidden_full = layout.hidden == "full"
     hidden = blocks["hidden"]
     if result.hidden_full:

@@ -119,12 +119,21 @@ class Wrappers:
         return result
 
     # -- tokenizers: remember chat-templated prompts ---------------------------------------
-    def apply_chat_template(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        result = wrapped(*args, **kwargs)
+    def _after(self, key: str, what: str, result: Any, act: Callable[[Telemetry], None]) -> Any:
+        """``result`` unchanged, after ``act(telemetry)`` when instrumented (a failure is logged once)."""
         telemetry = self._telemetry()
-        if telemetry is None:
-            return result
-        try:
+        if telemetry is not None:
+            try:
+                act(telemetry)
+            except Exception as exc:
+                warn_once(key, "CoreVital could not %s: %r", what, exc)
+        return result
+
+    def apply_chat_template(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Remember the conversation behind the ids, so the generation that follows is reported as a chat."""
+        result = wrapped(*args, **kwargs)
+
+        def remember(telemetry: Telemetry) -> None:
             conversation = args[0] if args else kwargs.get("conversation")
             keep = telemetry.options.content.enabled
             ref = _weak(instance)
@@ -135,16 +144,14 @@ class Wrappers:
                 records = PromptRecord(True, conversation if keep else None, ref)
             telemetry.prompts.remember_tokenizer(instance)
             telemetry.prompts.remember_output(result, records)
-        except Exception as exc:
-            warn_once("chat", "CoreVital could not record a chat prompt: %r", exc)
-        return result
+
+        return self._after("chat", "record a chat prompt", result, remember)
 
     def tokenizer_call(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Carry a chat-templated text's record over to the ids it is tokenized into."""
         result = wrapped(*args, **kwargs)
-        telemetry = self._telemetry()
-        if telemetry is None:
-            return result
-        try:
+
+        def remember(telemetry: Telemetry) -> None:
             prompts = telemetry.prompts
             prompts.remember_tokenizer(instance)
             if prompts.has_texts():
@@ -152,6 +159,5 @@ class Wrappers:
                 record = prompts.lookup_text(text)
                 if record is not None:
                     prompts.remember_output(result, record)
-        except Exception as exc:
-            warn_once("tokenize", "CoreVital could not inspect a tokenizer call: %r", exc)
-        return result
+
+        return self._after("tokenize", "inspect a tokenizer call", result, remember)

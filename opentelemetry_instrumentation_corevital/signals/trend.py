@@ -125,15 +125,7 @@ def entropy_acceleration(
     alarm = cusum(
         entropy, window=window, slack=slack_bits, threshold=threshold_bits, upward=True, reference=reference_bits
     )
-    if alarm is None:
-        return None
-    return EarlyWarning(
-        "entropy_acceleration",
-        alarm.onset_step,
-        alarm.detected_step,
-        alarm.shift,
-        1.0 - math.exp(-alarm.shift / ENTROPY_REFERENCE_BITS),
-    )
+    return _warning("entropy_acceleration", alarm, ENTROPY_REFERENCE_BITS)
 
 
 def margin_collapse(
@@ -141,15 +133,15 @@ def margin_collapse(
 ) -> EarlyWarning | None:
     """The top-1/top-2 margin falling away from its in-control level (downward CUSUM, probability)."""
     alarm = cusum(margin, window=window, slack=slack, threshold=threshold, upward=False, reference=reference)
+    return _warning("margin_collapse", alarm, MARGIN_REFERENCE)
+
+
+def _warning(name: str, alarm: Alarm | None, reference_shift: float) -> EarlyWarning | None:
+    """The warning of a CUSUM alarm, its severity scaled by the shift that makes it 0.63."""
     if alarm is None:
         return None
-    return EarlyWarning(
-        "margin_collapse",
-        alarm.onset_step,
-        alarm.detected_step,
-        alarm.shift,
-        1.0 - math.exp(-alarm.shift / MARGIN_REFERENCE),
-    )
+    severity = 1.0 - math.exp(-alarm.shift / reference_shift)
+    return EarlyWarning(name, alarm.onset_step, alarm.detected_step, alarm.shift, severity)
 
 
 def suffix_slopes(values: Sequence[float | None]) -> list[float | None]:
