@@ -29,7 +29,8 @@ class BoundTaps(Protocol):
     """The taps of the call running in a context: None as listener when no attention is captured."""
 
     @property
-    def attention_listener(self) -> AttentionListener | None: ...
+    def attention_listener(self) -> AttentionListener | None:
+        """The listener to hand attention calls to, or None when no attention is captured."""
 
 
 #: The taps of the generation running in this context.

@@ -29,6 +29,7 @@ SURPRISAL_SPIKE_BITS = 8.0
 
 
 def event_budget(span: Any) -> int:
+    """How many span events we may add: the SDK's event limit less a reserve for others."""
     limits = getattr(span, "_limits", None)
     limit = getattr(limits, "max_events", None)
     if limit is None:

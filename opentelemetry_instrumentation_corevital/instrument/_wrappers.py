@@ -21,11 +21,14 @@ from ._prompts import PromptRecord, _weak
 
 
 class Wrappers:
+    """The wrapt wrappers of one instrumentation, reading the live telemetry at every call."""
+
     def __init__(self, telemetry_getter: Callable[[], Telemetry | None]) -> None:
         self._telemetry = telemetry_getter
 
     # -- GenerationMixin.generate ---------------------------------------------------
     def generate(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Run ``generate`` inside one :class:`GenerationCall`; plainly when we must not or cannot instrument."""
         telemetry = self._telemetry()
         if telemetry is None or not is_instrumentation_enabled() or active_call() is not None:
             return wrapped(*args, **kwargs)
@@ -88,6 +91,7 @@ class Wrappers:
 
     # -- beam search bookkeeping: which row continues which ------------------------------------
     def reorder_cache(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Tell the active call which beam each row now continues (beam search)."""
         result = wrapped(*args, **kwargs)
         call = active_call()  # the cache is not the model: any active call
         if call is not None:
@@ -97,6 +101,7 @@ class Wrappers:
         return result
 
     def update_finished_beams(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Hand the active call beam search's record of which row made each kept token (beam attribution)."""
         result = wrapped(*args, **kwargs)
         self._on_call(
             "beams",

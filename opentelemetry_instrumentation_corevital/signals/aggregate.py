@@ -27,16 +27,19 @@ def finite(values: Iterable[float | None]) -> list[float]:
 
 
 def mean(values: Iterable[float | None]) -> float | None:
+    """Mean of the finite entries; None without any."""
     kept = finite(values)
     return sum(kept) / len(kept) if kept else None
 
 
 def maximum(values: Iterable[float | None]) -> float | None:
+    """Largest finite entry; None without any."""
     kept = finite(values)
     return max(kept) if kept else None
 
 
 def minimum(values: Iterable[float | None]) -> float | None:
+    """Smallest finite entry; None without any."""
     kept = finite(values)
     return min(kept) if kept else None
 
@@ -53,4 +56,5 @@ def percentile(values: Iterable[float | None], q: float) -> float | None:
 
 
 def count_nonfinite(values: Sequence[float | None]) -> int:
+    """How many entries are missing, NaN or infinite."""
     return sum(1 for v in values if not is_finite(v))

@@ -26,6 +26,8 @@ CARRIED_SHARE = 0.25
 
 @dataclass(frozen=True)
 class LayerAnomaly:
+    """One layer's hidden-state norm out of line at one step."""
+
     layer: int  # model layer index
     step: int  # generation step
     log_ratio: float  # ln of how far the norm moved (+ up, - down); inf when non-finite
@@ -34,6 +36,7 @@ class LayerAnomaly:
 
     @property
     def nonfinite(self) -> bool:
+        """Whether the state became NaN or infinite here (rather than an outlying norm)."""
         return self.kind == "nonfinite"
 
     @property
@@ -44,20 +47,25 @@ class LayerAnomaly:
 
 @dataclass(frozen=True)
 class MidLayerResult:
+    """Every mid-layer anomaly of a run, and the largest deviation seen even when none fired."""
+
     anomalies: tuple[LayerAnomaly, ...]
     max_log_ratio: float  # largest |deviation| seen at any inner layer and step (0 if none), fired or not
     threshold_ratio: float
 
     @property
     def fired(self) -> bool:
+        """Whether any anomaly was found."""
         return bool(self.anomalies)
 
     @property
     def layers(self) -> list[int]:
+        """The anomalous layers, ascending."""
         return sorted({a.layer for a in self.anomalies})
 
     @property
     def first_step(self) -> int | None:
+        """The earliest step of any anomaly."""
         return min((a.step for a in self.anomalies), default=None)
 
 
@@ -143,6 +151,8 @@ def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[i
 
 @dataclass(frozen=True)
 class CollapseResult:
+    """Result of the attention-collapse flag, with the shares behind it."""
+
     fired: bool
     onset_step: int | None  # first step of the first sustained stretch
     sustained_share: float  # highest share held for min_steps consecutive captured steps (0 if too few steps)
@@ -237,6 +247,8 @@ def _window_means(diffs: list[float | None], window: int) -> list[float | None]:
 
 @dataclass(frozen=True)
 class HiddenLoop:
+    """A stretch where the last layer's hidden state repeats with a fixed period."""
+
     onset_step: int  # first step of the first repeating cycle (window start minus one period)
     period: int
     end_step: int  # last step of the last qualifying window

@@ -29,6 +29,8 @@ from .aggregate import is_finite
 
 @dataclass(frozen=True)
 class Alarm:
+    """Where a CUSUM detector fired, where the change began and how large it is."""
+
     detected_step: int  # first step at which the accumulated excess crossed the threshold
     onset_step: int  # estimated start of the change
     baseline: float  # mean of the opening window
@@ -101,6 +103,8 @@ def rolling_mean(values: Sequence[float | None], window: int) -> list[float | No
 
 @dataclass(frozen=True)
 class EarlyWarning:
+    """A trend that announces trouble before a flag fires: onset, detection step and severity."""
+
     name: str
     onset_step: int  # where the trend began
     detected_step: int  # where a streaming detector would have raised it
