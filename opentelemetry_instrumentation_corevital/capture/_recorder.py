@@ -68,7 +68,7 @@ class RecordingProcessorList(LogitsProcessorList):
     recorder outside the list costs nothing of that.
     """
 
-    def __init__(self, processors: Any, recorder: StepRecorder) -> None:
+    def __init__(self, processors: LogitsProcessorList, recorder: StepRecorder) -> None:
         super().__init__(processors)
         self.recorder = recorder
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 #: The one output-hook signature: (module, positional args, keyword args, output).
 OutputHook = Callable[[torch.nn.Module, tuple, dict, Any], None]
@@ -38,7 +39,7 @@ class Tap:
     """One installed hook."""
 
     target: str  # what it taps, e.g. "layer model.layers.3"
-    handle: Any  # torch.utils.hooks.RemovableHandle
+    handle: RemovableHandle
 
 
 class Taps:

@@ -26,7 +26,7 @@ class PromptRecord:
 
     chat: bool
     messages: Any = None  # the conversation passed to apply_chat_template, when a chat
-    tokenizer_ref: Any = None  # weakref to the tokenizer that made the ids
+    tokenizer_ref: weakref.ref[Any] | None = None  # the tokenizer that made the ids
 
     @property
     def tokenizer(self) -> Any:
@@ -34,7 +34,7 @@ class PromptRecord:
         return self.tokenizer_ref() if self.tokenizer_ref is not None else None
 
 
-def _weak(obj: Any) -> Any:
+def _weak(obj: Any) -> weakref.ref[Any] | None:
     try:
         return weakref.ref(obj)
     except TypeError:
@@ -49,7 +49,7 @@ class PromptRegistry:
         self._texts: OrderedDict[str, PromptRecord] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
-        self._last_tokenizer: Any = None
+        self._last_tokenizer: weakref.ref[Any] | None = None
 
     # -- writing -----------------------------------------------------------------
     def _put(self, table: OrderedDict, key: Any, record: PromptRecord) -> None:

@@ -42,7 +42,9 @@ class Wrappers:
 
     # -- hooks inside generate: each acts on the active call of this model, if any -------------
     @staticmethod
-    def _on_call(key: str, what: str, result: Any, call: Any, hook: Callable[[Any], Any]) -> Any:
+    def _on_call(
+        key: str, what: str, result: Any, call: GenerationCall | None, hook: Callable[[GenerationCall], Any]
+    ) -> Any:
         """``hook(call)``'s value, or ``result`` unchanged when there is no call or the hook fails (logged once)."""
         if call is None:
             return result
@@ -71,7 +73,7 @@ class Wrappers:
         """Append the on-device ``stop_on`` criterion when this call asks for one."""
         criteria = wrapped(*args, **kwargs)
 
-        def add(call: Any) -> Any:
+        def add(call: GenerationCall) -> Any:
             options = call.options
             # The report's flag and the stop use one threshold: the profile's, after the user's overrides.
             bits = call.profile.thresholds.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
