@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers.generation.stopping_criteria import StoppingCriteriaList
 
+from .._config import StepView
 from ..report import CaptureResult
 from . import _intervene, _reduce
 from ._clock import StepClock
@@ -171,14 +174,14 @@ class TransformersSource:
 
     def criteria_for(
         self,
-        criteria: Any,
+        criteria: StoppingCriteriaList,
         conditions: tuple[str, ...],
         high_entropy_bits: float,
         high_entropy_run: int,
-        step_callback: Any,
+        step_callback: Callable[[StepView], Any] | None,
         callback_every: int,
         loop_repeat: int | None = None,
-    ) -> Any:
+    ) -> StoppingCriteriaList:
         """``generate``'s stopping criteria, with our on-device ``StopOn`` appended when asked for."""
         if not conditions and step_callback is None:
             return criteria

@@ -242,8 +242,9 @@ def cross_validated(rows: Sequence[Mapping[str, float]], labels: Sequence[int], 
     names = [n for n in FEATURES if all(n in row for row in rows)]
     for held, fit in ((0, 1), (1, 0)):
         fitted = fit_probability([rows[i] for i in folds[fit]], [labels[i] for i in folds[fit]], names, l2)
-        for i in folds[held]:
-            probs[i] = fitted.probability(rows[i])  # type: ignore[assignment]
+        for i in folds[held]:  # every row has every one of ``names``: no missing feature
+            values = [rows[i][n] for n in fitted.features]
+            probs[i] = predict_logistic(fitted.weights, fitted.bias, fitted.means, fitted.scales, values)
     return FitQuality(expected_calibration_error(probs, labels), auroc(probs, labels), len(rows))
 
 
