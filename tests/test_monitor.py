@@ -299,6 +299,12 @@ class TestScore:
         with pytest.raises(ConfigurationError, match="prompt_ids has 1 rows but continuation_ids has 2"):
             monitor.score(tiny_llama, PROMPT, torch.ones(2, 3, dtype=torch.long))
 
+    def test_score_needs_the_instrumentation(self, tiny_llama):
+        from opentelemetry_instrumentation_corevital.instrument import score
+
+        with pytest.raises(ConfigurationError, match=r"^score\(\) needs the instrumentation on: call it in a Monitor"):
+            score(tiny_llama, PROMPT, PROMPT)
+
 
 class TestProfileOptions:
     """``profile=`` and ``thresholds=`` reach the report and the span, through keywords and the environment."""

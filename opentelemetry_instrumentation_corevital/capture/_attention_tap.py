@@ -12,9 +12,17 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import _attention
+from ._taps import AttentionCall
 
 if TYPE_CHECKING:
     from ._model_taps import ModelTaps
+
+
+def _kept(
+    query: torch.Tensor, key: torch.Tensor, mask: Any, bias: Any, scaling: float, softcap: float | None
+) -> AttentionCall:
+    """What the step's reduce needs of one attention call: references only; a mask that is not a tensor is None."""
+    return (query, key, mask if isinstance(mask, torch.Tensor) else None, bias, scaling, softcap)
 
 
 class AttentionTap:
@@ -35,10 +43,10 @@ class AttentionTap:
             if kind == "decoder" and query.shape[2] == 1:  # the per-step path: keep references, nothing else
                 if taps.recording:
                     explicit = kwargs.get("scaling")
-                    taps.buffers.attn[slot] = (
+                    taps.buffers.attn[slot] = _kept(
                         query,
                         key,
-                        mask if isinstance(mask, torch.Tensor) else None,
+                        mask,
                         kwargs.get("position_bias"),
                         explicit
                         if explicit is not None
@@ -70,14 +78,7 @@ class AttentionTap:
             if not taps.recording:
                 return
             if taps.teacher_forced:
-                taps.buffers.attn[slot] = (
-                    query,
-                    key,
-                    mask if isinstance(mask, torch.Tensor) else None,
-                    bias,
-                    scaling,
-                    softcap,
-                )
+                taps.buffers.attn[slot] = _kept(query, key, mask, bias, scaling, softcap)
                 return
             if query.shape[2] != 1:  # prefill
                 prompt = taps.prefill.layers
@@ -93,14 +94,7 @@ class AttentionTap:
                     mask = mask[..., -1:, :].clone()
                 if isinstance(bias, torch.Tensor):
                     bias = bias[..., -1:, :].clone()
-            taps.buffers.attn[slot] = (
-                query,
-                key,
-                mask if isinstance(mask, torch.Tensor) else None,
-                bias,
-                scaling,
-                softcap,
-            )
+            taps.buffers.attn[slot] = _kept(query, key, mask, bias, scaling, softcap)
         except Exception as exc:
             self._slots = {}
             taps.stop_attention(f"{type(exc).__name__}: {exc}")

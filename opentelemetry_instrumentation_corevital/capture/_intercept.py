@@ -29,7 +29,8 @@ class BoundTaps(Protocol):
     """The taps of the call running in a context: None as listener when no attention is captured."""
 
     @property
-    def attention_listener(self) -> AttentionListener | None: ...
+    def attention_listener(self) -> AttentionListener | None:
+        """The listener to hand attention calls to, or None when no attention is captured."""
 
 
 #: The taps of the generation running in this context.
@@ -55,11 +56,16 @@ def _wrap(original: Callable) -> Callable:
     return corevital_attention
 
 
-def install() -> None:
-    """Wrap every registered attention function (once), so attention is seen whatever the implementation."""
+def _registry() -> dict[str, Any]:
+    """transformers' global attention registry (its values inferred as plain ``function``, so typed Any here)."""
     from transformers.modeling_utils import AttentionInterface
 
-    mapping = AttentionInterface._global_mapping
+    return AttentionInterface._global_mapping
+
+
+def install() -> None:
+    """Wrap every registered attention function (once), so attention is seen whatever the implementation."""
+    mapping = _registry()
     for name, function in list(mapping.items()):
         if name in _installed or getattr(function, "__corevital_original__", None) is not None:
             continue
@@ -69,9 +75,7 @@ def install() -> None:
 
 def uninstall() -> None:
     """Put the original attention functions back."""
-    from transformers.modeling_utils import AttentionInterface
-
-    mapping = AttentionInterface._global_mapping
+    mapping = _registry()
     for name, original in list(_installed.items()):
         current = mapping.get(name)
         if getattr(current, "__corevital_original__", None) is original:

@@ -145,9 +145,11 @@ class StopOn:
         generated = input_ids.shape[1] - prefix
         device = input_ids.device
         rows = input_ids.shape[0]
-        if self.stopped_at is None or self.stopped_at.shape[0] != rows:
-            self.stopped_at = torch.full((rows,), -1, dtype=torch.long, device=device)
-            self.reason = torch.zeros(rows, dtype=torch.long, device=device)
+        stopped_at, reason = self.stopped_at, self.reason
+        if stopped_at is None or reason is None or stopped_at.shape[0] != rows:
+            stopped_at = torch.full((rows,), -1, dtype=torch.long, device=device)
+            reason = torch.zeros(rows, dtype=torch.long, device=device)
+            self.stopped_at, self.reason = stopped_at, reason
         fired: list[tuple[int, torch.Tensor]] = []
         if "repetition_loop" in self.conditions:
             if self.tails is None:
@@ -173,8 +175,9 @@ class StopOn:
         if self.stop_all:
             fired.append((CODES[CALLBACK], torch.ones(rows, dtype=torch.bool, device=device)))
         for code, condition in fired:
-            new = condition & (self.stopped_at < 0)
-            self.stopped_at = torch.where(new, step, self.stopped_at)
-            self.reason = torch.where(new, code, self.reason)
+            new = condition & (stopped_at < 0)
+            stopped_at = torch.where(new, step, stopped_at)
+            reason = torch.where(new, code, reason)
             stop = stop | condition
+        self.stopped_at, self.reason = stopped_at, reason
         return stop

@@ -11,9 +11,12 @@ parent path separates an encoder's layers from a decoder's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -82,7 +85,7 @@ def _is_encoder_path(name: str) -> bool:
     return "encoder" in parts and "decoder" not in parts
 
 
-def discover(model: torch.nn.Module) -> ModelLayout:
+def discover(model: PreTrainedModel) -> ModelLayout:
     """Find the modules to tap from the model's own ``_can_record_outputs``, for any architecture."""
     layout = ModelLayout()
     spec = _record_spec(model)

@@ -20,7 +20,7 @@ from ._attention_tap import AttentionTap
 from ._intercept import ACTIVE_TAPS
 from ._layers import discover, first_tensor
 from ._plan import CapturePlan
-from ._taps import Prefill, StepBuffers, Taps
+from ._taps import OutputHook, Prefill, StepBuffers, Taps
 
 EAGER_SOURCE = "eager attention weights"
 
@@ -184,7 +184,7 @@ class ModelTaps:
                 inputs = args[0]
             self.rows_tokens = (int(inputs.shape[0]), int(inputs.shape[1])) if inputs is not None else None
 
-    def _layer_hook(self, slot: int, out_index: int) -> Any:
+    def _layer_hook(self, slot: int, out_index: int) -> OutputHook:
         full = self.plan.hidden == "full"
         buffers = self.buffers
 
@@ -210,7 +210,7 @@ class ModelTaps:
 
         return hook
 
-    def _eager_hook(self, slot: int, out_index: int) -> Any:
+    def _eager_hook(self, slot: int, out_index: int) -> OutputHook:
         def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
             if not self.recording or not self.mine():
                 return
@@ -220,7 +220,7 @@ class ModelTaps:
 
         return hook
 
-    def _router_hook(self, slot: int, out_index: int) -> Any:
+    def _router_hook(self, slot: int, out_index: int) -> OutputHook:
         def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
             if not self.recording or not self.mine():
                 return
@@ -233,7 +233,7 @@ class ModelTaps:
 
         return hook
 
-    def _base_decoder_hook(self, head: Any) -> Any:
+    def _base_decoder_hook(self, head: torch.nn.Module) -> OutputHook:
         def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
             if not self.mine() or self.forwards != 1 or self.steps or self.prefill.surprisal is not None:
                 return
@@ -250,7 +250,7 @@ class ModelTaps:
 
         return hook
 
-    def _encoder_hook(self, slot: int, out_index: int) -> Any:
+    def _encoder_hook(self, slot: int, out_index: int) -> OutputHook:
         def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
             if not self.mine() or self.forwards:
                 return

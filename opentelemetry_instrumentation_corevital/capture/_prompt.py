@@ -25,7 +25,7 @@ def prompt_surprisal(hidden: torch.Tensor, ids: torch.Tensor, head: torch.nn.Mod
     """
     rows, length = ids.shape
     out = torch.empty(rows, max(length - 1, 0), dtype=torch.float32, device=hidden.device)
-    vocab = int(getattr(head, "out_features", 0) or head.weight.shape[0])
+    vocab = int(getattr(head, "out_features", 0) or head.get_parameter("weight").shape[0])
     chunk = max(1, CHUNK_ELEMENTS // max(1, rows * vocab))
     for start in range(0, length - 1, chunk):
         stop = min(start + chunk, length - 1)

@@ -36,7 +36,8 @@ class StepRecorder:
         self._on_step = on_step
         self._on_fail = on_fail
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Record this step (never raising into ``generate``); the scores come back untouched."""
         if self.failed is None:
             try:
                 self._record(input_ids, scores)
@@ -67,10 +68,11 @@ class RecordingProcessorList(LogitsProcessorList):
     recorder outside the list costs nothing of that.
     """
 
-    def __init__(self, processors: Any, recorder: StepRecorder) -> None:
+    def __init__(self, processors: LogitsProcessorList, recorder: StepRecorder) -> None:
         super().__init__(processors)
         self.recorder = recorder
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """The recorder first, on the raw scores; then ``generate``'s own processors, unchanged."""
         self.recorder(input_ids, scores)
         return super().__call__(input_ids, scores, **kwargs)

@@ -19,6 +19,7 @@ from ._reduce import StepInputs, StepLayout, StepState
 from ._rows import StepRows
 from ._stats import TOP_K
 from ._step_attention import StepAttention
+from ._taps import all_present
 
 #: Largest key-cache copy the per-step attention reduce may make: 0.5% of the model's parameter bytes
 #: (at least 4 MiB), so that peak memory stays within 1% of plain generate.
@@ -63,18 +64,18 @@ class StepReducer:
     def step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor | None, prefix: int) -> None:
         """Reduce this step: logits when given, layer data on recorded steps; then clear the taps' buffers."""
         taps = self._taps
-        outs = taps.buffers.out
-        layer_step = taps.active and taps.recording and bool(outs) and all(o is not None for o in outs)
-        if scores is None and not layer_step:
+        outs = all_present(taps.buffers.out) if taps.active and taps.recording else None
+        reference = scores if scores is not None else (outs[0] if outs else None)
+        if reference is None:  # neither logits nor a recorded layer step
             taps.buffers.clear()
             return
         inputs: StepInputs | None = None
-        if layer_step:
-            inputs = self._layer_inputs(step, prefix)
-            layer_step = inputs is not None
+        if outs:
+            inputs = self._layer_inputs(step, prefix, outs)
+        layer_step = inputs is not None
         if inputs is None:
             inputs = StepInputs()
-        rows = int((scores if scores is not None else outs[0]).shape[0])
+        rows = int(reference.shape[0])
         inputs.scores = scores
         inputs.token = input_ids[:, -1] if scores is not None else None
         if scores is not None and layer_step and not self._logits_in_graph(scores):
@@ -103,7 +104,7 @@ class StepReducer:
         if layout.width == 0:
             return
         inputs.parents = self._parents if layout.beams else None
-        if layout.beams and inputs.parents is None and layout.hidden == "full":
+        if layout.beams and inputs.parents is None and layout.hidden == "full" and inputs.stacked is not None:
             inputs.parents = torch.arange(int(inputs.stacked.shape[0]), device=inputs.stacked.device)
         state = self._state_for(layout, inputs)
         self._rows.append(layout, self._run(layout, state, inputs, step), step, layer_step)
@@ -131,40 +132,40 @@ class StepReducer:
             self._rows.layouts[key] = layout
         return layout
 
-    def _layer_inputs(self, step: int, prefix: int) -> StepInputs | None:
-        """The fixed-shape tensors the taps kept for this step, ready for ``reduce_step``."""
+    def _layer_inputs(self, step: int, prefix: int, outs: list[torch.Tensor]) -> StepInputs | None:
+        """The fixed-shape tensors the taps kept for this step (``outs``: every layer's output), for ``reduce_step``."""
         taps = self._taps
         plan = taps.plan
         buffers = taps.buffers
-        outs = buffers.out
         rows = int(outs[0].shape[0])
         static = self._graph.inputs if self._graph is not None else StepInputs()
         inputs = StepInputs()
         if plan.hidden == "full":
             if taps.consecutive:
-                if buffers.inp[0] is None:
+                first = buffers.inp[0]
+                if first is None:
                     return None
-                parts = [buffers.inp[0], *outs]
+                parts = [first, *outs]
             else:
-                if any(i is None for i in buffers.inp):
+                inps = all_present(buffers.inp)
+                if inps is None:
                     return None
-                parts = [t for pair in zip(buffers.inp, outs) for t in pair]
+                parts = [t for pair in zip(inps, outs) for t in pair]
         else:
             parts = outs
         target = static.stacked
         inputs.stacked = torch.cat(parts, dim=1, out=target) if target is not None else torch.cat(parts, dim=1)
         if taps.wants_attention:
-            attention = self.attention.inputs(rows, step, prefix, static.heads)
+            attention = self.attention.inputs(rows, step, prefix, static.heads, outs[0].device)
             if attention is None:
                 return None
             inputs.heads, inputs.inv_valid, inputs.inv_rest = attention
         if plan.moe and taps.routers:
-            if any(r is None for r in buffers.router):
+            routers = all_present(buffers.router)
+            if routers is None:
                 return None
             target = static.router
-            inputs.router = (
-                torch.stack(buffers.router, out=target) if target is not None else torch.stack(buffers.router)
-            )
+            inputs.router = torch.stack(routers, out=target) if target is not None else torch.stack(routers)
         return inputs
 
     def _state_for(self, layout: StepLayout, inputs: StepInputs) -> StepState:

@@ -17,6 +17,7 @@ from ._model_taps import ModelTaps
 from ._reduce import StepInputs, StepLayout, StepState
 from ._rows import StepRows
 from ._stats import logit_stats
+from ._taps import all_present
 
 
 def reduce_continuation(
@@ -44,9 +45,13 @@ def reduce_continuation(
         signals=True, k=top_k, beams=False, layers=0, hidden="off", attention=False, moe=False
     )
     buffers = taps.buffers
-    if not taps.active or any(o is None for o in buffers.out):
-        return
     plan = taps.plan
+    layer_outs = all_present(buffers.out) if taps.active else None
+    # full hidden: the layer inputs too (consecutive layers: the first one's; the rest are outputs)
+    layer_ins = all_present(buffers.inp[:1] if taps.consecutive else buffers.inp) if plan.hidden == "full" else []
+    if layer_outs is None or layer_ins is None:
+        return
+    routers = all_present(buffers.router)
     layers = len(taps.layers)
     layout = StepLayout(
         signals=False,
@@ -55,20 +60,20 @@ def reduce_continuation(
         layers=layers,
         hidden=plan.hidden,
         attention=taps.wants_attention,
-        moe=bool(plan.moe and taps.routers and all(r is not None for r in buffers.router)),
+        moe=bool(plan.moe and taps.routers and routers is not None),
         interleaved=not taps.consecutive,
     )
     flat = n * count
     inputs = StepInputs()
     state = StepState()
-    outs = [o[:, positions] for o in buffers.out]
+    outs = [o[:, positions] for o in layer_outs]
     if plan.hidden == "full":
         if taps.consecutive:
-            parts = [buffers.inp[0][:, positions], *outs]
+            parts = [layer_ins[0][:, positions], *outs]
         else:
-            parts = [t for pair in zip((i[:, positions] for i in buffers.inp), outs) for t in pair]
+            parts = [t for pair in zip((i[:, positions] for i in layer_ins), outs) for t in pair]
         inputs.stacked = torch.stack(parts, dim=2).reshape(flat, len(parts), -1)
-        previous = torch.stack([o[:, (positions - 1).clamp_min(0)] for o in buffers.out], dim=2).float()
+        previous = torch.stack([o[:, (positions - 1).clamp_min(0)] for o in layer_outs], dim=2).float()
         previous = previous.reshape(flat, len(outs), -1)
         state.out, state.sq = previous, torch.linalg.vecdot(previous, previous)
         state.sq.view(n, count, -1)[:, 0] = float("nan")  # like a generation's first step: no previous state
@@ -80,8 +85,8 @@ def reduce_continuation(
             layout = dataclasses.replace(layout, attention=False)
         else:
             inputs.heads, inputs.inv_valid, inputs.inv_rest = heads
-    if layout.moe:
-        router = torch.stack([r[:, positions] for r in buffers.router])  # [layers, rows, count, experts]
+    if layout.moe and routers is not None:
+        router = torch.stack([r[:, positions] for r in routers])  # [layers, rows, count, experts]
         state.counts = torch.zeros(layers, flat, router.shape[-1], device=router.device)
         state.extra["top_k"] = taps.top_k_experts
         inputs.router = router.reshape(layers, flat, -1)

@@ -13,6 +13,7 @@ import torch
 
 from . import _attention, _reduce
 from ._model_taps import ModelTaps
+from ._taps import all_present
 
 
 class StepAttention:
@@ -25,38 +26,39 @@ class StepAttention:
         self.generation_config: Any = None  # sizes the key tables to the generation's length
 
     def inputs(
-        self, rows: int, step: int, prefix: int, target: torch.Tensor | None
+        self, rows: int, step: int, prefix: int, target: torch.Tensor | None, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
         """(heads [layers, rows, heads, 4], inv_valid [rows], inv_rest [rows]), or None when a layer is missing."""
         expected = prefix + step  # keys the cache should hold after this step's forward
-        heads = self._heads(rows, prefix, expected, target)
+        heads = self._heads(rows, prefix, expected, target, device)
         if heads is None:
             return None
-        _, inv_valid, inv_rest = self._key_tables(rows, prefix, expected).at(0, expected)
+        _, inv_valid, inv_rest = self._key_tables(rows, prefix, expected, device).at(0, expected)
         return heads, inv_valid, inv_rest
 
     def release(self) -> None:
         """Free the tables (end of the generation)."""
         self._tables = None
 
-    def _heads(self, rows: int, prefix: int, expected: int, target: torch.Tensor | None) -> torch.Tensor | None:
+    def _heads(
+        self, rows: int, prefix: int, expected: int, target: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor | None:
         """[layers, rows, heads, 4] head values of this step's new query row."""
         taps = self._taps
         buffers = taps.buffers
-        tables = self._key_tables(rows, prefix, expected)
+        tables = self._key_tables(rows, prefix, expected, device)
         if taps.eager_attention:
-            probs = buffers.probs
-            if any(p is None for p in probs) or len({p.shape for p in probs}) != 1:
+            weights_per_layer = all_present(buffers.probs)
+            if weights_per_layer is None or len({p.shape for p in weights_per_layer}) != 1:
                 return None
-            stacked = torch.stack(probs)
+            stacked = torch.stack(weights_per_layer)
             weights, _, _ = tables.at(stacked.shape[-1], expected)
             return _reduce.head_values(stacked, weights)
-        calls = buffers.attn
+        calls = all_present(buffers.attn)
+        if calls is None:
+            return None
         groups: dict[tuple, list[int]] = {}
-        for slot, item in enumerate(calls):
-            if item is None:
-                return None
-            query, key, mask, bias, scaling, softcap = item
+        for slot, (query, key, mask, bias, scaling, softcap) in enumerate(calls):
             signature = (tuple(query.shape), tuple(key.shape), id(mask), id(bias), scaling, softcap, key.dtype)
             groups.setdefault(signature, []).append(slot)
         parts: list[tuple[list[int], torch.Tensor]] = []
@@ -87,12 +89,12 @@ class StepAttention:
             values = values[torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=values.device)]
         return target.copy_(values) if target is not None else values
 
-    def _key_tables(self, rows: int, prefix: int, expected: int) -> _attention.KeyTables:
+    def _key_tables(self, rows: int, prefix: int, expected: int, device: torch.device) -> _attention.KeyTables:
         tables = self._tables
         if tables is None or not tables.covers(expected) or tables.weights.shape[0] != rows:
             span = max(expected - prefix, self._max_new_tokens(prefix))
             tables = _attention.KeyTables(
-                self._valid_prompt(rows, prefix), self._sink_index(rows, prefix), prefix, span
+                self._valid_prompt(rows, prefix, device), self._sink_index(rows, prefix, device), prefix, span
             )
             self._tables = tables
         return tables
@@ -112,8 +114,7 @@ class StepAttention:
             return mask
         return None
 
-    def _valid_prompt(self, rows: int, prefix: int) -> torch.Tensor:
-        device = self._taps.buffers.out[0].device
+    def _valid_prompt(self, rows: int, prefix: int, device: torch.device) -> torch.Tensor:
         mask = self._prompt_mask(prefix)
         if mask is not None:
             valid = mask.to(device).sum(dim=-1)
@@ -122,8 +123,7 @@ class StepAttention:
             return valid
         return torch.full((rows,), float(prefix), device=device)
 
-    def _sink_index(self, rows: int, prefix: int) -> torch.Tensor:
-        device = self._taps.buffers.out[0].device
+    def _sink_index(self, rows: int, prefix: int, device: torch.device) -> torch.Tensor:
         mask = self._prompt_mask(prefix)
         if mask is not None:
             first = mask.to(device).float().argmax(dim=-1)

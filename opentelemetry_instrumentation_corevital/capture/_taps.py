@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 #: The one output-hook signature: (module, positional args, keyword args, output).
 OutputHook = Callable[[torch.nn.Module, tuple, dict, Any], None]
@@ -22,7 +23,15 @@ InputHook = Callable[[torch.nn.Module, tuple, dict], None]
 
 #: What one attention call handed over (a plain tuple: built per layer per step):
 #: (query, key, mask or None, position bias or None, scaling, softcap or None).
-AttentionCall = tuple
+AttentionCall = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, Any, float, float | None]
+
+T = TypeVar("T")
+
+
+def all_present(slots: list[T | None]) -> list[T] | None:
+    """The slots when every one was filled this forward, else None (a missing layer skips the layer reduce)."""
+    present = [slot for slot in slots if slot is not None]
+    return present if len(present) == len(slots) else None
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,7 @@ class Tap:
     """One installed hook."""
 
     target: str  # what it taps, e.g. "layer model.layers.3"
-    handle: Any  # torch.utils.hooks.RemovableHandle
+    handle: RemovableHandle
 
 
 class Taps:

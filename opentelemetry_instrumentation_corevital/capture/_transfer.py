@@ -6,6 +6,7 @@ capture; everything after it works on host memory.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,7 @@ def transfer(
     if encoder is not None:
         parts.append(("encoder_layers", encoder))
     stop = capture.stop
-    if stop is not None and stop.stopped_at is not None and not beams:
+    if stop is not None and stop.stopped_at is not None and stop.reason is not None and not beams:
         parts.append(("stopped_at", stop.stopped_at.float()))
         parts.append(("stop_reason", stop.reason.float()))
     host = _one_transfer(parts)
@@ -138,17 +139,7 @@ def _layer_parts(
 ) -> list[tuple[str, torch.Tensor]]:
     """The layer statistics: step-major for beams (attributed on the host), else [row][field][layer][step]."""
     layer = torch.stack(capture.rows.layers[:count])  # [layer steps, rows, width]
-    offset_layout = StepLayout(
-        signals=False,
-        k=layout.k,
-        beams=layout.beams,
-        layers=layout.layers,
-        hidden=layout.hidden,
-        attention=layout.attention,
-        moe=layout.moe,
-        interleaved=layout.interleaved,
-    )
-    blocks = offset_layout.split(layer)
+    blocks = dataclasses.replace(layout, signals=False).split(layer)
     result.hidden_full = layout.hidden == "full"
     hidden = blocks["hidden"]
     if result.hidden_full:

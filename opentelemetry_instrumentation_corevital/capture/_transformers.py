@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers.generation.stopping_criteria import StoppingCriteriaList
 
+from .._config import StepView
 from ..report import CaptureResult
 from . import _intervene, _reduce
 from ._clock import StepClock
@@ -64,7 +67,7 @@ class TransformersSource:
         self.unavailable: dict[str, str] = {}  # signal group -> reason; shared by the pieces
         ids = prompt_ids if isinstance(prompt_ids, torch.Tensor) and not prompt_ids.is_floating_point() else None
         mask = prompt_mask if isinstance(prompt_mask, torch.Tensor) else None
-        config = getattr(model, "config", None)
+        config: Any = getattr(model, "config", None)  # a transformers config
         text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         self.hidden_size = next(
             (getattr(text, k) for k in ("hidden_size", "n_embd", "d_model") if getattr(text, k, None)), None
@@ -171,14 +174,14 @@ class TransformersSource:
 
     def criteria_for(
         self,
-        criteria: Any,
+        criteria: StoppingCriteriaList,
         conditions: tuple[str, ...],
         high_entropy_bits: float,
         high_entropy_run: int,
-        step_callback: Any,
+        step_callback: Callable[[StepView], Any] | None,
         callback_every: int,
         loop_repeat: int | None = None,
-    ) -> Any:
+    ) -> StoppingCriteriaList:
         """``generate``'s stopping criteria, with our on-device ``StopOn`` appended when asked for."""
         if not conditions and step_callback is None:
             return criteria

@@ -142,6 +142,7 @@ class Instruments:
 
 
 def metric_attributes(operation: str, model: str) -> dict[str, Any]:
+    """The GenAI attributes every metric point carries: operation, provider and model."""
     return {
         n.OPERATION_NAME: operation,
         n.PROVIDER_NAME: n.PROVIDER,

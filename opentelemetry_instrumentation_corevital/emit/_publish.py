@@ -10,13 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
+from opentelemetry._logs import Logger
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from .. import names as n
 from .._config import CaptureMode, Options
 from ..report import Report
-from ._metrics import metric_attributes
+from ._metrics import Instruments, metric_attributes
 from ._span import corevital_attributes, genai_attributes, span_name
 from ._steps import add_step_events, emit_step_logs
 
@@ -26,8 +27,8 @@ def publish(
     detail: str,
     span: Span,
     context: Context,
-    instruments: Any,
-    logger: Any,
+    instruments: Instruments,
+    logger: Logger,
     options: Options,
     extra: Mapping[str, Any],
 ) -> None:

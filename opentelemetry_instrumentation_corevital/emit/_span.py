@@ -43,6 +43,7 @@ def layer_means(report: Report, name: str) -> list[float] | None:
 
 
 def layer_attributes(report: Report, full: bool) -> dict[str, Any]:
+    """Per-layer means of the first sequence with layer data; with ``full``, more series and the prompt's."""
     attrs: dict[str, Any] = {}
     first = next((s.layers for s in report.sequences if s.layers is not None), None)
     if first is None:
@@ -149,7 +150,8 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
             attrs[n.RISK_FACTOR_WEIGHTS] = [float(f.weight) for f in ranked]
         if riskiest is not None and riskiest.calibrated:
             attrs[n.RISK_CALIBRATED] = True
-            attrs[n.RISK_UNCALIBRATED_SCORE] = float(riskiest.uncalibrated_score)
+            if riskiest.uncalibrated_score is not None:  # always set on a calibrated risk
+                attrs[n.RISK_UNCALIBRATED_SCORE] = float(riskiest.uncalibrated_score)
         if riskiest is not None and riskiest.divergence is not None:
             attrs[n.RISK_DIVERGENCE] = float(riskiest.divergence)
             if riskiest.divergent_features:
@@ -198,6 +200,7 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
 
 
 def genai_attributes(report: Report, content_on_span: bool) -> dict[str, Any]:
+    """The GenAI semantic-convention attributes of the span, content only when asked for."""
     req = report.request
     attrs: dict[str, Any] = {
         n.OPERATION_NAME: req.operation,
@@ -248,4 +251,5 @@ def output_messages(report: Report) -> list[dict[str, Any]]:
 
 
 def span_name(operation: str, model: str) -> str:
+    """The GenAI span name: ``{operation} {model}``."""
     return f"{operation} {model}"

@@ -20,6 +20,10 @@ import math
 import os
 from typing import Any
 
+from opentelemetry._logs import Logger
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
+
 from .. import names as n
 from ..report import Report
 
@@ -28,7 +32,8 @@ EVENT_RESERVE = 8
 SURPRISAL_SPIKE_BITS = 8.0
 
 
-def event_budget(span: Any) -> int:
+def event_budget(span: Span) -> int:
+    """How many span events we may add: the SDK's event limit less a reserve for others."""
     limits = getattr(span, "_limits", None)
     limit = getattr(limits, "max_events", None)
     if limit is None:
@@ -94,7 +99,7 @@ def _timestamp(report: Report, start_ns: int | None, step: int) -> int | None:
     return int(start_ns + ends[step] * 1e9)
 
 
-def add_step_events(span: Any, report: Report, content: bool) -> dict[str, Any]:
+def add_step_events(span: Span, report: Report, content: bool) -> dict[str, Any]:
     """Add ``corevital.step`` events to ``span``; returns the span attributes describing the selection."""
     budget = event_budget(span)
     pairs, sampled = select_steps(report, budget)
@@ -109,7 +114,7 @@ def add_step_events(span: Any, report: Report, content: bool) -> dict[str, Any]:
     return {n.STEP_EVENTS_TOTAL: total, n.STEP_EVENTS_SAMPLED: sampled}
 
 
-def emit_step_logs(logger: Any, report: Report, context: Any, start_ns: int | None, content: bool) -> int:
+def emit_step_logs(logger: Logger, report: Report, context: Context, start_ns: int | None, content: bool) -> int:
     """One ``corevital.generation.step`` log record per step per sequence; returns how many."""
     from opentelemetry._logs import SeverityNumber
 

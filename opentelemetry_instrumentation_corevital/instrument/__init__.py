@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry._logs import get_logger
-from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]  # upstream module is `# type: ignore`d whole
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.metrics import get_meter
 from opentelemetry.semconv.schemas import Schemas
 from wrapt import wrap_function_wrapper
 
 from .._config import ExporterSettings, Options, check_keys, keywords, resolve_options, signature
+from .._errors import ConfigurationError
 from ..package import _instruments
 from ..version import __version__
 from ._context import WATCHERS, generation_context
 from ._prompts import PromptRegistry
+
+if TYPE_CHECKING:  # for annotations only: _call and _wrappers import torch
+    from ..report import Report
+    from ._call import Telemetry
+    from ._wrappers import Wrappers
 
 #: Instrumentation scope name shared by tracer, meter and logger: the package path.
 SCOPE = "opentelemetry_instrumentation_corevital"
@@ -38,7 +44,7 @@ _HINTS = {
 _PROMPTS = PromptRegistry()
 
 
-def _targets(wrappers: Any) -> list[tuple[type, str, Any]]:
+def _targets(wrappers: Wrappers) -> list[tuple[type, str, Any]]:
     """(class, method, wrapper) for every function we wrap; optional ones only where transformers has them."""
     import transformers.cache_utils as cache_utils
     import transformers.generation.streamers as streamers
@@ -67,14 +73,15 @@ class CoreVitalInstrumentor(BaseInstrumentor):
     Providers in, nothing else built: exporters are ``configure()``'s job.
     """
 
-    _telemetry: Any = None  # a _call.Telemetry while instrumented
+    _telemetry: Telemetry | None = None  # while instrumented
     _wrapped: tuple[tuple[type, str], ...] = ()
 
     def instrumentation_dependencies(self) -> Collection[str]:
+        """The transformers versions we support: BaseInstrumentor checks them before instrumenting."""
         return _instruments
 
     @property
-    def telemetry(self) -> Any:
+    def telemetry(self) -> Telemetry | None:
         """What every instrumented call shares (tracer, instruments, logger, options), or None."""
         return self._telemetry
 
@@ -113,14 +120,19 @@ class CoreVitalInstrumentor(BaseInstrumentor):
             unwrap(owner, name)
 
 
-def score(model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Any:
+def score(model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Report | None:
     """Teacher-force ``continuation_ids`` after ``prompt_ids`` with the active instrumentation; its ``Report``."""
     from ._score import ScoreCall  # torch: imported on first use only
 
-    return ScoreCall(CoreVitalInstrumentor().telemetry, model, prompt_ids, continuation_ids, attention_mask).run()
+    telemetry = CoreVitalInstrumentor().telemetry
+    if telemetry is None:
+        raise ConfigurationError("score() needs the instrumentation on: call it in a Monitor or after instrument()")
+    return ScoreCall(telemetry, model, prompt_ids, continuation_ids, attention_mask).run()
 
 
-CoreVitalInstrumentor.__doc__ += f"""
+CoreVitalInstrumentor.__doc__ = (
+    (CoreVitalInstrumentor.__doc__ or "")
+    + f"""
 
     ``instrument(tracer_provider=None, meter_provider=None, logger_provider=None, on_report=None,
     {signature(Options)})``
@@ -130,3 +142,4 @@ CoreVitalInstrumentor.__doc__ += f"""
     ``on_report`` is called with each finished ``Report``. ``uninstrument()``
     restores exactly the functions ``instrument()`` wrapped.
     """
+)

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry._logs import Logger
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import names
@@ -54,10 +56,10 @@ class Telemetry:
 
     tracer: trace.Tracer
     instruments: Instruments
-    logger: Any  # opentelemetry._logs.Logger
+    logger: Logger
     options: Options
     prompts: PromptRegistry
-    on_report: Any = None  # optional callable(Report), for the CLI and tests
+    on_report: Callable[[Report], None] | None = None  # for the CLI and tests
 
 
 def error_type(exc: BaseException) -> str:
@@ -108,7 +110,7 @@ class GenerationCall:
         self.session = TransformersSource(
             model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask
         )
-        self.span: Any = trace.INVALID_SPAN
+        self.span: trace.Span = trace.INVALID_SPAN
         self.span_context = otel_context.get_current()
         self.report: Report | None = None
         self._result: Any = None
@@ -159,7 +161,7 @@ class GenerationCall:
         else:
             self.report = self.succeed(self._result)
 
-    def _parent_context(self) -> Any:
+    def _parent_context(self) -> otel_context.Context:
         """The current context; or, when it has no span and a streamer was made inside one, the streamer's.
 
         (Streaming runs ``generate`` in a worker thread that does not inherit the request's context.)
@@ -221,7 +223,7 @@ class GenerationCall:
         generation_config = self.session.generation_config
         if generation_config is None:
             generation_config = _describe.fallback_generation_config(self.model, self.kwargs)
-        prompt_len = int(self.prompt.shape[-1]) if prompt_rows is not None else None
+        prompt_len = int(self.prompt.shape[-1]) if prompt_rows is not None and self.prompt is not None else None
         params, eos_ids, pad_id = request_parts(generation_config, prompt_len)
         request = generation_request(
             self._request_info(params),

@@ -5,13 +5,19 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-#: The instrumented call in progress in this context (a ``GenerationCall``), if any.
-ACTIVE_CALL: contextvars.ContextVar[Any] = contextvars.ContextVar("corevital_active_call", default=None)
+if TYPE_CHECKING:
+    from ..report import Report
+    from ._call import GenerationCall
+
+#: The instrumented call in progress in this context, if any.
+ACTIVE_CALL: contextvars.ContextVar[GenerationCall | None] = contextvars.ContextVar(
+    "corevital_active_call", default=None
+)
 
 
-def active_call(model: Any = None) -> Any:
+def active_call(model: Any = None) -> GenerationCall | None:
     """The instrumented call in progress in this context (only if it runs ``model``, when given), else None."""
     call = ACTIVE_CALL.get()
     return call if call is not None and (model is None or call.model is model) else None
@@ -21,8 +27,20 @@ REQUEST_CONTEXT: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Con
     "corevital_request_context", default=None
 )
 
+
+class Watcher(Protocol):
+    """What a monitor is to the calls it watches: option overrides in, reports out."""
+
+    @property
+    def overrides(self) -> Mapping[str, Any]:
+        """The options this monitor sets for the generations it watches."""
+
+    def receive(self, report: Report) -> None:
+        """Take one watched generation's finished report."""
+
+
 #: Monitors watching generations started in this context (innermost last): option overrides and report sinks.
-WATCHERS: contextvars.ContextVar[tuple[Any, ...]] = contextvars.ContextVar("corevital_watchers", default=())
+WATCHERS: contextvars.ContextVar[tuple[Watcher, ...]] = contextvars.ContextVar("corevital_watchers", default=())
 
 
 @contextmanager

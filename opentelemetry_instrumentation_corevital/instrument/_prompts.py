@@ -22,16 +22,19 @@ CAPACITY = 256
 
 @dataclass(frozen=True)
 class PromptRecord:
+    """How a tokenizer output came to be: chat or plain, and what made it (so a generation can be told as chat)."""
+
     chat: bool
     messages: Any = None  # the conversation passed to apply_chat_template, when a chat
-    tokenizer_ref: Any = None  # weakref to the tokenizer that made the ids
+    tokenizer_ref: weakref.ref[Any] | None = None  # the tokenizer that made the ids
 
     @property
     def tokenizer(self) -> Any:
+        """The tokenizer that made the ids, while it is alive (for decoding content)."""
         return self.tokenizer_ref() if self.tokenizer_ref is not None else None
 
 
-def _weak(obj: Any) -> Any:
+def _weak(obj: Any) -> weakref.ref[Any] | None:
     try:
         return weakref.ref(obj)
     except TypeError:
@@ -39,12 +42,14 @@ def _weak(obj: Any) -> Any:
 
 
 class PromptRegistry:
+    """Recent tokenizer outputs and the prompts behind them, bounded and thread-safe."""
+
     def __init__(self, capacity: int = CAPACITY) -> None:
         self._ids: OrderedDict[tuple[int, ...], PromptRecord] = OrderedDict()
         self._texts: OrderedDict[str, PromptRecord] = OrderedDict()
         self._capacity = capacity
         self._lock = threading.Lock()
-        self._last_tokenizer: Any = None
+        self._last_tokenizer: weakref.ref[Any] | None = None
 
     # -- writing -----------------------------------------------------------------
     def _put(self, table: OrderedDict, key: Any, record: PromptRecord) -> None:
@@ -55,6 +60,7 @@ class PromptRegistry:
                 table.popitem(last=False)
 
     def remember_tokenizer(self, tokenizer: Any) -> None:
+        """Keep a weak reference to the latest tokenizer: the fallback for decoding content."""
         self._last_tokenizer = _weak(tokenizer)
 
     def remember_output(self, output: Any, records: PromptRecord | Sequence[PromptRecord]) -> None:
@@ -80,9 +86,11 @@ class PromptRegistry:
 
     # -- reading -----------------------------------------------------------------
     def has_texts(self) -> bool:
+        """Whether any chat-templated text waits to be tokenized (skips the lookup otherwise)."""
         return bool(self._texts)
 
     def lookup_text(self, text: Any) -> PromptRecord | None:
+        """The record of a remembered text (or of a batch's first text), if any."""
         if isinstance(text, str):
             return self._texts.get(text)
         if isinstance(text, (list, tuple)) and text and isinstance(text[0], str):
@@ -90,13 +98,16 @@ class PromptRegistry:
         return None
 
     def lookup_ids(self, row: Sequence[int]) -> PromptRecord | None:
+        """The record of a remembered row of token ids, if any."""
         return self._ids.get(tuple(row))
 
     @property
     def last_tokenizer(self) -> Any:
+        """The latest tokenizer seen, while it is alive."""
         return self._last_tokenizer() if self._last_tokenizer is not None else None
 
     def clear(self) -> None:
+        """Forget everything (tests and a fresh start)."""
         with self._lock:
             self._ids.clear()
             self._texts.clear()

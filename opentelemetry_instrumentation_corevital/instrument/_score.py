@@ -21,6 +21,7 @@ from .. import names
 from .._errors import ConfigurationError
 from ..report import Report, RequestInfo
 from ._call import GenerationCall, Telemetry
+from ._prompts import PromptRecord
 
 OPERATION = "score"
 
@@ -95,7 +96,9 @@ class ScoreCall(GenerationCall):
             seq.finish_reason = "length"
         return report
 
-    def _prompt_record(self, prompt_rows: Any, mask_rows: Any) -> Any:
+    def _prompt_record(
+        self, prompt_rows: list[list[int]] | None, mask_rows: list[list[int]] | None
+    ) -> PromptRecord | None:
         return None  # scoring is its own operation, never "chat"
 
 

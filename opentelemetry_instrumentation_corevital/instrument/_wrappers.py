@@ -21,11 +21,14 @@ from ._prompts import PromptRecord, _weak
 
 
 class Wrappers:
+    """The wrapt wrappers of one instrumentation, reading the live telemetry at every call."""
+
     def __init__(self, telemetry_getter: Callable[[], Telemetry | None]) -> None:
         self._telemetry = telemetry_getter
 
     # -- GenerationMixin.generate ---------------------------------------------------
     def generate(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Run ``generate`` inside one :class:`GenerationCall`; plainly when we must not or cannot instrument."""
         telemetry = self._telemetry()
         if telemetry is None or not is_instrumentation_enabled() or active_call() is not None:
             return wrapped(*args, **kwargs)
@@ -39,7 +42,9 @@ class Wrappers:
 
     # -- hooks inside generate: each acts on the active call of this model, if any -------------
     @staticmethod
-    def _on_call(key: str, what: str, result: Any, call: Any, hook: Callable[[Any], Any]) -> Any:
+    def _on_call(
+        key: str, what: str, result: Any, call: GenerationCall | None, hook: Callable[[GenerationCall], Any]
+    ) -> Any:
         """``hook(call)``'s value, or ``result`` unchanged when there is no call or the hook fails (logged once)."""
         if call is None:
             return result
@@ -68,7 +73,7 @@ class Wrappers:
         """Append the on-device ``stop_on`` criterion when this call asks for one."""
         criteria = wrapped(*args, **kwargs)
 
-        def add(call: Any) -> Any:
+        def add(call: GenerationCall) -> Any:
             options = call.options
             # The report's flag and the stop use one threshold: the profile's, after the user's overrides.
             bits = call.profile.thresholds.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
@@ -88,6 +93,7 @@ class Wrappers:
 
     # -- beam search bookkeeping: which row continues which ------------------------------------
     def reorder_cache(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Tell the active call which beam each row now continues (beam search)."""
         result = wrapped(*args, **kwargs)
         call = active_call()  # the cache is not the model: any active call
         if call is not None:
@@ -97,6 +103,7 @@ class Wrappers:
         return result
 
     def update_finished_beams(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Hand the active call beam search's record of which row made each kept token (beam attribution)."""
         result = wrapped(*args, **kwargs)
         self._on_call(
             "beams",
@@ -119,36 +126,39 @@ class Wrappers:
         return result
 
     # -- tokenizers: remember chat-templated prompts ---------------------------------------
-    def apply_chat_template(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        result = wrapped(*args, **kwargs)
+    def _after(self, key: str, what: str, result: Any, act: Callable[[Telemetry], None]) -> Any:
+        """``result`` unchanged, after ``act(telemetry)`` when instrumented (a failure is logged once)."""
         telemetry = self._telemetry()
-        if telemetry is None:
-            return result
-        try:
+        if telemetry is not None:
+            try:
+                act(telemetry)
+            except Exception as exc:
+                warn_once(key, "CoreVital could not %s: %r", what, exc)
+        return result
+
+    def apply_chat_template(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Remember the conversation behind the ids, so the generation that follows is reported as a chat."""
+        result = wrapped(*args, **kwargs)
+
+        def remember(telemetry: Telemetry) -> None:
             conversation = args[0] if args else kwargs.get("conversation")
             keep = telemetry.options.content.enabled
             ref = _weak(instance)
-            batched = (
-                isinstance(conversation, (list, tuple))
-                and bool(conversation)
-                and isinstance(conversation[0], (list, tuple))
-            )
-            if batched:
-                records: Any = [PromptRecord(True, conv if keep else None, ref) for conv in conversation]
+            records: PromptRecord | list[PromptRecord]
+            if isinstance(conversation, (list, tuple)) and conversation and isinstance(conversation[0], (list, tuple)):
+                records = [PromptRecord(True, conv if keep else None, ref) for conv in conversation]  # a batch
             else:
                 records = PromptRecord(True, conversation if keep else None, ref)
             telemetry.prompts.remember_tokenizer(instance)
             telemetry.prompts.remember_output(result, records)
-        except Exception as exc:
-            warn_once("chat", "CoreVital could not record a chat prompt: %r", exc)
-        return result
+
+        return self._after("chat", "record a chat prompt", result, remember)
 
     def tokenizer_call(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+        """Carry a chat-templated text's record over to the ids it is tokenized into."""
         result = wrapped(*args, **kwargs)
-        telemetry = self._telemetry()
-        if telemetry is None:
-            return result
-        try:
+
+        def remember(telemetry: Telemetry) -> None:
             prompts = telemetry.prompts
             prompts.remember_tokenizer(instance)
             if prompts.has_texts():
@@ -156,6 +166,5 @@ class Wrappers:
                 record = prompts.lookup_text(text)
                 if record is not None:
                     prompts.remember_output(result, record)
-        except Exception as exc:
-            warn_once("tokenize", "CoreVital could not inspect a tokenizer call: %r", exc)
-        return result
+
+        return self._after("tokenize", "inspect a tokenizer call", result, remember)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import TypeGuard
 
 
-def is_finite(value: float | None) -> bool:
+def is_finite(value: float | None) -> TypeGuard[float]:
     """Whether a series entry counts: present and neither NaN nor infinite."""
     return value is not None and math.isfinite(value)
 
@@ -22,20 +23,23 @@ def finite_or_none(value: float | None) -> float | None:
 
 def finite(values: Iterable[float | None]) -> list[float]:
     """The entries that count, in order."""
-    return [v for v in values if is_finite(v)]  # type: ignore[misc]
+    return [v for v in values if is_finite(v)]
 
 
 def mean(values: Iterable[float | None]) -> float | None:
+    """Mean of the finite entries; None without any."""
     kept = finite(values)
     return sum(kept) / len(kept) if kept else None
 
 
 def maximum(values: Iterable[float | None]) -> float | None:
+    """Largest finite entry; None without any."""
     kept = finite(values)
     return max(kept) if kept else None
 
 
 def minimum(values: Iterable[float | None]) -> float | None:
+    """Smallest finite entry; None without any."""
     kept = finite(values)
     return min(kept) if kept else None
 
@@ -52,4 +56,5 @@ def percentile(values: Iterable[float | None], q: float) -> float | None:
 
 
 def count_nonfinite(values: Sequence[float | None]) -> int:
+    """How many entries are missing, NaN or infinite."""
     return sum(1 for v in values if not is_finite(v))

@@ -27,6 +27,8 @@ from .layers import LayerAnomaly, Matrix
 
 @dataclass(frozen=True)
 class BlameReason:
+    """One reason a layer is blamed, with the measurement and a phrase for people."""
+
     code: str  # nonfinite, norm_spike, attention_collapse
     severity: float
     step: int | None  # first step where it showed (None for whole-run reasons)
@@ -36,6 +38,8 @@ class BlameReason:
 
 @dataclass(frozen=True)
 class LayerBlame:
+    """A blamed layer: its worst severity and every reason, worst first."""
+
     layer: int
     severity: float
     reasons: tuple[BlameReason, ...]

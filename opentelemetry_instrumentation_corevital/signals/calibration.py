@@ -61,6 +61,8 @@ def sequence_features(sequence: Any) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class FeatureStats:
+    """One feature's distribution over healthy runs: the baseline a run is compared with."""
+
     mean: float
     std: float
     p10: float
@@ -69,6 +71,7 @@ class FeatureStats:
     runs: int
 
     def to_dict(self) -> dict[str, float]:
+        """The profile-file form."""
         return {
             "mean": self.mean,
             "std": self.std,
@@ -103,6 +106,8 @@ def baseline(rows: Sequence[Mapping[str, float]]) -> dict[str, FeatureStats]:
 
 @dataclass(frozen=True)
 class Divergence:
+    """How far one run sits from the healthy baseline, in standard deviations."""
+
     score: float  # mean |z| over the features both sides have
     outliers: tuple[str, ...]  # features with |z| > OUTLIER_Z, most extreme first
     z: Mapping[str, float]
@@ -137,6 +142,7 @@ class ProbabilityMap:
         return predict_logistic(self.weights, self.bias, self.means, self.scales, [values[n] for n in self.features])
 
     def to_dict(self) -> dict[str, Any]:
+        """The profile-file form."""
         return {
             "features": list(self.features),
             "weights": list(self.weights),
@@ -147,6 +153,7 @@ class ProbabilityMap:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "probability") -> ProbabilityMap:
+        """Read the profile-file form, checked; a ``ConfigurationError`` names ``where`` on bad input."""
         from .._errors import ConfigurationError
 
         try:
@@ -235,8 +242,9 @@ def cross_validated(rows: Sequence[Mapping[str, float]], labels: Sequence[int], 
     names = [n for n in FEATURES if all(n in row for row in rows)]
     for held, fit in ((0, 1), (1, 0)):
         fitted = fit_probability([rows[i] for i in folds[fit]], [labels[i] for i in folds[fit]], names, l2)
-        for i in folds[held]:
-            probs[i] = fitted.probability(rows[i])  # type: ignore[assignment]
+        for i in folds[held]:  # every row has every one of ``names``: no missing feature
+            values = [rows[i][n] for n in fitted.features]
+            probs[i] = predict_logistic(fitted.weights, fitted.bias, fitted.means, fitted.scales, values)
     return FitQuality(expected_calibration_error(probs, labels), auroc(probs, labels), len(rows))
 
 

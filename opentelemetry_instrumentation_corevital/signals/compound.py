@@ -24,6 +24,8 @@ from .trend import suffix_slopes
 
 @dataclass(frozen=True)
 class CompoundSignal:
+    """A pattern across several signals at once, where it began and how severe it is."""
+
     name: str
     onset_step: int
     severity: float

@@ -70,6 +70,7 @@ def expected_calibration_error(probs: Sequence[float], labels: Sequence[int], bi
 
 
 def sigmoid(z: float) -> float:
+    """The logistic function, without overflow for large negative inputs."""
     if z >= 0:
         return 1.0 / (1.0 + math.exp(-z))
     e = math.exp(z)
@@ -116,6 +117,7 @@ def fit_logistic(
 def predict_logistic(
     weights: Sequence[float], bias: float, means: Sequence[float], scales: Sequence[float], values: Sequence[float]
 ) -> float:
+    """P(bad) of one run's feature values under a fitted, standardised logistic model."""
     return sigmoid(bias + sum(w * (v - m) / s for w, v, m, s in zip(weights, values, means, scales)))
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .aggregate import finite, is_finite
+from .aggregate import finite, is_finite, mean
+from .trend import slope
 
 FINGERPRINT_VERSION = 1
 
@@ -42,10 +43,6 @@ FINGERPRINT_FIELDS: tuple[tuple[str, str], ...] = (
 FINGERPRINT_NAMES = tuple(name for name, _ in FINGERPRINT_FIELDS)
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def _std(values: list[float]) -> float | None:
     if not values:
         return None
@@ -64,16 +61,6 @@ def _pearson(xs: Sequence[float | None], ys: Sequence[float | None]) -> float | 
     if sxx <= 0 or syy <= 0:
         return 0.0
     return sum((x - mx) * (y - my) for x, y in pairs) / math.sqrt(sxx * syy)
-
-
-def _slope(values: Sequence[float | None]) -> float | None:
-    points = [(i, v) for i, v in enumerate(values) if is_finite(v)]
-    if len(points) < 2:
-        return None
-    mx = sum(i for i, _ in points) / len(points)
-    my = sum(v for _, v in points) / len(points)
-    sxx = sum((i - mx) ** 2 for i, _ in points)
-    return sum((i - mx) * (v - my) for i, v in points) / sxx
 
 
 def fingerprint(
@@ -100,20 +87,22 @@ def fingerprint(
     mass = finite(topk_mass)
     last = finite(last_layer_norms or [])
     first = finite(first_layer_norms or [])
-    last_mean = _mean(last)
+    last_mean = mean(last)
     cv = (_std(last) or 0.0) / last_mean if last_mean else None
-    growth = math.log(last_mean / _mean(first)) if last_mean and first and _mean(first) else None  # type: ignore[operator]
+    first_mean = mean(first)
+    growth = math.log(last_mean / first_mean) if last_mean and first_mean else None
+    mass_mean = mean(mass)
     return [
-        _mean(h),
+        mean(h),
         _std(h),
         max(h),
-        _slope(entropy) or 0.0,
-        (_mean(late) or 0.0) - (_mean(early) or 0.0),
-        _mean(m),
+        slope(entropy) or 0.0,
+        (mean(late) or 0.0) - (mean(early) or 0.0),
+        mean(m),
         _std(m),
-        _mean(s),
+        mean(s),
         _std(s),
-        1.0 - _mean(mass) if mass else None,  # type: ignore[operator]
+        1.0 - mass_mean if mass_mean is not None else None,
         sum(v > high_entropy_bits for v in h) / n,
         _pearson(entropy, margin) or 0.0,
         ngram_repeat_rate if ngram_repeat_rate is not None else 0.0,

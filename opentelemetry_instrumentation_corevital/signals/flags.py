@@ -14,6 +14,8 @@ from .aggregate import is_finite
 
 @dataclass(frozen=True)
 class HighEntropy:
+    """Result of the high-entropy flag: how many steps, the longest run and the first."""
+
     count: int  # steps whose entropy exceeds the threshold
     longest_run: int  # longest run of consecutive such steps
     first_step: int | None  # first such step
@@ -21,6 +23,7 @@ class HighEntropy:
 
     @property
     def fired(self) -> bool:
+        """Whether any step was above the threshold."""
         return self.count > 0
 
 
@@ -42,11 +45,14 @@ def high_entropy_steps(entropy_bits: Sequence[float | None], threshold_bits: flo
 
 @dataclass(frozen=True)
 class NonFinite:
+    """Result of the non-finite flag: how many steps and the first."""
+
     count: int  # steps with a NaN or infinite summary
     first_step: int | None
 
     @property
     def fired(self) -> bool:
+        """Whether any step was non-finite."""
         return self.count > 0
 
 

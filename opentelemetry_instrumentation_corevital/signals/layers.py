@@ -26,6 +26,8 @@ CARRIED_SHARE = 0.25
 
 @dataclass(frozen=True)
 class LayerAnomaly:
+    """One layer's hidden-state norm out of line at one step."""
+
     layer: int  # model layer index
     step: int  # generation step
     log_ratio: float  # ln of how far the norm moved (+ up, - down); inf when non-finite
@@ -34,6 +36,7 @@ class LayerAnomaly:
 
     @property
     def nonfinite(self) -> bool:
+        """Whether the state became NaN or infinite here (rather than an outlying norm)."""
         return self.kind == "nonfinite"
 
     @property
@@ -44,20 +47,25 @@ class LayerAnomaly:
 
 @dataclass(frozen=True)
 class MidLayerResult:
+    """Every mid-layer anomaly of a run, and the largest deviation seen even when none fired."""
+
     anomalies: tuple[LayerAnomaly, ...]
     max_log_ratio: float  # largest |deviation| seen at any inner layer and step (0 if none), fired or not
     threshold_ratio: float
 
     @property
     def fired(self) -> bool:
+        """Whether any anomaly was found."""
         return bool(self.anomalies)
 
     @property
     def layers(self) -> list[int]:
+        """The anomalous layers, ascending."""
         return sorted({a.layer for a in self.anomalies})
 
     @property
     def first_step(self) -> int | None:
+        """The earliest step of any anomaly."""
         return min((a.step for a in self.anomalies), default=None)
 
 
@@ -118,9 +126,10 @@ def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[i
             carried = limit * CARRIED_SHARE
             last_row, last_median = logs[-1], medians[-1]
             for j, step in enumerate(steps):
-                if j >= len(last_row) or last_row[j] is None:
+                cell = last_row[j] if j < len(last_row) else None
+                if cell is None:
                     continue
-                last = last_row[j] - last_median  # type: ignore[operator]
+                last = cell - last_median
                 if abs(last) < carried:
                     continue  # nothing carried to the output at this step (almost every step)
                 entry, size = None, 0.0  # the band: from the last layer down while the deviation holds
@@ -142,6 +151,8 @@ def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[i
 
 @dataclass(frozen=True)
 class CollapseResult:
+    """Result of the attention-collapse flag, with the shares behind it."""
+
     fired: bool
     onset_step: int | None  # first step of the first sustained stretch
     sustained_share: float  # highest share held for min_steps consecutive captured steps (0 if too few steps)
@@ -157,7 +168,8 @@ def collapsed_share_per_step(collapsed: Matrix) -> list[float | None]:
     width = max((len(row) for row in collapsed), default=0)
     shares: list[float | None] = []
     for j in range(width):
-        values = [row[j] for row in collapsed if j < len(row) and row[j] is not None]
+        cells = [row[j] for row in collapsed if j < len(row)]
+        values = [v for v in cells if v is not None]
         shares.append(sum(values) / len(values) if values else None)
     return shares
 
@@ -174,10 +186,10 @@ def attention_collapse(
     sustained = 0.0
     onset = None
     for j in range(0, len(shares) - min_steps + 1):
-        window = shares[j : j + min_steps]
-        if any(v is None for v in window):
+        window = [v for v in shares[j : j + min_steps] if v is not None]
+        if len(window) < min_steps:
             continue
-        held = min(window)  # type: ignore[type-var]
+        held = min(window)
         sustained = max(sustained, held)
         if held >= share and onset is None:
             onset = steps[j]
@@ -235,6 +247,8 @@ def _window_means(diffs: list[float | None], window: int) -> list[float | None]:
 
 @dataclass(frozen=True)
 class HiddenLoop:
+    """A stretch where the last layer's hidden state repeats with a fixed period."""
+
     onset_step: int  # first step of the first repeating cycle (window start minus one period)
     period: int
     end_step: int  # last step of the last qualifying window
@@ -282,12 +296,12 @@ def hidden_loop(
                 first = t
             last = t
             score = min(score, value)
-        if first is None:
+        if first is None or last is None:
             continue
         key = (first, period)  # earliest window; on ties the smallest period (not one of its multiples)
         if best_key is None or key < best_key:
             best_key = key
-            best = HiddenLoop(max(0, first - window + 1 - period), period, last, score)  # type: ignore[arg-type]
+            best = HiddenLoop(max(0, first - window + 1 - period), period, last, score)
     return best
 
 

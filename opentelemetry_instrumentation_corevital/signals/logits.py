@@ -32,6 +32,7 @@ def surprisal_bits(prob_of_chosen: float) -> float:
 
 
 def top1_prob(probs: Sequence[float]) -> float:
+    """Probability of the most likely token: how confident the step was."""
     return max(probs)
 
 
@@ -47,6 +48,7 @@ def top_k_mass(probs: Sequence[float], k: int = TOP_K) -> float:
 
 
 def softmax(logits: Sequence[float]) -> list[float]:
+    """Probabilities from logits, shifted by the maximum so large logits do not overflow."""
     peak = max(logits)
     exps = [math.exp(x - peak) for x in logits]
     total = sum(exps)

@@ -20,6 +20,8 @@ MAX_SENTENCES = 5
 
 @dataclass(frozen=True)
 class FactorFact:
+    """One risk factor as the narrative tells it."""
+
     name: str
     value: float
     score: float
@@ -37,6 +39,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class NarrativeFacts:
+    """Everything the narrative may say about one sequence, plain values only."""
+
     steps: int
     risk: float | None
     level: str | None

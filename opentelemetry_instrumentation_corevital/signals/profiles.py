@@ -92,6 +92,8 @@ _FACTOR_KEYS = frozenset({"midpoint", "scale", "weight", "higher_is_riskier", "d
 
 @dataclass(frozen=True)
 class Profile:
+    """Thresholds, risk factors and calibration of one model family: its profile file plus the user's overrides."""
+
     name: str
     thresholds: DiagnosisThresholds
     factors: Mapping[str, FactorSpec]
@@ -105,6 +107,7 @@ class Profile:
 
 
 def check_threshold(name: str, value: Any, where: str) -> float | int:
+    """A threshold value, checked (known name, finite, whole where it counts); else ``ConfigurationError``."""
     if name not in THRESHOLD_NAMES:
         raise ConfigurationError(f"{where}: unknown threshold {name!r}; known: {', '.join(THRESHOLD_NAMES)}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -23,6 +23,8 @@ DEFAULT_MAX_PERIOD = 32
 
 @dataclass(frozen=True)
 class RepetitionLoop:
+    """A periodic stretch of output tokens: where it starts, its period and how much it covers."""
+
     onset_step: int  # first step of the periodic stretch (0 = first generated token)
     period: int  # tokens per cycle
     length: int  # tokens in the periodic stretch, the first cycle included

@@ -30,6 +30,8 @@ from .profiles import load_profile
 
 @dataclass(frozen=True)
 class Factor:
+    """One signal's part in the risk: its value, calibrated score and weight."""
+
     name: str
     value: float  # the signal's own value (bits, probability, share ...)
     score: float  # calibrated score in (0, 1)
@@ -44,15 +46,19 @@ class Factor:
 
 @dataclass(frozen=True)
 class Risk:
+    """A sequence's risk score and the factors behind it."""
+
     score: float
     factors: tuple[Factor, ...] = field(default_factory=tuple)
     forced_by: str | None = None  # name of a condition that forced 1.0
 
     @property
     def level(self) -> str:
+        """``low``, ``medium`` or ``high``."""
         return risk_level(self.score)
 
     def top_factors(self, n: int = 3) -> list[Factor]:
+        """The ``n`` factors that contribute most, largest first."""
         return sorted(self.factors, key=lambda f: f.contribution, reverse=True)[:n]
 
 
@@ -61,6 +67,7 @@ LEVEL_HIGH = 0.7
 
 
 def risk_level(score: float) -> str:
+    """The level of a risk score: ``low`` below 0.3, ``medium`` below 0.7, else ``high``."""
     if score >= LEVEL_HIGH:
         return "high"
     if score >= LEVEL_MEDIUM:

@@ -29,6 +29,8 @@ from .aggregate import is_finite
 
 @dataclass(frozen=True)
 class Alarm:
+    """Where a CUSUM detector fired, where the change began and how large it is."""
+
     detected_step: int  # first step at which the accumulated excess crossed the threshold
     onset_step: int  # estimated start of the change
     baseline: float  # mean of the opening window
@@ -52,7 +54,7 @@ def cusum(
     opening = [(i, v) for i, v in enumerate(values) if is_finite(v)][:window]
     if len(opening) < window:
         return None
-    baseline = sum(v for _, v in opening) / window  # type: ignore[misc]
+    baseline = sum(v for _, v in opening) / window
     if reference is not None:
         baseline = max(baseline, reference) if upward else min(baseline, reference)
     start = opening[-1][0] + 1
@@ -62,14 +64,14 @@ def cusum(
         x = values[t]
         if not is_finite(x):
             continue
-        excess = (x - baseline - slack) if upward else (baseline - slack - x)  # type: ignore[operator]
+        excess = (x - baseline - slack) if upward else (baseline - slack - x)
         total = max(0.0, total + excess)
         if total == 0.0:
             last_zero = t
         elif total >= threshold:
             onset = last_zero + 1
             span = [v for v in values[onset : t + 1] if is_finite(v)]
-            mean = sum(span) / len(span)  # type: ignore[arg-type]
+            mean = sum(span) / len(span)
             shift = (mean - baseline) if upward else (baseline - mean)
             return Alarm(t, onset, baseline, max(0.0, shift))
     return None
@@ -82,9 +84,9 @@ def slope(values: Sequence[float | None]) -> float | None:
         return None
     n = len(points)
     mx = sum(i for i, _ in points) / n
-    my = sum(v for _, v in points) / n  # type: ignore[misc]
+    my = sum(v for _, v in points) / n
     sxx = sum((i - mx) ** 2 for i, _ in points)
-    return sum((i - mx) * (v - my) for i, v in points) / sxx  # type: ignore[operator]
+    return sum((i - mx) * (v - my) for i, v in points) / sxx
 
 
 def rolling_mean(values: Sequence[float | None], window: int) -> list[float | None]:
@@ -95,12 +97,14 @@ def rolling_mean(values: Sequence[float | None], window: int) -> list[float | No
             out.append(None)
             continue
         kept = [v for v in values[t + 1 - window : t + 1] if is_finite(v)]
-        out.append(sum(kept) / len(kept) if kept else None)  # type: ignore[arg-type]
+        out.append(sum(kept) / len(kept) if kept else None)
     return out
 
 
 @dataclass(frozen=True)
 class EarlyWarning:
+    """A trend that announces trouble before a flag fires: onset, detection step and severity."""
+
     name: str
     onset_step: int  # where the trend began
     detected_step: int  # where a streaming detector would have raised it
@@ -125,15 +129,7 @@ def entropy_acceleration(
     alarm = cusum(
         entropy, window=window, slack=slack_bits, threshold=threshold_bits, upward=True, reference=reference_bits
     )
-    if alarm is None:
-        return None
-    return EarlyWarning(
-        "entropy_acceleration",
-        alarm.onset_step,
-        alarm.detected_step,
-        alarm.shift,
-        1.0 - math.exp(-alarm.shift / ENTROPY_REFERENCE_BITS),
-    )
+    return _warning("entropy_acceleration", alarm, ENTROPY_REFERENCE_BITS)
 
 
 def margin_collapse(
@@ -141,15 +137,15 @@ def margin_collapse(
 ) -> EarlyWarning | None:
     """The top-1/top-2 margin falling away from its in-control level (downward CUSUM, probability)."""
     alarm = cusum(margin, window=window, slack=slack, threshold=threshold, upward=False, reference=reference)
+    return _warning("margin_collapse", alarm, MARGIN_REFERENCE)
+
+
+def _warning(name: str, alarm: Alarm | None, reference_shift: float) -> EarlyWarning | None:
+    """The warning of a CUSUM alarm, its severity scaled by the shift that makes it 0.63."""
     if alarm is None:
         return None
-    return EarlyWarning(
-        "margin_collapse",
-        alarm.onset_step,
-        alarm.detected_step,
-        alarm.shift,
-        1.0 - math.exp(-alarm.shift / MARGIN_REFERENCE),
-    )
+    severity = 1.0 - math.exp(-alarm.shift / reference_shift)
+    return EarlyWarning(name, alarm.onset_step, alarm.detected_step, alarm.shift, severity)
 
 
 def suffix_slopes(values: Sequence[float | None]) -> list[float | None]:
@@ -163,8 +159,8 @@ def suffix_slopes(values: Sequence[float | None]) -> list[float | None]:
             count += 1
             sx += i
             sxx += i * i
-            sy += v  # type: ignore[operator]
-            sxy += i * v  # type: ignore[operator]
+            sy += v
+            sxy += i * v
         if count >= 2:
             denominator = sxx - sx * sx / count
             out[i] = (sxy - sx * sy / count) / denominator if denominator > 0 else None
