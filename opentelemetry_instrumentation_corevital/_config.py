@@ -363,7 +363,7 @@ def signature(table: type, width: int = 100) -> str:
     """``key=default, ...`` as Python would spell the defaults, wrapped for docstrings."""
     lines, line = [], ""
     for key, f, _ in specs(table):
-        value = f.default
+        value: object = f.default
         value = value.value if hasattr(value, "value") else value.describe() if hasattr(value, "describe") else value
         item = f"{key}={str(value)!r}" if isinstance(value, Path) else f"{key}={value!r}"
         if line and len(line) + len(item) + 2 > width:

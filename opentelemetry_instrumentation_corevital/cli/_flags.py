@@ -33,7 +33,7 @@ def parsed(args: argparse.Namespace, table: type) -> dict[str, Any]:
     """The flags of ``table`` the user gave, parsed by their options' parsers (errors name the flag)."""
     values = {}
     for key, _, spec in specs(table):
-        raw = getattr(args, key, None) if spec.flag is not None else None
-        if raw is not None:
+        raw = getattr(args, key, None)
+        if spec.flag is not None and raw is not None:
             values[key] = spec.parse(raw, spec.flag)
     return values

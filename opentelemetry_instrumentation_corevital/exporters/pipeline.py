@@ -30,6 +30,10 @@ from .._errors import ConfigurationError, OutputError
 from ._guard import Once, guard
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter
+    from opentelemetry.sdk.trace.export import SpanExporter
+
     from ..configuration import Configuration
 
 _logger = logging.getLogger(__name__)
@@ -47,7 +51,7 @@ def _missing(name: str, exc: ImportError) -> ConfigurationError:
     )
 
 
-def delta_temporality() -> dict[type, Any]:
+def delta_temporality() -> dict[type, AggregationTemporality]:
     """Delta for counters and histograms, cumulative for up-down counters: what Datadog asks for."""
     from opentelemetry.sdk.metrics import (
         Counter,
@@ -70,22 +74,23 @@ def delta_temporality() -> dict[type, Any]:
     }
 
 
-def _otlp_exporters(protocol: str, temporality: dict | None = None) -> tuple[Any, Any, Any]:
+def _otlp_exporters(
+    protocol: str, temporality: dict[type, AggregationTemporality] | None = None
+) -> tuple[SpanExporter, MetricExporter, LogRecordExporter]:
     """OTLP exporters; endpoints, headers and timeouts come from the standard OTEL_EXPORTER_OTLP_* variables."""
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    elif protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+
+        return GrpcSpans(), GrpcMetrics(preferred_temporality=temporality), GrpcLogs()
+    if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    else:
-        raise ConfigurationError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf"
-        )
-    metric_kwargs = {"preferred_temporality": temporality} if temporality else {}
-    return OTLPSpanExporter(), OTLPMetricExporter(**metric_kwargs), OTLPLogExporter()
+
+        return OTLPSpanExporter(), OTLPMetricExporter(preferred_temporality=temporality), OTLPLogExporter()
+    raise ConfigurationError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf")
 
 
 def _sdk_pipeline(
@@ -120,9 +125,9 @@ def _sdk_pipeline(
             rotation = Rotation(settings.otlp_json_max_bytes, settings.otlp_json_backups)
             files = [folder / TRACES_FILE, folder / METRICS_FILE, folder / LOGS_FILE]
             config.files.extend(files)
-            spans: Any = OTLPJsonSpanExporter(files[0], rotation=rotation)
-            metrics: Any = OTLPJsonMetricExporter(files[1], rotation=rotation)
-            logs: Any = OTLPJsonLogExporter(files[2], rotation=rotation)
+            spans: SpanExporter = OTLPJsonSpanExporter(files[0], rotation=rotation)
+            metrics: MetricExporter = OTLPJsonMetricExporter(files[1], rotation=rotation)
+            logs: LogRecordExporter = OTLPJsonLogExporter(files[2], rotation=rotation)
             simple = True
         elif name == "console":
             import sys

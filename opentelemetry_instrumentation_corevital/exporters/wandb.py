@@ -74,7 +74,8 @@ class WandbReportExporter:
 
     def export(self, report: Report) -> None:
         values = summary_values(report)
-        table = self._wandb.Table(columns=TIMELINE_COLUMNS, data=timeline_rows(report))
+        columns: list[str | int] = [*TIMELINE_COLUMNS]  # wandb's hint is an invariant list
+        table = self._wandb.Table(columns=columns, data=timeline_rows(report))
         self.run.log({**values, TIMELINE_KEY: table})
         self.generations += 1
 

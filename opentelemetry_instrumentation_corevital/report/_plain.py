@@ -17,17 +17,21 @@ def from_plain(cls: type, data: Any) -> Any:
     return cls(**kwargs)
 
 
+def _dataclass(hint: Any) -> bool:
+    return isinstance(hint, type) and is_dataclass(hint)
+
+
 def _convert(hint: Any, value: Any) -> Any:
     if value is None:
         return None
     origin = get_origin(hint)
     args = get_args(hint)
-    if is_dataclass(hint):
+    if _dataclass(hint):
         return from_plain(hint, value)
-    if origin is list and args and is_dataclass(args[0]):
+    if origin is list and args and _dataclass(args[0]):
         return [from_plain(args[0], v) for v in value]
     if args and origin is not list and origin is not dict:  # Optional[X] / X | None
         for arg in args:
-            if is_dataclass(arg):
+            if _dataclass(arg):
                 return from_plain(arg, value)
     return value
