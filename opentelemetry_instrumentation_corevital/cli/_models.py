@@ -124,7 +124,7 @@ def load(source: ModelSource, device: str, dtype: Any) -> tuple[Any, Any]:
     except Exception as exc:
         kind = f"{type(exc).__module__}.{type(exc).__name__}".replace("builtins.", "")
         raise ModelLoadError(f"cannot load {what}: {kind}: {_first_line(exc)}") from exc
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) types it as unbound
     model.eval()
     # Name the model by what the user asked for, not by a site-packages path.
     model.config.name_or_path = source.display_name

@@ -148,7 +148,8 @@ def render(report: Report, text: str | None, files: Sequence[str], width: int = 
     if seq is not None and seq.timeline.entropy:
         agg = seq.aggregates
         entropy = seq.timeline.entropy
-        peak = max(range(len(entropy)), key=lambda i: entropy[i] if entropy[i] is not None else -1.0)
+        scores = [e if e is not None else -1.0 for e in entropy]
+        peak = max(range(len(scores)), key=scores.__getitem__)
         high = max(8.0, agg.entropy_max or 0.0)
         lines.append(f"entropy   {sparkline(entropy, 0.0, high, 64)}")
         lines.append(
