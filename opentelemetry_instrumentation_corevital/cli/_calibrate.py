@@ -24,6 +24,7 @@ LINE_KEYS = frozenset({"prompt", "continuation", "label"})
 
 
 def add_parser(subparsers: Any) -> None:
+    """Register ``corevital calibrate``."""
     from ._run import _positive_int
 
     p = subparsers.add_parser(
@@ -96,6 +97,7 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the model on the prompts file and write the calibrated profile; the exit code."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     from ..signals.calibration import calibration_profile, sequence_features
     from ..signals.profiles import load_profile, profile_name_for

@@ -33,6 +33,7 @@ OUTPUTS = ("reports.jsonl", "traces.jsonl", "logs.jsonl")
 
 
 def add_parser(subparsers: Any) -> None:
+    """Register ``corevital migrate``."""
     p = subparsers.add_parser(
         "migrate",
         help="convert original CoreVital reports (schema 0.3.x, 0.4.0) into reports and OTLP JSON lines",
@@ -188,6 +189,7 @@ def write_otlp(reports: list[Any], traces: Path, logs: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Convert the input reports and write them, with their OTLP JSON lines, to OUT; the exit code."""
     source, out = Path(args.input), Path(args.output)
     reports = convert(_inputs(source), content=not args.no_content, profile=args.profile)
     try:

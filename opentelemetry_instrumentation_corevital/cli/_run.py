@@ -44,6 +44,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def add_parser(subparsers: Any) -> None:
+    """Register ``corevital run`` with a flag for every option."""
     p = subparsers.add_parser(
         "run",
         help="generate with a model and print CoreVital's report",
@@ -94,6 +95,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # tqdm reads this when transformers imports it; our own progress indicator is enough.
+    """Generate once, instrumented, and print the report; the exit code."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     options = parsed(args, Options)
     settings = _telemetry.settings(args)

@@ -28,6 +28,7 @@ def _port(text: str) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
+    """Register ``corevital view``."""
     p = subparsers.add_parser(
         "view",
         help="browse runs in OTLP JSON lines files (Streamlit viewer)",
@@ -68,6 +69,7 @@ def streamlit_command(app: str, port: int) -> list[str]:
 
 
 def view(args: argparse.Namespace) -> int:
+    """Start the Streamlit viewer on the given files and wait for it; the exit code."""
     if importlib.util.find_spec("streamlit") is None:
         raise CoreVitalError(MISSING_STREAMLIT)
     paths = args.paths or [DEFAULT_OUT]

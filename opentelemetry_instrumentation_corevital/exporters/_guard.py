@@ -67,6 +67,7 @@ class Once:
         _guarded.once = None
 
     def failed(self, signal: str, detail: object) -> None:
+        """Count a lost batch; warn the first time only, with the OTLP exporter's own message when it logged one."""
         self.failures += 1
         if not self._warned:
             self._warned = True

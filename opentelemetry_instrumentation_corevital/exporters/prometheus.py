@@ -87,10 +87,12 @@ class PrometheusEndpoint:
 
     @property
     def url(self) -> str:
+        """The scrape URL (IPv6 hosts bracketed)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 
     def shutdown(self) -> None:
+        """Stop our meter provider (if we own one) and the HTTP server."""
         try:
             if self.meter_provider is not None:
                 self.meter_provider.shutdown()
