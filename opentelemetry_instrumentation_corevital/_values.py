@@ -12,9 +12,12 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .signals.profiles import Profile
 
 
 class CaptureMode(str, enum.Enum):
@@ -221,7 +224,7 @@ def parse_exporters(value: Any, source: str = "exporters") -> tuple[str, ...]:
     return tuple(names)
 
 
-def parse_profile(value: Any, source: str = "profile") -> Any:
+def parse_profile(value: Any, source: str = "profile") -> Profile:
     """A shipped profile name or a profile file path, loaded now so that a bad one fails at ``instrument()``."""
     from .signals.profiles import Profile, builtin_names, load_profile
 
@@ -297,7 +300,7 @@ def parse_object(value: Any, source: str) -> Any:
     return value
 
 
-def parse_callable(value: Any, source: str) -> Any:
+def parse_callable(value: Any, source: str) -> Callable[..., object]:
     """A function, checked now so that a wrong value fails before any generation."""
     if not callable(value):
         raise ConfigurationError(f"{source} must be callable: it receives a StepView and returns True to stop.")

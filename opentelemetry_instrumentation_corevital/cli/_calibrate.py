@@ -19,6 +19,7 @@ from typing import Any
 
 from .._errors import ConfigurationError, CoreVitalError, OutputError
 from .._values import parse_capture
+from ..report import Report
 
 LINE_KEYS = frozenset({"prompt", "continuation", "label"})
 
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     labels: list[int | None] = []
     for i, item in enumerate(runs):
         inputs = {k: v.to(device) for k, v in _encode(tokenizer, item["prompt"], args.chat).items()}
+        report: Report | None
         if item["continuation"] is not None:
             ids = tokenizer(item["continuation"], add_special_tokens=False, return_tensors="pt")["input_ids"]
             report = monitor.score(model, inputs["input_ids"], ids.to(device), inputs.get("attention_mask"))

@@ -10,6 +10,7 @@ from typing import Any
 
 from .._config import Options
 from .._errors import CoreVitalError
+from ..report import Report
 from . import _models, _telemetry
 from ._flags import add_flags, parsed
 from ._perf import measure_overhead
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..instrument import CoreVitalInstrumentor, generation_context
 
-    reports: list[Any] = []
+    reports: list[Report] = []
     instrumentor = CoreVitalInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()

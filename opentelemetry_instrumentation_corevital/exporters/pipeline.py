@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._config import ExporterSettings
 from .._errors import ConfigurationError, OutputError
@@ -31,10 +31,13 @@ from ._guard import Once, guard
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs.export import LogRecordExporter
-    from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricReader
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import TracerProvider
 
     from ..configuration import Configuration
+    from .dispatch import ReportExporter
 
 _logger = logging.getLogger(__name__)
 
@@ -94,7 +97,11 @@ def _otlp_exporters(
 
 
 def _sdk_pipeline(
-    config: Configuration, names: Sequence[str], settings: ExporterSettings, resource: Any, readers: list[Any]
+    config: Configuration,
+    names: Sequence[str],
+    settings: ExporterSettings,
+    resource: Resource | None,
+    readers: list[MetricReader],
 ) -> None:
     try:
         from opentelemetry.sdk._logs import LoggerProvider
@@ -180,7 +187,7 @@ def ensure_writable(folder: Path, label: str = "") -> Path:
     return folder
 
 
-def _ddtrace_provider() -> Any:
+def _ddtrace_provider() -> TracerProvider:
     try:
         from ddtrace.opentelemetry import TracerProvider
     except ImportError as exc:
@@ -193,7 +200,7 @@ def _ddtrace_provider() -> Any:
     return TracerProvider()
 
 
-def _resource(names: Sequence[str]) -> Any:
+def _resource(names: Sequence[str]) -> Resource | None:
     """The SDK resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), when an SDK part is built."""
     if not any(n in SDK_EXPORTERS or n == "prometheus" for n in names):
         return None
@@ -213,10 +220,10 @@ def build(config: Configuration) -> None:
         raise ConfigurationError(
             f"exporters: 'ddtrace' and {sdk[0]!r} both want CoreVital's spans; choose one trace destination"
         )
-    built: list[Any] = []
+    built: list[ReportExporter] = []
     try:
         resource = _resource(names)
-        readers: list[Any] = []
+        readers: list[MetricReader] = []
         if "prometheus" in names:
             try:
                 from .prometheus import PrometheusEndpoint
@@ -251,7 +258,7 @@ def build(config: Configuration) -> None:
         raise
 
 
-def _report_exporter(name: str, settings: ExporterSettings) -> Any:
+def _report_exporter(name: str, settings: ExporterSettings) -> ReportExporter:
     if name == "sqlite":
         from .sqlite import SQLiteReportExporter
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin, get_type_hints
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
-def from_plain(cls: type, data: Any) -> Any:
+def from_plain(cls: type[T], data: Mapping[str, Any]) -> T:
     """An instance of dataclass ``cls`` from its ``asdict`` form, nested dataclasses included (unknown keys ignored)."""
     hints = get_type_hints(cls)
     kwargs = {}
