@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CoreVitalError
-from ._run import _positive_int
+from ._flags import port
 from ._telemetry import DEFAULT_OUT
 
 DEFAULT_PORT = 8577
@@ -18,13 +18,6 @@ ENV_PATHS = "COREVITAL_VIEW_PATHS"  # read by viewer/app.py
 MISSING_STREAMLIT = (
     "the viewer needs Streamlit, which is not installed: pip install 'opentelemetry-instrumentation-corevital[viewer]'"
 )
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be 1..65535, got {value}")
-    return value
 
 
 def add_parser(subparsers: Any) -> None:
@@ -37,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
         "Stop it with Ctrl+C.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help=f"files or folders to read (default: ./{DEFAULT_OUT})")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--port", type=port, default=DEFAULT_PORT, help="port on 127.0.0.1 (default: %(default)s)")
     p.set_defaults(handler=view)
 
 
