@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import ExporterSettings, check_keys, keywords, resolve, resolve_one
-from .exporters.pipeline import build
+from .exporters.pipeline import build, each_quietly
 from .instrument import CoreVitalInstrumentor
 from .package import _instruments
 from .report import Report
@@ -94,11 +94,7 @@ class Configuration:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Export what is buffered now (spans, metrics, logs, queued reports)."""
-        for provider in self.providers:
-            try:
-                provider.force_flush()
-            except Exception:
-                pass
+        each_quietly(provider.force_flush for provider in self.providers)
         if self.dispatcher is not None:
             self.dispatcher.flush(timeout)
 
@@ -109,11 +105,7 @@ class Configuration:
         self._closed = True
         if self.dispatcher is not None:
             self.dispatcher.shutdown()
-        for provider in self.providers:
-            try:
-                provider.shutdown()
-            except Exception:
-                pass
+        each_quietly(provider.shutdown for provider in self.providers)
         if self.prometheus is not None:
             self.prometheus.shutdown()
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -249,13 +249,18 @@ def build(config: Configuration) -> None:
 
             config.dispatcher = ReportDispatcher(built, settings.export_queue_size)
     except BaseException:
-        for exporter in built:
-            try:
-                exporter.shutdown()
-            except Exception:
-                pass
+        each_quietly(exporter.shutdown for exporter in built)
         config.shutdown()
         raise
+
+
+def each_quietly(calls: Iterable[Callable[[], object]]) -> None:
+    """Make every call even when some fail: one backend that cannot flush or stop must not keep the others from it."""
+    for call in calls:
+        try:
+            call()
+        except Exception:
+            pass
 
 
 def _report_exporter(name: str, settings: ExporterSettings) -> ReportExporter:
