@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._errors import ConfigurationError
 from ._values import (
@@ -45,6 +45,9 @@ from ._values import (
     parse_unit_float,
     parse_whole,
 )
+
+if TYPE_CHECKING:
+    from .signals.profiles import Profile
 
 ENV_PREFIX = "OTEL_INSTRUMENTATION_COREVITAL_"
 _P = ENV_PREFIX
@@ -136,7 +139,7 @@ class Options:
         _P + "HIGH_ENTROPY_BITS",
         shown_default="the profile's",
     )
-    profile: Any = option(
+    profile: Profile | None = option(
         None,
         parse_profile,
         "a shipped profile name or a .json profile file (a loaded Profile)",
@@ -166,7 +169,7 @@ class Options:
         shown_default="3 whole periods",
     )
     high_entropy_run: int = option(8, parse_positive_int, "stop_on=high_entropy: steps in a row above the threshold")
-    step_callback: Any = option(
+    step_callback: Callable[[StepView], object] | None = option(
         None, parse_callable, "your function of a StepView, run every callback_every steps; True stops the generation"
     )
     callback_every: int = option(1, parse_positive_int, "steps between step_callback calls")
@@ -369,7 +372,7 @@ def signature(table: type, width: int = 100) -> str:
     """``key=default, ...`` as Python would spell the defaults, wrapped for docstrings."""
     lines, line = [], ""
     for key, f, _ in specs(table):
-        value = f.default
+        value: object = f.default
         value = value.value if hasattr(value, "value") else value.describe() if hasattr(value, "describe") else value
         item = f"{key}={str(value)!r}" if isinstance(value, Path) else f"{key}={value!r}"
         if line and len(line) + len(item) + 2 > width:

@@ -22,13 +22,14 @@ from typing import Any
 
 from ._config import parse_overrides
 from ._errors import ConfigurationError
-from .configuration import instrument_from_environment
+from .configuration import Configuration, instrument_from_environment
 from .instrument import WATCHERS, CoreVitalInstrumentor, score
+from .report import Report
 
 _DEFAULT_INTERVENE_ON = ("repetition_loop", "nan_or_inf")
 _lock = threading.Lock()
 _activations = 0  # monitors currently holding an instrumentation they started
-_configuration: Any = None  # what the first of them configured from the environment
+_configuration: Configuration | None = None  # what the first of them configured from the environment
 
 
 class CoreVitalMonitor:
@@ -58,7 +59,7 @@ class CoreVitalMonitor:
         self.overrides = parse_overrides(options)
         self.intervene_above = float(intervene_above)
         self.intervene_on = tuple(intervene_on)
-        self.reports: list[Any] = []
+        self.reports: list[Report] = []
         self._keep = keep
         self._lock = threading.Lock()
 
@@ -80,7 +81,7 @@ class CoreVitalMonitor:
         with self.watch():
             return model.generate(*args, **kwargs)
 
-    def score(self, model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Any:
+    def score(self, model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Report:
         """Teacher-force ``continuation_ids`` after ``prompt_ids`` in one forward and return its report.
 
         The report has one step per continuation token with the same signals a
@@ -90,7 +91,7 @@ class CoreVitalMonitor:
         with self.watch():
             return score(model, prompt_ids, continuation_ids, attention_mask)
 
-    def receive(self, report: Any) -> None:
+    def receive(self, report: Report) -> None:
         """Called by the instrumentation with each watched generation's report."""
         with self._lock:
             self.reports.append(report)
@@ -98,11 +99,11 @@ class CoreVitalMonitor:
 
     # -- answers about the last watched generation ------------------------------------------------
     @property
-    def report(self) -> Any:
+    def report(self) -> Report | None:
         """The last watched generation's :class:`Report` (None before the first)."""
         return self.reports[-1] if self.reports else None
 
-    def _last(self) -> Any:
+    def _last(self) -> Report:
         report = self.report
         if report is None:
             raise LookupError("no generation has been watched yet: call monitor.generate(...) or use monitor.watch()")

@@ -12,9 +12,12 @@ import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .signals.profiles import Profile
 
 
 class CaptureMode(str, enum.Enum):
@@ -36,14 +39,17 @@ class ContentMode(str, enum.Enum):
 
     @property
     def on_span(self) -> bool:
+        """Whether prompt and output text go on the span."""
         return self in (ContentMode.SPAN_ONLY, ContentMode.SPAN_AND_EVENT)
 
     @property
     def on_event(self) -> bool:
+        """Whether prompt and output text go on log events."""
         return self in (ContentMode.EVENT_ONLY, ContentMode.SPAN_AND_EVENT)
 
     @property
     def enabled(self) -> bool:
+        """Whether any content is recorded at all."""
         return self is not ContentMode.NO_CONTENT
 
 
@@ -65,6 +71,7 @@ class LayerSelection:
     every: int | None = None
 
     def resolve(self, count: int) -> tuple[int, ...] | None:
+        """The layer indices for a model of ``count`` layers (negatives from the end); None means all."""
         if self.indices is not None:
             return tuple(i if i >= 0 else count + i for i in self.indices)
         if self.every is not None:
@@ -72,12 +79,14 @@ class LayerSelection:
         return None
 
     def describe(self) -> str:
+        """The selection as ``layers=`` would spell it."""
         if self.indices is not None:
             return ",".join(str(i) for i in self.indices)
         return f"every:{self.every}" if self.every is not None else "all"
 
 
 def parse_capture(value: Any, source: str = "capture") -> CaptureMode:
+    """A :class:`CaptureMode` from its name, any case."""
     if isinstance(value, CaptureMode):
         return value
     text = str(value).strip().lower()
@@ -89,6 +98,7 @@ def parse_capture(value: Any, source: str = "capture") -> CaptureMode:
 
 
 def parse_bool(value: Any, source: str) -> bool:
+    """A boolean from true/false, yes/no, on/off or 1/0 (empty is false)."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -100,6 +110,7 @@ def parse_bool(value: Any, source: str) -> bool:
 
 
 def parse_positive_int(value: Any, source: str) -> int:
+    """A whole number >= 1."""
     try:
         number = int(str(value).strip())
     except ValueError:
@@ -110,6 +121,7 @@ def parse_positive_int(value: Any, source: str) -> int:
 
 
 def parse_positive_float(value: Any, source: str) -> float:
+    """A finite number > 0."""
     try:
         number = float(str(value).strip())
     except ValueError:
@@ -167,6 +179,7 @@ def parse_stop_on(value: Any, source: str = "stop_on") -> tuple[str, ...]:
 
 
 def parse_unit_float(value: Any, source: str) -> float:
+    """A number between 0 and 1, both included."""
     try:
         number = float(str(value).strip())
     except ValueError:
@@ -211,7 +224,7 @@ def parse_exporters(value: Any, source: str = "exporters") -> tuple[str, ...]:
     return tuple(names)
 
 
-def parse_profile(value: Any, source: str = "profile") -> Any:
+def parse_profile(value: Any, source: str = "profile") -> Profile:
     """A shipped profile name or a profile file path, loaded now so that a bad one fails at ``instrument()``."""
     from .signals.profiles import Profile, builtin_names, load_profile
 
@@ -287,7 +300,7 @@ def parse_object(value: Any, source: str) -> Any:
     return value
 
 
-def parse_callable(value: Any, source: str) -> Any:
+def parse_callable(value: Any, source: str) -> Callable[..., object]:
     """A function, checked now so that a wrong value fails before any generation."""
     if not callable(value):
         raise ConfigurationError(f"{source} must be callable: it receives a StepView and returns True to stop.")

@@ -18,12 +18,27 @@ from __future__ import annotations
 import atexit
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._config import ExporterSettings, check_keys, keywords, resolve, resolve_one
-from .exporters.pipeline import build
+from .exporters.pipeline import build, each_quietly
 from .instrument import CoreVitalInstrumentor
 from .package import _instruments
+from .report import Report
+
+if TYPE_CHECKING:
+    from opentelemetry._logs import LoggerProvider
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.sdk._logs import LoggerProvider as SdkLoggerProvider
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.trace import TracerProvider
+
+    from .exporters.dispatch import ReportDispatcher
+    from .exporters.prometheus import PrometheusEndpoint
+
+#: What ``on_report`` receives: each finished report.
+ReportCallback = Callable[[Report], None]
 
 __all__ = ["Configuration", "ZeroCodeInstrumentor", "configure", "instrument_from_environment"]
 
@@ -38,13 +53,13 @@ class Configuration:
 
     def __init__(self, settings: ExporterSettings) -> None:
         self.settings = settings
-        self.tracer_provider: Any = None
-        self.meter_provider: Any = None
-        self.logger_provider: Any = None
-        self.prometheus: Any = None  # an exporters.prometheus.PrometheusEndpoint
-        self.dispatcher: Any = None  # an exporters.dispatch.ReportDispatcher
+        self.tracer_provider: TracerProvider | None = None
+        self.meter_provider: MeterProvider | None = None
+        self.logger_provider: LoggerProvider | None = None
+        self.prometheus: PrometheusEndpoint | None = None
+        self.dispatcher: ReportDispatcher | None = None
         self.files: list[Path] = []  # files the exporters write
-        self.providers: list[Any] = []  # SDK providers built here, metrics first
+        self.providers: list[SdkMeterProvider | SdkTracerProvider | SdkLoggerProvider] = []  # built here, metrics first
         self._closed = False
 
     @property
@@ -63,11 +78,11 @@ class Configuration:
         return self.prometheus.url if self.prometheus is not None else None
 
     @property
-    def on_report(self) -> Callable[[Any], None] | None:
+    def on_report(self) -> ReportCallback | None:
         """Queues a finished report for the report exporters (never blocks, never raises), or None."""
         return self.dispatcher.submit if self.dispatcher is not None else None
 
-    def instrument_kwargs(self, on_report: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    def instrument_kwargs(self, on_report: ReportCallback | None = None) -> dict[str, Any]:
         """Keyword arguments for ``instrument()``: what was built, and ``on_report`` called before the sinks."""
         kwargs = {
             "tracer_provider": self.tracer_provider,
@@ -79,11 +94,7 @@ class Configuration:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Export what is buffered now (spans, metrics, logs, queued reports)."""
-        for provider in self.providers:
-            try:
-                provider.force_flush()
-            except Exception:
-                pass
+        each_quietly(provider.force_flush for provider in self.providers)
         if self.dispatcher is not None:
             self.dispatcher.flush(timeout)
 
@@ -94,11 +105,7 @@ class Configuration:
         self._closed = True
         if self.dispatcher is not None:
             self.dispatcher.shutdown()
-        for provider in self.providers:
-            try:
-                provider.shutdown()
-            except Exception:
-                pass
+        each_quietly(provider.shutdown for provider in self.providers)
         if self.prometheus is not None:
             self.prometheus.shutdown()
 
@@ -162,12 +169,12 @@ class ZeroCodeInstrumentor:
             config.shutdown()
 
 
-def _chain(first: Callable[[Any], None] | None, second: Callable[[Any], None] | None) -> Any:
+def _chain(first: ReportCallback | None, second: ReportCallback | None) -> ReportCallback | None:
     """Both callbacks in order (``second`` even when ``first`` raised), or the one given."""
     if first is None or second is None:
         return first or second
 
-    def both(report: Any) -> None:
+    def both(report: Report) -> None:
         try:
             first(report)
         finally:

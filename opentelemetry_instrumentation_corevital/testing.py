@@ -13,9 +13,19 @@ Needs ``opentelemetry-sdk`` (the ``cli`` or ``test`` extra) and torch/transforme
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+    from opentelemetry.sdk._logs import ReadableLogRecord
+    from opentelemetry.sdk.metrics.export import Metric
+    from opentelemetry.sdk.trace import ReadableSpan
+    from transformers import PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
+
+    from .report import Report
 
 #: Shapes used by every tiny model: small enough for milliseconds per step on a CPU.
 TINY = {
@@ -31,11 +41,17 @@ TINY_EOS = 255
 TINY_PAD = 0
 
 
-def tiny_config(arch: str = "llama", **overrides: Any) -> Any:
+class _TokenIds(TypedDict):
+    eos_token_id: int
+    pad_token_id: int
+    bos_token_id: int
+
+
+def tiny_config(arch: str = "llama", **overrides: Any) -> PreTrainedConfig:
     """A small config of a real architecture: llama, mistral, mixtral, qwen2, phi3 or gpt2."""
     import transformers as tf
 
-    common = {"eos_token_id": TINY_EOS, "pad_token_id": TINY_PAD, "bos_token_id": 1}
+    common = _TokenIds(eos_token_id=TINY_EOS, pad_token_id=TINY_PAD, bos_token_id=1)
     shapes = dict(TINY)
     if arch == "gpt2":
         config = tf.GPT2Config(
@@ -64,7 +80,7 @@ def tiny_config(arch: str = "llama", **overrides: Any) -> Any:
     return config
 
 
-def tiny_causal_lm(arch: str = "llama", seed: int = 0, **overrides: Any) -> Any:
+def tiny_causal_lm(arch: str = "llama", seed: int = 0, **overrides: Any) -> PreTrainedModel:
     """A deterministic random causal LM of ``arch`` in eval mode, on the CPU."""
     from transformers import AutoModelForCausalLM
 
@@ -85,7 +101,7 @@ TINY_WORDS = (
 ).split()
 
 
-def tiny_tokenizer() -> Any:
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level fast tokenizer whose ids fit the tiny models' vocabulary, with a chat template.
 
     ``<pad>`` is 0, ``<s>`` 1, ``</s>`` 255 (the tiny models' EOS), ``<unk>`` 2 and
@@ -109,7 +125,7 @@ def tiny_tokenizer() -> Any:
     return tokenizer
 
 
-def tiny_seq2seq_lm(seed: int = 0) -> Any:
+def tiny_seq2seq_lm(seed: int = 0) -> PreTrainedModel:
     """A deterministic random T5 (2 encoder and 2 decoder layers) in eval mode, on the CPU.
 
     Its decoder starts from token 2 (also its pad token) and ends at :data:`TINY_EOS`.
@@ -124,10 +140,10 @@ def tiny_seq2seq_lm(seed: int = 0) -> Any:
         num_layers=2,
         num_decoder_layers=2,
         num_heads=4,
-        decoder_start_token_id=2,
         pad_token_id=2,
         eos_token_id=TINY_EOS,
     )
+    config.decoder_start_token_id = 2  # not a field of T5Config: set as a plain attribute, as its kwargs would
     config.tie_word_embeddings = False  # a tied random model just repeats its input token
     torch.manual_seed(seed)
     return tf.AutoModelForSeq2SeqLM.from_config(config).eval()
@@ -155,7 +171,7 @@ class OTLPSink:
 
         self.requests: dict[str, list[Any]] = {"traces": [], "metrics": [], "logs": []}
         self._cond = threading.Condition()
-        kinds = {
+        kinds: dict[str, tuple[str, type[Message], type[Message]]] = {
             "/v1/traces": (
                 "traces",
                 trace_service_pb2.ExportTraceServiceRequest,
@@ -196,6 +212,7 @@ class OTLPSink:
                 self.wfile.write(payload)
 
             def log_message(self, *args: Any) -> None:
+                """Quiet: no line per request on stderr."""
                 return None
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
@@ -207,7 +224,7 @@ class OTLPSink:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
 
@@ -226,7 +243,9 @@ class OTLPSink:
         """OTLP ``KeyValue`` protos (a span's, a log record's, a resource's) as a Python dict."""
         return {kv.key: _any_value(kv.value) for kv in key_values}
 
-    def wait_for_spans(self, predicate: Any, timeout: float = 10.0) -> list[tuple[Any, dict[str, Any]]]:
+    def wait_for_spans(
+        self, predicate: Callable[[Any, dict[str, Any]], bool], timeout: float = 10.0
+    ) -> list[tuple[Any, dict[str, Any]]]:
         """Block until a received span satisfies ``predicate(span, attrs)``; return the matching ones."""
         import time
 
@@ -275,7 +294,7 @@ class TelemetryCapture:
         self.log_exporter = InMemoryLogRecordExporter()
         self.logger_provider = LoggerProvider()
         self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self.log_exporter))
-        self.reports: list[Any] = []
+        self.reports: list[Report] = []
         self._kwargs = instrument_kwargs
 
     def __enter__(self) -> TelemetryCapture:
@@ -293,21 +312,23 @@ class TelemetryCapture:
         )
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         from .instrument import CoreVitalInstrumentor
 
         CoreVitalInstrumentor().uninstrument()
 
-    def spans(self) -> list[Any]:
+    def spans(self) -> list[ReadableSpan]:
+        """The spans finished so far, in end order."""
         return list(self.span_exporter.get_finished_spans())
 
-    def logs(self) -> list[Any]:
+    def logs(self) -> list[ReadableLogRecord]:
+        """The log records emitted so far, in order."""
         return list(self.log_exporter.get_finished_logs())
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> dict[str, Metric]:
         """Metric name -> SDK metric object, from one collection of the in-memory reader."""
         data = self.metric_reader.get_metrics_data()
-        found: dict[str, Any] = {}
+        found: dict[str, Metric] = {}
         if data is None:
             return found
         for resource_metrics in data.resource_metrics:

@@ -27,6 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``corevital`` argument parser with every subcommand."""
     parser = _Parser(prog="corevital", description="See inside Hugging Face generation with OpenTelemetry.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details, tracebacks included")
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``corevital`` command; errors become one line on stderr and a non-zero exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -19,12 +19,14 @@ from typing import Any
 
 from .._errors import ConfigurationError, CoreVitalError, OutputError
 from .._values import parse_capture
+from ..report import Report
 
 LINE_KEYS = frozenset({"prompt", "continuation", "label"})
 
 
 def add_parser(subparsers: Any) -> None:
-    from ._run import _positive_int
+    """Register ``corevital calibrate``."""
+    from ._flags import positive_int
 
     p = subparsers.add_parser(
         "calibrate",
@@ -52,7 +54,7 @@ def add_parser(subparsers: Any) -> None:
     chat = p.add_mutually_exclusive_group()
     chat.add_argument("--chat", dest="chat", action="store_true", default=None)
     chat.add_argument("--no-chat", dest="chat", action="store_false")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens per generated run")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens per generated run")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
@@ -96,11 +98,12 @@ def read_runs(path: Path) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the model on the prompts file and write the calibrated profile; the exit code."""
     os.environ.setdefault("TQDM_DISABLE", "1")
     from ..signals.calibration import calibration_profile, sequence_features
     from ..signals.profiles import load_profile, profile_name_for
     from . import _models
-    from ._run import _encode
+    from ._run import _encode, _greedy_kwargs
 
     capture = parse_capture(args.capture, "--capture")
     out = Path(args.out)
@@ -123,14 +126,12 @@ def run(args: argparse.Namespace) -> int:
     labels: list[int | None] = []
     for i, item in enumerate(runs):
         inputs = {k: v.to(device) for k, v in _encode(tokenizer, item["prompt"], args.chat).items()}
+        report: Report | None
         if item["continuation"] is not None:
             ids = tokenizer(item["continuation"], add_special_tokens=False, return_tensors="pt")["input_ids"]
             report = monitor.score(model, inputs["input_ids"], ids.to(device), inputs.get("attention_mask"))
         else:
-            kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": False}
-            if tokenizer.pad_token_id is not None:
-                kwargs["pad_token_id"] = tokenizer.pad_token_id
-            monitor.generate(model, **inputs, **kwargs)
+            monitor.generate(model, **inputs, **_greedy_kwargs(tokenizer, args.max_new_tokens))
             report = monitor.report
         if report is None or not report.sequences:
             raise CoreVitalError(f"run {i + 1} produced no report; rerun with -v")

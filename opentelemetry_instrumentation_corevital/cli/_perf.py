@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ..instrument import CoreVitalInstrumentor
+from ..report import Report
 
 
 def measure_overhead(
@@ -31,7 +32,7 @@ def measure_overhead(
     logger_provider = LoggerProvider()
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(InMemoryLogRecordExporter()))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    reports: list[Any] = []
+    reports: list[Report] = []
     instrumentor = CoreVitalInstrumentor()
 
     def timed(instrumented: bool) -> float:

@@ -19,6 +19,7 @@ FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 @contextmanager
 def progress(label: str, stream: IO[str] | None = None, enabled: bool = True) -> Iterator[None]:
+    """Show ``label`` with elapsed seconds on ``stream`` while the block runs (a spinner on a terminal)."""
     stream = stream or sys.stderr
     if not enabled:
         yield

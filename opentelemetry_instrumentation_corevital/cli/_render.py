@@ -101,6 +101,7 @@ def _flag_detail(flag: str, seq: SequenceReport, report: Report) -> str:
 
 
 def render(report: Report, text: str | None, files: Sequence[str], width: int = 88) -> str:
+    """The report as the text ``corevital run`` prints: header, risk, signals, timings and files."""
     req, model = report.request, report.model
     mode = req.generation_mode or ("sample" if req.do_sample else "greedy")
     lines = [
@@ -148,7 +149,8 @@ def render(report: Report, text: str | None, files: Sequence[str], width: int = 
     if seq is not None and seq.timeline.entropy:
         agg = seq.aggregates
         entropy = seq.timeline.entropy
-        peak = max(range(len(entropy)), key=lambda i: entropy[i] if entropy[i] is not None else -1.0)
+        scores = [e if e is not None else -1.0 for e in entropy]
+        peak = max(range(len(scores)), key=scores.__getitem__)
         high = max(8.0, agg.entropy_max or 0.0)
         lines.append(f"entropy   {sparkline(entropy, 0.0, high, 64)}")
         lines.append(

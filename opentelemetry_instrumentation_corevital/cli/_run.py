@@ -10,8 +10,9 @@ from typing import Any
 
 from .._config import Options
 from .._errors import CoreVitalError
+from ..report import Report
 from . import _models, _telemetry
-from ._flags import add_flags, parsed
+from ._flags import add_flags, non_negative_float, parsed, positive_int
 from ._perf import measure_overhead
 from ._progress import progress
 from ._render import render
@@ -19,31 +20,8 @@ from ._render import render
 DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
 
 
-def _whole(text: str, low: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _whole(text, 1)
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
+    """Register ``corevital run`` with a flag for every option."""
     p = subparsers.add_parser(
         "run",
         help="generate with a model and print CoreVital's report",
@@ -64,7 +42,7 @@ def add_parser(subparsers: Any) -> None:
         help="apply the chat template (default when the tokenizer has one)",
     )
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as plain text")
-    p.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default: %(default)s)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens to generate (default: %(default)s)")
     add_flags(p, Options)
     p.add_argument(
         "--perf",
@@ -72,7 +50,7 @@ def add_parser(subparsers: Any) -> None:
         default="off",
         help="strict: warm up, time plain and instrumented generate in this process, and record the ratio",
     )
-    p.add_argument("--perf-runs", type=_positive_int, default=3, help="timed runs of each kind with --perf strict")
+    p.add_argument("--perf-runs", type=positive_int, default=3, help="timed runs of each kind with --perf strict")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
     p.add_argument(
         "--dtype",
@@ -82,17 +60,18 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=None, help="torch seed, for reproducible sampling")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=_non_negative_float, default=None)
-    p.add_argument("--top-p", type=_non_negative_float, default=None)
-    p.add_argument("--top-k", type=_positive_int, default=None)
-    p.add_argument("--repetition-penalty", type=_non_negative_float, default=None)
-    _telemetry.add_arguments(p, _non_negative_float)
+    p.add_argument("--temperature", type=non_negative_float, default=None)
+    p.add_argument("--top-p", type=non_negative_float, default=None)
+    p.add_argument("--top-k", type=positive_int, default=None)
+    p.add_argument("--repetition-penalty", type=non_negative_float, default=None)
+    _telemetry.add_arguments(p, non_negative_float)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the text view")
     p.add_argument("--quiet", action="store_true", help="no progress indicator")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    """Generate once, instrumented, and print the report; the exit code."""
     # tqdm reads this when transformers imports it; our own progress indicator is enough.
     os.environ.setdefault("TQDM_DISABLE", "1")
     options = parsed(args, Options)
@@ -103,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..instrument import CoreVitalInstrumentor, generation_context
 
-    reports: list[Any] = []
+    reports: list[Report] = []
     instrumentor = CoreVitalInstrumentor()
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
@@ -181,10 +160,17 @@ def _encode(tokenizer: Any, prompt: str, chat: bool | None) -> dict:
     return dict(tokenizer(prompt, return_tensors="pt"))
 
 
-def _generate_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": bool(args.do_sample)}
+def _greedy_kwargs(tokenizer: Any, max_new_tokens: int) -> dict[str, Any]:
+    """``generate()`` keywords for greedy decoding, padding with the tokenizer's pad token when it has one."""
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
     if tokenizer.pad_token_id is not None:
         kwargs["pad_token_id"] = tokenizer.pad_token_id
+    return kwargs
+
+
+def _generate_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
+    kwargs = _greedy_kwargs(tokenizer, args.max_new_tokens)
+    kwargs["do_sample"] = bool(args.do_sample)
     sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
     if not args.do_sample and any(v is not None for v in sampling.values()):
         raise CoreVitalError("--temperature, --top-p and --top-k only apply with --do-sample")

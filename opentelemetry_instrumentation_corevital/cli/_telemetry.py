@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from typing import Any
 
 from .._config import ExporterSettings, given, resolve
@@ -24,7 +25,7 @@ DEFAULT_OUT = str(ExporterSettings().out)  # where `run` writes and `view` reads
 DEFAULT_SERVE_SECONDS = 30.0
 
 
-def add_arguments(p: argparse.ArgumentParser, seconds_type: Any) -> None:
+def add_arguments(p: argparse.ArgumentParser, seconds_type: Callable[[str], float]) -> None:
     """The exporter flags (from the option table) and ``--serve-seconds``."""
     add_flags(p, ExporterSettings, defaults={"exporters": DEFAULT_EXPORTER})
     p.add_argument(

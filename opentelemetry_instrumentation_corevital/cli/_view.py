@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import CoreVitalError
-from ._run import _positive_int
+from ._flags import port
 from ._telemetry import DEFAULT_OUT
 
 DEFAULT_PORT = 8577
@@ -20,14 +20,8 @@ MISSING_STREAMLIT = (
 )
 
 
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"must be 1..65535, got {value}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
+    """Register ``corevital view``."""
     p = subparsers.add_parser(
         "view",
         help="browse runs in OTLP JSON lines files (Streamlit viewer)",
@@ -36,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
         "Stop it with Ctrl+C.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help=f"files or folders to read (default: ./{DEFAULT_OUT})")
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port on 127.0.0.1 (default: %(default)s)")
+    p.add_argument("--port", type=port, default=DEFAULT_PORT, help="port on 127.0.0.1 (default: %(default)s)")
     p.set_defaults(handler=view)
 
 
@@ -68,6 +62,7 @@ def streamlit_command(app: str, port: int) -> list[str]:
 
 
 def view(args: argparse.Namespace) -> int:
+    """Start the Streamlit viewer on the given files and wait for it; the exit code."""
     if importlib.util.find_spec("streamlit") is None:
         raise CoreVitalError(MISSING_STREAMLIT)
     paths = args.paths or [DEFAULT_OUT]

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics.export import MetricExporter
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    Exporter = SpanExporter | LogRecordExporter | MetricExporter
 
 _logger = logging.getLogger(__name__)
 
@@ -59,6 +67,7 @@ class Once:
         _guarded.once = None
 
     def failed(self, signal: str, detail: object) -> None:
+        """Count a lost batch; warn the first time only, with the OTLP exporter's own message when it logged one."""
         self.failures += 1
         if not self._warned:
             self._warned = True
@@ -71,23 +80,31 @@ class Once:
             )
 
 
-def guard(inner: Any, once: Once, signal: str) -> Any:
+@overload
+def guard(inner: MetricExporter, once: Once, signal: str) -> MetricExporter: ...
+@overload
+def guard(inner: LogRecordExporter, once: Once, signal: str) -> LogRecordExporter: ...
+@overload
+def guard(inner: SpanExporter, once: Once, signal: str) -> SpanExporter: ...
+def guard(inner: Exporter, once: Once, signal: str) -> Exporter:
     """Wrap an SDK span, log or metric exporter: failures become ``once``'s single warning, never exceptions."""
     from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
     from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
     from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+    base: type
+    success: Enum
+    failure: Enum
     if isinstance(inner, MetricExporter):
-        base: type = MetricExporter
-        success, failure = MetricExportResult.SUCCESS, MetricExportResult.FAILURE
+        base, success, failure = MetricExporter, MetricExportResult.SUCCESS, MetricExportResult.FAILURE
     elif isinstance(inner, LogRecordExporter):
         base, success, failure = LogRecordExporter, LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
     else:
         base, success, failure = SpanExporter, SpanExportResult.SUCCESS, SpanExportResult.FAILURE
 
-    class Guarded(base):  # type: ignore[valid-type, misc]
+    class Guarded(base):
         def __init__(self) -> None:
-            if base is MetricExporter:  # the reader asks the exporter for its temporality and aggregation
+            if isinstance(inner, MetricExporter):  # the reader asks the exporter for its temporality and aggregation
                 MetricExporter.__init__(
                     self,
                     preferred_temporality=inner._preferred_temporality,
@@ -95,7 +112,8 @@ def guard(inner: Any, once: Once, signal: str) -> Any:
                 )
             self.inner = inner
 
-        def export(self, data: Any, *args: Any, **kwargs: Any) -> Any:
+        def export(self, data: Any, *args: Any, **kwargs: Any) -> Enum:
+            result: Enum
             try:
                 with once:
                     result = self.inner.export(data, *args, **kwargs)

@@ -26,15 +26,19 @@ class ReportExporter(Protocol):
 
     name: str
 
-    def export(self, report: Report) -> None: ...
+    def export(self, report: Report) -> None:
+        """Deliver one finished report (may raise: the dispatcher warns once and goes on)."""
 
-    def shutdown(self) -> None: ...
+    def shutdown(self) -> None:
+        """Release the backend (connection, socket, run)."""
 
 
 _STOP = object()
 
 
 class ReportDispatcher:
+    """Runs the report exporters on one background thread behind a bounded queue."""
+
     def __init__(self, exporters: Sequence[ReportExporter], max_queue: int = 1000) -> None:
         self.exporters = list(exporters)
         self.dropped = 0
@@ -93,6 +97,7 @@ class ReportDispatcher:
                 self._idle.notify_all()
 
     def queued(self) -> int:
+        """Reports waiting for the exporter thread now."""
         return self._queue.qsize()
 
     def flush(self, timeout: float = 30.0) -> bool:

@@ -82,8 +82,10 @@ class DogStatsDReportExporter:
         self._socket.setblocking(False)
 
     def export(self, report: Report) -> None:
+        """Send the report's figures as DogStatsD datagrams (UDP: never blocks on the agent)."""
         for datagram in pack(report_lines(report)):
             self._socket.sendto(datagram, self.address)
 
     def shutdown(self) -> None:
+        """Close the UDP socket."""
         self._socket.close()

@@ -20,16 +20,20 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.metrics.view import Aggregation
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .rotation import Rotation, append_line
@@ -57,13 +61,13 @@ def _hex_ids(node: Any) -> Any:
     return node
 
 
-def to_otlp_json(message: Any) -> dict[str, Any]:
+def to_otlp_json(message: Message) -> dict[str, Any]:
     """An OTLP protobuf request as an OTLP/JSON dictionary."""
     return _hex_ids(MessageToDict(message, use_integers_for_enums=True))
 
 
-class _LineWriter:
-    """Appends one JSON document per line to a path or a text stream, thread-safely."""
+class _JsonLinesExporter:
+    """One OTLP request per line, to a path or a text stream, thread-safely: the body of the three exporters below."""
 
     def __init__(
         self,
@@ -73,21 +77,22 @@ class _LineWriter:
     ) -> None:
         if (path is None) == (stream is None):
             raise ValueError("give exactly one of path or stream")
-        self.path = os.fspath(path) if path is not None else None
+        self.path = Path(path) if path is not None else None
         self._stream = stream
         self._rotation = rotation
         self._lock = threading.Lock()
         self._warned = False
 
-    def write(self, document: dict[str, Any]) -> bool:
-        line = json.dumps(document, separators=(",", ":"), ensure_ascii=False) + "\n"
+    def _write(self, request: Message) -> bool:
+        """Append ``request`` as one line; False (and one warning per exporter) when the write fails."""
+        line = json.dumps(to_otlp_json(request), separators=(",", ":"), ensure_ascii=False) + "\n"
         try:
             with self._lock:
-                if self._stream is not None:
+                if self.path is not None:
+                    append_line(self.path, line, self._rotation)
+                elif self._stream is not None:
                     self._stream.write(line)
                     self._stream.flush()
-                else:
-                    append_line(Path(self.path), line, self._rotation)  # type: ignore[arg-type]
             return True
         except OSError as exc:
             if not self._warned:
@@ -95,63 +100,50 @@ class _LineWriter:
                 _logger.warning("CoreVital could not write telemetry to %s: %s", self.path or "stream", exc)
             return False
 
-
-class _JsonLinesExporter:
-    """One OTLP request per line: the body shared by the three signal exporters below.
-
-    A subclass names its SDK base class, the encoder of its batch and its result enum.
-    """
-
-    _encode: Callable[[Any], Any]
-    _result: Any  # SpanExportResult, MetricExportResult or LogRecordExportResult
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        stream: IO[str] | None = None,
-        rotation: Rotation | None = None,
-    ) -> None:
-        self._writer = _LineWriter(path, stream, rotation)
-
-    def export(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        if not (batch.resource_metrics if isinstance(batch, MetricsData) else batch):
-            return self._result.SUCCESS
-        ok = self._writer.write(to_otlp_json(type(self)._encode(batch)))
-        return self._result.SUCCESS if ok else self._result.FAILURE
-
     def force_flush(self, *args: Any, **kwargs: Any) -> bool:
+        """Nothing is buffered: every batch is written when exported."""
         return True
 
     def shutdown(self, *args: Any, **kwargs: Any) -> None:
+        """Nothing to close: every write opens and closes the file."""
         return None
 
 
 class OTLPJsonSpanExporter(_JsonLinesExporter, SpanExporter):
     """Spans, one ``ExportTraceServiceRequest`` per line."""
 
-    _encode, _result = encode_spans, SpanExportResult
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        """Write the batch as one line; a failed write loses it and returns FAILURE, never raises."""
+        ok = not spans or self._write(encode_spans(spans))
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
 
 class OTLPJsonLogExporter(_JsonLinesExporter, LogRecordExporter):
     """Log records, one ``ExportLogsServiceRequest`` per line."""
 
-    _encode, _result = encode_logs, LogRecordExportResult
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        """Write the batch as one line; a failed write loses it and returns FAILURE, never raises."""
+        ok = not batch or self._write(encode_logs(batch))
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
 
 class OTLPJsonMetricExporter(_JsonLinesExporter, MetricExporter):
     """Metrics, one ``ExportMetricsServiceRequest`` per line (temporality and aggregation as the reader asks)."""
 
-    _encode, _result = encode_metrics, MetricExportResult
-
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
         stream: IO[str] | None = None,
-        preferred_temporality: dict | None = None,
-        preferred_aggregation: dict | None = None,
+        preferred_temporality: dict[type, AggregationTemporality] | None = None,
+        preferred_aggregation: dict[type, Aggregation] | None = None,
         rotation: Rotation | None = None,
     ) -> None:
         MetricExporter.__init__(
             self, preferred_temporality=preferred_temporality, preferred_aggregation=preferred_aggregation
         )
         _JsonLinesExporter.__init__(self, path, stream, rotation)
+
+    def export(self, metrics_data: MetricsData, *args: Any, **kwargs: Any) -> MetricExportResult:
+        """Write the batch as one line; a failed write loses it and returns FAILURE, never raises."""
+        ok = not metrics_data.resource_metrics or self._write(encode_metrics(metrics_data))
+        return MetricExportResult.SUCCESS if ok else MetricExportResult.FAILURE

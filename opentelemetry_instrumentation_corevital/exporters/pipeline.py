@@ -21,16 +21,23 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .._config import ExporterSettings
 from .._errors import ConfigurationError, OutputError
 from ._guard import Once, guard
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk._logs.export import LogRecordExporter
+    from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExporter, MetricReader
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import TracerProvider
+
     from ..configuration import Configuration
+    from .dispatch import ReportExporter
 
 _logger = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ def _missing(name: str, exc: ImportError) -> ConfigurationError:
     )
 
 
-def delta_temporality() -> dict[type, Any]:
+def delta_temporality() -> dict[type, AggregationTemporality]:
     """Delta for counters and histograms, cumulative for up-down counters: what Datadog asks for."""
     from opentelemetry.sdk.metrics import (
         Counter,
@@ -70,26 +77,31 @@ def delta_temporality() -> dict[type, Any]:
     }
 
 
-def _otlp_exporters(protocol: str, temporality: dict | None = None) -> tuple[Any, Any, Any]:
+def _otlp_exporters(
+    protocol: str, temporality: dict[type, AggregationTemporality] | None = None
+) -> tuple[SpanExporter, MetricExporter, LogRecordExporter]:
     """OTLP exporters; endpoints, headers and timeouts come from the standard OTEL_EXPORTER_OTLP_* variables."""
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    elif protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+
+        return GrpcSpans(), GrpcMetrics(preferred_temporality=temporality), GrpcLogs()
+    if protocol == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    else:
-        raise ConfigurationError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf"
-        )
-    metric_kwargs = {"preferred_temporality": temporality} if temporality else {}
-    return OTLPSpanExporter(), OTLPMetricExporter(**metric_kwargs), OTLPLogExporter()
+
+        return OTLPSpanExporter(), OTLPMetricExporter(preferred_temporality=temporality), OTLPLogExporter()
+    raise ConfigurationError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use grpc or http/protobuf")
 
 
 def _sdk_pipeline(
-    config: Configuration, names: Sequence[str], settings: ExporterSettings, resource: Any, readers: list[Any]
+    config: Configuration,
+    names: Sequence[str],
+    settings: ExporterSettings,
+    resource: Resource | None,
+    readers: list[MetricReader],
 ) -> None:
     try:
         from opentelemetry.sdk._logs import LoggerProvider
@@ -120,9 +132,9 @@ def _sdk_pipeline(
             rotation = Rotation(settings.otlp_json_max_bytes, settings.otlp_json_backups)
             files = [folder / TRACES_FILE, folder / METRICS_FILE, folder / LOGS_FILE]
             config.files.extend(files)
-            spans: Any = OTLPJsonSpanExporter(files[0], rotation=rotation)
-            metrics: Any = OTLPJsonMetricExporter(files[1], rotation=rotation)
-            logs: Any = OTLPJsonLogExporter(files[2], rotation=rotation)
+            spans: SpanExporter = OTLPJsonSpanExporter(files[0], rotation=rotation)
+            metrics: MetricExporter = OTLPJsonMetricExporter(files[1], rotation=rotation)
+            logs: LogRecordExporter = OTLPJsonLogExporter(files[2], rotation=rotation)
             simple = True
         elif name == "console":
             import sys
@@ -175,7 +187,7 @@ def ensure_writable(folder: Path, label: str = "") -> Path:
     return folder
 
 
-def _ddtrace_provider() -> Any:
+def _ddtrace_provider() -> TracerProvider:
     try:
         from ddtrace.opentelemetry import TracerProvider
     except ImportError as exc:
@@ -188,7 +200,7 @@ def _ddtrace_provider() -> Any:
     return TracerProvider()
 
 
-def _resource(names: Sequence[str]) -> Any:
+def _resource(names: Sequence[str]) -> Resource | None:
     """The SDK resource (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES), when an SDK part is built."""
     if not any(n in SDK_EXPORTERS or n == "prometheus" for n in names):
         return None
@@ -208,10 +220,10 @@ def build(config: Configuration) -> None:
         raise ConfigurationError(
             f"exporters: 'ddtrace' and {sdk[0]!r} both want CoreVital's spans; choose one trace destination"
         )
-    built: list[Any] = []
+    built: list[ReportExporter] = []
     try:
         resource = _resource(names)
-        readers: list[Any] = []
+        readers: list[MetricReader] = []
         if "prometheus" in names:
             try:
                 from .prometheus import PrometheusEndpoint
@@ -237,16 +249,21 @@ def build(config: Configuration) -> None:
 
             config.dispatcher = ReportDispatcher(built, settings.export_queue_size)
     except BaseException:
-        for exporter in built:
-            try:
-                exporter.shutdown()
-            except Exception:
-                pass
+        each_quietly(exporter.shutdown for exporter in built)
         config.shutdown()
         raise
 
 
-def _report_exporter(name: str, settings: ExporterSettings) -> Any:
+def each_quietly(calls: Iterable[Callable[[], object]]) -> None:
+    """Make every call even when some fail: one backend that cannot flush or stop must not keep the others from it."""
+    for call in calls:
+        try:
+            call()
+        except Exception:
+            pass
+
+
+def _report_exporter(name: str, settings: ExporterSettings) -> ReportExporter:
     if name == "sqlite":
         from .sqlite import SQLiteReportExporter
 

@@ -15,10 +15,13 @@ the OTel scope), never a step, token or trace id.
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .. import names as n
 from .._errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
 
 #: OpenTelemetry name -> Prometheus metric family name, as the OTel exporter (and the Collector) translate them.
 #: Histograms expose ``<family>_bucket``, ``_sum`` and ``_count``; counters already end in ``_total``.
@@ -58,7 +61,7 @@ class PrometheusEndpoint:
     """
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 9464, resource: Any = None, own_provider: bool = True
+        self, host: str = "127.0.0.1", port: int = 9464, resource: Resource | None = None, own_provider: bool = True
     ) -> None:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
@@ -68,8 +71,7 @@ class PrometheusEndpoint:
         self.reader = PrometheusMetricReader(registry=self.registry)
         self.meter_provider = None
         if own_provider:
-            kwargs = {"resource": resource} if resource is not None else {}
-            self.meter_provider = MeterProvider(metric_readers=[self.reader], **kwargs)
+            self.meter_provider = MeterProvider(metric_readers=[self.reader], resource=resource)
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
@@ -87,10 +89,12 @@ class PrometheusEndpoint:
 
     @property
     def url(self) -> str:
+        """The scrape URL (IPv6 hosts bracketed)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 
     def shutdown(self) -> None:
+        """Stop our meter provider (if we own one) and the HTTP server."""
         try:
             if self.meter_provider is not None:
                 self.meter_provider.shutdown()

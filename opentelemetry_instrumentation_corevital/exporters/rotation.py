@@ -19,6 +19,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Rotation:
+    """When a file rotates (``max_bytes``) and how many old files stay (``backups``)."""
+
     max_bytes: int  # 0: never rotate
     backups: int = 5  # old files to keep; 0 keeps none
 

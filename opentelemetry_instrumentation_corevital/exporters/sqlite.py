@@ -142,6 +142,7 @@ class SQLiteReportExporter:
         self._conn: sqlite3.Connection | None = connect(self.path)
 
     def export(self, report: Report) -> None:
+        """Insert one row for the report, reconnecting if the file was closed."""
         row = generation_row(report)
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
@@ -165,6 +166,7 @@ class SQLiteReportExporter:
                 raise
 
     def shutdown(self) -> None:
+        """Close the connection; a later export reopens it."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()

@@ -46,6 +46,7 @@ def summary_values(report: Report) -> dict[str, Any]:
 
 
 def timeline_rows(report: Report) -> list[list[Any]]:
+    """One row per sequence and step, in the order of ``TIMELINE_COLUMNS``, for a W&B table."""
     rows = []
     for sequence in report.sequences:
         timeline = sequence.timeline
@@ -73,11 +74,14 @@ class WandbReportExporter:
         self.generations = 0
 
     def export(self, report: Report) -> None:
+        """Log the report's summary values and its timeline table as one W&B step."""
         values = summary_values(report)
-        table = self._wandb.Table(columns=TIMELINE_COLUMNS, data=timeline_rows(report))
+        columns: list[str | int] = [*TIMELINE_COLUMNS]  # wandb's hint is an invariant list
+        table = self._wandb.Table(columns=columns, data=timeline_rows(report))
         self.run.log({**values, TIMELINE_KEY: table})
         self.generations += 1
 
     def shutdown(self) -> None:
+        """Finish the run if we started it; a run the caller gave stays open."""
         if self._owns_run:
             self.run.finish()

@@ -295,11 +295,8 @@ def trim_to_summary(report: Report) -> Report:
     Keeps logit signals, flags, risk and the per-layer hidden-state norms;
     removes the other layer matrices and prompt and encoder telemetry.
     """
-    cleared = dict.fromkeys(FULL_ONLY_MATRICES)
     sequences = [
-        dataclasses.replace(
-            seq, prompt=None, encoder=None, layers=dataclasses.replace(seq.layers, **cleared) if seq.layers else None
-        )
+        dataclasses.replace(seq, prompt=None, encoder=None, layers=_hidden_norms_only(seq.layers))
         for seq in report.sequences
     ]
     capture = dataclasses.replace(
@@ -308,3 +305,13 @@ def trim_to_summary(report: Report) -> Report:
         signals=[g for g in report.capture.signals if g in ("logits", "tokens", "hidden")],
     )
     return dataclasses.replace(report, capture=capture, sequences=sequences)
+
+
+def _hidden_norms_only(layers: LayerSeries | None) -> LayerSeries | None:
+    """A copy of ``layers`` without the matrices only ``full`` detail keeps."""
+    if layers is None:
+        return None
+    kept = dataclasses.replace(layers)
+    for name in FULL_ONLY_MATRICES:
+        setattr(kept, name, None)
+    return kept

@@ -15,6 +15,13 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+# The diagnosis records live in ._findings; report/_diagnose.py still imports them from here.
+from ._findings import BlameReasonInfo as BlameReasonInfo
+from ._findings import CompoundSignalInfo as CompoundSignalInfo
+from ._findings import Diagnosis
+from ._findings import EarlyWarningInfo as EarlyWarningInfo
+from ._findings import Fingerprint as Fingerprint
+from ._findings import LayerBlameInfo as LayerBlameInfo
 from ._plain import from_plain
 
 SCHEMA_VERSION = "1.2.0"
@@ -23,6 +30,8 @@ SCHEMA_MAJOR = 1
 
 @dataclass
 class ModelInfo:
+    """The model that generated: name, architecture, size, device and dtype."""
+
     name: str
     model_type: str | None = None
     architecture: str | None = None
@@ -38,6 +47,8 @@ class ModelInfo:
 
 @dataclass
 class RequestInfo:
+    """What was asked of ``generate()``: operation and decoding settings."""
+
     operation: str  # "chat" or "text_completion"
     generation_mode: str | None = None  # greedy_search, sample, beam_search ...
     do_sample: bool = False
@@ -56,6 +67,8 @@ class RequestInfo:
 
 @dataclass
 class CaptureInfo:
+    """How the run was captured: mode, signal groups present or unavailable (and why), layers."""
+
     mode: str
     distribution: str = "raw_logits"  # what the logit signals describe ("processed_scores": migrated CoreVital 0.x)
     top_k: int = 10
@@ -70,12 +83,16 @@ class CaptureInfo:
 
 @dataclass
 class Usage:
+    """Prompt and output token counts."""
+
     input_tokens: int
     output_tokens: int
 
 
 @dataclass
 class Timings:
+    """Wall-clock timings of the generation (seconds)."""
+
     duration_s: float
     time_to_first_token_s: float | None = None
     time_per_output_token_s: float | None = None
@@ -96,6 +113,8 @@ class Timeline:
 
 @dataclass
 class Aggregates:
+    """A sequence's logit signals summed up over its steps."""
+
     entropy_mean: float | None = None
     entropy_max: float | None = None
     entropy_p95: float | None = None
@@ -114,6 +133,8 @@ FLAG_ORDER = ("nan_or_inf", "repetition_loop", "mid_layer_anomaly", "attention_c
 
 @dataclass
 class Flags:
+    """The threshold checks of a sequence: whether each fired, how often, and from which step."""
+
     nan_or_inf: bool = False
     nan_or_inf_steps: int = 0
     nan_or_inf_first_step: int | None = None
@@ -139,11 +160,14 @@ class Flags:
     unavailable: dict[str, str] = field(default_factory=dict)  # flag or part of one -> why it could not be checked
 
     def fired(self) -> list[str]:
+        """The names of the flags that fired, in report order."""
         return [name for name in FLAG_ORDER if getattr(self, name)]
 
 
 @dataclass
 class RiskFactor:
+    """One feature's share of the risk score."""
+
     name: str
     value: float
     score: float
@@ -156,6 +180,8 @@ class RiskFactor:
 
 @dataclass
 class RiskInfo:
+    """A sequence's risk score, its level and the factors behind it."""
+
     score: float
     level: str
     factors: list[RiskFactor] = field(default_factory=list)
@@ -167,6 +193,7 @@ class RiskInfo:
     divergent_features: list[str] = field(default_factory=list)  # |z| > 3, most extreme first
 
     def top_factors(self, n: int = 3) -> list[RiskFactor]:
+        """The ``n`` factors that contributed most, largest first."""
         return sorted(self.factors, key=lambda f: f.contribution, reverse=True)[:n]
 
 
@@ -246,60 +273,9 @@ class Intervention:
 
 
 @dataclass
-class CompoundSignalInfo:
-    name: str  # confident_repetition, context_loss, degeneration, attention_bottleneck
-    onset_step: int
-    severity: float
-    evidence: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class EarlyWarningInfo:
-    name: str  # entropy_acceleration, margin_collapse
-    onset_step: int
-    detected_step: int
-    value: float
-    severity: float
-
-
-@dataclass
-class BlameReasonInfo:
-    code: str  # nonfinite, norm_spike, update_spike, attention_collapse
-    severity: float
-    value: float | None  # null for an infinite ratio (non-finite state)
-    detail: str
-    step: int | None = None
-
-
-@dataclass
-class LayerBlameInfo:
-    layer: int
-    severity: float
-    reasons: list[BlameReasonInfo] = field(default_factory=list)
-
-
-@dataclass
-class Fingerprint:
-    version: int
-    vector: list[float | None] = field(default_factory=list)  # see signals.fingerprint.FINGERPRINT_FIELDS
-
-
-@dataclass
-class Diagnosis:
-    """What the run's own values say went wrong, where, and what to do (schema 1.2)."""
-
-    narrative: str = ""
-    compound: list[CompoundSignalInfo] = field(default_factory=list)
-    warnings: list[EarlyWarningInfo] = field(default_factory=list)
-    blame: list[LayerBlameInfo] = field(default_factory=list)
-    fingerprint: Fingerprint | None = None
-    ngram_repeat_rate: float | None = None  # seq-rep-n of the output (kept for re-diagnosis without token ids)
-    distinct_token_ratio: float | None = None
-    unavailable: dict[str, str] = field(default_factory=dict)  # signal -> why this run could not have it
-
-
-@dataclass
 class SequenceReport:
+    """Everything measured about one generated sequence."""
+
     index: int
     prompt_tokens: int
     output_tokens: int
@@ -396,12 +372,16 @@ class Origin:
 
 @dataclass
 class Producer:
+    """The package and version that wrote the report."""
+
     name: str
     version: str
 
 
 @dataclass
 class Report:
+    """One generation call, as the report exporters, the CLI and the viewer read it."""
+
     schema_version: str
     report_id: str
     created_at: str
@@ -421,9 +401,11 @@ class Report:
     origin: Origin | None = None  # set by `corevital migrate`: what the report was converted from
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready data."""
         return asdict(self)
 
     def to_json(self, indent: int | None = None) -> str:
+        """The report as JSON text (non-finite numbers are an error, never written)."""
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
@@ -433,4 +415,5 @@ class Report:
 
     @classmethod
     def from_json(cls, text: str) -> Report:
+        """Rebuild a report from ``to_json()`` output."""
         return cls.from_dict(json.loads(text))

@@ -74,6 +74,7 @@ def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.C
 
 
 def bars(rows: list[dict[str, Any]], x: str, y: str, title: str, x_type: str = "O") -> alt.Chart:
+    """A bar chart of ``y`` over ``x`` with four-decimal tooltips."""
     return (
         alt.Chart(pd.DataFrame(rows))
         .mark_bar()
@@ -87,6 +88,7 @@ def bars(rows: list[dict[str, Any]], x: str, y: str, title: str, x_type: str = "
 
 
 def factor_bars(factors: list[dict[str, Any]]) -> alt.Chart:
+    """The risk factors as horizontal bars, largest contribution on top."""
     frame = pd.DataFrame([{"factor": f["name"], "contribution": f.get("contribution")} for f in factors])
     return (
         alt.Chart(frame)
@@ -101,6 +103,7 @@ def factor_bars(factors: list[dict[str, Any]]) -> alt.Chart:
 
 
 def risk_over_time(rows: list[dict[str, Any]]) -> alt.Chart:
+    """Each run's risk score at its start time."""
     frame = pd.DataFrame(rows)
     return (
         alt.Chart(frame)
@@ -116,6 +119,7 @@ def risk_over_time(rows: list[dict[str, Any]]) -> alt.Chart:
 
 
 def timing_over_time(rows: list[dict[str, Any]]) -> alt.Chart:
+    """Each run's timings (milliseconds) at its start time, one line per measure."""
     frame = pd.DataFrame(rows)
     return (
         alt.Chart(frame)

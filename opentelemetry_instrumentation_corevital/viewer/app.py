@@ -47,6 +47,7 @@ SHOWN_PROBLEMS = 8
 
 
 def paths_from_env() -> list[str]:
+    """The files to read: the environment's path list, else the default folder."""
     raw = os.environ.get(ENV_PATHS, "")
     return [p for p in raw.split(os.pathsep) if p] or list(DEFAULT_PATHS)
 
@@ -83,6 +84,7 @@ def _compare_picked() -> None:
 
 
 def show_problems(problems: list[str]) -> None:
+    """Warn about unreadable lines, the first few openly and the rest folded away."""
     for text in problems[:SHOWN_PROBLEMS]:
         st.warning(text)
     if len(problems) > SHOWN_PROBLEMS:
@@ -294,6 +296,7 @@ def view_performance(index: Index) -> None:
 
 
 def main(paths: list[str] | None = None) -> None:
+    """The whole viewer page: the file chooser in the sidebar, then the chosen view."""
     st.set_page_config(page_title="CoreVital viewer", layout="wide")
     initial = paths or paths_from_env()
     st.sidebar.title("CoreVital viewer")

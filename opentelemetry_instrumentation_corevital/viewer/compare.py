@@ -41,6 +41,7 @@ def _section(data: Any, *path: str) -> dict[str, Any]:
 
 
 def aggregate(detail: RunDetail, report_key: str, span_key: str) -> float | None:
+    """One aggregate of a run, from its report if it has one, else from its span."""
     if detail.report is not None:
         return otlp.finite(_section(detail.report, "summary", "aggregates").get(report_key))
     return otlp.finite((detail.span or {}).get(span_key))
@@ -71,6 +72,7 @@ def table(details: list[RunDetail]) -> list[dict[str, str]]:
 
 
 def riskiest_series(detail: RunDetail) -> SequenceSeries | None:
+    """The series of the sequence the report calls riskiest (else the first one)."""
     found = sequences(detail)
     if not found:
         return None

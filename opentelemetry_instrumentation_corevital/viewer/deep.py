@@ -53,11 +53,14 @@ PROMPT_LAYER_LABELS = {
 
 @dataclass
 class LayerData:
+    """A sequence's per-layer matrices ([layer][step]) ready to chart."""
+
     indices: list[int]  # decoder layer of each row
     steps: list[int]  # generation step of each column
     matrices: dict[str, list[list[float | None]]]
 
     def names(self) -> list[str]:
+        """The matrices present, known ones in their usual order, then any others by name."""
         known = [k for k in LAYER_LABELS if k in self.matrices]
         return known + sorted(k for k in self.matrices if k not in LAYER_LABELS)
 
@@ -108,6 +111,8 @@ def layer_data(sequence: dict[str, Any]) -> LayerData | None:
 
 @dataclass
 class PromptData:
+    """What the prompt pass measured: per-token surprisal and per-layer summaries."""
+
     surprisal: list[float | None]  # one per prompt token after the first
     perplexity: float | None
     layers: list[int]
@@ -120,6 +125,7 @@ class PromptData:
         return [{"position": self.first_position + i, "surprisal": v} for i, v in enumerate(self.surprisal)]
 
     def layer_rows(self) -> list[dict[str, Any]]:
+        """One row per layer with every per-layer value, for a table or chart."""
         return [
             {
                 "layer": layer,

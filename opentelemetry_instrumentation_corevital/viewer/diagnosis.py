@@ -21,6 +21,8 @@ from .index import RunDetail
 
 @dataclass
 class Risk:
+    """The run's risk as the viewer shows it, from the report or else the span."""
+
     score: float | None
     level: str | None
     forced_by: str | None = None
@@ -49,6 +51,7 @@ def _riskiest(report: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def risk(detail: RunDetail) -> Risk:
+    """The riskiest sequence's risk and factors, or the span's score when there is no report."""
     if detail.report is not None:
         summary = _summary(detail)
         seq = _riskiest(detail.report) or {}
@@ -130,6 +133,7 @@ def _flag_detail(name: str, f: dict[str, Any], thresholds: dict[str, Any]) -> st
 
 
 def narrative(detail: RunDetail) -> str | None:
+    """The report's narrative as one text, whatever shape it was written in, or None."""
     value = _summary(detail).get("narrative")
     if isinstance(value, str) and value.strip():
         return value.strip()
@@ -157,6 +161,7 @@ def blamed_layers(detail: RunDetail) -> list[dict[str, Any]]:
 
 
 def blamed_layer_indices(detail: RunDetail) -> list[int]:
+    """The layers the diagnosis blames, ascending and without repeats."""
     return sorted({b["layer"] for b in blamed_layers(detail)})
 
 

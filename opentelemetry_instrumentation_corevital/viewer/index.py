@@ -61,12 +61,14 @@ class RunSummary:
 
     @property
     def time_text(self) -> str:
+        """The start time as UTC text for lists and labels."""
         if self.started is None:
             return "unknown time"
         return datetime.fromtimestamp(self.started, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
     @property
     def short_id(self) -> str:
+        """Eight characters that tell runs apart in labels."""
         return (self.span_id or self.report_id or self.key)[:8]
 
     @property
@@ -78,16 +80,20 @@ class RunSummary:
 
 @dataclass
 class Index:
+    """Every run found in the files, with what could not be read and how much was."""
+
     runs: list[RunSummary]
     problems: list[str]
     files: list[str]
     counts: dict[str, int]
 
     def by_key(self, key: str) -> RunSummary | None:
+        """The run with this key, or None."""
         return next((r for r in self.runs if r.key == key), None)
 
 
 def schema_major(version: Any) -> int | None:
+    """The major number of a schema version, or None when it is not one."""
     head = str(version).split(".")[0]
     return int(head) if head.isdigit() else None
 
@@ -180,6 +186,7 @@ def _merge(run: RunSummary, fields: dict[str, Any], prefer: bool) -> RunSummary:
 
 
 def is_report(document: Any) -> bool:
+    """Whether a JSON document is a bare CoreVital report."""
     return isinstance(document, dict) and "schema_version" in document and "report_id" in document
 
 
@@ -300,6 +307,7 @@ def _index_span(c: _Collector, path: str, number: int, offset: int, i: int, reso
 
 
 def is_report_record(record: dict[str, Any]) -> bool:
+    """Whether an OTLP log record is a CoreVital report event (field or older attribute)."""
     if record.get("eventName") == n.EVENT_REPORT:
         return True
     # Older SDKs put the event name in an attribute instead of the field.

@@ -21,6 +21,8 @@ PERF_PREFIX = n.CV + "perf."
 
 @dataclass
 class Perf:
+    """One run's timings as the performance tab shows them."""
+
     duration_s: float | None
     ttft_s: float | None
     tpot_s: float | None
@@ -31,6 +33,7 @@ class Perf:
 
     @property
     def tokens_per_s(self) -> float | None:
+        """Output tokens per second of the whole generation, when both are known."""
         if self.output_tokens and self.duration_s:
             return self.output_tokens / self.duration_s
         return None
@@ -46,9 +49,11 @@ class Perf:
 
     @property
     def prefill_s(self) -> float | None:
+        """Step 0's duration: the prompt pass and the first token."""
         return self.step_durations[0] if self.step_durations else None
 
     def step_rows(self) -> list[dict[str, Any]]:
+        """One row per captured step with its duration in milliseconds, for charts."""
         return [
             {"step": i * self.step_stride, "duration (ms)": d * 1000 if d is not None else None}
             for i, d in enumerate(self.step_durations)
@@ -64,6 +69,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
 
 
 def perf(detail: RunDetail) -> Perf:
+    """A run's timings, step durations and measured overhead, from whatever its files hold."""
     s = detail.summary
     result = Perf(duration_s=s.duration_s, ttft_s=s.ttft_s, tpot_s=s.tpot_s, output_tokens=s.output_tokens)
     report = detail.report or {}

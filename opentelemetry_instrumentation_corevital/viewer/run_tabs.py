@@ -7,13 +7,17 @@ app, because Streamlit runs the app as a script.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import pandas as pd
 import streamlit as st
 
 from opentelemetry_instrumentation_corevital.viewer import _charts, deep, diagnosis, messages, perf, series
 from opentelemetry_instrumentation_corevital.viewer.index import RunDetail
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: The signals the timeline and compare views chart, in order.
 CHARTED = ("entropy", "surprisal", "margin", "topk_mass")
@@ -29,10 +33,10 @@ def ms(seconds: float | None) -> str:
     return "–" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
-def guarded(part: Any, *args: Any) -> Any:
+def guarded(part: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
     """Draw one part of a page; data of an unexpected shape costs that part (with a message), not the page."""
     try:
-        return part(*args)
+        return part(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - files come from anywhere; the viewer must keep going
         st.error(messages.VIEW_FAILED.format(detail=f"{type(exc).__name__}: {exc}"))
         return None

@@ -70,4 +70,5 @@ def rows(runs: Iterable[RunSummary]) -> list[dict[str, Any]]:
 
 
 def flag_names(runs: Iterable[RunSummary]) -> list[str]:
+    """Every flag that fired in any of ``runs``, sorted, for the filter."""
     return sorted({f for r in runs for f in r.flags})

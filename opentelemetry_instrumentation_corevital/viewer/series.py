@@ -30,6 +30,8 @@ LABELS = {
 
 @dataclass
 class SequenceSeries:
+    """One sequence's per-step signals, from the report or else the span."""
+
     index: int
     steps: list[int]
     values: dict[str, list[float | None]]  # signal -> one value per entry of ``steps``
