@@ -81,12 +81,13 @@ class CoreVitalMonitor:
         with self.watch():
             return model.generate(*args, **kwargs)
 
-    def score(self, model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Report:
+    def score(self, model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Report | None:
         """Teacher-force ``continuation_ids`` after ``prompt_ids`` in one forward and return its report.
 
         The report has one step per continuation token with the same signals a
         generation would have had (span operation ``score``); it is also kept as
-        :attr:`report`, so the other answers apply to it.
+        :attr:`report`, so the other answers apply to it. None only when the
+        report could not be built (telemetry is lost, never the forward's result).
         """
         with self.watch():
             return score(model, prompt_ids, continuation_ids, attention_mask)

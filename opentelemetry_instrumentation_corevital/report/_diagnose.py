@@ -22,14 +22,9 @@ from ..signals.fingerprint import FINGERPRINT_VERSION, fingerprint
 from ..signals.narrative import narrative
 from ..signals.profiles import Profile, resolve_profile
 from ..signals.repetition import copied_steps, ngram_repeat_rate
+from ._findings import BlameReasonInfo, CompoundSignalInfo, Diagnosis, EarlyWarningInfo, Fingerprint, LayerBlameInfo
 from ._model import (
-    BlameReasonInfo,
-    CompoundSignalInfo,
-    Diagnosis,
-    EarlyWarningInfo,
-    Fingerprint,
     Flags,
-    LayerBlameInfo,
     LayerSeries,
     Report,
     RiskFactor,

@@ -15,13 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-# The diagnosis records live in ._findings; report/_diagnose.py still imports them from here.
-from ._findings import BlameReasonInfo as BlameReasonInfo
-from ._findings import CompoundSignalInfo as CompoundSignalInfo
 from ._findings import Diagnosis
-from ._findings import EarlyWarningInfo as EarlyWarningInfo
-from ._findings import Fingerprint as Fingerprint
-from ._findings import LayerBlameInfo as LayerBlameInfo
 from ._plain import from_plain
 
 SCHEMA_VERSION = "1.2.0"

@@ -12,7 +12,8 @@ from ..signals import blame as blame_mod
 from ..signals import layers as layer_sig
 from ..signals.narrative import FactorFact, Finding, NarrativeFacts
 from ..signals.profiles import DiagnosisThresholds
-from ._model import CompoundSignalInfo, Diagnosis, EarlyWarningInfo, Flags, SequenceReport
+from ._findings import CompoundSignalInfo, Diagnosis, EarlyWarningInfo
+from ._model import Flags, SequenceReport
 
 
 def narrative_facts(
