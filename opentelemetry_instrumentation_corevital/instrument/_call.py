@@ -70,10 +70,10 @@ def error_type(exc: BaseException) -> str:
 
 
 class GenerationCall:
-    """One call's span, capture session and report; a context manager around the model's own work.
+    """One call's span, capture source and report; a context manager around the model's own work.
 
     ``with call: call.returned(output)``: entering starts the span and makes the call current (OpenTelemetry
-    context, active call, capture session); leaving undoes that, then records the failure (the exception goes
+    context, active call, capture source); leaving undoes that, then records the failure (the exception goes
     on) or builds and emits the report, kept as :attr:`report`.
     """
 
@@ -107,7 +107,7 @@ class GenerationCall:
         prompt_ids = (
             self.prompt if isinstance(self.prompt, torch.Tensor) and not self.prompt.is_floating_point() else None
         )
-        self.session = TransformersSource(
+        self.source = TransformersSource(
             model, self.device, plan, prompt_ids=prompt_ids, prompt_mask=self.attention_mask
         )
         self.span: trace.Span = trace.INVALID_SPAN
@@ -141,7 +141,7 @@ class GenerationCall:
             warn_once("span", "CoreVital could not start a span (generation not traced): %r", exc)
         self.span_context = trace.set_span_in_context(self.span)
         self._tokens = (ACTIVE_CALL.set(self), otel_context.attach(self.span_context))
-        self.session.start()
+        self.source.start()
         return self
 
     def returned(self, result: Any) -> Any:
@@ -152,7 +152,7 @@ class GenerationCall:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self.session.stop()
+        self.source.stop()
         active, context = self._tokens
         otel_context.detach(context)
         ACTIVE_CALL.reset(active)
@@ -179,7 +179,7 @@ class GenerationCall:
         """The model raised: mark the span and the duration metric; the caller re-raises."""
         try:
             duration = time.perf_counter() - self.start
-            self.session.finish(None)
+            self.source.finish(None)
             kind = error_type(exc)
             self.span.set_attribute(names.ERROR_TYPE, kind)
             self.span.record_exception(exc)
@@ -210,17 +210,17 @@ class GenerationCall:
     def _report(self, result: Any) -> Report:
         duration = time.perf_counter() - self.start
         sequences = result if isinstance(result, torch.Tensor) else getattr(result, "sequences", None)
-        num_return = int(getattr(self.session.generation_config, "num_return_sequences", 1) or 1)
-        capture = self.session.finish(sequences if isinstance(sequences, torch.Tensor) else None, num_return)
+        num_return = int(getattr(self.source.generation_config, "num_return_sequences", 1) or 1)
+        capture = self.source.finish(sequences if isinstance(sequences, torch.Tensor) else None, num_return)
         prompt_rows, mask_rows = host_rows(self.prompt), host_rows(self.attention_mask)
         record = self._prompt_record(prompt_rows, mask_rows)
         if record is not None and record.chat:
             self.operation = names.OP_CHAT
-        if capture.sequences and not self.session.attached:  # our processor never ran: infer the prefix
+        if capture.sequences and not self.source.attached:  # our processor never ran: infer the prefix
             prefix = 1 if self.model_info.is_encoder_decoder else (len(prompt_rows[0]) if prompt_rows else 0)
             capture = dataclasses.replace(capture, prefix_len=prefix)
 
-        generation_config = self.session.generation_config
+        generation_config = self.source.generation_config
         if generation_config is None:
             generation_config = _describe.fallback_generation_config(self.model, self.kwargs)
         prompt_len = int(self.prompt.shape[-1]) if prompt_rows is not None and self.prompt is not None else None
@@ -253,7 +253,7 @@ class GenerationCall:
         """The report's ``request`` section from the effective generation parameters."""
         return RequestInfo(
             operation=self.operation,
-            generation_mode=self.session.generation_mode,
+            generation_mode=self.source.generation_mode,
             seed=self.request_context.get("seed"),
             stream=self.streamer is not None,
             **params,

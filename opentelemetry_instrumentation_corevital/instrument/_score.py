@@ -60,7 +60,7 @@ class ScoreCall(GenerationCall):
         if mask.shape != self.prompt_ids.shape:
             raise ConfigurationError("attention_mask must have prompt_ids' shape (it covers the prompt only)")
         super().__init__(telemetry, model, (self.prompt_ids,), {"attention_mask": mask})
-        self.session.teacher_force(int(self.prompt_ids.shape[1]), int(self.continuation_ids.shape[1]))
+        self.source.teacher_force(int(self.prompt_ids.shape[1]), int(self.continuation_ids.shape[1]))
         self.full_ids = torch.cat([self.prompt_ids, self.continuation_ids], dim=1)
         self.full_mask = torch.cat([mask, torch.ones_like(self.continuation_ids)], dim=1)
 
@@ -74,7 +74,7 @@ class ScoreCall(GenerationCall):
                     use_cache=False,
                     logits_to_keep=int(self.continuation_ids.shape[1]) + 1,
                 )
-            self.session.score(output.logits, self.full_ids, self.full_mask)
+            self.source.score(output.logits, self.full_ids, self.full_mask)
             self.returned(self.full_ids)
         return self.report
 

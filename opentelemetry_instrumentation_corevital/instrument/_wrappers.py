@@ -58,7 +58,7 @@ class Wrappers:
         """Put our step recorder first in the list ``generate`` builds, so it sees raw logits."""
         processors = wrapped(*args, **kwargs)
         call = active_call(instance)
-        if call is not None and call.session.attached:
+        if call is not None and call.source.attached:
             return processors
         generation_config = kwargs.get("generation_config", args[0] if args else None)
         return self._on_call(
@@ -66,7 +66,7 @@ class Wrappers:
             "attach to a generation (signals lost)",
             processors,
             call,
-            lambda c: c.session.processors_for(processors, generation_config, c.assistant_model),
+            lambda c: c.source.processors_for(processors, generation_config, c.assistant_model),
         )
 
     def stopping_criteria(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -77,7 +77,7 @@ class Wrappers:
             options = call.options
             # The report's flag and the stop use one threshold: the profile's, after the user's overrides.
             bits = call.profile.thresholds.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
-            return call.session.criteria_for(
+            return call.source.criteria_for(
                 criteria,
                 options.stop_on,
                 bits,
@@ -99,7 +99,7 @@ class Wrappers:
         if call is not None:
             beam_idx = args[0] if args else kwargs.get("beam_idx")
             if beam_idx is not None:
-                call.session.on_reorder(beam_idx)
+                call.source.on_reorder(beam_idx)
         return result
 
     def update_finished_beams(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -110,7 +110,7 @@ class Wrappers:
             "follow beam search (beam signals lost)",
             None,
             active_call(instance),
-            lambda c: c.session.on_finished_beams(result[2]),
+            lambda c: c.source.on_finished_beams(result[2]),
         )
         return result
 
