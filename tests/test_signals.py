@@ -200,3 +200,13 @@ class TestRisk:
     def test_levels(self):
         assert sig.risk_level(0.29) == "low"
         assert sig.risk_level(0.3) == "medium" and sig.risk_level(0.7) == "high"
+
+
+def test_truncated_stats_bound_entropy_from_the_top_k():
+    from opentelemetry_instrumentation_corevital.signals.logits import truncated_stats
+
+    # p = 0.5, 0.25 shown, 0.25 hidden: H_k = 0.5*1 + 0.25*2 = 1.0; each hidden token has p <= 0.25 -> >= 2 bits
+    entropy, top1, margin, mass = truncated_stats([math.log(0.25), math.log(0.5)])
+    assert (entropy, top1, margin, mass) == pytest.approx((1.5, 0.5, 0.25, 0.75), rel=1e-12)
+    # the whole distribution shown: the exact entropy
+    assert truncated_stats([math.log(0.5), math.log(0.5)])[0] == pytest.approx(1.0, rel=1e-12)

@@ -53,3 +53,24 @@ def softmax(logits: Sequence[float]) -> list[float]:
     exps = [math.exp(x - peak) for x in logits]
     total = sum(exps)
     return [e / total for e in exps]
+
+
+def truncated_stats(top_logprobs: Sequence[float]) -> tuple[float, float, float, float]:
+    """(entropy lower bound, top-1, margin, top-k mass) in bits from only the k largest log-probabilities (ln).
+
+    A server that returns top-k log-probabilities hides the tail, whose mass is
+    ``1 - topk_mass``. Every hidden token is at most as likely as the k-th, so
+    it adds at least ``-log2 p_k`` bits per unit of mass: the entropy returned,
+    ``H_k + (1 - M) * -log2 p_k``, is a lower bound (exact when M = 1). Top-1
+    and margin are exact for k >= 2.
+    """
+    ranked = sorted((math.exp(v) for v in top_logprobs), reverse=True)
+    if not ranked:
+        return math.nan, math.nan, math.nan, math.nan
+    mass = sum(ranked)
+    tail = max(0.0, 1.0 - mass)
+    entropy = -sum(p * math.log2(p) for p in ranked if p > 0)
+    if tail > 0 and ranked[-1] > 0:
+        entropy += tail * -math.log2(ranked[-1])
+    margin = ranked[0] - ranked[1] if len(ranked) > 1 else 0.0
+    return entropy, ranked[0], margin, mass
