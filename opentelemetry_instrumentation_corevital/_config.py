@@ -182,6 +182,13 @@ class Options:
         keyword="capture_content",
         shown_default="off",
     )
+    request_logprobs: int = option(
+        0,
+        parse_whole(0, 20),
+        "openai client: ask for this many top log-probabilities per token in requests that ask for none "
+        "(0: never change a request; then such a request's logit signals are reported unavailable)",
+        _P + "REQUEST_LOGPROBS",
+    )
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,14 @@ INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
 TOKEN_TYPE = "gen_ai.token.type"
 ERROR_TYPE = "error.type"
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+RESPONSE_ID = "gen_ai.response.id"
 
 #: Hugging Face has no value in the well-known provider list; OpenLIT uses this one.
 PROVIDER = "huggingface"
+#: The OpenAI-compatible client: the API spoken (a vLLM, TGI or llama.cpp server has no well-known value).
+PROVIDER_OPENAI = "openai"
 OP_CHAT = "chat"
 OP_TEXT_COMPLETION = "text_completion"
 

@@ -7,6 +7,7 @@ signals are held to.
 
 from ._intercept import install as install_attention_interception
 from ._intercept import uninstall as uninstall_attention_interception
+from ._logprobs import LogprobsSource
 from ._plan import CapturePlan
 from ._source import CaptureSource
 from ._stats import chosen_surprisal, logit_stats
@@ -15,6 +16,7 @@ from ._transformers import TransformersSource
 __all__ = [
     "CapturePlan",
     "CaptureSource",
+    "LogprobsSource",
     "TransformersSource",
     "chosen_surprisal",
     "install_attention_interception",

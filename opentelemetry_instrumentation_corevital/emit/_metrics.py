@@ -141,11 +141,11 @@ class Instruments:
         self.generation["duration"].record(duration_s, {**base, n.ERROR_TYPE: error_type})
 
 
-def metric_attributes(operation: str, model: str) -> dict[str, Any]:
+def metric_attributes(operation: str, model: str, provider: str = n.PROVIDER) -> dict[str, Any]:
     """The GenAI attributes every metric point carries: operation, provider and model."""
     return {
         n.OPERATION_NAME: operation,
-        n.PROVIDER_NAME: n.PROVIDER,
+        n.PROVIDER_NAME: provider,
         n.REQUEST_MODEL: model,
         n.RESPONSE_MODEL: model,
     }

@@ -31,6 +31,7 @@ def publish(
     logger: Logger,
     options: Options,
     extra: Mapping[str, Any],
+    provider: str = n.PROVIDER,
 ) -> None:
     """Emit one generation at ``detail``; metrics are recorded in ``context`` (the span's) for exemplars."""
     span.update_name(span_name(report.request.operation, report.model.name))
@@ -47,8 +48,8 @@ def publish(
         timing = corevital_attributes(report, options.max_span_steps, detail)
         span.set_attributes({k: v for k, v in timing.items() if k.startswith(n.CV + "timing.")})
     # GenAI keys last: the SDK evicts the oldest attributes first.
-    span.set_attributes(genai_attributes(report, content_on_span=options.content.on_span))
-    base = metric_attributes(report.request.operation, report.model.name)
+    span.set_attributes(genai_attributes(report, content_on_span=options.content.on_span, provider=provider))
+    base = metric_attributes(report.request.operation, report.model.name, provider)
     token = otel_context.attach(context)
     try:
         instruments.record(report, base)

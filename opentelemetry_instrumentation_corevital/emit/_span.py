@@ -199,12 +199,12 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
     return attrs
 
 
-def genai_attributes(report: Report, content_on_span: bool) -> dict[str, Any]:
+def genai_attributes(report: Report, content_on_span: bool, provider: str = n.PROVIDER) -> dict[str, Any]:
     """The GenAI semantic-convention attributes of the span, content only when asked for."""
     req = report.request
     attrs: dict[str, Any] = {
         n.OPERATION_NAME: req.operation,
-        n.PROVIDER_NAME: n.PROVIDER,
+        n.PROVIDER_NAME: provider,
         n.REQUEST_MODEL: report.model.name,
         n.RESPONSE_MODEL: report.model.name,
         n.OUTPUT_TYPE: "text",

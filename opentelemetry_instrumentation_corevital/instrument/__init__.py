@@ -1,4 +1,5 @@
-"""``CoreVitalInstrumentor``: wraps ``generate`` (and the tokenizer calls that tell chat from completion)."""
+"""``CoreVitalInstrumentor``: wraps ``generate`` (and the tokenizer calls that tell chat from completion), and the
+``openai`` client's ``create`` methods when that package is installed."""
 
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ class CoreVitalInstrumentor(BaseInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         from ..emit import Instruments
         from ._call import Telemetry
+        from ._openai import OpenAIWrappers
         from ._wrappers import Wrappers
 
         check_keys(kwargs, _ACCEPTED, _HINTS)
@@ -102,7 +104,7 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         )
         wrappers = Wrappers(lambda: self._telemetry)
         wrapped = []
-        for owner, name, wrapper in _targets(wrappers):
+        for owner, name, wrapper in [*_targets(wrappers), *OpenAIWrappers(lambda: self._telemetry).targets()]:
             wrap_function_wrapper(owner, name, wrapper)
             wrapped.append((owner, name))
         self._wrapped = tuple(wrapped)

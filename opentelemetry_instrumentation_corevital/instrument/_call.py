@@ -29,13 +29,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from .. import names
 from .._config import CaptureMode, Options
-from ..capture import CapturePlan, TransformersSource
+from ..capture import CapturePlan, CaptureSource, TransformersSource
 from ..emit import Instruments, emit_report, metric_attributes, publish, report_detail, span_name
-from ..report import PerfInfo, Report, RequestInfo, build_report, trim_to_summary
+from ..report import ModelInfo, PerfInfo, Report, RequestInfo, build_report, trim_to_summary
 from ..signals.profiles import Profile, effective_profile
 from . import _describe
 from ._content import content_input
-from ._context import ACTIVE_CALL, REQUEST_CONTEXT, WATCHERS
+from ._context import ACTIVE_CALL, REQUEST_CONTEXT, WATCHERS, Watcher
 from ._prompts import PromptRecord, PromptRegistry
 from ._request import generation_request, host_rows, request_parts
 
@@ -69,7 +69,113 @@ def error_type(exc: BaseException) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
-class GenerationCall:
+class ReportingCall:
+    """What every instrumented call shares, whatever its engine: the profile, the outcomes and the emission.
+
+    A subclass makes the span, the capture source and the report (:meth:`_report`); ``fail`` and ``succeed``
+    end the span, and the report goes out at the detail the capture mode decides.
+    """
+
+    operation = names.OP_TEXT_COMPLETION
+    provider = names.PROVIDER  # gen_ai.provider.name on the span and the metrics
+    telemetry: Telemetry
+    options: Options
+    model_info: ModelInfo
+    source: CaptureSource
+    span: trace.Span
+    span_context: otel_context.Context
+    watchers: tuple[Watcher, ...]
+    request_context: dict[str, Any]
+    start: float
+    report: Report | None
+    _result: Any
+
+    @functools.cached_property
+    def profile(self) -> Profile:
+        """The model profile of this call, resolved once: the stop criterion and the report use the same one."""
+        options, model = self.options, self.model_info
+        return effective_profile(
+            model.model_type, model.name, options.profile, options.thresholds, options.high_entropy_bits
+        )
+
+    def returned(self, result: Any) -> Any:
+        """Keep what the model's work returned (the report is built from it on leaving); returns it unchanged."""
+        self._result = result
+        return result
+
+    # -- outcomes ------------------------------------------------------------------
+    def fail(self, exc: BaseException) -> None:
+        """The model raised: mark the span and the duration metric; the caller re-raises."""
+        try:
+            duration = time.perf_counter() - self.start
+            self.source.finish(None)
+            kind = error_type(exc)
+            self.span.set_attribute(names.ERROR_TYPE, kind)
+            self.span.record_exception(exc)
+            self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            self.telemetry.instruments.record_failure(
+                duration, metric_attributes(self.operation, self.model_info.name, self.provider), kind
+            )
+        except Exception as ours:  # pragma: no cover - defensive
+            warn_once("fail", "CoreVital could not record a failed generation: %s", ours)
+        finally:
+            self.span.end()
+
+    def succeed(self, result: Any) -> Report | None:
+        """Build the report and emit it; returns the report as handed on. Never raises."""
+        report = None
+        try:
+            report = self._emit(self._report(result))
+        except Exception as exc:
+            warn_once("succeed", "CoreVital could not report a generation (telemetry lost, output unaffected): %r", exc)
+            _logger.debug("report failure", exc_info=True)
+        finally:
+            if self.span.is_recording() and report is None:
+                self.span.set_attribute(names.CAPTURE_ERROR, "report could not be built")
+            self.span.end()
+        return report
+
+    def _report(self, result: Any) -> Report:
+        raise NotImplementedError
+
+    # -- emission --------------------------------------------------------------------
+    def _emit(self, report: Report) -> Report:
+        """Emit at the detail the capture mode decides; hand the report on (log, ``on_report``, monitors) at it."""
+        telemetry = self.telemetry
+        detail = self._detail(report)
+        publish(
+            report,
+            detail,
+            self.span,
+            self.span_context,
+            telemetry.instruments,
+            telemetry.logger,
+            self.options,
+            self.request_context.get("attributes") or {},
+            self.provider,
+        )
+        record = trim_to_summary(report) if report.capture.detail == "summary" else report
+        if self.options.report_log:
+            emit_report(telemetry.logger, record, self.span_context)
+        if telemetry.on_report is not None:
+            telemetry.on_report(record)
+        for watcher in self.watchers:
+            watcher.receive(record)
+        return record
+
+    def _detail(self, report: Report) -> str:
+        """``full`` or ``summary``; ``on_risk`` decides from the risk score. Recorded in ``report.capture.detail``."""
+        mode = self.options.capture
+        if mode is CaptureMode.FULL:
+            report.capture.detail = "full"
+        elif mode is CaptureMode.ON_RISK:
+            score = report.summary.risk_score
+            above = score is not None and score >= self.options.on_risk_threshold
+            report.capture.detail = "full" if above else "summary"
+        return report_detail(report)
+
+
+class GenerationCall(ReportingCall):
     """One call's span, capture source and report; a context manager around the model's own work.
 
     ``with call: call.returned(output)``: entering starts the span and makes the call current (OpenTelemetry
@@ -77,7 +183,7 @@ class GenerationCall:
     on) or builds and emits the report, kept as :attr:`report`.
     """
 
-    operation = names.OP_TEXT_COMPLETION
+    source: TransformersSource
 
     def __init__(self, telemetry: Telemetry, model: Any, args: tuple, kwargs: dict) -> None:
         self.telemetry = telemetry
@@ -116,14 +222,6 @@ class GenerationCall:
         self._result: Any = None
         self._tokens: tuple[Any, ...] = ()
 
-    @functools.cached_property
-    def profile(self) -> Profile:
-        """The model profile of this call, resolved once: the stop criterion and the report use the same one."""
-        options, model = self.options, self.model_info
-        return effective_profile(
-            model.model_type, model.name, options.profile, options.thresholds, options.high_entropy_bits
-        )
-
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> GenerationCall:
         try:
@@ -143,11 +241,6 @@ class GenerationCall:
         self._tokens = (ACTIVE_CALL.set(self), otel_context.attach(self.span_context))
         self.source.start()
         return self
-
-    def returned(self, result: Any) -> Any:
-        """Keep what the model's work returned (the report is built from it on leaving); returns it unchanged."""
-        self._result = result
-        return result
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
@@ -173,38 +266,6 @@ class GenerationCall:
         if stored is not None and trace.get_current_span(stored).get_span_context().is_valid:
             return stored
         return current
-
-    # -- outcomes ------------------------------------------------------------------
-    def fail(self, exc: BaseException) -> None:
-        """The model raised: mark the span and the duration metric; the caller re-raises."""
-        try:
-            duration = time.perf_counter() - self.start
-            self.source.finish(None)
-            kind = error_type(exc)
-            self.span.set_attribute(names.ERROR_TYPE, kind)
-            self.span.record_exception(exc)
-            self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            self.telemetry.instruments.record_failure(
-                duration, metric_attributes(self.operation, self.model_info.name), kind
-            )
-        except Exception as ours:  # pragma: no cover - defensive
-            warn_once("fail", "CoreVital could not record a failed generation: %s", ours)
-        finally:
-            self.span.end()
-
-    def succeed(self, result: Any) -> Report | None:
-        """Build the report and emit it; returns the report as handed on. Never raises."""
-        report = None
-        try:
-            report = self._emit(self._report(result))
-        except Exception as exc:
-            warn_once("succeed", "CoreVital could not report a generation (telemetry lost, output unaffected): %r", exc)
-            _logger.debug("report failure", exc_info=True)
-        finally:
-            if self.span.is_recording() and report is None:
-                self.span.set_attribute(names.CAPTURE_ERROR, "report could not be built")
-            self.span.end()
-        return report
 
     # -- the report ------------------------------------------------------------------
     def _report(self, result: Any) -> Report:
@@ -269,38 +330,3 @@ class GenerationCall:
         if mask_rows:
             row = [t for t, m in zip(row, mask_rows[0]) if m]
         return self.telemetry.prompts.lookup_ids(row)
-
-    # -- emission --------------------------------------------------------------------
-    def _emit(self, report: Report) -> Report:
-        """Emit at the detail the capture mode decides; hand the report on (log, ``on_report``, monitors) at it."""
-        telemetry = self.telemetry
-        detail = self._detail(report)
-        publish(
-            report,
-            detail,
-            self.span,
-            self.span_context,
-            telemetry.instruments,
-            telemetry.logger,
-            self.options,
-            self.request_context.get("attributes") or {},
-        )
-        record = trim_to_summary(report) if report.capture.detail == "summary" else report
-        if self.options.report_log:
-            emit_report(telemetry.logger, record, self.span_context)
-        if telemetry.on_report is not None:
-            telemetry.on_report(record)
-        for watcher in self.watchers:
-            watcher.receive(record)
-        return record
-
-    def _detail(self, report: Report) -> str:
-        """``full`` or ``summary``; ``on_risk`` decides from the risk score. Recorded in ``report.capture.detail``."""
-        mode = self.options.capture
-        if mode is CaptureMode.FULL:
-            report.capture.detail = "full"
-        elif mode is CaptureMode.ON_RISK:
-            score = report.summary.risk_score
-            above = score is not None and score >= self.options.on_risk_threshold
-            report.capture.detail = "full" if above else "summary"
-        return report_detail(report)
