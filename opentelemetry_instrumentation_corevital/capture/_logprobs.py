@@ -20,6 +20,7 @@ import torch
 
 from ..report import CaptureResult
 from ..signals.logits import LN2, truncated_stats
+from ._stats import SERIES, STAT_COLUMNS
 
 #: Why a client capture has no layer signals.
 NO_LAYERS = "an OpenAI-compatible server returns no layer outputs or attention to its clients"
@@ -107,12 +108,10 @@ class LogprobsSource:
 
 def _series(row: list[tuple[str, float | None, list[float]]]) -> dict[str, list[float | None]]:
     """The timeline columns of one choice: exact surprisal, top-k statistics."""
-    series: dict[str, list[float | None]] = {
-        name: [] for name in ("entropy", "top1_prob", "margin", "topk_mass", "surprisal")
-    }
+    series: dict[str, list[float | None]] = {name: [] for name in SERIES}
     for _, logprob, top in row:
         stats = truncated_stats(top)
-        for name, value in zip(("entropy", "top1_prob", "margin", "topk_mass"), stats):
+        for name, value in zip(STAT_COLUMNS, stats):
             series[name].append(value if math.isfinite(value) else None)
         series["surprisal"].append(None if logprob is None else -logprob / LN2)
     return series
