@@ -18,8 +18,8 @@ from ._call import Telemetry, warn_once
 from ._openai_call import OpenAICall, add_logprobs
 
 
-class _Stream(wrapt.ObjectProxy):
-    """A sync ``openai.Stream`` that feeds its chunks to the call; the user sees the same chunks."""
+class _Feeding(wrapt.ObjectProxy):
+    """A stream proxy holding its call until the stream ends; the call is closed once, whatever ends it."""
 
     def __init__(self, stream: Any, call: OpenAICall) -> None:
         super().__init__(stream)
@@ -29,6 +29,10 @@ class _Stream(wrapt.ObjectProxy):
         call, self._self_call = self._self_call, None
         if call is not None:
             call.close(exc)
+
+
+class _Stream(_Feeding):
+    """A sync ``openai.Stream`` that feeds its chunks to the call; the user sees the same chunks."""
 
     def __iter__(self) -> _Stream:
         return self
@@ -60,17 +64,8 @@ class _Stream(wrapt.ObjectProxy):
             self._self_end(None)
 
 
-class _AsyncStream(wrapt.ObjectProxy):
+class _AsyncStream(_Feeding):
     """An ``openai.AsyncStream`` that feeds its chunks to the call."""
-
-    def __init__(self, stream: Any, call: OpenAICall) -> None:
-        super().__init__(stream)
-        self._self_call: OpenAICall | None = call
-
-    def _self_end(self, exc: BaseException | None) -> None:
-        call, self._self_call = self._self_call, None
-        if call is not None:
-            call.close(exc)
 
     def __aiter__(self) -> _AsyncStream:
         return self
