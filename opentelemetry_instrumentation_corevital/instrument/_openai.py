@@ -30,6 +30,12 @@ class _Feeding(wrapt.ObjectProxy):
         if call is not None:
             call.close(exc)
 
+    def _self_fed(self, chunk: Any) -> Any:
+        """Hand a chunk to the call while it is open; the chunk goes to the user unchanged."""
+        if self._self_call is not None:
+            self._self_call.feed(chunk)
+        return chunk
+
 
 class _Stream(_Feeding):
     """A sync ``openai.Stream`` that feeds its chunks to the call; the user sees the same chunks."""
@@ -46,9 +52,7 @@ class _Stream(_Feeding):
         except Exception as exc:
             self._self_end(exc)
             raise
-        if self._self_call is not None:
-            self._self_call.feed(chunk)
-        return chunk
+        return self._self_fed(chunk)
 
     def __enter__(self) -> _Stream:
         return self
@@ -79,9 +83,7 @@ class _AsyncStream(_Feeding):
         except Exception as exc:
             self._self_end(exc)
             raise
-        if self._self_call is not None:
-            self._self_call.feed(chunk)
-        return chunk
+        return self._self_fed(chunk)
 
     async def __aenter__(self) -> _AsyncStream:
         return self
