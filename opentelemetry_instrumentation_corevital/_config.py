@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from .signals.profiles import Profile
 
 ENV_PREFIX = "OTEL_INSTRUMENTATION_COREVITAL_"
+#: Turns CoreVital on in every process of a vLLM server (the ``vllm.general_plugins`` entry point reads it).
+VLLM_PLUGIN_ENV = ENV_PREFIX + "VLLM"
 _P = ENV_PREFIX
 _SPEC = "corevital"
 T = TypeVar("T")

@@ -37,6 +37,7 @@ RESPONSE_ID = "gen_ai.response.id"
 PROVIDER = "huggingface"
 #: The OpenAI-compatible client: the API spoken (a vLLM, TGI or llama.cpp server has no well-known value).
 PROVIDER_OPENAI = "openai"
+PROVIDER_VLLM = "vllm"
 OP_CHAT = "chat"
 OP_TEXT_COMPLETION = "text_completion"
 

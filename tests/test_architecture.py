@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report", "_values", "_config"),
     ("capture", "emit"),
     ("instrument",),
-    ("configuration", "exporters", "_monitor", "testing", "cli", "viewer", "__init__"),
+    ("configuration", "exporters", "_monitor", "testing", "cli", "viewer", "vllm_plugin", "__init__"),
 )
 MAX_LINES = 450
 

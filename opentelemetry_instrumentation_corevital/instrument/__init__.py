@@ -1,5 +1,5 @@
-"""``CoreVitalInstrumentor``: wraps ``generate`` (and the tokenizer calls that tell chat from completion), and the
-``openai`` client's ``create`` methods when that package is installed."""
+"""``CoreVitalInstrumentor``: wraps ``generate`` (and the tokenizer calls that tell chat from completion), the
+``openai`` client's ``create`` methods when that package is installed, and vLLM when it is imported."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ._prompts import PromptRegistry
 if TYPE_CHECKING:  # for annotations only: _call and _wrappers import torch
     from ..report import Report
     from ._call import Telemetry
+    from ._vllm import VLLMWrappers
     from ._wrappers import Wrappers
 
 #: Instrumentation scope name shared by tracer, meter and logger: the package path.
@@ -76,6 +77,7 @@ class CoreVitalInstrumentor(BaseInstrumentor):
 
     _telemetry: Telemetry | None = None  # while instrumented
     _wrapped: tuple[tuple[type, str], ...] = ()
+    _vllm: VLLMWrappers | None = None
 
     def instrumentation_dependencies(self) -> Collection[str]:
         """The transformers versions we support: BaseInstrumentor checks them before instrumenting."""
@@ -90,6 +92,7 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         from ..emit import Instruments
         from ._call import Telemetry
         from ._openai import OpenAIWrappers
+        from ._vllm import VLLMWrappers
         from ._wrappers import Wrappers
 
         check_keys(kwargs, _ACCEPTED, _HINTS)
@@ -108,6 +111,8 @@ class CoreVitalInstrumentor(BaseInstrumentor):
             wrap_function_wrapper(owner, name, wrapper)
             wrapped.append((owner, name))
         self._wrapped = tuple(wrapped)
+        self._vllm = VLLMWrappers(lambda: self._telemetry)
+        self._vllm.install()
         from ..capture import install_attention_interception
 
         install_attention_interception()
@@ -120,6 +125,9 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         wrapped, self._wrapped = self._wrapped, ()
         for owner, name in wrapped:
             unwrap(owner, name)
+        vllm, self._vllm = self._vllm, None
+        if vllm is not None:
+            vllm.uninstall()
 
 
 def score(model: Any, prompt_ids: Any, continuation_ids: Any, attention_mask: Any = None) -> Report | None:
