@@ -63,25 +63,33 @@ class BatchCapture:
     def update(self, removed: Any, added: Any, moved: Any) -> None:
         """Apply vLLM's batch update (removed, then added, then moved), as its interface orders."""
         for index in removed:
-            gone = self.rows.pop(int(index), None)
-            if gone is not None:
-                self.removed.append(gone)
+            self._leave(self.rows.pop(int(index), None))
         for index, params, prompt_ids, output_ids in added:
+            self._leave(self.rows.pop(int(index), None))
             marker = marker_of(params)
-            gone = self.rows.pop(int(index), None)
-            if gone is not None:
-                self.removed.append(gone)
             if marker is not None and marker.get("capture") != "off":
                 key = marker["id"]
-                self.removed = [t for t in self.removed if t.key != key]  # re-added (preempted and resumed)
-                self.rows[int(index)] = Tracked(key, marker, params, list(prompt_ids or ()), output_ids)
+                resumed = next((t for t in self.removed if t.key == key), None)  # preempted, now back
+                if resumed is not None:
+                    self.removed.remove(resumed)
+                    resumed.output_ids, resumed.last = output_ids, None
+                self.rows[int(index)] = resumed or Tracked(key, marker, params, list(prompt_ids or ()), output_ids)
         for first, second, direction in moved:
             a, b = self.rows.pop(int(first), None), self.rows.pop(int(second), None)
             if a is not None:
                 self.rows[int(second)] = a
-            if b is not None and getattr(direction, "name", "") == "SWAP":
-                self.rows[int(first)] = b
+            if getattr(direction, "name", "") == "SWAP":
+                if b is not None:
+                    self.rows[int(first)] = b
+            else:
+                self._leave(b)
         self._retap()
+
+    def _leave(self, tracked: Tracked | None) -> None:
+        """A request left the batch: keep it (and its last token's surprisal, readable only now) until finished."""
+        if tracked is not None:
+            tracked.last = self._last_surprisal(tracked, tracked.output_ids)
+            self.removed.append(tracked)
 
     def _retap(self) -> None:
         """Hooks on the layers while captured requests run (in full when one of them asks), none otherwise."""
@@ -195,7 +203,7 @@ class BatchCapture:
                 return None
             self.removed = [t for t in self.removed if t.key != key]
         outputs = list(output_ids if output_ids is not None else tracked.output_ids)
-        last = self._last_surprisal(tracked, outputs)
+        last = self._last_surprisal(tracked, outputs) if tracked.last is None else tracked.last
         problem = self.taps.problem if self.taps is not None else self.problem
         result = finish_request(tracked, outputs, self.chunks, last, problem, self.config)
         result.finish_reason = reason

@@ -57,6 +57,7 @@ class Tracked:
     prompt_ids: list[int]
     output_ids: list[int]  # vLLM's own list, appended as tokens are sampled
     records: list[Record] = field(default_factory=list)
+    last: float | None = None  # the last token's surprisal, read when the request left the batch
 
 
 @dataclass

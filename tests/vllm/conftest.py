@@ -18,7 +18,9 @@ os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 from opentelemetry_instrumentation_corevital import testing  # noqa: E402
 
 #: The converted SmolLM2 folder (``make test`` makes it); the same path as tests/_services.py's.
-VLLM_MODEL = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), ".cache", "smollm2-135m-instruct-hf")
+VLLM_MODEL = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), ".cache", "smollm2-135m-instruct-hf"
+)
 
 
 @pytest.fixture(scope="session")
