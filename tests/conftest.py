@@ -65,9 +65,17 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def vllm_url(tmp_path_factory):
-    """Base URL (…/v1) of one real `vllm serve` (CPU build, SmolLM2) for the whole test session."""
+def vllm_service(tmp_path_factory):
+    """(base URL …/v1, folder of the server's CoreVital files) of one real `vllm serve` (CPU build, SmolLM2) with
+    our plugin on, for the whole test session."""
     from ._services import vllm_server
 
-    with vllm_server(str(tmp_path_factory.mktemp("vllm"))) as url:
-        yield url
+    folder = str(tmp_path_factory.mktemp("vllm"))
+    with vllm_server(folder) as url:
+        yield url, os.path.join(folder, "corevital")
+
+
+@pytest.fixture(scope="session")
+def vllm_url(vllm_service):
+    """Base URL (…/v1) of the session's `vllm serve`."""
+    return vllm_service[0]

@@ -57,7 +57,6 @@ def _marker(
         propagate.inject(carrier, context=current)
     elif headers:
         propagate.inject(carrier, context=propagate.extract(dict(headers)))
-        marker["remote"] = bool(carrier)
     marker.update({k: v for k, v in carrier.items() if k in ("traceparent", "tracestate")})
     return marker
 
@@ -88,11 +87,12 @@ class VLLMWrappers:
         if params is None or not hasattr(params, "clone") or not hasattr(params, "extra_args"):
             return args, kwargs  # pooling requests: nothing to capture
         entry = (params.extra_args or {}).get(capture.VLLM_MARKER)
-        operation = entry.get("operation") if isinstance(entry, dict) else None
+        entry = entry if isinstance(entry, dict) else {}
         headers = kwargs.get("trace_headers")
         marked = params.clone()
         request_id = args[0] if args else kwargs.get("request_id")
-        marker = _marker(request_id, operation, telemetry.options.capture.value, headers)
+        marker = _marker(request_id, entry.get("operation"), telemetry.options.capture.value, headers)
+        marker["server"] = bool(entry.get("server"))  # the OpenAI-compatible server's request: a SERVER span
         marked.extra_args = {**(marked.extra_args or {}), capture.VLLM_MARKER: marker}
         if in_args:
             return (*args[:2], marked, *args[3:]), kwargs
@@ -106,15 +106,20 @@ class VLLMWrappers:
         finally:
             _OPERATION.reset(token)
 
-    def chat_params(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
-        """The server's chat request: its sampling parameters say "chat" (the request is added later)."""
-        params = wrapped(*args, **kwargs)
-        if self._telemetry() is not None:
-            try:
-                params.extra_args = {**(params.extra_args or {}), capture.VLLM_MARKER: {"operation": names.OP_CHAT}}
-            except Exception:
-                pass
-        return params
+    def _server_params(self, operation: str) -> Callable[..., Any]:
+        """The server's chat or completion request: its sampling parameters say so (the request is added later)."""
+
+        def wrapper(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+            params = wrapped(*args, **kwargs)
+            if self._telemetry() is not None:
+                try:
+                    entry = {"operation": operation, "server": True}
+                    params.extra_args = {**(params.extra_args or {}), capture.VLLM_MARKER: entry}
+                except Exception:
+                    pass
+            return params
+
+        return wrapper
 
     # -- engine ---------------------------------------------------------------------
     def load_model(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -171,7 +176,13 @@ class VLLMWrappers:
                 "vllm.entrypoints.openai.chat_completion.protocol",
                 "ChatCompletionRequest",
                 "to_sampling_params",
-                self.chat_params,
+                self._server_params(names.OP_CHAT),
+            ),
+            (
+                "vllm.entrypoints.openai.completion.protocol",
+                "CompletionRequest",
+                "to_sampling_params",
+                self._server_params(names.OP_TEXT_COMPLETION),
             ),
             ("vllm.model_executor.model_loader.base_loader", "BaseModelLoader", "load_model", self.load_model),
             ("vllm.v1.core.sched.scheduler", "Scheduler", "_free_request", self.free_request),

@@ -106,7 +106,7 @@ class VLLMCall(ReportingCall):
             self.span = self.telemetry.tracer.start_span(
                 span_name(self.operation, self.model_info.name),
                 context=parent,
-                kind=SpanKind.SERVER if self.marker.get("remote") else SpanKind.INTERNAL,
+                kind=SpanKind.SERVER if self.marker.get("server") else SpanKind.INTERNAL,
                 attributes={
                     names.OPERATION_NAME: self.operation,
                     names.PROVIDER_NAME: self.provider,
