@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from opentelemetry_instrumentation_corevital import CoreVitalMonitor
-from opentelemetry_instrumentation_corevital._config import ExporterSettings, Options, keywords, specs
+from opentelemetry_instrumentation_corevital._config import VLLM_PLUGIN_ENV, ExporterSettings, Options, keywords, specs
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"<!-- example(?P<shell>: shell)? -->\n```(?P<lang>\w+)\n(?P<code>.*?)\n```", re.S)
@@ -94,6 +94,7 @@ def test_documented_keywords_and_variables_exist():
     unknown = [call for call in calls if call[1] in accepted and call[2] not in accepted[call[1]]]
     assert unknown == []
     variables = {name for table in (Options, ExporterSettings) for _, _, spec in specs(table) for name in spec.env}
+    variables.add(VLLM_PLUGIN_ENV)
     stale = [
         f"{page.relative_to(ROOT)}: {m.group(0)}"
         for page in pages()
