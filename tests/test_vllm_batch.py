@@ -35,9 +35,10 @@ class Params:
     eos_token_id: int | None = None
     stop_token_ids: list[int] = field(default_factory=list)
     extra_args: dict = field(default_factory=dict)
+    stop: dict = field(default_factory=dict)  # stop_on settings, as the frontend puts them in the marker
 
     def __post_init__(self):
-        self.extra_args = {MARKER: {"id": self.key, "capture": "summary", "arrival": 0.0}}
+        self.extra_args = {MARKER: {"id": self.key, "capture": "summary", "arrival": 0.0, **self.stop}}
 
 
 def _logits(key: str, step: int) -> torch.Tensor:
@@ -163,3 +164,60 @@ def test_unmarked_requests_are_not_captured_and_cost_no_reduce():
     assert capture.rows == {}
     capture.step(torch.zeros(1, VOCAB))
     assert capture.chunks == {}
+
+
+def test_stop_on_nan_lets_only_the_end_token_be_sampled_and_reports_the_step():
+    capture = BatchCapture(torch.device("cpu"))
+    a = Params("a", eos_token_id=7, stop={"stop_on": ["nan_or_inf"]})
+    b = Params("b", eos_token_id=7)  # no stop_on: its logits are never touched
+    out_a, out_b = [], []
+    capture.update([], [(0, a, [1], out_a), (1, b, [1], out_b)], [])
+    logits = torch.zeros(2, VOCAB)
+    logits[:, 3] = float("nan")
+    capture.step(logits)
+    expected = torch.full((VOCAB,), -math.inf)
+    expected[7] = 0.0
+    assert torch.equal(logits[0], expected)
+    assert torch.isnan(logits[1, 3]) and logits[1, 0] == 0.0
+    out_a.append(7)
+    result = capture.finish("a").result
+    assert result.stopped_at == [0] and result.stop_reason == ["nan_or_inf"]
+    assert capture.finish("b").result.stopped_at is None
+
+
+def test_stop_on_high_entropy_needs_its_run_of_steps():
+    capture = BatchCapture(torch.device("cpu"))
+    stop = {"stop_on": ["high_entropy"], "high_entropy_bits": 5.0, "high_entropy_run": 2}
+    outputs: list[int] = []
+    capture.update([], [(0, Params("h", eos_token_id=7, stop=stop), [1], outputs)], [])
+    uniform = torch.zeros(1, VOCAB)  # log2(50) = 5.64 bits > 5
+    capture.step(uniform)
+    assert uniform[0, 0] == 0.0  # one step above the threshold: not yet
+    outputs.append(4)
+    capture.step(uniform)
+    assert uniform[0, 7] == 0.0 and uniform[0, 0] == -math.inf
+    outputs.append(7)
+    result = capture.finish("h").result
+    assert result.stopped_at == [1] and result.stop_reason == ["high_entropy"]
+
+
+def test_stop_on_without_an_end_token_is_reported_not_forced():
+    capture = BatchCapture(torch.device("cpu"))
+    outputs = [5] * 12
+    capture.update([], [(0, Params("n", stop={"stop_on": ["repetition_loop"]}), [1], outputs)], [])
+    logits = torch.zeros(1, VOCAB)
+    capture.step(logits)
+    assert torch.equal(logits, torch.zeros(1, VOCAB))
+    outputs.append(5)
+    assert "stop_on" in capture.finish("n").result.unavailable
+
+
+def test_tail_loops_by_hand():
+    from opentelemetry_instrumentation_corevital.capture._vllm_stop import tail_loops
+
+    assert tail_loops([9] * 12, None)  # period 1, 12 tokens
+    assert not tail_loops([9] * 11, None)
+    assert tail_loops([1, 2, 3] * 4, None)  # period 3: 4 periods = 12 tokens
+    assert not tail_loops([1, 2, 3] * 3, None)  # 9 tokens: fewer than 12
+    assert tail_loops([8, 1, 2, 3, 4, 5, 6] * 3, None)  # period 7: 3 whole periods, 21 tokens
+    assert tail_loops(list(range(10)) * 2 + [0, 1], 2)  # stop_loop_repeat=2: period 10 + 2 repeated = 12

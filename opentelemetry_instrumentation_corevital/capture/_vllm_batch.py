@@ -17,12 +17,14 @@ tokens right after, which orders it). Nothing is read until a request ends.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from . import _vllm_stop as _stop
 from ._reduce import StepInputs, StepLayout, StepState, reduce_step
 from ._stats import LN2, TOP_K
 from ._vllm_request import Chunk, Record, RequestCapture, Tracked, finish_request, stop_reason
@@ -56,6 +58,7 @@ class BatchCapture:
         self._prev_logp: torch.Tensor | None = None
         self._prev_out: torch.Tensor | None = None
         self._prev_sq: torch.Tensor | None = None
+        self._prev_run: torch.Tensor | None = None  # stop_on high_entropy: steps in a row above the threshold
         self.removed: list[Tracked] = []  # left the batch and not finished yet
         self.problem: str | None = None  # why layer summaries are missing
 
@@ -144,14 +147,57 @@ class BatchCapture:
         inputs = StepInputs(scores=scores, token=torch.tensor(tokens, device=scores.device), stacked=stacked)
         flat = reduce_step(layout, state, inputs)
         self._prev_logp, self._prev_out, self._prev_sq = state.logp, state.out, state.sq
+        stops = [_stop.conditions(t.marker) for t in tracked]
+        if any(stops):
+            flat = self._stop(logits, order, tracked, stops, flat, index, valid)
+        else:
+            self._prev_run = None
         if flat.device.type != "cpu":
             flat = flat.to("cpu", non_blocking=True)
-        self.chunks[self._step] = Chunk(flat, layout, int(stacked.shape[-1]) if stacked is not None else 0)
+        self.chunks[self._step] = Chunk(
+            flat, layout, int(stacked.shape[-1]) if stacked is not None else 0, stops=any(stops)
+        )
         self._prev = {}
         for position, t in enumerate(tracked):
             t.records.append(Record(self._step, position, len(t.output_ids), now, valid[position]))
             self._prev[t.key] = position
         self._step += 1
+
+    def _stop(
+        self,
+        logits: torch.Tensor,
+        order: list[int],
+        tracked: list[Tracked],
+        stops: list[tuple[str, ...]],
+        flat: torch.Tensor,
+        index: torch.Tensor,
+        valid: list[bool],
+    ) -> torch.Tensor:
+        """``stop_on``: each row's stop code (host loops, device NaN and entropy runs); stopped rows may sample only
+        their end token. Returns ``flat`` with the codes as one more column."""
+        device = flat.device
+        loops = [
+            _stop.CODES["repetition_loop"]
+            if "repetition_loop" in s and _stop.tail_loops(t.output_ids, t.marker.get("stop_loop_repeat"))
+            else 0
+            for t, s in zip(tracked, stops)
+        ]
+        wants = [("nan_or_inf" in s, "high_entropy" in s) for s in stops]
+        nats = [float(t.marker.get("high_entropy_bits") or math.inf) * LN2 for t in tracked]
+        needed = [int(t.marker.get("high_entropy_run") or 8) for t in tracked]
+        run = self._carried(self._prev_run, index, valid, (len(tracked),))
+        codes, self._prev_run = _stop.device_codes(flat, run, wants, nats, needed)
+        host = torch.tensor(loops, device=device)
+        codes = torch.where(host > 0, host, codes)
+        ends = [_stop.end_token(t.params) for t in tracked]
+        can = torch.tensor([e is not None for e in ends], device=device)
+        _stop.force_end(
+            logits,
+            torch.tensor(order, device=logits.device),
+            (codes > 0) & can,
+            torch.tensor([e or 0 for e in ends], device=device),
+        )
+        return torch.cat([flat, codes.to(flat.dtype).view(-1, 1)], dim=1)
 
     def _carried(
         self, previous: torch.Tensor | None, index: torch.Tensor, valid: list[bool], shape: Any
@@ -167,7 +213,7 @@ class BatchCapture:
 
     def _forget(self) -> None:
         """No captured request in the batch: drop the carried state and every chunk no request needs."""
-        self._prev, self._prev_logp, self._prev_out, self._prev_sq = {}, None, None, None
+        self._prev, self._prev_logp, self._prev_out, self._prev_sq, self._prev_run = {}, None, None, None, None
         if not self.removed:
             self.chunks.clear()
 

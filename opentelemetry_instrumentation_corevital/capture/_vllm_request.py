@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..report import CaptureResult
+from . import _vllm_stop as _stop
 from ._hidden import finish_hidden_tensor
 from ._reduce import StepLayout
 from ._stats import LN2, SERIES, STAT_COLUMNS, finish_stats
@@ -45,6 +46,7 @@ class Chunk:
     values: torch.Tensor  # [captured rows, layout.width]
     layout: StepLayout
     hidden_size: int = 0
+    stops: bool = False  # the last column is the step's stop_on code
 
 
 @dataclass
@@ -150,6 +152,9 @@ def finish_request(
         unavailable.update(attention=NO_ATTENTION, prompt=NO_PROMPT)
     if not layer_steps:
         unavailable["hidden"] = problem or "vLLM ran no hooked decoder layer for this request"
+    stopped_at, stop_reason = _intervention(picked, chunks, values)
+    if _stop.conditions(tracked.marker) and _stop.end_token(tracked.params) is None:
+        unavailable["stop_on"] = _stop.NO_EOS
     times = [r.time for r in picked if r is not None]
     arrival = tracked.marker.get("arrival")
     origin = float(arrival) if isinstance(arrival, (int, float)) else (times[0] if times else 0.0)
@@ -166,6 +171,8 @@ def finish_request(
         layer_steps=layer_steps,
         hidden=hidden if layer_steps else None,
         hidden_full=full and bool(layer_steps),
+        stopped_at=[stopped_at] if stop_reason else None,
+        stop_reason=[stop_reason] if stop_reason else None,
     )
     return RequestCapture(
         tracked.key,
@@ -178,6 +185,24 @@ def finish_request(
         first_token_time=times[0] if times else None,
         last_token_time=times[-1] if times else None,
     )
+
+
+def _intervention(picked: list[Record | None], chunks: dict[int, Chunk], row_of: Any) -> tuple[int, str | None]:
+    """(the sequence's last step, the condition) of a ``stop_on`` stop; (-1, None) if none fired.
+
+    A loop holds at the token before the stopping step (the forced end token is not part of the answer); a
+    NaN or high-entropy distribution holds at the stopping step itself.
+    """
+    for i, record in enumerate(picked):
+        chunk = chunks.get(record.chunk) if record is not None else None
+        if record is None or chunk is None or not chunk.stops:
+            continue
+        row = row_of(record)
+        code = int(row[-1]) if row is not None and row[-1] == row[-1] else 0
+        if code:
+            name = _stop.NAMES[code]
+            return (i - 1 if name == "repetition_loop" else i), name
+    return -1, None
 
 
 def _surprisal(

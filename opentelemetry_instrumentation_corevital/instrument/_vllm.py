@@ -33,6 +33,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled, unwrap
 
 from .. import capture, names
+from ..signals.profiles import effective_profile
 from ._call import Telemetry, warn_once
 from ._vllm_call import EngineFacts, VLLMCall, engine_facts
 
@@ -61,6 +62,25 @@ def _marker(
     return marker
 
 
+def _stop_options(telemetry: Telemetry, engine: Any) -> dict[str, Any]:
+    """The ``stop_on`` settings the engine applies to this request (the threshold from the model's profile)."""
+    options = telemetry.options
+    if not options.stop_on:
+        return {}
+    settings: dict[str, Any] = {
+        "stop_on": list(options.stop_on),
+        "stop_loop_repeat": options.stop_loop_repeat,
+        "high_entropy_run": options.high_entropy_run,
+    }
+    if "high_entropy" in options.stop_on:
+        model_config = getattr(engine, "model_config", None)
+        model_type = getattr(getattr(model_config, "hf_config", None), "model_type", None)
+        name = str(getattr(model_config, "served_model_name", None) or getattr(model_config, "model", ""))
+        profile = effective_profile(model_type, name, options.profile, options.thresholds, options.high_entropy_bits)
+        settings["high_entropy_bits"] = profile.high_entropy_bits
+    return settings
+
+
 class VLLMWrappers:
     """The wrappers of one instrumentation, reading the live telemetry at every call."""
 
@@ -76,12 +96,12 @@ class VLLMWrappers:
         if telemetry is None or not is_instrumentation_enabled():
             return wrapped(*args, **kwargs)
         try:
-            args, kwargs = self._marked(telemetry, args, kwargs)
+            args, kwargs = self._marked(telemetry, instance, args, kwargs)
         except Exception as exc:
             warn_once("vllm-mark", "CoreVital could not mark a vLLM request (not captured): %r", exc)
         return wrapped(*args, **kwargs)
 
-    def _marked(self, telemetry: Telemetry, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _marked(self, telemetry: Telemetry, engine: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         in_args = "params" not in kwargs and len(args) > 2
         params = args[2] if in_args else kwargs.get("params")
         if params is None or not hasattr(params, "clone") or not hasattr(params, "extra_args"):
@@ -93,6 +113,7 @@ class VLLMWrappers:
         request_id = args[0] if args else kwargs.get("request_id")
         marker = _marker(request_id, entry.get("operation"), telemetry.options.capture.value, headers)
         marker["server"] = bool(entry.get("server"))  # the OpenAI-compatible server's request: a SERVER span
+        marker.update(_stop_options(telemetry, engine))
         marked.extra_args = {**(marked.extra_args or {}), capture.VLLM_MARKER: marker}
         if in_args:
             return (*args[:2], marked, *args[3:]), kwargs

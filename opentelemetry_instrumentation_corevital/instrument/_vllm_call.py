@@ -150,8 +150,9 @@ class VLLMCall(ReportingCall):
         )
         content = self._content() if self.options.content.enabled else None
         report = build_report(found.result, self.model_info, request, self.profile, content)
-        for seq in report.sequences:
-            seq.finish_reason = self.facts.finish_reason or seq.finish_reason
+        for seq in report.sequences:  # a stop_on stop stays "intervention"; otherwise the engine's reason
+            if seq.intervention is None:
+                seq.finish_reason = self.facts.finish_reason or seq.finish_reason
         report.usage = Usage(len(found.prompt_ids), len(found.output_ids))
         if self.facts.request_id:
             self.span.set_attribute(names.RESPONSE_ID, self.facts.request_id)

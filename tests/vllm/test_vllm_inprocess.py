@@ -154,3 +154,23 @@ def test_uninstrument_unwraps_vllm_and_requests_are_no_longer_captured(llm):
     assert not hasattr(LLMEngine.add_request, "__wrapped__")
     llm.generate([PROMPTS[0]], _greedy(4), use_tqdm=False)
     assert telemetry.reports == []
+
+
+def test_stop_on_repetition_loop_ends_the_request_with_its_end_token(llm):
+    loops = ["Repeat after me: hello hello hello hello hello hello hello hello", "1, 1, 1, 1, 1, 1, 1,"]
+    plain = [o.outputs[0].token_ids for o in llm.generate(loops, _greedy(40), use_tqdm=False)]
+    with TelemetryCapture(capture="summary", stop_on=("repetition_loop",)) as telemetry:
+        stopped = llm.generate(loops, _greedy(40), use_tqdm=False)
+    eos = llm.get_tokenizer().eos_token_id
+    by_id = _by_request_id(telemetry)
+    for before, after in zip(plain, stopped):
+        tokens = after.outputs[0].token_ids
+        # greedy output unchanged up to the stop, then vLLM's own end token: the request finished as any other
+        assert tokens[:-1] == before[: len(tokens) - 1] and tokens[-1] == eos and len(tokens) < 40
+        assert after.outputs[0].finish_reason == "stop"
+        sequence = by_id[after.request_id].sequences[0]
+        assert sequence.finish_reason == "intervention"
+        assert sequence.intervention.condition == "repetition_loop"
+        assert sequence.output_tokens == len(tokens) - 1 == sequence.intervention.step + 1  # the end token is not ours
+    # period 1 (one token 12 times) and period 3 (four periods, 12 tokens): both stopped after 12 tokens
+    assert [len(o.outputs[0].token_ids) for o in stopped] == [13, 13]
