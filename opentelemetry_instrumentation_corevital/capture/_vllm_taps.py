@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ._taps import Taps, all_present
+from ._taps import OutputHook, Taps, all_present
 
 #: Why a vLLM capture has no layer summaries, by cause.
 NO_MODEL = "the vLLM model was loaded before instrument(): its decoder layers could not be hooked"
@@ -107,7 +107,7 @@ class VLLMLayerTaps:
             stream = _stream(args)
             self._first_in = stream.index_select(0, self._rows) if stream is not None else None
 
-    def _after(self, index: int):  # noqa: ANN202 - a hook closure
+    def _after(self, index: int) -> OutputHook:
         def hook(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             rows = self._rows
             if rows is None:

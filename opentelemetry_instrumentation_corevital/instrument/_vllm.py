@@ -77,7 +77,7 @@ def _stop_options(telemetry: Telemetry, engine: Any) -> dict[str, Any]:
         model_type = getattr(getattr(model_config, "hf_config", None), "model_type", None)
         name = str(getattr(model_config, "served_model_name", None) or getattr(model_config, "model", ""))
         profile = effective_profile(model_type, name, options.profile, options.thresholds, options.high_entropy_bits)
-        settings["high_entropy_bits"] = profile.high_entropy_bits
+        settings["high_entropy_bits"] = profile.thresholds.high_entropy_bits
     return settings
 
 

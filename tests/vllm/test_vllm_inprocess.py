@@ -174,3 +174,18 @@ def test_stop_on_repetition_loop_ends_the_request_with_its_end_token(llm):
         assert sequence.output_tokens == len(tokens) - 1 == sequence.intervention.step + 1  # the end token is not ours
     # period 1 (one token 12 times) and period 3 (four periods, 12 tokens): both stopped after 12 tokens
     assert [len(o.outputs[0].token_ids) for o in stopped] == [13, 13]
+
+
+def test_stop_on_high_entropy_uses_the_profiles_threshold_and_its_run(llm):
+    """A threshold of 0.5 bits (thresholds override) and a run of 2: the first two steps are above it."""
+    with TelemetryCapture(
+        capture="summary", stop_on=("high_entropy",), thresholds={"high_entropy_bits": 0.5}, high_entropy_run=2
+    ) as telemetry:
+        (output,) = llm.generate([PROMPTS[0]], _greedy(12), use_tqdm=False)
+    (report,) = telemetry.reports
+    sequence = report.sequences[0]
+    assert [e > 0.5 for e in sequence.timeline.entropy] == [True, True]
+    assert sequence.intervention.condition == "high_entropy" and sequence.intervention.step == 1
+    # the token of the stopping step is the end token vLLM was made to sample
+    assert output.outputs[0].token_ids[-1] == llm.get_tokenizer().eos_token_id
+    assert sequence.output_tokens == len(output.outputs[0].token_ids) == 2
