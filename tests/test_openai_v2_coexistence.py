@@ -20,7 +20,7 @@ from opentelemetry.instrumentation._semconv import (
     _StabilityMode,
 )
 from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, names
 from opentelemetry_instrumentation_corevital.instrument._openai_call import ABANDONED
@@ -170,6 +170,37 @@ def test_abandoned_stream_reports_but_openai_v2_never_ends_its_span(served, orde
         (report,) = telemetry.reports
         assert report.capture.unavailable["stream"] == ABANDONED
         assert telemetry.spans() == []  # openai-v2 2.4b0 ends its span only when its stream ends or is closed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ORDERS)
+def test_failed_request_and_stream_left_inside_with(served, order):
+    url, model = served
+    with both_on(order) as telemetry:
+        client = openai.OpenAI(base_url=url, api_key="none")
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="no-such-model", messages=MESSAGES, **MODEL_KW)
+        (span,) = telemetry.spans()
+        assert span.instrumentation_scope.name == OPENAI_V2_SCOPE
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes["error.type"] == "NotFoundError"  # openai-v2, the outer wrapper, writes last
+        assert [e.name for e in span.events] == ["exception"]  # recorded by CoreVital
+        assert telemetry.reports == []
+
+        # openai-v2's __exit__ ends its span without closing the stream it wraps: CoreVital's call is still open
+        # then, and reports when the stream is collected, without the span.
+        with client.chat.completions.create(model=model, messages=MESSAGES, stream=True, **MODEL_KW) as stream:
+            next(stream)
+        span = telemetry.spans()[1]
+        assert span.instrumentation_scope.name == OPENAI_V2_SCOPE
+        assert names.RISK_SCORE not in span.attributes
+        assert telemetry.reports == []
+        del stream
+        gc.collect()
+        (report,) = telemetry.reports
+        assert report.capture.unavailable["stream"] == ABANDONED
+        assert report.span_id == f"{span.context.span_id:016x}"
+        assert len(telemetry.spans()) == 2
 
 
 @pytest.fixture
