@@ -42,7 +42,7 @@ METHODS = [
 @contextlib.contextmanager
 def both_on(order: str):
     """Both instrumentations on the same providers, instrumented in ``order``; taken off in the reverse order."""
-    capture = TelemetryCapture(capture="summary")
+    capture = TelemetryCapture(capture="summary", report_log=True)
     providers = {
         "tracer_provider": capture.tracer_provider,
         "meter_provider": capture.meter_provider,
@@ -119,6 +119,8 @@ def test_chat_enriches_the_openai_v2_span_completion_keeps_ours(served, order):
         assert request_span.name == "request"
         _expect_enriched(span, report, parent, model)
         assert report.sequences[0].output_tokens == whole.usage.completion_tokens
+        (log,) = [r.log_record for r in telemetry.logs() if r.log_record.event_name == "corevital.generation.report"]
+        assert (log.trace_id, log.span_id) == (span.context.trace_id, span.context.span_id)
         assert span.attributes[names.USAGE_OUTPUT_TOKENS] == whole.usage.completion_tokens
 
         with tracer.start_as_current_span("request") as parent:
@@ -201,6 +203,17 @@ def test_failed_request_and_stream_left_inside_with(served, order):
         assert report.capture.unavailable["stream"] == ABANDONED
         assert report.span_id == f"{span.context.span_id:016x}"
         assert len(telemetry.spans()) == 2
+
+        stream = client.chat.completions.create(model=model, messages=MESSAGES, stream=True, **MODEL_KW)
+        for _ in range(3):
+            next(stream)
+        stream.close()  # openai-v2's close closes ours first: ours reports onto its span, then it ends the span
+        span = telemetry.spans()[2]
+        assert span.instrumentation_scope.name == OPENAI_V2_SCOPE
+        assert telemetry.reports[1].summary.risk_score is not None
+        assert span.attributes[names.RISK_SCORE] == telemetry.reports[1].summary.risk_score
+        assert "stream" not in telemetry.reports[1].capture.unavailable
+        assert len(telemetry.spans()) == 3
 
 
 @pytest.fixture
