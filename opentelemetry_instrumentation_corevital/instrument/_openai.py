@@ -57,7 +57,7 @@ class _Feeding(wrapt.ObjectProxy):
         super().__init__(stream)
         self._self_call: OpenAICall | None = call
         self._self_dropped = weakref.finalize(self, call.abandon)  # never exhausted nor closed: end it when collected
-        self._self_dropped.atexit = False
+        self._self_dropped.atexit = False  # at interpreter exit the exporters may be gone: leave it
 
     def _self_end(self, exc: BaseException | None) -> None:
         call, self._self_call = self._self_call, None

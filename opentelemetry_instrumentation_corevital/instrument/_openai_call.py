@@ -162,7 +162,7 @@ class OpenAICall(ReportingCall):
             self.report = self.succeed(self._result)
 
     def abandon(self) -> None:
-        """The stream was garbage-collected unfinished: report what arrived, saying so, and end the span."""
+        """The stream was garbage-collected unfinished: report what arrived, saying so, and end our span."""
         self.abandoned = True
         self.close(None)
 
