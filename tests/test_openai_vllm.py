@@ -7,6 +7,7 @@ generations are deterministic and the same with and without instrumentation.
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 from urllib.parse import urlparse
 
@@ -15,6 +16,8 @@ import pytest
 from opentelemetry.trace import SpanKind
 
 from opentelemetry_instrumentation_corevital import names
+from opentelemetry_instrumentation_corevital.capture._logprobs import NO_TOP_LOGPROBS
+from opentelemetry_instrumentation_corevital.instrument._openai_call import ABANDONED, NO_STREAM_USAGE
 from opentelemetry_instrumentation_corevital.signals.logits import truncated_stats
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
 
@@ -171,3 +174,77 @@ def test_generation_unchanged_and_content_only_when_on(served):
     _, report = _one(telemetry)
     assert report.sequences[0].output_text == plain.choices[0].message.content
     assert report.sequences[0].token_ids is None
+
+
+def test_logprobs_without_top_logprobs_give_exact_surprisal_only(served):
+    url, model = served
+    with TelemetryCapture(capture="summary") as telemetry:
+        response = _client(url).chat.completions.create(model=model, messages=MESSAGES, logprobs=True, **GREEDY)
+    span, report = _one(telemetry)
+    tokens = response.choices[0].logprobs.content
+    assert all(t.top_logprobs == [] for t in tokens)
+    timeline = report.sequences[0].timeline
+    assert timeline.surprisal == [-t.logprob / math.log(2) for t in tokens]
+    assert timeline.entropy == timeline.top1_prob == timeline.margin == timeline.topk_mass == [None] * len(tokens)
+    assert report.capture.signals == ["logits", "tokens"]
+    assert report.capture.unavailable["top_logprobs"] == NO_TOP_LOGPROBS
+    assert "logits" not in report.capture.unavailable and "full_distribution" not in report.capture.unavailable
+    assert report.capture.top_k == 0
+    assert report.sequences[0].flags.nan_or_inf is False
+    assert [f.name for f in report.sequences[0].risk.factors] == [
+        "surprisal_mean",
+        "ngram_repeat_rate",
+        "repetition_share",
+    ]
+    assert span.attributes[names.RISK_SCORE] == report.summary.risk_score
+    assert f"top_logprobs: {NO_TOP_LOGPROBS}" in span.attributes[names.CAPTURE_UNAVAILABLE]
+
+
+def test_stream_usage_unknown_without_include_usage(served):
+    url, model = served
+    kwargs = dict(model=model, messages=MESSAGES, logprobs=True, top_logprobs=2, stream=True, **GREEDY)
+    with TelemetryCapture(capture="summary") as telemetry:
+        chunks = list(_client(url).chat.completions.create(**kwargs))
+        counted = list(_client(url).chat.completions.create(stream_options={"include_usage": True}, **kwargs))
+    bare, with_usage = telemetry.reports
+    assert all(c.usage is None for c in chunks)
+    assert bare.capture.unavailable["usage"] == NO_STREAM_USAGE
+    assert bare.usage.input_tokens == 0  # the schema's integer; "usage" above says it was not measured
+    assert "usage" not in with_usage.capture.unavailable
+    assert with_usage.usage.input_tokens == counted[-1].usage.prompt_tokens > 0
+
+
+def test_abandoned_stream_ends_its_span_when_collected(served):
+    url, model = served
+    kwargs = dict(model=model, messages=MESSAGES, logprobs=True, top_logprobs=2, stream=True, **GREEDY)
+    with TelemetryCapture(capture="summary") as telemetry:
+        stream = _client(url).chat.completions.create(**kwargs)
+        first = [next(stream) for _ in range(3)]
+        assert telemetry.spans() == []
+        del stream
+        gc.collect()
+        (span,) = telemetry.spans()
+        (report,) = telemetry.reports
+        seen = sum(len(c.choices[0].logprobs.content) for c in first if c.choices and c.choices[0].logprobs)
+        assert report.sequences[0].output_tokens == seen
+        assert report.capture.unavailable["stream"] == ABANDONED
+        assert f"stream: {ABANDONED}" in span.attributes[names.CAPTURE_UNAVAILABLE]
+        assert span.attributes[names.RISK_SCORE] == report.summary.risk_score
+
+        async def run():
+            client = openai.AsyncOpenAI(base_url=url, api_key="none")
+            stream = await client.chat.completions.create(**kwargs)
+            await stream.__anext__()
+            del stream
+            gc.collect()
+
+        asyncio.run(run())
+        assert len(telemetry.spans()) == 2
+        assert telemetry.reports[1].capture.unavailable["stream"] == ABANDONED
+
+        finished = _client(url).chat.completions.create(**kwargs)
+        list(finished)
+        del finished
+        gc.collect()
+        assert len(telemetry.spans()) == 3  # an exhausted stream ends its span once, not again when collected
+        assert "stream" not in telemetry.reports[2].capture.unavailable

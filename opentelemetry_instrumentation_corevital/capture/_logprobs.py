@@ -6,7 +6,8 @@ the response (or stream) brings them, and :meth:`LogprobsSource.finish` turns
 them into the :class:`CaptureResult` series on the host. Surprisal is exact;
 entropy, top-1, margin and top-k mass come from the top-k
 (:func:`signals.logits.truncated_stats`: the entropy is a lower bound, the
-hidden mass per step is ``1 - topk_mass``). Token strings get ids of this call
+hidden mass per step is ``1 - topk_mass``); a response without alternatives
+(chat ``logprobs=True`` alone) gives surprisal only. Token strings get ids of this call
 only (the same string, the same id), so repetition is detected on them.
 """
 
@@ -27,6 +28,10 @@ NO_LAYERS = "an OpenAI-compatible server returns no layer outputs or attention t
 NO_LOGPROBS = (
     "the response carried no top log-probabilities: request them (chat: logprobs=True, top_logprobs=k; completions: "
     "logprobs=k) or turn on the request_logprobs option"
+)
+NO_TOP_LOGPROBS = (
+    "the response carried each token's log-probability but no top alternatives: surprisal is exact; entropy, "
+    "top-1, margin and top-k mass need them (chat: top_logprobs=k; completions: logprobs=k)"
 )
 
 
@@ -80,10 +85,12 @@ class LogprobsSource:
         vocab: dict[str, int] = {}
         rows = [self.rows[i] for i in sorted(self.rows)]
         ids = [[vocab.setdefault(token, len(vocab)) for token, _, _ in row] for row in rows]
-        signals = bool(rows) and not self.missing and self.top_k > 0
+        signals = any(rows) and not self.missing
         unavailable = {"hidden": NO_LAYERS, "attention": NO_LAYERS, "prompt": NO_LAYERS}
-        if signals:
+        if signals and self.top_k:
             unavailable["full_distribution"] = truncation_note(self.top_k)
+        elif signals:
+            unavailable["top_logprobs"] = NO_TOP_LOGPROBS
         else:
             unavailable["logits"] = NO_LOGPROBS
         return CaptureResult(

@@ -3,11 +3,18 @@
 Sync and async, streamed or not. Each wrapper's first line decides whether to
 pass straight through (instrumentor off, or instrumentation suppressed). A
 streamed response is handed back wrapped: iterating it feeds each chunk to the
-call, and the call ends when the stream is exhausted, fails or is closed.
+call, and the call ends when the stream is exhausted, fails or is closed, or,
+dropped unfinished, when it is garbage-collected.
+
+Beside ``opentelemetry-instrumentation-openai-v2`` our wrapper always runs
+inside its wrapper, whichever was instrumented last, so that its CLIENT span is
+current and the call enriches it instead of starting a second one.
 """
 
 from __future__ import annotations
 
+import inspect
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +24,31 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from ._call import Telemetry, warn_once
 from ._openai_call import OpenAICall, add_logprobs
 
+_OPENAI_V2 = "opentelemetry.instrumentation.openai_v2."
+
+
+def _is_openai_v2(layer: Any) -> bool:
+    """Whether a wrapt wrapper (bound or not) is openai-v2's; wrapt keeps the wrapper function in ``_self_wrapper``."""
+    return (getattr(getattr(layer, "_self_wrapper", None), "__module__", None) or "").startswith(_OPENAI_V2)
+
+
+def beneath_openai_v2(wrapped: Any, instance: Any, ours: Callable[..., Any]) -> Callable[..., Any] | None:
+    """When openai-v2's wrapper is the layer under ours (we were instrumented last): a call of it around ours."""
+    if not _is_openai_v2(wrapped):
+        return None
+    theirs, method = wrapped._self_wrapper, wrapped.__wrapped__
+    return lambda *args, **kwargs: theirs(lambda *a, **kw: ours(method, instance, a, kw), instance, args, kwargs)
+
+
+def inside_openai_v2(instance: Any) -> bool:
+    """Whether openai-v2 wraps this ``create`` too: then ours runs inside its wrapper, its span current."""
+    layer = inspect.getattr_static(type(instance), "create", None)
+    while layer is not None:
+        if _is_openai_v2(layer):
+            return True
+        layer = getattr(layer, "__wrapped__", None)
+    return False
+
 
 class _Feeding(wrapt.ObjectProxy):
     """A stream proxy holding its call until the stream ends; the call is closed once, whatever ends it."""
@@ -24,10 +56,13 @@ class _Feeding(wrapt.ObjectProxy):
     def __init__(self, stream: Any, call: OpenAICall) -> None:
         super().__init__(stream)
         self._self_call: OpenAICall | None = call
+        self._self_dropped = weakref.finalize(self, call.abandon)  # never exhausted nor closed: end it when collected
+        self._self_dropped.atexit = False  # at interpreter exit the exporters may be gone: leave it
 
     def _self_end(self, exc: BaseException | None) -> None:
         call, self._self_call = self._self_call, None
         if call is not None:
+            self._self_dropped.detach()
             call.close(exc)
 
     def _self_fed(self, chunk: Any) -> Any:
@@ -112,7 +147,7 @@ class OpenAIWrappers:
             return None, kwargs
         try:
             kwargs = add_logprobs(kwargs, chat, telemetry.options.request_logprobs)
-            return OpenAICall(telemetry, instance, kwargs, chat), kwargs
+            return OpenAICall(telemetry, instance, kwargs, chat, inside_openai_v2(instance)), kwargs
         except Exception as exc:
             warn_once("openai-start", "CoreVital could not start instrumenting an openai request: %r", exc)
             return None, kwargs
@@ -121,6 +156,9 @@ class OpenAIWrappers:
         def wrapper(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
             if self._telemetry() is None or not is_instrumentation_enabled():
                 return wrapped(*args, **kwargs)
+            beneath = beneath_openai_v2(wrapped, instance, wrapper)
+            if beneath is not None:
+                return beneath(*args, **kwargs)
             call, kwargs = self._call(instance, kwargs, chat)
             if call is None:
                 return wrapped(*args, **kwargs)
@@ -140,6 +178,9 @@ class OpenAIWrappers:
         async def wrapper(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
             if self._telemetry() is None or not is_instrumentation_enabled():
                 return await wrapped(*args, **kwargs)
+            beneath = beneath_openai_v2(wrapped, instance, wrapper)
+            if beneath is not None:
+                return await beneath(*args, **kwargs)
             call, kwargs = self._call(instance, kwargs, chat)
             if call is None:
                 return await wrapped(*args, **kwargs)

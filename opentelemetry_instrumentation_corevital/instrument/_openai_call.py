@@ -11,8 +11,9 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from contextvars import Token
-from typing import Any
+from typing import Any, cast
 
+import wrapt
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -33,6 +34,41 @@ def server_of(resource: Any) -> tuple[str | None, int | None]:
     return url.host or None, port
 
 
+#: The instrumentation scopes of ``opentelemetry-instrumentation-openai-v2``'s spans: its own tracer, and
+#: ``opentelemetry-util-genai``'s handler (used with ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``).
+OPENAI_V2_SCOPES = ("opentelemetry.instrumentation.openai_v2", "opentelemetry.util.genai.handler")
+#: Why a stream's report is cut short when the stream was dropped unfinished.
+ABANDONED = (
+    "the stream was dropped before its end (neither exhausted nor closed): the report covers the chunks that "
+    "arrived and was made when the stream was garbage-collected"
+)
+#: Why a streamed response's input token count is 0.
+NO_STREAM_USAGE = (
+    "the stream carried no usage: usage.input_tokens is 0, not measured; ask for it with "
+    'stream_options={"include_usage": True}'
+)
+
+
+class LentSpan(wrapt.ObjectProxy):
+    """openai-v2's span for this request, lent to our call: we add attributes and events, it names and ends it."""
+
+    def end(self, end_time: int | None = None) -> None:
+        """Not ours to end: openai-v2 ends it when its wrapper (or its stream) is done."""
+
+    def update_name(self, name: str) -> None:
+        """The name stays openai-v2's."""
+
+
+def openai_v2_span() -> trace.Span | None:
+    """The current span when it is openai-v2's open CLIENT span (we run inside its wrapper), else None."""
+    span = trace.get_current_span()
+    scope = getattr(span, "instrumentation_scope", None)
+    if span.is_recording() and getattr(span, "kind", None) is SpanKind.CLIENT:
+        if getattr(scope, "name", None) in OPENAI_V2_SCOPES:
+            return span
+    return None
+
+
 def add_logprobs(kwargs: dict[str, Any], chat: bool, top_k: int) -> dict[str, Any]:
     """``kwargs`` asking for ``top_k`` log-probabilities when it asks for none (``top_k`` 0: unchanged)."""
     if top_k <= 0:
@@ -50,7 +86,9 @@ class OpenAICall(ReportingCall):
     provider = names.PROVIDER_OPENAI
     source: LogprobsSource
 
-    def __init__(self, telemetry: Telemetry, resource: Any, kwargs: dict[str, Any], chat: bool) -> None:
+    def __init__(
+        self, telemetry: Telemetry, resource: Any, kwargs: dict[str, Any], chat: bool, in_openai_v2: bool = False
+    ) -> None:
         self.telemetry = telemetry
         self.options = telemetry.options
         self.start = time.perf_counter()
@@ -64,6 +102,9 @@ class OpenAICall(ReportingCall):
         self.server = server_of(resource)
         self.source = LogprobsSource(streaming=self.stream)
         self.span: trace.Span = trace.INVALID_SPAN
+        self.in_openai_v2 = in_openai_v2  # openai-v2 wraps this method too: its span for the request is current
+        self.lent = False  # the span is openai-v2's, not ours
+        self.abandoned = False
         self.span_context = otel_context.get_current()
         self.report: Report | None = None
         self.texts: dict[int, list[str]] = {}
@@ -74,7 +115,13 @@ class OpenAICall(ReportingCall):
         self._token: Token[otel_context.Context] | None = None
 
     def open(self) -> None:
-        """Start the CLIENT span (not made current: a stream outlives this frame)."""
+        """Start the CLIENT span (not made current: a stream outlives this frame), or borrow openai-v2's."""
+        theirs = openai_v2_span() if self.in_openai_v2 else None
+        if theirs is not None:
+            self.span, self.lent = cast(trace.Span, LentSpan(theirs)), True  # the proxy acts as the span
+            self.span_context = trace.set_span_in_context(self.span)
+            self.source.start()
+            return
         attributes: dict[str, Any] = {
             names.OPERATION_NAME: self.operation,
             names.PROVIDER_NAME: self.provider,
@@ -107,10 +154,17 @@ class OpenAICall(ReportingCall):
     def close(self, exc: BaseException | None) -> None:
         """The response is complete (or failed): emit the report, end the span. Never raises."""
         self.source.stop()
+        if self.lent and not self.span.is_recording():  # openai-v2 ended its span first: report without it
+            self.span = trace.NonRecordingSpan(self.span.get_span_context())
         if exc is not None:
             self.fail(exc)
         else:
             self.report = self.succeed(self._result)
+
+    def abandon(self) -> None:
+        """The stream was garbage-collected unfinished: report what arrived, saying so, and end our span."""
+        self.abandoned = True
+        self.close(None)
 
     def returned(self, result: Any) -> Any:
         """Read a complete (not streamed) response; returns it unchanged."""
@@ -207,4 +261,8 @@ class OpenAICall(ReportingCall):
                 seq.output_text = "".join(self.texts.get(seq.index, ())) or seq.output_text
         if usage is not None:
             report.usage = Usage(int(usage.prompt_tokens), int(usage.completion_tokens))
+        elif self.stream:
+            report.capture.unavailable["usage"] = NO_STREAM_USAGE
+        if self.abandoned:
+            report.capture.unavailable["stream"] = ABANDONED
         return report

@@ -90,7 +90,10 @@ def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None,
 
 
 def _nonfinite(flags: Flags, timeline: Timeline, layers: LayerSeries | None) -> None:
-    bad = sig.nan_or_inf(timeline.entropy, timeline.top1_prob)
+    # No entropy at any step but a known surprisal: a client given log-probabilities without alternatives did not
+    # measure the distribution (a non-finite one would make the surprisal non-finite too).
+    unmeasured = all(v is None for v in timeline.entropy) and any(v is not None for v in timeline.surprisal)
+    bad = sig.nan_or_inf(timeline.surprisal) if unmeasured else sig.nan_or_inf(timeline.entropy, timeline.top1_prob)
     flags.nan_or_inf, flags.nan_or_inf_steps, flags.nan_or_inf_first_step = bad.fired, bad.count, bad.first_step
     if layers is not None and layers.hidden_norm:
         # A layer whose new-token state is NaN/inf at a step is non-finite too (its norm is).
