@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from opentelemetry_instrumentation_corevital import names
+
 pytestmark = pytest.mark.slow
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -95,8 +97,71 @@ def test_completion_without_traceparent_is_a_root_server_span(vllm_service, mode
     response = _post(
         url, "/completions", {"model": model, "prompt": "Water boils at", "max_tokens": 6, "temperature": 0}
     )
-    (span,) = _wait_for(folder, lambda s: s["attrs"].get("gen_ai.response.id") == response["id"])
+    # the engine runs each prompt of a completion request as a request of its own: "<response id>-<prompt index>"
+    (span,) = _wait_for(folder, lambda s: s["attrs"].get("gen_ai.response.id") == response["id"] + "-0")
     assert not span.get("parentSpanId")
     assert span["kind"] == 2
     assert span["name"] == f"text_completion {model}"
     assert span["attrs"]["gen_ai.usage.output_tokens"] == 6
+
+
+def _client_and_server(telemetry, folder):
+    """(our CLIENT span, the server's span under it) of the one request just made."""
+    (client,) = telemetry.spans()
+    trace_id = f"{client.context.trace_id:032x}"
+    (server,) = _wait_for(folder, lambda s: s["traceId"] == trace_id)
+    return client, server
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_instrumented_client_and_server_are_one_trace_both_with_signals(vllm_service, model, stream):
+    import openai
+
+    from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
+
+    url, folder = vllm_service
+    client = openai.OpenAI(base_url=url, api_key="none")
+    messages = [{"role": "user", "content": "Name three colours."}]
+    with TelemetryCapture(capture="summary", request_logprobs=5) as telemetry:
+        response = client.chat.completions.create(
+            model=model,
+            messages=messages,
+            max_tokens=12,
+            temperature=0,
+            stream=stream,
+            **({"stream_options": {"include_usage": True}} if stream else {}),
+        )
+        if stream:
+            for _ in response:
+                pass
+    span, server = _client_and_server(telemetry, folder)
+    assert span.kind.name == "CLIENT" and server["kind"] == 2
+    assert server["parentSpanId"] == f"{span.context.span_id:016x}"
+    (report,) = telemetry.reports
+    assert span.attributes[names.RISK_SCORE] == report.summary.risk_score
+    assert 0.0 <= server["attrs"][names.RISK_SCORE] <= 1.0
+    # the client's steps come from the top-5 log-probabilities, the server's from the full distribution: the
+    # chosen tokens' surprisal is the same number seen from both sides
+    assert server["attrs"]["corevital.step.surprisal"] == pytest.approx(
+        report.sequences[0].timeline.surprisal, abs=1e-3
+    )
+    assert server["attrs"][names.USAGE_OUTPUT_TOKENS] == report.sequences[0].output_tokens == 12
+
+
+def test_a_traceparent_the_caller_sets_wins(vllm_service, model):
+    import openai
+
+    from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
+
+    url, folder = vllm_service
+    mine = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with TelemetryCapture(capture="summary"):
+        response = openai.OpenAI(base_url=url, api_key="none").chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=3,
+            temperature=0,
+            extra_headers={"Traceparent": mine},
+        )
+    (server,) = _wait_for(folder, lambda s: s["attrs"].get("gen_ai.response.id") == response.id)
+    assert server["traceId"] == "4bf92f3577b34da6a3ce929d0e0e4736" and server["parentSpanId"] == "00f067aa0ba902b7"

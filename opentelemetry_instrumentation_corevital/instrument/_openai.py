@@ -165,12 +165,12 @@ class OpenAIWrappers:
             if call.stream:
                 call.open()
                 try:
-                    return _Stream(wrapped(*args, **kwargs), call)
+                    return _Stream(wrapped(*args, **call.with_trace_headers(kwargs)), call)
                 except BaseException as exc:
                     call.close(exc)
                     raise
             with call:
-                return call.returned(wrapped(*args, **kwargs))
+                return call.returned(wrapped(*args, **call.with_trace_headers(kwargs)))
 
         return wrapper
 
@@ -187,12 +187,12 @@ class OpenAIWrappers:
             if call.stream:
                 call.open()
                 try:
-                    return _AsyncStream(await wrapped(*args, **kwargs), call)
+                    return _AsyncStream(await wrapped(*args, **call.with_trace_headers(kwargs)), call)
                 except BaseException as exc:
                     call.close(exc)
                     raise
             with call:
-                return call.returned(await wrapped(*args, **kwargs))
+                return call.returned(await wrapped(*args, **call.with_trace_headers(kwargs)))
 
         return wrapper
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import wrapt
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from .. import names
@@ -140,6 +140,21 @@ class OpenAICall(ReportingCall):
             warn_once("span", "CoreVital could not start a span (request not traced): %r", exc)
         self.span_context = trace.set_span_in_context(self.span)
         self.source.start()
+
+    def with_trace_headers(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` whose ``extra_headers`` carry this call's trace context (W3C ``traceparent``), so that the
+        server's own span joins the trace; a header the caller set wins."""
+        carrier: dict[str, str] = {}
+        try:
+            propagate.inject(carrier, context=self.span_context)
+        except Exception:
+            return kwargs
+        if not carrier:
+            return kwargs
+        headers = dict(kwargs.get("extra_headers") or {})
+        present = {key.lower() for key in headers}
+        headers.update({key: value for key, value in carrier.items() if key.lower() not in present})
+        return {**kwargs, "extra_headers": headers}
 
     def __enter__(self) -> OpenAICall:
         self.open()
