@@ -100,13 +100,24 @@ def _flag_detail(flag: str, seq: SequenceReport, report: Report) -> str:
     return flag
 
 
-def render(report: Report, text: str | None, files: Sequence[str], width: int = 88) -> str:
-    """The report as the text ``corevital run`` prints: header, risk, signals, timings and files."""
+def render(
+    report: Report, text: str | None, files: Sequence[str], width: int = 88, served_by: str | None = None
+) -> str:
+    """The report as the text ``corevital run`` prints: header, risk, signals, timings and files.
+
+    The header ends with the device and dtype the model ran on when the report knows them, and with
+    ``served by URL`` for a request to a server (``served_by``).
+    """
     req, model = report.request, report.model
     mode = req.generation_mode or ("sample" if req.do_sample else "greedy")
+    where = [" ".join(str(x) for x in (model.device, model.dtype) if x)]
+    if served_by:
+        where.append(f"served by {served_by}")
     lines = [
-        f"corevital · {model.name} · {req.operation} · {mode} · "
-        f"{report.usage.output_tokens} new tokens · {model.device} {model.dtype}",
+        " · ".join(
+            [f"corevital · {model.name} · {req.operation} · {mode} · {report.usage.output_tokens} new tokens"]
+            + [w for w in where if w]
+        ),
         "",
     ]
     if text is not None:
