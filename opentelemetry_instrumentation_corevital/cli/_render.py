@@ -100,6 +100,19 @@ def _flag_detail(flag: str, seq: SequenceReport, report: Report) -> str:
     return flag
 
 
+def _missing_lines(unavailable: dict[str, str], width: int) -> list[str]:
+    """What the capture could not see, one wrapped entry per reason (signals sharing a reason share its entry)."""
+    by_reason: dict[str, list[str]] = {}
+    for signal, reason in unavailable.items():
+        by_reason.setdefault(reason, []).append(signal)
+    out: list[str] = []
+    for reason, signals in by_reason.items():
+        first, *rest = textwrap.wrap(f"{', '.join(signals)}: {reason}", width - 12) or [""]
+        out.append(("missing   " if not out else " " * 10) + first)
+        out.extend(" " * 12 + line for line in rest)
+    return out
+
+
 def render(
     report: Report, text: str | None, files: Sequence[str], width: int = 88, served_by: str | None = None
 ) -> str:
@@ -184,7 +197,7 @@ def render(
             f"median of {perf.runs}, --perf {perf.method})"
         )
     if report.capture.unavailable:
-        lines.append("missing   " + "; ".join(f"{k}: {v}" for k, v in report.capture.unavailable.items()))
+        lines.extend(_missing_lines(report.capture.unavailable, width))
     if files:
         lines.append("")
         lines.append("wrote")
