@@ -18,6 +18,7 @@ from ._flags import add_flags, non_negative_float, parsed, positive_int
 from ._progress import progress
 
 DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
+DEFAULT_PERF_RUNS = 3
 
 
 def add_parser(subparsers: Any) -> None:
@@ -64,7 +65,12 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="hf: strict: warm up, time plain and instrumented generate in this process, and record the ratio",
     )
-    p.add_argument("--perf-runs", type=positive_int, default=None, help="timed runs of each kind with --perf strict")
+    p.add_argument(
+        "--perf-runs",
+        type=positive_int,
+        default=None,
+        help=f"timed runs of each kind with --perf strict (default: {DEFAULT_PERF_RUNS})",
+    )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="hf (default: auto)")
     p.add_argument(
         "--dtype",
@@ -126,7 +132,7 @@ def _run_hf(args: argparse.Namespace) -> int:
             torch.manual_seed(args.seed)
         perf = None
         if args.perf == "strict":
-            runs = args.perf_runs or 3
+            runs = args.perf_runs or DEFAULT_PERF_RUNS
             with progress(f"timing plain and instrumented generate ({runs} runs each)", enabled=show):
                 perf = measure_overhead(model, inputs, generate_kwargs, runs, args.seed, options)
             session.instrument()
