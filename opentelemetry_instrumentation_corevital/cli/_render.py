@@ -100,13 +100,37 @@ def _flag_detail(flag: str, seq: SequenceReport, report: Report) -> str:
     return flag
 
 
-def render(report: Report, text: str | None, files: Sequence[str], width: int = 88) -> str:
-    """The report as the text ``corevital run`` prints: header, risk, signals, timings and files."""
+def _missing_lines(unavailable: dict[str, str], width: int) -> list[str]:
+    """What the capture could not see, one wrapped entry per reason (signals sharing a reason share its entry)."""
+    by_reason: dict[str, list[str]] = {}
+    for signal, reason in unavailable.items():
+        by_reason.setdefault(reason, []).append(signal)
+    out: list[str] = []
+    for reason, signals in by_reason.items():
+        first, *rest = textwrap.wrap(f"{', '.join(signals)}: {reason}", width - 12) or [""]
+        out.append(("missing   " if not out else " " * 10) + first)
+        out.extend(" " * 12 + line for line in rest)
+    return out
+
+
+def render(
+    report: Report, text: str | None, files: Sequence[str], width: int = 88, served_by: str | None = None
+) -> str:
+    """The report as the text ``corevital run`` prints: header, risk, signals, timings and files.
+
+    The header ends with the device and dtype the model ran on when the report knows them, and with
+    ``served by URL`` for a request to a server (``served_by``).
+    """
     req, model = report.request, report.model
     mode = req.generation_mode or ("sample" if req.do_sample else "greedy")
+    where = [" ".join(str(x) for x in (model.device, model.dtype) if x)]
+    if served_by:
+        where.append(f"served by {served_by}")
     lines = [
-        f"corevital · {model.name} · {req.operation} · {mode} · "
-        f"{report.usage.output_tokens} new tokens · {model.device} {model.dtype}",
+        " · ".join(
+            [f"corevital · {model.name} · {req.operation} · {mode} · {report.usage.output_tokens} new tokens"]
+            + [w for w in where if w]
+        ),
         "",
     ]
     if text is not None:
@@ -173,7 +197,7 @@ def render(report: Report, text: str | None, files: Sequence[str], width: int = 
             f"median of {perf.runs}, --perf {perf.method})"
         )
     if report.capture.unavailable:
-        lines.append("missing   " + "; ".join(f"{k}: {v}" for k, v in report.capture.unavailable.items()))
+        lines.extend(_missing_lines(report.capture.unavailable, width))
     if files:
         lines.append("")
         lines.append("wrote")

@@ -1,23 +1,24 @@
-"""``corevital run``: generate once with a real model and show what CoreVital saw."""
+"""``corevital run``: generate once with a real model and show what CoreVital saw.
+
+The parser and the ``hf`` backend (a Hugging Face model in this process) live
+here; ``--backend vllm`` and ``--backend openai`` are :mod:`._vllm_run` and
+:mod:`._openai_run`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
-import time
 from typing import Any
 
 from .._config import Options
 from .._errors import CoreVitalError
-from ..report import Report
-from . import _models, _telemetry
+from . import _backends, _models, _telemetry
 from ._flags import add_flags, non_negative_float, parsed, positive_int
-from ._perf import measure_overhead
 from ._progress import progress
-from ._render import render
 
 DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
+DEFAULT_PERF_RUNS = 3
 
 
 def add_parser(subparsers: Any) -> None:
@@ -25,13 +26,26 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "run",
         help="generate with a model and print CoreVital's report",
-        description="Generate once with a Hugging Face model, instrumented, and print the report. "
-        "Telemetry goes to OTLP JSON lines files in --out unless --exporter says otherwise.",
+        description="Generate once, instrumented, and print the report: with a Hugging Face model (--backend hf), "
+        "an in-process vLLM engine (--backend vllm) or an OpenAI-compatible server (--backend openai). "
+        "Telemetry goes to OTLP JSON lines files in --out unless --exporter says otherwise. "
+        "A flag that does not apply to the chosen backend is an error.",
     )
     p.add_argument(
-        "--model", help="model folder, .gguf file or hub id (default: the embedded SmolLM2-135M-Instruct GGUF)"
+        "--backend",
+        choices=_backends.BACKENDS,
+        default=_backends.HF,
+        help="hf: a Hugging Face model in this process; vllm: an in-process vllm.LLM (needs vLLM installed); "
+        "openai: one request to the server at --base-url (default: %(default)s)",
     )
-    p.add_argument("--gguf-file", help="GGUF file name inside the --model folder")
+    p.add_argument("--base-url", help="openai: the server's OpenAI API root, such as http://127.0.0.1:8000/v1")
+    p.add_argument(
+        "--model",
+        help="hf: model folder, .gguf file or hub id (default: the embedded SmolLM2-135M-Instruct GGUF); "
+        "vllm: model folder (default: the embedded SmolLM2 converted to safetensors, cached in "
+        f"{_models.CONVERTED_HOME}); openai: model name (default: the server's first)",
+    )
+    p.add_argument("--gguf-file", help="hf: GGUF file name inside the --model folder")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt text (default: %(default)r)")
     chat = p.add_mutually_exclusive_group()
     chat.add_argument(
@@ -44,26 +58,32 @@ def add_parser(subparsers: Any) -> None:
     chat.add_argument("--no-chat", dest="chat", action="store_false", help="feed the prompt as plain text")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens to generate (default: %(default)s)")
     add_flags(p, Options)
+    # hf-only flags default to None, so that giving one to another backend is seen (and refused).
     p.add_argument(
         "--perf",
         choices=("off", "strict"),
-        default="off",
-        help="strict: warm up, time plain and instrumented generate in this process, and record the ratio",
+        default=None,
+        help="hf: strict: warm up, time plain and instrumented generate in this process, and record the ratio",
     )
-    p.add_argument("--perf-runs", type=positive_int, default=3, help="timed runs of each kind with --perf strict")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="(default: %(default)s)")
+    p.add_argument(
+        "--perf-runs",
+        type=positive_int,
+        default=None,
+        help=f"timed runs of each kind with --perf strict (default: {DEFAULT_PERF_RUNS})",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="hf (default: auto)")
     p.add_argument(
         "--dtype",
         choices=("auto", "float32", "bfloat16", "float16"),
-        default="auto",
-        help="(default: float32 on CPU, bfloat16 on CUDA)",
+        default=None,
+        help="hf: (default: float32 on CPU, bfloat16 on CUDA); vllm: (default: float32)",
     )
-    p.add_argument("--seed", type=int, default=None, help="torch seed, for reproducible sampling")
+    p.add_argument("--seed", type=int, default=None, help="seed, for reproducible sampling")
     p.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=non_negative_float, default=None)
     p.add_argument("--top-p", type=non_negative_float, default=None)
-    p.add_argument("--top-k", type=positive_int, default=None)
-    p.add_argument("--repetition-penalty", type=non_negative_float, default=None)
+    p.add_argument("--top-k", type=positive_int, default=None, help="hf, vllm")
+    p.add_argument("--repetition-penalty", type=non_negative_float, default=None, help="hf, vllm")
     _telemetry.add_arguments(p, non_negative_float)
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the text view")
     p.add_argument("--quiet", action="store_true", help="no progress indicator")
@@ -71,81 +91,59 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Generate once, instrumented, and print the report; the exit code."""
+    """Generate once with the chosen backend, instrumented, and print the report; the exit code."""
+    _backends.check_flags(args)
+    _backends.sampling(args)
+    if args.backend == _backends.OPENAI:
+        from . import _openai_run
+
+        return _openai_run.run(args)
+    if args.backend == _backends.VLLM:
+        from . import _vllm_run
+
+        return _vllm_run.run(args)
+    return _run_hf(args)
+
+
+def _run_hf(args: argparse.Namespace) -> int:
+    """Generate once with a Hugging Face model in this process."""
     # tqdm reads this when transformers imports it; our own progress indicator is enough.
     os.environ.setdefault("TQDM_DISABLE", "1")
     options = parsed(args, Options)
     settings = _telemetry.settings(args)
     source = _models.resolve_model(args.model, args.gguf_file)
-    device = _models.resolve_device(args.device)
-    dtype = _models.resolve_dtype(args.dtype, device)
+    device = _models.resolve_device(args.device or "auto")
+    dtype = _models.resolve_dtype(args.dtype or "auto", device)
 
-    from ..instrument import CoreVitalInstrumentor, generation_context
+    from ..instrument import generation_context
+    from ._perf import measure_overhead
+    from ._session import instrumented
 
-    reports: list[Report] = []
-    instrumentor = CoreVitalInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-    # The CLI keeps its configuration for the whole command: --perf strict re-instruments, and the
-    # Prometheus endpoint, W&B run and files must outlive that.
-    with _telemetry.configure_from(settings) as config:
-        files = [str(f) for f in config.files]
-
-        def instrument_for_output() -> None:
-            if instrumentor.is_instrumented_by_opentelemetry:
-                instrumentor.uninstrument()
-            instrumentor.instrument(report_log=True, **config.instrument_kwargs(on_report=reports.append), **options)
-
-        instrument_for_output()
+    with instrumented(settings, options) as session:
         show = not args.quiet
-        try:
-            with progress(f"loading {source.display_name}", enabled=show):
-                tokenizer, model = _models.load(source, device, dtype)
-            inputs = _encode(tokenizer, args.prompt, args.chat)
-            inputs = {k: v.to(device) for k, v in inputs.items()}
-            generate_kwargs = _generate_kwargs(args, tokenizer)
-            import torch
+        with progress(f"loading {source.display_name}", enabled=show):
+            tokenizer, model = _models.load(source, device, dtype)
+        inputs = _encode(tokenizer, args.prompt, args.chat)
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        generate_kwargs = _generate_kwargs(args, tokenizer)
+        import torch
 
-            if args.seed is not None:
-                torch.manual_seed(args.seed)
-            perf = None
-            if args.perf == "strict":
-                with progress(f"timing plain and instrumented generate ({args.perf_runs} runs each)", enabled=show):
-                    perf = measure_overhead(model, inputs, generate_kwargs, args.perf_runs, args.seed, options)
-                instrument_for_output()
-            if args.seed is not None:
-                torch.manual_seed(args.seed)
-            with progress(f"generating up to {args.max_new_tokens} tokens", enabled=show):
-                with generation_context(seed=args.seed, perf=perf):
-                    output = model.generate(**inputs, **generate_kwargs)
-            prompt_len = inputs["input_ids"].shape[1]
-            text = tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True)
-            if not reports:
-                raise CoreVitalError(
-                    "the generation finished but produced no report; rerun with --capture summary and -v"
-                )
-            report = reports[-1]
-            if args.json:
-                sys.stdout.write(report.to_json(indent=2) + "\n")
-            else:
-                sys.stdout.write(render(report, text, files) + "\n")
-            sys.stdout.flush()
-            _serve(config.prometheus_url, _telemetry.serve_seconds(args, config))
-        finally:
-            instrumentor.uninstrument()  # then leaving the block flushes and stops every exporter
+        if args.seed is not None:
+            torch.manual_seed(args.seed)
+        perf = None
+        if args.perf == "strict":
+            runs = args.perf_runs or DEFAULT_PERF_RUNS
+            with progress(f"timing plain and instrumented generate ({runs} runs each)", enabled=show):
+                perf = measure_overhead(model, inputs, generate_kwargs, runs, args.seed, options)
+            session.instrument()
+        if args.seed is not None:
+            torch.manual_seed(args.seed)
+        with progress(f"generating up to {args.max_new_tokens} tokens", enabled=show):
+            with generation_context(seed=args.seed, perf=perf):
+                output = model.generate(**inputs, **generate_kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        session.show(args, tokenizer.decode(output[0, prompt_len:], skip_special_tokens=True))
     return 0
-
-
-def _serve(url: str | None, seconds: float) -> None:
-    """Keep the Prometheus endpoint up so that a scraper sees this run's metrics."""
-    if url is None or seconds <= 0:
-        return
-    sys.stderr.write(f"serving metrics on {url} for {seconds:g} s (Ctrl-C stops)\n")
-    sys.stderr.flush()
-    try:
-        time.sleep(seconds)
-    except KeyboardInterrupt:
-        pass
 
 
 def _encode(tokenizer: Any, prompt: str, chat: bool | None) -> dict:
@@ -171,10 +169,7 @@ def _greedy_kwargs(tokenizer: Any, max_new_tokens: int) -> dict[str, Any]:
 def _generate_kwargs(args: argparse.Namespace, tokenizer: Any) -> dict[str, Any]:
     kwargs = _greedy_kwargs(tokenizer, args.max_new_tokens)
     kwargs["do_sample"] = bool(args.do_sample)
-    sampling = {"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k}
-    if not args.do_sample and any(v is not None for v in sampling.values()):
-        raise CoreVitalError("--temperature, --top-p and --top-k only apply with --do-sample")
-    kwargs.update({k: v for k, v in sampling.items() if v is not None})
+    kwargs.update(_backends.sampling(args))
     if args.repetition_penalty is not None:
         kwargs["repetition_penalty"] = args.repetition_penalty
     return kwargs

@@ -105,7 +105,7 @@ def view_runs(index: Index) -> None:
         st.info(messages.NO_RUNS)
         return
     f = st.columns([3, 2, 2, 2, 2])
-    text = f[0].text_input("Search model, service or id", key="f_text")
+    text = f[0].text_input("Search model, provider, service or id", key="f_text")
     levels = f[1].multiselect("Risk level", runlist.LEVELS, key="f_levels")
     flags = f[2].multiselect("Has flags", runlist.flag_names(runs), key="f_flags")
     min_risk = f[3].slider("Minimum risk", 0.0, 1.0, 0.0, 0.05, key="f_risk")

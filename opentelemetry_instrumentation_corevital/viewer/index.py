@@ -44,6 +44,7 @@ class RunSummary:
     started: float | None = None  # unix seconds
     model: str | None = None
     operation: str | None = None
+    provider: str | None = None  # gen_ai.provider.name: huggingface, vllm, openai (only spans carry it)
     service: str | None = None
     risk_score: float | None = None
     risk_level: str | None = None
@@ -114,6 +115,7 @@ def from_span(resource: dict[str, Any], span: dict[str, Any], attrs: dict[str, A
         "started": start / 1e9 if start else None,
         "model": attrs.get(n.REQUEST_MODEL),
         "operation": attrs.get(n.OPERATION_NAME),
+        "provider": attrs.get(n.PROVIDER_NAME),
         "service": resource.get("service.name"),
         "input_tokens": attrs.get(n.USAGE_INPUT_TOKENS),
         "output_tokens": attrs.get(n.USAGE_OUTPUT_TOKENS),

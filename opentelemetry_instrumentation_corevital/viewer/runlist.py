@@ -25,13 +25,14 @@ def filter_runs(
     flags: Iterable[str] = (),
     min_risk: float = 0.0,
 ) -> list[RunSummary]:
-    """Runs whose model, service or id contains ``text`` (any case), at one of ``levels`` (all when
+    """Runs whose model, provider, service or id contains ``text`` (any case), at one of ``levels`` (all when
     empty), with every flag in ``flags``, and risk at least ``min_risk`` (runs without a score pass only at 0)."""
     needle = text.strip().lower()
     levels, flags = set(levels), set(flags)
     out = []
     for r in runs:
-        haystack = " ".join(str(x) for x in (r.model, r.service, r.trace_id, r.span_id, r.report_id) if x).lower()
+        found = (r.model, r.provider, r.service, r.trace_id, r.span_id, r.report_id)
+        haystack = " ".join(str(x) for x in found if x).lower()
         if needle and needle not in haystack:
             continue
         if levels and r.risk_level not in levels:
@@ -55,6 +56,7 @@ def rows(runs: Iterable[RunSummary]) -> list[dict[str, Any]]:
         {
             "time (UTC)": r.time_text,
             "model": r.model,
+            "provider": r.provider,
             "risk": r.risk_score,
             "level": r.risk_level,
             "flags": ", ".join(r.flags) if r.flags else ("none" if r.risk_score is not None else "–"),

@@ -81,6 +81,7 @@ def test_run_list_shows_every_run_with_exact_figures(monkeypatch, good_dir):
     assert deep == {
         "time (UTC)": "2026-01-02 03:04:08",
         "model": "hand-made/deep-1.1",
+        "provider": None,  # the hand-made spans name none
         "risk": 0.5,
         "level": "medium",
         "flags": "high_entropy",

@@ -380,6 +380,7 @@ def test_run_list_filter_sort_and_rows(good_dir):
     assert row == {
         "time (UTC)": "2026-01-02 03:04:08",
         "model": "hand-made/deep-1.1",
+        "provider": None,  # the hand-made spans name none
         "risk": 0.5,
         "level": "medium",
         "flags": "high_entropy",
