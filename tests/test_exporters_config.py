@@ -173,3 +173,20 @@ def test_rotation_keeps_lines_whole(tmp_path):
     lines = [json.loads(line)["i"] for f in files for line in f.read_text().splitlines()]
     assert lines == list(range(10))
     assert all(len(f.read_text().splitlines()) == 1 for f in files)  # each 24-byte line fills a file
+
+
+def test_configured_ids_do_not_repeat_when_the_application_seeds_random(tmp_path):
+    """vLLM seeds Python's random with 0 in every engine process: the SDK's default ids would repeat."""
+    import random
+
+    from opentelemetry_instrumentation_corevital import configure
+
+    ids = []
+    for _ in range(2):
+        with configure(exporters="otlp-json", out=str(tmp_path)) as config:
+            random.seed(0)
+            tracer = config.instrument_kwargs()["tracer_provider"].get_tracer("test")
+            with tracer.start_as_current_span("one") as span:
+                context = span.get_span_context()
+                ids.append((context.trace_id, context.span_id))
+    assert ids[0][0] != ids[1][0] and ids[0][1] != ids[1][1]

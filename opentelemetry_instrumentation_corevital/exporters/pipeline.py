@@ -113,7 +113,9 @@ def _sdk_pipeline(
     except ImportError as exc:
         raise _missing(names[0], exc) from exc
 
-    tracer_provider = TracerProvider(resource=resource)
+    from .ids import SystemRandomIds
+
+    tracer_provider = TracerProvider(resource=resource, id_generator=SystemRandomIds())
     logger_provider = LoggerProvider(resource=resource)
     for name in names:
         if name == "otlp-json":
