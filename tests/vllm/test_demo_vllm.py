@@ -55,7 +55,9 @@ def test_demo_serves_one_request_and_prints_both_reports(tmp_path, capfd):
     assert f"risk      {server_detail.report['summary']['risk_score']:.2f} (low)   profile smollm2" in lines
     assert f"risk      {client_detail.report['summary']['risk_score']:.2f} (low)   profile smollm2" in lines
     at = lines.index("=== one request, two spans ===")
+    assert client.trace_id == server.trace_id  # the client sent its traceparent: one trace
     assert lines[at + 2 : at + 5] == demo.trace_lines(client, server)
+    assert lines[at + 4] == "one trace: the server's span continues the client's (traceparent header)"
     assert lines[at + 6 :] == [
         f"files: {out.resolve()} (traces.jsonl, logs.jsonl, metrics.jsonl; the server's log vllm-serve.log)",
         f"open them in the viewer: .venv/bin/corevital view {out}   (then http://127.0.0.1:8577)",
