@@ -357,15 +357,20 @@ def machine() -> dict[str, str]:
     }
 
 
-def table(results: list[Result]) -> str:
-    """The markdown tables: throughput and ratios per variant, then our time per request by part."""
+def table(results: list[Result], labels: list[str] | None = None) -> str:
+    """The markdown tables: throughput and ratios per variant, then our time per request by part.
+
+    ``labels`` (one per result) add a first column saying which run a row is from.
+    """
+    names = labels or [""] * len(results)
+    run = "| run " if labels else ""
     lines = [
-        "| variant | median s / round | generated tokens/s | ratio (medians) | ratio (paired) | paired 95% interval | "
-        "CPU time ratio (paired) | its 95% interval | CoreVital host ms / request | host time / plain round | "
-        "same tokens | reports / round |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"{run}| variant | median s / round | generated tokens/s | ratio (medians) | ratio (paired) | "
+        "paired 95% interval | CPU time ratio (paired) | its 95% interval | CoreVital host ms / request | "
+        "host time / plain round | same tokens | reports / round |",
+        "|---" * (12 + bool(labels)) + "|",
     ]
-    for r in results:
+    for name, r in zip(names, results):
         for variant, median in r.median_s.items():
             low, high = r.interval[variant]
             cpu_low, cpu_high = r.cpu_interval[variant]
@@ -374,19 +379,20 @@ def table(results: list[Result]) -> str:
             count = "–" if not reports else (str(reports[0]) if len(set(reports)) == 1 else "/".join(map(str, reports)))
             same = "–" if variant == "plain" else ("yes" if r.same_tokens[variant] else "NO")
             lines.append(
-                f"| {variant} | {median:.3f} | {r.tokens_per_s[variant]:.1f} | {r.ratio[variant]:.3f} | "
+                (f"| {name} " if labels else "")
+                + f"| {variant} | {median:.3f} | {r.tokens_per_s[variant]:.1f} | {r.ratio[variant]:.3f} | "
                 f"{r.paired[variant]:.3f} | {low:.3f}–{high:.3f} | {r.cpu_paired[variant]:.3f} | "
-                f"{cpu_low:.3f}–{cpu_high:.3f} | {r.host_ms[variant]:.2f} | {share:.1%} | "
-                f"{same} | {count} |"
+                f"{cpu_low:.3f}–{cpu_high:.3f} | {r.host_ms[variant]:.2f} | {share:.1%} | {same} | {count} |"
             )
-    variants = [v for r in results for v in r.parts_ms]
-    if variants:
+    columns = [(f"{name} {v}".strip(), r.parts_ms[v]) for name, r in zip(names, results) for v in r.parts_ms]
+    if columns:
         lines += ["", "CoreVital host ms per request, by part (median over rounds; exclusive times):", ""]
-        lines.append("| part | " + " | ".join(variants) + " | what |")
-        lines.append("|---|" + "---|" * len(variants) + "---|")
+        lines.append("| part | " + " | ".join(c for c, _ in columns) + " | what |")
+        lines.append("|---|" + "---|" * len(columns) + "---|")
         for part, what in PARTS.items():
-            cells = [f"{r.parts_ms[v].get(part, 0.0):.2f}" for r in results for v in r.parts_ms]
-            lines.append(f"| {part} | " + " | ".join(cells) + f" | {what} |")
+            lines.append(f"| {part} | " + " | ".join(f"{ms.get(part, 0.0):.2f}" for _, ms in columns) + f" | {what} |")
+        totals = " | ".join(f"{sum(ms.values()):.2f}" for _, ms in columns)
+        lines.append(f"| **sum of the medians** | {totals} | |")
     return "\n".join(lines)
 
 
@@ -404,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", nargs="+", default=None, help="print the tables of earlier --json-out files")
     args = parser.parse_args(argv)
     if args.render:
-        print(table([Result(**r) for path in args.render for r in json.load(open(path))["results"]]))
+        runs = [(path, Result(**r)) for path in args.render for r in json.load(open(path))["results"]]
+        labels = [os.path.splitext(os.path.basename(path))[0] for path, _ in runs] if len(runs) > 1 else None
+        print(table([r for _, r in runs], labels))
         return 0
     args.modes = [m for m in args.modes.split(",") if m]
     if args.pin_cpu is not None:  # before vLLM starts: its CPU worker forbids changing the thread count later
