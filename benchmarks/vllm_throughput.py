@@ -95,6 +95,7 @@ class Result:
     cpu_interval: dict[str, list[float]] = field(default_factory=dict)
     host_ms: dict[str, float] = field(default_factory=dict)  # our code's time per request (median over rounds)
     parts_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> part -> ms per request
+    gc_ms: dict[str, float] = field(default_factory=dict)  # Python's garbage collections per round (median)
     same_tokens: dict[str, bool] = field(default_factory=dict)
     reports: dict[str, list[int]] = field(default_factory=dict)  # reports per round
     plain_reproducible: bool = True
@@ -146,6 +147,26 @@ class PartTimer:
 
 
 TIMER = PartTimer()
+
+
+class GCTimer:
+    """Wall time spent in Python's garbage collector (everyone's objects, ours included), until read."""
+
+    def __init__(self) -> None:
+        self.spent = 0.0
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.spent += time.perf_counter() - self._start
+
+    def take(self) -> float:
+        """The seconds since the last take."""
+        spent, self.spent = self.spent, 0.0
+        return spent
 
 
 def time_our_code() -> None:
@@ -249,17 +270,21 @@ def bench(args: argparse.Namespace) -> Result:
     reference: list[list[int]] | None = None
     problems: list[str] = []
 
+    collections = GCTimer()
+
     def run(variant: str, label: str) -> tuple[float, float, dict[str, float]]:
         nonlocal reference
         telemetry.set_variant(variant)
         gc.collect()
         TIMER.take()
+        collections.take()
         start, cpu = time.perf_counter(), time.process_time()
         outputs = llm.generate(texts, params, use_tqdm=False)
         if variant != "plain":
             telemetry.flush()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         ours = TIMER.take() if variant != "plain" else {}
+        gcs[variant].append(collections.take())
         ids = [list(o.outputs[0].token_ids) for o in outputs]
         if not result.prompt_tokens:
             result.prompt_tokens = [len(o.prompt_token_ids or ()) for o in outputs]
@@ -283,6 +308,7 @@ def bench(args: argparse.Namespace) -> Result:
 
     times: dict[str, list[float]] = {v: [] for v in variants}
     cpus: dict[str, list[float]] = {v: [] for v in variants}
+    gcs: dict[str, list[float]] = {v: [] for v in variants}
     ours: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
     for variant in sorted(variants, key=lambda v: v != "plain"):  # plain first: the reference ids
         for w in range(args.warmup):
@@ -318,6 +344,7 @@ def bench(args: argparse.Namespace) -> Result:
             result.parts_ms[variant] = {
                 part: statistics.median(o.get(part, 0.0) for o in ours[variant]) * per_request for part in PARTS
             }
+        result.gc_ms[variant] = statistics.median(gcs[variant][-args.rounds :]) * 1000
         result.same_tokens.setdefault(variant, True)
     if problems:
         raise Failed("; ".join(problems))
@@ -367,8 +394,8 @@ def table(results: list[Result], labels: list[str] | None = None) -> str:
     lines = [
         f"{run}| variant | median s / round | generated tokens/s | ratio (medians) | ratio (paired) | "
         "paired 95% interval | CPU time ratio (paired) | its 95% interval | CoreVital host ms / request | "
-        "host time / plain round | same tokens | reports / round |",
-        "|---" * (12 + bool(labels)) + "|",
+        "host time / plain round | GC ms / round | same tokens | reports / round |",
+        "|---" * (13 + bool(labels)) + "|",
     ]
     for name, r in zip(names, results):
         for variant, median in r.median_s.items():
@@ -378,11 +405,12 @@ def table(results: list[Result], labels: list[str] | None = None) -> str:
             reports = r.reports.get(variant)
             count = "–" if not reports else (str(reports[0]) if len(set(reports)) == 1 else "/".join(map(str, reports)))
             same = "–" if variant == "plain" else ("yes" if r.same_tokens[variant] else "NO")
+            gc = f"{r.gc_ms[variant]:.0f}" if variant in r.gc_ms else ""
             lines.append(
                 (f"| {name} " if labels else "")
                 + f"| {variant} | {median:.3f} | {r.tokens_per_s[variant]:.1f} | {r.ratio[variant]:.3f} | "
                 f"{r.paired[variant]:.3f} | {low:.3f}–{high:.3f} | {r.cpu_paired[variant]:.3f} | "
-                f"{cpu_low:.3f}–{cpu_high:.3f} | {r.host_ms[variant]:.2f} | {share:.1%} | {same} | {count} |"
+                f"{cpu_low:.3f}–{cpu_high:.3f} | {r.host_ms[variant]:.2f} | {share:.1%} | {gc} | {same} | {count} |"
             )
     columns = [(f"{name} {v}".strip(), r.parts_ms[v]) for name, r in zip(names, results) for v in r.parts_ms]
     if columns:
