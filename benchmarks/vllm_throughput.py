@@ -405,7 +405,7 @@ def table(results: list[Result], labels: list[str] | None = None) -> str:
             reports = r.reports.get(variant)
             count = "–" if not reports else (str(reports[0]) if len(set(reports)) == 1 else "/".join(map(str, reports)))
             same = "–" if variant == "plain" else ("yes" if r.same_tokens[variant] else "NO")
-            gc = f"{r.gc_ms[variant]:.0f}" if variant in r.gc_ms else ""
+            gc = f"{r.gc_ms[variant]:.0f}" if variant in r.gc_ms else "–"
             lines.append(
                 (f"| {name} " if labels else "")
                 + f"| {variant} | {median:.3f} | {r.tokens_per_s[variant]:.1f} | {r.ratio[variant]:.3f} | "
@@ -436,10 +436,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin-cpu", type=int, default=None, help="run on this CPU core, one torch thread")
     parser.add_argument("--profile", type=int, default=0, help="print a cProfile of one round per mode (top N)")
     parser.add_argument("--render", nargs="+", default=None, help="print the tables of earlier --json-out files")
+    parser.add_argument("--labels", default=None, help="with --render: comma list naming each file's run")
     args = parser.parse_args(argv)
     if args.render:
         runs = [(path, Result(**r)) for path in args.render for r in json.load(open(path))["results"]]
-        labels = [os.path.splitext(os.path.basename(path))[0] for path, _ in runs] if len(runs) > 1 else None
+        labels = args.labels.split(",") if args.labels else None
+        if labels is None and len(runs) > 1:  # the file names, less what they all start with
+            stems = [os.path.splitext(os.path.basename(path))[0] for path, _ in runs]
+            common = len(os.path.commonprefix(stems))
+            labels = [stem[common:].strip("-_") or stem for stem in stems]
         print(table([r for _, r in runs], labels))
         return 0
     args.modes = [m for m in args.modes.split(",") if m]
