@@ -7,18 +7,13 @@ variants (plain = not instrumented, then the instrumentor in each capture mode) 
 starting variant rotated every round, after warm-up. The LLM is created while instrumented (so its decoder
 layers can be hooked later), then the instrumentor is switched off and on between rounds.
 
-Instrumented rounds export through the real SDK: ``BatchSpanProcessor`` and ``BatchLogRecordProcessor`` to the
-in-memory exporters and an ``InMemoryMetricReader``; each instrumented round ends with ``force_flush`` of both
-processors inside the timed part, so exporting is in the measured time. Every instrumented round must return
-the plain round's greedy token ids and produce one report and one span per request (else it exits with 1).
+Telemetry goes through the real SDK (``BatchSpanProcessor``/``BatchLogRecordProcessor`` to in-memory exporters,
+an ``InMemoryMetricReader``), flushed inside the timed part. Every instrumented round must return the plain
+round's greedy token ids and one report and span per request, else the script exits with 1. Besides the clock,
+CoreVital's own code is timed by part (see :data:`PARTS`); on a CPU that is the whole cost of the capture.
 
-    python benchmarks/vllm_throughput.py --json-out benchmarks/results/2026-11-29-vllm-throughput.json
-    python benchmarks/vllm_throughput.py --render benchmarks/results/2026-11-29-vllm-throughput.json
-
-Besides the wall clock it times CoreVital's own code, by part (exclusive times): marking requests in the
-frontend, following the batch's rows, the layer hooks, the per-step reduce, finishing a request's capture on
-the host, building its report and emitting it. On the CPU the device is the host, so these parts are the whole
-cost of the capture. ``--profile`` adds one cProfile'd round per instrumented variant (not timed).
+    python benchmarks/vllm_throughput.py --pin-cpu 0 --json-out FILE   # --profile 30: cProfile one round a mode
+    python benchmarks/vllm_throughput.py --render FILE...              # the markdown tables again
 """
 
 from __future__ import annotations
@@ -52,9 +47,7 @@ if not _tqdm_set:  # overhead.py sets it; vLLM divides by zero with it
     os.environ.pop("TQDM_DISABLE", None)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODEL = os.path.join(ROOT, ".cache", "smollm2-135m-instruct-hf")
-if not os.path.isdir(MODEL):
-    MODEL = "/work/main/.cache/smollm2-135m-instruct-hf"
+MODEL = os.path.join(ROOT, ".cache", "smollm2-135m-instruct-hf")  # made by `make test`
 
 #: Prompt text; request i gets its first WORDS[i] words (mixed lengths: a few tokens to a few hundred).
 TEXT = (
@@ -75,14 +68,16 @@ WORDS = [3, 180, 10, 90, 25, 150, 6, 60, 120, 15, 45, 200, 8, 75, 30, 105]
 
 @dataclass
 class Result:
+    """One run's settings and measurements (the --json-out record; --render reads it back)."""
+
     model: str
-    device: str
-    dtype: str
     requests: int
-    prompt_tokens: list[int]
     max_tokens: int
     rounds: int
     warmup: int
+    device: str = "cpu"
+    dtype: str = "float32"
+    prompt_tokens: list[int] = field(default_factory=list)
     tokens_per_round: int = 0
     all_s: dict[str, list[float]] = field(default_factory=dict)  # wall time of each round
     cpu_s: dict[str, list[float]] = field(default_factory=dict)  # this process's CPU time of each round
@@ -117,11 +112,19 @@ PARTS = {
 
 
 class PartTimer:
-    """Exclusive wall time per part of our code, accumulated until read."""
+    """Exclusive wall time per part of our code, and in Python's garbage collector (everyone's), until read."""
 
     def __init__(self) -> None:
         self.spent: dict[str, float] = defaultdict(float)
         self._stack: list[float] = []
+        self.collecting = self._gc_start = 0.0
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.collecting += time.perf_counter() - self._gc_start
 
     def wrap(self, part: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` with its time (less its timed callees') added to ``part``."""
@@ -140,33 +143,14 @@ class PartTimer:
 
         return timed
 
-    def take(self) -> dict[str, float]:
-        """The seconds per part since the last take."""
-        spent, self.spent = dict(self.spent), defaultdict(float)
-        return spent
+    def take(self) -> tuple[dict[str, float], float]:
+        """The seconds per part, and in garbage collections, since the last take."""
+        spent, collecting = dict(self.spent), self.collecting
+        self.spent, self.collecting = defaultdict(float), 0.0
+        return spent, collecting
 
 
 TIMER = PartTimer()
-
-
-class GCTimer:
-    """Wall time spent in Python's garbage collector (everyone's objects, ours included), until read."""
-
-    def __init__(self) -> None:
-        self.spent = 0.0
-        self._start = 0.0
-        gc.callbacks.append(self._callback)
-
-    def _callback(self, phase: str, info: dict) -> None:
-        if phase == "start":
-            self._start = time.perf_counter()
-        else:
-            self.spent += time.perf_counter() - self._start
-
-    def take(self) -> float:
-        """The seconds since the last take."""
-        spent, self.spent = self.spent, 0.0
-        return spent
 
 
 def time_our_code() -> None:
@@ -201,11 +185,9 @@ class Telemetry:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-        self.spans = InMemorySpanExporter()
-        self.logs = InMemoryLogRecordExporter()
-        self.tracer_provider = TracerProvider()
+        self.spans, self.logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
+        self.tracer_provider, self.logger_provider = TracerProvider(), LoggerProvider()
         self.tracer_provider.add_span_processor(BatchSpanProcessor(self.spans))
-        self.logger_provider = LoggerProvider()
         self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(self.logs))
         self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
         self.reports: list[Any] = []
@@ -218,17 +200,19 @@ class Telemetry:
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
         if variant != "plain":
-            instrumentor.instrument(
-                tracer_provider=self.tracer_provider,
-                meter_provider=self.meter_provider,
-                logger_provider=self.logger_provider,
-                on_report=self.reports.append,
-                capture=variant,
-            )
+            instrumentor.instrument(**self.providers(), on_report=self.reports.append, capture=variant)
         self.flush()
         self.spans.clear()
         self.logs.clear()
         self.reports.clear()
+
+    def providers(self) -> dict[str, Any]:
+        """The providers, as ``instrument()`` takes them."""
+        return dict(
+            tracer_provider=self.tracer_provider,
+            meter_provider=self.meter_provider,
+            logger_provider=self.logger_provider,
+        )
 
     def flush(self) -> None:
         """Export everything the batch processors hold."""
@@ -248,6 +232,8 @@ class Failed(Exception):
 
 
 def bench(args: argparse.Namespace) -> Result:
+    """Time every variant round by round on one in-process LLM; raises :class:`Failed` after the rounds if any
+    instrumented round changed the tokens or lost a report."""
     from vllm import LLM, SamplingParams
 
     telemetry = Telemetry()
@@ -256,35 +242,24 @@ def bench(args: argparse.Namespace) -> Result:
     texts = prompts(args.requests)
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens, ignore_eos=True)
     variants = ["plain", *args.modes]
-    result = Result(
-        os.path.basename(args.model.rstrip("/")),
-        "cpu",
-        "float32",
-        args.requests,
-        [],
-        args.max_tokens,
-        args.rounds,
-        args.warmup,
-        args.requests * args.max_tokens,
-    )
+    name = os.path.basename(args.model.rstrip("/"))
+    result = Result(name, args.requests, args.max_tokens, args.rounds, args.warmup)
+    result.tokens_per_round = args.requests * args.max_tokens
     reference: list[list[int]] | None = None
     problems: list[str] = []
-
-    collections = GCTimer()
 
     def run(variant: str, label: str) -> tuple[float, float, dict[str, float]]:
         nonlocal reference
         telemetry.set_variant(variant)
         gc.collect()
         TIMER.take()
-        collections.take()
         start, cpu = time.perf_counter(), time.process_time()
         outputs = llm.generate(texts, params, use_tqdm=False)
         if variant != "plain":
             telemetry.flush()
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-        ours = TIMER.take() if variant != "plain" else {}
-        gcs[variant].append(collections.take())
+        parts, collecting = TIMER.take()
+        gcs[variant].append(collecting)
         ids = [list(o.outputs[0].token_ids) for o in outputs]
         if not result.prompt_tokens:
             result.prompt_tokens = [len(o.prompt_token_ids or ()) for o in outputs]
@@ -304,7 +279,7 @@ def bench(args: argparse.Namespace) -> Result:
             lengths = sorted(r.usage.output_tokens for r in telemetry.reports)
             if reports != args.requests or spans != args.requests or lengths != [args.max_tokens] * args.requests:
                 problems.append(f"{label} {variant}: {reports} reports, {spans} spans, output tokens {lengths}")
-        return elapsed, cpu, ours
+        return elapsed, cpu, parts if variant != "plain" else {}
 
     times: dict[str, list[float]] = {v: [] for v in variants}
     cpus: dict[str, list[float]] = {v: [] for v in variants}
@@ -333,11 +308,9 @@ def bench(args: argparse.Namespace) -> Result:
         result.median_s[variant] = statistics.median(times[variant])
         result.tokens_per_s[variant] = result.tokens_per_round / result.median_s[variant]
         result.ratio[variant] = result.median_s[variant] / base
-        result.paired[variant] = statistics.median(t / p for t, p in zip(times[variant], times["plain"]))
-        result.interval[variant] = list(paired_interval(times[variant], times["plain"]))
+        result.paired[variant], result.interval[variant] = paired(times[variant], times["plain"])
         result.cpu_s[variant] = cpus[variant]
-        result.cpu_paired[variant] = statistics.median(t / p for t, p in zip(cpus[variant], cpus["plain"]))
-        result.cpu_interval[variant] = list(paired_interval(cpus[variant], cpus["plain"]))
+        result.cpu_paired[variant], result.cpu_interval[variant] = paired(cpus[variant], cpus["plain"])
         per_request = 1000 / args.requests
         result.host_ms[variant] = statistics.median(sum(o.values()) for o in ours[variant]) * per_request
         if variant != "plain":
@@ -349,6 +322,11 @@ def bench(args: argparse.Namespace) -> Result:
     if problems:
         raise Failed("; ".join(problems))
     return result
+
+
+def paired(times: list[float], plain: list[float]) -> tuple[float, list[float]]:
+    """The median over rounds of time / plain time of the same round, and its bootstrap 95% interval."""
+    return statistics.median(t / p for t, p in zip(times, plain)), list(paired_interval(times, plain))
 
 
 def profile_round(llm: Any, texts: list[str], params: Any, telemetry: Telemetry, variant: str, top: int) -> None:
