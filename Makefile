@@ -17,7 +17,7 @@ SMOLLM2_STAMP := $(SMOLLM2_HF)/.converted
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo demo-vllm test test-fast lint bench bench-quality system-deps browser-deps screenshots clean
+.PHONY: demo demo-vllm test test-fast lint bench bench-vllm bench-quality system-deps browser-deps screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +95,8 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --pin-cpu 0
+bench-vllm: $(VLLM_STAMP) $(SMOLLM2_STAMP)
+	PYTHONPATH=$(CURDIR) $(VLLM_VENV)/bin/python benchmarks/vllm_throughput.py --pin-cpu 0
 
 # Detection quality (repetition loops, HaluEval QA) and the risk-score distribution, on SmolLM2 on the CPU.
 # About 3 hours on 2 cores; each script resumes from its cache in /tmp/cv-quality and /tmp/cv-bench.

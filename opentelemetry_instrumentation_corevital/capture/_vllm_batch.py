@@ -126,6 +126,7 @@ class BatchCapture:
             p = self._prev.get(t.key)
             parents.append(p if p is not None else 0)
             valid.append(p is not None)
+        in_place = all(valid) and parents == list(range(len(parents)))  # every row continues where it was
         tokens = [t.output_ids[-1] if t.output_ids else 0 for t in tracked]
         stacked = self.taps.take(total, select) if self.taps is not None and self.taps.installed else None
         full = bool(stacked is not None and self.taps is not None and self.taps.full)
@@ -138,7 +139,7 @@ class BatchCapture:
             attention=False,
             moe=False,
         )
-        index = torch.tensor(parents, device=scores.device)
+        index = None if in_place else torch.tensor(parents, device=scores.device)
         state = StepState(logp=self._carried(self._prev_logp, index, valid, scores.shape))
         if full and stacked is not None:
             shape = (len(order), layout.layers, int(stacked.shape[-1]))
@@ -200,11 +201,17 @@ class BatchCapture:
         return torch.cat([flat, codes.to(flat.dtype).view(-1, 1)], dim=1)
 
     def _carried(
-        self, previous: torch.Tensor | None, index: torch.Tensor, valid: list[bool], shape: Any
+        self, previous: torch.Tensor | None, index: torch.Tensor | None, valid: list[bool], shape: Any
     ) -> torch.Tensor:
-        """The previous step's tensor re-indexed to this step's rows; zeros where a row has no previous step."""
+        """The previous step's tensor re-indexed to this step's rows; zeros where a row has no previous step.
+
+        ``index`` None: every row continues in place, so the previous tensor's first rows are used as they are
+        (the reduce reads them before it overwrites them in place): no copy of [rows, vocabulary] per step.
+        """
         if previous is None or tuple(previous.shape[1:]) != tuple(shape[1:]):
-            return torch.zeros(shape, device=index.device)
+            return torch.zeros(shape, device=self.device if index is None else index.device)
+        if index is None:
+            return previous[: shape[0]]
         carried = previous.index_select(0, index)
         if not all(valid):
             mask = torch.tensor(valid, device=index.device).view(-1, *([1] * (carried.dim() - 1)))

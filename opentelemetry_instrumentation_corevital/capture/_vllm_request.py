@@ -130,7 +130,7 @@ def finish_request(
     hidden: list[list[Any]] = []
     layer_steps: list[int] = []
     full = all(r is not None and chunks[r.chunk].layout.hidden == "full" for r in picked if r and r.chunk in chunks)
-    layers = 0
+    layers = size = 0
     for i, record in enumerate(picked):
         row = values(record) if record is not None else None
         chunk = chunks.get(record.chunk) if record is not None else None
@@ -143,9 +143,11 @@ def finish_request(
             series[name].append(value if value - value == 0 else None)
         series["surprisal"].append(_surprisal(picked, i, chunks, values, last_surprisal))
         if chunk.layout.hidden != "off":
-            layers = chunk.layout.layers
+            layers, size = chunk.layout.layers, chunk.hidden_size
             hidden.append([_layer_values(chunk, row[2 + k :], full)])
             layer_steps.append(i)
+    if full and hidden:
+        _finish_moments(hidden, size)
     mode = str(tracked.marker.get("capture") or "summary")
     unavailable: dict[str, str] = {}
     if mode != "summary":
@@ -223,11 +225,18 @@ def _surprisal(
 
 
 def _layer_values(chunk: Chunk, block: list[float], full: bool) -> list[Any]:
-    """One step's per-layer values: norms, or the seven hidden-state statistics from the raw moments."""
+    """One step's per-layer values: norms, or the raw moments [layers][8] (:func:`_finish_moments` finishes them)."""
     layers = chunk.layout.layers
     if chunk.layout.hidden == "norm":
         return block[:layers]
-    moments = torch.tensor(block[: layers * 8]).view(layers, 8)
     if not full:  # a summary of a step captured in full: the norm alone
-        return moments[:, 0].clamp_min(0.0).sqrt().tolist()
-    return finish_hidden_tensor(moments, chunk.hidden_size).tolist()
+        return torch.tensor(block[: layers * 8 : 8]).clamp_min(0.0).sqrt().tolist()
+    return [block[i * 8 : i * 8 + 8] for i in range(layers)]
+
+
+def _finish_moments(hidden: list[list[Any]], size: int) -> None:
+    """Every step's raw moments -> the seven hidden-state statistics, in place: one tensor call per request."""
+    moments = torch.tensor([step[0] for step in hidden], dtype=torch.float32)  # [steps, layers, 8]
+    finished = finish_hidden_tensor(moments, size).tolist()
+    for step, values in zip(hidden, finished):
+        step[0] = values

@@ -114,7 +114,10 @@ class VLLMLayerTaps:
                 return
             if isinstance(output, tuple) and len(output) >= 2 and isinstance(output[1], torch.Tensor):
                 hidden, residual = output[0], output[1]
-                self._out[index] = hidden.index_select(0, rows) + residual.index_select(0, rows)
+                if hidden.shape[0] <= 2 * rows.shape[0]:  # (nearly) decode only: add all rows, then pick (2 ops)
+                    self._out[index] = (hidden + residual).index_select(0, rows)
+                else:  # prompt chunks: pick the few sampled rows first
+                    self._out[index] = hidden.index_select(0, rows) + residual.index_select(0, rows)
             elif isinstance(output, torch.Tensor):
                 self._out[index] = output.index_select(0, rows)
 
