@@ -171,7 +171,7 @@ class BatchCapture:
         tracked: list[Tracked],
         stops: list[tuple[str, ...]],
         flat: torch.Tensor,
-        index: torch.Tensor,
+        index: torch.Tensor | None,
         valid: list[bool],
     ) -> torch.Tensor:
         """``stop_on``: each row's stop code (host loops, device NaN and entropy runs); stopped rows may sample only
