@@ -221,3 +221,17 @@ def test_tail_loops_by_hand():
     assert not tail_loops([1, 2, 3] * 3, None)  # 9 tokens: fewer than 12
     assert tail_loops([8, 1, 2, 3, 4, 5, 6] * 3, None)  # period 7: 3 whole periods, 21 tokens
     assert tail_loops(list(range(10)) * 2 + [0, 1], 2)  # stop_loop_repeat=2: period 10 + 2 repeated = 12
+
+
+def test_capture_off_keeps_the_request_for_its_span_but_reduces_nothing():
+    capture = BatchCapture(torch.device("cpu"))
+    params = Params("o")
+    params.extra_args[MARKER]["capture"] = "off"
+    outputs: list[int] = []
+    capture.update([], [(0, params, [1, 2], outputs)], [])
+    for token in (4, 5):
+        capture.step(torch.zeros(1, VOCAB))
+        outputs.append(token)
+    assert capture.chunks == {}
+    result = capture.finish("o").result
+    assert (result.signals, result.steps, result.sequences) == (False, 2, [[1, 2, 4, 5]])

@@ -36,6 +36,11 @@ MARKER = "corevital"
 FULL_MODES = ("full", "on_risk")
 
 
+def _captured(tracked: Tracked) -> bool:
+    """Whether a marked request asked for signals (capture ``off`` gets a span and its counts only)."""
+    return tracked.marker.get("capture") != "off"
+
+
 def marker_of(params: Any) -> dict[str, Any] | None:
     """CoreVital's entry in a request's sampling parameters, or None (a request nobody asked us to capture)."""
     extra = getattr(params, "extra_args", None)
@@ -70,7 +75,7 @@ class BatchCapture:
         for index, params, prompt_ids, output_ids in added:
             self._leave(self.rows.pop(int(index), None))
             marker = marker_of(params)
-            if marker is not None and marker.get("capture") != "off":
+            if marker is not None:  # capture off too: its request still gets its span, with no signals
                 key = marker["id"]
                 resumed = next((t for t in self.removed if t.key == key), None)  # preempted, now back
                 if resumed is not None:
@@ -96,7 +101,7 @@ class BatchCapture:
 
     def _retap(self) -> None:
         """Hooks on the layers while captured requests run (in full when one of them asks), none otherwise."""
-        if not self.rows:
+        if not any(_captured(t) for t in self.rows.values()):
             if self.taps is not None:
                 self.taps.remove()
             return
@@ -112,12 +117,12 @@ class BatchCapture:
     # -- one step ---------------------------------------------------------------------
     def step(self, logits: torch.Tensor) -> None:
         """Reduce this step's captured rows on the device and keep the values; reads nothing on the host."""
-        if not self.rows:
+        total = int(logits.shape[0])
+        order = sorted(r for r, t in self.rows.items() if r < total and _captured(t))
+        if not order:
             self._forget()
             return
         now = time.time()
-        total = int(logits.shape[0])
-        order = sorted(r for r in self.rows if r < total)
         tracked = [self.rows[r] for r in order]
         select = None if order == list(range(total)) else torch.tensor(order, device=logits.device)
         scores = logits if select is None else logits.index_select(0, select)

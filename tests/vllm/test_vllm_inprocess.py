@@ -189,3 +189,16 @@ def test_stop_on_high_entropy_uses_the_profiles_threshold_and_its_run(llm):
     # the token of the stopping step is the end token vLLM was made to sample
     assert output.outputs[0].token_ids[-1] == llm.get_tokenizer().eos_token_id
     assert sequence.output_tokens == len(output.outputs[0].token_ids) == 2
+
+
+def test_capture_off_still_gives_each_request_its_span_and_counts(llm):
+    with TelemetryCapture(capture="off") as telemetry:
+        outputs = llm.generate(PROMPTS[:2], _greedy(5), use_tqdm=False)
+    spans = telemetry.spans()
+    assert len(spans) == 2 and len(telemetry.reports) == 2
+    for span in spans:
+        assert span.attributes[names.USAGE_OUTPUT_TOKENS] == 5
+        assert names.RISK_SCORE not in span.attributes
+    assert sorted(s.attributes[names.USAGE_INPUT_TOKENS] for s in spans) == sorted(
+        len(o.prompt_token_ids) for o in outputs
+    )
