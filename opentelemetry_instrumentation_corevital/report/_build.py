@@ -47,13 +47,21 @@ FULL_ONLY_MATRICES = (*HIDDEN_MATRICES[1:], *ATTENTION_MATRICES, *MOE_MATRICES)
 
 
 def sequence_length(
-    tokens: Sequence[int], eos_ids: Sequence[int], pad_id: int | None, max_new: int | None, steps: int
+    tokens: Sequence[int],
+    eos_ids: Sequence[int],
+    pad_id: int | None,
+    max_new: int | None,
+    steps: int,
+    nonfinite: Sequence[bool] = (),
 ) -> tuple[int, str]:
     """(generated tokens, finish reason) for one returned row.
 
     A row stops at its first end-of-sequence token (counted). A row that ended
     by a stop string is padded afterwards, so trailing padding is removed when
-    the pad token is not also the EOS token. If the whole batch ended before
+    the pad token is not also the EOS token — but never a step whose logits
+    were non-finite (``nonfinite[step]``): greedy decoding picks token 0 from
+    NaN logits, which is the pad token of many models (T5), and those steps
+    are the fault, not padding. If the whole batch ended before
     ``max_new_tokens``, every row stopped; otherwise a row without EOS hit the
     length limit.
     """
@@ -63,13 +71,18 @@ def sequence_length(
             return i + 1, "stop"
     n = len(tokens)
     if pad_id is not None and pad_id not in eos:
-        while n > 0 and tokens[n - 1] == pad_id:
+        while n > 0 and tokens[n - 1] == pad_id and not (n - 1 < len(nonfinite) and nonfinite[n - 1]):
             n -= 1
         if n < len(tokens):
             return n, "stop"
     if max_new is not None and steps < max_new:
         return n, "stop"
     return n, "length"
+
+
+def _nonfinite_steps(series: dict[str, list[float | None]]) -> list[bool]:
+    """Per step, whether the logits were NaN or infinite (every statistic of such a step is None)."""
+    return [e is None and p is None for e, p in zip(series["entropy"], series["top1_prob"])]
 
 
 def _layer_series(capture: CaptureResult, row_at: Callable[[int], int | None], n: int) -> LayerSeries | None:
@@ -204,6 +217,7 @@ def build_report(
             request.pad_token_id,
             params.max_new_tokens,
             capture.steps or len(generated),
+            _nonfinite_steps(capture.series[row]) if capture.signals and row < len(capture.series) else (),
         )
         intervention = None
         if capture.stopped_at is not None and row < len(capture.stopped_at) and capture.stopped_at[row] >= 0:
