@@ -5,6 +5,7 @@ attention steps with too few keys to judge, and confident repetition on SmolLM2'
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -81,3 +82,84 @@ class TestNanLogitsWithPadIdZero:
         assert (seq.intervention.condition, seq.intervention.step) == ("nan_or_inf", NAN_FROM)
         assert seq.flags.nan_or_inf and seq.flags.nan_or_inf_first_step == NAN_FROM
         assert monitor.get_risk_score() == 1.0
+
+
+KEYS = 16  # key 0 is the sink
+
+
+def head(sink: float, rest: list[float]) -> list[float]:
+    """One head's attention over KEYS keys: ``sink`` on key 0, the remainder shared in proportion to ``rest``."""
+    total = sum(rest)
+    return [sink] + [(1.0 - sink) * r / total for r in rest]
+
+
+SPREAD = [1.0 + 0.1 * i for i in range(KEYS - 1)]  # the remainder spread over every non-sink key
+PEAKED = [1.0] + [1e-9] * (KEYS - 2)  # the remainder on one key
+HEADS = [
+    head(1.0 - 1e-7, SPREAD),  # all but 1e-7 on the sink: parking, not collapsed
+    head(0.9999995, SPREAD),
+    head(0.9999993, SPREAD),
+    head(0.99, SPREAD),
+    head(0.5, PEAKED),  # collapsed
+    head(0.999, PEAKED),  # collapsed
+    head(1.0 / KEYS, [1.0] * (KEYS - 1)),  # uniform
+    [1.0] + [0.0] * (KEYS - 1),  # everything on the sink
+]
+
+
+def reference_collapsed(probs: torch.Tensor) -> float:
+    """The documented definition in float64 on the given probabilities: share of heads whose renormalised
+    non-sink attention has entropy below 3% of ln(non-sink keys); a head with nothing off the sink is not."""
+    from opentelemetry_instrumentation_corevital.capture._attention import COLLAPSE_THRESHOLD
+
+    count = 0
+    for row in probs.double():
+        rest = row[1:]
+        mass = rest.sum()
+        if mass > 0:
+            q = rest / mass
+            entropy = -torch.special.xlogy(q, q).sum()
+            count += bool(entropy / torch.log(torch.tensor(KEYS - 1.0)) < COLLAPSE_THRESHOLD)
+    return count / len(probs)
+
+
+def collapsed_fraction(probs: torch.Tensor, valid: float) -> float:
+    """The capture's collapsed fraction of one layer and row from [heads, keys] probabilities."""
+    from opentelemetry_instrumentation_corevital.capture import _attention, _reduce
+
+    weights = _attention.key_weights(1, probs.shape[-1], probs.shape[-1], torch.zeros(1, dtype=torch.long))
+    heads = _reduce.head_values(probs[None], weights)  # [rows=1, heads, 6]
+    valid_t = torch.tensor([valid])
+    stats = _reduce.aggregate_heads(heads, 1.0 / valid_t.log(), _attention.inv_log_rest(valid_t))
+    return stats[0, _attention.ATTENTION_COLUMNS.index("collapsed_fraction")].item()
+
+
+class TestCollapsedShare:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+    def test_share_follows_the_definition_in_float32_and_bfloat16(self, dtype):
+        probs = torch.tensor(HEADS, dtype=torch.float64).to(dtype)
+        assert reference_collapsed(probs) == 2 / 8
+        assert collapsed_fraction(probs, KEYS) == 2 / 8
+
+    @pytest.mark.parametrize("keys", [1, 2])
+    def test_a_step_with_fewer_than_two_non_sink_keys_is_not_judged(self, keys):
+        probs = torch.tensor([[1.0] + [0.0] * (keys - 1)] * 4)
+        assert math.isnan(collapsed_fraction(probs, keys))
+
+    def test_a_step_with_two_non_sink_keys_is_judged(self):
+        probs = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.4, 0.4]])
+        assert collapsed_fraction(probs, 3) == 0.5
+
+    def test_t5_first_decoder_steps_are_not_judged_nor_blamed(self):
+        model = tiny_seq2seq_lm()
+        source = torch.tensor([[5, 6, 7, 8, 1]])
+        with TelemetryCapture(capture="full") as tc:
+            model.generate(source, attention_mask=torch.ones_like(source), max_new_tokens=3, min_new_tokens=3)
+        seq = tc.reports[0].sequences[0]
+        # The decoder's self-attention sees 1, 2, then 3 keys (the start token first): only the third step has two
+        # keys besides the sink.
+        collapsed = seq.layers.attn_collapsed_fraction
+        assert [row[:2] for row in collapsed] == [[None, None], [None, None]]
+        assert all(row[2] is not None for row in collapsed)
+        assert not any(r.code == "attention_collapse" for b in seq.diagnosis.blame for r in b.reasons)
+        assert seq.flags.attention_collapse_peak_share == sum(row[2] for row in collapsed) / 2

@@ -17,6 +17,12 @@ Statistics per head, then aggregated per layer (columns of
   (renormalised) is below :data:`COLLAPSE_THRESHOLD` of its maximum. Excluding
   the sink matters: most heads of real models park weight on the first token
   (attention sinks), which is healthy and would otherwise read as collapse.
+  The non-sink mass and its sum p ln p are summed over the non-sink keys
+  themselves (never ``1 - sink``, which float32 and bfloat16 cannot resolve
+  for a head with nearly all its weight on the sink); a head with no weight
+  off the sink is not collapsed. A step with fewer than :data:`MIN_REST_KEYS`
+  non-sink keys cannot be judged: its collapsed fraction is NaN (None in the
+  report).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import torch
 
 ATTENTION_COLUMNS = ("entropy", "entropy_min", "max_weight", "sink_mass", "prompt_mass", "collapsed_fraction")
 COLLAPSE_THRESHOLD = 0.03
+#: Non-sink keys needed to judge collapse: over one key every distribution is one-hot.
+MIN_REST_KEYS = 2
 SPARSE_WEIGHT = 0.01
 _TINY = 1e-6
 
@@ -75,6 +83,22 @@ def query_row_probs(
     return torch.softmax(scores, dim=-1)
 
 
+def inv_log_rest(valid: torch.Tensor) -> torch.Tensor:
+    """1 / ln(non-sink keys) for ``valid`` keys; NaN where there are too few non-sink keys to judge collapse."""
+    rest = valid - 1.0
+    return torch.where(rest >= MIN_REST_KEYS, 1.0 / rest.clamp_min(MIN_REST_KEYS).log(), float("nan"))
+
+
+def key_weights(rows: int, total: int, prompt: int, sink_index: torch.Tensor) -> torch.Tensor:
+    """[rows, total, 3] weights of each key position: prompt, sink, non-sink (summed against probabilities)."""
+    device = sink_index.device
+    weights = torch.zeros(rows, total, 3, device=device)
+    weights[:, :prompt, 0] = 1.0
+    weights[torch.arange(rows, device=device), sink_index.long().clamp_max(total - 1), 1] = 1.0
+    weights[..., 2] = 1.0 - weights[..., 1]
+    return weights
+
+
 class KeyTables:
     """Per-generation constants of the attention statistics, indexed by key count without kernels.
 
@@ -87,15 +111,10 @@ class KeyTables:
     def __init__(self, valid_prompt: torch.Tensor, sink_index: torch.Tensor, prefix: int, span: int) -> None:
         device = valid_prompt.device
         rows = valid_prompt.shape[0]
-        total = prefix + span
-        positions = torch.arange(total, device=device)
-        weights = torch.zeros(rows, total, 2, device=device)
-        weights[:, :, 0] = (positions < prefix).float()[None, :]
-        weights[torch.arange(rows, device=device), sink_index.clamp_max(total - 1), 1] = 1.0
-        self.weights = weights
+        self.weights = key_weights(rows, prefix + span, prefix, sink_index.to(device))
         valid = valid_prompt.float()[:, None] + torch.arange(span + 1, device=device, dtype=torch.float32)[None, :]
         self.inv_log_valid = 1.0 / valid.log().clamp_min(_TINY)
-        self.inv_log_rest = 1.0 / (valid - 1.0).clamp_min(1.0).log().clamp_min(_TINY)
+        self.inv_log_rest = inv_log_rest(valid)
         self.prefix = prefix
         self.span = span
 

@@ -21,8 +21,6 @@ import torch
 from ._attention import COLLAPSE_THRESHOLD
 from ._stats import TOP_K
 
-_TINY = 1e-6
-
 
 @dataclass(frozen=True)
 class StepLayout:
@@ -134,8 +132,9 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
       captured layer's output (hidden "full"; or each layer's input and output interleaved
       when the captured layers are not consecutive), or [rows, layers, hidden] outputs ("norm");
     * ``parents`` [rows]: the previous step's row each row continues (beam search; identity otherwise);
-    * ``heads`` [layers, rows, heads, 4]: per head sum p ln p, max weight, prompt mass, sink mass;
-    * ``inv_valid``/``inv_rest`` [rows]: 1 / ln(valid keys), 1 / ln(valid keys - 1);
+    * ``heads`` [layers, rows, heads, 6]: per head (:func:`head_values`) sum p ln p, max weight, prompt mass,
+      sink mass, non-sink mass, non-sink sum p ln p;
+    * ``inv_valid``/``inv_rest`` [rows]: 1 / ln(valid keys), 1 / ln(valid keys - 1) (NaN: too few to judge);
     * ``router`` [layers, rows, experts] router logits.
     """
     scores, token, parents, stacked = inputs.scores, inputs.token, inputs.parents, inputs.stacked
@@ -203,25 +202,36 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
 
 
 def head_values(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Per head [.., rows, heads, 4]: sum p ln p, max weight, prompt mass, sink mass (four kernels)."""
-    masses = torch.matmul(probs, weights)  # [.., rows, heads, 2]: prompt, sink
+    """Per head [.., rows, heads, 6]: sum p ln p, max weight, prompt mass, sink mass, non-sink mass and sum p ln p.
+
+    ``weights`` [rows, keys, 3] (:func:`_attention.key_weights`). The non-sink sums are taken over the keys, in
+    float32 whatever the probabilities' dtype, so a head almost entirely on the sink keeps an exact remainder.
+    """
+    probs = probs.float()
+    p_log_p = torch.special.xlogy(probs, probs)
     return torch.cat(
         [
-            torch.special.xlogy(probs, probs).sum(dim=-1, keepdim=True),
+            p_log_p.sum(dim=-1, keepdim=True),
             probs.amax(dim=-1, keepdim=True),
-            masses,
+            torch.matmul(probs, weights),  # prompt, sink, non-sink mass
+            torch.matmul(p_log_p, weights[..., 2:]),
         ],
         dim=-1,
     )
 
 
 def aggregate_heads(heads: torch.Tensor, inv_valid: torch.Tensor, inv_rest: torch.Tensor) -> torch.Tensor:
-    """[.., rows, heads, 4] head values -> [.., rows, 6] per-layer statistics (see ``_attention``)."""
-    sum_p_log_p, max_weight, prompt, sink = heads.unbind(dim=-1)
+    """[.., rows, heads, 6] head values -> [.., rows, 6] per-layer statistics (see ``_attention``).
+
+    Collapsed: the entropy of the renormalised non-sink attention, -sum(p ln p)/m + ln m over the non-sink keys
+    with mass m, below :data:`COLLAPSE_THRESHOLD` of its maximum; a head with m = 0 (all on the sink) is not.
+    """
+    sum_p_log_p, max_weight, prompt, sink, rest, rest_p_log_p = heads.unbind(dim=-1)
     norm_entropy = sum_p_log_p * -inv_valid[:, None]
-    rest = (1.0 - sink).clamp_min(_TINY)
-    rest_entropy = (torch.special.xlogy(sink, sink) - sum_p_log_p) / rest + torch.log(rest)
-    collapsed = (rest_entropy * inv_rest[:, None] < COLLAPSE_THRESHOLD).float()
+    mass = rest.clamp_min(torch.finfo(rest.dtype).tiny)
+    rest_entropy = -rest_p_log_p / mass + torch.log(mass)
+    collapsed = ((rest > 0) & (rest_entropy * inv_rest[:, None] < COLLAPSE_THRESHOLD)).float()
+    collapsed = torch.where(torch.isnan(inv_rest)[:, None], float("nan"), collapsed)  # too few keys to judge
     per_head = torch.stack([norm_entropy, max_weight, sink, prompt, collapsed], dim=-1).mean(dim=-2)
     return torch.cat([per_head[..., :1], norm_entropy.amin(dim=-1, keepdim=True), per_head[..., 1:]], dim=-1)
 

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from . import _reduce
+from . import _attention, _reduce
 from ._model_taps import ModelTaps
 from ._reduce import StepInputs, StepLayout, StepState
 from ._rows import StepRows
@@ -137,16 +137,13 @@ def _score_heads(
     layers, _, _, n_heads, total = probs.shape
     probs = probs.reshape(layers, rows * count, n_heads, total)
     first = valid_keys.float().argmax(dim=-1) if valid_keys is not None else torch.zeros(rows, device=device)
-    weights = torch.zeros(rows, total, 2, device=device)
-    weights[:, :prompt_len, 0] = 1.0
-    weights[torch.arange(rows, device=device), first.long(), 1] = 1.0
-    weights = weights.repeat_interleave(count, dim=0)
+    weights = _attention.key_weights(rows, total, prompt_len, first).repeat_interleave(count, dim=0)
     pads = (~valid_keys).float().sum(dim=-1) if valid_keys is not None else torch.zeros(rows, device=device)
     valid = (positions[None, :].float() + 1.0 - pads[:, None]).reshape(-1)
     return (
         _reduce.head_values(probs, weights),
         1.0 / valid.log().clamp_min(1e-6),
-        1.0 / (valid - 1.0).clamp_min(1.0).log().clamp_min(1e-6),
+        _attention.inv_log_rest(valid),
     )
 
 
