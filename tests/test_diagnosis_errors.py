@@ -163,3 +163,66 @@ class TestCollapsedShare:
         assert all(row[2] is not None for row in collapsed)
         assert not any(r.code == "attention_collapse" for b in seq.diagnosis.blame for r in b.reasons)
         assert seq.flags.attention_collapse_peak_share == sum(row[2] for row in collapsed) / 2
+
+
+STEPS_10 = list(range(10))
+FAULT_FROM = 3  # the fault covers steps 3-9: 70% of the run
+
+
+def norms_with_fault(layers_scaled: tuple[int, ...], factor: float) -> list[list[float]]:
+    """Six layers' norms (10, 20, ... growing with depth), those of ``layers_scaled`` times ``factor`` from
+    :data:`FAULT_FROM` on."""
+    return [
+        [10.0 * (i + 1) * (factor if i in layers_scaled and t >= FAULT_FROM else 1.0) for t in STEPS_10]
+        for i in range(6)
+    ]
+
+
+def diagnosed(norms: list[list[float]]):
+    """A hand-built sequence with these per-layer norms, diagnosed with the default profile."""
+    from opentelemetry_instrumentation_corevital.report import diagnose_sequence
+    from opentelemetry_instrumentation_corevital.report._model import LayerSeries, SequenceReport, Timeline
+    from opentelemetry_instrumentation_corevital.signals.profiles import load_profile
+
+    n = len(STEPS_10)
+    seq = SequenceReport(
+        index=0,
+        prompt_tokens=4,
+        output_tokens=n,
+        finish_reason="length",
+        timeline=Timeline(
+            entropy=[1.0] * n, top1_prob=[0.6] * n, margin=[0.3] * n, topk_mass=[0.9] * n, surprisal=[1.0] * n
+        ),
+        layers=LayerSeries(indices=list(range(6)), steps=STEPS_10, hidden_norm=norms),
+    )
+    diagnose_sequence(seq, load_profile("default"), tokens=list(range(10, 20)), signals=True)
+    return seq
+
+
+class TestMidLayerAnomalyCoveringMostOfTheRun:
+    @pytest.mark.parametrize("factor, sign", [(8.0, 1.0), (1 / 8.0, -1.0)])
+    def test_spike_onset_and_direction(self, factor, sign):
+        from opentelemetry_instrumentation_corevital.signals import layers as layer_sig
+
+        result = layer_sig.mid_layer_anomalies(norms_with_fault((2,), factor), list(range(6)), STEPS_10, 3.0)
+        assert [(a.layer, a.step, a.kind) for a in result.anomalies] == [(2, t, "spike") for t in range(3, 10)]
+        assert all(a.log_ratio == pytest.approx(sign * math.log(8.0)) for a in result.anomalies)
+        assert result.first_step == FAULT_FROM
+
+    def test_jump_carried_to_the_output_onset_direction_and_narrative(self):
+        seq = diagnosed(norms_with_fault((2, 3, 4, 5), 8.0))
+        flags = seq.flags
+        assert (flags.mid_layer_anomaly, flags.mid_layer_anomaly_layers) == (True, [2])
+        assert flags.mid_layer_anomaly_first_step == FAULT_FROM
+        assert flags.mid_layer_anomaly_ratio == pytest.approx(8.0)
+        (blamed,) = seq.diagnosis.blame
+        assert (blamed.layer, blamed.reasons[0].step) == (2, FAULT_FROM)
+        assert blamed.reasons[0].detail == "norm 8.0x above its usual level from here to the output at step 3"
+        assert "At step 3 the hidden-state norm rose 8.0x above its usual level at layer 2" in seq.diagnosis.narrative
+
+    def test_a_fall_is_told_as_a_fall(self):
+        seq = diagnosed(norms_with_fault((2, 3, 4, 5), 1 / 8.0))
+        assert seq.flags.mid_layer_anomaly_first_step == FAULT_FROM
+        (blamed,) = seq.diagnosis.blame
+        assert blamed.reasons[0].detail == "norm 8.0x below its usual level from here to the output at step 3"
+        assert "At step 3 the hidden-state norm fell 8.0x below its usual level at layer 2" in seq.diagnosis.narrative

@@ -40,10 +40,11 @@ def narrative_facts(
             peak_token = None
     risk = seq.risk
     mid_step = mid_ratio = mid_kind = None
+    mid_fell = False
     mid_layers: list[int] = []
     if mid is not None and mid.anomalies:
         worst = max(mid.anomalies, key=lambda a: (abs(a.log_ratio), -a.step))
-        mid_step, mid_ratio, mid_kind = worst.step, worst.ratio, worst.kind
+        mid_step, mid_ratio, mid_kind, mid_fell = worst.step, worst.ratio, worst.kind, worst.log_ratio < 0
         by_layer = {a.layer: max(abs(b.log_ratio) for b in mid.anomalies if b.layer == a.layer) for a in mid.anomalies}
         mid_layers = sorted(by_layer, key=lambda layer: (-by_layer[layer], layer))
     nonfinite_layer = next((b.layer for b in blamed if b.reasons[0].code == "nonfinite"), None)
@@ -77,6 +78,7 @@ def narrative_facts(
         mid_step=mid_step,
         mid_ratio=mid_ratio,
         mid_kind=mid_kind,
+        mid_fell=mid_fell,
         collapse_onset=flags.attention_collapse_onset_step if flags.attention_collapse else None,
         collapse_share=flags.attention_collapse_share if flags.attention_collapse else None,
         findings=findings,

@@ -73,8 +73,21 @@ def _log(value: float | None) -> float | None:
     return math.log(value) if value is not None and value > 0 and math.isfinite(value) else None
 
 
-def _baseline(values: list[float]) -> float:
-    return statistics.median(values) if len(values) >= MIN_BASELINE_STEPS else 0.0
+def _baseline(values: list[float], tolerance: float) -> float:
+    """The run's usual level of ``values``: their median, or the opening level when the run left it for good.
+
+    A fault covering more than half the run drags the median to its own level, and the healthy opening would
+    then read as the anomaly, in the opposite direction. So when the first :data:`MIN_BASELINE_STEPS` values
+    agree within ``tolerance`` and their median is more than ``tolerance`` from the run's, the opening is the
+    baseline: a run starts healthy.
+    """
+    if len(values) < MIN_BASELINE_STEPS:
+        return 0.0
+    whole = statistics.median(values)
+    opening = values[:MIN_BASELINE_STEPS]
+    if max(opening) - min(opening) <= tolerance and abs(statistics.median(opening) - whole) > tolerance:
+        return statistics.median(opening)
+    return whole
 
 
 def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[int], ratio: float) -> MidLayerResult:
@@ -83,14 +96,15 @@ def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[i
     Two tests on ln-norms, each against the run's own history so that what is normal for the model never fires:
 
     * **spike** — at inner layer i and step t, lo = ln n_i - ln n_(i-1) and up = ln n_i - ln n_(i+1), each minus
-      its median over the run's steps; the deviation is the smaller of the two when both point the same way.
+      its usual level over the run's steps (:func:`_baseline`: the median, or the opening level when a fault
+      covers most of the run); the deviation is the smaller of the two when both point the same way.
       A spike at one layer moves both; a band of layers rising together moves only one side at its edges.
     * **jump carried to the output** — at step t, every captured layer from an inner layer b to the last one sits
-      away from its own median norm in the same direction, by at least :data:`CARRIED_SHARE` of ln(``ratio``),
-      and somewhere in that band by more than ``ratio``: something entered the residual stream at layer b and
-      stayed to the output. Massive activations (healthy, up to 10x the usual norm on some tokens) are written
-      by an early layer and cancelled well before the last one, so they never form such a band: over 200
-      SmolLM2 generations, healthy and degenerate, the largest band seen was 1.55x.
+      away from its own usual norm (:func:`_baseline`) in the same direction, by at least :data:`CARRIED_SHARE`
+      of ln(``ratio``), and somewhere in that band by more than ``ratio``: something entered the residual stream
+      at layer b and stayed to the output. Massive activations (healthy, up to 10x the usual norm on some
+      tokens) are written by an early layer and cancelled well before the last one, so they never form such a
+      band: over 200 SmolLM2 generations, healthy and degenerate, the largest band seen was 1.55x.
 
     A non-finite norm at an inner layer whose first captured layer is finite is an anomaly too. The result keeps
     the largest deviation seen by either test (fired or not) for the risk factor.
@@ -104,8 +118,8 @@ def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[i
     for i in range(1, count - 1):
         lo = [a - b if a is not None and b is not None else None for a, b in zip(logs[i], logs[i - 1])]
         up = [a - b if a is not None and b is not None else None for a, b in zip(logs[i], logs[i + 1])]
-        base_lo = _baseline([v for v in lo if v is not None])
-        base_up = _baseline([v for v in up if v is not None])
+        base_lo = _baseline([v for v in lo if v is not None], limit)
+        base_up = _baseline([v for v in up if v is not None], limit)
         for j, (step, x, y) in enumerate(zip(steps, lo, up)):
             if x is None or y is None:
                 if norms[i][j] is None and j < len(first) and first[j] is not None:
@@ -122,8 +136,8 @@ def mid_layer_anomalies(norms: Matrix, indices: Sequence[int], steps: Sequence[i
     if count >= 3:
         history = [[v for v in row if v is not None] for row in logs]
         if all(len(h) >= MIN_BASELINE_STEPS for h in history):
-            medians = [statistics.median(h) for h in history]
             carried = limit * CARRIED_SHARE
+            medians = [_baseline(h, carried) for h in history]
             last_row, last_median = logs[-1], medians[-1]
             for j, step in enumerate(steps):
                 cell = last_row[j] if j < len(last_row) else None

@@ -69,6 +69,7 @@ class NarrativeFacts:
     mid_step: int | None = None
     mid_ratio: float | None = None
     mid_kind: str | None = None  # spike, jump or nonfinite (of the worst anomaly)
+    mid_fell: bool = False  # the worst anomaly's norm went down, not up
     collapse_onset: int | None = None
     collapse_share: float | None = None
     findings: Sequence[Finding] = ()  # compound signals and warnings, already phrased
@@ -161,14 +162,15 @@ def _flag_findings(facts: NarrativeFacts) -> list[Finding]:
         if facts.mid_kind == "nonfinite":
             text = f"{layer}'s hidden state became non-finite at step {facts.mid_step}."
         elif facts.mid_kind == "jump":
+            moved, side = ("fell", "below") if facts.mid_fell else ("rose", "above")
             text = (
-                f"At step {facts.mid_step} the hidden-state norm rose {facts.mid_ratio:.1f}x above its usual level "
-                f"at {layer.lower()} and stayed there to the last layer."
+                f"At step {facts.mid_step} the hidden-state norm {moved} {facts.mid_ratio:.1f}x {side} its usual "
+                f"level at {layer.lower()} and stayed there to the last layer."
             )
         else:
             text = (
-                f"{layer}'s hidden-state norm jumped {facts.mid_ratio:.1f}x against both neighbours "
-                f"at step {facts.mid_step}."
+                f"{layer}'s hidden-state norm {'dropped' if facts.mid_fell else 'jumped'} {facts.mid_ratio:.1f}x "
+                f"against both neighbours at step {facts.mid_step}."
             )
         found.append(Finding("mid_layer_anomaly", text, 2))
     if facts.collapse_onset is not None:
