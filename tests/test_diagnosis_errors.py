@@ -226,3 +226,44 @@ class TestMidLayerAnomalyCoveringMostOfTheRun:
         (blamed,) = seq.diagnosis.blame
         assert blamed.reasons[0].detail == "norm 8.0x below its usual level from here to the output at step 3"
         assert "At step 3 the hidden-state norm fell 8.0x below its usual level at layer 2" in seq.diagnosis.narrative
+
+
+@pytest.mark.slow
+class TestConfidentRepetitionOnSmolLM2:
+    def run(self, smollm2, encode, tokens):
+        _, model = smollm2
+        with TelemetryCapture(capture="summary", capture_content=True) as tc:
+            model.generate(**encode(), max_new_tokens=tokens, do_sample=False)
+        return tc.reports[0].sequences[0]
+
+    def test_fires_on_the_standard_loop(self, smollm2):
+        tokenizer, _ = smollm2
+        seq = self.run(smollm2, lambda: tokenizer("more and more and more and more and", return_tensors="pt"), 40)
+        assert seq.output_text.startswith(" more and more and more and")
+        (signal,) = [c for c in seq.diagnosis.compound if c.name == "confident_repetition"]
+        # Steps 5-12 all copy an earlier 4-gram; their mean entropy is under the profile's 3.34 bits.
+        assert signal.onset_step == 5 and signal.evidence["copied_share"] == 1.0
+        assert signal.evidence["entropy_mean"] == pytest.approx(sum(seq.timeline.entropy[5:13]) / 8)
+        assert signal.evidence["entropy_mean"] < 3.34
+
+    @pytest.mark.parametrize(
+        "question",
+        [
+            "What is the capital of France?",
+            "Explain in two sentences why the sky is blue.",
+            "Name three primary colours.",
+        ],
+    )
+    def test_quiet_on_ordinary_answers(self, smollm2, question):
+        tokenizer, _ = smollm2
+
+        def encode():
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": question}],
+                add_generation_prompt=True,
+                return_tensors="pt",
+                return_dict=True,
+            )
+
+        seq = self.run(smollm2, encode, 48)
+        assert seq.diagnosis.compound == []
