@@ -47,10 +47,10 @@ class ForceTokens(LogitsProcessor):
         return forced
 
 
-def found(data: bytes, ids: list[int]) -> set[str]:
-    """What content ``data`` carries: the secret's text, its token ids (attribute or id sequence), a quoted token."""
+def found(data: bytes, text: str, ids: list[int]) -> set[str]:
+    """What content ``data`` carries: the secret ``text``, its token ``ids`` (attribute or sequence), a quoted token."""
     kinds = set()
-    if SECRET.encode() in data:
+    if text.encode() in data:
         kinds.add(TEXT)
     sequence = rb"[,\s]+".join(str(i).encode() for i in ids)
     if names.TOKEN_ID.encode() in data or re.search(rb"(?<!\d)" + sequence + rb"(?!\d)", data):
@@ -168,7 +168,40 @@ def test_every_route_carries_content_only_where_the_mode_allows(mode, smollm2, t
         "on_report": report.to_json().encode(),
     }
     assert all(routes.values()), [route for route, data in routes.items() if not data]  # every route was read
-    assert {route: found(data, ids) for route, data in routes.items()} == expected(mode)
+    assert {route: found(data, SECRET, ids) for route, data in routes.items()} == expected(mode)
+
+
+@pytest.mark.parametrize("mode", list(ContentMode), ids=lambda m: m.value)
+def test_in_memory_spans_logs_and_reports_follow_the_mode(mode, tiny_llama, tiny_tok):
+    """The quick loop of the test above: the tiny model and the SDK's in-memory exporters (span, logs, on_report)."""
+    from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
+
+    secret = "blue moon poem"  # the tiny word-level tokenizer's words: prompt and forced output
+    ids = tiny_tok.encode(secret, add_special_tokens=False)
+    with TelemetryCapture(capture="full", capture_content=mode, report_log=True) as capture:
+        inputs = tiny_tok.apply_chat_template(
+            [{"role": "user", "content": f"write {secret}"}],
+            add_generation_prompt=True,
+            return_tensors="pt",
+            return_dict=True,
+        )
+        prompt_len = inputs["input_ids"].shape[1]
+        output = tiny_llama.generate(
+            **inputs,
+            max_new_tokens=len(ids),
+            do_sample=False,
+            logits_processor=LogitsProcessorList([ForceTokens(ids, prompt_len)]),
+        )
+    assert output[0, prompt_len:].tolist() == ids
+    (span,) = capture.spans()
+    span_bytes = span.to_json().encode()
+    logs_bytes = "".join(record.to_json() for record in capture.logs()).encode()
+    (report,) = capture.reports
+    # the routes the files of the test above hold, here in memory
+    routes = {"traces file": span_bytes, "logs file": logs_bytes, "on_report": report.to_json().encode()}
+    assert {route: found(data, secret, ids) for route, data in routes.items()} == {
+        route: expected(mode)[route] for route in routes
+    }
 
 
 @pytest.mark.parametrize("mode", list(ContentMode), ids=lambda m: m.value)
@@ -202,7 +235,7 @@ def test_files_we_create_are_owner_only(tmp_path, tiny_llama):
     old = os.umask(0o022)  # the usual umask: before, files came out 0644
     try:
         SQLiteReportExporter(tmp_path / "history.sqlite3").export(_report_with_wal(tiny_llama))
-        OTLPJsonSpanExporter(tmp_path / "traces.jsonl")._write(_empty_request())
+        _one_span(OTLPJsonSpanExporter(tmp_path / "traces.jsonl"))
         rotation = Rotation(max_bytes=8, backups=2)
         append_line(tmp_path / "logs.jsonl", "first line\n", rotation)
         append_line(tmp_path / "logs.jsonl", "second line\n", rotation)  # rotates: the old file keeps its mode
@@ -230,10 +263,14 @@ def _report_with_wal(model):
     return capture.reports[0]
 
 
-def _empty_request():
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+def _one_span(exporter) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-    return ExportTraceServiceRequest()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.get_tracer("test").start_span("one").end()
+    provider.shutdown()
 
 
 @pytest.mark.slow
