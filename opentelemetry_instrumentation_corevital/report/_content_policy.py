@@ -5,9 +5,9 @@ and the token strings the narrative quotes. Every route asks the one :class:`Con
 
 - **span**: span attributes (``gen_ai.input.messages`` / ``gen_ai.output.messages``) and the ``corevital.step``
   span events (``corevital.token.id``) - allowed by ``SPAN_ONLY`` and ``SPAN_AND_EVENT``;
-- **events**: the ``corevital.generation.step`` log records (``corevital.token.id``), the ``corevital.report`` log
-  record and the report handed on (``on_report``, so the SQLite, W&B and DogStatsD sinks, and monitors) - allowed by
-  ``EVENT_ONLY`` and ``SPAN_AND_EVENT``;
+- **events**: the ``corevital.generation.step`` log records (``corevital.token.id``), the
+  ``corevital.generation.report`` log record and the report handed on (``on_report``, so the SQLite, W&B and
+  DogStatsD sinks, and monitors) - allowed by ``EVENT_ONLY`` and ``SPAN_AND_EVENT``;
 - **quoted tokens**: the narrative travels by both routes (a span attribute and inside the report), so it quotes a
   token only when both allow content (``SPAN_AND_EVENT``).
 """
