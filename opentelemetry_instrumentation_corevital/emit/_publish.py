@@ -16,7 +16,7 @@ from opentelemetry.trace import Span
 
 from .. import names as n
 from .._config import CaptureMode, Options
-from ..report import Report
+from ..report import ContentPolicy, Report
 from ._metrics import Instruments, metric_attributes
 from ._span import corevital_attributes, genai_attributes, span_name
 from ._steps import add_step_events, emit_step_logs
@@ -30,10 +30,11 @@ def publish(
     instruments: Instruments,
     logger: Logger,
     options: Options,
+    content: ContentPolicy,
     extra: Mapping[str, Any],
     provider: str = n.PROVIDER,
 ) -> None:
-    """Emit one generation at ``detail``; metrics are recorded in ``context`` (the span's) for exemplars."""
+    """Emit one generation at ``detail``, content where ``content`` allows; metrics in ``context`` (for exemplars)."""
     span.update_name(span_name(report.request.operation, report.model.name))
     if extra:
         span.set_attributes(extra)
@@ -42,13 +43,13 @@ def publish(
     if options.capture is not CaptureMode.OFF:
         span.set_attributes(corevital_attributes(report, options.max_span_steps, detail))
         if detail == "full" and options.step_events:
-            span.set_attributes(add_step_events(span, report, options.content.enabled))
+            span.set_attributes(add_step_events(span, report, content.span))
     else:
         span.set_attributes({n.CAPTURE_MODE: options.capture.value})
         timing = corevital_attributes(report, options.max_span_steps, detail)
         span.set_attributes({k: v for k, v in timing.items() if k.startswith(n.CV + "timing.")})
     # GenAI keys last: the SDK evicts the oldest attributes first.
-    span.set_attributes(genai_attributes(report, content_on_span=options.content.on_span, provider=provider))
+    span.set_attributes(genai_attributes(report, content_on_span=content.span, provider=provider))
     base = metric_attributes(report.request.operation, report.model.name, provider)
     token = otel_context.attach(context)
     try:
@@ -57,6 +58,6 @@ def publish(
             if options.layer_metrics:
                 instruments.record_layers(report, base)
             if options.step_logs:
-                emit_step_logs(logger, report, context, getattr(span, "start_time", None), options.content.enabled)
+                emit_step_logs(logger, report, context, getattr(span, "start_time", None), content.events)
     finally:
         otel_context.detach(token)

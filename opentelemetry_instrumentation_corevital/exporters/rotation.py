@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ._private import open_append
+
 
 @dataclass(frozen=True)
 class Rotation:
@@ -44,7 +46,7 @@ def _backup_name(path: Path) -> Path:
 
 
 def append_line(path: Path, line: str, rotation: Rotation | None) -> None:
-    """Append ``line`` (ending in a newline) to ``path``, rotating first when it would not fit."""
+    """Append ``line`` (ending in a newline) to ``path`` (created owner-only), rotating first when it would not fit."""
     data = line.encode("utf-8")
     if rotation is not None and rotation.max_bytes > 0:
         try:
@@ -56,5 +58,5 @@ def append_line(path: Path, line: str, rotation: Rotation | None) -> None:
             old = backup_files(path)
             for stale in old[: max(0, len(old) - rotation.backups)]:
                 stale.unlink(missing_ok=True)
-    with open(path, "ab") as handle:
+    with open_append(path) as handle:
         handle.write(data)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..report import TIMELINE_SERIES, Report
 from ..signals import finite_or_none
+from ._private import create_private
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS generations (
@@ -114,7 +115,9 @@ def step_rows(report: Report) -> Iterator[tuple[Any, ...]]:
 
 
 def connect(path: str | os.PathLike[str], busy_timeout_s: float = 30.0) -> sqlite3.Connection:
-    """A connection to a CoreVital history file, creating the tables if needed."""
+    """A connection to a CoreVital history file (created owner-only), creating the tables if needed."""
+    if os.fspath(path) not in ("", ":memory:"):
+        create_private(path)
     conn = sqlite3.connect(os.fspath(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
     conn.execute("PRAGMA journal_mode = WAL")

@@ -12,6 +12,7 @@ passed in open.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..report import TIMELINE_SERIES, Report
@@ -61,7 +62,11 @@ def timeline_rows(report: Report) -> list[list[Any]]:
 
 
 class WandbReportExporter:
-    """Logs reports to ``run``, or to a run it starts in ``project`` (``wandb.init`` settings from WANDB_* vars)."""
+    """Logs reports to ``run``, or to a run it starts in ``project`` (``wandb.init`` settings from WANDB_* vars).
+
+    A run it starts records neither the console nor the command line (``WANDB_CONSOLE`` turns the console back on;
+    a ``settings=`` keyword replaces both choices).
+    """
 
     name = "wandb"
 
@@ -70,6 +75,13 @@ class WandbReportExporter:
 
         self._wandb = wandb
         self._owns_run = run is None
+        if run is None and "settings" not in init_kwargs:
+            # The run is for reports: the process's console (the CLI prints the answer) and its command line
+            # (the CLI's --prompt), which wandb records by default, would send content too.
+            settings = wandb.Settings(x_disable_meta=True)
+            if "WANDB_CONSOLE" not in os.environ:
+                settings.console = "off"
+            init_kwargs["settings"] = settings
         self.run = run if run is not None else wandb.init(project=project, job_type="corevital", **init_kwargs)
         self.generations = 0
 

@@ -31,7 +31,7 @@ from .. import names
 from .._config import CaptureMode, Options
 from ..capture import CapturePlan, CaptureSource, TransformersSource
 from ..emit import Instruments, emit_report, metric_attributes, publish, report_detail, span_name
-from ..report import ModelInfo, PerfInfo, Report, RequestInfo, build_report, trim_to_summary
+from ..report import ContentPolicy, ModelInfo, PerfInfo, Report, RequestInfo, build_report, trim_to_summary
 from ..signals.profiles import Profile, effective_profile
 from . import _describe
 from ._content import content_input
@@ -98,6 +98,11 @@ class ReportingCall:
             model.model_type, model.name, options.profile, options.thresholds, options.high_entropy_bits
         )
 
+    @functools.cached_property
+    def content(self) -> ContentPolicy:
+        """Where this call's content may go, decided once from its options; every route asks it."""
+        return ContentPolicy.of(self.options.content)
+
     def returned(self, result: Any) -> Any:
         """Keep what the model's work returned (the report is built from it on leaving); returns it unchanged."""
         self._result = result
@@ -151,10 +156,12 @@ class ReportingCall:
             telemetry.instruments,
             telemetry.logger,
             self.options,
+            self.content,
             self.request_context.get("attributes") or {},
             self.provider,
         )
         record = trim_to_summary(report) if report.capture.detail == "summary" else report
+        record = self.content.for_events(record)  # the log record, on_report's sinks and monitors: the events route
         if self.options.report_log:
             emit_report(telemetry.logger, record, self.span_context)
         if telemetry.on_report is not None:
@@ -299,11 +306,11 @@ class GenerationCall(ReportingCall):
             span_context=self.span.get_span_context(),
         )
         content = None
-        if self.options.content.enabled:
+        if self.content.captured:
             tokenizer = (
                 self.tokenizer or (record.tokenizer if record else None) or self.telemetry.prompts.last_tokenizer
             )
-            content = content_input(tokenizer, record, prompt_rows, mask_rows)
+            content = content_input(tokenizer, record, prompt_rows, mask_rows, self.content)
         report = build_report(capture, self.model_info, request, self.profile, content)
         perf = self.request_context.get("perf")
         if perf:

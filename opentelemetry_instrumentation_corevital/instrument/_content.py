@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..report import ContentInput
+from ..report import ContentInput, ContentPolicy
 from ._prompts import PromptRecord
 
 
@@ -33,7 +33,11 @@ def genai_messages(messages: Any) -> list[dict[str, Any]] | None:
 
 
 def content_input(
-    tokenizer: Any, record: PromptRecord | None, prompt_rows: list[list[int]] | None, mask_rows: list[list[int]] | None
+    tokenizer: Any,
+    record: PromptRecord | None,
+    prompt_rows: list[list[int]] | None,
+    mask_rows: list[list[int]] | None,
+    policy: ContentPolicy,
 ) -> ContentInput:
     """The texts a report carries with content capture on (``tokenizer`` None: ids only, chat messages if known)."""
     decode = None
@@ -55,4 +59,6 @@ def content_input(
         messages = [{"role": "user", "parts": [{"type": "text", "content": input_texts[0]}]}]
     else:
         messages = None
-    return ContentInput(decode=decode, input_texts=input_texts, input_messages=messages)
+    return ContentInput(
+        decode=decode, input_texts=input_texts, input_messages=messages, quote_tokens=policy.quoted_tokens
+    )

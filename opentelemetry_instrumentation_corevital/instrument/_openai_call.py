@@ -252,7 +252,7 @@ class OpenAICall(ReportingCall):
             span_id=f"{span.span_id:016x}" if span.is_valid else None,
         )
         content = None
-        if self.options.content.enabled:
+        if self.content.captured:
             strings = self.source.token_strings()
             prompt = kwargs.get("prompt")
             content = ContentInput(
@@ -265,6 +265,7 @@ class OpenAICall(ReportingCall):
                     if isinstance(prompt, str)
                     else None
                 ),
+                quote_tokens=self.content.quoted_tokens,
             )
         report = build_report(capture, self.model_info, request, self.profile, content)
         if capture.signals:

@@ -148,7 +148,7 @@ class VLLMCall(ReportingCall):
             trace_id=f"{span.trace_id:032x}" if span.is_valid else None,
             span_id=f"{span.span_id:016x}" if span.is_valid else None,
         )
-        content = self._content() if self.options.content.enabled else None
+        content = self._content() if self.content.captured else None
         report = build_report(found.result, self.model_info, request, self.profile, content)
         for seq in report.sequences:  # a stop_on stop stays "intervention"; otherwise the engine's reason
             if seq.intervention is None:
@@ -169,6 +169,7 @@ class VLLMCall(ReportingCall):
             decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
             input_texts=[text],
             input_messages=[{"role": "user", "parts": [{"type": "text", "content": text}]}],
+            quote_tokens=self.content.quoted_tokens,
         )
 
 

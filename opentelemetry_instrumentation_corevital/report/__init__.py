@@ -1,6 +1,7 @@
 """The versioned report of one generation, its builder and its JSON Schema."""
 
 from ._build import build_report, sequence_length, trim_to_summary
+from ._content_policy import ContentPolicy, without_content
 from ._diagnose import diagnose_report, diagnose_sequence
 from ._input import CaptureResult, ContentInput, GenerationRequest
 from ._legacy import MigrationError, from_corevital
@@ -37,6 +38,7 @@ __all__ = [
     "CaptureInfo",
     "CaptureResult",
     "ContentInput",
+    "ContentPolicy",
     "EncoderSummary",
     "Intervention",
     "LayerSeries",
@@ -65,4 +67,5 @@ __all__ = [
     "sequence_length",
     "trim_to_summary",
     "validate_report",
+    "without_content",
 ]

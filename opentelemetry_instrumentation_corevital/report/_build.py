@@ -248,7 +248,8 @@ def build_report(
                 capture, masks[input_row] if masks and input_row < len(masks) else None, prefill_row
             )
             seq.encoder = _encoder_summary(capture, input_row)
-        diagnose_sequence(seq, profile, tokens=tokens, signals=signals, decode=decode)
+        quote = decode if content is not None and content.quote_tokens else None
+        diagnose_sequence(seq, profile, tokens=tokens, signals=signals, decode=quote)
         if content is not None:
             seq.token_ids = list(tokens)
             if decode is not None:

@@ -71,3 +71,4 @@ class ContentInput:
     decode: Callable[[list[int]], str] | None = None
     input_texts: list[str] | None = None  # per input row
     input_messages: Any = None  # GenAI ``gen_ai.input.messages`` format
+    quote_tokens: bool = False  # the narrative may quote a token (``ContentPolicy.quoted_tokens``)

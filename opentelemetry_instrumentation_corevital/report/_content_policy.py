@@ -1,0 +1,58 @@
+"""What content may leave the process, and by which route: decided once per call from the content-capture mode.
+
+Content is the prompt and output text, the GenAI messages, the generated token ids (decodable back to the text)
+and the token strings the narrative quotes. Every route asks the one :class:`ContentPolicy`:
+
+- **span**: span attributes (``gen_ai.input.messages`` / ``gen_ai.output.messages``) and the ``corevital.step``
+  span events (``corevital.token.id``) - allowed by ``SPAN_ONLY`` and ``SPAN_AND_EVENT``;
+- **events**: the ``corevital.generation.step`` log records (``corevital.token.id``), the
+  ``corevital.generation.report`` log record and the report handed on (``on_report``, so the SQLite, W&B and
+  DogStatsD sinks, and monitors) - allowed by ``EVENT_ONLY`` and ``SPAN_AND_EVENT``;
+- **quoted tokens**: the narrative travels by both routes (a span attribute and inside the report), so it quotes a
+  token only when both allow content (``SPAN_AND_EVENT``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .._values import ContentMode
+from ._model import Report
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    """Which routes may carry content; every route asks this instead of reading the mode itself."""
+
+    span: bool = False  # span attributes and span events
+    events: bool = False  # log records and the report handed on (on_report, report sinks, monitors)
+
+    @classmethod
+    def of(cls, mode: ContentMode) -> ContentPolicy:
+        """The policy of a content-capture mode."""
+        return cls(span=mode.on_span, events=mode.on_event)
+
+    @property
+    def captured(self) -> bool:
+        """Whether any route may carry content: only then is anything decoded at all."""
+        return self.span or self.events
+
+    @property
+    def quoted_tokens(self) -> bool:
+        """Whether the narrative may quote a token: it goes on the span and in the report, so both must allow it."""
+        return self.span and self.events
+
+    def for_events(self, report: Report) -> Report:
+        """``report`` as the events route may carry it: itself, or a copy without content."""
+        return report if self.events else without_content(report)
+
+
+def without_content(report: Report) -> Report:
+    """A copy of ``report`` without text, messages and token ids (the given report is unchanged)."""
+    if report.input_messages is None and all(
+        s.token_ids is None and s.input_text is None and s.output_text is None for s in report.sequences
+    ):
+        return report
+    sequences = [dataclasses.replace(s, token_ids=None, input_text=None, output_text=None) for s in report.sequences]
+    return dataclasses.replace(report, sequences=sequences, input_messages=None)
