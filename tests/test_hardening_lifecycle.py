@@ -289,6 +289,7 @@ STAGES = {
     "hooks": ("hook", "capture", "capture stopped"),
     "reduce": ("reduce", "capture", "capture stopped"),
     "transfer": ("transfer", "capture", "could not read back"),
+    "beams": ("beams", "capture", "capture stopped"),  # beam search's cache reorder, followed by our reducer
     "finish": ("finish", "report", "could not report a generation"),  # the whole read-back, taps removal included
     "report": ("report", "report", "could not report a generation"),
     "emit_metrics": ("meter", None, "could not emit"),
@@ -301,14 +302,18 @@ STAGES = {
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
-def test_a_fault_at_each_stage_costs_telemetry_only(model, plain, stage, monkeypatch, caplog):
+def test_a_fault_at_each_stage_costs_telemetry_only(model, stage, monkeypatch, caplog):
     fault, counted, words = STAGES[stage]
+    decoding = {"max_new_tokens": NEW_TOKENS, "do_sample": False, "num_beams": 2 if fault == "beams" else 1}
+    plain = model.generate(PROMPT, **decoding)  # not instrumented yet
     if fault == "hook":  # the prefill reduction inside a decoder layer's forward hook
         monkeypatch.setattr(_hidden, "masked_token_norm_mean", _raise)
     elif fault == "reduce":
         monkeypatch.setattr(_reducer.StepReducer, "step", _raise)
     elif fault == "transfer":
         monkeypatch.setattr(_transformers, "transfer", _raise)
+    elif fault == "beams":
+        monkeypatch.setattr(_reducer.StepReducer, "follow_beams", _raise)
     elif fault == "finish":
         monkeypatch.setattr(_transformers.TransformersSource, "finish", _raise)
     elif fault == "report":
@@ -325,12 +330,12 @@ def test_a_fault_at_each_stage_costs_telemetry_only(model, plain, stage, monkeyp
 
     with caplog.at_level(logging.WARNING):
         for _ in range(2):
-            assert torch.equal(_greedy(model), plain)  # nothing raised, the same tokens
+            assert torch.equal(model.generate(PROMPT, **decoding), plain)  # nothing raised, the same tokens
             assert hook_count(model) == 0
     assert words in caplog.text
     if counted is not None:  # (a meter that raises cannot count its own failure: the warning says it)
         assert providers.call_errors() == {counted: 2}
-    if fault in ("hook", "reduce", "transfer"):
+    if fault in ("hook", "reduce", "transfer", "beams"):
         spans = providers.spans.get_finished_spans()
         assert [s.attributes[names.CAPTURE_ERROR] for s in spans] == ["Boom: injected"] * 2
         assert [r.capture.error for r in providers.reports] == ["Boom: injected"] * 2

@@ -208,8 +208,11 @@ class TransformersSource:
         return criteria
 
     def on_reorder(self, beam_idx: torch.Tensor) -> None:
-        """Beam search reordered the cache: row j of the next step continues row beam_idx[j]."""
-        self.reducer.follow_beams(beam_idx)
+        """Beam search reordered the cache: row j of the next step continues row beam_idx[j] (never raises)."""
+        try:
+            self.reducer.follow_beams(beam_idx)
+        except Exception as exc:  # beam attribution would be wrong from here: stop the capture
+            self.recorder.fail(exc)
 
     def on_finished_beams(self, beam_indices: torch.Tensor) -> None:
         """Beam search's running record of which row produced each token of the kept beams."""
