@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import warnings
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -27,11 +28,33 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from transformers import TextIteratorStreamer
 
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, names, testing
-from opentelemetry_instrumentation_corevital.capture import TransformersSource, _hidden, _reducer, _transformers
+from opentelemetry_instrumentation_corevital.capture import (
+    TransformersSource,
+    VLLMRequestCapture,
+    _hidden,
+    _reducer,
+    _transformers,
+)
 from opentelemetry_instrumentation_corevital.instrument import _call, score
+from opentelemetry_instrumentation_corevital.instrument._vllm_call import EngineFacts, VLLMCall
+from opentelemetry_instrumentation_corevital.report import CaptureResult
 
 PROMPT = torch.tensor([[1, 5, 9, 3, 7]])
 NEW_TOKENS = 8
+
+
+@dataclass
+class SamplingParams:
+    """The fields of vLLM's SamplingParams a finished request's report reads (greedy, two tokens)."""
+
+    temperature: float = 0.0
+    max_tokens: int = 2
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    seed: int | None = None
+    stop: list[str] | None = None
 
 
 class Boom(RuntimeError):
@@ -281,6 +304,23 @@ def test_on_end_raising_never_reaches_an_openai_call():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_on_end_raising_never_reaches_the_vllm_engine():
+    """A finished vLLM request is reported from the engine's own step: its span's on_end must not raise there."""
+    providers = _on_end_raising()
+    found = VLLMRequestCapture(
+        key="r1",
+        marker={"id": "r1"},
+        params=SamplingParams(),
+        prompt_ids=[1, 5, 9],
+        output_ids=[4, 7],
+        result=CaptureResult(signals=False, prefix_len=3, steps=2, rows=1, sequences=[[1, 5, 9, 4, 7]]),
+    )
+    call = VLLMCall(CoreVitalInstrumentor().telemetry, found, EngineFacts("length", "r1"))
+    report = call.emit()
+    assert report is not None and (report.usage.input_tokens, report.usage.output_tokens) == (3, 2)
+    assert providers.call_errors() == {"span_end": 1}
 
 
 # -- 3. a fault at every stage of one generate() ----------------------------------------------------------------
