@@ -183,6 +183,7 @@ def test_hooks_never_pile_up_when_the_span_cannot_start(model, plain, fault):
         assert torch.equal(model.generate(PROMPT, max_new_tokens=2, do_sample=False), short)
         assert hook_count(model) == before
     assert len(providers.reports) == 100  # the report goes on without a span
+    assert all(r.sequences[0].layers is not None for r in providers.reports)  # the taps were in, and ran
     assert providers.spans.get_finished_spans() == ()
     assert providers.call_errors() == {"span_start": 100}
     CoreVitalInstrumentor().uninstrument()
