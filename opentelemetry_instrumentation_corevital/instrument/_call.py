@@ -270,7 +270,7 @@ class GenerationCall(ReportingCall):
                 context=self._parent_context(),
             )
         except Exception as exc:  # the call goes on without a span
-            self._lost("span_start", exc, "could not start a span (generation not traced)")
+            self._lost("span_start", exc, "could not start a span, the generation is not traced")
         self.span_context = trace.set_span_in_context(self.span)
         self._tokens = (ACTIVE_CALL.set(self), otel_context.attach(self.span_context))
         try:

@@ -115,7 +115,7 @@ class VLLMCall(ReportingCall):
                 start_time=int(self.arrival * 1e9),
             )
         except Exception as exc:
-            self._lost("span_start", exc, "could not start a span (request not traced)")
+            self._lost("span_start", exc, "could not start a span, the request is not traced")
         self.span_context = trace.set_span_in_context(self.span)
         self.report = self.succeed(None)
         return self.report
