@@ -143,6 +143,11 @@ METRIC_LAYER_PREFIX = "corevital.layer."
 LAYER_METRICS = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")
 #: Distribution of every generated token's entropy (bits); bounded attributes only, never the step.
 METRIC_TOKEN_ENTROPY = "corevital.token.entropy"
+#: Failures inside CoreVital that cost a call its telemetry (never its output), by the stage that failed.
+METRIC_INTERNAL_CALL_ERRORS = "corevital.internal.call_errors"
+INTERNAL_STAGE = "corevital.internal.stage"
+#: The stages of one call, in order (the bounded values of ``corevital.internal.stage``).
+CALL_STAGES = ("start", "span_start", "capture", "report", "emit", "on_report", "span_end", "fail")
 
 #: Every metric this package can emit, with its unit: the dashboards and the collector configs use only these.
 METRIC_UNITS = {
@@ -153,6 +158,7 @@ METRIC_UNITS = {
     METRIC_RISK_SCORE: "1",
     METRIC_HEALTH_FLAGS: "{flag}",
     METRIC_TOKEN_ENTROPY: "bit",
+    METRIC_INTERNAL_CALL_ERRORS: "{error}",
     **{METRIC_LAYER_PREFIX + name: "1" for name in LAYER_METRICS},
 }
 

@@ -38,7 +38,7 @@ def scored(model: torch.nn.Module, plan: CapturePlan) -> tuple[TransformersSourc
     return source, lifecycle.finish(ids), logits
 
 
-def test_taps_go_in_at_start_and_all_come_out_at_finish():
+def test_taps_go_in_at_start_and_all_come_out_at_stop():
     model = tiny_causal_lm("llama")
     model.set_attn_implementation("eager")
     source = TransformersSource(model, None, CapturePlan.for_mode("full"), prompt_ids=PROMPT)
@@ -54,9 +54,10 @@ def test_taps_go_in_at_start_and_all_come_out_at_finish():
     ]
     assert hook_count(model) == 6
     source.stop()
-    assert hook_count(model) == 6  # stop unbinds the context; the taps go at finish
+    assert hook_count(model) == 0  # stop unbinds the context and takes the taps out, whatever follows
+    assert source.taps.taps.targets == []
     result = source.finish(None)
-    assert hook_count(model) == 0 and source.taps.taps.targets == []
+    assert hook_count(model) == 0
     assert result.attention_source == "eager attention weights"
 
 

@@ -11,6 +11,7 @@ the model may be shared with other threads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ class ModelTaps:
         prompt_ids: torch.Tensor | None,
         prompt_mask: torch.Tensor | None,
         unavailable: dict[str, str],
+        on_error: Callable[[Exception], None],
     ) -> None:
         self.model = model
         self.plan = plan
@@ -42,7 +44,7 @@ class ModelTaps:
         self.prompt_ids = prompt_ids
         self.prompt_mask = prompt_mask
         self.is_seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
-        self.taps = Taps()
+        self.taps = Taps(on_error)  # a hook that raises stops the capture, never the forward
         self.active = False  # hooks in place
         self.recording = True  # layer data is kept for the step in progress
         self.teacher_forced = False  # one scoring forward: keep every position

@@ -36,7 +36,7 @@ class CaptureSource(Protocol):
         """The engine is about to run the call: put the taps in place and bind them to this context."""
 
     def stop(self) -> None:
-        """The engine returned or raised: unbind; what was captured waits for :meth:`finish`."""
+        """The engine returned or raised: unbind and take the taps out; what was captured waits for :meth:`finish`."""
 
     def finish(self, sequences: torch.Tensor | None, num_return_sequences: int = 1) -> CaptureResult:
-        """Remove the taps, move the capture to the host in one transfer and free the device buffers."""
+        """Move the capture to the host in one transfer and free the device buffers (the taps out, if still in)."""

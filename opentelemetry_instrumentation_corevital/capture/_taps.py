@@ -43,18 +43,34 @@ class Tap:
 
 
 class Taps:
-    """Every hook of one call: installed one by one, removed together."""
+    """Every hook of one call: installed one by one, removed together.
 
-    def __init__(self) -> None:
+    Each hook runs guarded: what it raises goes to ``on_error`` (the capture stops), never into the model's
+    forward, and a hook never returns a value, so it cannot replace the module's inputs or output.
+    """
+
+    def __init__(self, on_error: Callable[[Exception], None]) -> None:
         self._taps: list[Tap] = []
+        self._on_error = on_error
 
     def before(self, target: str, module: torch.nn.Module, hook: InputHook) -> None:
         """Call ``hook`` with the module's inputs before each of its forwards."""
-        self._taps.append(Tap(target, module.register_forward_pre_hook(hook, with_kwargs=True)))
+        self._taps.append(Tap(target, module.register_forward_pre_hook(self._guarded(hook), with_kwargs=True)))
 
     def after(self, target: str, module: torch.nn.Module, hook: OutputHook) -> None:
         """Call ``hook`` with the module's inputs and output after each of its forwards."""
-        self._taps.append(Tap(target, module.register_forward_hook(hook, with_kwargs=True)))
+        self._taps.append(Tap(target, module.register_forward_hook(self._guarded(hook), with_kwargs=True)))
+
+    def _guarded(self, hook: Callable[..., None]) -> Callable[..., None]:
+        on_error = self._on_error
+
+        def guarded(*args: Any) -> None:
+            try:
+                hook(*args)
+            except Exception as exc:
+                on_error(exc)
+
+        return guarded
 
     @property
     def targets(self) -> list[str]:

@@ -9,8 +9,10 @@ mode from the wrapped ``generate`` internals (processors, stopping criteria,
 beam reorders). Scoring a given continuation is a mode of the same source
 (:meth:`TransformersSource.teacher_force`, then :meth:`TransformersSource.score`).
 
-Every tap is removed in ``finish``; any failure inside the capture stops the
-capture for that call (telemetry lost), never the call.
+Every tap is removed in ``stop``, right after the model returned or raised
+(and in ``finish``, for a caller that did not stop); any failure inside the
+capture, a hook's included, stops the capture for that call (telemetry lost),
+never the call.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class TransformersSource:
         self.hidden_size = next(
             (getattr(text, k) for k in ("hidden_size", "n_embd", "d_model") if getattr(text, k, None)), None
         )
-        self.taps = ModelTaps(model, plan, ids, mask, self.unavailable)
+        self.taps = ModelTaps(model, plan, ids, mask, self.unavailable, self._on_tap_error)
         self.rows = StepRows()
         self.reducer = StepReducer(model, self.taps, self.rows, self.unavailable)
         self.recorder = StepRecorder(plan.signals, self.clock, self._on_step, self._on_fail)
@@ -97,10 +99,14 @@ class TransformersSource:
         self._bound = ACTIVE_TAPS.set(self.taps)
 
     def stop(self) -> None:
-        """Unbind from this context once the model returned or raised (the taps go in :meth:`finish`)."""
-        if self._bound is not None:
-            ACTIVE_TAPS.reset(self._bound)
-            self._bound = None
+        """Unbind from this context and take the taps out once the model returned or raised, whatever happens to
+        the report after (what they kept stays for :meth:`finish`)."""
+        try:
+            if self._bound is not None:
+                ACTIVE_TAPS.reset(self._bound)
+                self._bound = None
+        finally:
+            self.taps.remove()
 
     def finish(self, sequences: torch.Tensor | None, num_return_sequences: int = 1) -> CaptureResult:
         """Remove the taps, stack the device buffers, transfer them once, and free them."""
@@ -202,8 +208,11 @@ class TransformersSource:
         return criteria
 
     def on_reorder(self, beam_idx: torch.Tensor) -> None:
-        """Beam search reordered the cache: row j of the next step continues row beam_idx[j]."""
-        self.reducer.follow_beams(beam_idx)
+        """Beam search reordered the cache: row j of the next step continues row beam_idx[j] (never raises)."""
+        try:
+            self.reducer.follow_beams(beam_idx)
+        except Exception as exc:  # beam attribution would be wrong from here: stop the capture
+            self.recorder.fail(exc)
 
     def on_finished_beams(self, beam_indices: torch.Tensor) -> None:
         """Beam search's running record of which row produced each token of the kept beams."""
@@ -233,6 +242,10 @@ class TransformersSource:
     def _on_step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor | None) -> None:
         self.reducer.step(step, input_ids, scores, self.recorder.prefix_len or 0)
         self.taps.next_step(step + 1)
+
+    def _on_tap_error(self, exc: Exception) -> None:
+        if self.recorder.failed is None:  # the other hooks of the same forward may fail too: stop once
+            self.recorder.fail(exc)
 
     def _on_fail(self) -> None:
         self.taps.remove()

@@ -68,7 +68,7 @@ class VLLMLayerTaps:
         self.layers = decoder_layers(model)
         self.full = full  # also the first layer's input (hidden-state moments need each layer's input)
         self.problem: str | None = None if self.layers else NO_LAYERS
-        self._taps = Taps()
+        self._taps = Taps(self._failed)
         self._rows: torch.Tensor | None = None
         self._out: list[torch.Tensor | None] = []
         self._first_in: torch.Tensor | None = None
@@ -90,6 +90,11 @@ class VLLMLayerTaps:
     def remove(self) -> None:
         """Take the hooks out and drop what they kept."""
         self._taps.remove()
+        self._clear()
+
+    def _failed(self, exc: Exception) -> None:
+        """A hook raised: this forward's layer data is dropped, the engine's forward goes on."""
+        self.problem = f"a layer hook failed: {type(exc).__name__}: {exc}"
         self._clear()
 
     def _clear(self) -> None:

@@ -70,6 +70,12 @@ GENERATION_METRICS = {
         n.ENTROPY_BUCKETS,
     ),
 }
+#: CoreVital's own failures, by stage: a call that lost telemetry counts once per failed stage.
+CALL_ERRORS = MetricSpec(
+    n.METRIC_INTERNAL_CALL_ERRORS,
+    "{error}",
+    "Failures inside CoreVital that cost a call its telemetry (never its output), by stage",
+)
 #: Per-layer histograms (full capture), by ``LayerSeries`` field: one measurement per layer per sequence.
 LAYER_HISTOGRAMS = {
     "hidden_norm": MetricSpec(
@@ -99,6 +105,7 @@ class Instruments:
     def __init__(self, meter: Meter) -> None:
         self.generation = {key: spec.create(meter) for key, spec in GENERATION_METRICS.items()}
         self.layers = {name: spec.create(meter) for name, spec in LAYER_HISTOGRAMS.items()}
+        self.call_errors = CALL_ERRORS.create(meter)
 
     def record(self, report: Report, base: dict[str, Any]) -> None:
         """Every generation's measurements, with the bounded ``base`` attributes."""
@@ -139,6 +146,11 @@ class Instruments:
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
         """A failed generation counts in the duration histogram, with its ``error.type``."""
         self.generation["duration"].record(duration_s, {**base, n.ERROR_TYPE: error_type})
+
+    def record_call_error(self, stage: str) -> None:
+        """One failure inside CoreVital at ``stage`` (a value of ``names.CALL_STAGES``, so the count stays bounded)."""
+        if stage in n.CALL_STAGES:
+            self.call_errors.add(1, {n.INTERNAL_STAGE: stage})
 
 
 def metric_attributes(operation: str, model: str, provider: str = n.PROVIDER) -> dict[str, Any]:

@@ -4,8 +4,9 @@ Rules every method here keeps:
 
 * the user's ``generate`` runs exactly as without us, and its result or
   exception comes back unchanged;
-* anything that goes wrong on our side is logged (once per kind) and costs
-  telemetry at worst;
+* anything that goes wrong on our side costs telemetry at worst: it is logged
+  (once per stage) and counted (``corevital.internal.call_errors``, by stage),
+  and the model's hooks come out whatever failed;
 * host reads happen only in :meth:`GenerationCall.succeed`, after the model
   returned, a fixed number of times whatever the number of steps.
 """
@@ -62,6 +63,14 @@ class Telemetry:
     on_report: Callable[[Report], None] | None = None  # for the CLI and tests
 
 
+def count_loss(telemetry: Telemetry, stage: str) -> None:
+    """Count one of our failures at ``stage``; a meter that raises cannot count its own failure (the log says it)."""
+    try:
+        telemetry.instruments.record_call_error(stage)
+    except Exception:
+        _logger.debug("could not count a %s failure", stage, exc_info=True)
+
+
 def error_type(exc: BaseException) -> str:
     """The ``error.type`` value of an exception: its qualified class name."""
     cls = type(exc)
@@ -113,7 +122,6 @@ class ReportingCall:
         """The model raised: mark the span and the duration metric; the caller re-raises."""
         try:
             duration = time.perf_counter() - self.start
-            self.source.finish(None)
             kind = error_type(exc)
             self.span.set_attribute(names.ERROR_TYPE, kind)
             self.span.record_exception(exc)
@@ -121,33 +129,61 @@ class ReportingCall:
             self.telemetry.instruments.record_failure(
                 duration, metric_attributes(self.operation, self.model_info.name, self.provider), kind
             )
-        except Exception as ours:  # pragma: no cover - defensive
-            warn_once("fail", "CoreVital could not record a failed generation: %s", ours)
-        finally:
-            self.span.end()
+            self.source.finish(None)  # frees the capture's buffers
+        except Exception as ours:
+            self._lost("fail", ours, "could not record a failed generation")
+        self._end_span()
 
     def succeed(self, result: Any) -> Report | None:
-        """Build the report and emit it; returns the report as handed on. Never raises."""
-        report = None
+        """Build the report, emit it, hand it on, end the span; returns the report as handed on. Never raises.
+
+        Each stage is guarded on its own: a failing meter or ``on_report`` receiver costs that stage only.
+        """
         try:
-            report = self._emit(self._report(result))
+            report = self._report(result)
+            detail = self._detail(report)
+            record = trim_to_summary(report) if report.capture.detail == "summary" else report
+            record = self.content.for_events(record)  # the log record, on_report's sinks and monitors: the events route
         except Exception as exc:
-            warn_once("succeed", "CoreVital could not report a generation (telemetry lost, output unaffected): %r", exc)
-            _logger.debug("report failure", exc_info=True)
-        finally:
-            if self.span.is_recording() and report is None:
-                self.span.set_attribute(names.CAPTURE_ERROR, "report could not be built")
-            self.span.end()
-        return report
+            self._lost("report", exc, "could not report a generation")
+            self._end_span("report could not be built")
+            return None
+        try:
+            self._emit(report, detail, record)
+        except Exception as exc:
+            self._lost("emit", exc, "could not emit a generation's telemetry")
+        for receive in self._receivers():
+            try:
+                receive(record)
+            except Exception as exc:
+                self._lost("on_report", exc, "could not hand a report to an on_report receiver or monitor")
+        self._end_span()
+        return record
 
     def _report(self, result: Any) -> Report:
         raise NotImplementedError
 
+    # -- our failures ------------------------------------------------------------------
+    def _lost(self, stage: str, exc: BaseException, what: str) -> None:
+        """Telemetry lost at ``stage``: warned once per stage, counted every time; the output is never touched."""
+        # Formatted now: a log record keeping ``exc`` would keep this call (and its capture) alive via the traceback.
+        warn_once(stage, "CoreVital %s (telemetry lost, output unaffected): %s", what, repr(exc))
+        _logger.debug("CoreVital %s failure", stage, exc_info=True)
+        count_loss(self.telemetry, stage)
+
+    def _end_span(self, error: str | None = None) -> None:
+        """End the span (a SpanProcessor's ``on_end`` runs here, on the caller's thread): never raises."""
+        try:
+            if error is not None and self.span.is_recording():
+                self.span.set_attribute(names.CAPTURE_ERROR, error)
+            self.span.end()
+        except Exception as exc:
+            self._lost("span_end", exc, "could not end a span")
+
     # -- emission --------------------------------------------------------------------
-    def _emit(self, report: Report) -> Report:
-        """Emit at the detail the capture mode decides; hand the report on (log, ``on_report``, monitors) at it."""
+    def _emit(self, report: Report, detail: str, record: Report) -> None:
+        """Span attributes and events, metrics and step logs at ``detail``; the report's log record."""
         telemetry = self.telemetry
-        detail = self._detail(report)
         publish(
             report,
             detail,
@@ -160,15 +196,13 @@ class ReportingCall:
             self.request_context.get("attributes") or {},
             self.provider,
         )
-        record = trim_to_summary(report) if report.capture.detail == "summary" else report
-        record = self.content.for_events(record)  # the log record, on_report's sinks and monitors: the events route
         if self.options.report_log:
             emit_report(telemetry.logger, record, self.span_context)
-        if telemetry.on_report is not None:
-            telemetry.on_report(record)
-        for watcher in self.watchers:
-            watcher.receive(record)
-        return record
+
+    def _receivers(self) -> list[Callable[[Report], None]]:
+        """Who gets the finished report: ``on_report``, then each watching monitor."""
+        on_report = self.telemetry.on_report
+        return [*([on_report] if on_report is not None else []), *(w.receive for w in self.watchers)]
 
     def _detail(self, report: Report) -> str:
         """``full`` or ``summary``; ``on_risk`` decides from the risk score. Recorded in ``report.capture.detail``."""
@@ -243,16 +277,22 @@ class GenerationCall(ReportingCall):
                 context=self._parent_context(),
             )
         except Exception as exc:  # the call goes on without a span
-            warn_once("span", "CoreVital could not start a span (generation not traced): %r", exc)
+            self._lost("span_start", exc, "could not start a span, the generation is not traced")
         self.span_context = trace.set_span_in_context(self.span)
         self._tokens = (ACTIVE_CALL.set(self), otel_context.attach(self.span_context))
-        self.source.start()
+        try:
+            self.source.start()
+        except Exception as exc:  # the model runs untapped
+            self._untap(exc)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
-        self.source.stop()
+        try:
+            self.source.stop()  # the taps come out here, before anything that may fail
+        except Exception as ours:
+            self._untap(ours)
         active, context = self._tokens
         otel_context.detach(context)
         ACTIVE_CALL.reset(active)
@@ -260,6 +300,11 @@ class GenerationCall(ReportingCall):
             self.fail(exc)
         else:
             self.report = self.succeed(self._result)
+
+    def _untap(self, exc: Exception) -> None:
+        """Starting or stopping the capture failed: take the hooks out all the same."""
+        self._lost("capture", exc, "could not start or stop a capture")
+        self.source.taps.remove()
 
     def _parent_context(self) -> otel_context.Context:
         """The current context; or, when it has no span and a streamer was made inside one, the streamer's.
@@ -280,6 +325,8 @@ class GenerationCall(ReportingCall):
         sequences = result if isinstance(result, torch.Tensor) else getattr(result, "sequences", None)
         num_return = int(getattr(self.source.generation_config, "num_return_sequences", 1) or 1)
         capture = self.source.finish(sequences if isinstance(sequences, torch.Tensor) else None, num_return)
+        if capture.error is not None:  # the capture stopped (a hook, the reduce or the transfer failed): said there
+            count_loss(self.telemetry, "capture")
         prompt_rows, mask_rows = host_rows(self.prompt), host_rows(self.attention_mask)
         record = self._prompt_record(prompt_rows, mask_rows)
         if record is not None and record.chat:

@@ -137,7 +137,7 @@ class OpenAICall(ReportingCall):
                 f"{self.operation} {self.model_info.name}", kind=SpanKind.CLIENT, attributes=attributes
             )
         except Exception as exc:
-            warn_once("span", "CoreVital could not start a span (request not traced): %r", exc)
+            self._lost("span_start", exc, "could not start a span, the request is not traced")
         self.span_context = trace.set_span_in_context(self.span)
         self.source.start()
 

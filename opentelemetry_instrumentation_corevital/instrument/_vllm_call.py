@@ -22,7 +22,7 @@ from .. import names
 from ..capture import VLLMRequestCapture
 from ..emit import span_name
 from ..report import ContentInput, GenerationRequest, ModelInfo, Report, RequestInfo, Usage, build_report
-from ._call import ReportingCall, Telemetry, warn_once
+from ._call import ReportingCall, Telemetry
 
 
 @dataclass
@@ -115,7 +115,7 @@ class VLLMCall(ReportingCall):
                 start_time=int(self.arrival * 1e9),
             )
         except Exception as exc:
-            warn_once("span", "CoreVital could not start a span (request not traced): %r", exc)
+            self._lost("span_start", exc, "could not start a span, the request is not traced")
         self.span_context = trace.set_span_in_context(self.span)
         self.report = self.succeed(None)
         return self.report

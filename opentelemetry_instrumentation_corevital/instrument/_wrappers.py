@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
-from ._call import GenerationCall, Telemetry, warn_once
+from ._call import GenerationCall, Telemetry, count_loss, warn_once
 from ._context import active_call
 from ._prompts import PromptRecord, _weak
 
@@ -36,6 +36,7 @@ class Wrappers:
             call = GenerationCall(telemetry, instance, args, kwargs)
         except Exception as exc:
             warn_once("start", "CoreVital could not start instrumenting a generation (running it plainly): %r", exc)
+            count_loss(telemetry, "start")
             return wrapped(*args, **kwargs)
         with call:
             return call.returned(wrapped(*args, **kwargs))
