@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from .. import names as n
@@ -63,9 +64,8 @@ class RunSummary:
     @property
     def time_text(self) -> str:
         """The start time as UTC text for lists and labels."""
-        if self.started is None:
-            return "unknown time"
-        return datetime.fromtimestamp(self.started, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        moment = utc(self.started)
+        return "unknown time" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
     @property
     def short_id(self) -> str:
@@ -93,6 +93,16 @@ class Index:
         return next((r for r in self.runs if r.key == key), None)
 
 
+def utc(seconds: float | None) -> datetime | None:
+    """Unix seconds as a UTC time; None when unknown or past what a date can hold (a file's 25-digit time)."""
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def schema_major(version: Any) -> int | None:
     """The major number of a schema version, or None when it is not one."""
     head = str(version).split(".")[0]
@@ -112,7 +122,7 @@ def from_span(resource: dict[str, Any], span: dict[str, Any], attrs: dict[str, A
     out: dict[str, Any] = {
         "trace_id": span.get("traceId") or None,
         "span_id": span.get("spanId") or None,
-        "started": start / 1e9 if start else None,
+        "started": start / 1e9 if start and utc(start / 1e9) else None,
         "model": attrs.get(n.REQUEST_MODEL),
         "operation": attrs.get(n.OPERATION_NAME),
         "provider": attrs.get(n.PROVIDER_NAME),
@@ -151,8 +161,8 @@ def from_report(report: dict[str, Any]) -> dict[str, Any]:
     if isinstance(created, str):
         try:
             stamp = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-            started = stamp - (duration or 0.0)
-        except ValueError:
+            started = stamp - (duration or 0.0) if utc(stamp - (duration or 0.0)) else None
+        except (ValueError, OverflowError):
             started = None
     flags = _get(report, "summary", "flags")
     return {
@@ -233,9 +243,9 @@ class _Collector:
         self.runs[key] = replace(run, **refs)
 
 
-def build_index(paths: list[str], max_problems_per_file: int = 20) -> Index:
-    """Read every file under ``paths`` once, line by line, and list the runs they hold."""
-    files, found_problems = discover(paths)
+def build_index(paths: list[str], max_problems_per_file: int = 20, roots: tuple[Path, ...] | None = None) -> Index:
+    """Read every file under ``paths`` once, line by line, and list the runs they hold (only under ``roots``)."""
+    files, found_problems = discover(paths, roots)
     c = _Collector(max_problems_per_file)
     c.problems.extend(found_problems)
     for path in files:
@@ -259,13 +269,13 @@ def build_index(paths: list[str], max_problems_per_file: int = 20) -> Index:
 
 def _index_line(c: _Collector, path: str, number: int, offset: int, data: bytes) -> None:
     try:
-        document = json.loads(data)
+        document = loads(data)
     except ValueError as exc:
         c.problem(messages.NOT_JSON.format(file=path, line=number, detail=_short(exc)))
         return
     try:
         _index_document(c, path, number, offset, document)
-    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, RecursionError) as exc:
         # JSON of an unexpected shape somewhere inside: this line is skipped, the rest is read.
         c.problem(messages.ODD_SHAPE.format(file=path, line=number, detail=_short(exc)))
 
@@ -324,7 +334,7 @@ def _index_report_record(c: _Collector, path: str, number: int, offset: int, i: 
     body = otlp.any_value(record.get("body"))
     if isinstance(body, str):
         try:
-            report = json.loads(body)
+            report = loads(body)
         except ValueError as exc:
             c.problem(messages.BAD_REPORT.format(file=path, line=number, detail=f"not JSON: {_short(exc)}"))
             return
@@ -351,6 +361,14 @@ def _index_report(c: _Collector, path: str, number: int, ref: Ref, report: dict,
     c.add(key, {**fields_, "trace_id": trace_id, "span_id": span_id}, "report_ref", ref, prefer=True)
     if started_from_span is not None:
         c.runs[key] = replace(c.runs[key], started=started_from_span)
+
+
+def loads(data: str | bytes) -> Any:
+    """``json.loads``, with JSON nested past Python's recursion limit a ``ValueError`` like any other bad JSON."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def _short(exc: Exception, limit: int = 80) -> str:
@@ -396,13 +414,24 @@ def load_run(summary: RunSummary) -> RunDetail:
             for i, (_resource, record) in enumerate(otlp.log_records(document)):
                 if i == summary.report_ref.index:
                     body = otlp.any_value(record.get("body"))
-                    detail.report = json.loads(body) if isinstance(body, str) else body
+                    detail.report = _body(body, summary.report_ref, detail)
     return detail
+
+
+def _body(body: Any, ref: Ref, detail: RunDetail) -> Any:
+    """A report record's body as the report (a JSON string decoded), or None with a problem."""
+    if not isinstance(body, str):
+        return body
+    try:
+        return loads(body)
+    except ValueError as exc:
+        detail.problems.append(messages.BAD_REPORT.format(file=ref.file, line=ref.line, detail=_short(exc)))
+        return None
 
 
 def _read_document(ref: Ref, detail: RunDetail) -> Any:
     try:
-        return json.loads(read_line_at(ref.file, ref.offset))
+        return loads(read_line_at(ref.file, ref.offset))
     except (UnreadableFile, OSError, ValueError) as exc:
         detail.problems.append(
             messages.UNREADABLE.format(file=ref.file, detail=f"line {ref.line} changed: {_short(exc)}")
