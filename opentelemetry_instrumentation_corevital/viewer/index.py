@@ -185,10 +185,33 @@ def from_report(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _merge(run: RunSummary, fields: dict[str, Any], prefer: bool) -> RunSummary:
-    """Fill ``run`` with ``fields``: only its gaps, or (``prefer``) everything the fields know."""
-    updates = {}
+#: RunSummary fields by the type a file must give them in; a value of another type is unknown (None), so that
+#: labels, sorting and the table never meet a number where they expect text or the reverse.
+_TEXT = (
+    *("trace_id", "span_id", "report_id", "model", "operation", "provider", "service"),
+    *("risk_level", "capture_mode", "schema_version", "error"),
+)
+_COUNTS = ("input_tokens", "output_tokens")
+_NUMBERS = ("started", "risk_score", "duration_s", "ttft_s", "tpot_s")
+
+
+def _typed(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with each value of the wrong type for its RunSummary field made None."""
+    out = dict(fields)
     for name, value in fields.items():
+        if name in _TEXT:
+            out[name] = value if isinstance(value, str) and value else None
+        elif name in _COUNTS:
+            out[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+        elif name in _NUMBERS:
+            out[name] = otlp.finite(value)
+    return out
+
+
+def _merge(run: RunSummary, fields: dict[str, Any], prefer: bool) -> RunSummary:
+    """Fill ``run`` with ``fields`` (typed): only its gaps, or (``prefer``) everything the fields know."""
+    updates = {}
+    for name, value in _typed(fields).items():
         if value is None or value == []:
             continue
         current = getattr(run, name)

@@ -168,3 +168,38 @@ def test_opening_a_run_on_hostile_files_still_works(monkeypatch, tmp_path):
     at = start(monkeypatch, hostile_folder(tmp_path / "data"))
     open_run(at, PLAIN_LABEL)
     assert at.title[0].value == plain("hand-made/plain-1.0")
+
+
+def test_values_of_the_wrong_type_are_unknown_not_fatal(tmp_path):
+    """Found by the fuzz run: a numeric span id broke every label; a number as model name broke the model sort."""
+    from opentelemetry_instrumentation_corevital.viewer import runlist
+
+    line = span_line(HOSTILE_TRACE, HOSTILE_SPAN, "m", [])
+    span = line["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    span["spanId"] = 10**20
+    span["attributes"] = h.attrs({"corevital.risk.score": 0.5, "gen_ai.request.model": 7})
+    span["attributes"].append({"key": "gen_ai.usage.output_tokens", "value": {"stringValue": "12"}})
+    (tmp_path / "traces.jsonl").write_text(
+        json.dumps(line)
+        + "\n"
+        + json.dumps(
+            h.traces_line(
+                [
+                    h.span(
+                        h.PLAIN_TRACE,
+                        h.PLAIN_SPAN,
+                        h.T0,
+                        1.0,
+                        {"corevital.risk.score": 0.25, "gen_ai.request.model": "b"},
+                    )
+                ]
+            )
+        )
+        + "\n"
+    )
+    runs = build_index([str(tmp_path)]).runs
+    odd = next(r for r in runs if r.risk_score == 0.5)
+    assert (odd.span_id, odd.model, odd.output_tokens) == (None, None, None)
+    assert odd.label == "2026-01-02 03:14:08 · unknown model · risk 0.50 · a7a7a7a7"  # from the run key
+    for order in runlist.SORTS:
+        assert len(runlist.sort_runs(runs, order)) == 2
