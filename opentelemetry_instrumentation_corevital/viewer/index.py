@@ -10,9 +10,8 @@ reads the two lines back with :func:`load_run`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +63,7 @@ class RunSummary:
     @property
     def time_text(self) -> str:
         """The start time as UTC text for lists and labels."""
-        moment = utc(self.started)
+        moment = otlp.utc(self.started)
         return "unknown time" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
     @property
@@ -93,16 +92,6 @@ class Index:
         return next((r for r in self.runs if r.key == key), None)
 
 
-def utc(seconds: float | None) -> datetime | None:
-    """Unix seconds as a UTC time; None when unknown or past what a date can hold (a file's 25-digit time)."""
-    if seconds is None:
-        return None
-    try:
-        return datetime.fromtimestamp(seconds, tz=timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        return None
-
-
 def schema_major(version: Any) -> int | None:
     """The major number of a schema version, or None when it is not one."""
     head = str(version).split(".")[0]
@@ -122,7 +111,7 @@ def from_span(resource: dict[str, Any], span: dict[str, Any], attrs: dict[str, A
     out: dict[str, Any] = {
         "trace_id": span.get("traceId") or None,
         "span_id": span.get("spanId") or None,
-        "started": start / 1e9 if start and utc(start / 1e9) else None,
+        "started": start / 1e9 if start and otlp.utc(start / 1e9) else None,
         "model": attrs.get(n.REQUEST_MODEL),
         "operation": attrs.get(n.OPERATION_NAME),
         "provider": attrs.get(n.PROVIDER_NAME),
@@ -161,7 +150,7 @@ def from_report(report: dict[str, Any]) -> dict[str, Any]:
     if isinstance(created, str):
         try:
             stamp = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-            started = stamp - (duration or 0.0) if utc(stamp - (duration or 0.0)) else None
+            started = stamp - (duration or 0.0) if otlp.utc(stamp - (duration or 0.0)) else None
         except (ValueError, OverflowError):
             started = None
     flags = _get(report, "summary", "flags")
@@ -292,7 +281,7 @@ def build_index(paths: list[str], max_problems_per_file: int = 20, roots: tuple[
 
 def _index_line(c: _Collector, path: str, number: int, offset: int, data: bytes) -> None:
     try:
-        document = loads(data)
+        document = otlp.loads(data)
     except ValueError as exc:
         c.problem(messages.NOT_JSON.format(file=path, line=number, detail=_short(exc)))
         return
@@ -357,7 +346,7 @@ def _index_report_record(c: _Collector, path: str, number: int, offset: int, i: 
     body = otlp.any_value(record.get("body"))
     if isinstance(body, str):
         try:
-            report = loads(body)
+            report = otlp.loads(body)
         except ValueError as exc:
             c.problem(messages.BAD_REPORT.format(file=path, line=number, detail=f"not JSON: {_short(exc)}"))
             return
@@ -384,14 +373,6 @@ def _index_report(c: _Collector, path: str, number: int, ref: Ref, report: dict,
     c.add(key, {**fields_, "trace_id": trace_id, "span_id": span_id}, "report_ref", ref, prefer=True)
     if started_from_span is not None:
         c.runs[key] = replace(c.runs[key], started=started_from_span)
-
-
-def loads(data: str | bytes) -> Any:
-    """``json.loads``, with JSON nested past Python's recursion limit a ``ValueError`` like any other bad JSON."""
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise ValueError("nested too deeply") from None
 
 
 def _short(exc: Exception, limit: int = 80) -> str:
@@ -446,7 +427,7 @@ def _body(body: Any, ref: Ref, detail: RunDetail) -> Any:
     if not isinstance(body, str):
         return body
     try:
-        return loads(body)
+        return otlp.loads(body)
     except ValueError as exc:
         detail.problems.append(messages.BAD_REPORT.format(file=ref.file, line=ref.line, detail=_short(exc)))
         return None
@@ -454,7 +435,7 @@ def _body(body: Any, ref: Ref, detail: RunDetail) -> Any:
 
 def _read_document(ref: Ref, detail: RunDetail) -> Any:
     try:
-        return loads(read_line_at(ref.file, ref.offset))
+        return otlp.loads(read_line_at(ref.file, ref.offset))
     except (UnreadableFile, OSError, ValueError) as exc:
         detail.problems.append(
             messages.UNREADABLE.format(file=ref.file, detail=f"line {ref.line} changed: {_short(exc)}")
