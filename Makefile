@@ -17,7 +17,7 @@ SMOLLM2_STAMP := $(SMOLLM2_HF)/.converted
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo demo-vllm test test-fast lint bench bench-vllm bench-quality system-deps browser-deps screenshots clean
+.PHONY: demo demo-vllm test test-fast test-long lint bench bench-vllm bench-quality system-deps browser-deps screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,10 @@ test: $(STAMP) $(DD_STAMP) $(VLLM_STAMP) $(SMOLLM2_STAMP) system-deps browser-de
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The property and fuzz tests of tests/test_properties.py with many more examples than `make test` runs (minutes).
+test-long: $(STAMP)
+	COREVITAL_HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/test_properties.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --pin-cpu 0

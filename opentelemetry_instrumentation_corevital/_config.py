@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, shorten
 from ._values import (
     EXPORTER_NAMES,
+    MAX_LAYERS,
     STOP_CONDITIONS,
     CaptureMode,
     ContentMode,
@@ -97,7 +98,8 @@ class Options:
     layers: LayerSelection = option(
         LayerSelection(),
         parse_layers,
-        "decoder layers to capture: all, every:N, or indices and ranges such as 0,4,8 or 0-7,-1",
+        "decoder layers to capture: all, every:N, or indices and ranges such as 0,4,8 or 0-7,-1 "
+        f"(indices from -{MAX_LAYERS} to {MAX_LAYERS - 1}; those past the model's layers are skipped)",
         _P + "LAYERS",
         flag="--layers",
         shown_default="all",
@@ -321,7 +323,7 @@ def resolve(
     for key, f, spec in specs(table):
         found = _given(key, spec, kwargs, os.environ if environ is None else environ, sources or {})
         if found is not None:
-            values[f.name] = spec.parse(*found)
+            values[f.name] = parse(spec, *found)
     return table(**values)
 
 
@@ -329,7 +331,7 @@ def resolve_one(table: type, key: str, kwargs: Mapping[str, Any], environ: Mappi
     """One option of ``table``, resolved like :func:`resolve` without looking at the others."""
     ((_, f, spec),) = [item for item in specs(table) if item[0] == key]
     found = _given(key, spec, kwargs, os.environ if environ is None else environ, {})
-    return spec.parse(*found) if found is not None else f.default
+    return parse(spec, *found) if found is not None else f.default
 
 
 def given(table: type, key: str, kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
@@ -350,6 +352,19 @@ def _given(
     return None
 
 
+def parse(spec: OptionSpec, value: Any, source: str) -> Any:
+    """``spec``'s parser on one value; whatever else it raises (an OSError, a RecursionError...) becomes a
+    ``ConfigurationError`` naming the option, so that one bad value is never mistaken for a bug of ours."""
+    try:
+        return spec.parse(value, source)
+    except ConfigurationError:
+        raise
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{source}={shorten(value)}: cannot use it ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
+
+
 def resolve_options(kwargs: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Options:
     """:class:`Options` from ``instrument()`` keyword arguments and the environment."""
     return resolve(Options, kwargs, environ)
@@ -359,7 +374,7 @@ def parse_overrides(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Only the options given in ``kwargs`` (field name -> parsed value), validated like ``instrument()``'s."""
     check_keys(kwargs, keywords(Options))
     return {
-        f.name: spec.parse(*found)
+        f.name: parse(spec, *found)
         for key, f, spec in specs(Options)
         if (found := _given(key, spec, kwargs, {}, {})) is not None
     }

@@ -27,3 +27,12 @@ class ReportValidationError(CoreVitalError, ValueError):
 
 class OutputError(CoreVitalError):
     """A file or folder we were asked to write cannot be written."""
+
+
+def shorten(value: object, width: int = 80) -> str:
+    """``repr(value)`` cut to ``width`` characters: error messages about hostile values stay readable."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= width else f"{text[: width - 30]}... ({len(text)} characters)"

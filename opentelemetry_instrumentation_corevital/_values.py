@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, shorten
 
 if TYPE_CHECKING:
     from .signals.profiles import Profile
@@ -59,6 +59,10 @@ class ContentMode(str, enum.Enum):
 EXPORTER_NAMES = ("otlp", "otlp-json", "console", "datadog", "prometheus", "ddtrace", "dogstatsd", "sqlite", "wandb")
 
 
+#: Layer indices ``layers=`` accepts lie in [-MAX_LAYERS, MAX_LAYERS): no decoder has that many layers, and a
+#: huge range would cost memory and time on every call before the model's own count could cut it.
+MAX_LAYERS = 1024
+
 #: Conditions ``stop_on`` can stop a generation on, checked on the device every step.
 STOP_CONDITIONS = ("repetition_loop", "nan_or_inf", "high_entropy")
 
@@ -72,8 +76,8 @@ class LayerSelection:
 
     def resolve(self, count: int) -> tuple[int, ...] | None:
         """The layer indices for a model of ``count`` layers (negatives from the end); None means all."""
-        if self.indices is not None:
-            return tuple(i if i >= 0 else count + i for i in self.indices)
+        if self.indices is not None:  # the model's own layers, each once
+            return tuple(dict.fromkeys(i if i >= 0 else count + i for i in self.indices if -count <= i < count))
         if self.every is not None:
             return tuple(range(0, count, self.every))
         return None
@@ -137,9 +141,9 @@ def parse_layers(value: Any, source: str = "layers") -> LayerSelection:
         return value
     if isinstance(value, (list, tuple)):
         try:
-            return LayerSelection(indices=tuple(int(v) for v in value))
+            return _bounded(LayerSelection(indices=tuple(int(v) for v in value)), value, source)
         except (TypeError, ValueError):
-            raise ConfigurationError(f"{source}={value!r} must hold layer indices (integers).") from None
+            raise ConfigurationError(f"{source}={shorten(value)} must hold layer indices (integers).") from None
     text = str(value).strip().lower()
     if text in ("", "all"):
         return LayerSelection()
@@ -154,14 +158,25 @@ def parse_layers(value: Any, source: str = "layers") -> LayerSelection:
                 start, stop = int(low), int(high)
                 if stop < start:
                     raise ValueError
-                indices.extend(range(start, stop + 1))
+                indices.extend(range(start, min(stop, MAX_LAYERS) + 1))  # past the bound: refused below
             else:
                 indices.append(int(part))
     except ValueError:
         raise ConfigurationError(
-            f"{source}={value!r} is not a layer selection; use all, every:N, or indices like 0,4,8 or 0-7,-1."
+            f"{source}={shorten(value)} is not a layer selection; use all, every:N, or indices like 0,4,8 or 0-7,-1."
         ) from None
-    return LayerSelection(indices=tuple(indices))
+    return _bounded(LayerSelection(indices=tuple(indices)), value, source)
+
+
+def _bounded(selection: LayerSelection, value: Any, source: str) -> LayerSelection:
+    """``selection`` when every index lies in [-MAX_LAYERS, MAX_LAYERS) and there are at most MAX_LAYERS of them."""
+    indices = selection.indices or ()
+    if len(indices) > MAX_LAYERS or any(not -MAX_LAYERS <= i < MAX_LAYERS for i in indices):
+        raise ConfigurationError(
+            f"{source}={shorten(value)}: layer indices must lie in -{MAX_LAYERS}..{MAX_LAYERS - 1}, "
+            f"at most {MAX_LAYERS} of them."
+        )
+    return selection
 
 
 def parse_stop_on(value: Any, source: str = "stop_on") -> tuple[str, ...]:
@@ -235,7 +250,8 @@ def parse_profile(value: Any, source: str = "profile") -> Profile:
         return load_profile(text)
     except ConfigurationError as exc:
         raise ConfigurationError(
-            f"{source}={value!r}: {exc} (shipped profiles: {', '.join(builtin_names())}; or a .json profile file)"
+            f"{source}={shorten(value)}: {exc} "
+            f"(shipped profiles: {', '.join(builtin_names())}; or a .json profile file)"
         ) from None
 
 

@@ -16,11 +16,13 @@ which does the same from the ``OTEL_INSTRUMENTATION_COREVITAL_*`` environment.
 from __future__ import annotations
 
 import atexit
+import logging
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._config import ExporterSettings, check_keys, keywords, resolve, resolve_one
+from ._errors import ConfigurationError
 from .exporters.pipeline import build, each_quietly
 from .instrument import CoreVitalInstrumentor
 from .package import _instruments
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 
 #: What ``on_report`` receives: each finished report.
 ReportCallback = Callable[[Report], None]
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["Configuration", "ZeroCodeInstrumentor", "configure", "instrument_from_environment"]
 
@@ -153,10 +157,21 @@ class ZeroCodeInstrumentor:
         return _instruments
 
     def instrument(self, **kwargs: Any) -> None:
-        """Configure from the environment and instrument; the exporters stop at exit or ``uninstrument()``."""
+        """Configure from the environment and instrument; the exporters stop at exit or ``uninstrument()``.
+
+        Never raises: ``opentelemetry-instrument`` stops loading every instrumentor after one that raised, so a
+        bad CoreVital setting is logged (as a ``ConfigurationError``) and CoreVital alone stays off.
+        """
         if CoreVitalInstrumentor().is_instrumented_by_opentelemetry:
             return
-        config = instrument_from_environment(**kwargs)
+        try:
+            config = instrument_from_environment(**kwargs)
+        except ConfigurationError as exc:
+            _logger.error("CoreVital instrumentation is off: ConfigurationError: %s", exc)
+            return
+        except Exception:  # not a setting of the user's: ours, with its traceback
+            _logger.exception("CoreVital instrumentation is off: it failed to start")
+            return
         if config.exporters:
             ZeroCodeInstrumentor._config = config
             atexit.register(config.shutdown)

@@ -19,8 +19,10 @@ date it to today.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,10 +99,14 @@ def _parse(text: str, where: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise MigrationError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise MigrationError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise MigrationError(f"{where}: not readable JSON ({str(exc).split(';')[0]})") from None
 
 
-def convert(paths: list[Path], content: bool, profile: str | None) -> list[Report]:
-    """Every report of every input, converted; the first bad one raises naming its file and field."""
+def convert(paths: list[Path], content: bool, profile: str | None) -> list[tuple[str, Report]]:
+    """(where, report) for every report of every input; the first bad one raises naming its file and field."""
     from ..report import validate_report
 
     try:
@@ -116,12 +122,14 @@ def convert(paths: list[Path], content: bool, profile: str | None) -> list[Repor
                 report = from_corevital(data, content=content, profile=profile)
             except MigrationError as exc:
                 raise MigrationError(f"{where}: {exc}") from None
+            except Exception as exc:  # a value no check of ours foresaw: still one line naming the file
+                raise MigrationError(f"{where}: cannot be converted ({type(exc).__name__}: {exc})") from None
             if validate:
                 try:
                     validate_report(json.loads(report.to_json()))
                 except CoreVitalError as exc:
                     raise MigrationError(f"{where}: the converted report is invalid: {exc}") from None
-            reports.append(report)
+            reports.append((where, report))
     return reports
 
 
@@ -130,8 +138,39 @@ def _span_id(report_id: str) -> int:
     return int(hashlib.sha256(report_id.encode()).hexdigest()[:16], 16) or 1
 
 
-def write_otlp(reports: list[Report], traces: Path, logs: Path) -> None:
-    """One span and one report log record per report, timed at the original run, into OTLP JSON lines files."""
+class _Failures(logging.Handler):
+    """The warnings and errors OpenTelemetry's SDK and exporters log instead of raising (a value they cannot encode,
+    a failed write), kept
+    rather than printed: a report they would drop fails the migration, naming its file."""
+
+    LOGGERS = ("opentelemetry", "opentelemetry_instrumentation_corevital")
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+        self._propagate: dict[str, bool] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        self.seen.append(f"{record.getMessage()}: {type(exc).__name__}: {exc}" if exc else record.getMessage())
+
+    def __enter__(self) -> _Failures:
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            self._propagate[name], logger.propagate = logger.propagate, False
+            logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.LOGGERS:
+            logger = logging.getLogger(name)
+            logger.removeHandler(self)
+            logger.propagate = self._propagate[name]
+
+
+def write_otlp(reports: list[tuple[str, Report]], traces: Path, logs: Path) -> None:
+    """One span and one report log record per report, timed at the original run, into OTLP JSON lines files;
+    a report the exporters cannot write raises ``OutputError`` naming its source and why."""
     import datetime as _dt
 
     from opentelemetry import trace
@@ -166,33 +205,42 @@ def write_otlp(reports: list[Report], traces: Path, logs: Path) -> None:
     logger_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPJsonLogExporter(path=logs)))
     tracer = tracer_provider.get_tracer(SCOPE, __version__, schema_url=SCHEMA_URL)
     logger = logger_provider.get_logger(SCOPE, __version__, schema_url=SCHEMA_URL)
-    try:
-        for report in reports:
-            assert report.origin is not None and report.trace_id is not None  # from_corevital sets both
-            ids.trace_id, ids.span_id = int(report.trace_id, 16), _span_id(report.report_id)
-            report.span_id = f"{ids.span_id:016x}"
-            end = _dt.datetime.fromisoformat(report.created_at.replace("Z", "+00:00"))
-            end_ns = int(end.timestamp() * 1e9)
-            start_ns = end_ns - int(report.timings.duration_s * 1e9)
-            span = tracer.start_span(
-                span_name(report.request.operation, report.model.name),
-                kind=trace.SpanKind.INTERNAL,
-                start_time=start_ns,
-            )
-            span.set_attributes(corevital_attributes(report, 512, report_detail(report)))
-            span.set_attribute("corevital.migrated_from", f"{report.origin.producer} {report.origin.schema_version}")
-            span.set_attributes(genai_attributes(report, content_on_span=False))
-            emit_report(logger, report, trace.set_span_in_context(span), timestamp=end_ns)
-            span.end(end_time=end_ns)
-    finally:
-        tracer_provider.shutdown()
-        logger_provider.shutdown()
+    with _Failures() as failures:
+        try:
+            for done, (where, report) in enumerate(reports):
+                assert report.origin is not None and report.trace_id is not None  # from_corevital sets both
+                ids.trace_id, ids.span_id = int(report.trace_id, 16), _span_id(report.report_id)
+                report.span_id = f"{ids.span_id:016x}"
+                end = _dt.datetime.fromisoformat(report.created_at.replace("Z", "+00:00"))
+                end_ns = int(end.timestamp() * 1e9)
+                start_ns = end_ns - int(report.timings.duration_s * 1e9)
+                span = tracer.start_span(
+                    span_name(report.request.operation, report.model.name),
+                    kind=trace.SpanKind.INTERNAL,
+                    start_time=start_ns,
+                )
+                span.set_attributes(corevital_attributes(report, 512, report_detail(report)))
+                span.set_attribute(
+                    "corevital.migrated_from", f"{report.origin.producer} {report.origin.schema_version}"
+                )
+                span.set_attributes(genai_attributes(report, content_on_span=False))
+                emit_report(logger, report, trace.set_span_in_context(span), timestamp=end_ns)
+                span.end(end_time=end_ns)
+                if failures.seen:
+                    raise OutputError(
+                        f"OUT {traces.parent}: wrote {done} of {len(reports)} reports: {where} could not be written "
+                        f"({failures.seen[0][:300]}); nothing kept"
+                    )
+        finally:
+            tracer_provider.shutdown()
+            logger_provider.shutdown()
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert the input reports and write them, with their OTLP JSON lines, to OUT; the exit code."""
     source, out = Path(args.input), Path(args.output)
-    reports = convert(_inputs(source), content=not args.no_content, profile=args.profile)
+    converted = convert(_inputs(source), content=not args.no_content, profile=args.profile)
+    reports = [report for _, report in converted]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -203,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{', '.join(existing)} already exist; use --force to replace them")
     temps = [out / f".{name}.{os.getpid()}.tmp" for name in OUTPUTS]
     try:
-        write_otlp(reports, temps[1], temps[2])  # sets each report's span id before the reports are written
+        write_otlp(converted, temps[1], temps[2])  # sets each report's span id before the reports are written
         temps[0].write_text("".join(r.to_json() + "\n" for r in reports), encoding="utf-8")
         for temp in temps:
             lines = len(temp.read_text(encoding="utf-8").splitlines()) if temp.exists() else 0
@@ -215,7 +263,8 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"OUT {out}: cannot write: {exc.strerror or exc}") from None
     finally:
         for temp in temps:
-            temp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not ours to remove (a folder in its place): left as found
+                temp.unlink(missing_ok=True)
     versions: dict[str, int] = {}
     for report in reports:
         assert report.origin is not None  # from_corevital sets it

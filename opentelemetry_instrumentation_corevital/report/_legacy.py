@@ -30,7 +30,19 @@ from typing import Any
 
 from ..version import __version__
 from ._diagnose import diagnose_sequence, thresholds_of
-from ._legacy_read import MigrationError, Obj, as_bool, as_count, as_int, as_ints, as_number, as_numbers, as_str, shown
+from ._legacy_read import (
+    MigrationError,
+    Obj,
+    as_bits,
+    as_bool,
+    as_count,
+    as_int,
+    as_ints,
+    as_number,
+    as_numbers,
+    as_str,
+    shown,
+)
 from ._model import (
     SCHEMA_VERSION,
     TIMELINE_SERIES,
@@ -72,6 +84,9 @@ _ARCHITECTURES = (
     ("Falcon", "falcon"),
 )
 _SEQ2SEQ_TYPES = {"t5", "mt5", "umt5", "longt5", "bart"}
+#: OpenTelemetry times are 64-bit nanoseconds since 1970: a run must lie between these.
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_LAST = _dt.datetime(2262, 4, 11, tzinfo=_dt.timezone.utc)
 
 
 def check_version(version: Any) -> str:
@@ -103,7 +118,27 @@ def _created_at(value: str, where: str) -> str:
         raise MigrationError(f"{where}: not an ISO 8601 time: {shown(value)}") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_dt.timezone.utc)
-    return parsed.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        utc: _dt.datetime | None = parsed.astimezone(_dt.timezone.utc)
+    except OverflowError:  # year 1 or 9999, a timezone away from the edge
+        utc = None
+    if utc is None or not _EPOCH <= utc < _LAST:
+        raise MigrationError(f"{where}: {shown(value)} is outside 1970-01-01..2262-04-10 (OpenTelemetry's time range)")
+    return utc.isoformat().replace("+00:00", "Z")
+
+
+def _duration_s(summary: Obj | None, created: str) -> float:
+    """The run's duration from ``summary.elapsed_ms``: >= 0, and not starting the run before 1970."""
+    elapsed_ms = summary.get("elapsed_ms", as_number) if summary else None
+    if summary is None or elapsed_ms is None:
+        return 0.0
+    since_epoch_s = (_dt.datetime.fromisoformat(created.replace("Z", "+00:00")) - _EPOCH).total_seconds()
+    if not 0.0 <= elapsed_ms / 1000.0 <= since_epoch_s:
+        raise MigrationError(
+            f"{summary.where('elapsed_ms')}: expected 0 to {since_epoch_s * 1000:.0f} ms (a run starting after 1970), "
+            f"got {shown(elapsed_ms)}"
+        )
+    return elapsed_ms / 1000.0
 
 
 def _attention_entropy(summary: Obj, keys: int, field: str, normalised_field: str | None) -> float | None:
@@ -169,7 +204,7 @@ def _prompt(source: Obj, prompt_tokens: int, notes: list[str]) -> PromptTelemetr
     analysis = source.obj("prompt_analysis")
     if analysis is None:
         return None
-    surprisal = as_numbers(analysis.items("prompt_surprisals"))
+    surprisal = as_numbers(analysis.items("prompt_surprisals"), as_bits)
     finite = [v for v in surprisal if v is not None]
     telemetry = PromptTelemetry(
         tokens=prompt_tokens, surprisal=surprisal, perplexity=2.0 ** (sum(finite) / len(finite)) if finite else None
@@ -248,10 +283,10 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
                 getattr(timeline, name).append(None)
             continue
         have_logits = True
-        entropy = logits.get("entropy", as_number)
+        entropy = logits.get("entropy", as_bits)
         timeline.entropy.append(entropy)
         timeline.perplexity.append(None if entropy is None else 2.0**entropy)
-        timeline.surprisal.append(logits.get("surprisal", as_number))
+        timeline.surprisal.append(logits.get("surprisal", as_bits))
         margin_key = "top_k_margin" if logits.has("top_k_margin") else "top1_top2_margin"
         timeline.margin.append(logits.get(margin_key, as_number))
         mass_key = "topk_mass" if logits.has("topk_mass") else "voter_agreement"
@@ -315,8 +350,6 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
     if sequence.encoder is not None:
         signals.append("encoder")
     do_sample = bool(generation.get("do_sample", as_bool)) if generation else False
-    elapsed = source.obj("summary")
-    elapsed_ms = elapsed.get("elapsed_ms", as_number) if elapsed else None
     report = Report(
         schema_version=SCHEMA_VERSION,
         report_id=trace_hex,
@@ -354,7 +387,7 @@ def from_corevital(data: Any, *, content: bool = True, profile: Any = None) -> R
             attention_source="eager attention weights (CoreVital 0.x)" if layers is not None else None,
         ),
         usage=Usage(input_tokens=prompt_tokens, output_tokens=output_tokens),
-        timings=Timings(duration_s=(elapsed_ms or 0.0) / 1000.0),
+        timings=Timings(duration_s=_duration_s(source.obj("summary"), created)),
         thresholds=thresholds_of(chosen),
         sequences=[sequence],
         trace_id=trace_hex,

@@ -16,6 +16,12 @@ class MigrationError(CoreVitalError, ValueError):
     """A source report cannot be converted; the message names the offending field."""
 
 
+#: Integers are carried into OpenTelemetry attributes, which hold 64-bit signed integers.
+MAX_INT = 2**63 - 1
+#: No logit signal in bits reaches this (a vocabulary of 2**1024 tokens); 2**bits would overflow a float.
+MAX_BITS = 1024.0
+
+
 def shown(value: Any) -> str:
     """A value as it reads in an error message, cut at 60 characters."""
     text = repr(value)
@@ -76,10 +82,20 @@ def as_number(value: Any, where: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def as_bits(value: Any, where: str) -> float | None:
+    """A number of bits (entropy, surprisal) below :data:`MAX_BITS` (non-finite -> None)."""
+    bits = as_number(value, where)
+    if bits is not None and bits >= MAX_BITS:
+        raise MigrationError(f"{where}: expected bits below {MAX_BITS:g}, got {shown(value)}")
+    return bits
+
+
 def as_int(value: Any, where: str) -> int:
-    """An integer, or an error naming the field."""
+    """A 64-bit integer, or an error naming the field."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise MigrationError(f"{where}: expected an integer, got {shown(value)}")
+    if not -MAX_INT - 1 <= value <= MAX_INT:
+        raise MigrationError(f"{where}: expected a 64-bit integer, got {shown(value)}")
     return value
 
 
@@ -110,6 +126,8 @@ def as_ints(items: list[tuple[Any, str]]) -> list[int]:
     return [as_int(v, w) for v, w in items]
 
 
-def as_numbers(items: list[tuple[Any, str]]) -> list[float | None]:
+def as_numbers(
+    items: list[tuple[Any, str]], check: Callable[[Any, str], float | None] = as_number
+) -> list[float | None]:
     """Numbers (None kept) from (value, path) pairs."""
-    return [None if v is None else as_number(v, w) for v, w in items]
+    return [None if v is None else check(v, w) for v, w in items]

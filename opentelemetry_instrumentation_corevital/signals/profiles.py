@@ -33,6 +33,7 @@ loads every one.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -42,12 +43,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, shorten
 from .calibration import FeatureStats, ProbabilityMap
 from .factor import FactorSpec
 
 PROFILE_FORMAT = 1
 PACKAGE_FOLDER = "profiles"
+#: A profile file larger than this is refused unread (the shipped ones are a few KiB).
+MAX_PROFILE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ def _read_json(text: str, where: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigurationError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ConfigurationError(f"{where}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigurationError(f"{where}: a profile must be a JSON object")
     if data.get("format") != PROFILE_FORMAT:
@@ -171,20 +176,51 @@ def builtin_names() -> list[str]:
 
 @functools.cache
 def _builtin_text(name: str) -> str:
-    folder = resources.files(__package__.rsplit(".", 1)[0]).joinpath(PACKAGE_FOLDER)
-    path = folder.joinpath(f"{name}.json")
-    if not path.is_file():
+    if name not in builtin_names():  # checked by name: any text never reaches the file system
         raise ConfigurationError(
-            f"unknown profile {name!r}; shipped profiles: {', '.join(builtin_names())}, "
+            f"unknown profile {shorten(name)}; shipped profiles: {', '.join(builtin_names())}, "
             "or give the path of a .json profile file"
         )
-    return path.read_text(encoding="utf-8")
+    folder = resources.files(__package__.rsplit(".", 1)[0]).joinpath(PACKAGE_FOLDER)
+    return folder.joinpath(f"{name}.json").read_text(encoding="utf-8")
+
+
+def _read_file(path: Path, where: str) -> str:
+    """A profile file's text, read only when it is a regular file of sane size (never a FIFO or a device)."""
+    try:
+        if not path.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no such file, or not a regular file")
+        with path.open("rb") as file:
+            data = file.read(MAX_PROFILE_BYTES + 1)
+        if len(data) > MAX_PROFILE_BYTES:
+            raise ConfigurationError(f"{where}: larger than {MAX_PROFILE_BYTES} bytes")
+        return data.decode("utf-8")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, or not UTF-8
+        if isinstance(exc, ConfigurationError):
+            raise
+        raise ConfigurationError(f"{where}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _strings(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """A list-of-strings key of a profile file, lower-cased."""
+    value = data.get(key, ())
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"{where}: {key!r} must be a list of strings, got {shorten(value)}")
+    return tuple(v.lower() for v in value)
+
+
+def _text(data: Mapping[str, Any], key: str, where: str) -> str:
+    """A string key of a profile file ("" when absent)."""
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{where}: {key!r} must be a string, got {shorten(value)}")
+    return value
 
 
 def _build(data: dict[str, Any], where: str, depth: int = 0) -> Profile:
     if depth > 4:
         raise ConfigurationError(f"{where}: 'extends' chain too deep")
-    parent = data.get("extends")
+    parent = _text(data, "extends", where)
     base = load_profile(parent, _depth=depth + 1) if parent else None
     raw_thresholds = data.get("thresholds", {})
     if not isinstance(raw_thresholds, Mapping):
@@ -219,10 +255,10 @@ def _build(data: dict[str, Any], where: str, depth: int = 0) -> Profile:
         name=name,
         thresholds=DiagnosisThresholds(**values),
         factors=factors,
-        model_types=tuple(str(t).lower() for t in data.get("model_types", ())),
-        name_patterns=tuple(str(t).lower() for t in data.get("name_patterns", ())),
-        description=str(data.get("description", "")),
-        calibration=str(data.get("calibration", "")),
+        model_types=_strings(data, "model_types", where),
+        name_patterns=_strings(data, "name_patterns", where),
+        description=_text(data, "description", where),
+        calibration=_text(data, "calibration", where),
         baseline=reference,
         probability=probability,
     )
@@ -250,12 +286,8 @@ def load_profile(name_or_path: str | Path, *, _depth: int = 0) -> Profile:
     """A shipped profile by name (``"llama"``) or a profile file by path (``"my-model.json"``)."""
     text_name = str(name_or_path)
     if text_name.endswith(".json") or "/" in text_name or "\\" in text_name:
-        path = Path(text_name)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(f"profile file {text_name}: {exc.strerror or exc}") from None
-        return _build(_read_json(text, f"profile file {text_name}"), f"profile file {text_name}", _depth)
+        where = f"profile file {shorten(text_name)}"
+        return _build(_read_json(_read_file(Path(text_name), where), where), where, _depth)
     return _builtin(text_name, _depth)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -26,6 +27,7 @@ from opentelemetry_instrumentation_corevital.viewer import (
     sources,
 )
 from opentelemetry_instrumentation_corevital.viewer.index import Index, RunDetail, RunSummary, build_index, load_run
+from opentelemetry_instrumentation_corevital.viewer.plain import plain
 from opentelemetry_instrumentation_corevital.viewer.run_tabs import (
     CHARTED,
     capture_text,
@@ -52,15 +54,15 @@ def paths_from_env() -> list[str]:
     return [p for p in raw.split(os.pathsep) if p] or list(DEFAULT_PATHS)
 
 
-def _cached_index(paths: list[str]) -> Index:
-    files, _ = sources.discover(paths)
+def _cached_index(paths: list[str], roots: tuple[Path, ...]) -> Index:
+    files, _ = sources.discover(paths, roots)
     # The signature (size and mtime of every file) is part of the cache key: new lines mean a new index.
-    return _index_keyed(tuple(paths), sources.signature(files))
+    return _index_keyed(tuple(paths), roots, sources.signature(files))
 
 
 @st.cache_data(show_spinner="Reading files…", max_entries=8)
-def _index_keyed(paths: tuple[str, ...], signature: tuple) -> Index:
-    return build_index(list(paths))
+def _index_keyed(paths: tuple[str, ...], roots: tuple[Path, ...], signature: tuple) -> Index:
+    return build_index(list(paths), roots=roots)
 
 
 @st.cache_data(show_spinner="Reading the run…", max_entries=64)
@@ -86,11 +88,11 @@ def _compare_picked() -> None:
 def show_problems(problems: list[str]) -> None:
     """Warn about unreadable lines, the first few openly and the rest folded away."""
     for text in problems[:SHOWN_PROBLEMS]:
-        st.warning(text)
+        st.warning(plain(text))
     if len(problems) > SHOWN_PROBLEMS:
         with st.expander(f"{len(problems) - SHOWN_PROBLEMS} more problems"):
             for text in problems[SHOWN_PROBLEMS:]:
-                st.warning(text)
+                st.warning(plain(text))
 
 
 def view_runs(index: Index) -> None:
@@ -163,41 +165,43 @@ def view_run(index: Index) -> None:
     summary = index.by_key(key)
     assert summary is not None
     detail = _detail(summary)
-    st.title(summary.model or "unknown model")
+    st.title(plain(summary.model or "unknown model"))
     st.caption(
-        " · ".join(
-            x
-            for x in (
-                summary.operation,
-                summary.time_text + " UTC",
-                summary.service,
-                f"trace {summary.trace_id}" if summary.trace_id else None,
-                f"span {summary.span_id}" if summary.span_id else None,
-                f"schema {summary.schema_version}" if summary.schema_version else None,
-                capture_text(detail),
+        plain(
+            " · ".join(
+                x
+                for x in (
+                    summary.operation,
+                    summary.time_text + " UTC",
+                    summary.service,
+                    f"trace {summary.trace_id}" if summary.trace_id else None,
+                    f"span {summary.span_id}" if summary.span_id else None,
+                    f"schema {summary.schema_version}" if summary.schema_version else None,
+                    capture_text(detail),
+                )
+                if x
             )
-            if x
         )
     )
     show_problems(detail.problems)
     risk = guarded(diagnosis.risk, detail) or diagnosis.Risk(summary.risk_score, summary.risk_level)
     m = st.columns(5)
     m[0].metric("Risk score", num(risk.score))
-    m[1].metric("Risk level", risk.level or "–")
+    m[1].metric("Risk level", plain(risk.level or "–"))
     m[2].metric("Flags", len(summary.flags) if risk.score is not None else "–")
-    m[3].metric("Output tokens", "–" if summary.output_tokens is None else summary.output_tokens)
+    m[3].metric("Output tokens", "–" if summary.output_tokens is None else plain(summary.output_tokens))
     m[4].metric("Duration", num(summary.duration_s, "{:.2f}", " s"))
     if summary.flags:
-        st.markdown("Flags fired: " + " ".join(f":red-badge[{flag}]" for flag in summary.flags))
+        st.markdown("Flags fired: " + " ".join(f":red-badge[{plain(flag)}]" for flag in summary.flags))
     if summary.error:
-        st.error(f"The generation failed: {summary.error}")
+        st.error(f"The generation failed: {plain(summary.error)}")
     story = guarded(diagnosis.narrative, detail)
     if story:
-        st.info(story)
+        st.info(plain(story))
     mode = summary.capture_mode or "unknown"
     if detail.report is None and detail.span is not None:
         stride = (detail.span or {}).get("corevital.timeline.stride") or 1
-        st.info(messages.NO_REPORT.format(stride=stride))
+        st.info(messages.NO_REPORT.format(stride=plain(stride)))
     tabs = st.tabs(["Risk & flags", "Timeline", "Layers", "Prompt", "Performance", "Details"])
     seqs = guarded(series.sequences, detail) or []
     with tabs[0]:
@@ -245,7 +249,7 @@ def view_compare(index: Index) -> None:
     if matrix is None:
         st.info(
             messages.NO_FINGERPRINT.format(
-                runs=", ".join(labels[k].rsplit(" · ", 1)[-1] for k in keys if labels[k] in missing)
+                runs=plain(", ".join(labels[k].rsplit(" · ", 1)[-1] for k in keys if labels[k] in missing))
             )
         )
     else:
@@ -299,13 +303,14 @@ def main(paths: list[str] | None = None) -> None:
     """The whole viewer page: the file chooser in the sidebar, then the chosen view."""
     st.set_page_config(page_title="CoreVital viewer", layout="wide")
     initial = paths or paths_from_env()
+    roots = sources.roots_of(initial)  # the path box reads under these only
     st.sidebar.title("CoreVital viewer")
     text = st.sidebar.text_area("Files or folders, one per line", "\n".join(initial), key="paths")
     chosen = [line.strip() for line in text.splitlines() if line.strip()]
     if st.sidebar.button("Reload files"):
         st.cache_data.clear()
     view = st.sidebar.radio("View", VIEWS, key="view")
-    index = _cached_index(chosen)
+    index = _cached_index(chosen, roots)
     st.sidebar.caption(
         f"{len(index.runs)} runs from {index.counts['files']} files · {index.counts['spans']} spans, "
         f"{index.counts['reports']} reports, {index.counts['metric_lines']} metric lines"

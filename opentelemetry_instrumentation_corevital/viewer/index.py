@@ -10,9 +10,9 @@ reads the two lines back with :func:`load_run`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from .. import names as n
@@ -63,9 +63,8 @@ class RunSummary:
     @property
     def time_text(self) -> str:
         """The start time as UTC text for lists and labels."""
-        if self.started is None:
-            return "unknown time"
-        return datetime.fromtimestamp(self.started, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        moment = otlp.utc(self.started)
+        return "unknown time" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
     @property
     def short_id(self) -> str:
@@ -112,7 +111,7 @@ def from_span(resource: dict[str, Any], span: dict[str, Any], attrs: dict[str, A
     out: dict[str, Any] = {
         "trace_id": span.get("traceId") or None,
         "span_id": span.get("spanId") or None,
-        "started": start / 1e9 if start else None,
+        "started": start / 1e9 if start and otlp.utc(start / 1e9) else None,
         "model": attrs.get(n.REQUEST_MODEL),
         "operation": attrs.get(n.OPERATION_NAME),
         "provider": attrs.get(n.PROVIDER_NAME),
@@ -151,8 +150,8 @@ def from_report(report: dict[str, Any]) -> dict[str, Any]:
     if isinstance(created, str):
         try:
             stamp = datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
-            started = stamp - (duration or 0.0)
-        except ValueError:
+            started = stamp - (duration or 0.0) if otlp.utc(stamp - (duration or 0.0)) else None
+        except (ValueError, OverflowError):
             started = None
     flags = _get(report, "summary", "flags")
     return {
@@ -175,10 +174,33 @@ def from_report(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _merge(run: RunSummary, fields: dict[str, Any], prefer: bool) -> RunSummary:
-    """Fill ``run`` with ``fields``: only its gaps, or (``prefer``) everything the fields know."""
-    updates = {}
+#: RunSummary fields by the type a file must give them in; a value of another type is unknown (None), so that
+#: labels, sorting and the table never meet a number where they expect text or the reverse.
+_TEXT = (
+    *("trace_id", "span_id", "report_id", "model", "operation", "provider", "service"),
+    *("risk_level", "capture_mode", "schema_version", "error"),
+)
+_COUNTS = ("input_tokens", "output_tokens")
+_NUMBERS = ("started", "risk_score", "duration_s", "ttft_s", "tpot_s")
+
+
+def _typed(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` with each value of the wrong type for its RunSummary field made None."""
+    out = dict(fields)
     for name, value in fields.items():
+        if name in _TEXT:
+            out[name] = value if isinstance(value, str) and value else None
+        elif name in _COUNTS:
+            out[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+        elif name in _NUMBERS:
+            out[name] = otlp.finite(value)
+    return out
+
+
+def _merge(run: RunSummary, fields: dict[str, Any], prefer: bool) -> RunSummary:
+    """Fill ``run`` with ``fields`` (typed): only its gaps, or (``prefer``) everything the fields know."""
+    updates = {}
+    for name, value in _typed(fields).items():
         if value is None or value == []:
             continue
         current = getattr(run, name)
@@ -233,9 +255,9 @@ class _Collector:
         self.runs[key] = replace(run, **refs)
 
 
-def build_index(paths: list[str], max_problems_per_file: int = 20) -> Index:
-    """Read every file under ``paths`` once, line by line, and list the runs they hold."""
-    files, found_problems = discover(paths)
+def build_index(paths: list[str], max_problems_per_file: int = 20, roots: tuple[Path, ...] | None = None) -> Index:
+    """Read every file under ``paths`` once, line by line, and list the runs they hold (only under ``roots``)."""
+    files, found_problems = discover(paths, roots)
     c = _Collector(max_problems_per_file)
     c.problems.extend(found_problems)
     for path in files:
@@ -259,13 +281,13 @@ def build_index(paths: list[str], max_problems_per_file: int = 20) -> Index:
 
 def _index_line(c: _Collector, path: str, number: int, offset: int, data: bytes) -> None:
     try:
-        document = json.loads(data)
+        document = otlp.loads(data)
     except ValueError as exc:
         c.problem(messages.NOT_JSON.format(file=path, line=number, detail=_short(exc)))
         return
     try:
         _index_document(c, path, number, offset, document)
-    except (TypeError, AttributeError, ValueError, KeyError, IndexError) as exc:
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, RecursionError) as exc:
         # JSON of an unexpected shape somewhere inside: this line is skipped, the rest is read.
         c.problem(messages.ODD_SHAPE.format(file=path, line=number, detail=_short(exc)))
 
@@ -324,7 +346,7 @@ def _index_report_record(c: _Collector, path: str, number: int, offset: int, i: 
     body = otlp.any_value(record.get("body"))
     if isinstance(body, str):
         try:
-            report = json.loads(body)
+            report = otlp.loads(body)
         except ValueError as exc:
             c.problem(messages.BAD_REPORT.format(file=path, line=number, detail=f"not JSON: {_short(exc)}"))
             return
@@ -396,13 +418,24 @@ def load_run(summary: RunSummary) -> RunDetail:
             for i, (_resource, record) in enumerate(otlp.log_records(document)):
                 if i == summary.report_ref.index:
                     body = otlp.any_value(record.get("body"))
-                    detail.report = json.loads(body) if isinstance(body, str) else body
+                    detail.report = _body(body, summary.report_ref, detail)
     return detail
+
+
+def _body(body: Any, ref: Ref, detail: RunDetail) -> Any:
+    """A report record's body as the report (a JSON string decoded), or None with a problem."""
+    if not isinstance(body, str):
+        return body
+    try:
+        return otlp.loads(body)
+    except ValueError as exc:
+        detail.problems.append(messages.BAD_REPORT.format(file=ref.file, line=ref.line, detail=_short(exc)))
+        return None
 
 
 def _read_document(ref: Ref, detail: RunDetail) -> Any:
     try:
-        return json.loads(read_line_at(ref.file, ref.offset))
+        return otlp.loads(read_line_at(ref.file, ref.offset))
     except (UnreadableFile, OSError, ValueError) as exc:
         detail.problems.append(
             messages.UNREADABLE.format(file=ref.file, detail=f"line {ref.line} changed: {_short(exc)}")

@@ -8,6 +8,7 @@ the table of docs/viewer.md lists each of them.
 from __future__ import annotations
 
 NOT_FOUND = "{path}: no such file or folder."
+OUTSIDE = "{path}: outside the folder this viewer was started on ({root}); not read."
 NO_FILES = "{path}: this folder holds no OTLP JSON files (names containing .jsonl, .json or .ndjson)."
 UNREADABLE = "{file}: cannot be read ({detail})."
 ZSTD = "{file}: zstd-compressed; decompress it first (zstd -d)."

@@ -8,8 +8,10 @@ so the rest of the viewer works with str, int, float, bool, list and dict.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -118,3 +120,21 @@ def nanos(value: Any) -> int | None:
     except (TypeError, ValueError):
         return None
     return number or None
+
+
+def utc(seconds: float | None) -> datetime | None:
+    """Unix seconds as a UTC time; None when unknown or past what a date can hold (a file's 25-digit time)."""
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def loads(data: str | bytes) -> Any:
+    """``json.loads``, with JSON nested past Python's recursion limit a ``ValueError`` like any other bad JSON."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None

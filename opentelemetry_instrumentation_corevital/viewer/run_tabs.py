@@ -15,6 +15,7 @@ import streamlit as st
 
 from opentelemetry_instrumentation_corevital.viewer import _charts, deep, diagnosis, messages, perf, series
 from opentelemetry_instrumentation_corevital.viewer.index import RunDetail
+from opentelemetry_instrumentation_corevital.viewer.plain import plain
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -38,7 +39,7 @@ def guarded(part: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None
     try:
         return part(*args, **kwargs)
     except Exception as exc:  # noqa: BLE001 - files come from anywhere; the viewer must keep going
-        st.error(messages.VIEW_FAILED.format(detail=f"{type(exc).__name__}: {exc}"))
+        st.error(messages.VIEW_FAILED.format(detail=plain(f"{type(exc).__name__}: {exc}")))
         return None
 
 
@@ -54,10 +55,10 @@ def capture_text(detail: RunDetail) -> str | None:
 
 def tab_risk(detail: RunDetail, risk: diagnosis.Risk, mode: str) -> None:
     if risk.score is None:
-        st.info(messages.NO_SIGNALS.format(mode=mode))
+        st.info(messages.NO_SIGNALS.format(mode=plain(mode)))
         return
     if risk.forced_by:
-        st.error(f"Risk forced to {risk.score:.3f} by {risk.forced_by}.")
+        st.error(f"Risk forced to {risk.score:.3f} by {plain(risk.forced_by)}.")
     if risk.factors:
         cols = ["name", "value", "score", "weight", "contribution", "description"]
         frame = pd.DataFrame([{c: f.get(c) for c in cols if any(c in g for g in risk.factors)} for f in risk.factors])
@@ -89,13 +90,13 @@ def _pick_sequence(seqs: list[series.SequenceSeries], key: str) -> series.Sequen
 
 def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) -> None:
     if not seqs:
-        st.info(messages.NO_SIGNALS.format(mode=mode))
+        st.info(messages.NO_SIGNALS.format(mode=plain(mode)))
         return
     seq = _pick_sequence(seqs, "timeline_seq")
     rows = seq.rows()
     threshold = ((detail.report or {}).get("thresholds") or {}).get("high_entropy_bits")
     if seq.stride > 1:
-        st.caption(f"Every {seq.stride}. step (the span's thinned series).")
+        st.caption(f"Every {plain(seq.stride)}. step (the span's thinned series).")
     charted = [s for s in CHARTED if s in seq.values]
     grid = st.columns(2)
     for i, name in enumerate(charted):
@@ -150,7 +151,7 @@ def tab_layers(detail: RunDetail, mode: str) -> None:
                 )
             st.dataframe(pd.DataFrame(means).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch")
         if mode != "full":
-            st.info(messages.FULL_LAYERS.format(mode=mode))
+            st.info(messages.FULL_LAYERS.format(mode=plain(mode)))
         return
     by_index = dict(found)
     index = (
@@ -161,7 +162,7 @@ def tab_layers(detail: RunDetail, mode: str) -> None:
     data = by_index[index]
     blamed = diagnosis.blamed_layer_indices(detail)
     if blamed:
-        st.caption("Blamed layers (outlined in red): " + ", ".join(str(b) for b in blamed))
+        st.caption("Blamed layers (outlined in red): " + plain(", ".join(str(b) for b in blamed)))
     headline = [name for name in deep.HEADLINE if name in data.matrices]
     others = [name for name in data.names() if name not in headline]
     for name in headline:
@@ -177,7 +178,9 @@ def tab_layers(detail: RunDetail, mode: str) -> None:
     if missing and mode != "full":
         st.info(
             messages.FULL_LAYERS_PARTIAL.format(
-                mode=mode, have=", ".join(deep.LAYER_LABELS.get(k, k) for k in data.names()), missing=", ".join(missing)
+                mode=plain(mode),
+                have=plain(", ".join(deep.LAYER_LABELS.get(k, k) for k in data.names())),
+                missing=", ".join(missing),
             )
         )
     st.subheader("Per-layer means over the captured steps")
@@ -199,7 +202,7 @@ def tab_prompt(detail: RunDetail, mode: str) -> None:
         st.subheader("Prompt")
         st.code(input_text, language=None, wrap_lines=True)
     if not found:
-        st.info(messages.FULL_PROMPT.format(mode=mode))
+        st.info(messages.FULL_PROMPT.format(mode=plain(mode)))
         return
     index, data = found[0]
     m = st.columns(2)
@@ -274,7 +277,7 @@ def tab_details(detail: RunDetail) -> None:
                 width="stretch",
             )
     if detail.span is not None:
-        st.subheader(f"Span: {detail.span_name}")
+        st.subheader(f"Span: {plain(detail.span_name)}")
         st.dataframe(
             pd.DataFrame(
                 [
@@ -287,7 +290,7 @@ def tab_details(detail: RunDetail) -> None:
         )
     s = detail.summary
     where = [f"{ref.file} line {ref.line}" for ref in (s.span_ref, s.report_ref) if ref is not None]
-    st.caption("Read from: " + "; ".join(where))
+    st.caption("Read from: " + plain("; ".join(where)))
     if detail.report is not None:
         text = json.dumps(detail.report, indent=2)
         st.download_button(

@@ -41,26 +41,48 @@ def is_candidate(name: str) -> bool:
     return not lowered.startswith(".") and any(m in lowered for m in _MARKERS)
 
 
-def discover(paths: list[str]) -> tuple[list[str], list[str]]:
+def roots_of(paths: list[str]) -> tuple[Path, ...]:
+    """The folders a viewer started on ``paths`` may read under: each folder, and the folder of each file."""
+    resolved = [Path(p).expanduser().resolve() for p in paths]
+    return tuple(dict.fromkeys(p if p.is_dir() else p.parent for p in resolved))
+
+
+def _outside(path: Path, roots: tuple[Path, ...] | None) -> bool:
+    """Whether ``path`` (links followed) lies outside every root; nothing is outside when there are no roots."""
+    if roots is None:
+        return False
+    real = path.resolve()
+    return not any(real == root or root in real.parents for root in roots)
+
+
+def discover(paths: list[str], roots: tuple[Path, ...] | None = None) -> tuple[list[str], list[str]]:
     """Files to read, in a stable order, and the problems met finding them.
 
     A folder is scanned recursively for candidate names; a file named
-    explicitly is read whatever its name.
+    explicitly is read whatever its name. With ``roots``, a path or a file
+    (a planted link included) that leads outside them is refused, not read.
     """
     files: list[str] = []
     problems: list[str] = []
+    where = ", ".join(str(r) for r in roots or ())
     for raw in paths:
         path = Path(raw).expanduser()
-        if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_candidate(p.name))
+        if _outside(path, roots):
+            problems.append(messages.OUTSIDE.format(path=raw, root=where))
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and is_candidate(p.name))
             if not found:
                 problems.append(messages.NO_FILES.format(path=raw))
-            files.extend(found)
+            for p in found:
+                if _outside(p, roots):
+                    problems.append(messages.OUTSIDE.format(path=str(p), root=where))
+                else:
+                    files.append(str(p))
         elif path.is_file():
             files.append(str(path))
         else:
             problems.append(messages.NOT_FOUND.format(path=raw))
-    return list(dict.fromkeys(files)), problems
+    return list(dict.fromkeys(files)), list(dict.fromkeys(problems))
 
 
 def signature(files: list[str]) -> tuple[tuple[str, int, int], ...]:

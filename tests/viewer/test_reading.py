@@ -405,6 +405,7 @@ def test_the_viewer_page_documents_every_message():
     page = (Path(__file__).resolve().parents[2] / "docs" / "viewer.md").read_text(encoding="utf-8")
     for name in (
         "NOT_FOUND",
+        "OUTSIDE",
         "NO_FILES",
         "UNREADABLE",
         "ZSTD",
@@ -429,6 +430,7 @@ def test_the_viewer_page_documents_every_message():
             .replace("{version}", "VERSION")
             .replace("{span_id}", "SPAN")
             .replace("{count}", "N")
+            .replace("{root}", "ROOT")
         )
         assert text in page, name
 
