@@ -3,6 +3,7 @@
 Assisted decoding (an assistant model, or prompt lookup) verifies several proposed tokens per forward: our
 per-step recorder runs zero or several times per emitted token, so counts come from the returned sequences.
 ``inputs_embeds`` generation has no prompt ids: the capture must still work, and say what it cannot measure.
+A SQLite history at ``:memory:`` would keep no number at all: it is refused.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import names
+from opentelemetry_instrumentation_corevital import ConfigurationError, configure, names
+from opentelemetry_instrumentation_corevital.exporters.sqlite import SQLiteReportExporter
 from opentelemetry_instrumentation_corevital.report import TIMELINE_SERIES, LayerSeries
 from opentelemetry_instrumentation_corevital.testing import (
     TINY_EOS,
@@ -175,3 +177,27 @@ class TestInputsEmbeds:
             assert by_embeds.prompt.tokens == by_ids.prompt.tokens
             assert close(by_embeds.prompt.hidden_norm, by_ids.prompt.hidden_norm)  # the prompt's layers are seen
             assert close(by_embeds.prompt.basin, by_ids.prompt.basin)
+
+
+class TestSQLiteInMemory:
+    """``:memory:`` would open a database that lives and dies with the exporter: every report thrown away."""
+
+    MESSAGE = r"an in-memory SQLite database would throw every report away"
+
+    def test_keyword_is_refused(self, tmp_path):
+        with pytest.raises(ConfigurationError, match=r"^sqlite_path=':memory:': " + self.MESSAGE):
+            configure(exporters="sqlite", sqlite_path=":memory:", out=tmp_path)
+
+    def test_environment_is_refused(self, tmp_path, monkeypatch):
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_COREVITAL_SQLITE_PATH", ":memory:")
+        with pytest.raises(ConfigurationError, match=r"^OTEL_INSTRUMENTATION_COREVITAL_SQLITE_PATH=':memory:': "):
+            configure(exporters="sqlite", out=tmp_path)
+
+    def test_exporter_is_refused(self):
+        with pytest.raises(ConfigurationError, match=r"^path=':memory:': " + self.MESSAGE):
+            SQLiteReportExporter(":memory:")
+
+    def test_a_file_named_like_it_in_a_folder_is_a_file(self, tmp_path):
+        exporter = SQLiteReportExporter(tmp_path / ":memory:")  # a real file, kept
+        exporter.shutdown()
+        assert (tmp_path / ":memory:").is_file()
