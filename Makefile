@@ -17,7 +17,7 @@ SMOLLM2_STAMP := $(SMOLLM2_HF)/.converted
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo demo-vllm test test-fast test-long lint bench bench-vllm bench-quality system-deps browser-deps screenshots clean
+.PHONY: demo demo-vllm test test-fast test-long test-compat lint bench bench-vllm bench-quality system-deps browser-deps screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -97,6 +97,31 @@ test-fast: $(STAMP)
 test-long: $(STAMP)
 	COREVITAL_HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q tests/test_properties.py
 
+# The transformers range pyproject.toml declares, tested at both ends, each in a virtualenv of its own: the tests
+# that lean on transformers internals (the architecture matrix of every tiny model in every capture mode and
+# decoding, beams, streaming, assisted decoding, inputs_embeds). COMPAT_low is the lower bound of the range;
+# COMPAT_high the newest release below its upper bound (tests/test_compat.py checks both against pyproject.toml).
+# Not part of `make test` (whose environment is the newest end): about 15 minutes per end on 2 cores.
+COMPAT_low   := transformers==5.17.0
+COMPAT_high  := transformers==5.24.0
+COMPAT_TESTS := tests/test_compat.py tests/test_usage_numbers.py tests/test_instrumentation.py \
+	tests/test_capture_modes.py tests/test_capture_source.py tests/test_deep_capture.py tests/test_streaming.py \
+	tests/test_packaging.py
+
+.venv-compat-%/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv .venv-compat-$*
+	.venv-compat-$*/bin/python -m pip install -q --upgrade pip
+	.venv-compat-$*/bin/python -m pip install -q "$(TORCH)"
+	.venv-compat-$*/bin/python -m pip install -q -e ".[cli]" "$(COMPAT_$*)" "pytest>=8" "pytest-timeout>=2.3" \
+		"jsonschema>=4.20"
+	touch $@
+
+test-compat: .venv-compat-low/.installed .venv-compat-high/.installed
+	for end in low high; do \
+		.venv-compat-$$end/bin/python -m pytest -q -rs -m "not slow" $(COMPAT_TESTS) && \
+		.venv-compat-$$end/bin/python -m pytest -q -rs tests/test_compatibility_table.py || exit 1; \
+	done
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --pin-cpu 0
 bench-vllm: $(VLLM_STAMP) $(SMOLLM2_STAMP)
@@ -111,4 +136,4 @@ bench-quality: $(STAMP)
 	$(BIN)/python benchmarks/risk_distribution.py --set report --reports /tmp/cv-bench --json benchmarks/results/risk.json
 
 clean:
-	rm -rf $(VENV) $(DD_VENV) $(VLLM_VENV) .cache/smollm2-135m-instruct-hf corevital-data .pytest_cache
+	rm -rf $(VENV) $(DD_VENV) $(VLLM_VENV) .venv-compat-low .venv-compat-high .cache/smollm2-135m-instruct-hf corevital-data .pytest_cache

@@ -40,6 +40,7 @@ from ._values import (
     parse_positive_float,
     parse_positive_int,
     parse_profile,
+    parse_sqlite_path,
     parse_stop_on,
     parse_text,
     parse_thresholds,
@@ -241,7 +242,7 @@ class ExporterSettings:
     )
     sqlite_path: Path | None = option(
         None,
-        parse_path,
+        parse_sqlite_path,
         "sqlite: the history file",
         _P + "SQLITE_PATH",
         flag="--sqlite",

@@ -306,6 +306,17 @@ def parse_path(value: Any, source: str) -> Path:
     return Path(str(value)).expanduser()
 
 
+def parse_sqlite_path(value: Any, source: str) -> Path:
+    """A SQLite file path; ``:memory:`` is refused: that database dies with its connection, and the history with it."""
+    path = parse_path(value, source)
+    if str(path) == ":memory:":
+        raise ConfigurationError(
+            f"{source}={value!r}: an in-memory SQLite database would throw every report away when the exporter "
+            "closes; give a file path."
+        )
+    return path
+
+
 def parse_text(value: Any, source: str) -> str:
     """Any non-empty text."""
     return str(value)

@@ -5,6 +5,6 @@ Mirrors the ``instruments`` extra in ``pyproject.toml``: zero-code loading
 reads this tuple.
 """
 
-_instruments = ("transformers >= 5.17, < 6", "torch >= 2.4")
+_instruments = ("transformers >= 5.17, < 5.25", "torch >= 2.5, < 3")
 
 _supports_metrics = True

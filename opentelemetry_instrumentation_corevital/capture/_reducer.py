@@ -77,7 +77,9 @@ class StepReducer:
             inputs = StepInputs()
         rows = int(reference.shape[0])
         inputs.scores = scores
-        inputs.token = input_ids[:, -1] if scores is not None else None
+        # The token chosen at the previous step; step 0 of an ``inputs_embeds`` call has none (its row is dropped).
+        token = input_ids[:, -1] if input_ids.shape[1] else torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+        inputs.token = token if scores is not None else None
         if scores is not None and layer_step and not self._logits_in_graph(scores):
             # A large batch x vocabulary: the logit part stays eager, so no static copy of the logits is kept.
             self._append(

@@ -81,6 +81,8 @@ class TransformersSource:
         self.stop_on: _intervene.StopOn | None = None
         self._beam_indices: torch.Tensor | None = None  # beam search: final [batch, beams, steps] rows
         self._continuation: tuple[int, int] | None = None  # scoring: (prompt length, continuation length)
+        self._loop_prefix: int | None = None  # length of the ids generate's decoding loop starts from
+        self._cached = 0  # positions the key cache holds before step 1 (the prefix, or the embedded prompt)
         self._started = False
         self._bound: contextvars.Token | None = None
 
@@ -120,11 +122,18 @@ class TransformersSource:
         try:
             if sequences is not None:
                 result.sequences = sequences.tolist()
-            prefix = rec.prefix_len if rec.prefix_len is not None else 0
+            # Decoding that calls the recorder once per token knows the prefix and steps from it; other decoding
+            # (assisted: zero or several calls per token) from the loop's start and the returned sequences.
+            per_token = rec.timing
+            known = (rec.prefix_len, self._loop_prefix) if per_token else (self._loop_prefix, rec.prefix_len)
+            prefix = next((p for p in known if p is not None), 0)
             result.prefix_len = prefix
             produced = (len(result.sequences[0]) - prefix) if result.sequences else rec.steps
             beams = self.generation_mode in BEAM_MODES
-            steps = max(0, min(rec.steps, produced)) if not beams else min(rec.steps, max(produced, 0))
+            if beams:
+                steps = min(rec.steps, max(produced, 0))
+            else:
+                steps = max(0, min(rec.steps, produced) if per_token else produced)
             result.steps = steps
             capture = DeviceCapture(
                 rows=self.rows,
@@ -151,10 +160,15 @@ class TransformersSource:
 
     # -- generate: decoding-mode bookkeeping ------------------------------------------------
     def processors_for(
-        self, processors: Any, generation_config: Any, assistant_model: Any = None
+        self, processors: Any, generation_config: Any, assistant_model: Any = None, loop_prefix: int | None = None
     ) -> RecordingProcessorList:
-        """``processors`` with our recorder in front, configured for this call's decoding mode."""
+        """``processors`` with our recorder in front, configured for this call's decoding mode.
+
+        ``loop_prefix`` is the length of the ids the decoding loop starts from (``generate``'s
+        ``input_ids_seq_length``): the prefix of the returned sequences whatever the decoding.
+        """
         self.generation_config = generation_config
+        self._loop_prefix = int(loop_prefix) if isinstance(loop_prefix, int) else None
         try:
             self.generation_mode = str(generation_config.get_generation_mode(assistant_model).value)
         except Exception:
@@ -240,12 +254,22 @@ class TransformersSource:
 
     # -- internals --------------------------------------------------------------------------
     def _on_step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor | None) -> None:
-        self.reducer.step(step, input_ids, scores, self.recorder.prefix_len or 0)
+        if step == 0:
+            self._cached = self._prefill_positions()
+        self.reducer.step(step, input_ids, scores, self._cached)
         self.taps.next_step(step + 1)
 
     def _on_tap_error(self, exc: Exception) -> None:
         if self.recorder.failed is None:  # the other hooks of the same forward may fail too: stop once
             self.recorder.fail(exc)
+
+    def _prefill_positions(self) -> int:
+        """The prefix; for ``inputs_embeds`` without ids (no prefix), the positions the prefill forward embedded."""
+        prefix = self.recorder.prefix_len or 0
+        seen = self.taps.rows_tokens  # (rows, positions) of the latest forward: the prefill's at step 0
+        if prefix == 0 and not self.taps.is_seq2seq and seen is not None:
+            return seen[1]
+        return prefix
 
     def _on_fail(self) -> None:
         self.taps.remove()

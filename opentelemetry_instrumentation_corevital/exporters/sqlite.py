@@ -20,9 +20,9 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+from .._values import parse_sqlite_path
 from ..report import TIMELINE_SERIES, Report
 from ..signals import finite_or_none
 from ._private import create_private
@@ -139,7 +139,7 @@ class SQLiteReportExporter:
     name = "sqlite"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
+        self.path = parse_sqlite_path(os.fspath(path), "path")  # refuses `:memory:`
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = connect(self.path)

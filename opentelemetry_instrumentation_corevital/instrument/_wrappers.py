@@ -62,12 +62,13 @@ class Wrappers:
         if call is not None and call.source.attached:
             return processors
         generation_config = kwargs.get("generation_config", args[0] if args else None)
+        loop_prefix = kwargs.get("input_ids_seq_length", args[1] if len(args) > 1 else None)
         return self._on_call(
             "attach",
             "attach to a generation (signals lost)",
             processors,
             call,
-            lambda c: c.source.processors_for(processors, generation_config, c.assistant_model),
+            lambda c: c.source.processors_for(processors, generation_config, c.assistant_model, loop_prefix),
         )
 
     def stopping_criteria(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
