@@ -27,6 +27,7 @@ from .._config import StepView
 from ..report import CaptureResult
 from . import _intervene, _reduce
 from ._clock import StepClock
+from ._compiled import compiled_forward
 from ._intercept import ACTIVE_TAPS
 from ._model_taps import ModelTaps
 from ._plan import CapturePlan
@@ -145,10 +146,13 @@ class TransformersSource:
 
     # -- generate: decoding-mode bookkeeping ------------------------------------------------
     def processors_for(
-        self, processors: Any, generation_config: Any, assistant_model: Any = None
+        self, processors: Any, generation_config: Any, assistant_model: Any = None, model_kwargs: dict | None = None
     ) -> RecordingProcessorList:
         """``processors`` with our recorder in front, configured for this call's decoding mode."""
         self.generation_config = generation_config
+        compiled = compiled_forward(self.taps.model, generation_config, model_kwargs)
+        if compiled is not None:  # before the first forward: the compiled graph never sees a tap
+            self.taps.compiled_off(compiled)
         try:
             self.generation_mode = str(generation_config.get_generation_mode(assistant_model).value)
         except Exception:
