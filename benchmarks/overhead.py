@@ -18,6 +18,16 @@ GPU (random-init real shapes in bf16, through the device tool)::
 
 On CUDA it also counts synchronising calls with ``torch.cuda.set_sync_debug_mode``
 (plain vs instrumented) and compares peak allocated memory.
+
+Held-out settings (issue 17): a third shape (``mistral-7b``), prompt 1024 and 256
+new tokens, batches 1/4/8, and compiled generation: ``--cache static`` (transformers
+compiles the forward; the capture keeps to the logit signals and says so) or
+``--compile-forward`` (``model.forward = torch.compile(model.forward)``).
+``--logit-scale`` multiplies the final norm's weight so that random weights give
+confident, healthy-looking generations (the cheap ``on_risk`` path)::
+
+    python benchmarks/overhead.py --device cuda --models mistral-7b --batches 1,4 --prompt-len 1024 --tokens 256
+    python benchmarks/overhead.py --device cuda --models qwen2-0.5b --batches 1,8 --cache static
 """
 
 from __future__ import annotations
@@ -56,6 +66,21 @@ SHAPES: dict[str, dict[str, Any]] = {
         bos_token_id=128000,
         eos_token_id=128001,
     ),
+    "mistral-7b": dict(  # Mistral-7B-v0.3
+        arch="mistral",
+        vocab_size=32768,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-5,
+        sliding_window=None,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
     "qwen2-0.5b": dict(
         arch="qwen2",
         vocab_size=151936,
@@ -93,6 +118,13 @@ class Result:
     syncs: dict[str, int] = field(default_factory=dict)
     plain_reproducible: bool = True  # two plain runs gave the same tokens (else "same tokens" cannot hold either)
     peak_mib: dict[str, float] = field(default_factory=dict)
+    compiled: str = ""  # "static cache" (compiled by transformers), "torch.compile(forward)" or "" (eager)
+    host_parts: dict[str, dict[str, float]] = field(default_factory=dict)  # mode -> part -> median ms / generation
+    signals: dict[str, list[str]] = field(default_factory=dict)  # mode -> signal groups of its last report
+    unavailable: dict[str, dict[str, str]] = field(default_factory=dict)  # mode -> what its last report lacks, why
+    full_share: dict[str, float] = field(default_factory=dict)  # mode -> share of reports emitted at full detail
+    risk: dict[str, float] = field(default_factory=dict)  # mode -> median risk score of its reports
+    logit_scale: float = 1.0
 
 
 def paired_interval(
@@ -121,7 +153,7 @@ def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, int]:
 
     spec = dict(SHAPES[name])
     arch = spec.pop("arch")
-    config = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config}[arch](**spec)
+    config = {"llama": tf.LlamaConfig, "qwen2": tf.Qwen2Config, "mistral": tf.MistralConfig}[arch](**spec)
     torch.manual_seed(0)
     with torch.device(device):
         model = tf.AutoModelForCausalLM.from_config(config, dtype=dtype)
@@ -129,34 +161,50 @@ def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, int]:
     return model.eval(), config.vocab_size
 
 
-HOST_TIME = [0.0]
+HOST_TIME: dict[str, float] = {}  # part -> seconds, inclusive (see host_parts)
 
 
 def time_our_host_work() -> None:
-    """Accumulate the host time spent in CoreVital's own code (per-step recorder, call start and end).
+    """Accumulate the host time spent in CoreVital's own code, by part (per step, call start, call end).
 
     On a launch-bound GPU this is what the instrumentation adds to each step;
     it is measured directly, so host jitter that swamps wall-clock ratios
     does not hide it.
     """
-    from opentelemetry_instrumentation_corevital.capture import _recorder
+    from opentelemetry_instrumentation_corevital.capture import TransformersSource, _recorder
     from opentelemetry_instrumentation_corevital.instrument import _call
 
-    def timed(fn: Any) -> Any:
+    def timed(fn: Any, part: str) -> Any:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                HOST_TIME[0] += time.perf_counter() - start
+                HOST_TIME[part] = HOST_TIME.get(part, 0.0) + time.perf_counter() - start
 
         return wrapper
 
-    _recorder.StepRecorder.__call__ = timed(_recorder.StepRecorder.__call__)
-    _recorder.RecordingProcessorList.__init__ = timed(_recorder.RecordingProcessorList.__init__)
-    _call.GenerationCall.__init__ = timed(_call.GenerationCall.__init__)
-    _call.GenerationCall.__enter__ = timed(_call.GenerationCall.__enter__)
-    _call.GenerationCall.succeed = timed(_call.GenerationCall.succeed)
+    _recorder.StepRecorder.__call__ = timed(_recorder.StepRecorder.__call__, "step")
+    TransformersSource.processors_for = timed(TransformersSource.processors_for, "attach")
+    _call.GenerationCall.__init__ = timed(_call.GenerationCall.__init__, "start")
+    _call.GenerationCall.__enter__ = timed(_call.GenerationCall.__enter__, "enter")
+    _call.GenerationCall.succeed = timed(_call.GenerationCall.succeed, "end")
+    _call.GenerationCall._report = timed(_call.GenerationCall._report, "report")
+    TransformersSource.finish = timed(TransformersSource.finish, "transfer")
+
+
+def host_parts(inclusive: dict[str, float]) -> dict[str, float]:
+    """Exclusive milliseconds per part: per-step reduce, call start, read-back, report build, emission; and total."""
+    get = inclusive.get
+    parts = {
+        "steps": get("step", 0.0),
+        "start": get("start", 0.0) + get("enter", 0.0) + get("attach", 0.0),
+        "transfer": get("transfer", 0.0),
+        "build": get("report", 0.0) - get("transfer", 0.0),
+        "emit": get("end", 0.0) - get("report", 0.0),
+    }
+    parts["total"] = parts["steps"] + parts["start"] + get("end", 0.0)
+    return {k: v * 1000 for k, v in parts.items()}
 
 
 def telemetry_providers() -> dict[str, Any]:
@@ -169,10 +217,13 @@ def telemetry_providers() -> dict[str, Any]:
     tracer_provider = TracerProvider()
     exporter = InMemorySpanExporter()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reports: list[Any] = []
     return {
         "tracer_provider": tracer_provider,
         "meter_provider": MeterProvider(metric_readers=[InMemoryMetricReader()]),
+        "on_report": reports.append,
         "_exporter": exporter,
+        "_reports": reports,
     }
 
 
@@ -186,6 +237,7 @@ def set_mode(mode: str, providers: dict[str, Any]) -> None:
         kwargs = {k: v for k, v in providers.items() if not k.startswith("_")}
         instrumentor.instrument(capture=mode, **kwargs)
     providers["_exporter"].clear()
+    providers["_reports"].clear()
 
 
 def sync_now(device: str) -> None:
@@ -193,43 +245,74 @@ def sync_now(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def compiled_setup(model: Any, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """Compile as asked: how (for the table) and generate's extra keywords."""
+    if args.cache == "static":
+        return "static cache", {"cache_implementation": "static"}
+    if args.compile_forward:
+        model.forward = torch.compile(model.forward)
+        return "torch.compile(forward)", {}
+    return "", {}
+
+
 def bench(name: str, args: argparse.Namespace) -> Result:
     device = args.device
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     model, vocab = build_model(name, device, dtype)
+    if args.logit_scale != 1.0:  # confident next-token distributions from random weights (healthy-looking risk)
+        norm = model.get_decoder().norm
+        norm.weight.data.mul_(args.logit_scale)
+    if args.cache or args.compile_forward:
+        torch._dynamo.reset()  # each shape compiles afresh, within dynamo's recompile limit
+    compiled, extra = compiled_setup(model, args)
     gen = torch.Generator().manual_seed(1)
     prompt = torch.randint(3, min(vocab, 32000), (args.batch, args.prompt_len), generator=gen).to(device)
     kwargs = dict(
-        attention_mask=torch.ones_like(prompt), max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=args.tokens,
+        min_new_tokens=args.tokens,
+        do_sample=False,
+        **extra,
     )
     modes = ["plain", *args.modes]
     providers = telemetry_providers()
     result = Result(name, device, args.dtype, args.batch, args.prompt_len, args.tokens, args.rounds)
+    result.compiled, result.logit_scale = compiled, args.logit_scale
     outputs: dict[str, torch.Tensor] = {}
+    details: dict[str, list[str | None]] = {m: [] for m in modes}
+    risks: dict[str, list[float]] = {m: [] for m in modes}
 
     with torch.inference_mode():
-        for mode in modes:  # warm-up, and one output per mode for the equality check
+        for mode in modes:  # warm-up (and compilation), and one output per mode for the equality check
             set_mode(mode, providers)
             for _ in range(args.warmup):
                 outputs[mode] = model.generate(prompt, **kwargs)
             sync_now(device)
+            reports = providers["_reports"]
+            if reports:
+                result.signals[mode] = list(reports[-1].capture.signals)
+                result.unavailable[mode] = dict(reports[-1].capture.unavailable)
         set_mode("plain", providers)
         result.plain_reproducible = bool(torch.equal(model.generate(prompt, **kwargs), outputs["plain"]))
         times: dict[str, list[float]] = {m: [] for m in modes}
-        ours: dict[str, list[float]] = {m: [] for m in modes}
+        ours: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for r in range(args.rounds):
             order = modes[r % len(modes) :] + modes[: r % len(modes)]
             for mode in order:
                 set_mode(mode, providers)
                 gc.collect()
                 sync_now(device)
-                HOST_TIME[0] = 0.0
+                HOST_TIME.clear()
                 start = time.perf_counter()
                 model.generate(prompt, **kwargs)
                 sync_now(device)
                 times[mode].append(time.perf_counter() - start)
-                ours[mode].append(HOST_TIME[0])
-        if device.startswith("cuda"):
+                ours[mode].append(host_parts(HOST_TIME))
+                for report in providers["_reports"]:
+                    details[mode].append(report.capture.detail)
+                    if report.summary.risk_score is not None:
+                        risks[mode].append(report.summary.risk_score)
+        if device.startswith("cuda") and args.syncs:
             for mode in modes:
                 set_mode(mode, providers)
                 torch.cuda.reset_peak_memory_stats()
@@ -251,9 +334,14 @@ def bench(name: str, args: argparse.Namespace) -> Result:
         result.median_s[mode] = statistics.median(times[mode])
         result.min_s[mode] = min(times[mode])
         result.paired[mode] = statistics.median(t / p for t, p in zip(times[mode], times["plain"]))
-        result.host_ms[mode] = statistics.median(ours[mode]) * 1000
+        result.host_parts[mode] = {k: statistics.median(p[k] for p in ours[mode]) for k in ours[mode][0]}
+        result.host_ms[mode] = result.host_parts[mode]["total"]
         result.ratio[mode] = result.median_s[mode] / base
         result.same_output[mode] = bool(torch.equal(outputs[mode], outputs["plain"]))
+        if details[mode]:
+            result.full_share[mode] = sum(d == "full" for d in details[mode]) / len(details[mode])
+        if risks[mode]:
+            result.risk[mode] = statistics.median(risks[mode])
     del model
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -281,10 +369,10 @@ def machine() -> dict[str, str]:
 
 def table(results: list[Result]) -> str:
     lines = [
-        "| model | device | dtype | batch | prompt | new tokens | mode | median s | ratio (medians) | ratio (paired) | "
-        "paired 95% interval | CoreVital host ms / generation | host ms / plain ms | same tokens | "
-        "added syncs / generation | peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | compiled | batch | prompt | new tokens | mode | median s | ratio (medians) | ratio (paired) | "
+        "paired 95% interval | CoreVital host ms / generation | host µs / step | host ms / plain ms | same tokens | "
+        "signals | on_risk: full / risk | added syncs / generation | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for mode, median in r.median_s.items():
@@ -293,13 +381,32 @@ def table(results: list[Result]) -> str:
             peak = f"{r.peak_mib[mode]:.0f}" if mode in r.peak_mib else ""
             low, high = paired_interval(r.all_s[mode], r.all_s["plain"])
             share = r.host_ms[mode] / (r.median_s["plain"] * 1000)
+            risky = f"{r.full_share[mode]:.0%} / {r.risk.get(mode, float('nan')):.2f}" if mode in r.full_share else ""
             lines.append(
-                f"| {r.model} | {r.device} | {r.dtype} | {r.batch} | {r.prompt_len} | {r.new_tokens} | {mode} | "
+                f"| {r.model} | {r.compiled or 'no'} | {r.batch} | {r.prompt_len} | {r.new_tokens} | {mode} | "
                 f"{median:.3f} | {r.ratio[mode]:.3f} | {r.paired[mode]:.3f} | {low:.3f}–{high:.3f} | "
-                f"{r.host_ms[mode]:.1f} | {share:.1%} | "
+                f"{r.host_ms[mode]:.1f} | {r.host_ms[mode] * 1000 / max(1, r.new_tokens):.0f} | {share:.1%} | "
                 f"{'yes' if r.same_output[mode] else ('NO' if r.plain_reproducible else 'no (plain vs plain: no)')} | "
-                f"{added} | {peak} |"
+                f"{','.join(r.signals.get(mode, []))} | {risky} | {added} | {peak} |"
             )
+    return "\n".join(lines)
+
+
+def parts_table(results: list[Result]) -> str:
+    """Where CoreVital's host time goes: median ms per generation of each part (exclusive)."""
+    names = ("steps", "start", "transfer", "build", "emit", "total")
+    lines = [
+        "| model | compiled | batch | prompt | mode | " + " | ".join(names) + " |",
+        "|---|---|---|---|---|" + "---|" * len(names),
+    ]
+    for r in results:
+        for mode, parts in r.host_parts.items():
+            if mode != "plain":
+                lines.append(
+                    f"| {r.model} | {r.compiled or 'no'} | {r.batch} | {r.prompt_len} | {mode} | "
+                    + " | ".join(f"{parts.get(n, 0.0):.1f}" for n in names)
+                    + " |"
+                )
     return "\n".join(lines)
 
 
@@ -318,9 +425,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-out", default=None)
     parser.add_argument("--pin-cpu", type=int, default=None, help="run on this CPU core only (less host jitter)")
     parser.add_argument("--render", nargs="+", default=None, help="print the table of earlier --json-out files")
+    parser.add_argument("--cache", default=None, choices=["static"], help="static: transformers compiles the forward")
+    parser.add_argument("--compile-forward", action="store_true", help="model.forward = torch.compile(model.forward)")
+    parser.add_argument("--logit-scale", type=float, default=1.0, help="multiply the final norm's weight by this")
+    parser.add_argument("--no-syncs", dest="syncs", action="store_false", help="skip the sync count and peak memory")
     args = parser.parse_args(argv)
     if args.render:
-        print(table([Result(**r) for path in args.render for r in json.load(open(path))["results"]]))
+        loaded = [Result(**r) for path in args.render for r in json.load(open(path))["results"]]
+        print(table(loaded) + "\n\n" + parts_table(loaded))
         return 0
     args.dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     args.modes = [m for m in args.modes.split(",") if m]
@@ -337,8 +449,13 @@ def main(argv: list[str] | None = None) -> int:
             result = bench(name, args)
             results.append(result)
             print("\n".join(table([result]).splitlines()[2:]), flush=True)
+            if args.json_out:  # what finished so far survives a run cut short
+                with open(args.json_out, "w") as handle:
+                    json.dump({"machine": machine(), "results": [asdict(r) for r in results]}, handle, indent=2)
     print()
     print(table(results))
+    print()
+    print(parts_table(results))
     if args.json_out:
         with open(args.json_out, "w") as handle:
             json.dump({"machine": machine(), "results": [asdict(r) for r in results]}, handle, indent=2)

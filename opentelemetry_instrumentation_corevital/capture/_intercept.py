@@ -7,7 +7,8 @@ flex, ...) is replaced by a wrapper that calls the original *first*, returns
 its result untouched, and only then hands ``query``, ``key`` and the mask to
 the attention listener of the taps bound to this context, if any. Eager
 attention is not in the registry; its weights come from a forward hook on the
-attention module instead (see ``_model_taps``).
+attention module instead (see ``_model_taps``). Inside a compiled forward the
+wrapper is the original call alone (see ``_compiled``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import contextvars
 import functools
 from collections.abc import Callable
 from typing import Any, Protocol
+
+import torch
 
 
 class AttentionListener(Protocol):
@@ -45,6 +48,8 @@ def _wrap(original: Callable) -> Callable:
         module: Any, query: Any, key: Any, value: Any, attention_mask: Any, *args: Any, **kwargs: Any
     ) -> Any:
         result = original(module, query, key, value, attention_mask, *args, **kwargs)
+        if torch.compiler.is_compiling():  # traced into a compiled forward: add nothing to its graph
+            return result
         taps = ACTIVE_TAPS.get()
         if taps is not None:
             listener = taps.attention_listener

@@ -142,6 +142,16 @@ class ModelTaps:
         self.active = False
         self.recording = False
 
+    def compiled_off(self, reason: str) -> None:
+        """The forward runs compiled: take every tap out before it first runs, and say why no layer data comes."""
+        self.remove()
+        self.layers = []
+        self.attention_listener = None
+        self.attention_source = None
+        self.prefill = Prefill()
+        if self.plan.needs_layers:
+            self.unavailable["layers"] = reason
+
     def release(self) -> None:
         """Free what the taps kept (after the transfer)."""
         self.buffers.clear()

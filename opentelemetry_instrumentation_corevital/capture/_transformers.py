@@ -29,6 +29,7 @@ from .._config import StepView
 from ..report import CaptureResult
 from . import _intervene, _reduce
 from ._clock import StepClock
+from ._compiled import compiled_forward
 from ._intercept import ACTIVE_TAPS
 from ._model_taps import ModelTaps
 from ._plan import CapturePlan
@@ -160,7 +161,12 @@ class TransformersSource:
 
     # -- generate: decoding-mode bookkeeping ------------------------------------------------
     def processors_for(
-        self, processors: Any, generation_config: Any, assistant_model: Any = None, loop_prefix: int | None = None
+        self,
+        processors: Any,
+        generation_config: Any,
+        assistant_model: Any = None,
+        loop_prefix: int | None = None,
+        model_kwargs: dict | None = None,
     ) -> RecordingProcessorList:
         """``processors`` with our recorder in front, configured for this call's decoding mode.
 
@@ -169,6 +175,9 @@ class TransformersSource:
         """
         self.generation_config = generation_config
         self._loop_prefix = int(loop_prefix) if isinstance(loop_prefix, int) else None
+        compiled = compiled_forward(self.taps.model, generation_config, model_kwargs)
+        if compiled is not None:  # before the first forward: the compiled graph never sees a tap
+            self.taps.compiled_off(compiled)
         try:
             self.generation_mode = str(generation_config.get_generation_mode(assistant_model).value)
         except Exception:

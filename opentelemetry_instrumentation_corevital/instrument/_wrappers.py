@@ -68,7 +68,9 @@ class Wrappers:
             "attach to a generation (signals lost)",
             processors,
             call,
-            lambda c: c.source.processors_for(processors, generation_config, c.assistant_model, loop_prefix),
+            lambda c: c.source.processors_for(
+                processors, generation_config, c.assistant_model, loop_prefix, kwargs.get("model_kwargs")
+            ),
         )
 
     def stopping_criteria(self, wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
