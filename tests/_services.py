@@ -158,6 +158,16 @@ def promql(base: str, query: str) -> list[dict]:
     return body["data"]["result"]
 
 
+def promql_at(base: str, query: str, at: str) -> list[dict]:
+    """``query`` evaluated at the Unix time ``at`` (as Prometheus printed it, milliseconds exact)."""
+    import json
+    import urllib.parse
+
+    body = json.loads(http_get(f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": query, "time": at})))
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
 @contextmanager
 def ddapm_test_agent(
     folder: str, apm_port: int, otlp_http_port: int, otlp_grpc_port: int

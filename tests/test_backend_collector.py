@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, Repor
 from opentelemetry_instrumentation_corevital.emit import emit_step_logs
 from opentelemetry_instrumentation_corevital.testing import OTLPSink
 
-from ._services import ROOT, rotel_from_env_file, wait_until
+from ._services import ROOT, read_env_file, rotel_from_env_file, wait_until
 from .conftest import free_port
 
 ROTEL = Path(ROOT) / "collector" / "rotel"
@@ -291,3 +292,43 @@ def test_rotel_processors_use_the_package_names():
         assert f'"{names.EVENT_STEP_LOG}"' in text
     assert f'"{names.RISK_LEVEL}"' in (ROTEL / "keep_high_risk_steps.py").read_text(encoding="utf-8")
     assert json.dumps(names.EVENT_STEP_LOG) in (CONTRIB / "production-drop-step-logs.yaml").read_text(encoding="utf-8")
+
+
+CONTRIB_RELEASE = "otelcol-contrib v0.146.0"
+
+
+def test_every_collector_config_is_run_by_a_test_or_marked_as_an_example():
+    """rotel routes: each .env file is started by the test its README row names (and each processor script is
+    loaded by an .env file); contrib files: each opens with the EXAMPLE line naming the release, and the README's
+    Versions section names that release and every component kind the files use."""
+    import inspect
+    import sys
+
+    readme = (Path(ROOT) / "collector" / "README.md").read_text(encoding="utf-8")
+    module = sys.modules[__name__]
+    files = {p.relative_to(Path(ROOT) / "collector").as_posix() for p in (Path(ROOT) / "collector").rglob("*")}
+    files = {f for f in files if "." in f.rsplit("/", 1)[-1] and f != "README.md" and "__pycache__" not in f}
+    processors = {
+        value for env in ROTEL.glob("*.env") for key, value in read_env_file(str(env)).items() if "PROCESSOR" in key
+    }
+    (versions,) = re.findall(r"^### Versions\n\n(.*?)(?=\n#|\Z)", readme, re.S | re.M)
+    assert CONTRIB_RELEASE in versions
+    for name in sorted(files):
+        folder, _, file = name.partition("/")
+        if folder == "rotel" and file.endswith(".env"):
+            (row,) = [line for line in readme.splitlines() if line.startswith(f"| `{file}`")]
+            tests = re.findall(r"`(test_\w+)`", row)
+            assert tests, row
+            for test in tests:
+                assert f'"{file}"' in inspect.getsource(getattr(module, test)), (file, test)
+        elif folder == "rotel" and file.endswith(".py"):
+            assert file in processors, f"{name} is loaded by no .env file"
+        elif folder == "otelcol-contrib" and file.endswith(".yaml"):
+            text = (CONTRIB / file).read_text(encoding="utf-8")
+            assert text.startswith("# EXAMPLE, not run by the tests") and CONTRIB_RELEASE in text.splitlines()[0]
+            config = yaml.safe_load(text)
+            for section in ("receivers", "processors", "exporters", "connectors"):
+                for component in config.get(section) or {}:
+                    assert f"`{kind(component)}`" in versions, (file, component)
+        else:
+            raise AssertionError(f"collector/{name}: neither tested nor marked as an example")

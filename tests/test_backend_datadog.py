@@ -280,3 +280,156 @@ def test_datadog_dashboard_queries_only_metrics_that_arrived(otlp_run):
     used = datadog_dashboard_metrics()
     assert used <= otlp_names, sorted(used - otlp_names)
     assert used <= statsd_names, sorted(used - statsd_names)
+
+
+WIDGET_QUERY = re.compile(
+    r"(?P<agg>avg|sum|min|max|count|p\d\d):(?P<metric>[a-z_][a-z0-9_.]*)"
+    r"\{(?P<filters>[^}]*)\}(?: by \{(?P<by>[^}]*)\})?(?P<as_count>\.as_count\(\))?"
+)
+DOCS = Path(ROOT) / "docs" / "backends.md"
+
+
+def widget_queries() -> list[tuple[str, re.Match]]:
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    out = []
+    for widget in board["widgets"]:
+        for request in widget["definition"]["requests"]:
+            for query in request["queries"]:
+                match = WIDGET_QUERY.fullmatch(query["query"])
+                assert match, query["query"]
+                out.append((widget["definition"]["title"], match))
+    return out
+
+
+def otlp_points(metrics: list[dict]) -> dict[str, dict]:
+    """Per metric name: its kind (distribution / count), unit and every data point as (tags, count, total)."""
+    found: dict[str, dict] = {}
+    for req in metrics:
+        for rm in req["resource_metrics"]:
+            for sm in rm["scope_metrics"]:
+                for m in sm["metrics"]:
+                    entry = found.setdefault(m["name"], {"unit": m.get("unit", ""), "points": []})
+                    if "histogram" in m:
+                        entry["kind"] = "distribution"  # the Agent's default mapping of OTLP histograms
+                        for p in m["histogram"]["data_points"]:
+                            entry["points"].append((otlp_attrs(p["attributes"]), int(p["count"]), float(p["sum"])))
+                    else:
+                        assert m["sum"]["is_monotonic"] and m["sum"]["aggregation_temporality"] == DELTA
+                        entry["kind"] = "count"  # a delta monotonic sum is a Datadog count
+                        for p in m["sum"]["data_points"]:
+                            value = float(p.get("as_int", p.get("as_double", 0)))
+                            entry["points"].append((otlp_attrs(p["attributes"]), 1, value))
+    return found
+
+
+def datadog_total(match: re.Match, metric: dict) -> dict[tuple[str, ...], float]:
+    """What a count/sum widget shows summed over the time range, by its group-by tags: count of a distribution is
+    its number of values, sum is the sum of the values (of a distribution) or of the increments (of a count)."""
+    filters = [f.strip() for f in match["filters"].split(",") if f.strip() and f.strip() != "$model"]
+    by = [t.strip() for t in (match["by"] or "").split(",") if t.strip()]
+    totals: dict[tuple[str, ...], float] = {}
+    for tags, count, total in metric["points"]:
+        if not all(
+            tags.get(key) not in (None, "") and value in ("*", tags[key])
+            for key, _, value in (f.partition(":") for f in filters)
+        ):
+            continue
+        key = tuple(tags[t] for t in by)
+        value = count if match["agg"] == "count" else total
+        totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+@pytest.fixture(scope="module")
+def otlp_with_failure(tiny_llama, tmp_path_factory):
+    """Two generations and a generate() that raised (token id out of vocabulary), exported with
+    configure(exporters="datadog") to an agent of their own: its metrics are these three calls' only."""
+    folder = tmp_path_factory.mktemp("ddagent-failure")
+    ports = {"apm": free_port(), "otlp_http": free_port(), "otlp_grpc": free_port()}
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['otlp_http']}"}
+    saved = {k: os.environ.get(k) for k in env}
+    reports: list = []
+    with ddapm_test_agent(str(folder), ports["apm"], ports["otlp_http"], ports["otlp_grpc"]):
+        os.environ.update(env)
+        instrumentor = CoreVitalInstrumentor()
+        try:
+            with configure(exporters="datadog") as config:
+                instrumentor.instrument(**config.instrument_kwargs(on_report=reports.append))
+                try:
+                    for tokens in (6, 4):
+                        prompt = torch.tensor([[1, 17, 42, 99, 7]])
+                        tiny_llama.generate(
+                            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False
+                        )
+                    prompt = torch.tensor([[1, 17, 10**6]])
+                    with pytest.raises(IndexError):
+                        tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4)
+                finally:
+                    instrumentor.uninstrument()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        base = f"http://127.0.0.1:{ports['otlp_http']}/test/session"
+
+        def with_failure():
+            points = otlp_points(json.loads(http_get(base + "/metrics")))
+            duration = points.get(names.METRIC_OPERATION_DURATION, {"points": []})["points"]
+            return points if any(tags.get(names.ERROR_TYPE) for tags, _, _ in duration) else None
+
+        points = wait_until(with_failure, timeout=20, what="the failed generation's duration at the agent")
+    return reports, points
+
+
+def test_datadog_widgets_count_what_their_titles_say(otlp_with_failure):
+    """Count and sum widgets evaluated on what the agent received: generations are counted (not their seconds)."""
+    reports, points = otlp_with_failure
+    flags: dict[tuple[str, ...], float] = {}
+    for r in reports:
+        for flag in r.summary.flags:
+            flags[(flag,)] = flags.get((flag,), 0) + 1
+    expected = {
+        "Generations": {("llama",): len(reports) + 1},  # every generate() call, the failed one too
+        "Failed generations": {("IndexError",): 1},
+        "Output tokens": {("llama",): sum(r.usage.output_tokens for r in reports)},
+        "Health flags fired": flags,
+    }
+    totals = {
+        title: datadog_total(match, points[match["metric"]])
+        for title, match in widget_queries()
+        if match["agg"] in ("count", "sum")
+    }
+    assert totals == expected
+
+
+def test_datadog_widgets_use_each_metric_with_the_type_its_aggregation_needs(otlp_with_failure):
+    """Percentiles, count, avg and max read distributions; sum reads a count or a distribution of counted things
+    (unit {token}, never seconds); .as_count() only on counts; every tag filtered or grouped on is sent; the same
+    holds for the DogStatsD lines; every percentile metric is named in docs/backends.md's percentile note."""
+    from opentelemetry_instrumentation_corevital.exporters.dogstatsd import report_lines
+
+    reports, points = otlp_with_failure
+    statsd_kind = {
+        line.split(":", 1)[0]: {"d": "distribution", "c": "count"}[line.split("|")[1]]
+        for report in reports
+        for line in report_lines(report)
+    }
+    docs = DOCS.read_text(encoding="utf-8")
+    (percentile_note,) = re.findall(r"^\*\*Percentile widgets\*\*.*?(?=\n\n)", docs, re.S | re.M)
+    for title, match in widget_queries():
+        metric = points[match["metric"]]
+        kinds = {metric["kind"], statsd_kind[match["metric"]]}
+        agg = match["agg"]
+        if agg == "sum":
+            assert kinds == {"count"} or (kinds == {"distribution"} and metric["unit"].startswith("{")), title
+        else:
+            assert kinds == {"distribution"}, (title, agg, kinds)
+        assert bool(match["as_count"]) == (agg in ("count", "sum")), title
+        if re.fullmatch(r"p\d\d", agg):
+            assert f"`{match['metric']}`" in percentile_note, (title, match["metric"])
+        sent_tags = {key for tags, _, _ in metric["points"] for key in tags}
+        used = {f.partition(":")[0].strip() for f in match["filters"].split(",") if f.strip() != "$model"}
+        used |= {t.strip() for t in (match["by"] or "").split(",") if t.strip()} | {names.REQUEST_MODEL}
+        assert used <= sent_tags, (title, used - sent_tags)

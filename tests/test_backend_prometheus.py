@@ -15,7 +15,7 @@ import torch
 from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, configure, names
 from opentelemetry_instrumentation_corevital.exporters.prometheus import PROMETHEUS_LABELS, PROMETHEUS_NAMES
 
-from ._services import ROOT, prometheus_server, promql, stop, wait_until
+from ._services import ROOT, prometheus_server, promql, promql_at, stop, wait_until
 from .conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -143,7 +143,8 @@ def scraped(tiny_llama, tiny_model_dir, tmp_path_factory):
         with prometheus_server(str(folder), prom_port, targets) as base:
             for port in (lib_port, cli_port):
                 wait_until(
-                    lambda p=port: promql(base, f'corevital_risk_score_count{{instance="127.0.0.1:{p}"}}'),
+                    # > 0: the endpoint serves a new series at 0 in its first scrape, its value from the next
+                    lambda p=port: promql(base, f'corevital_risk_score_count{{instance="127.0.0.1:{p}"}} > 0'),
                     timeout=90,
                     what=f"a scraped CoreVital series from port {port}",
                 )
@@ -210,3 +211,31 @@ def test_grafana_dashboard_queries_only_scraped_metrics(scraped):
     for query in queries:  # every panel's query also evaluates against the real server
         if not query.startswith("label_values"):
             promql(base, query.replace("$model", ".*").replace("$__rate_interval", "1m"))
+
+
+def test_cli_run_counts_in_every_rate_panel(scraped):
+    """`corevital run` generates once, then serves: its series start at 0 in the first scrape, so the Grafana
+    panels' rate()/increase() count that generation (a series first seen at 1 read 0 forever)."""
+    base, _, cli_port, _, _ = scraped
+    cli_series = f'instance="127.0.0.1:{cli_port}"'
+    (first,) = promql(base, f"corevital_risk_score_count{{{cli_series}}}[10m]")
+    assert [float(v) for _, v in first["values"]][0] == 0.0
+    model = first["metric"]["gen_ai_request_model"]
+    at = promql(base, f"timestamp(corevital_risk_score_count{{{cli_series}}})")[0]["value"][1]
+    board = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    checked = 0
+    for panel in board["panels"]:
+        for target in panel["targets"]:
+            if not re.search(r"\b(rate|increase)\(", target["expr"]) or "error_type!=" in target["expr"]:
+                continue  # the failures panel: the run did not fail
+            query = (
+                target["expr"]
+                .replace("$__rate_interval", "600s")
+                .replace("$model", re.escape(model).replace("\\", "\\\\"))
+            )
+            values = [float(r["value"][1]) for r in promql_at(base, query, at)]
+            assert values and all(v == v for v in values) and max(values) > 0, (panel["title"], query, values)
+            checked += 1
+            if panel["title"] == "Generations per second":
+                assert values == [pytest.approx(1 / 600, rel=1e-9)]
+    assert checked >= 10

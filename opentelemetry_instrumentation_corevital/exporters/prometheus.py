@@ -10,11 +10,18 @@ own: it serves CoreVital's metrics and nothing that other code put into
 Names, labels and units are listed in docs/backends.md#prometheus; every label
 is bounded (model, operation, provider, token type, flag, layer index and
 the OTel scope), never a step, token or trace id.
+
+A counter or histogram series is served at 0 in the first scrape that
+contains it: ``rate()`` and ``increase()`` only count what changed between
+two samples, so a series first seen already at 1 (``corevital run`` after its
+one generation) would read 0 forever.
 """
 
 from __future__ import annotations
 
 import errno
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .. import names as n
@@ -22,6 +29,8 @@ from .._errors import ConfigurationError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
 #: OpenTelemetry name -> Prometheus metric family name, as the OTel exporter (and the Collector) translate them.
 #: Histograms expose ``<family>_bucket``, ``_sum`` and ``_count``; counters already end in ``_total``.
@@ -53,6 +62,41 @@ PROMETHEUS_LABELS = frozenset(
 )
 
 
+#: Metric types whose series only grow from 0, so a missing first 0 loses the first increase.
+CUMULATIVE_TYPES = frozenset({"counter", "histogram"})
+
+
+class ZeroFirstCollector:
+    """Serves each new counter or histogram series at 0 once, so a scraper sees it start from 0."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+        self._seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Metric]:
+        """Nothing: registering must not collect (that would use up the first 0)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """The source's metrics; the series not served before with every value 0 and no exemplar."""
+        with self._lock:
+            for family in self._source.collect():
+                if family.type not in CUMULATIVE_TYPES:
+                    yield family
+                    continue
+                new = set()
+                for i, sample in enumerate(family.samples):
+                    # Prometheus's identity of a series: an empty label is no label (the OTel exporter gives
+                    # every point of a family the union of label names, "" where a point lacks one).
+                    key = (family.name, frozenset((k, v) for k, v in sample.labels.items() if v and k != "le"))
+                    if key not in self._seen:
+                        new.add(key)
+                        family.samples[i] = sample._replace(value=0.0, exemplar=None)
+                self._seen |= new
+                yield family
+
+
 class PrometheusEndpoint:
     """``http://host:port/metrics`` serving the metrics of ``reader``.
 
@@ -67,8 +111,10 @@ class PrometheusEndpoint:
         from opentelemetry.sdk.metrics import MeterProvider
         from prometheus_client import CollectorRegistry, start_http_server
 
+        source = CollectorRegistry()
+        self.reader = PrometheusMetricReader(registry=source)
         self.registry = CollectorRegistry(auto_describe=True)
-        self.reader = PrometheusMetricReader(registry=self.registry)
+        self.registry.register(ZeroFirstCollector(source))
         self.meter_provider = None
         if own_provider:
             self.meter_provider = MeterProvider(metric_readers=[self.reader], resource=resource)
