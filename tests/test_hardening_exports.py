@@ -26,7 +26,7 @@ from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, confi
 from opentelemetry_instrumentation_corevital.configuration import ZeroCodeInstrumentor
 from opentelemetry_instrumentation_corevital.exporters._guard import Once, guard
 from opentelemetry_instrumentation_corevital.exporters._worker import MAX_QUEUED_ITEMS
-from opentelemetry_instrumentation_corevital.exporters.losses import QUEUE_FULL, SHUTDOWN, Losses
+from opentelemetry_instrumentation_corevital.exporters.losses import EXPORT_FAILED, QUEUE_FULL, SHUTDOWN, Losses
 from opentelemetry_instrumentation_corevital.names import METRIC_INTERNAL_DROPPED, METRIC_INTERNAL_ERRORS
 
 from .conftest import free_port
@@ -88,6 +88,7 @@ def test_fifo_traces_file_never_blocks_generate(tiny_llama, tmp_path, caplog):
     (warning,) = corevital_warnings(caplog)
     assert "spans to otlp-json (telemetry lost" in warning and "traces.jsonl" in warning
     assert config.losses.errors("otlp-json") == 3  # one refused batch per generation (one span each)
+    assert config.losses.dropped("otlp-json", EXPORT_FAILED) == 3
 
 
 class BlockingSpans(SpanExporter):
@@ -315,6 +316,7 @@ def test_planted_traces_symlink_is_refused(tiny_llama, tmp_path, victim, caplog)
     (warning,) = corevital_warnings(caplog)
     assert "refusing to write through a symlink" in warning and str(out / "traces.jsonl") in warning
     assert config.losses.errors("otlp-json") == 2
+    assert config.losses.dropped("otlp-json", EXPORT_FAILED, signal="spans") == 2
 
 
 def test_rotation_never_writes_through_planted_symlinks(tiny_llama, tmp_path, victim):

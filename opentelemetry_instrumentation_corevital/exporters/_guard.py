@@ -16,7 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, overload
 
 from ._worker import ExportWorker
-from .losses import Losses
+from .losses import EXPORT_FAILED, Losses
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs.export import LogRecordExporter
@@ -125,6 +125,7 @@ def guard(inner: Exporter, once: Once, signal: str, timeout: float = 2.0) -> Exp
             detail = "the exporter reported a failure"
         if result is not success:
             once.failed(signal, detail)
+            once.losses.drop(once.name, signal, EXPORT_FAILED, 1 if metrics else len(data))
 
     def stop() -> None:
         try:

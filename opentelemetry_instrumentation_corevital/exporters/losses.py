@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 #: Why items were dropped (the ``error.type`` of ``corevital.internal.dropped``).
 QUEUE_FULL = "queue_full"
 SHUTDOWN = "shutdown"
+EXPORT_FAILED = "export_failed"  # the backend refused or never answered the batch
 
 
 class Losses:
@@ -49,11 +50,13 @@ class Losses:
         with self._lock:
             self._errors[(exporter, signal)] += 1
 
-    def dropped(self, exporter: str | None = None, reason: str | None = None) -> int:
-        """Items dropped so far, by one exporter and/or for one reason, or all."""
+    def dropped(self, exporter: str | None = None, reason: str | None = None, signal: str | None = None) -> int:
+        """Items dropped so far, by one exporter, for one reason, of one signal (each optional), or all."""
         with self._lock:
             return sum(
-                n for (name, _, why), n in self._dropped.items() if exporter in (None, name) and reason in (None, why)
+                n
+                for (name, kind, why), n in self._dropped.items()
+                if exporter in (None, name) and reason in (None, why) and signal in (None, kind)
             )
 
     def errors(self, exporter: str | None = None) -> int:
