@@ -17,7 +17,7 @@ SMOLLM2_STAMP := $(SMOLLM2_HF)/.converted
 # The CPU build of torch that lies on this machine's disk; a bare `torch` would pull a CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo demo-vllm test test-fast test-long test-compat lint bench bench-vllm bench-quality system-deps browser-deps screenshots clean
+.PHONY: demo demo-vllm test test-fast test-long test-compat lint bench bench-soak bench-vllm bench-quality system-deps browser-deps screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -124,6 +124,9 @@ test-compat: .venv-compat-low/.installed .venv-compat-high/.installed
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --pin-cpu 0
+# 10,000 generations of a tiny model with the OTLP receiver down for 30-70 % of the run: RSS flat, spans resume.
+bench-soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py --generations 10000 --json benchmarks/results/soak.json
 bench-vllm: $(VLLM_STAMP) $(SMOLLM2_STAMP)
 	PYTHONPATH=$(CURDIR) $(VLLM_VENV)/bin/python benchmarks/vllm_throughput.py --pin-cpu 0
 

@@ -271,6 +271,12 @@ class ExporterSettings:
     export_queue_size: int = option(
         1000, parse_whole(1), "reports waiting for the report exporters; more are dropped", _P + "EXPORT_QUEUE_SIZE"
     )
+    shutdown_timeout: float = option(
+        2.0,
+        parse_positive_float,
+        "seconds shutdown waits for the exporters; what is not delivered by then is dropped and counted",
+        _P + "SHUTDOWN_TIMEOUT",
+    )
 
     @property
     def sqlite_file(self) -> Path:

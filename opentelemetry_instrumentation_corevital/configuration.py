@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import ExporterSettings, check_keys, keywords, resolve, resolve_one
 from ._errors import ConfigurationError
-from .exporters.pipeline import build, each_quietly
+from .exporters.losses import Losses
+from .exporters.pipeline import build, flush, stop
 from .instrument import CoreVitalInstrumentor
 from .package import _instruments
 from .report import Report
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
     from .exporters.dispatch import ReportDispatcher
+    from .exporters.pipeline import ExportWorker
     from .exporters.prometheus import PrometheusEndpoint
 
 #: What ``on_report`` receives: each finished report.
@@ -64,6 +66,8 @@ class Configuration:
         self.dispatcher: ReportDispatcher | None = None
         self.files: list[Path] = []  # files the exporters write
         self.providers: list[SdkMeterProvider | SdkTracerProvider | SdkLoggerProvider] = []  # built here, metrics first
+        self.workers: list[ExportWorker] = []  # the threads our SDK exporters write on
+        self.losses = Losses()  # what the exporters dropped or failed to send: corevital.internal.*
         self._closed = False
 
     @property
@@ -96,22 +100,21 @@ class Configuration:
         }
         return {key: value for key, value in kwargs.items() if value is not None}
 
-    def flush(self, timeout: float = 30.0) -> None:
-        """Export what is buffered now (spans, metrics, logs, queued reports)."""
-        each_quietly(provider.force_flush for provider in self.providers)
-        if self.dispatcher is not None:
-            self.dispatcher.flush(timeout)
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Export what is buffered now (spans, metrics, logs, queued reports); False if ``timeout`` s ran out."""
+        return flush(self, timeout)
 
-    def shutdown(self) -> None:
-        """Deliver what is queued, then stop every exporter, provider and endpoint built here; idempotent."""
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Deliver what is queued, then stop everything built here, within ``timeout`` seconds; idempotent.
+
+        ``timeout`` defaults to the ``shutdown_timeout`` option; what is not delivered by then is dropped, counted
+        in ``corevital.internal.dropped`` and reported in one warning. Also runs at interpreter exit.
+        """
         if self._closed:
             return
         self._closed = True
-        if self.dispatcher is not None:
-            self.dispatcher.shutdown()
-        each_quietly(provider.shutdown for provider in self.providers)
-        if self.prometheus is not None:
-            self.prometheus.shutdown()
+        atexit.unregister(self.shutdown)
+        stop(self, self.settings.shutdown_timeout if timeout is None else timeout)
 
     def __enter__(self) -> Configuration:
         return self
@@ -132,6 +135,8 @@ def configure(**kwargs: Any) -> Configuration:
     # With nothing to build, other tools' variables (DD_AGENT_HOST...) are none of our business.
     config = Configuration(resolve(ExporterSettings, kwargs, None if named else {}))
     build(config)
+    if config.exporters:
+        atexit.register(config.shutdown)  # bounded, unlike the SDK providers' own exit handlers
     return config
 
 
@@ -173,8 +178,7 @@ class ZeroCodeInstrumentor:
             _logger.exception("CoreVital instrumentation is off: it failed to start")
             return
         if config.exporters:
-            ZeroCodeInstrumentor._config = config
-            atexit.register(config.shutdown)
+            ZeroCodeInstrumentor._config = config  # configure() registered its shutdown at exit
 
     def uninstrument(self, **kwargs: Any) -> None:
         """Restore the wrapped functions and stop what ``instrument()`` configured."""

@@ -162,6 +162,15 @@ METRIC_UNITS = {
     **{METRIC_LAYER_PREFIX + name: "1" for name in LAYER_METRICS},
 }
 
+# --- CoreVital's own health (exporters/losses.py) -----------------------------------
+#: Telemetry items our exporters dropped: a full queue, the shutdown deadline, a refused write target.
+METRIC_INTERNAL_DROPPED = "corevital.internal.dropped"
+#: Exports of ours that failed (the backend refused, timed out or raised).
+METRIC_INTERNAL_ERRORS = "corevital.internal.errors"
+EXPORTER_ATTRIBUTE = "corevital.exporter"
+SIGNAL_ATTRIBUTE = "corevital.signal"
+INTERNAL_METRIC_UNITS = {METRIC_INTERNAL_DROPPED: "{item}", METRIC_INTERNAL_ERRORS: "{export}"}
+
 # Explicit bucket boundaries from the GenAI conventions (v1.41).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TOKEN_BUCKETS = (

@@ -103,7 +103,7 @@ def test_unknown_keyword_to_configure_and_monitor_is_refused():
         match=r"^unknown option 'exporter'; options are: dogstatsd_host, "
         r"dogstatsd_port, export_queue_size, exporters, otlp_json_backups, "
         r"otlp_json_max_bytes, out, prometheus_host, prometheus_port, "
-        r"sqlite_path, wandb_project, wandb_run\.$",
+        r"shutdown_timeout, sqlite_path, wandb_project, wandb_run\.$",
     ):
         configure(exporter="otlp")
     with pytest.raises(ConfigurationError, match=r"^unknown option 'tracer_provider'; options are: callback_every, "):

@@ -5,6 +5,9 @@ dead backend costs the application nothing but the reports it drops. When the
 queue is full the newest report is dropped and one warning says so; an
 exporter that raises loses that report, logs one warning per exporter, and
 keeps receiving the next ones (a backend that comes back is used again).
+Shutdown is bounded: what is not delivered by the deadline is dropped and
+counted (:mod:`.losses`), and the exporters are stopped on the dispatcher's
+thread, so one stuck in its backend (a locked SQLite file) holds nobody.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..report import Report
+from .losses import QUEUE_FULL, SHUTDOWN, Losses
 
 _logger = logging.getLogger(__name__)
 
@@ -39,8 +43,11 @@ _STOP = object()
 class ReportDispatcher:
     """Runs the report exporters on one background thread behind a bounded queue."""
 
-    def __init__(self, exporters: Sequence[ReportExporter], max_queue: int = 1000) -> None:
+    def __init__(
+        self, exporters: Sequence[ReportExporter], max_queue: int = 1000, losses: Losses | None = None
+    ) -> None:
         self.exporters = list(exporters)
+        self.losses = losses if losses is not None else Losses()
         self.dropped = 0
         self.failures: dict[str, int] = {}
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
@@ -48,6 +55,8 @@ class ReportDispatcher:
         self._pending = 0
         self._idle = threading.Condition()
         self._closed = False
+        self._abandoned = False
+        self.lost_at_shutdown = 0
         self._thread = threading.Thread(target=self._run, name="corevital-report-export", daemon=True)
         self._thread.start()
 
@@ -69,6 +78,7 @@ class ReportDispatcher:
                 self._pending -= 1
                 self._idle.notify_all()
             self.dropped += 1
+            self._lost(QUEUE_FULL, 1)
             self._warn_once(
                 "full",
                 "CoreVital report exporters are %d reports behind; dropping reports until they catch up",
@@ -79,12 +89,16 @@ class ReportDispatcher:
         while True:
             item = self._queue.get()
             if item is _STOP:
+                self._stop_exporters()
                 return
             for exporter in self.exporters:
                 try:
                     exporter.export(item)
                 except Exception as exc:  # a backend's failure is never the application's
+                    if self._abandoned:
+                        continue  # given up at shutdown: already counted as dropped
                     self.failures[exporter.name] = self.failures.get(exporter.name, 0) + 1
+                    self.losses.error(exporter.name, "reports")
                     self._warn_once(
                         exporter.name,
                         "CoreVital could not export a report to %s (telemetry lost, output unaffected; "
@@ -93,8 +107,19 @@ class ReportDispatcher:
                         exc,
                     )
             with self._idle:
-                self._pending -= 1
+                self._pending = max(0, self._pending - 1)
                 self._idle.notify_all()
+
+    def _lost(self, reason: str, count: int) -> None:
+        for exporter in self.exporters:
+            self.losses.drop(exporter.name, "reports", reason, count)
+
+    def _stop_exporters(self) -> None:
+        for exporter in self.exporters:
+            try:
+                exporter.shutdown()
+            except Exception as exc:
+                self._warn_once(exporter.name + ".shutdown", "CoreVital could not close %s: %r", exporter.name, exc)
 
     def queued(self) -> int:
         """Reports waiting for the exporter thread now."""
@@ -111,19 +136,33 @@ class ReportDispatcher:
                 self._idle.wait(remaining)
         return True
 
-    def shutdown(self, timeout: float = 30.0) -> None:
-        """Deliver what is queued (up to ``timeout``), then shut every exporter down."""
+    def abandon(self) -> int:
+        """Give up what is still waiting or in an exporter's hands: drop and count it (once); how many."""
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        with self._idle:
+            lost = self._pending
+            self._pending = 0
+            self._abandoned = self._abandoned or lost > 0
+            self._idle.notify_all()
+        self._lost(SHUTDOWN, lost)
+        self.lost_at_shutdown += lost
+        return lost
+
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued for at most ``timeout`` seconds, give up the rest, then stop every exporter on
+        our thread (one stuck in its backend holds nobody)."""
         if self._closed:
             return
+        deadline = time.monotonic() + timeout
         self._closed = True
         self.flush(timeout)
+        self.abandon()
         try:
-            self._queue.put(_STOP, timeout=1.0)
-        except queue.Full:
+            self._queue.put_nowait(_STOP)
+        except queue.Full:  # pragma: no cover - emptied above, and submit() refuses once closed
             pass
-        self._thread.join(timeout=5.0)
-        for exporter in self.exporters:
-            try:
-                exporter.shutdown()
-            except Exception as exc:
-                self._warn_once(exporter.name + ".shutdown", "CoreVital could not close %s: %r", exporter.name, exc)
+        self._thread.join(max(0.0, deadline - time.monotonic()))

@@ -11,23 +11,31 @@
 * ``dogstatsd``, ``sqlite``, ``wandb`` receive each finished report on a
   background thread (:mod:`.dispatch`), through ``Configuration.on_report``.
 
-Every exporter is guarded (:mod:`._guard`) so that a backend that is down or
-slow costs telemetry only: nothing raises into ``generate()``, queues are
-bounded by the SDK processors and the dispatcher, and one warning per
-exporter says that data is being lost.
+Every exporter is guarded (:mod:`._guard`) so that a backend that is down,
+slow or blocked costs telemetry only: nothing raises into ``generate()``,
+no export runs on the application's thread, every queue is bounded (drops
+are counted, :mod:`.losses`), one warning per exporter says that data is
+being lost, and :func:`stop` returns within the shutdown timeout.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._config import ExporterSettings
 from .._errors import ConfigurationError, OutputError
+from ..names import METRIC_INTERNAL_DROPPED
 from ._guard import Once, guard
+from ._worker import ExportWorker
+
+__all__ = ["ExportWorker", "build", "delta_temporality", "each_quietly", "ensure_writable", "flush", "stop"]
 
 if TYPE_CHECKING:
     from opentelemetry.sdk._logs.export import LogRecordExporter
@@ -115,8 +123,10 @@ def _sdk_pipeline(
 
     from .ids import SystemRandomIds
 
-    tracer_provider = TracerProvider(resource=resource, id_generator=SystemRandomIds())
-    logger_provider = LoggerProvider(resource=resource)
+    # Configuration.stop() (registered at exit) stops them within the shutdown timeout; the SDK's own exit
+    # handlers would wait for each backend as long as it takes.
+    tracer_provider = TracerProvider(resource=resource, id_generator=SystemRandomIds(), shutdown_on_exit=False)
+    logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
     for name in names:
         if name == "otlp-json":
             from .otlp_json import (
@@ -159,17 +169,22 @@ def _sdk_pipeline(
             except ImportError as exc:
                 raise _missing(name, exc) from exc
             simple = False
-        once = Once(name)
-        span_exporter = guard(spans, once, "spans")
-        log_exporter = guard(logs, once, "log records")
+        once = Once(name, config.losses)
+        timeout = settings.shutdown_timeout
+        span_exporter = guard(spans, once, "spans", timeout)
+        log_exporter = guard(logs, once, "log records", timeout)
+        metric_exporter = guard(metrics, once, "metrics", timeout)
+        config.workers.extend(once.workers)
+        # Simple processors hand each span to our queue at once (one line per span in the files, as before).
         if simple:
             tracer_provider.add_span_processor(SimpleSpanProcessor(span_exporter))
             logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
         else:
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
             logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
-        readers.append(PeriodicExportingMetricReader(guard(metrics, once, "metrics")))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        readers.append(PeriodicExportingMetricReader(metric_exporter))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
+    config.losses.observe(meter_provider)
     config.tracer_provider = tracer_provider
     config.meter_provider = meter_provider
     config.logger_provider = logger_provider
@@ -181,9 +196,10 @@ def ensure_writable(folder: Path, label: str = "") -> Path:
     """Create ``folder`` if needed and prove we can write in it, or raise one clear error."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".corevital-write-test"
-        probe.write_text("ok", encoding="utf-8")
-        probe.unlink()
+        # A fresh, exclusive name: a planted .corevital-write-test symlink cannot redirect the probe.
+        handle, probe = tempfile.mkstemp(prefix=".corevital-write-test-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"cannot write to {label}{folder}: {exc.strerror or type(exc).__name__}") from exc
     return folder
@@ -249,11 +265,63 @@ def build(config: Configuration) -> None:
         if built:
             from .dispatch import ReportDispatcher
 
-            config.dispatcher = ReportDispatcher(built, settings.export_queue_size)
+            config.dispatcher = ReportDispatcher(built, settings.export_queue_size, config.losses)
     except BaseException:
         each_quietly(exporter.shutdown for exporter in built)
         config.shutdown()
         raise
+
+
+def flush(config: Configuration, timeout: float) -> bool:
+    """Hand what the providers buffer to our queues, then wait (at most ``timeout`` s) until they are written."""
+    deadline = time.monotonic() + timeout
+    each_quietly(provider.force_flush for provider in config.providers)
+    done = all([worker.flush(max(0.0, deadline - time.monotonic())) for worker in config.workers])
+    if config.dispatcher is not None:
+        done = config.dispatcher.flush(max(0.0, deadline - time.monotonic())) and done
+    return done
+
+
+def stop(config: Configuration, timeout: float) -> None:
+    """Stop every exporter, provider and endpoint of ``config`` within ``timeout`` seconds.
+
+    What is still queued then is dropped, counted (``corevital.internal.dropped``) and reported in one warning;
+    a backend still busy is left to its own daemon thread, which never keeps the process from exiting.
+    """
+    deadline = time.monotonic() + timeout
+    for worker in config.workers:
+        worker.deadline = deadline
+
+    def reports() -> None:
+        if config.dispatcher is not None:
+            config.dispatcher.shutdown(timeout)
+
+    def providers() -> None:
+        each_quietly(provider.shutdown for provider in config.providers)
+        if config.prometheus is not None:
+            config.prometheus.shutdown()
+
+    threads = [threading.Thread(target=part, name="corevital-shutdown", daemon=True) for part in (reports, providers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    for worker in config.workers:
+        worker.close(0.0)
+    items = sum(worker.lost_at_shutdown for worker in config.workers)
+    reports_lost = 0
+    if config.dispatcher is not None:
+        config.dispatcher.abandon()
+        reports_lost = config.dispatcher.lost_at_shutdown
+    if reports_lost or items or any(thread.is_alive() for thread in threads):
+        _logger.warning(
+            "CoreVital stopped its exporters after %.1f s (shutdown_timeout): %d reports and %d telemetry items "
+            "were not delivered (counted in %s)",
+            timeout,
+            reports_lost,
+            items,
+            METRIC_INTERNAL_DROPPED,
+        )
 
 
 def each_quietly(calls: Iterable[Callable[[], object]]) -> None:

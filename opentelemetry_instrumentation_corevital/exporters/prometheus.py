@@ -117,7 +117,7 @@ class PrometheusEndpoint:
         self.registry.register(ZeroFirstCollector(source))
         self.meter_provider = None
         if own_provider:
-            self.meter_provider = MeterProvider(metric_readers=[self.reader], resource=resource)
+            self.meter_provider = MeterProvider(metric_readers=[self.reader], resource=resource, shutdown_on_exit=False)
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
