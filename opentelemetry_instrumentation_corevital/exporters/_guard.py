@@ -77,7 +77,7 @@ class Once:
         """Count a lost batch; warn the first time only, with the OTLP exporter's own message when it logged one."""
         self.failures += 1
         self.losses.error(self.name, signal)
-        if not self._warned:
+        if not self._warned and not any(worker.closed for worker in self.workers):  # shutdown already said so
             self._warned = True
             _logger.warning(
                 "CoreVital could not export %s to %s (telemetry lost, output unaffected; "

@@ -132,6 +132,11 @@ class ExportWorker:
         return lost
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` began: what fails later was already counted (and warned of) at shutdown."""
+        return self._closed
+
+    @property
     def stopped(self) -> bool:
         """True once the thread finished: the last export returned and the exporter was stopped."""
         return not self._thread.is_alive()
