@@ -38,14 +38,11 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(handler=compare_runs)
 
 
-def _ids(run: Any) -> list[str]:
-    return [i for i in (run.key, run.trace_id, run.span_id, run.report_id) if i]
-
-
 def find(runs: list[Any], wanted: str, where: str) -> Any:
     """The one run an id or id prefix names; an error naming the candidates otherwise."""
-    exact = [r for r in runs if wanted in _ids(r)]
-    found = exact or [r for r in runs if any(i.startswith(wanted) for i in _ids(r))]
+    from ..viewer import links
+
+    found = links.matching(runs, wanted)
     if len(found) == 1:
         return found[0]
     if not found:

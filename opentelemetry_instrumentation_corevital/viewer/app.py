@@ -21,6 +21,7 @@ from opentelemetry_instrumentation_corevital.viewer import (
     _charts,
     compare,
     diagnosis,
+    links,
     messages,
     runlist,
     series,
@@ -329,6 +330,25 @@ def view_performance(index: Index) -> None:
     st.caption("Overhead figures of a run, when its files carry them, are on the run page's Performance tab.")
 
 
+def follow_link(index: Index) -> str | None:
+    """On a session's first page, open what the URL names (``?run=``, ``?view=``); the run id no run matched."""
+    if st.session_state.get("linked"):
+        return None
+    st.session_state["linked"] = True
+    views = {v.lower(): v for v in VIEWS}
+    if (view := views.get(str(st.query_params.get(links.VIEW, "")).lower())) is not None:
+        st.session_state["view"] = view
+    wanted = st.query_params.get(links.RUN)
+    if not wanted:
+        return None
+    run = links.linked(index.runs, wanted)
+    if run is None:
+        return wanted
+    st.session_state["run"] = run.key
+    st.session_state["view"] = "Run"
+    return None
+
+
 def main(paths: list[str] | None = None) -> None:
     """The whole viewer page: the file chooser in the sidebar, then the chosen view."""
     st.set_page_config(page_title="CoreVital viewer", layout="wide")
@@ -339,17 +359,22 @@ def main(paths: list[str] | None = None) -> None:
     chosen = [line.strip() for line in text.splitlines() if line.strip()]
     if st.sidebar.button("Reload files"):
         st.cache_data.clear()
-    view = st.sidebar.radio("View", VIEWS, key="view")
     index = _cached_index(chosen, roots)
+    unknown = follow_link(index)
+    view = st.sidebar.radio("View", VIEWS, key="view")
     st.sidebar.caption(
         f"{len(index.runs)} runs from {index.counts['files']} files · {index.counts['spans']} spans, "
         f"{index.counts['reports']} reports, {index.counts['metric_lines']} metric lines"
     )
+    if unknown:
+        st.warning(messages.UNKNOWN_LINK.format(run=plain(unknown)))
     if view == "Runs":
         show_problems(index.problems)
     elif index.problems:
         st.caption(f"{len(index.problems)} problems reading the files: the Runs view lists them.")
     guarded({"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view], index)
+    shown = index.by_key(st.session_state.get("run", "")) if view == "Run" else None
+    st.query_params.from_dict({links.VIEW: view.lower(), **({links.RUN: links.run_param(shown)} if shown else {})})
 
 
 if __name__ == "__main__":

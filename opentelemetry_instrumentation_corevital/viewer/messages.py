@@ -69,3 +69,7 @@ NO_COMPARE_TEXT = (
     "No prompt or output text: content capture was off "
     "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
 )
+UNKNOWN_LINK = (
+    "The link names run {run}, which is not in these files: no trace, span or report id is or starts with it. "
+    "Add the files that hold it in the sidebar."
+)
