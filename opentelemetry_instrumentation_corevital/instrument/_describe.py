@@ -1,7 +1,8 @@
 """Describe a model and a generate call from the objects ``generate`` already holds.
 
-Everything here reads attributes of Python objects (config, dtype, shapes);
-nothing reads tensor values, so nothing synchronises the device.
+Everything here reads attributes of Python objects (config, dtype, shapes) and,
+once per local model folder, its ``config.json``; nothing reads tensor values,
+so nothing synchronises the device.
 """
 
 from __future__ import annotations
