@@ -35,6 +35,7 @@ from ._values import (
     parse_exporters,
     parse_host,
     parse_layers,
+    parse_model_name,
     parse_object,
     parse_path,
     parse_positive_float,
@@ -95,6 +96,14 @@ class Options:
         "how much to capture: off, summary, full or on_risk",
         _P + "CAPTURE",
         flag="--capture",
+    )
+    model_name: str | None = option(
+        None,
+        parse_model_name,
+        "the model's name on spans, metrics and reports (gen_ai.request.model), instead of the derived one",
+        _P + "MODEL_NAME",
+        flag="--model-name",
+        shown_default="derived from the model",
     )
     layers: LayerSelection = option(
         LayerSelection(),

@@ -322,6 +322,14 @@ def parse_text(value: Any, source: str) -> str:
     return str(value)
 
 
+def parse_model_name(value: Any, source: str) -> str:
+    """A model name for telemetry: non-blank text, trimmed."""
+    text = str(value).strip()
+    if not text:
+        raise ConfigurationError(f"{source}={value!r}: a model name cannot be empty.")
+    return text
+
+
 def parse_object(value: Any, source: str) -> Any:
     """A Python object handed over as is (keyword arguments only)."""
     return value

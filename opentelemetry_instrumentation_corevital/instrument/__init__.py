@@ -105,6 +105,7 @@ class CoreVitalInstrumentor(BaseInstrumentor):
             prompts=_PROMPTS,
             on_report=kwargs.get("on_report"),
         )
+        _PROMPTS.discover_tokenizers()
         wrappers = Wrappers(lambda: self._telemetry)
         wrapped = []
         for owner, name, wrapper in [*_targets(wrappers), *OpenAIWrappers(lambda: self._telemetry).targets()]:

@@ -86,6 +86,7 @@ class ReportingCall:
     """
 
     operation = names.OP_TEXT_COMPLETION
+    derived_name: str | None = None  # the model's own name, which picks the profile even under a model_name override
     provider = names.PROVIDER  # gen_ai.provider.name on the span and the metrics
     telemetry: Telemetry
     options: Options
@@ -104,7 +105,11 @@ class ReportingCall:
         """The model profile of this call, resolved once: the stop criterion and the report use the same one."""
         options, model = self.options, self.model_info
         return effective_profile(
-            model.model_type, model.name, options.profile, options.thresholds, options.high_entropy_bits
+            model.model_type,
+            self.derived_name or model.name,
+            options.profile,
+            options.thresholds,
+            options.high_entropy_bits,
         )
 
     @functools.cached_property
@@ -237,11 +242,13 @@ class GenerationCall(ReportingCall):
         self.options = options
         self.prompt = _describe.input_tensor(args, kwargs)
         self.device = _describe.call_device(model, self.prompt)
-        self.model_info = _describe.model_info(model, self.device)
+        self.model_info = _describe.model_info(model, self.device, options.model_name)
+        self.derived_name = _describe.model_name(model)
         self.attention_mask = kwargs.get("attention_mask")
         self.streamer = kwargs.get("streamer")
         self.assistant_model = kwargs.get("assistant_model")
-        self.tokenizer = kwargs.get("tokenizer")
+        self.tokenizer = telemetry.prompts.tokenizer_for(model, kwargs.get("tokenizer"))
+        self.operation = self._operation()
         self.kwargs = kwargs
         self.request_context = REQUEST_CONTEXT.get() or {}
         layer_count = self.model_info.num_layers
@@ -329,8 +336,6 @@ class GenerationCall(ReportingCall):
             count_loss(self.telemetry, "capture")
         prompt_rows, mask_rows = host_rows(self.prompt), host_rows(self.attention_mask)
         record = self._prompt_record(prompt_rows, mask_rows)
-        if record is not None and record.chat:
-            self.operation = names.OP_CHAT
         if capture.sequences and not self.source.attached:  # our processor never ran: infer the prefix
             prefix = 1 if self.model_info.is_encoder_decoder else (len(prompt_rows[0]) if prompt_rows else 0)
             capture = dataclasses.replace(capture, prefix_len=prefix)
@@ -374,13 +379,29 @@ class GenerationCall(ReportingCall):
             **params,
         )
 
+    def _operation(self) -> str:
+        """``chat`` or ``text_completion``, decided before the span starts (samplers see the final value).
+
+        Reads the first prompt row on the host: one small copy before ``generate`` runs, whatever the length.
+        """
+        prompt = self.prompt
+        if not isinstance(prompt, torch.Tensor) or prompt.is_floating_point() or prompt.numel() == 0:
+            return names.OP_TEXT_COMPLETION
+        mask = self.attention_mask
+        first = host_rows(prompt[0] if prompt.dim() > 1 else prompt)
+        first_mask = host_rows(mask[0] if mask.dim() > 1 else mask) if isinstance(mask, torch.Tensor) else None
+        row = _unpadded(first[0] if first else [], first_mask[0] if first_mask else None)
+        return names.OP_CHAT if self.telemetry.prompts.is_chat(row, self.tokenizer) else names.OP_TEXT_COMPLETION
+
     def _prompt_record(
         self, prompt_rows: list[list[int]] | None, mask_rows: list[list[int]] | None
     ) -> PromptRecord | None:
-        """The chat prompt these ids came from, if a tokenizer call recorded one."""
+        """The chat prompt these ids came from, if a tokenizer call recorded one (its messages, its tokenizer)."""
         if not prompt_rows:
             return None
-        row = prompt_rows[0]
-        if mask_rows:
-            row = [t for t, m in zip(row, mask_rows[0]) if m]
-        return self.telemetry.prompts.lookup_ids(row)
+        return self.telemetry.prompts.lookup_ids(_unpadded(prompt_rows[0], mask_rows[0] if mask_rows else None))
+
+
+def _unpadded(row: list[int], mask: list[int] | None) -> list[int]:
+    """A prompt row without the positions its attention mask leaves out."""
+    return row if mask is None else [t for t, m in zip(row, mask) if m]

@@ -1,11 +1,17 @@
 """Describe a model and a generate call from the objects ``generate`` already holds.
 
-Everything here reads attributes of Python objects (config, dtype, shapes);
-nothing reads tensor values, so nothing synchronises the device.
+Everything here reads attributes of Python objects (config, dtype, shapes) and,
+once per local model folder, its ``config.json``; nothing reads tensor values,
+so nothing synchronises the device.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+import re
+from pathlib import PurePath
 from typing import Any
 
 import torch
@@ -13,16 +19,43 @@ import torch
 from ..report import ModelInfo
 
 
-def model_name(model: Any) -> str:
-    """The name spans and metrics use: the checkpoint path, else the model type, else the class."""
-    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "name_or_path", None)
+def model_name(model: Any, override: str | None = None) -> str:
+    """The name spans and metrics use: the override, else a clean name derived from the load (never a path)."""
+    if override:
+        return override
+    config = getattr(model, "config", None)
+    gguf = getattr(getattr(config, "quantization_config", None), "gguf_file", None)
+    if gguf:  # the file stem keeps the quantisation: two GGUFs of one folder differ
+        return PurePath(str(gguf)).stem
+    name = getattr(model, "name_or_path", None) or getattr(config, "name_or_path", None)
     if name:
-        return str(name)
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    return str(model_type or type(model).__name__)
+        return checkpoint_name(str(name))
+    return str(getattr(config, "model_type", None) or type(model).__name__)
 
 
-def model_info(model: Any, device: torch.device | None) -> ModelInfo:
+_HUB_CACHE = re.compile(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots/[^/]+/?$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?$")
+
+
+@functools.lru_cache(maxsize=64)
+def checkpoint_name(name_or_path: str) -> str:
+    """A hub repo id as is; a local folder by the repo id its config was saved from, else by its own name."""
+    cached = _HUB_CACHE.search(name_or_path.replace(os.sep, "/"))
+    if cached:  # a snapshot folder of the hub cache
+        return f"{cached.group(1)}/{cached.group(2)}"
+    if not os.path.isdir(name_or_path):
+        return name_or_path if _REPO_ID.match(name_or_path) else PurePath(name_or_path).name or name_or_path
+    try:
+        with open(os.path.join(name_or_path, "config.json"), encoding="utf-8") as f:
+            saved = json.load(f).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        saved = None
+    if isinstance(saved, str) and _REPO_ID.match(saved) and not os.path.isdir(saved):
+        return saved
+    return os.path.basename(os.path.normpath(name_or_path))
+
+
+def model_info(model: Any, device: torch.device | None, name: str | None = None) -> ModelInfo:
     """The report's ``model`` section, from the config (decoder side of multimodal configs first)."""
     config = getattr(model, "config", None)
     text = config.get_text_config(decoder=True) if config is not None and hasattr(config, "get_text_config") else config
@@ -39,7 +72,7 @@ def model_info(model: Any, device: torch.device | None) -> ModelInfo:
     architectures = getattr(config, "architectures", None) or [type(model).__name__]
     dtype = getattr(model, "dtype", None)
     return ModelInfo(
-        name=model_name(model),
+        name=model_name(model, name),
         model_type=getattr(config, "model_type", None),
         architecture=str(architectures[0]),
         num_layers=cfg("num_hidden_layers", "n_layer", "num_layers"),

@@ -96,10 +96,13 @@ class ScoreCall(GenerationCall):
             seq.finish_reason = "length"
         return report
 
+    def _operation(self) -> str:
+        return OPERATION  # scoring is its own operation, never "chat"
+
     def _prompt_record(
         self, prompt_rows: list[list[int]] | None, mask_rows: list[list[int]] | None
     ) -> PromptRecord | None:
-        return None  # scoring is its own operation, never "chat"
+        return None  # no chat messages: scoring is not a conversation
 
 
 def _as_rows(value: Any, name: str) -> torch.Tensor:
