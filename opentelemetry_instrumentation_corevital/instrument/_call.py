@@ -248,6 +248,9 @@ class GenerationCall(ReportingCall):
         self.streamer = kwargs.get("streamer")
         self.assistant_model = kwargs.get("assistant_model")
         self.tokenizer = telemetry.prompts.tokenizer_for(model, kwargs.get("tokenizer"))
+        # The prompt and its mask on the host, read once before generate runs: the operation needs them now, the
+        # report later (so the read is moved, not added).
+        self.prompt_rows, self.mask_rows = host_rows(self.prompt), host_rows(self.attention_mask)
         self.operation = self._operation()
         self.kwargs = kwargs
         self.request_context = REQUEST_CONTEXT.get() or {}
@@ -334,7 +337,7 @@ class GenerationCall(ReportingCall):
         capture = self.source.finish(sequences if isinstance(sequences, torch.Tensor) else None, num_return)
         if capture.error is not None:  # the capture stopped (a hook, the reduce or the transfer failed): said there
             count_loss(self.telemetry, "capture")
-        prompt_rows, mask_rows = host_rows(self.prompt), host_rows(self.attention_mask)
+        prompt_rows, mask_rows = self.prompt_rows, self.mask_rows
         record = self._prompt_record(prompt_rows, mask_rows)
         if capture.sequences and not self.source.attached:  # our processor never ran: infer the prefix
             prefix = 1 if self.model_info.is_encoder_decoder else (len(prompt_rows[0]) if prompt_rows else 0)
@@ -380,17 +383,10 @@ class GenerationCall(ReportingCall):
         )
 
     def _operation(self) -> str:
-        """``chat`` or ``text_completion``, decided before the span starts (samplers see the final value).
-
-        Reads the first prompt row on the host: one small copy before ``generate`` runs, whatever the length.
-        """
-        prompt = self.prompt
-        if not isinstance(prompt, torch.Tensor) or prompt.is_floating_point() or prompt.numel() == 0:
+        """``chat`` or ``text_completion``, decided before the span starts (samplers see the final value)."""
+        if not self.prompt_rows:
             return names.OP_TEXT_COMPLETION
-        mask = self.attention_mask
-        first = host_rows(prompt[0] if prompt.dim() > 1 else prompt)
-        first_mask = host_rows(mask[0] if mask.dim() > 1 else mask) if isinstance(mask, torch.Tensor) else None
-        row = _unpadded(first[0] if first else [], first_mask[0] if first_mask else None)
+        row = _unpadded(self.prompt_rows[0], self.mask_rows[0] if self.mask_rows else None)
         return names.OP_CHAT if self.telemetry.prompts.is_chat(row, self.tokenizer) else names.OP_TEXT_COMPLETION
 
     def _prompt_record(
