@@ -1,10 +1,9 @@
 """Every option, declared once: keyword, parser, default, environment variables, ``corevital run`` flag, doc.
 
-Two tables, each a frozen dataclass whose fields carry an :class:`OptionSpec`:
-:class:`Options` (what ``instrument()`` and ``CoreVitalMonitor`` capture and
-emit) and :class:`ExporterSettings` (what ``configure()`` builds). Keyword
-parsing, environment parsing, the ``corevital run`` flags, the instrumentor's
-docstring and ``docs/options.md`` are all derived from these fields.
+Two tables, each a frozen dataclass whose fields carry an :class:`OptionSpec`: :class:`Options` (what
+``instrument()`` and ``CoreVitalMonitor`` capture and emit) and :class:`ExporterSettings` (what ``configure()``
+builds). Keyword parsing, environment parsing, the ``corevital run`` flags, the instrumentor's docstring and
+``docs/options.md`` are all derived from these fields.
 
 Keyword arguments win over environment variables, which win over defaults.
 Every bad value, and every unknown keyword, raises :class:`ConfigurationError`
