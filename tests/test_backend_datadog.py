@@ -347,31 +347,27 @@ def otlp_with_failure(tiny_llama, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ddagent-failure")
     ports = {"apm": free_port(), "otlp_http": free_port(), "otlp_grpc": free_port()}
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['otlp_http']}"}
-    saved = {k: os.environ.get(k) for k in env}
     reports: list = []
-    with ddapm_test_agent(str(folder), ports["apm"], ports["otlp_http"], ports["otlp_grpc"]):
-        os.environ.update(env)
+    with (
+        ddapm_test_agent(str(folder), ports["apm"], ports["otlp_http"], ports["otlp_grpc"]),
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        for key, value in env.items():
+            patch.setenv(key, value)
         instrumentor = CoreVitalInstrumentor()
-        try:
-            with configure(exporters="datadog") as config:
-                instrumentor.instrument(**config.instrument_kwargs(on_report=reports.append))
-                try:
-                    for tokens in (6, 4):
-                        prompt = torch.tensor([[1, 17, 42, 99, 7]])
-                        tiny_llama.generate(
-                            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False
-                        )
-                    prompt = torch.tensor([[1, 17, 10**6]])
-                    with pytest.raises(IndexError):
-                        tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4)
-                finally:
-                    instrumentor.uninstrument()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        with configure(exporters="datadog") as config:
+            instrumentor.instrument(**config.instrument_kwargs(on_report=reports.append))
+            try:
+                for tokens in (6, 4):
+                    prompt = torch.tensor([[1, 17, 42, 99, 7]])
+                    tiny_llama.generate(
+                        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, do_sample=False
+                    )
+                prompt = torch.tensor([[1, 17, 10**6]])
+                with pytest.raises(IndexError):
+                    tiny_llama.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4)
+            finally:
+                instrumentor.uninstrument()
         base = f"http://127.0.0.1:{ports['otlp_http']}/test/session"
 
         def with_failure():
