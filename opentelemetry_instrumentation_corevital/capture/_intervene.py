@@ -32,6 +32,7 @@ import torch
 
 from .._config import STOP_CONDITIONS as CONDITIONS
 from .._config import StepView
+from ._lanes import moved
 from ._recorder import StepRecorder
 from ._rows import StepRows
 
@@ -158,6 +159,8 @@ class StopOn:
             if loop is not None:
                 fired.append((CODES["repetition_loop"], loop))
         last = self.rows.last_logits() if not self.beams else None
+        if last is not None and last.device != device:  # a model split over devices: logits on the last one
+            last = moved(last, device)
         if last is not None and last.shape[0] == rows:
             if "nan_or_inf" in self.conditions:
                 fired.append((CODES["nan_or_inf"], torch.isnan(last[:, 1])))

@@ -217,7 +217,7 @@ class ModelTaps:
                 out = out[:, -1:].clone()
                 inp = inp[:, -1:].clone() if full and isinstance(inp, torch.Tensor) else None
             buffers.out[slot] = out
-            if full and (slot == 0 or not self.consecutive):
+            if full:  # a reference; a lane of a split model starts from its first layer's input
                 buffers.inp[slot] = inp
 
         return hook

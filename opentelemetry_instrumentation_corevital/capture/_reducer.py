@@ -4,7 +4,9 @@ Logits are reduced every step; layer data on recorded steps, for all layers
 at once. On a CUDA device the fixed-shape reduce is captured as one graph per
 generation at the first decoding step and replayed afterwards (see
 ``_reduce``); a large batch x vocabulary keeps the logit part eager, so no
-static copy of the logits is kept. Nothing is read on the host.
+static copy of the logits is kept. A model split over devices reduces each
+device's layers on that device, in its own lane (see ``_lanes``). Nothing is
+read on the host.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from typing import Any
 
 import torch
 
-from . import _reduce
+from ._lanes import Lane, LaneReduce, LaneRows, lanes_of, moved
 from ._model_taps import ModelTaps
-from ._reduce import StepInputs, StepLayout, StepState
+from ._reduce import StepInputs, StepLayout
 from ._rows import StepRows
 from ._stats import TOP_K
 from ._step_attention import StepAttention
@@ -45,9 +47,11 @@ class StepReducer:
         self.top_k = TOP_K
         self.beams = False  # beam search: rows are candidates, kept with their top-k ids
         self._parents: torch.Tensor | None = None  # beam search: row -> row of the previous step
-        self._states: dict[StepLayout, StepState] = {}
-        self._graph: _reduce.GraphedReduce | None = None
-        self._graph_ok = taps.plan.cuda_graphs
+        self._graphs = taps.plan.cuda_graphs
+        self._engines = [LaneReduce(self._graphs, unavailable)]  # one per lane (one device: the only one)
+        self._logit_engine: LaneReduce | None = None  # split models: logits on a device no lane reduces in graph
+        self._lanes: list[Lane] | None = None  # learnt at the first layer step
+        self._lane_layouts: dict[tuple[int, int, bool], StepLayout] = {}
         self._stack_budget = _stack_budget(model)
         self.attention = StepAttention(taps, self._stack_budget)
 
@@ -69,16 +73,24 @@ class StepReducer:
         if reference is None:  # neither logits nor a recorded layer step
             taps.buffers.clear()
             return
+        if outs and self._lanes is None:
+            self._lanes = lanes_of(outs)
+        rows = int(reference.shape[0])
+        # The token chosen at the previous step; step 0 of an ``inputs_embeds`` call has none (its row is dropped).
+        token = input_ids[:, -1] if input_ids.shape[1] else torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+        if scores is not None and token.device != scores.device:  # a split model: logits on the last device
+            token = moved(token, scores.device)
+        if self._split(scores):
+            self._split_step(step, prefix, rows, scores, token, outs)
+            taps.buffers.clear()
+            return
         inputs: StepInputs | None = None
         if outs:
-            inputs = self._layer_inputs(step, prefix, outs)
+            inputs = self._layer_inputs(step, prefix, outs, self._engines[0], None)
         layer_step = inputs is not None
         if inputs is None:
             inputs = StepInputs()
-        rows = int(reference.shape[0])
         inputs.scores = scores
-        # The token chosen at the previous step; step 0 of an ``inputs_embeds`` call has none (its row is dropped).
-        token = input_ids[:, -1] if input_ids.shape[1] else torch.zeros(rows, dtype=torch.long, device=input_ids.device)
         inputs.token = token if scores is not None else None
         if scores is not None and layer_step and not self._logits_in_graph(scores):
             # A large batch x vocabulary: the logit part stays eager, so no static copy of the logits is kept.
@@ -93,23 +105,94 @@ class StepReducer:
 
     def last_logp(self) -> torch.Tensor | None:
         """The last step's log-probabilities [rows, vocab] (the last token's surprisal is read from them)."""
-        return next((st.logp for st in self._states.values() if st.logp is not None), None)
+        engines = [*self._engines, *([self._logit_engine] if self._logit_engine else [])]
+        return next((st.logp for e in engines for st in e.states.values() if st.logp is not None), None)
 
     def release(self) -> None:
-        """Free the carried state, the graph and the tables (end of the generation)."""
-        self._states.clear()
-        self._graph = None
+        """Free the carried state, the graphs and the tables (end of the generation)."""
+        self._engines = [LaneReduce(self._graphs, self._unavailable)]
+        self._logit_engine = None
+        self._lanes = None
+        self._lane_layouts.clear()
         self._parents = None
         self.attention.release()
 
-    def _append(self, layout: StepLayout, inputs: StepInputs, step: int, layer_step: bool) -> None:
+    def _split(self, scores: torch.Tensor | None) -> bool:
+        """Whether this generation reduces in several lanes (layers on several devices, or logits on another)."""
+        lanes = self._lanes
+        if not lanes:
+            return False
+        return len(lanes) > 1 or (scores is not None and scores.device != lanes[0].device)
+
+    def _split_step(
+        self,
+        step: int,
+        prefix: int,
+        rows: int,
+        scores: torch.Tensor | None,
+        token: torch.Tensor,
+        outs: list[torch.Tensor] | None,
+    ) -> None:
+        """One step of a model split over devices: each lane reduces its layers where they live.
+
+        The logits ride in the graph of the lane on their device when they fit, else they are reduced eagerly on
+        their own. Nothing is gathered across devices until the transfer.
+        """
+        lanes = self._lanes or []
+        while len(self._engines) < len(lanes):
+            self._engines.append(LaneReduce(self._graphs, self._unavailable))
+        if len(self._rows.lanes) != len(lanes):
+            self._rows.lanes = [LaneRows(lane, self._lane_layout(i, rows, False)) for i, lane in enumerate(lanes)]
+        inputs = [self._layer_inputs(step, prefix, outs, self._engines[i], lane) for i, lane in enumerate(lanes)]
+        layer_step = bool(outs) and all(i is not None for i in inputs)
+        # The last lane on the logits' device reduces them (with its layers, in its graph, when they fit).
+        home = next(
+            (i for i in reversed(range(len(lanes))) if lanes[i].device == getattr(scores, "device", None)), None
+        )
+        carrier = home if scores is not None and layer_step and self._logits_in_graph(scores) else None
+        if scores is not None and carrier is not None:
+            self._layout(False, rows, True)  # the layout the transfer reads the logit rows with
+        elif scores is not None:
+            if home is not None:
+                engine = self._engines[home]
+            else:
+                engine = self._logit_engine = self._logit_engine or LaneReduce(False, self._unavailable)
+            logits = StepInputs(scores=scores, token=token)
+            self._append(self._layout(False, rows, True), logits, step, layer_step=False, engine=engine)
+        if not layer_step:
+            return
+        self._layout(True, rows, False)  # the merged layout the transfer reads the lanes' rows with
+        for i, lane_inputs in enumerate(inputs):
+            assert lane_inputs is not None
+            if i == carrier:
+                lane_inputs.scores, lane_inputs.token = scores, token
+            layout = self._lane_layout(i, rows, i == carrier)
+            self._append(layout, lane_inputs, step, True, engine=self._engines[i], lane=self._rows.lanes[i])
+        self._rows.layer_steps.append(step)
+
+    def _append(
+        self,
+        layout: StepLayout,
+        inputs: StepInputs,
+        step: int,
+        layer_step: bool,
+        engine: LaneReduce | None = None,
+        lane: LaneRows | None = None,
+    ) -> None:
         if layout.width == 0:
             return
-        inputs.parents = self._parents if layout.beams else None
+        engine = engine or self._engines[0]
+        parents = self._parents if layout.beams else None
+        if parents is not None and lane is not None and parents.device != lane.lane.device:
+            parents = moved(parents, lane.lane.device)
+        inputs.parents = parents
         if layout.beams and inputs.parents is None and layout.hidden == "full" and inputs.stacked is not None:
             inputs.parents = torch.arange(int(inputs.stacked.shape[0]), device=inputs.stacked.device)
-        state = self._state_for(layout, inputs)
-        self._rows.append(layout, self._run(layout, state, inputs, step), step, layer_step)
+        state = engine.state_for(layout, inputs, self._taps.top_k_experts)
+        layers = len(lane.lane.slots) if lane is not None else len(self._taps.layers)
+        graphable = layout.attention == self._taps.wants_attention and layout.layers == layers
+        out = engine.run(layout, state, inputs, step, graphable)
+        self._rows.append(layout, out, step, layer_step, lane)
 
     def _logits_in_graph(self, scores: torch.Tensor) -> bool:
         """Graph the logit part too only while its static buffers fit the memory budget."""
@@ -119,98 +202,77 @@ class StepReducer:
         key = (layers, rows, signals)
         layout = self._rows.layouts.get(key)
         if layout is None:
-            taps = self._taps
-            plan = taps.plan
-            layout = StepLayout(
-                signals=signals,
-                k=self.top_k,
-                beams=self.beams,
-                layers=len(taps.layers) if layers else 0,
-                hidden=(plan.hidden if layers else "off"),
-                attention=bool(layers and taps.wants_attention),
-                moe=bool(layers and plan.moe and taps.routers),
-                interleaved=not taps.consecutive,
-            )
+            layout = self._make_layout(len(self._taps.layers) if layers else 0, signals, self._taps.consecutive)
             self._rows.layouts[key] = layout
         return layout
 
-    def _layer_inputs(self, step: int, prefix: int, outs: list[torch.Tensor]) -> StepInputs | None:
-        """The fixed-shape tensors the taps kept for this step (``outs``: every layer's output), for ``reduce_step``."""
+    def _lane_layout(self, index: int, rows: int, signals: bool) -> StepLayout:
+        """Lane ``index``'s layout (its own layers; the logits too when it carries them)."""
+        key = (index, rows, signals)
+        layout = self._lane_layouts.get(key)
+        if layout is None:
+            lanes = self._lanes or []
+            lane = lanes[index]
+            consecutive = self._taps.consecutive and lane.contiguous
+            layout = self._lane_layouts[key] = self._make_layout(len(lane.slots), signals, consecutive)
+        return layout
+
+    def _make_layout(self, layers: int, signals: bool, consecutive: bool) -> StepLayout:
+        taps = self._taps
+        plan = taps.plan
+        return StepLayout(
+            signals=signals,
+            k=self.top_k,
+            beams=self.beams,
+            layers=layers,
+            hidden=(plan.hidden if layers else "off"),
+            attention=bool(layers and taps.wants_attention),
+            moe=bool(layers and plan.moe and taps.routers),
+            interleaved=not consecutive,
+        )
+
+    def _layer_inputs(
+        self, step: int, prefix: int, outs: list[torch.Tensor] | None, engine: LaneReduce, lane: Lane | None
+    ) -> StepInputs | None:
+        """The fixed-shape tensors the taps kept for this step, for ``reduce_step``: every layer's (``lane``
+        None), or one lane's, on its device."""
+        if not outs:
+            return None
         taps = self._taps
         plan = taps.plan
         buffers = taps.buffers
-        rows = int(outs[0].shape[0])
-        static = self._graph.inputs if self._graph is not None else StepInputs()
+        slots = list(lane.slots) if lane is not None else list(range(len(outs)))
+        device = lane.device if lane is not None else outs[0].device
+        mine = [outs[s] for s in slots]
+        rows = int(mine[0].shape[0])
+        static = engine.static
         inputs = StepInputs()
         if plan.hidden == "full":
-            if taps.consecutive:
-                first = buffers.inp[0]
+            if taps.consecutive and (lane is None or lane.contiguous):
+                first = buffers.inp[slots[0]]
                 if first is None:
                     return None
-                parts = [first, *outs]
+                parts = [first, *mine]
             else:
-                inps = all_present(buffers.inp)
+                inps = all_present([buffers.inp[s] for s in slots])
                 if inps is None:
                     return None
-                parts = [t for pair in zip(inps, outs) for t in pair]
+                parts = [t for pair in zip(inps, mine) for t in pair]
         else:
-            parts = outs
+            parts = mine
+        if lane is not None:  # a lane's first input comes from the device before it
+            parts = [moved(p, device) for p in parts]
         target = static.stacked
         inputs.stacked = torch.cat(parts, dim=1, out=target) if target is not None else torch.cat(parts, dim=1)
         if taps.wants_attention:
-            attention = self.attention.inputs(rows, step, prefix, static.heads, outs[0].device)
+            attention = self.attention.inputs(rows, step, prefix, static.heads, device, slots)
             if attention is None:
                 return None
             inputs.heads, inputs.inv_valid, inputs.inv_rest = attention
         if plan.moe and taps.routers:
-            routers = all_present(buffers.router)
+            routers = all_present([buffers.router[s] for s in slots])
             if routers is None:
                 return None
             target = static.router
             inputs.router = torch.stack(routers, out=target) if target is not None else torch.stack(routers)
         return inputs
-
-    def _state_for(self, layout: StepLayout, inputs: StepInputs) -> StepState:
-        state = self._states.get(layout)
-        if state is None:
-            scores, stacked, router = inputs.scores, inputs.stacked, inputs.router
-            reference = next(t for t in (scores, stacked) if t is not None)
-            state = StepState.zeros(
-                layout,
-                int(reference.shape[0]),
-                int(scores.shape[-1]) if scores is not None else 0,
-                int(stacked.shape[-1]) if stacked is not None else 0,
-                int(router.shape[-1]) if router is not None else 0,
-                reference.device,
-            )
-            state.extra["top_k"] = self._taps.top_k_experts
-            # logits-only and layer steps share the logit state
-            for other in self._states.values():
-                if other.logp is not None and state.logp is not None and other.logp.shape == state.logp.shape:
-                    state.logp = other.logp
-            self._states[layout] = state
-        return state
-
-    def _run(self, layout: StepLayout, state: StepState, inputs: StepInputs, step: int) -> torch.Tensor:
-        """One CUDA-graph replay when possible (full layout, steady state), else eager."""
-        graph = self._graph
-        if graph is not None and graph.layout == layout:
-            return graph(inputs)
-        taps = self._taps
-        device = next(t for t in inputs.tensors().values() if t is not None).device
-        if (
-            device.type == "cuda"
-            and step >= 1
-            and self._graph_ok
-            and layout.attention == taps.wants_attention
-            and layout.layers == len(taps.layers)
-            and not torch.cuda.is_current_stream_capturing()
-        ):
-            try:
-                graph = _reduce.GraphedReduce(layout, state, inputs)
-                self._graph = graph
-                return graph(inputs)
-            except Exception as exc:  # capture not possible here: stay eager for this generation
-                self._graph_ok = False
-                self._unavailable.setdefault("cuda_graph", f"eager reduce ({type(exc).__name__}: {exc})")
-        return _reduce.reduce_step(layout, state, inputs)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from ._lanes import LaneRows, merge_lanes
 from ._reduce import StepLayout
 
 
@@ -13,18 +16,30 @@ class StepRows:
     def __init__(self) -> None:
         self.logits: list[torch.Tensor] = []  # per step [rows, logits block]
         self.layers: list[torch.Tensor] = []  # per layer step [rows, layer blocks]
+        self.lanes: list[LaneRows] = []  # a model split over devices: each lane's layer rows instead
         self.layer_steps: list[int] = []
         self.layouts: dict[tuple, StepLayout] = {}  # (layer step, rows, signals) -> layout
         self.chosen_aligned = False  # scoring: each logit row holds its own token's log-probability
 
-    def append(self, layout: StepLayout, out: torch.Tensor, step: int, layer_step: bool) -> None:
-        """Keep one step's flat [rows, layout.width] output: its logit part, and its layer part on layer steps."""
+    def append(
+        self, layout: StepLayout, out: torch.Tensor, step: int, layer_step: bool, lane: LaneRows | None = None
+    ) -> None:
+        """Keep one step's flat [rows, layout.width] output: its logit part, and its layer part on layer steps
+        (a lane's part: the caller counts the step once every lane has its part)."""
         width = layout.blocks[0][1] + layout.blocks[1][1] if layout.signals else 0
         if layout.signals:
             self.logits.append(out[:, :width])
-        if layer_step:
+        if layer_step and lane is not None:
+            lane.rows.append(out[:, width:])
+        elif layer_step:
             self.layers.append(out[:, width:])
             self.layer_steps.append(step)
+
+    def layer_blocks(self, layout: StepLayout, count: int, device: torch.device) -> dict[str, torch.Tensor]:
+        """The first ``count`` layer steps as ``layout``'s blocks [layer steps, rows, layers, ...], on ``device``."""
+        if self.lanes:
+            return merge_lanes(self.lanes, count, device)
+        return dataclasses.replace(layout, signals=False).split(torch.stack(self.layers[:count]))
 
     @property
     def logit_layout(self) -> StepLayout | None:
@@ -42,10 +57,12 @@ class StepRows:
 
     def retained_values(self) -> int:
         """How many numbers the rows hold: the capture's whole memory cost that grows with steps."""
-        return sum(t.numel() for t in (*self.logits, *self.layers))
+        lanes = [t for lane in self.lanes for t in lane.rows]
+        return sum(t.numel() for t in (*self.logits, *self.layers, *lanes))
 
     def drop(self) -> None:
         """Free the rows (after the transfer, or when the capture stopped)."""
         self.logits.clear()
         self.layers.clear()
+        self.lanes = []
         self.layer_steps.clear()

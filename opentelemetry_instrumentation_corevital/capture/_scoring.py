@@ -66,14 +66,14 @@ def reduce_continuation(
     flat = n * count
     inputs = StepInputs()
     state = StepState()
-    outs = [o[:, positions] for o in layer_outs]
+    outs = [_at(o, positions) for o in layer_outs]
     if plan.hidden == "full":
         if taps.consecutive:
-            parts = [layer_ins[0][:, positions], *outs]
+            parts = [_at(layer_ins[0], positions), *outs]
         else:
-            parts = [t for pair in zip((i[:, positions] for i in layer_ins), outs) for t in pair]
+            parts = [t for pair in zip((_at(i, positions) for i in layer_ins), outs) for t in pair]
         inputs.stacked = torch.stack(parts, dim=2).reshape(flat, len(parts), -1)
-        previous = torch.stack([o[:, (positions - 1).clamp_min(0)] for o in layer_outs], dim=2).float()
+        previous = torch.stack([_at(o, (positions - 1).clamp_min(0)) for o in layer_outs], dim=2).float()
         previous = previous.reshape(flat, len(outs), -1)
         state.out, state.sq = previous, torch.linalg.vecdot(previous, previous)
         state.sq.view(n, count, -1)[:, 0] = float("nan")  # like a generation's first step: no previous state
@@ -86,7 +86,7 @@ def reduce_continuation(
         else:
             inputs.heads, inputs.inv_valid, inputs.inv_rest = heads
     if layout.moe and routers is not None:
-        router = torch.stack([r[:, positions] for r in routers])  # [layers, rows, count, experts]
+        router = torch.stack([_at(r, positions) for r in routers])  # [layers, rows, count, experts]
         state.counts = torch.zeros(layers, flat, router.shape[-1], device=router.device)
         state.extra["top_k"] = taps.top_k_experts
         inputs.router = router.reshape(layers, flat, -1)
@@ -99,6 +99,11 @@ def reduce_continuation(
     buffers.clear()
 
 
+def _at(tensor: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``tensor[:, positions]`` on the device of ``positions`` (a model split over devices: gathered once)."""
+    return tensor[:, positions.to(tensor.device)].to(positions.device)
+
+
 def _score_heads(
     taps: ModelTaps, rows: int, count: int, prompt_len: int, positions: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -108,10 +113,11 @@ def _score_heads(
     heads = []
     for item, probs in zip(taps.buffers.attn, taps.buffers.probs):
         if probs is not None:  # eager: the model's own weights [rows, heads, T, T]
-            rows_probs = probs[:, :, positions].float()
+            rows_probs = probs[:, :, positions.to(probs.device)].float()
         elif item is not None:
             query, key, _, bias, scaling, softcap = item
-            q = query[:, :, positions]  # [rows, q_heads, count, d]
+            here = positions.to(query.device)  # a model split over devices: each layer where it lives
+            q = query[:, :, here]  # [rows, q_heads, count, d]
             total = key.shape[-2]
             kv_heads, q_heads = key.shape[1], q.shape[1]
             scores = (
@@ -121,18 +127,18 @@ def _score_heads(
                 * scaling
             )
             if isinstance(bias, torch.Tensor):
-                scores = scores + bias[..., positions, :].float()
+                scores = scores + bias[..., here, :].float()
             if softcap:
                 scores = torch.tanh(scores / softcap) * softcap
-            allowed = torch.arange(total, device=device)[None, :] <= positions[:, None]  # causal
+            allowed = torch.arange(total, device=here.device)[None, :] <= here[:, None]  # causal
             allowed = allowed[None, None]
             if valid_keys is not None:
-                allowed = allowed & valid_keys[:, None, None, :total]
+                allowed = allowed & valid_keys.to(here.device)[:, None, None, :total]
             scores = scores.masked_fill(~allowed, float("-inf"))
             rows_probs = torch.softmax(scores, dim=-1)
         else:
             return None
-        heads.append(rows_probs)  # [rows, heads, count, T]
+        heads.append(rows_probs.to(device))  # [rows, heads, count, T]
     probs = torch.stack(heads).permute(0, 1, 3, 2, 4)  # [layers, rows, count, heads, T]
     layers, _, _, n_heads, total = probs.shape
     probs = probs.reshape(layers, rows * count, n_heads, total)
@@ -150,7 +156,7 @@ def _score_heads(
 def _score_logits(logits: torch.Tensor, targets: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Packed statistics [rows, count, 1 + k] and the targets' log-probabilities [rows, count], in chunks."""
     rows, count, vocab = logits.shape
-    flat, tokens = logits.reshape(rows * count, vocab), targets.reshape(-1)
+    flat, tokens = logits.reshape(rows * count, vocab), targets.reshape(-1).to(logits.device)
     chunk = max(1, (8 << 20) // max(1, vocab * 4))
     packed, chosen = [], []
     for start in range(0, rows * count, chunk):

@@ -22,15 +22,16 @@ class StepAttention:
     def __init__(self, taps: ModelTaps, stack_budget: int) -> None:
         self._taps = taps
         self._stack_budget = stack_budget
-        self._tables: _attention.KeyTables | None = None  # built at the first step
+        self._tables: dict[torch.device, _attention.KeyTables] = {}  # per device, built at the first step
         self.generation_config: Any = None  # sizes the key tables to the generation's length
 
     def inputs(
-        self, rows: int, step: int, prefix: int, target: torch.Tensor | None, device: torch.device
+        self, rows: int, step: int, prefix: int, target: torch.Tensor | None, device: torch.device, slots: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(heads [layers, rows, heads, 4], inv_valid [rows], inv_rest [rows]), or None when a layer is missing."""
+        """(heads [layers, rows, heads, 4], inv_valid [rows], inv_rest [rows]) of the layers in ``slots`` (all on
+        ``device``), or None when a layer is missing."""
         expected = prefix + step  # keys the cache should hold after this step's forward
-        heads = self._heads(rows, prefix, expected, target, device)
+        heads = self._heads(rows, prefix, expected, target, device, slots)
         if heads is None:
             return None
         _, inv_valid, inv_rest = self._key_tables(rows, prefix, expected, device).at(0, expected)
@@ -38,23 +39,23 @@ class StepAttention:
 
     def release(self) -> None:
         """Free the tables (end of the generation)."""
-        self._tables = None
+        self._tables.clear()
 
     def _heads(
-        self, rows: int, prefix: int, expected: int, target: torch.Tensor | None, device: torch.device
+        self, rows: int, prefix: int, expected: int, target: torch.Tensor | None, device: torch.device, slots: list[int]
     ) -> torch.Tensor | None:
-        """[layers, rows, heads, 4] head values of this step's new query row."""
+        """[layers, rows, heads, 4] head values of this step's new query row, for the layers in ``slots``."""
         taps = self._taps
         buffers = taps.buffers
         tables = self._key_tables(rows, prefix, expected, device)
         if taps.eager_attention:
-            weights_per_layer = all_present(buffers.probs)
+            weights_per_layer = all_present([buffers.probs[s] for s in slots])
             if weights_per_layer is None or len({p.shape for p in weights_per_layer}) != 1:
                 return None
             stacked = torch.stack(weights_per_layer)
             weights, _, _ = tables.at(stacked.shape[-1], expected)
             return _reduce.head_values(stacked, weights)
-        calls = all_present(buffers.attn)
+        calls = all_present([buffers.attn[s] for s in slots])
         if calls is None:
             return None
         groups: dict[tuple, list[int]] = {}
@@ -72,31 +73,31 @@ class StepAttention:
             per_layer = key0.numel() * key0.element_size()
             size = max(1, self._stack_budget // max(1, per_layer))
             for start in range(0, len(group), size):
-                slots = group[start : start + size]
-                if len(slots) == 1:  # a view, no copy
-                    query, key = calls[slots[0]][0][None], calls[slots[0]][1][None]
+                chunk = group[start : start + size]
+                if len(chunk) == 1:  # a view, no copy
+                    query, key = calls[chunk[0]][0][None], calls[chunk[0]][1][None]
                 else:
-                    query = torch.stack([calls[s][0] for s in slots])
-                    key = torch.stack([calls[s][1] for s in slots])
+                    query = torch.stack([calls[s][0] for s in chunk])
+                    key = torch.stack([calls[s][1] for s in chunk])
                 probs = _attention.query_row_probs(query, key, mask, scaling, bias, softcap)
-                parts.append((slots, _reduce.head_values(probs, weights)))
-        if len(parts) == 1 and parts[0][0] == list(range(len(taps.layers))):
+                parts.append((chunk, _reduce.head_values(probs, weights)))
+        if len(parts) == 1 and parts[0][0] == list(range(len(calls))):
             values = parts[0][1]
             return target.copy_(values) if target is not None else values
-        order = [slot for slots, _ in parts for slot in slots]
+        order = [slot for chunk, _ in parts for slot in chunk]
         values = torch.cat([v for _, v in parts])
         if order != sorted(order):
             values = values[torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=values.device)]
         return target.copy_(values) if target is not None else values
 
     def _key_tables(self, rows: int, prefix: int, expected: int, device: torch.device) -> _attention.KeyTables:
-        tables = self._tables
+        tables = self._tables.get(device)
         if tables is None or not tables.covers(expected) or tables.weights.shape[0] != rows:
             span = max(expected - prefix, self._max_new_tokens(prefix))
             tables = _attention.KeyTables(
                 self._valid_prompt(rows, prefix, device), self._sink_index(rows, prefix, device), prefix, span
             )
-            self._tables = tables
+            self._tables[device] = tables
         return tables
 
     def _max_new_tokens(self, prefix: int) -> int:

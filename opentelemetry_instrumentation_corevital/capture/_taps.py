@@ -122,8 +122,11 @@ def prefill_table(columns: dict[str, list[torch.Tensor | None]]) -> torch.Tensor
     rows, device = present[0].shape[0], present[0].device
     nan1 = torch.full((rows, 1), float("nan"), device=device)
     nan3 = torch.full((rows, 3), float("nan"), device=device)
-    table = [
-        torch.cat([n[:, None].float() if n is not None else nan1, a.float() if a is not None else nan3], dim=-1)
+    table = [  # a model split over devices: each layer's values join the first layer's device (once, at prefill)
+        torch.cat(
+            [n[:, None].float().to(device) if n is not None else nan1, a.float().to(device) if a is not None else nan3],
+            dim=-1,
+        )
         for n, a in zip(norms, attention)
     ]
     return torch.stack(table, dim=1)

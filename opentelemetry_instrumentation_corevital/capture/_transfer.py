@@ -6,7 +6,6 @@ capture; everything after it works on host memory.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +52,7 @@ def transfer(
         parts += _logit_parts(result, capture, logit_layout, sequences, steps, prefix, beams, num_return)
     layer_count = sum(1 for s in rows.layer_steps if s < steps) if steps else len(rows.layer_steps)
     layer_layout = rows.layer_layout
-    if rows.layers and layer_count and layer_layout is not None:
+    if rows.layer_steps and layer_count and layer_layout is not None:
         parts += _layer_parts(result, capture, layer_layout, layer_count, beams)
     prefill = capture.prefill
     if prefill.surprisal is not None:
@@ -138,8 +137,9 @@ def _layer_parts(
     result: CaptureResult, capture: DeviceCapture, layout: StepLayout, count: int, beams: bool
 ) -> list[tuple[str, torch.Tensor]]:
     """The layer statistics: step-major for beams (attributed on the host), else [row][field][layer][step]."""
-    layer = torch.stack(capture.rows.layers[:count])  # [layer steps, rows, width]
-    blocks = dataclasses.replace(layout, signals=False).split(layer)
+    rows = capture.rows
+    device = (rows.logits or rows.layers or rows.lanes[0].rows)[0].device  # where the logit rows are, if any
+    blocks = rows.layer_blocks(layout, count, device)  # [layer steps, rows, layers, ...]
     result.hidden_full = layout.hidden == "full"
     hidden = blocks["hidden"]
     if result.hidden_full:
