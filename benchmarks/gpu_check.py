@@ -1,7 +1,12 @@
 """Correctness on a CUDA device, before any timing: identical tokens and complete reports in every mode,
-with batches, beams, and a model split between the GPU and the CPU (device_map)."""
+with batches, beams, a model split between the GPU and the CPU (device_map), and, where the machine has
+several GPUs, a model split over them: its reports equal the one-GPU reports of the same weights, each GPU
+reduces its own layers in its own CUDA graph, and the capture adds no synchronisation over the one-GPU run.
+Any failure raises (exit status 1)."""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from accelerate import dispatch_model
@@ -10,23 +15,67 @@ from opentelemetry_instrumentation_corevital import validate_report
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, tiny_causal_lm
 
 
-def check(model, name, **kwargs):
+def check(model, name, modes=("summary", "full"), **kwargs):
+    """Each mode's report (asserting identical tokens and a complete capture)."""
     prompt = torch.randint(3, 250, (4, 16), generator=torch.Generator().manual_seed(0)).to(model.device)
     mask = torch.ones_like(prompt)
     mask[1, :5] = 0
     kwargs = dict(attention_mask=mask, max_new_tokens=24, do_sample=False, **kwargs)
     plain = model.generate(prompt, **kwargs)
-    for mode in ("summary", "full"):
+    reports = {}
+    for mode in modes:
         with TelemetryCapture(capture=mode) as tc:
             out = model.generate(prompt, **kwargs)
-        report = tc.reports[0]
+        report = reports[mode] = tc.reports[0]
         validate_report(report.to_dict())
         layers = report.sequences[0].layers
         print(
             f"{name:28s} {mode:8s} identical={torch.equal(plain, out)} error={report.capture.error} "
             f"signals={report.capture.signals} layers={layers.indices if layers else None} "
+            f"unavailable={report.capture.unavailable} "
             f"ttft={report.timings.time_to_first_token_s:.4f}s tpot={report.timings.time_per_output_token_s:.5f}s"
         )
+        assert torch.equal(plain, out), f"{name} {mode}: tokens differ from plain generate"
+        assert report.capture.error is None and layers is not None, f"{name} {mode}: incomplete capture"
+    return reports
+
+
+def worst_difference(a, b):
+    """Largest absolute difference between two reports' logit and layer series."""
+    worst = 0.0
+    for x, y in zip(a.sequences, b.sequences, strict=True):
+        for name in ("entropy", "surprisal", "margin", "topk_mass"):
+            for u, v in zip(getattr(x.timeline, name), getattr(y.timeline, name), strict=True):
+                if u is not None and v is not None:
+                    worst = max(worst, abs(u - v))
+        for name in ("hidden_norm", "hidden_std", "hidden_cos_prev", "update_ratio", "attn_entropy", "attn_sink_mass"):
+            for ru, rv in zip(getattr(x.layers, name) or [], getattr(y.layers, name) or [], strict=True):
+                for u, v in zip(ru, rv, strict=True):
+                    if u is not None and v is not None:
+                        worst = max(worst, abs(u - v))
+    return worst
+
+
+def syncs(model, tokens, **capture):
+    """Synchronising calls of one generation (torch's sync debug mode), plain or under ``capture``."""
+    prompt = torch.randint(3, 250, (2, 16), generator=torch.Generator().manual_seed(2)).to(model.device)
+    kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if capture:
+            with TelemetryCapture(**capture):
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    model.generate(prompt, **kwargs)
+                finally:
+                    torch.cuda.set_sync_debug_mode(0)
+        else:
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                model.generate(prompt, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+    return sum(1 for w in caught if "synchroniz" in str(w.message).lower())
 
 
 model = tiny_causal_lm("llama").cuda()
@@ -46,29 +95,27 @@ split = dispatch_model(
 )
 check(split, "tiny llama split cuda+cpu")
 
-# The CUDA-graph reduce must give what the eager reduce gives.
-model = tiny_causal_lm("llama").cuda()
-prompt = torch.randint(3, 250, (4, 16), generator=torch.Generator().manual_seed(1)).to("cuda")
-kwargs = dict(attention_mask=torch.ones_like(prompt), max_new_tokens=24, do_sample=False)
-for extra in ({}, {"num_beams": 3}):
-    reports = {}
-    for graphs in (True, False):
-        with TelemetryCapture(capture="full", cuda_graphs=graphs) as tc:
-            model.generate(prompt, **kwargs, **extra)
-        reports[graphs] = tc.reports[0]
-    a, b = reports[True].sequences, reports[False].sequences
-    worst = 0.0
-    for x, y in zip(a, b):
-        for name in ("entropy", "surprisal", "margin", "topk_mass"):
-            for u, v in zip(getattr(x.timeline, name), getattr(y.timeline, name)):
-                if u is not None and v is not None:
-                    worst = max(worst, abs(u - v))
-        for name in ("hidden_norm", "hidden_std", "hidden_cos_prev", "update_ratio", "attn_entropy", "attn_sink_mass"):
-            for ru, rv in zip(getattr(x.layers, name), getattr(y.layers, name)):
-                for u, v in zip(ru, rv):
-                    if u is not None and v is not None:
-                        worst = max(worst, abs(u - v))
-    print(
-        f"graph vs eager {extra or 'greedy'}: max abs difference {worst:.2e}; "
-        f"graph unavailable: {reports[True].capture.unavailable.get('cuda_graph')}"
-    )
+if torch.cuda.device_count() >= 2:
+    # Four layers over every GPU (one run of layers each, the head on the last), against the same weights on one.
+    gpus = torch.cuda.device_count()
+    one = tiny_causal_lm("llama", num_hidden_layers=4).cuda()
+    device_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.norm": gpus - 1, "lm_head": gpus - 1}
+    device_map.update({f"model.layers.{i}": i * gpus // 4 for i in range(4)})
+    many = dispatch_model(tiny_causal_lm("llama", num_hidden_layers=4), device_map=device_map)
+    modes = ("summary", "full", "on_risk")
+    for extra in ({}, {"num_beams": 3}):
+        base = check(one, f"tiny llama 1 gpu {extra or ''}", modes, **extra)
+        split_reports = check(many, f"tiny llama {gpus} gpus {extra or ''}", modes, **extra)
+        for mode in modes:
+            worst = worst_difference(base[mode], split_reports[mode])
+            graphs = split_reports[mode].capture.unavailable.get("cuda_graph")
+            print(f"{gpus} gpus vs 1 {mode} {extra or 'greedy'}: max abs difference {worst:.2e}; graphs: {graphs}")
+            assert worst < 1e-4 and graphs is None, (mode, worst, graphs)
+    # Synchronisation: what the capture adds must not grow with the steps (16 vs 32 new tokens).
+    for mode in ("summary", "full"):
+        added = {}
+        for tokens in (16, 32):
+            for label, model in (("1 gpu", one), (f"{gpus} gpus", many)):
+                added[label, tokens] = syncs(model, tokens, capture=mode) - syncs(model, tokens)
+        print(f"syncs the capture adds per generation, {mode}: {added}")
+        assert added[f"{gpus} gpus", 16] == added[f"{gpus} gpus", 32], "the split capture synchronises per step"

@@ -28,6 +28,10 @@ confident, healthy-looking generations (the cheap ``on_risk`` path)::
 
     python benchmarks/overhead.py --device cuda --models mistral-7b --batches 1,4 --prompt-len 1024 --tokens 256
     python benchmarks/overhead.py --device cuda --models qwen2-0.5b --batches 1,8 --cache static
+
+A model split over several GPUs (issue 18; peak memory then per GPU)::
+
+    python benchmarks/overhead.py --device cuda --gpus 2 --models llama-3.1-8b,llama-3.1-70b-40l --batches 1,8
 """
 
 from __future__ import annotations
@@ -81,6 +85,22 @@ SHAPES: dict[str, dict[str, Any]] = {
         bos_token_id=1,
         eos_token_id=2,
     ),
+    # Llama-3.1-70B's layer shape with 40 of its 80 layers (about 36B parameters, 72 GB in bf16): over 2 GPUs
+    # it runs like the real model's half per device, and every mode and batch fits one 10-minute device command.
+    "llama-3.1-70b-40l": dict(
+        arch="llama",
+        vocab_size=128256,
+        hidden_size=8192,
+        intermediate_size=28672,
+        num_hidden_layers=40,
+        num_attention_heads=64,
+        num_key_value_heads=8,
+        max_position_embeddings=131072,
+        rope_theta=500000.0,
+        rms_norm_eps=1e-5,
+        bos_token_id=128000,
+        eos_token_id=128001,
+    ),
     "qwen2-0.5b": dict(
         arch="qwen2",
         vocab_size=151936,
@@ -125,6 +145,8 @@ class Result:
     full_share: dict[str, float] = field(default_factory=dict)  # mode -> share of reports emitted at full detail
     risk: dict[str, float] = field(default_factory=dict)  # mode -> median risk score of its reports
     logit_scale: float = 1.0
+    gpus: int = 1  # the model split over this many GPUs (device_map, layers in equal runs)
+    peak_devices: dict[str, list[float]] = field(default_factory=dict)  # mode -> peak MiB on each GPU
 
 
 def paired_interval(
@@ -138,7 +160,19 @@ def paired_interval(
     return medians[int(tail * resamples)], medians[min(resamples - 1, int((1.0 - tail) * resamples))]
 
 
-def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, int]:
+def split_over_gpus(model: Any, gpus: int) -> Any:
+    """The model dispatched over ``gpus`` GPUs as ``device_map`` loading does (accelerate): embeddings and the first
+    layers on GPU 0, equal runs of layers after, the final norm and the head on the last GPU."""
+    from accelerate import dispatch_model
+
+    layers = model.config.num_hidden_layers
+    device_map: dict[str, int] = {"model.embed_tokens": 0, "model.rotary_emb": 0}
+    device_map.update({f"model.layers.{i}": i * gpus // layers for i in range(layers)})
+    device_map.update({"model.norm": gpus - 1, "lm_head": gpus - 1})
+    return dispatch_model(model, device_map=device_map)
+
+
+def build_model(name: str, device: str, dtype: torch.dtype, gpus: int = 1) -> tuple[Any, int]:
     if name == "smollm2":
         from opentelemetry_instrumentation_corevital.cli import load_smollm2
 
@@ -158,6 +192,8 @@ def build_model(name: str, device: str, dtype: torch.dtype) -> tuple[Any, int]:
     with torch.device(device):
         model = tf.AutoModelForCausalLM.from_config(config, dtype=dtype)
     model.generation_config.pad_token_id = spec["eos_token_id"]
+    if gpus > 1:
+        model = split_over_gpus(model, gpus)
     return model.eval(), config.vocab_size
 
 
@@ -258,7 +294,7 @@ def compiled_setup(model: Any, args: argparse.Namespace) -> tuple[str, dict[str,
 def bench(name: str, args: argparse.Namespace) -> Result:
     device = args.device
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-    model, vocab = build_model(name, device, dtype)
+    model, vocab = build_model(name, device, dtype, args.gpus)
     if args.logit_scale != 1.0:  # confident next-token distributions from random weights (healthy-looking risk)
         norm = model.get_decoder().norm
         norm.weight.data.mul_(args.logit_scale)
@@ -277,7 +313,7 @@ def bench(name: str, args: argparse.Namespace) -> Result:
     modes = ["plain", *args.modes]
     providers = telemetry_providers()
     result = Result(name, device, args.dtype, args.batch, args.prompt_len, args.tokens, args.rounds)
-    result.compiled, result.logit_scale = compiled, args.logit_scale
+    result.compiled, result.logit_scale, result.gpus = compiled, args.logit_scale, args.gpus
     outputs: dict[str, torch.Tensor] = {}
     details: dict[str, list[str | None]] = {m: [] for m in modes}
     risks: dict[str, list[float]] = {m: [] for m in modes}
@@ -315,7 +351,8 @@ def bench(name: str, args: argparse.Namespace) -> Result:
         if device.startswith("cuda") and args.syncs:
             for mode in modes:
                 set_mode(mode, providers)
-                torch.cuda.reset_peak_memory_stats()
+                for index in range(args.gpus):
+                    torch.cuda.reset_peak_memory_stats(index)
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     torch.cuda.set_sync_debug_mode("warn")
@@ -325,7 +362,8 @@ def bench(name: str, args: argparse.Namespace) -> Result:
                         torch.cuda.set_sync_debug_mode(0)
                     torch.cuda.synchronize()
                 result.syncs[mode] = sum(1 for w in caught if "synchroniz" in str(w.message).lower())
-                result.peak_mib[mode] = torch.cuda.max_memory_allocated() / 2**20
+                peaks = [torch.cuda.max_memory_allocated(index) / 2**20 for index in range(args.gpus)]
+                result.peak_mib[mode], result.peak_devices[mode] = max(peaks), peaks
     set_mode("plain", providers)
 
     base = statistics.median(times["plain"])
@@ -367,6 +405,10 @@ def machine() -> dict[str, str]:
     return info
 
 
+def label(r: Result) -> str:
+    return r.model + (f" on {r.gpus} GPUs" if r.gpus > 1 else "")
+
+
 def table(results: list[Result]) -> str:
     lines = [
         "| model | compiled | batch | prompt | new tokens | mode | median s | ratio (medians) | ratio (paired) | "
@@ -379,11 +421,13 @@ def table(results: list[Result]) -> str:
             syncs = r.syncs.get(mode)
             added = "" if syncs is None else str(syncs - r.syncs.get("plain", 0))
             peak = f"{r.peak_mib[mode]:.0f}" if mode in r.peak_mib else ""
+            if len(r.peak_devices.get(mode, [])) > 1:
+                peak = " / ".join(f"{p:.0f}" for p in r.peak_devices[mode])
             low, high = paired_interval(r.all_s[mode], r.all_s["plain"])
             share = r.host_ms[mode] / (r.median_s["plain"] * 1000)
             risky = f"{r.full_share[mode]:.0%} / {r.risk.get(mode, float('nan')):.2f}" if mode in r.full_share else ""
             lines.append(
-                f"| {r.model} | {r.compiled or 'no'} | {r.batch} | {r.prompt_len} | {r.new_tokens} | {mode} | "
+                f"| {label(r)} | {r.compiled or 'no'} | {r.batch} | {r.prompt_len} | {r.new_tokens} | {mode} | "
                 f"{median:.3f} | {r.ratio[mode]:.3f} | {r.paired[mode]:.3f} | {low:.3f}–{high:.3f} | "
                 f"{r.host_ms[mode]:.1f} | {r.host_ms[mode] * 1000 / max(1, r.new_tokens):.0f} | {share:.1%} | "
                 f"{'yes' if r.same_output[mode] else ('NO' if r.plain_reproducible else 'no (plain vs plain: no)')} | "
@@ -403,7 +447,7 @@ def parts_table(results: list[Result]) -> str:
         for mode, parts in r.host_parts.items():
             if mode != "plain":
                 lines.append(
-                    f"| {r.model} | {r.compiled or 'no'} | {r.batch} | {r.prompt_len} | {mode} | "
+                    f"| {label(r)} | {r.compiled or 'no'} | {r.batch} | {r.prompt_len} | {mode} | "
                     + " | ".join(f"{parts.get(n, 0.0):.1f}" for n in names)
                     + " |"
                 )
@@ -428,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default=None, choices=["static"], help="static: transformers compiles the forward")
     parser.add_argument("--compile-forward", action="store_true", help="model.forward = torch.compile(model.forward)")
     parser.add_argument("--logit-scale", type=float, default=1.0, help="multiply the final norm's weight by this")
+    parser.add_argument("--gpus", type=int, default=1, help="split each model over this many GPUs (device_map)")
     parser.add_argument("--no-syncs", dest="syncs", action="store_false", help="skip the sync count and peak memory")
     args = parser.parse_args(argv)
     if args.render:
