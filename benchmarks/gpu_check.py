@@ -12,6 +12,7 @@ import torch
 from accelerate import dispatch_model
 
 from opentelemetry_instrumentation_corevital import validate_report
+from opentelemetry_instrumentation_corevital.instrument import score
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, tiny_causal_lm
 
 
@@ -111,6 +112,17 @@ if torch.cuda.device_count() >= 2:
             graphs = split_reports[mode].capture.unavailable.get("cuda_graph")
             print(f"{gpus} gpus vs 1 {mode} {extra or 'greedy'}: max abs difference {worst:.2e}; graphs: {graphs}")
             assert worst < 1e-4 and graphs is None, (mode, worst, graphs)
+    # score(): one teacher-forced forward over the split model, gathered once, as on one GPU.
+    prompt = torch.randint(3, 250, (2, 12), generator=torch.Generator().manual_seed(3))
+    continuation = torch.randint(3, 250, (2, 6), generator=torch.Generator().manual_seed(4))
+    scored = {}
+    for label, model in (("1 gpu", one), (f"{gpus} gpus", many)):
+        with TelemetryCapture(capture="full"):
+            scored[label] = score(model, prompt.to(model.device), continuation.to(model.device))
+        assert scored[label] is not None and scored[label].capture.error is None, (label, scored[label])
+    worst = worst_difference(scored["1 gpu"], scored[f"{gpus} gpus"])
+    print(f"score() {gpus} gpus vs 1: max abs difference {worst:.2e}; signals {scored[f'{gpus} gpus'].capture.signals}")
+    assert worst < 1e-4
     # Synchronisation: what the capture adds must not grow with the steps (16 vs 32 new tokens).
     for mode in ("summary", "full"):
         added = {}
