@@ -78,7 +78,7 @@ class StepReducer:
         rows = int(reference.shape[0])
         # The token chosen at the previous step; step 0 of an ``inputs_embeds`` call has none (its row is dropped).
         token = input_ids[:, -1] if input_ids.shape[1] else torch.zeros(rows, dtype=torch.long, device=input_ids.device)
-        if scores is not None and token.device != scores.device:  # a split model: logits on the last device
+        if scores is not None and token.device != scores.device:  # a split model: logits on another device
             token = moved(token, scores.device)
         if self._split(scores):
             self._split_step(step, prefix, rows, scores, token, outs)
