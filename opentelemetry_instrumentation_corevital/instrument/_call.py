@@ -88,6 +88,7 @@ class ReportingCall:
     operation = names.OP_TEXT_COMPLETION
     derived_name: str | None = None  # the model's own name, which picks the profile even under a model_name override
     provider = names.PROVIDER  # gen_ai.provider.name on the span and the metrics
+    response_id: str | None = None  # gen_ai.response.id when the engine names its response; else the report's id
     telemetry: Telemetry
     options: Options
     model_info: ModelInfo
@@ -115,7 +116,8 @@ class ReportingCall:
     @functools.cached_property
     def content(self) -> ContentPolicy:
         """Where this call's content may go, decided once from its options; every route asks it."""
-        return ContentPolicy.of(self.options.content)
+        options = self.options
+        return ContentPolicy.of_switches(options.content, options.semconv_opt_in, options.genai_event)
 
     def returned(self, result: Any) -> Any:
         """Keep what the model's work returned (the report is built from it on leaving); returns it unchanged."""
@@ -200,6 +202,7 @@ class ReportingCall:
             self.content,
             self.request_context.get("attributes") or {},
             self.provider,
+            self.response_id or report.report_id,
         )
         if self.options.report_log:
             emit_report(telemetry.logger, record, self.span_context)

@@ -391,6 +391,7 @@ class Report:
     trace_id: str | None = None
     span_id: str | None = None
     input_messages: Any = None  # content capture only, GenAI message format
+    system_instructions: Any = None  # content capture only: the chat template's own system prompt, as GenAI parts
     perf: PerfInfo | None = None
     origin: Origin | None = None  # set by `corevital migrate`: what the report was converted from
 
