@@ -68,8 +68,10 @@ class ContentPolicy:
 
 def without_content(report: Report) -> Report:
     """A copy of ``report`` without text, messages and token ids (the given report is unchanged)."""
-    if report.input_messages is None and report.system_instructions is None and all(
-        s.token_ids is None and s.input_text is None and s.output_text is None for s in report.sequences
+    if (
+        report.input_messages is None
+        and report.system_instructions is None
+        and all(s.token_ids is None and s.input_text is None and s.output_text is None for s in report.sequences)
     ):
         return report
     sequences = [dataclasses.replace(s, token_ids=None, input_text=None, output_text=None) for s in report.sequences]

@@ -18,7 +18,7 @@ from typing import Any
 from ._findings import Diagnosis
 from ._plain import from_plain
 
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.3.0"
 SCHEMA_MAJOR = 1
 
 
