@@ -312,3 +312,38 @@ def test_system_instructions_leave_only_with_content_on(smollm2, monkeypatch):
         model.generate(**inputs, max_new_tokens=4, do_sample=False)
     exported = capture.spans()[0].to_json() + "".join(log.to_json() for log in capture.logs())
     assert "trained by Hugging Face" not in exported and capture.reports[0].system_instructions is None
+
+
+# -- the switches' parsing, and the events route's copy ------------------------------------------------------------
+
+
+def test_opt_in_is_one_item_of_a_comma_separated_list():
+    from opentelemetry_instrumentation_corevital._content_switch import parse_opt_in
+
+    assert parse_opt_in(f"http/dup, {LATEST} ", OPT_IN_ENV) is True
+    assert parse_opt_in("gen_ai", OPT_IN_ENV) is False
+    assert parse_opt_in(f"{LATEST}_v2", OPT_IN_ENV) is False
+
+
+def test_an_unknown_switch_value_is_refused_at_instrument(monkeypatch):
+    from opentelemetry_instrumentation_corevital import ConfigurationError
+
+    monkeypatch.setenv(CONTENT_ENV, "SPAN")
+    with pytest.raises(ConfigurationError) as info:
+        TelemetryCapture().__enter__()
+    assert str(info.value) == (
+        f"{CONTENT_ENV}='SPAN' is not a content-capture mode; "
+        "use one of true, false, NO_CONTENT, SPAN_ONLY, EVENT_ONLY, SPAN_AND_EVENT."
+    )
+
+
+def test_the_events_route_copy_drops_the_system_instructions():
+    from opentelemetry_instrumentation_corevital.report import ContentPolicy
+
+    from .test_report_handoff import build
+
+    report = build()
+    report.system_instructions = [{"type": "text", "content": SMOLLM2_SYSTEM}]
+    plain_copy = ContentPolicy(span=True, events=False).for_events(report)
+    assert plain_copy.system_instructions is None and SMOLLM2_SYSTEM not in plain_copy.to_json()
+    assert report.system_instructions is not None  # the span's report keeps them
