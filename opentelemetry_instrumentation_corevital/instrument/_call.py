@@ -89,6 +89,7 @@ class ReportingCall:
     derived_name: str | None = None  # the model's own name, which picks the profile even under a model_name override
     provider = names.PROVIDER  # gen_ai.provider.name on the span and the metrics
     response_id: str | None = None  # gen_ai.response.id when the engine names its response; else the report's id
+    lent = False  # the span is another instrumentation's (openai-v2's), which emits the GenAI events itself
     telemetry: Telemetry
     options: Options
     model_info: ModelInfo
@@ -117,7 +118,8 @@ class ReportingCall:
     def content(self) -> ContentPolicy:
         """Where this call's content may go, decided once from its options; every route asks it."""
         options = self.options
-        return ContentPolicy.of_switches(options.content, options.semconv_opt_in, options.genai_event)
+        policy = ContentPolicy.of_switches(options.content, options.semconv_opt_in, options.genai_event)
+        return policy.without_genai_events() if self.lent else policy
 
     def returned(self, result: Any) -> Any:
         """Keep what the model's work returned (the report is built from it on leaving); returns it unchanged."""

@@ -32,24 +32,26 @@ class ContentPolicy:
 
     span: bool = False  # span attributes and span events
     events: bool = False  # log records and the report handed on (on_report, report sinks, monitors)
-    latest: bool = True  # the newest GenAI conventions (gen_ai_latest_experimental) rather than the default ones
     details_event: bool = False  # emit gen_ai.client.inference.operation.details (newest conventions only)
+    message_events: bool = False  # emit gen_ai.{role}.message and gen_ai.choice (default conventions, content on)
 
     @classmethod
     def of(cls, mode: ContentMode, latest: bool = True, emit_event: bool | None = None) -> ContentPolicy:
-        """The policy of a content-capture mode; ``emit_event`` None: the operation-details event follows the mode."""
+        """The policy of a content-capture mode under the newest (``latest``) or the default GenAI conventions;
+        ``emit_event`` None: the operation-details event follows the mode."""
         event = mode.on_event if emit_event is None else emit_event
-        return cls(span=mode.on_span, events=mode.on_event, latest=latest, details_event=latest and event)
+        return cls(
+            mode.on_span, mode.on_event, details_event=latest and event, message_events=not latest and mode.on_event
+        )
 
     @classmethod
     def of_switches(cls, switch: ContentMode | bool, latest: bool, emit_event: bool | None = None) -> ContentPolicy:
         """The policy of the content switch as given, read as contrib reads it under these conventions."""
         return cls.of(content_mode(switch, latest), latest, emit_event)
 
-    @property
-    def message_events(self) -> bool:
-        """Whether the default conventions' ``gen_ai.{role}.message`` / ``gen_ai.choice`` events are emitted."""
-        return self.events and not self.latest
+    def without_genai_events(self) -> ContentPolicy:
+        """This policy where another instrumentation emits the GenAI events (openai-v2, whose span we enrich)."""
+        return dataclasses.replace(self, details_event=False, message_events=False)
 
     @property
     def captured(self) -> bool:
