@@ -347,3 +347,27 @@ def test_the_events_route_copy_drops_the_system_instructions():
     plain_copy = ContentPolicy(span=True, events=False).for_events(report)
     assert plain_copy.system_instructions is None and SMOLLM2_SYSTEM not in plain_copy.to_json()
     assert report.system_instructions is not None  # the span's report keeps them
+
+
+@pytest.mark.parametrize("mode", ["NO_CONTENT", "SPAN_AND_EVENT"])
+def test_a_failed_generation_has_its_details_event_with_the_error(mode, tiny_llama, monkeypatch):
+    """As contrib: the operation-details event of a call that raised carries error.type (and no content)."""
+    for key, value in {OPT_IN_ENV: LATEST, CONTENT_ENV: mode, EMIT_EVENT_ENV: "true"}.items():
+        monkeypatch.setenv(key, value)
+    with TelemetryCapture() as capture:
+        with pytest.raises(IndexError):
+            tiny_llama.generate(torch.tensor([[5, 10_000]]), max_new_tokens=2, do_sample=False)  # id past the vocab
+    (span,) = capture.spans()
+    (record,) = [log.log_record for log in capture.logs()]
+    assert (record.event_name, plain(dict(record.attributes))) == (
+        names.EVENT_OPERATION_DETAILS,
+        {
+            names.OPERATION_NAME: "text_completion",
+            names.PROVIDER_NAME: names.PROVIDER,
+            names.REQUEST_MODEL: "llama",
+            names.RESPONSE_MODEL: "llama",
+            names.ERROR_TYPE: "IndexError",
+        },
+    )
+    assert (record.trace_id, record.span_id) == (span.context.trace_id, span.context.span_id)
+    assert span.attributes[names.ERROR_TYPE] == "IndexError"

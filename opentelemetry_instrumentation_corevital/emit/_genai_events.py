@@ -37,6 +37,14 @@ def emit_genai_events(
             logger.emit(**record, context=context)
 
 
+def emit_failure_details(
+    logger: Logger, context: Context, attributes: Mapping[str, Any], content: ContentPolicy
+) -> None:
+    """A failed call's operation-details event (contrib emits it for failures too): its GenAI attributes, error.type."""
+    if content.details_event:
+        logger.emit(event_name=n.EVENT_OPERATION_DETAILS, attributes=dict(attributes), context=context)
+
+
 def _text(parts: Any) -> str:
     """The text parts of a GenAI message, joined."""
     return "".join(str(p.get("content", "")) for p in parts or () if isinstance(p, Mapping) and p.get("type") == "text")

@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import names
 from .._config import CaptureMode, Options
 from ..capture import CapturePlan, CaptureSource, TransformersSource
-from ..emit import Instruments, emit_report, metric_attributes, publish, report_detail, span_name
+from ..emit import Instruments, emit_failure_details, emit_report, metric_attributes, publish, report_detail, span_name
 from ..report import ContentPolicy, ModelInfo, PerfInfo, Report, RequestInfo, build_report, trim_to_summary
 from ..signals.profiles import Profile, effective_profile
 from . import _describe
@@ -135,9 +135,10 @@ class ReportingCall:
             self.span.set_attribute(names.ERROR_TYPE, kind)
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            self.telemetry.instruments.record_failure(
-                duration, metric_attributes(self.operation, self.model_info.name, self.provider), kind
-            )
+            attributes = metric_attributes(self.operation, self.model_info.name, self.provider)
+            self.telemetry.instruments.record_failure(duration, attributes, kind)
+            details = {**attributes, names.ERROR_TYPE: kind}
+            emit_failure_details(self.telemetry.logger, self.span_context, details, self.content)
             self.source.finish(None)  # frees the capture's buffers
         except Exception as ours:
             self._lost("fail", ours, "could not record a failed generation")
