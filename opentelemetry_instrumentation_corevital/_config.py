@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _content_switch as cs
 from ._errors import ConfigurationError, shorten
 from ._values import (
     EXPORTER_NAMES,
@@ -30,7 +31,6 @@ from ._values import (
     parse_bool,
     parse_callable,
     parse_capture,
-    parse_content_mode,
     parse_exporters,
     parse_host,
     parse_layers,
@@ -186,15 +186,11 @@ class Options:
         None, parse_callable, "your function of a StepView, run every callback_every steps; True stops the generation"
     )
     callback_every: int = option(1, parse_positive_int, "steps between step_callback calls")
-    content: ContentMode = option(
-        ContentMode.NO_CONTENT,
-        parse_content_mode,
-        "record prompt and output text: true/false, NO_CONTENT, "
-        "SPAN_ONLY, EVENT_ONLY or SPAN_AND_EVENT (GenAI convention)",
-        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
-        keyword="capture_content",
-        shown_default="off",
+    content: ContentMode | bool = option(
+        False, cs.parse_content_switch, cs.CONTENT_DOC, cs.CAPTURE_CONTENT_ENV, keyword="capture_content"
     )
+    semconv_opt_in: bool = option(False, cs.parse_opt_in, cs.OPT_IN_DOC, cs.STABILITY_OPT_IN_ENV, shown_default="none")
+    genai_event: bool | None = option(None, parse_bool, cs.EMIT_EVENT_DOC, cs.EMIT_EVENT_ENV, shown_default="by mode")
     request_logprobs: int = option(
         0,
         parse_whole(0, 20),

@@ -204,24 +204,6 @@ def parse_unit_float(value: Any, source: str) -> float:
     return number
 
 
-def parse_content_mode(value: Any, source: str = "capture_content") -> ContentMode:
-    """Accept both the legacy ``true``/``false`` and the latest-experimental enum values."""
-    if isinstance(value, ContentMode):
-        return value
-    if isinstance(value, bool):
-        return ContentMode.SPAN_AND_EVENT if value else ContentMode.NO_CONTENT
-    text = str(value).strip()
-    if text.lower() in ("true", "1", "yes"):
-        return ContentMode.SPAN_AND_EVENT
-    if text.lower() in ("false", "0", "no", ""):
-        return ContentMode.NO_CONTENT
-    try:
-        return ContentMode(text.upper())
-    except ValueError:
-        allowed = "true, false, " + ", ".join(m.value for m in ContentMode)
-        raise ConfigurationError(f"{source}={value!r} is not a content-capture mode; use one of {allowed}.") from None
-
-
 def parse_exporters(value: Any, source: str = "exporters") -> tuple[str, ...]:
     """A comma-separated string or a list of names from :data:`EXPORTER_NAMES`, without repeats."""
     items = value.split(",") if isinstance(value, str) else list(value)

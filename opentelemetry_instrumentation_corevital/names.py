@@ -27,6 +27,9 @@ USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
 INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
+SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
+#: The default conventions' name of the provider, on their message events (gen_ai.provider.name replaced it).
+SYSTEM = "gen_ai.system"
 TOKEN_TYPE = "gen_ai.token.type"
 ERROR_TYPE = "error.type"
 SERVER_ADDRESS = "server.address"
@@ -196,3 +199,8 @@ ENTROPY_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0
 
 # --- log records ----------------------------------------------------------------
 EVENT_REPORT = "corevital.generation.report"
+#: The newest GenAI conventions' one event per call: its attributes, and its messages with content capture on.
+EVENT_OPERATION_DETAILS = "gen_ai.client.inference.operation.details"
+#: The default GenAI conventions' content events: one per input message (``gen_ai.user.message``...), one per choice.
+EVENT_MESSAGE = "gen_ai.{role}.message"
+EVENT_CHOICE = "gen_ai.choice"

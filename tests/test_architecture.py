@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("names", "_errors", "version", "package"),
     ("signals",),
-    ("report", "_values", "_config"),
+    ("report", "_values", "_content_switch", "_config"),
     ("capture", "emit"),
     ("instrument",),
     ("configuration", "exporters", "_monitor", "testing", "cli", "viewer", "vllm_plugin", "__init__"),

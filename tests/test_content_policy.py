@@ -22,6 +22,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from opentelemetry_instrumentation_corevital import ContentMode, CoreVitalInstrumentor, configure, names
+from opentelemetry_instrumentation_corevital._content_switch import GENAI_LATEST
 from opentelemetry_instrumentation_corevital.exporters.otlp_json import OTLPJsonSpanExporter
 from opentelemetry_instrumentation_corevital.exporters.rotation import Rotation, append_line
 from opentelemetry_instrumentation_corevital.exporters.sqlite import SQLiteReportExporter
@@ -116,7 +117,11 @@ def test_every_route_carries_content_only_where_the_mode_allows(mode, smollm2, t
         dogstatsd_port=statsd.getsockname()[1],
     ) as config:
         instrumentor.instrument(
-            capture="full", capture_content=mode, report_log=True, **config.instrument_kwargs(reports.append)
+            capture="full",
+            capture_content=mode,
+            semconv_opt_in=GENAI_LATEST,  # the modes are the newest conventions' (as in contrib)
+            report_log=True,
+            **config.instrument_kwargs(reports.append),
         )
         try:
             inputs = tokenizer.apply_chat_template(
@@ -178,7 +183,9 @@ def test_in_memory_spans_logs_and_reports_follow_the_mode(mode, tiny_llama, tiny
 
     secret = "blue moon poem"  # the tiny word-level tokenizer's words: prompt and forced output
     ids = tiny_tok.encode(secret, add_special_tokens=False)
-    with TelemetryCapture(capture="full", capture_content=mode, report_log=True) as capture:
+    with TelemetryCapture(
+        capture="full", capture_content=mode, semconv_opt_in=GENAI_LATEST, report_log=True
+    ) as capture:
         inputs = tiny_tok.apply_chat_template(
             [{"role": "user", "content": f"write {secret}"}],
             add_generation_prompt=True,

@@ -30,6 +30,7 @@ GENAI_SUMMARY_TYPES = {
     "gen_ai.provider.name": str,
     "gen_ai.request.model": str,
     "gen_ai.response.model": str,
+    "gen_ai.response.id": str,
     "gen_ai.output.type": str,
     "gen_ai.request.max_tokens": int,
     "gen_ai.usage.input_tokens": int,
@@ -371,7 +372,9 @@ class TestChatAndContent:
         assert only_span(telemetry).name == "text_completion llama"
 
     def test_content_capture_opt_in(self, tiny_llama, tiny_tok, monkeypatch):
-        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+        # content on the span and the report: the newest conventions' mode (true alone means log events only)
+        monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_AND_EVENT")
         with TelemetryCapture() as tc:
             enc = tiny_tok.apply_chat_template(
                 [{"role": "user", "content": "hello"}],

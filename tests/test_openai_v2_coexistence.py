@@ -245,3 +245,21 @@ def test_latest_semconv_path_is_enriched_too(served, order, latest_semconv):
         span, _ = telemetry.spans()[2:]
         _expect_enriched(span, telemetry.reports[1], parent, model, GENAI_HANDLER_SCOPE)
         assert len(telemetry.spans()) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ORDERS)
+def test_content_events_come_once_from_openai_v2(served, order, monkeypatch):
+    """Both read OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true the same way: on openai-v2's span the
+    message and choice events are openai-v2's alone, never doubled by ours; the report still carries the text."""
+    url, model = served
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    with both_on(order) as telemetry:
+        response = openai.OpenAI(base_url=url, api_key="none").chat.completions.create(
+            model=model, messages=MESSAGES, **MODEL_KW
+        )
+    (span,) = telemetry.spans()
+    genai = [r.log_record.event_name for r in telemetry.logs() if (r.log_record.event_name or "").startswith("gen_ai.")]
+    assert genai == ["gen_ai.user.message", "gen_ai.choice"]
+    assert span.attributes[names.RESPONSE_ID] == response.id
+    assert telemetry.reports[0].sequences[0].output_text == response.choices[0].message.content

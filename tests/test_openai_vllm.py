@@ -81,6 +81,7 @@ def test_chat_sync_with_logprobs_span_and_report(served):
     assert attrs[names.USAGE_INPUT_TOKENS] == response.usage.prompt_tokens
     assert attrs[names.USAGE_OUTPUT_TOKENS] == response.usage.completion_tokens
     assert list(attrs[names.RESPONSE_FINISH_REASONS]) == [response.choices[0].finish_reason]
+    assert attrs[names.RESPONSE_ID] == response.id  # the server's id, not the report's
     assert attrs[names.RISK_SCORE] == report.summary.risk_score
     _expect_signals(report, steps)
     assert report.sequences[0].output_tokens == len(steps) == response.usage.completion_tokens

@@ -27,7 +27,10 @@ def chat(tokenizer, text):
 
 
 def run(model, encode, mode="full", tokens=32, **options):
-    with TelemetryCapture(capture=mode, capture_content=True, **options) as tc:
+    # the narrative quotes a token only when both the span and the events may carry content
+    with TelemetryCapture(
+        capture=mode, capture_content="SPAN_AND_EVENT", semconv_opt_in="gen_ai_latest_experimental", **options
+    ) as tc:
         inputs = encode()  # tokenized while instrumented, so content capture knows the tokenizer
         model.generate(**inputs, max_new_tokens=tokens, do_sample=False)
     (span,) = tc.spans()

@@ -1,5 +1,6 @@
 """From a report to OpenTelemetry: span attributes, metrics and log records."""
 
+from ._genai_events import emit_failure_details
 from ._logs import emit_report
 from ._metrics import Instruments, metric_attributes
 from ._publish import publish
@@ -13,6 +14,7 @@ __all__ = [
     "layer_means",
     "select_steps",
     "corevital_attributes",
+    "emit_failure_details",
     "emit_report",
     "genai_attributes",
     "metric_attributes",

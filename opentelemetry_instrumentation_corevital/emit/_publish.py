@@ -17,6 +17,7 @@ from opentelemetry.trace import Span
 from .. import names as n
 from .._config import CaptureMode, Options
 from ..report import ContentPolicy, Report
+from ._genai_events import emit_genai_events
 from ._metrics import Instruments, metric_attributes
 from ._span import corevital_attributes, genai_attributes, span_name
 from ._steps import add_step_events, emit_step_logs
@@ -33,6 +34,7 @@ def publish(
     content: ContentPolicy,
     extra: Mapping[str, Any],
     provider: str = n.PROVIDER,
+    response_id: str | None = None,
 ) -> None:
     """Emit one generation at ``detail``, content where ``content`` allows; metrics in ``context`` (for exemplars)."""
     span.update_name(span_name(report.request.operation, report.model.name))
@@ -49,10 +51,12 @@ def publish(
         timing = corevital_attributes(report, options.max_span_steps, detail)
         span.set_attributes({k: v for k, v in timing.items() if k.startswith(n.CV + "timing.")})
     # GenAI keys last: the SDK evicts the oldest attributes first.
-    span.set_attributes(genai_attributes(report, content_on_span=content.span, provider=provider))
+    span.set_attributes(genai_attributes(report, content.span, provider, response_id))
     base = metric_attributes(report.request.operation, report.model.name, provider)
     token = otel_context.attach(context)
     try:
+        genai = {**extra, **genai_attributes(report, False, provider, response_id)}
+        emit_genai_events(logger, report, context, genai, content, provider)
         instruments.record(report, base)
         if detail == "full":
             if options.layer_metrics:

@@ -199,14 +199,21 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
     return attrs
 
 
-def genai_attributes(report: Report, content_on_span: bool, provider: str = n.PROVIDER) -> dict[str, Any]:
-    """The GenAI semantic-convention attributes of the span, content only when asked for."""
+def genai_attributes(
+    report: Report, content_on_span: bool, provider: str = n.PROVIDER, response_id: str | None = None
+) -> dict[str, Any]:
+    """The GenAI semantic-convention attributes of the span, content only when asked for.
+
+    ``gen_ai.response.id`` is the engine's response id where it names one, else the report's id (the key of the
+    report in the SQLite history and W&B).
+    """
     req = report.request
     attrs: dict[str, Any] = {
         n.OPERATION_NAME: req.operation,
         n.PROVIDER_NAME: provider,
         n.REQUEST_MODEL: report.model.name,
         n.RESPONSE_MODEL: report.model.name,
+        n.RESPONSE_ID: response_id or report.report_id,
         n.OUTPUT_TYPE: "text",
         n.USAGE_INPUT_TOKENS: int(report.usage.input_tokens),
         n.USAGE_OUTPUT_TOKENS: int(report.usage.output_tokens),
@@ -229,12 +236,19 @@ def genai_attributes(report: Report, content_on_span: bool, provider: str = n.PR
     if req.stream:
         attrs[n.REQUEST_STREAM] = True
     if content_on_span:
-        if report.input_messages:
-            attrs[n.INPUT_MESSAGES] = json.dumps(report.input_messages, ensure_ascii=False)
-        outputs = output_messages(report)
-        if outputs:
-            attrs[n.OUTPUT_MESSAGES] = json.dumps(outputs, ensure_ascii=False)
+        # JSON text on spans, as contrib writes it (backends show only strings); structured on events.
+        attrs.update({key: json.dumps(value, separators=(",", ":")) for key, value in messages(report).items()})
     return attrs
+
+
+def messages(report: Report) -> dict[str, Any]:
+    """The GenAI content attributes the report holds, as structured values: input, output, system instructions."""
+    found = {
+        n.INPUT_MESSAGES: report.input_messages,
+        n.OUTPUT_MESSAGES: output_messages(report),
+        n.SYSTEM_INSTRUCTIONS: report.system_instructions,
+    }
+    return {key: value for key, value in found.items() if value}
 
 
 def output_messages(report: Report) -> list[dict[str, Any]]:

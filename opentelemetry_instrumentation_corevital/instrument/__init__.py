@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +16,14 @@ from opentelemetry.semconv.schemas import Schemas
 from wrapt import wrap_function_wrapper
 
 from .._config import ExporterSettings, Options, check_keys, keywords, resolve_options, signature
+from .._content_switch import ignored_switch
 from .._errors import ConfigurationError
 from ..package import _instruments
 from ..version import __version__
 from ._context import WATCHERS, generation_context
 from ._prompts import PromptRegistry
+
+_logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # for annotations only: _call and _wrappers import torch
     from ..report import Report
@@ -97,6 +101,9 @@ class CoreVitalInstrumentor(BaseInstrumentor):
 
         check_keys(kwargs, _ACCEPTED, _HINTS)
         options = resolve_options(kwargs)
+        ignored = ignored_switch(options.content, options.semconv_opt_in)
+        if ignored:
+            _logger.warning("CoreVital captures no content: %s.", ignored)
         self._telemetry = Telemetry(
             tracer=trace.get_tracer(SCOPE, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL),
             instruments=Instruments(get_meter(SCOPE, __version__, kwargs.get("meter_provider"), schema_url=SCHEMA_URL)),

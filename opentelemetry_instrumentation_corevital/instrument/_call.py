@@ -31,7 +31,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import names
 from .._config import CaptureMode, Options
 from ..capture import CapturePlan, CaptureSource, TransformersSource
-from ..emit import Instruments, emit_report, metric_attributes, publish, report_detail, span_name
+from ..emit import Instruments, emit_failure_details, emit_report, metric_attributes, publish, report_detail, span_name
 from ..report import ContentPolicy, ModelInfo, PerfInfo, Report, RequestInfo, build_report, trim_to_summary
 from ..signals.profiles import Profile, effective_profile
 from . import _describe
@@ -88,6 +88,8 @@ class ReportingCall:
     operation = names.OP_TEXT_COMPLETION
     derived_name: str | None = None  # the model's own name, which picks the profile even under a model_name override
     provider = names.PROVIDER  # gen_ai.provider.name on the span and the metrics
+    response_id: str | None = None  # gen_ai.response.id when the engine names its response; else the report's id
+    lent = False  # the span is another instrumentation's (openai-v2's), which emits the GenAI events itself
     telemetry: Telemetry
     options: Options
     model_info: ModelInfo
@@ -115,7 +117,9 @@ class ReportingCall:
     @functools.cached_property
     def content(self) -> ContentPolicy:
         """Where this call's content may go, decided once from its options; every route asks it."""
-        return ContentPolicy.of(self.options.content)
+        options = self.options
+        policy = ContentPolicy.of_switches(options.content, options.semconv_opt_in, options.genai_event)
+        return policy.without_genai_events() if self.lent else policy
 
     def returned(self, result: Any) -> Any:
         """Keep what the model's work returned (the report is built from it on leaving); returns it unchanged."""
@@ -131,9 +135,10 @@ class ReportingCall:
             self.span.set_attribute(names.ERROR_TYPE, kind)
             self.span.record_exception(exc)
             self.span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-            self.telemetry.instruments.record_failure(
-                duration, metric_attributes(self.operation, self.model_info.name, self.provider), kind
-            )
+            attributes = metric_attributes(self.operation, self.model_info.name, self.provider)
+            self.telemetry.instruments.record_failure(duration, attributes, kind)
+            details = {**attributes, names.ERROR_TYPE: kind}
+            emit_failure_details(self.telemetry.logger, self.span_context, details, self.content)
             self.source.finish(None)  # frees the capture's buffers
         except Exception as ours:
             self._lost("fail", ours, "could not record a failed generation")
@@ -200,6 +205,7 @@ class ReportingCall:
             self.content,
             self.request_context.get("attributes") or {},
             self.provider,
+            self.response_id or report.report_id,
         )
         if self.options.report_log:
             emit_report(telemetry.logger, record, self.span_context)

@@ -1,4 +1,5 @@
-"""Content capture: decoding the prompt and output ids, and the prompt as GenAI input messages."""
+"""Content capture: decoding the prompt and output ids, the prompt as GenAI input messages, the template's system
+prompt as GenAI system instructions."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..report import ContentInput, ContentPolicy
-from ._prompts import PromptRecord
+from ._prompts import PromptRecord, _unwrapped
+
+#: Stands in for a system message's text when the template is rendered to find where its own system prompt goes.
+_MARKER = "COREVITALSYSTEMMARKER"
 
 
 def genai_messages(messages: Any) -> list[dict[str, Any]] | None:
@@ -32,6 +36,30 @@ def genai_messages(messages: Any) -> list[dict[str, Any]] | None:
     return converted
 
 
+def template_system_prompt(tokenizer: Any, messages: Any) -> str | None:
+    """The system prompt the chat template writes on its own for a conversation without one (SmolLM2's, Qwen's).
+
+    The conversation is rendered as it is and again after a system message holding a marker: what the first
+    rendering has where the second has the marker is the template's own system prompt. None when it adds none.
+    """
+    if not isinstance(messages, (list, tuple)) or not getattr(tokenizer, "chat_template", None):
+        return None
+    if any(isinstance(m, Mapping) and m.get("role") == "system" for m in messages):
+        return None  # the conversation's own system message: part of the input messages
+    try:
+        render = _unwrapped(tokenizer, "apply_chat_template")  # ours would remember the renderings as prompts
+        plain = render(tokenizer, list(messages), tokenize=False)
+        marked = render(tokenizer, [{"role": "system", "content": _MARKER}, *messages], tokenize=False)
+    except Exception:  # a template that refuses a system message
+        return None
+    if not isinstance(plain, str) or not isinstance(marked, str) or marked.count(_MARKER) != 1:
+        return None
+    before, after = marked.split(_MARKER)
+    if not plain.startswith(before) or not plain.endswith(after) or len(plain) < len(before) + len(after):
+        return None
+    return plain[len(before) : len(plain) - len(after)] or None
+
+
 def content_input(
     tokenizer: Any,
     record: PromptRecord | None,
@@ -53,12 +81,19 @@ def content_input(
             if mask_rows and i < len(mask_rows):
                 row = [t for t, m in zip(row, mask_rows[i]) if m]
             input_texts.append(decode(row))
+    system = None
     if record is not None and record.chat and record.messages is not None:
         messages = genai_messages(record.messages)
+        prompt = template_system_prompt(tokenizer, record.messages) if tokenizer is not None else None
+        system = [{"type": "text", "content": prompt}] if prompt else None
     elif input_texts:
         messages = [{"role": "user", "parts": [{"type": "text", "content": input_texts[0]}]}]
     else:
         messages = None
     return ContentInput(
-        decode=decode, input_texts=input_texts, input_messages=messages, quote_tokens=policy.quoted_tokens
+        decode=decode,
+        input_texts=input_texts,
+        input_messages=messages,
+        system_instructions=system,
+        quote_tokens=policy.quoted_tokens,
     )

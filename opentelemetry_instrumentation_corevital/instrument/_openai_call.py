@@ -191,6 +191,7 @@ class OpenAICall(ReportingCall):
         """Take the tokens, log-probabilities, texts, finish reasons and usage of a response or a stream chunk."""
         try:
             self.response_model = getattr(response, "model", None) or self.response_model
+            self.response_id = getattr(response, "id", None) or self.response_id
             self.usage = getattr(response, "usage", None) or self.usage
             for choice in getattr(response, "choices", None) or ():
                 self._choice(choice)

@@ -154,8 +154,7 @@ class VLLMCall(ReportingCall):
             if seq.intervention is None:
                 seq.finish_reason = self.facts.finish_reason or seq.finish_reason
         report.usage = Usage(len(found.prompt_ids), len(found.output_ids))
-        if self.facts.request_id:
-            self.span.set_attribute(names.RESPONSE_ID, self.facts.request_id)
+        self.response_id = self.facts.request_id
         return report
 
     def _content(self) -> ContentInput | None:

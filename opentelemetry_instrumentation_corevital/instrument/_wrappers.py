@@ -15,6 +15,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
+from .._content_switch import content_mode
 from ._call import GenerationCall, Telemetry, count_loss, warn_once
 from ._context import active_call
 from ._prompts import PromptRecord, _weak
@@ -146,7 +147,8 @@ class Wrappers:
 
         def remember(telemetry: Telemetry) -> None:
             conversation = args[0] if args else kwargs.get("conversation")
-            keep = telemetry.options.content.enabled
+            options = telemetry.options
+            keep = content_mode(options.content, options.semconv_opt_in).enabled
             ref = _weak(instance)
             records: PromptRecord | list[PromptRecord]
             if isinstance(conversation, (list, tuple)) and conversation and isinstance(conversation[0], (list, tuple)):

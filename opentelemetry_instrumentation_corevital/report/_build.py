@@ -294,6 +294,7 @@ def build_report(
         trace_id=request.trace_id,
         span_id=request.span_id,
         input_messages=content.input_messages if content is not None else None,
+        system_instructions=content.system_instructions if content is not None else None,
     )
 
 

@@ -71,4 +71,5 @@ class ContentInput:
     decode: Callable[[list[int]], str] | None = None
     input_texts: list[str] | None = None  # per input row
     input_messages: Any = None  # GenAI ``gen_ai.input.messages`` format
+    system_instructions: Any = None  # GenAI ``gen_ai.system_instructions`` format (parts)
     quote_tokens: bool = False  # the narrative may quote a token (``ContentPolicy.quoted_tokens``)

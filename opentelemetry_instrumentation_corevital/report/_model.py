@@ -18,7 +18,7 @@ from typing import Any
 from ._findings import Diagnosis
 from ._plain import from_plain
 
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.3.0"
 SCHEMA_MAJOR = 1
 
 
@@ -391,6 +391,7 @@ class Report:
     trace_id: str | None = None
     span_id: str | None = None
     input_messages: Any = None  # content capture only, GenAI message format
+    system_instructions: Any = None  # content capture only: the chat template's own system prompt, as GenAI parts
     perf: PerfInfo | None = None
     origin: Origin | None = None  # set by `corevital migrate`: what the report was converted from
 
