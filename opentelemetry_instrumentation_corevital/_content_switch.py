@@ -30,7 +30,7 @@ CONTENT_DOC = (
 )
 OPT_IN_DOC = (
     f"semantic-convention opt-ins, comma-separated; {GENAI_LATEST} selects the newest GenAI conventions (the content "
-    "modes, gen_ai.client.inference.operation.details, gen_ai.system_instructions)"
+    "modes, gen_ai.client.inference.operation.details, gen_ai.system_instructions, gen_ai.client.inference.* metrics)"
 )
 EMIT_EVENT_DOC = (
     f"with {GENAI_LATEST}: emit gen_ai.client.inference.operation.details (true/false; "

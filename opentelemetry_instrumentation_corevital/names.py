@@ -137,6 +137,15 @@ METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
 METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
 METRIC_TIME_TO_FIRST_TOKEN = "gen_ai.server.time_to_first_token"
 METRIC_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
+#: The newest GenAI conventions' client inference metrics (``gen_ai_latest_experimental``), in place of the four above.
+METRIC_INFERENCE_DURATION = "gen_ai.client.inference.duration"
+METRIC_INFERENCE_TIME_TO_FIRST_CHUNK = "gen_ai.client.inference.time_to_first_chunk"
+METRIC_INFERENCE_TIME_PER_OUTPUT_CHUNK = "gen_ai.client.inference.time_per_output_chunk"
+METRIC_INFERENCE_USAGE_INPUT = "gen_ai.client.inference.usage.input_tokens"
+METRIC_INFERENCE_USAGE_OUTPUT = "gen_ai.client.inference.usage.output_tokens"
+METRIC_INFERENCE_OPERATION_INPUT = "gen_ai.client.inference.operation.input_tokens"
+METRIC_INFERENCE_OPERATION_OUTPUT = "gen_ai.client.inference.operation.output_tokens"
+TOKEN_MODALITY = "gen_ai.token.modality"
 METRIC_RISK_SCORE = "corevital.risk.score"
 METRIC_HEALTH_FLAGS = "corevital.health.flags"
 FLAG_ATTRIBUTE = "corevital.flag"
@@ -158,6 +167,13 @@ METRIC_UNITS = {
     METRIC_TOKEN_USAGE: "{token}",
     METRIC_TIME_TO_FIRST_TOKEN: "s",
     METRIC_TIME_PER_OUTPUT_TOKEN: "s",
+    METRIC_INFERENCE_DURATION: "s",
+    METRIC_INFERENCE_TIME_TO_FIRST_CHUNK: "s",
+    METRIC_INFERENCE_TIME_PER_OUTPUT_CHUNK: "s",
+    METRIC_INFERENCE_USAGE_INPUT: "{token}",
+    METRIC_INFERENCE_USAGE_OUTPUT: "{token}",
+    METRIC_INFERENCE_OPERATION_INPUT: "{token}",
+    METRIC_INFERENCE_OPERATION_OUTPUT: "{token}",
     METRIC_RISK_SCORE: "1",
     METRIC_HEALTH_FLAGS: "{flag}",
     METRIC_TOKEN_ENTROPY: "bit",

@@ -70,6 +70,36 @@ GENERATION_METRICS = {
         n.ENTROPY_BUCKETS,
     ),
 }
+#: The same measurements under the newest GenAI conventions (``gen_ai_latest_experimental``): these replace
+#: ``duration``, ``token_usage``, ``ttft`` and ``tpot``; usage counts are counters by modality, and their per-call
+#: distribution is a histogram without it.
+LATEST_METRICS = {
+    "duration": MetricSpec(
+        n.METRIC_INFERENCE_DURATION, "s", "GenAI client inference operation duration", n.DURATION_BUCKETS
+    ),
+    "ttft": MetricSpec(
+        n.METRIC_INFERENCE_TIME_TO_FIRST_CHUNK,
+        "s",
+        "Time to the first output chunk (token), measured on the device",
+        n.TTFT_BUCKETS,
+    ),
+    "tpot": MetricSpec(
+        n.METRIC_INFERENCE_TIME_PER_OUTPUT_CHUNK,
+        "s",
+        "Mean time per output chunk (token) after the first, measured per step on the device",
+        n.TPOT_BUCKETS,
+    ),
+    "usage_input": MetricSpec(n.METRIC_INFERENCE_USAGE_INPUT, "{token}", "Input (prompt) tokens used"),
+    "usage_output": MetricSpec(n.METRIC_INFERENCE_USAGE_OUTPUT, "{token}", "Output (completion) tokens used"),
+    "operation_input": MetricSpec(
+        n.METRIC_INFERENCE_OPERATION_INPUT, "{token}", "Input tokens of each inference operation", n.TOKEN_BUCKETS
+    ),
+    "operation_output": MetricSpec(
+        n.METRIC_INFERENCE_OPERATION_OUTPUT, "{token}", "Output tokens of each inference operation", n.TOKEN_BUCKETS
+    ),
+}
+#: The GenAI metrics the newest conventions rename (the rest are CoreVital's and keep their names).
+_RENAMED = ("duration", "token_usage", "ttft", "tpot")
 #: CoreVital's own failures, by stage: a call that lost telemetry counts once per failed stage.
 CALL_ERRORS = MetricSpec(
     n.METRIC_INTERNAL_CALL_ERRORS,
@@ -100,10 +130,15 @@ LAYER_HISTOGRAMS = {
 
 
 class Instruments:
-    """The metric instruments of one meter, created once from the tables above."""
+    """The metric instruments of one meter, created once from the tables above (``latest``: the GenAI metrics
+    under the newest conventions' names, as with ``OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental``)."""
 
-    def __init__(self, meter: Meter) -> None:
-        self.generation = {key: spec.create(meter) for key, spec in GENERATION_METRICS.items()}
+    def __init__(self, meter: Meter, latest: bool = False) -> None:
+        specs = dict(GENERATION_METRICS)
+        if latest:
+            specs = {k: v for k, v in specs.items() if k not in _RENAMED} | LATEST_METRICS
+        self.latest = latest
+        self.generation = {key: spec.create(meter) for key, spec in specs.items()}
         self.layers = {name: spec.create(meter) for name, spec in LAYER_HISTOGRAMS.items()}
         self.call_errors = CALL_ERRORS.create(meter)
 
@@ -111,8 +146,7 @@ class Instruments:
         """Every generation's measurements, with the bounded ``base`` attributes."""
         m = self.generation
         m["duration"].record(report.timings.duration_s, base)
-        m["token_usage"].record(report.usage.input_tokens, {**base, n.TOKEN_TYPE: "input"})
-        m["token_usage"].record(report.usage.output_tokens, {**base, n.TOKEN_TYPE: "output"})
+        self._record_usage(report.usage.input_tokens, report.usage.output_tokens, base, "text")
         for key, value in (
             ("ttft", report.timings.time_to_first_token_s),
             ("tpot", report.timings.time_per_output_token_s),
@@ -144,8 +178,24 @@ class Instruments:
                         histogram.record(sum(finite) / len(finite), {**base, n.LAYER_ATTRIBUTE: index})
 
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
-        """A failed generation counts in the duration histogram, with its ``error.type``."""
+        """A failed generation counts in the duration histogram, with its ``error.type`` (and, under the newest
+        conventions, as zero tokens of unknown modality, as they ask for failed operations)."""
         self.generation["duration"].record(duration_s, {**base, n.ERROR_TYPE: error_type})
+        if self.latest:
+            failed = {**base, n.ERROR_TYPE: error_type}
+            self.generation["usage_input"].add(0, {**failed, n.TOKEN_MODALITY: "unknown"})
+            self.generation["usage_output"].add(0, {**failed, n.TOKEN_MODALITY: "unknown"})
+
+    def _record_usage(self, input_tokens: int, output_tokens: int, base: dict[str, Any], modality: str) -> None:
+        m = self.generation
+        if not self.latest:
+            m["token_usage"].record(input_tokens, {**base, n.TOKEN_TYPE: "input"})
+            m["token_usage"].record(output_tokens, {**base, n.TOKEN_TYPE: "output"})
+            return
+        m["usage_input"].add(input_tokens, {**base, n.TOKEN_MODALITY: modality})
+        m["usage_output"].add(output_tokens, {**base, n.TOKEN_MODALITY: modality})
+        m["operation_input"].record(input_tokens, base)
+        m["operation_output"].record(output_tokens, base)
 
     def record_call_error(self, stage: str) -> None:
         """One failure inside CoreVital at ``stage`` (a value of ``names.CALL_STAGES``, so the count stays bounded)."""

@@ -106,7 +106,10 @@ class CoreVitalInstrumentor(BaseInstrumentor):
             _logger.warning("CoreVital captures no content: %s.", ignored)
         self._telemetry = Telemetry(
             tracer=trace.get_tracer(SCOPE, __version__, kwargs.get("tracer_provider"), schema_url=SCHEMA_URL),
-            instruments=Instruments(get_meter(SCOPE, __version__, kwargs.get("meter_provider"), schema_url=SCHEMA_URL)),
+            instruments=Instruments(
+                get_meter(SCOPE, __version__, kwargs.get("meter_provider"), schema_url=SCHEMA_URL),
+                latest=options.semconv_opt_in,
+            ),
             logger=get_logger(SCOPE, __version__, kwargs.get("logger_provider"), schema_url=SCHEMA_URL),
             options=options,
             prompts=_PROMPTS,
