@@ -85,22 +85,6 @@ SHAPES: dict[str, dict[str, Any]] = {
         bos_token_id=1,
         eos_token_id=2,
     ),
-    # Llama-3.1-70B's layer shape with 40 of its 80 layers (about 36B parameters, 72 GB in bf16): over 2 GPUs
-    # it runs like the real model's half per device, and every mode and batch fits one 10-minute device command.
-    "llama-3.1-70b-40l": dict(
-        arch="llama",
-        vocab_size=128256,
-        hidden_size=8192,
-        intermediate_size=28672,
-        num_hidden_layers=40,
-        num_attention_heads=64,
-        num_key_value_heads=8,
-        max_position_embeddings=131072,
-        rope_theta=500000.0,
-        rms_norm_eps=1e-5,
-        bos_token_id=128000,
-        eos_token_id=128001,
-    ),
     "qwen2-0.5b": dict(
         arch="qwen2",
         vocab_size=151936,
@@ -117,6 +101,13 @@ SHAPES: dict[str, dict[str, Any]] = {
         eos_token_id=151643,
     ),
 }
+
+
+# Llama-3.1-70B's layer shape with 40 of its 80 layers (about 36B parameters, 69 GB in bf16): over 2 GPUs it runs
+# like the real model's half per device, and every mode and batch fits one 10-minute device command.
+SHAPES["llama-3.1-70b-40l"] = dict(
+    SHAPES["llama-3.1-8b"], hidden_size=8192, intermediate_size=28672, num_hidden_layers=40, num_attention_heads=64
+)
 
 
 @dataclass
