@@ -23,6 +23,7 @@ from ..capture import VLLMRequestCapture
 from ..emit import span_name
 from ..report import ContentInput, GenerationRequest, ModelInfo, Report, RequestInfo, Usage, build_report
 from ._call import ReportingCall, Telemetry
+from ._describe import checkpoint_name
 
 
 @dataclass
@@ -44,14 +45,15 @@ def engine_facts(request: Any) -> EngineFacts:
     return EngineFacts(finish_reason=reason, request_id=getattr(request, "request_id", None))
 
 
-def model_info(config: Any) -> ModelInfo:
-    """The report's model section from a ``VllmConfig``."""
+def model_info(config: Any, override: str | None = None) -> ModelInfo:
+    """The report's model section from a ``VllmConfig``: named by ``override``, else by the served name (vLLM's
+    default is the model path: a local folder is then named as a transformers load of it is, never by its path)."""
     model_config = getattr(config, "model_config", None)
     hf = getattr(model_config, "hf_config", None)
     served = getattr(model_config, "served_model_name", None)
     if isinstance(served, (list, tuple)):
         served = served[0] if served else None
-    name = str(served or getattr(model_config, "model", None) or "unknown")
+    name = override or checkpoint_name(str(served or getattr(model_config, "model", None) or "unknown"))
     architectures = getattr(hf, "architectures", None) or [None]
     device = getattr(getattr(config, "device_config", None), "device_type", None)
     return ModelInfo(
@@ -87,7 +89,7 @@ class VLLMCall(ReportingCall):
         self.facts = facts
         self.marker = found.marker
         self.operation = str(self.marker.get("operation") or names.OP_TEXT_COMPLETION)
-        self.model_info = model_info(found.config)
+        self.model_info = model_info(found.config, self.options.model_name)
         self.watchers = ()
         self.request_context = {}
         arrival = self.marker.get("arrival")

@@ -15,6 +15,9 @@ from opentelemetry_instrumentation_corevital.viewer import build_index, runlist
 
 from .conftest import VLLM_MODEL
 
+#: The model folder's name: spans and reports never carry its path (its config.json names no hub repo).
+VLLM_NAME = os.path.basename(VLLM_MODEL)
+
 pytestmark = pytest.mark.slow
 
 PROMPT = "Name three colours."
@@ -46,11 +49,11 @@ def test_vllm_backend_generates_once_and_prints_the_report(llm, tmp_path, capsys
     messages = [{"role": "user", "content": PROMPT}]
     encoded = llm.get_tokenizer().apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
     prompt_ids = encoded["input_ids"]
-    assert span["name"] == f"chat {VLLM_MODEL}"
+    assert span["name"] == f"chat {VLLM_NAME}"
     assert span["kind"] == 1  # INTERNAL: the engine runs in this process
     assert attrs["gen_ai.provider.name"] == "vllm"
     assert attrs["gen_ai.operation.name"] == "chat"
-    assert attrs["gen_ai.request.model"] == VLLM_MODEL
+    assert attrs["gen_ai.request.model"] == VLLM_NAME
     assert attrs["gen_ai.usage.input_tokens"] == str(len(prompt_ids))
     assert attrs["gen_ai.usage.output_tokens"] == "8"
 
@@ -62,16 +65,26 @@ def test_vllm_backend_generates_once_and_prints_the_report(llm, tmp_path, capsys
     assert record["spanId"] == span["spanId"]
     report = json.loads(record["body"]["stringValue"])
     validate_report(report)
-    assert report["model"]["name"] == VLLM_MODEL and report["model"]["num_layers"] == 30
+    assert report["model"]["name"] == VLLM_NAME and report["model"]["num_layers"] == 30
     assert report["usage"] == {**report["usage"], "input_tokens": len(prompt_ids), "output_tokens": 8}
     assert report["capture"]["signals"] == ["logits", "tokens", "hidden"]
-    assert stdout.splitlines()[0] == f"corevital · {VLLM_MODEL} · chat · greedy_search · 8 new tokens · cpu float32"
+    assert stdout.splitlines()[0] == f"corevital · {VLLM_NAME} · chat · greedy_search · 8 new tokens · cpu float32"
     assert f"risk      {report['summary']['risk_score']:.2f} (" in stdout
     assert sum(1 for line in stdout.splitlines() if line.startswith("  L")) == 30  # one line per decoder layer
 
     (run,) = build_index([str(out)]).runs
     (row,) = runlist.rows([run])
-    assert (row["provider"], row["model"], row["output tokens"]) == ("vllm", VLLM_MODEL, 8)
+    assert (row["provider"], row["model"], row["output tokens"]) == ("vllm", VLLM_NAME, 8)
+
+
+def test_vllm_backend_takes_the_model_name_given(llm, tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "corevital-cli")
+    out = tmp_path / "data"
+    argv = ["run", "--backend", "vllm", "--prompt", PROMPT, "--max-new-tokens", "2", "--out", str(out), "--quiet"]
+    assert _vllm_run.run(build_parser().parse_args([*argv, "--model-name", "SmolLM2-135M-Instruct"]), llm=llm) == 0
+    (span,) = _records(out / "traces.jsonl", "resourceSpans", "scopeSpans", "spans")
+    assert span["name"] == "chat SmolLM2-135M-Instruct"
+    assert _attributes(span)["gen_ai.request.model"] == "SmolLM2-135M-Instruct"
 
 
 def test_vllm_backend_refuses_a_model_that_is_not_a_folder(tmp_path, capsys):
