@@ -182,3 +182,33 @@ class TestStopOn:
             assert stopped[row, : pure + 1].tolist() == tokens[: pure + 1]
             steps.append(pure)
         assert steps == [16, 27, 27, 12]
+
+
+@pytest.mark.slow
+def test_smollm2_sentence_loop_is_stopped_by_the_ngram_rule(smollm2):
+    """SmolLM2's own sentence loop ("They're a marvel of human ingenuity." again and again, greedy): the n-gram
+    rule holds at step 79, two steps before the exact tail test would; stop_on stops there and the report of the
+    plain run flags the same loop."""
+    tokenizer, model = smollm2
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Tell me about trains."}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    prompt = inputs["input_ids"].shape[1]
+    plain = CoreVitalMonitor(capture="summary", capture_content=True)
+    tokens = plain.generate(model, **inputs, max_new_tokens=96, do_sample=False)[0, prompt:].tolist()
+    assert find_repetition_loop(tokens[:80], min_cycles=3) is None  # no exact loop yet at step 79
+    assert ngram_loop_steps(tokens).index(True) == 79
+    flags = plain.report.sequences[0].flags
+    assert flags.repetition_loop and "tokens" in flags.repetition_evidence
+    monitor = CoreVitalMonitor(stop_on=("repetition_loop",))
+    stopped = monitor.generate(model, **inputs, max_new_tokens=96, do_sample=False)[0, prompt:].tolist()
+    seq = monitor.report.sequences[0]
+    assert (seq.finish_reason, seq.intervention.condition, seq.intervention.step) == (
+        "intervention",
+        "repetition_loop",
+        79,
+    )
+    assert stopped == tokens[:80]

@@ -1,20 +1,25 @@
 """Repetition-loop detection quality: SmolLM2 generations labelled by a text-only rule.
 
-Each prompt is generated twice with the same seed and batch: once plainly
-(``capture="summary"``: the report's flags, risk and the baselines' inputs)
-and once with ``stop_on=("repetition_loop",)``. The text of the plain run gets
-a label from :mod:`labels` (seq-rep-4 over a window of words), which never
-looks at CoreVital's signals. Reported, for ``stop_on`` and for the report's
-``repetition_loop`` flag: recall, false-positive rate, detection delay (tokens
-from the text's loop onset to the stop), tokens saved; and, side by side, the
-best recall at FPR <= 0.02 of the baselines mean token entropy, perplexity and
-max surprisal (thresholds chosen on the same data, which flatters them), with
-their AUROC and the risk score's.
+Each prompt is generated once plainly (``capture="summary"``: ids, per-step
+entropies, the report's flag, risk and the baselines' inputs; cached as JSON
+lines under /tmp/cv-quality) and once with ``stop_on=("repetition_loop",)``
+(the same seed and batch). The text of the plain run gets a label from
+:mod:`labels` (seq-rep-4 over a window of words), which never looks at
+CoreVital's signals. Every detector setting is replayed over the cached ids
+(a stop criterion only reads the ids generated so far), so the whole sweep
+costs one generation pass; the live ``stop_on`` pass checks that the shipped
+criterion stops where its replay says and that the outputs equal the plain
+ones up to the stop. Reported per detector: recall, false-positive rate,
+detection delay (tokens from the text's loop onset to the stop), tokens saved;
+and, side by side, the best recall at FPR <= 0.02 of the baselines mean token
+entropy, perplexity and max surprisal (thresholds chosen on the same data,
+which flatters them), with their AUROC and the risk score's.
 
-Two prompt sets share no template or topic: ``dev`` (used while designing the
-detector) and ``eval`` (the reported one, >= 200 generations).
+Two prompt sets share no template or topic: ``dev`` (80 generations, used
+while designing the detector) and ``eval`` (the reported one, 212).
 
     python benchmarks/quality/loops.py --set eval --json benchmarks/results/quality-loops.json
+    python benchmarks/quality/loops.py --set dev --no-live --model /path/to/hf-folder
 """
 
 from __future__ import annotations
@@ -388,12 +393,12 @@ def analyse(items: list[dict[str, Any]], live: bool) -> dict[str, Any]:
     stop = stopping("rule")
     stop.update(replay_agrees_with_pure_rule=all(r["replay"] == r["rule"] for r in rows))
     if live:
+        ran = [r for r in rows if "stop_ids" in r]  # rows whose live stop_on run is there
         stop.update(
-            live_agrees_with_replay=all(r["stop_step"] == r["replay"] for r in rows),
-            outputs_identical_until_stop=all(r["stop_ids"] == r["tokens"][: len(r["stop_ids"])] for r in rows),
-            stop_tokens_match_step=all(
-                r["stop_step"] is None or len(r["stop_ids"]) == r["stop_step"] + 1 for r in rows
-            ),
+            live_generations=len(ran),
+            live_agrees_with_replay=all(r["stop_step"] == r["replay"] for r in ran),
+            outputs_identical_until_stop=all(r["stop_ids"] == r["tokens"][: len(r["stop_ids"])] for r in ran),
+            stop_tokens_match_step=all(r["stop_step"] is None or len(r["stop_ids"]) == r["stop_step"] + 1 for r in ran),
         )
     sweep = {}
 
@@ -495,7 +500,7 @@ def main() -> None:
     result = analyse(items, live=not args.no_live)
     result.update(
         set=args.set,
-        model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)",
+        model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)" if args.model is None else f"{args.model} (CPU)",
         max_new_tokens=MAX_NEW_TOKENS,
         batch=BATCH,
         seconds=round(time.perf_counter() - t0, 1),

@@ -7,13 +7,15 @@ a few small kernels per step and no synchronisation.
 
 Conditions:
 
-* ``repetition_loop`` - the *tail* of the generated ids repeats with a fixed
-  period p (1..32) for at least 3 whole periods and 12 tokens: the real-time
-  counterpart of the report's ``repetition_loop`` flag, which looks for such a
-  stretch anywhere once the generation is over. With ``stop_loop_repeat=R``
-  a tail that repeats R tokens of its previous period (and 12 in all) is
-  enough: long sentences are stopped on their second saying instead of their
-  third, at the cost of stopping some clauses said twice (see BENCHMARKS.md);
+* ``repetition_loop`` - the report's ``repetition_loop`` rule at every step
+  (:class:`LoopCheck`): the *tail* of the generated ids repeats with a fixed
+  period p (1..32) for at least 3 whole periods and 12 tokens (the profile's
+  thresholds), or 9 of the last 16 steps close a 4-gram already said 3 times
+  in the 128 steps before (:class:`~..signals.repetition.NgramLoopRule`: edit-
+  tolerant, any period). With ``stop_loop_repeat=R`` a tail that repeats R
+  tokens of its previous period (and 12 in all) is enough: long sentences are
+  stopped on their second saying, at the cost of stopping some clauses said
+  twice (see BENCHMARKS.md);
 * ``nan_or_inf`` - the step's next-token distribution is not finite;
 * ``high_entropy`` - ``run`` consecutive steps above ``high_entropy_bits``.
 

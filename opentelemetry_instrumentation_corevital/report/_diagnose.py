@@ -45,7 +45,7 @@ REPETITION_FLAG_FIELDS = tuple(name for name in field_names(Flags) if name.start
 
 
 def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None, th: Any) -> None:
-    """Token loop (periodic ids) and hidden-state loop (the last layer's state repeating); either fires the flag."""
+    """Token loop (periodic ids or an n-gram near-loop) and hidden-state loop (the last layer's state repeating)."""
     n = len(tokens)
     loop = find_loop(
         tokens,

@@ -1,14 +1,19 @@
 """Repetition loops found in the generated token ids.
 
-A loop is a stretch in which the output repeats itself with a fixed period:
-``tokens[i] == tokens[i - period]`` for every ``i`` in the stretch. We report
-it when the periodic stretch spans at least ``min_cycles`` whole periods and at
-least ``min_tokens`` tokens, so a doubled word or a short table rule is not a
-loop but "the the the ..." or a sentence said three times is.
+Two rules; the ``repetition_loop`` flag and ``stop_on="repetition_loop"``
+apply both (:func:`find_loop`), so a live stop and the flag agree:
+
+* an exact loop - a stretch in which ``tokens[i] == tokens[i - period]`` for
+  every ``i``, spanning at least ``min_cycles`` whole periods and
+  ``min_tokens`` tokens, so a doubled word or a short table rule is not a loop
+  but "the the the ..." or a sentence said three times is;
+* an n-gram near-loop (:class:`NgramLoopRule`) - most recent steps close an
+  n-gram already said several times not long before: the sentence loops with
+  small variations (an edit, a paragraph break) that break an exact period.
 
 The original CoreVital looked only at the last five steps' hidden states; its
-n-gram check was unreachable. This one runs on the ids on the host after the
-generation (they are transferred anyway), so it costs no device work.
+n-gram check was unreachable. These run on the ids on the host after the
+generation (they are transferred anyway), so they cost no device work.
 """
 
 from __future__ import annotations
