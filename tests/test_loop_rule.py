@@ -81,6 +81,11 @@ class TestNgramRule:
         loop = find_ngram_loop(varied_sentence(8))
         assert (loop.onset_step, loop.period, loop.length) == (39, 10, 41)  # recurring steps 39..79
 
+    @pytest.mark.parametrize("bad", [dict(seen=0), dict(hits=17), dict(hits=0), dict(history=0), dict(n=0)])
+    def test_a_rule_that_cannot_hold_or_always_holds_is_refused(self, bad):
+        with pytest.raises(ValueError, match="hits <= window"):
+            NgramLoopRule(**bad)
+
     def test_find_loop_takes_the_earlier_onset(self):
         same = [7] * 20  # both hold: the exact stretch starts at 0, the n-gram rule's onset is step 6
         assert find_ngram_loop(same).onset_step == 6

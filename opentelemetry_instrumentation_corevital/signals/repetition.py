@@ -82,6 +82,10 @@ class NgramLoopRule:
     window: int = 16  # the rule holds at a step when, among the last ``window`` steps,
     hits: int = 9  # at least this many recur
 
+    def __post_init__(self) -> None:
+        if min(self.n, self.seen, self.history) < 1 or not 1 <= self.hits <= self.window:
+            raise ValueError(f"{self}: n, seen and history must be >= 1 and 1 <= hits <= window")
+
 
 NGRAM_LOOP = NgramLoopRule()
 
