@@ -1,20 +1,25 @@
 """Repetition-loop detection quality: SmolLM2 generations labelled by a text-only rule.
 
-Each prompt is generated twice with the same seed and batch: once plainly
-(``capture="summary"``: the report's flags, risk and the baselines' inputs)
-and once with ``stop_on=("repetition_loop",)``. The text of the plain run gets
-a label from :mod:`labels` (seq-rep-4 over a window of words), which never
-looks at CoreVital's signals. Reported, for ``stop_on`` and for the report's
-``repetition_loop`` flag: recall, false-positive rate, detection delay (tokens
-from the text's loop onset to the stop), tokens saved; and, side by side, the
-best recall at FPR <= 0.02 of the baselines mean token entropy, perplexity and
-max surprisal (thresholds chosen on the same data, which flatters them), with
-their AUROC and the risk score's.
+Each prompt is generated once plainly (``capture="summary"``: ids, per-step
+entropies, the report's flag, risk and the baselines' inputs; cached as JSON
+lines under /tmp/cv-quality) and once with ``stop_on=("repetition_loop",)``
+(the same seed and batch). The text of the plain run gets a label from
+:mod:`labels` (seq-rep-4 over a window of words), which never looks at
+CoreVital's signals. Every detector setting is replayed over the cached ids
+(a stop criterion only reads the ids generated so far), so the whole sweep
+costs one generation pass; the live ``stop_on`` pass checks that the shipped
+criterion stops where its replay says and that the outputs equal the plain
+ones up to the stop. Reported per detector: recall, false-positive rate,
+detection delay (tokens from the text's loop onset to the stop), tokens saved;
+and, side by side, the best recall at FPR <= 0.02 of the baselines mean token
+entropy, perplexity and max surprisal (thresholds chosen on the same data,
+which flatters them), with their AUROC and the risk score's.
 
-Two prompt sets share no template or topic: ``dev`` (used while designing the
-detector) and ``eval`` (the reported one, >= 200 generations).
+Two prompt sets share no template or topic: ``dev`` (80 generations, used
+while designing the detector) and ``eval`` (the reported one, 212).
 
     python benchmarks/quality/loops.py --set eval --json benchmarks/results/quality-loops.json
+    python benchmarks/quality/loops.py --set dev --no-live --model /path/to/hf-folder
 """
 
 from __future__ import annotations
@@ -38,8 +43,21 @@ import labels  # noqa: E402
 MAX_NEW_TOKENS = 192
 BATCH = 8
 MAX_FPR = 0.02
-EAGER_REPEAT = 8  # the stop_on variant that stops a tail repeating 8 tokens of its previous period
+#: The exact tail test of the SmolLM2 profile (min_cycles, min_tokens, max_period), for caches made before it was kept.
+DEFAULT_TAIL = (3, 12, 32)
 SWEEP = (8, 12, 16, 24, 32)  # stop_loop_repeat values replayed to show the recall / false-stop trade-off
+
+
+def _ngram_sweep() -> list[Any]:
+    """The n-gram rule's settings replayed beside the shipped one (n=4, seen=3, history=128, window=16, hits=9)."""
+    from opentelemetry_instrumentation_corevital.signals.repetition import NgramLoopRule
+
+    out = []
+    for seen, history in ((2, 64), (2, 128), (3, 128), (3, 256), (4, 256)):
+        for window, hits in ((8, 6), (12, 7), (16, 9), (16, 12), (24, 13), (32, 13), (32, 20)):
+            out.append(NgramLoopRule(n=4, seen=seen, history=history, window=window, hits=hits))
+    return out + [NgramLoopRule(n=3), NgramLoopRule(n=5, hits=8)]
+
 
 EVAL_TOPICS = [
     "submarines",
@@ -112,6 +130,14 @@ DEV_LOOPS = [
     ("raw", "tick tock tick tock tick tock tick tock"),
     ("raw", "more and more and more and more and"),
 ]
+#: A second dev block (added while designing loop detector v2: 40 generations were too few to choose a rule).
+DEV_TOPICS_2 = ["volcanoes", "honeybees", "chess", "glaciers", "coffee", "penguins", "the printing press", "rainbows"]
+DEV_LOOPS_2 = [
+    ("chat", "Say 'hello' over and over."),
+    ("chat", "Write the same sentence ten times: I love the sea."),
+    ("raw", "la la la la la la la la"),
+    ("raw", "one two one two one two one two"),
+]
 
 #: (name, generate() keywords): greedy decoding loops most; sampling and a repetition penalty give negatives.
 DECODING = [
@@ -124,19 +150,21 @@ DECODING = [
 
 def prompt_set(name: str) -> list[dict[str, Any]]:
     if name == "eval":
-        base = [(k, tpl.format(t=t)) for t in EVAL_TOPICS for k, tpl in EVAL_TEMPLATES]  # 180
-        loops = EVAL_LOOPS
+        blocks = [(EVAL_TOPICS, EVAL_TEMPLATES, EVAL_LOOPS)]  # 180 + 32
     elif name == "dev":
-        base = [(k, tpl.format(t=t)) for t in DEV_TOPICS for k, tpl in DEV_TEMPLATES]
-        loops = DEV_LOOPS
+        blocks = [(DEV_TOPICS, DEV_TEMPLATES, DEV_LOOPS), (DEV_TOPICS_2, DEV_TEMPLATES, DEV_LOOPS_2)]  # 40 + 40
     else:
         raise SystemExit(f"unknown set {name!r}: use dev or eval")
-    runs = [(k, p, DECODING[i % len(DECODING)]) for i, (k, p) in enumerate(base)]
-    for kind, text in loops:  # loop-inducing prompts: greedy and sampled
-        runs += [(kind, text, DECODING[0]), (kind, text, DECODING[1])]
+    runs = []
+    for block, (topics, templates, loops) in enumerate(blocks):
+        base = [(k, tpl.format(t=t)) for t in topics for k, tpl in templates]
+        part = [(k, p, DECODING[i % len(DECODING)]) for i, (k, p) in enumerate(base)]
+        for kind, text in loops:  # loop-inducing prompts: greedy and sampled
+            part += [(kind, text, DECODING[0]), (kind, text, DECODING[1])]
+        runs += [(block, k, p, d, (k, p) in loops) for k, p, d in part]
     return [
-        {"id": i, "kind": k, "prompt": p, "decoding": d[0], "kwargs": d[1], "induced": (k, p) in loops}
-        for i, (k, p, d) in enumerate(runs)
+        {"id": i, "block": b, "kind": k, "prompt": p, "decoding": d[0], "kwargs": d[1], "induced": induced}
+        for i, (b, k, p, d, induced) in enumerate(runs)
     ]
 
 
@@ -163,65 +191,91 @@ def _token_steps(tokenizer: Any, tokens: list[int]) -> list[int]:
     return owner
 
 
-def generate(runs: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
-    """Both runs of every prompt (cached in ``cache``, one JSON object per line)."""
+def _load(model_path: str | None) -> tuple[Any, Any]:
+    """(tokenizer, model): the embedded SmolLM2, or any local HF folder or GGUF file, float32 on the CPU."""
+    import torch
+
+    from opentelemetry_instrumentation_corevital.cli import load_smollm2
+    from opentelemetry_instrumentation_corevital.cli._models import load, resolve_model
+
+    if model_path is None:
+        return load_smollm2()
+    return load(resolve_model(model_path, None), "cpu", torch.float32)
+
+
+def _batches(runs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Runs grouped by decoding, in batches of BATCH: the same batches (and seeds) for every pass."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(f"{run['block']} {run['decoding']}", []).append(run)
+    return [items[i : i + BATCH] for items in groups.values() for i in range(0, len(items), BATCH)]
+
+
+def _cached(cache: Path) -> dict[int, dict[str, Any]]:
     done = {}
     if cache.exists():
         for line in cache.read_text().splitlines():
             item = json.loads(line)
             done[item["id"]] = item
-    todo = [r for r in runs if r["id"] not in done]
-    if todo:
-        import torch
-
-        from opentelemetry_instrumentation_corevital import CoreVitalMonitor
-        from opentelemetry_instrumentation_corevital.cli import load_smollm2
-
-        tokenizer, model = load_smollm2()
-        tokenizer.padding_side = "left"
-        torch.set_num_threads(int(os.environ.get("CV_THREADS", "1")))
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for run in todo:
-            groups.setdefault(run["decoding"], []).append(run)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        with cache.open("a") as out:
-            for decoding, items in groups.items():
-                for start in range(0, len(items), BATCH):
-                    batch = items[start : start + BATCH]
-                    t0 = time.perf_counter()
-                    results = _generate_batch(torch, model, tokenizer, batch, CoreVitalMonitor)
-                    for item in results:
-                        out.write(json.dumps(item) + "\n")
-                        done[item["id"]] = item
-                    out.flush()
-                    print(f"  {decoding} batch of {len(batch)}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return [done[r["id"]] for r in runs]
+    return done
 
 
-def _generate_batch(torch: Any, model: Any, tokenizer: Any, batch: list[dict[str, Any]], monitor_cls: Any):
+def generate(runs: list[dict[str, Any]], cache: Path, model_path: str | None, live: bool) -> list[dict[str, Any]]:
+    """The plain pass of every prompt (cached in ``cache``, one JSON object per line), and with ``live`` the
+    ``stop_on`` pass (cached beside it): ids and per-step entropies, so any detector setting replays from them."""
+    passes = [("plain", cache)] + ([("stop", cache.with_name(cache.stem + "-stop.jsonl"))] if live else [])
+    loaded: tuple[Any, Any] | None = None
+    merged: dict[int, dict[str, Any]] = {}
+    for name, path in passes:
+        done = _cached(path)
+        todo = [b for b in _batches(runs) if any(r["id"] not in done for r in b)]
+        if todo and loaded is None:
+            loaded = _load(model_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as out:
+            for batch in todo:
+                t0 = time.perf_counter()
+                for item in _generate_batch(*loaded, batch, stop=name == "stop"):
+                    out.write(json.dumps(item) + "\n")
+                    done[item["id"]] = item
+                out.flush()
+                print(
+                    f"  {name} {batch[0]['decoding']} batch of {len(batch)}: {time.perf_counter() - t0:.1f} s",
+                    file=sys.stderr,
+                )
+        for run in runs:
+            merged.setdefault(run["id"], {}).update(done[run["id"]])
+    return [merged[r["id"]] for r in runs]
+
+
+def _generate_batch(tokenizer: Any, model: Any, batch: list[dict[str, Any]], stop: bool) -> list[dict[str, Any]]:
+    import torch
+
+    from opentelemetry_instrumentation_corevital import CoreVitalMonitor
+
+    torch.set_num_threads(int(os.environ.get("CV_THREADS", "1")))
+    tokenizer.padding_side = "left"
     inputs = _inputs(tokenizer, batch)
     kwargs = dict(batch[0]["kwargs"], max_new_tokens=MAX_NEW_TOKENS, pad_token_id=tokenizer.pad_token_id)
-    seed = 7000 + batch[0]["id"]
-    plain = monitor_cls(capture="summary")
-    torch.manual_seed(seed)
+    monitor = CoreVitalMonitor(capture="summary", stop_on=("repetition_loop",) if stop else ())
+    torch.manual_seed(7000 + batch[0]["id"])
     with torch.no_grad():
-        full = plain.generate(model, **inputs, **kwargs)
-    stopper = monitor_cls(capture="summary", stop_on=("repetition_loop",))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        stopped = stopper.generate(model, **inputs, **kwargs)
+        out = monitor.generate(model, **inputs, **kwargs)
     prefix = inputs["input_ids"].shape[1]
     results = []
     for row, run in enumerate(batch):
-        seq = plain.report.sequences[row]
-        tokens = full[row, prefix : prefix + seq.output_tokens].tolist()
-        cut = stopper.report.sequences[row]
-        stop_tokens = stopped[row, prefix : prefix + cut.output_tokens].tolist()
-        agg = seq.aggregates
+        seq = monitor.report.sequences[row]
+        tokens = out[row, prefix : prefix + seq.output_tokens].tolist()
+        if stop:
+            step = seq.intervention.step if seq.intervention else None
+            results.append(dict(id=run["id"], stop_step=step, stop_ids=tokens))
+            continue
+        agg, th = seq.aggregates, monitor.report.thresholds
         results.append(
             dict(
                 run,
                 tokens=tokens,
+                entropy=seq.timeline.entropy,
                 text=tokenizer.decode(tokens, skip_special_tokens=True),
                 char_steps=_token_steps(tokenizer, tokens),
                 finish_reason=seq.finish_reason,
@@ -231,35 +285,64 @@ def _generate_batch(torch: Any, model: Any, tokenizer: Any, batch: list[dict[str
                 risk=seq.risk.score if seq.risk else None,
                 flag=seq.flags.repetition_loop,
                 flag_onset=seq.flags.repetition_onset_step,
-                stop_step=cut.intervention.step if cut.intervention else None,
-                stop_tokens=len(stop_tokens),
-                prefix_agrees=stop_tokens == tokens[: len(stop_tokens)],
+                flag_hidden="hidden" in seq.flags.repetition_evidence,  # the flag's other evidence, not from the ids
+                loop_tail=[th.repetition_min_cycles, th.repetition_min_tokens, th.repetition_max_period],
             )
         )
     return results
 
 
-def replay_stop(tokens: list[int], min_repeat: int | None) -> int | None:
-    """The step at which the production ``repetition_loop`` criterion stops these ids (None: never).
+def tail_step(
+    tokens: list[int], min_cycles: int, min_repeat: int | None = None, min_tokens: int = 12, max_period: int = 32
+) -> int | None:
+    """First step at which the exact tail test holds: pure, O(len * max_period)."""
+    from opentelemetry_instrumentation_corevital.capture._intervene import loop_length
+
+    needs = [loop_length(p, min_cycles, min_tokens, min_repeat) for p in range(1, max_period + 1)]
+    runs = [0] * max_period
+    for t in range(len(tokens)):
+        for p in range(1, max_period + 1):
+            runs[p - 1] = runs[p - 1] + 1 if t >= p and tokens[t] == tokens[t - p] else 0
+            if runs[p - 1] + p >= needs[p - 1]:
+                return t
+    return None
+
+
+def ngram_step(tokens: list[int], rule: Any) -> int | None:
+    """First step at which the n-gram rule holds (the pure function the report uses)."""
+    from opentelemetry_instrumentation_corevital.signals.repetition import ngram_loop_steps
+
+    held = ngram_loop_steps(tokens, rule)
+    return held.index(True) if True in held else None
+
+
+def replay_stop(tokens: list[int], tail: tuple[int, int, int]) -> int | None:
+    """The step at which the production ``repetition_loop`` criterion, run as on the device, stops these ids.
 
     The criterion only reads the ids generated so far, so replaying it over a
     plain run's ids gives the step a live ``stop_on`` run would stop at.
     """
     import torch
 
-    from opentelemetry_instrumentation_corevital.capture._intervene import _TailLoops
+    from opentelemetry_instrumentation_corevital.capture._intervene import LoopCheck
 
-    tails = _TailLoops(torch.device("cpu"), min_repeat=min_repeat)
+    check = LoopCheck(torch.device("cpu"), *tail)
     ids = torch.tensor([tokens])
     for step in range(len(tokens)):
-        hit = tails(ids[:, : step + 1], step + 1)
+        hit = check(ids[:, : step + 1], step + 1)
         if hit is not None and bool(hit[0]):
             return step
     return None
 
 
-def analyse(items: list[dict[str, Any]]) -> dict[str, Any]:
+def _first(*steps: int | None) -> int | None:
+    found = [s for s in steps if s is not None]
+    return min(found) if found else None
+
+
+def analyse(items: list[dict[str, Any]], live: bool) -> dict[str, Any]:
     from opentelemetry_instrumentation_corevital.signals.evaluation import auroc, recall_at_fpr
+    from opentelemetry_instrumentation_corevital.signals.repetition import NGRAM_LOOP
 
     rows = []
     for item in items:
@@ -301,25 +384,51 @@ def analyse(items: list[dict[str, Any]]) -> dict[str, Any]:
         return out
 
     for r in rows:
-        r["eager_step"] = replay_stop(r["tokens"], EAGER_REPEAT)
-    stop = stopping("stop_step")
-    stop.update(
-        outputs_identical_until_stop=all(r["prefix_agrees"] for r in rows),
-        stop_tokens_match_step=all(r["stop_step"] is None or r["stop_tokens"] == r["stop_step"] + 1 for r in rows),
-        replay_agrees=all(r["stop_step"] == replay_stop(r["tokens"], None) for r in rows),
-    )
-    eager = stopping("eager_step")
+        tail = r.get("loop_tail") or DEFAULT_TAIL
+        r["tail3"], r["tail2"] = tail_step(r["tokens"], 3), tail_step(r["tokens"], 2)
+        r["ngram"] = ngram_step(r["tokens"], NGRAM_LOOP)
+        # The shipped rule, stop_on's and the report flag's: the profile's exact tail test or the n-gram rule.
+        r["rule"] = _first(r["ngram"], tail_step(r["tokens"], tail[0], None, tail[1], tail[2]))
+        r["replay"] = replay_stop(r["tokens"], tail)
+    stop = stopping("rule")
+    stop.update(replay_agrees_with_pure_rule=all(r["replay"] == r["rule"] for r in rows))
+    if live:
+        ran = [r for r in rows if "stop_ids" in r]  # rows whose live stop_on run is there
+        stop.update(
+            live_generations=len(ran),
+            live_agrees_with_replay=all(r["stop_step"] == r["replay"] for r in ran),
+            outputs_identical_until_stop=all(r["stop_ids"] == r["tokens"][: len(r["stop_ids"])] for r in ran),
+            stop_tokens_match_step=all(r["stop_step"] is None or len(r["stop_ids"]) == r["stop_step"] + 1 for r in ran),
+        )
     sweep = {}
-    for repeat in SWEEP:
-        key = f"repeat_{repeat}"
+
+    def add(name: str, steps: Any) -> None:
         for r in rows:
-            r[key] = r["eager_step"] if repeat == EAGER_REPEAT else replay_stop(r["tokens"], repeat)
-        found = stopping(key)
-        sweep[str(repeat)] = {
+            r["_sweep"] = steps(r)
+        found = stopping("_sweep")
+        sweep[name] = {
             k: found[k]
-            for k in ("recall", "fpr", "delay_median", "delay_p90", "tokens_saved_share", "tokens_cut_from_non_loops")
+            for k in (
+                "recall",
+                "fpr",
+                "false_positives",
+                "delay_median",
+                "delay_p90",
+                "tokens_saved_share",
+                "tokens_cut_from_non_loops",
+            )
         }
-    flag = detector(lambda r: r["flag"])
+
+    add("exact tail, 3 periods (v1 stop_on)", lambda r: r["tail3"])
+    add("exact tail, 2 periods (v1 report flag)", lambda r: r["tail2"])
+    for repeat in SWEEP:
+        add(f"exact tail, stop_loop_repeat={repeat}", lambda r, repeat=repeat: tail_step(r["tokens"], 3, repeat))
+    for rule in _ngram_sweep():
+        label = f"n-gram n={rule.n} seen={rule.seen} history={rule.history} window={rule.window} hits={rule.hits}"
+        steps = {r["id"]: ngram_step(r["tokens"], rule) for r in rows}
+        add(label, lambda r, steps=steps: steps[r["id"]])
+        add(label + " or exact tail 3 periods", lambda r, steps=steps: _first(steps[r["id"]], r["tail3"]))
+    flag = detector(lambda r: r["rule"] is not None or r.get("flag_hidden", False))
 
     baselines = {}
     # A loop is confident: low entropy, low perplexity and low surprisal mark it (Xu et al. 2022).
@@ -347,8 +456,7 @@ def analyse(items: list[dict[str, Any]]) -> dict[str, Any]:
         "non_loops": len(negatives),
         "by_decoding": by_decoding,
         "stop_on": stop,
-        "stop_on_eager": eager,
-        "stop_loop_repeat_sweep": sweep,
+        "sweep": sweep,
         "flag": flag,
         "baselines": baselines,
         "label_rule": f"seq-rep-{labels.N} >= {labels.THRESHOLD} in a window of {labels.WINDOW} words",
@@ -361,46 +469,38 @@ def _print(result: dict[str, Any]) -> None:
         f"{result['generations']} generations, {result['loops']} loops by the text rule "
         f"({result['label_rule']}), {result['non_loops']} non-loops"
     )
-    print(f"{'detector':28} {'recall':>7} {'FPR':>7} {'AUROC':>7}  notes")
-    print(
-        f"{'stop_on=repetition_loop':28} {s['recall']:7.3f} {s['fpr']:7.3f} {'-':>7}  delay median "
-        f"{s['delay_median']} p90 {s['delay_p90']} tokens; saved {s['tokens_saved']} tokens "
-        f"({s['tokens_saved_share']:.0%} of looping output)"
-    )
-    e = result["stop_on_eager"]
-    print(
-        f"{'stop_loop_repeat=' + str(EAGER_REPEAT):28} {e['recall']:7.3f} {e['fpr']:7.3f} {'-':>7}  delay median "
-        f"{e['delay_median']} p90 {e['delay_p90']} tokens; saved {e['tokens_saved']} tokens "
-        f"({e['tokens_saved_share']:.0%} of looping output); criterion replayed on the ids"
-    )
-    for repeat, w in result["stop_loop_repeat_sweep"].items():
+    checks = {k: v for k, v in s.items() if isinstance(v, bool)}
+    print(f"{'detector':52} {'recall':>6} {'FPR':>6} {'FP':>3} {'delay':>9}  saved  notes")
+    for name, w in [("stop_on=repetition_loop (shipped rule)", s)] + list(result["sweep"].items()):
         print(
-            f"{'  sweep stop_loop_repeat=' + repeat:28} {w['recall']:7.3f} {w['fpr']:7.3f} {'-':>7}  delay median "
-            f"{w['delay_median']} p90 {w['delay_p90']}; saved {w['tokens_saved_share']:.0%} of looping output, "
-            f"cut {w['tokens_cut_from_non_loops']} tokens from non-loops"
+            f"{name:52} {w['recall']:6.3f} {w['fpr']:6.3f} {w['false_positives']:3} "
+            f"{str(w['delay_median']) + '/' + str(w['delay_p90']):>9}  {w['tokens_saved_share']:4.0%}"
         )
-    print(f"{'report flag repetition_loop':28} {f['recall']:7.3f} {f['fpr']:7.3f} {'-':>7}  after the generation")
+    print(f"checks: {checks}")
+    print(f"{'report flag repetition_loop':52} {f['recall']:6.3f} {f['fpr']:6.3f} {f['false_positives']:3}")
     for name, b in result["baselines"].items():
-        print(
-            f"{name:28} {b['recall_at_fpr_0.02']:7.3f} {'<=0.02':>7} {b['auroc']:7.3f}  "
-            f"best threshold in-sample, {b['direction']}"
-        )
+        print(f"{name:52} {b['recall_at_fpr_0.02']:6.3f} at FPR <= 0.02, AUROC {b['auroc']:.3f} ({b['direction']})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", default="eval", choices=("dev", "eval"))
     parser.add_argument("--cache", type=Path, default=None, help="JSONL of generations (default /tmp/cv-quality)")
+    parser.add_argument("--model", default=None, help="a local HF folder or GGUF file (default: the embedded SmolLM2)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--no-live", action="store_true", help="only the plain pass: every detector replayed on its ids"
+    )
     args = parser.parse_args()
     runs = prompt_set(args.set)
-    cache = args.cache or Path(f"/tmp/cv-quality/loops-{args.set}-{MAX_NEW_TOKENS}.jsonl")
+    tag = "smollm2" if args.model is None else Path(args.model).name.replace(".gguf", "")
+    cache = args.cache or Path(f"/tmp/cv-quality/loops-{args.set}-{tag}-{MAX_NEW_TOKENS}.jsonl")
     t0 = time.perf_counter()
-    items = generate(runs, cache)
-    result = analyse(items)
+    items = generate(runs, cache, args.model, live=not args.no_live)
+    result = analyse(items, live=not args.no_live)
     result.update(
         set=args.set,
-        model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)",
+        model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)" if args.model is None else f"{args.model} (CPU)",
         max_new_tokens=MAX_NEW_TOKENS,
         batch=BATCH,
         seconds=round(time.perf_counter() - t0, 1),

@@ -7,13 +7,15 @@ a few small kernels per step and no synchronisation.
 
 Conditions:
 
-* ``repetition_loop`` - the *tail* of the generated ids repeats with a fixed
-  period p (1..32) for at least 3 whole periods and 12 tokens: the real-time
-  counterpart of the report's ``repetition_loop`` flag, which looks for such a
-  stretch anywhere once the generation is over. With ``stop_loop_repeat=R``
-  a tail that repeats R tokens of its previous period (and 12 in all) is
-  enough: long sentences are stopped on their second saying instead of their
-  third, at the cost of stopping some clauses said twice (see BENCHMARKS.md);
+* ``repetition_loop`` - the report's ``repetition_loop`` rule at every step
+  (:class:`LoopCheck`): the *tail* of the generated ids repeats with a fixed
+  period p (1..32) for at least 3 whole periods and 12 tokens (the profile's
+  thresholds), or 9 of the last 16 steps close a 4-gram already said 3 times
+  in the 128 steps before (:class:`~..signals.repetition.NgramLoopRule`: edit-
+  tolerant, any period). With ``stop_loop_repeat=R`` a tail that repeats R
+  tokens of its previous period (and 12 in all) is enough: long sentences are
+  stopped on their second saying, at the cost of stopping some clauses said
+  twice (see BENCHMARKS.md);
 * ``nan_or_inf`` - the step's next-token distribution is not finite;
 * ``high_entropy`` - ``run`` consecutive steps above ``high_entropy_bits``.
 
@@ -32,6 +34,13 @@ import torch
 
 from .._config import STOP_CONDITIONS as CONDITIONS
 from .._config import StepView
+from ..signals.repetition import (
+    DEFAULT_MAX_PERIOD,
+    DEFAULT_MIN_CYCLES,
+    DEFAULT_MIN_TOKENS,
+    NGRAM_LOOP,
+    NgramLoopRule,
+)
 from ._lanes import moved
 from ._recorder import StepRecorder
 from ._rows import StepRows
@@ -40,6 +49,8 @@ CODES = {name: i + 1 for i, name in enumerate(CONDITIONS)}
 CALLBACK = "step_callback"
 CODES[CALLBACK] = len(CONDITIONS) + 1
 LN2 = math.log(2.0)
+#: The exact tail test's (min_cycles, min_tokens, max_period) when no profile gives them.
+DEFAULT_TAIL = (DEFAULT_MIN_CYCLES, DEFAULT_MIN_TOKENS, DEFAULT_MAX_PERIOD)
 
 
 def loop_length(period: int, min_cycles: int, min_tokens: int, min_repeat: int | None) -> int:
@@ -95,6 +106,57 @@ class _TailLoops:
         return equal.all(dim=-1).any(dim=-1)
 
 
+class _NgramLoops:
+    """:class:`NgramLoopRule` on the device: the last ``window`` n-grams against the ``history`` before each.
+
+    Stateless: every step compares the tail of the ids again (window x history x n
+    element compares per row), so a skipped or repeated call cannot put it out of step.
+    """
+
+    def __init__(self, device: torch.device, rule: NgramLoopRule = NGRAM_LOOP) -> None:
+        self.rule = rule
+        self.depth = rule.window + rule.history + rule.n - 1  # positions the check reads
+        ends = torch.arange(self.depth - rule.window, self.depth)  # n-gram ends checked: the last `window`
+        before = ends.view(-1, 1) - rule.history + torch.arange(rule.history)  # each one's `history` predecessors
+        self.ends, self.before = ends.to(device), before.to(device)
+        self.least = rule.n + rule.seen + rule.hits - 1  # fewer generated tokens cannot hold the rule
+
+    def __call__(self, input_ids: torch.Tensor, generated: int) -> torch.Tensor | None:
+        rule = self.rule
+        if generated < self.least:
+            return None
+        tail = input_ids[:, -self.depth :]
+        if tail.shape[1] < self.depth:  # a short prompt: pad on the left; the padding is never a generated n-gram
+            tail = torch.nn.functional.pad(tail, (self.depth - tail.shape[1], 0))
+        same = tail[:, self.ends].unsqueeze(-1) == tail[:, self.before]
+        for k in range(1, rule.n):
+            same &= tail[:, self.ends - k].unsqueeze(-1) == tail[:, self.before - k]
+        first = self.depth - generated + rule.n - 1  # the first position ending an n-gram of generated tokens
+        earlier = (same & (self.before >= first)).sum(dim=-1)
+        recurs = (earlier >= rule.seen) & (self.ends >= first)
+        return recurs.sum(dim=-1) >= rule.hits
+
+
+class LoopCheck:
+    """The ``repetition_loop`` stop: an exact periodic tail or an n-gram near-loop (the report's flag, per step)."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        min_cycles: int = DEFAULT_MIN_CYCLES,
+        min_tokens: int = DEFAULT_MIN_TOKENS,
+        max_period: int = DEFAULT_MAX_PERIOD,
+        min_repeat: int | None = None,
+        rule: NgramLoopRule = NGRAM_LOOP,
+    ) -> None:
+        self.tails = _TailLoops(device, max_period, min_cycles, min_tokens, min_repeat)
+        self.ngrams = _NgramLoops(device, rule)
+
+    def __call__(self, input_ids: torch.Tensor, generated: int) -> torch.Tensor | None:
+        found = [f for f in (self.tails(input_ids, generated), self.ngrams(input_ids, generated)) if f is not None]
+        return found[0] | found[1] if len(found) == 2 else (found[0] if found else None)
+
+
 class StopOn:
     """A stopping criterion for ``generate``; returns a device bool per row, never syncs (except callbacks)."""
 
@@ -109,6 +171,7 @@ class StopOn:
         callback_every: int = 1,
         beams: bool = False,
         loop_repeat: int | None = None,
+        loop_tail: tuple[int, int, int] = DEFAULT_TAIL,
     ) -> None:
         self.recorder = recorder  # the step count and prefix length
         self.rows = rows  # this step's logit row
@@ -118,8 +181,9 @@ class StopOn:
         self.step_callback = step_callback
         self.callback_every = max(1, callback_every)
         self.loop_repeat = loop_repeat
+        self.loop_tail = loop_tail  # the exact tail test's min_cycles, min_tokens, max_period: the profile's
         self.beams = beams  # beam rows are candidates, not our per-row statistics: token conditions only
-        self.tails: _TailLoops | None = None
+        self.loops: LoopCheck | None = None
         self.run: torch.Tensor | None = None
         self.stopped_at: torch.Tensor | None = None  # [rows] step of the stop, -1 if none
         self.reason: torch.Tensor | None = None  # [rows] code of the condition
@@ -153,9 +217,9 @@ class StopOn:
             self.stopped_at, self.reason = stopped_at, reason
         fired: list[tuple[int, torch.Tensor]] = []
         if "repetition_loop" in self.conditions:
-            if self.tails is None:
-                self.tails = _TailLoops(device, min_repeat=self.loop_repeat)
-            loop = self.tails(input_ids, generated)
+            if self.loops is None:
+                self.loops = LoopCheck(device, *self.loop_tail, min_repeat=self.loop_repeat)
+            loop = self.loops(input_ids, generated)
             if loop is not None:
                 fired.append((CODES["repetition_loop"], loop))
         last = self.rows.last_logits() if not self.beams else None

@@ -210,6 +210,7 @@ class TransformersSource:
         step_callback: Callable[[StepView], Any] | None,
         callback_every: int,
         loop_repeat: int | None = None,
+        loop_tail: tuple[int, int, int] = _intervene.DEFAULT_TAIL,
     ) -> StoppingCriteriaList:
         """``generate``'s stopping criteria, with our on-device ``StopOn`` appended when asked for."""
         if not conditions and step_callback is None:
@@ -226,6 +227,7 @@ class TransformersSource:
             callback_every,
             beams=self.generation_mode in BEAM_MODES,
             loop_repeat=loop_repeat,
+            loop_tail=loop_tail,
         )
         criteria.append(self.stop_on)
         return criteria

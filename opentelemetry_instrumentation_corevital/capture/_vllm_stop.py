@@ -6,9 +6,10 @@ condition holds gets logits that allow only that token (greedy or sampled, it
 is then chosen), and vLLM finishes the request as it would any other.
 
 * ``repetition_loop`` is decided on the host from vLLM's own output list (the
-  same tail rule as for ``transformers``: a period of 1..32 tokens repeated for
-  3 periods and 12 tokens, or ``stop_loop_repeat``): the tokens are already
-  there, nothing is read from the device. The tail holds at the token before
+  exact tail part of the ``transformers`` rule: a period of 1..32 tokens
+  repeated for 3 periods and 12 tokens, or ``stop_loop_repeat``; the n-gram
+  near-loop part is not applied here): the tokens are already there, nothing
+  is read from the device. The tail holds at the token before
   this step's, which is the sequence's last token.
 * ``nan_or_inf`` and ``high_entropy`` are decided on the device from the step's
   own statistics (the run of high-entropy steps is carried like the previous

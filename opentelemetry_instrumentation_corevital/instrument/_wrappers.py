@@ -81,7 +81,8 @@ class Wrappers:
         def add(call: GenerationCall) -> Any:
             options = call.options
             # The report's flag and the stop use one threshold: the profile's, after the user's overrides.
-            bits = call.profile.thresholds.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
+            th = call.profile.thresholds
+            bits = th.high_entropy_bits if "high_entropy" in options.stop_on else 0.0
             return call.source.criteria_for(
                 criteria,
                 options.stop_on,
@@ -90,6 +91,7 @@ class Wrappers:
                 options.step_callback,
                 options.callback_every,
                 options.stop_loop_repeat,
+                (th.repetition_min_cycles, th.repetition_min_tokens, th.repetition_max_period),
             )
 
         return self._on_call(

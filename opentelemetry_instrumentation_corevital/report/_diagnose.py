@@ -21,7 +21,7 @@ from ..signals.calibration import divergence, sequence_features
 from ..signals.fingerprint import FINGERPRINT_VERSION, fingerprint
 from ..signals.narrative import narrative
 from ..signals.profiles import Profile, resolve_profile
-from ..signals.repetition import copied_steps, ngram_repeat_rate
+from ..signals.repetition import copied_steps, find_loop, ngram_repeat_rate
 from ._findings import BlameReasonInfo, CompoundSignalInfo, Diagnosis, EarlyWarningInfo, Fingerprint, LayerBlameInfo
 from ._model import (
     Flags,
@@ -45,9 +45,9 @@ REPETITION_FLAG_FIELDS = tuple(name for name in field_names(Flags) if name.start
 
 
 def _repetition(flags: Flags, tokens: Sequence[int], layers: LayerSeries | None, th: Any) -> None:
-    """Token loop (periodic ids) and hidden-state loop (the last layer's state repeating); either fires the flag."""
+    """Token loop (periodic ids or an n-gram near-loop) and hidden-state loop (the last layer's state repeating)."""
     n = len(tokens)
-    loop = sig.find_repetition_loop(
+    loop = find_loop(
         tokens,
         min_cycles=th.repetition_min_cycles,
         min_tokens=th.repetition_min_tokens,
