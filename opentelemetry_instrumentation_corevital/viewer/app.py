@@ -21,6 +21,7 @@ from opentelemetry_instrumentation_corevital.viewer import (
     _charts,
     compare,
     diagnosis,
+    links,
     messages,
     runlist,
     series,
@@ -46,6 +47,7 @@ ENV_PATHS = "COREVITAL_VIEW_PATHS"
 DEFAULT_PATHS = ["corevital-data"]
 VIEWS = ("Runs", "Run", "Compare", "Performance")
 SHOWN_PROBLEMS = 8
+DIFFERS_CSS = "background-color: rgba(255, 165, 0, 0.25)"
 
 
 def paths_from_env() -> list[str]:
@@ -218,21 +220,50 @@ def view_run(index: Index) -> None:
         guarded(tab_details, detail)
 
 
+def show_texts(details: list[RunDetail]) -> None:
+    """The compared runs' prompts and outputs side by side, when content capture kept them."""
+    found = [compare.texts(d) for d in details]
+    if not any(t.prompt or t.output for t in found):
+        st.caption(messages.NO_COMPARE_TEXT)
+        return
+    st.subheader("Texts (riskiest sequence of each run)")
+    for column, detail, text in zip(st.columns(len(details)), details, found):
+        with column:
+            st.markdown(f"**{plain(compare.short_label(detail))}**")
+            if text.prompt is None and text.output is None:
+                st.caption(messages.NO_COMPARE_TEXT)
+            for part, value in (("prompt", text.prompt), ("output", text.output)):
+                if value is not None:
+                    st.caption(part)
+                    st.code(value, language=None, wrap_lines=True)
+
+
 def view_compare(index: Index) -> None:
     st.title("Compare")
     labels = {r.key: r.label for r in index.runs}
     if len(labels) < 2:
         st.info("Comparing needs at least two runs in the files.")
         return
-    current = [k for k in st.session_state.get("compare", []) if k in labels]
-    st.session_state["compare"] = current or list(labels)[:2]
+    # The first two runs only on arrival; a picker the user emptied stays empty.
+    if "compare" in st.session_state:
+        st.session_state["compare"] = [k for k in st.session_state["compare"] if k in labels]
+    else:
+        st.session_state["compare"] = list(labels)[:2]
     keys = st.multiselect("Runs", list(labels), format_func=labels.__getitem__, key="compare")
     if len(keys) < 2:
         st.info("Pick two or more runs to compare.")
         return
     details = [_detail(index.by_key(k)) for k in keys]  # type: ignore[arg-type]
     rows = compare.table(details)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=36 * (len(rows) + 1) + 2)
+    marked = compare.differing(rows)
+    st.dataframe(
+        pd.DataFrame(rows).style.apply(lambda row: [DIFFERS_CSS if marked[row.name] else ""] * len(row), axis=1),
+        hide_index=True,
+        width="stretch",
+        height=36 * (len(rows) + 1) + 2,
+    )
+    st.caption("Highlighted: figures that differ between the runs.")
+    show_texts(details)
     st.subheader("Signals overlaid (riskiest sequence of each run)")
     grid = st.columns(2)
     drawn = 0
@@ -299,6 +330,25 @@ def view_performance(index: Index) -> None:
     st.caption("Overhead figures of a run, when its files carry them, are on the run page's Performance tab.")
 
 
+def follow_link(index: Index) -> str | None:
+    """On a session's first page, open what the URL names (``?run=``, ``?view=``); the run id no run matched."""
+    if st.session_state.get("linked"):
+        return None
+    st.session_state["linked"] = True
+    views = {v.lower(): v for v in VIEWS}
+    if (view := views.get(str(st.query_params.get(links.VIEW, "")).lower())) is not None:
+        st.session_state["view"] = view
+    wanted = st.query_params.get(links.RUN)
+    if not wanted:
+        return None
+    run = links.linked(index.runs, wanted)
+    if run is None:
+        return wanted
+    st.session_state["run"] = run.key
+    st.session_state["view"] = "Run"
+    return None
+
+
 def main(paths: list[str] | None = None) -> None:
     """The whole viewer page: the file chooser in the sidebar, then the chosen view."""
     st.set_page_config(page_title="CoreVital viewer", layout="wide")
@@ -309,17 +359,22 @@ def main(paths: list[str] | None = None) -> None:
     chosen = [line.strip() for line in text.splitlines() if line.strip()]
     if st.sidebar.button("Reload files"):
         st.cache_data.clear()
-    view = st.sidebar.radio("View", VIEWS, key="view")
     index = _cached_index(chosen, roots)
+    unknown = follow_link(index)
+    view = st.sidebar.radio("View", VIEWS, key="view")
     st.sidebar.caption(
         f"{len(index.runs)} runs from {index.counts['files']} files · {index.counts['spans']} spans, "
         f"{index.counts['reports']} reports, {index.counts['metric_lines']} metric lines"
     )
+    if unknown:
+        st.warning(messages.UNKNOWN_LINK.format(run=plain(unknown)))
     if view == "Runs":
         show_problems(index.problems)
     elif index.problems:
         st.caption(f"{len(index.problems)} problems reading the files: the Runs view lists them.")
     guarded({"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view], index)
+    shown = index.by_key(st.session_state.get("run", "")) if view == "Run" else None
+    st.query_params.from_dict({links.VIEW: view.lower(), **({links.RUN: links.run_param(shown)} if shown else {})})
 
 
 if __name__ == "__main__":

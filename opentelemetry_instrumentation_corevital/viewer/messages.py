@@ -61,6 +61,15 @@ NO_TOKENS = (
     "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
 )
 NO_FINGERPRINT = (
-    "Fingerprint distance needs a summary.fingerprint in every compared run; missing in: {runs}. "
-    "Fingerprints arrive with the diagnosis capture."
+    "Fingerprint distance needs a fingerprint in every compared run (a report's sequences[].diagnosis.fingerprint "
+    "or a span's corevital.fingerprint); missing in: {runs}. Reports of schema 1.2 and later carry one for every run "
+    "with logit signals."
+)
+NO_COMPARE_TEXT = (
+    "No prompt or output text: content capture was off "
+    "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
+)
+UNKNOWN_LINK = (
+    "The link names run {run}, which is not in these files: no trace, span or report id is or starts with it. "
+    "Add the files that hold it in the sidebar."
 )

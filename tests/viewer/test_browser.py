@@ -55,7 +55,12 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
 
     compare = text["compare"]
     assert labels[greedy["span_id"]] in compare and labels[sampled["span_id"]] in compare
-    assert "Signals overlaid" in compare and "Fingerprint distance needs a summary.fingerprint" in compare
+    assert "Signals overlaid" in compare and "Fingerprint distance" in compare
+    # Drawn heights (legend included) of the overlays (plot area 300 px) and the timings chart (240 px): title, axis
+    # and the legend come on top of the plot. Streamlit's default "fit" squeezed all of it into 300 and 240 px.
+    heights = {s["name"]: s["charts"] for s in shots}
+    assert len(heights["compare"]) == 4 and min(heights["compare"]) > 300 + 100, heights
+    assert len(heights["performance"]) == 1 and heights["performance"][0] > 240 + 100, heights
 
     perf = text["performance"]
     # Real runs' TTFT (read from the reports) and the hand-made ones: 0.5 s (3 runs), 0.25 s (the gzip one).

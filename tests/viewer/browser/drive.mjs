@@ -2,7 +2,7 @@
 // run list -> open a run -> its timeline -> a deep-capture run's layers -> Compare -> Performance.
 // Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "chromium": PATH, "stopAfter": "timeline"}'
 // (stopAfter: only the run list, the run and its timeline, for files with a single run).
-// Prints one JSON document: [{name, file, text}] (text = what the page shows, for the test to check).
+// Prints one JSON document: [{name, file, text, charts}] (text = what the page shows, charts = drawn chart heights).
 import { chromium } from "playwright-core";
 
 const job = JSON.parse(process.argv[2]);
@@ -31,7 +31,10 @@ try {
     const file = `${job.out}/${name}.png`;
     await page.screenshot({ path: file });
     const text = await page.evaluate(() => document.querySelector('[data-testid="stMain"]')?.innerText ?? document.body.innerText);
-    shots.push({ name, file, text });
+    // The drawn height of every visible chart (its canvas or SVG, legend included), in CSS pixels.
+    const charts = await page.evaluate(() => [...document.querySelectorAll('[data-testid="stMain"] .vega-embed')]
+      .map((e) => e.querySelector("canvas, svg.marks")?.getBoundingClientRect().height ?? 0).filter((h) => h > 0));
+    shots.push({ name, file, text, charts });
   }
   async function pick(selectLabel, optionLabel) {
     const box = page.locator('[data-testid="stSelectbox"]').filter({ hasText: selectLabel }).first();
