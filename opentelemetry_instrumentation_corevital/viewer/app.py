@@ -125,6 +125,8 @@ def view_runs(index: Index) -> None:
             "duration (s)": st.column_config.NumberColumn(format="%.2f"),
         },
     )
+    if shown:  # right under the table it picks from, where it is in view (the chart below is tall)
+        pick_runs(shown)
     timed = [
         {
             "time": datetime.fromtimestamp(started, tz=timezone.utc),
@@ -138,8 +140,10 @@ def view_runs(index: Index) -> None:
     ]
     if timed:
         st.altair_chart(_charts.risk_over_time(timed), width="stretch")
-    if not shown:
-        return
+
+
+def pick_runs(shown: list[RunSummary]) -> None:
+    """Open one of the listed runs, or compare several."""
     labels = {r.key: r.label for r in shown}
     o = st.columns([4, 1])
     o[0].selectbox("Open a run", list(labels), format_func=labels.__getitem__, key="open_pick")
