@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -47,6 +48,8 @@ ENV_PATHS = "COREVITAL_VIEW_PATHS"
 DEFAULT_PATHS = ["corevital-data"]
 VIEWS = ("Runs", "Run", "Compare", "Performance")
 SHOWN_PROBLEMS = 8
+RUN_TABLE = "run_table"
+WRITTEN = "url_written"  # the query parameters this page last wrote
 DIFFERS_CSS = "background-color: rgba(255, 165, 0, 0.25)"
 
 
@@ -77,6 +80,17 @@ def _open_picked() -> None:
     what the browser sent with the click, so a click that beats the pick's own rerun still opens that run."""
     st.session_state["run"] = st.session_state["open_pick"]
     st.session_state["view"] = "Run"
+
+
+def _open_row(keys: list[str]) -> None:
+    """A click on a row of the run list (any cell, or its row marker) opens that run; ``keys`` are the rows'
+    runs as the page listed them. The click is then forgotten, so Back to the list and the same row opens it again."""
+    picked = st.session_state[RUN_TABLE]["selection"]
+    rows = picked["rows"] or [row for row, _ in picked["cells"]]
+    if rows and rows[0] < len(keys):
+        st.session_state["run"] = keys[rows[0]]
+        st.session_state["view"] = "Run"
+    st.session_state[RUN_TABLE] = {"selection": {"rows": [], "columns": [], "cells": []}}
 
 
 def _compare_picked() -> None:
@@ -120,6 +134,9 @@ def view_runs(index: Index) -> None:
         pd.DataFrame(runlist.rows(shown)),
         hide_index=True,
         width="stretch",
+        key=RUN_TABLE,
+        on_select=partial(_open_row, [r.key for r in shown]),
+        selection_mode=["single-cell", "single-row"],
         column_config={
             "risk": st.column_config.NumberColumn(format="%.3f"),
             "duration (s)": st.column_config.NumberColumn(format="%.2f"),
@@ -335,14 +352,17 @@ def view_performance(index: Index) -> None:
 
 
 def follow_link(index: Index) -> str | None:
-    """On a session's first page, open what the URL names (``?run=``, ``?view=``); the run id no run matched."""
-    if st.session_state.get("linked"):
+    """Open what the URL names (``?view=``, ``?run=``) when it is not what this page last wrote there: a link or a
+    reload (a session's first page), or the browser's Back and Forward (Streamlit reruns with the URL they went to).
+    Returns the run id no run matched."""
+    params = st.query_params.to_dict()
+    if params == st.session_state.get(WRITTEN):
         return None
-    st.session_state["linked"] = True
+    st.session_state[WRITTEN] = params
     views = {v.lower(): v for v in VIEWS}
-    if (view := views.get(str(st.query_params.get(links.VIEW, "")).lower())) is not None:
+    if (view := views.get(params.get(links.VIEW, "").lower())) is not None:
         st.session_state["view"] = view
-    wanted = st.query_params.get(links.RUN)
+    wanted = params.get(links.RUN)
     if not wanted:
         return None
     run = links.linked(index.runs, wanted)
@@ -351,6 +371,14 @@ def follow_link(index: Index) -> str | None:
     st.session_state["run"] = run.key
     st.session_state["view"] = "Run"
     return None
+
+
+def write_link(view: str, index: Index) -> None:
+    """The URL names the view (and the run shown), so a reload, a shared link and Back return to it."""
+    shown = index.by_key(st.session_state.get("run", "")) if view == "Run" else None
+    params = {links.VIEW: view.lower(), **({links.RUN: links.run_param(shown)} if shown else {})}
+    st.session_state[WRITTEN] = params
+    st.query_params.from_dict(params)
 
 
 def main(paths: list[str] | None = None) -> None:
@@ -377,8 +405,7 @@ def main(paths: list[str] | None = None) -> None:
     elif index.problems:
         st.caption(f"{len(index.problems)} problems reading the files: the Runs view lists them.")
     guarded({"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view], index)
-    shown = index.by_key(st.session_state.get("run", "")) if view == "Run" else None
-    st.query_params.from_dict({links.VIEW: view.lower(), **({links.RUN: links.run_param(shown)} if shown else {})})
+    write_link(view, index)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """A real browser on the served viewer: Debian chromium (headless) driven by playwright-core.
 
 `corevital view` runs as a subprocess on 127.0.0.1 (stopped by its PID); the browser opens the run
-list, waits for the charts, clicks into a run, its timeline, a deep-capture run's layers, Compare and
-Performance, and saves a screenshot of each under the test's temp folder. The test checks what each
-page says, with values read from the files directly.
+list, waits for the charts, opens a run, goes Back to the list, clicks the run's row, then its timeline, a
+deep-capture run's layers, Compare and Performance, and saves a screenshot of each under the test's temp folder.
+The test checks what each page says and the address bar, with values read from the files directly.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
     with serve([real_dir, good_dir, bad_dir], free_port(), tmp_path / "view.log") as url:
         shots = drive(url, tmp_path, labels[greedy["span_id"]], DEEP_LABEL)
     text = {s["name"]: " ".join(s["text"].split()) for s in shots}  # whitespace as a reader sees it
-    assert list(text) == ["runs", "run", "timeline", "layers", "compare", "performance"]
+    assert list(text) == ["runs", "run", "back", "row", "timeline", "layers", "compare", "performance"]
     for shot in shots:
         assert shot["file"].startswith(str(tmp_path))
         assert png_size(tmp_path / f"{shot['name']}.png") == (1400, 1600)
@@ -40,10 +40,15 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
     for problem in h.bad_problems(bad_dir):  # the documented messages, on the page as written
         assert " ".join(problem.split()) in runs
 
-    run = text["run"]
-    assert "SmolLM2-135M-Instruct.Q4_1" in run and greedy["span_id"] in run
-    assert f"Risk score {greedy['summary']['risk_score']:.3f}" in run
-    assert "Risk factors" in run and "entropy_mean" in run
+    for name in ("run", "row"):  # opened with the picker, then by a click on its row after Back
+        run = text[name]
+        assert "SmolLM2-135M-Instruct.Q4_1" in run and greedy["span_id"] in run
+        assert f"Risk score {greedy['summary']['risk_score']:.3f}" in run
+        assert "Risk factors" in run and "entropy_mean" in run
+    # The address names the run (a link to it), Back returns to the list and its address.
+    urls = {s["name"]: s["url"] for s in shots}
+    assert urls["run"] == urls["row"] == f"{url}?view=run&run={greedy['trace_id']}%3A{greedy['span_id']}"
+    assert urls["back"] == f"{url}?view=runs" and "8 of 8 runs" in text["back"] and "Risk score" not in text["back"]
 
     timeline = text["timeline"]
     assert " ".join(greedy["sequences"][0]["output_text"].split()) in timeline

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from opentelemetry_instrumentation_corevital.viewer import APP_PATH, messages
 
 from . import handmade as h
-from .test_app import DEEP_LABEL, KEYS, ONLY_LABEL, start, texts
+from .test_app import DEEP_LABEL, KEYS, ONLY_LABEL, open_run, start, texts
 
 
 def linked(monkeypatch, folder: Path, **params: str) -> AppTest:
@@ -47,3 +47,22 @@ def test_a_link_to_a_run_not_in_the_files_says_so(monkeypatch, good_dir):
     at = linked(monkeypatch, good_dir, run="ffff0000")
     assert at.radio(key="view").value == "Runs"
     assert texts(at.warning)[0] == messages.UNKNOWN_LINK.format(run="ffff0000")
+
+
+def test_browser_back_and_forward_follow_the_url(monkeypatch, good_dir):
+    """Back and Forward rerun the page with the URL they went to (Streamlit's popstate handler); the page follows it,
+    while a rerun that carries the URL the page wrote itself leaves the view to the widgets."""
+    at = start(monkeypatch, good_dir)
+    open_run(at, DEEP_LABEL)
+    deep = KEYS[DEEP_LABEL]
+    assert at.query_params == {"view": "run", "run": deep}
+    at.query_params.clear()
+    at.query_params["view"] = "runs"  # Back to the list
+    at.run()
+    assert at.radio(key="view").value == "Runs" and texts(at.main.title) == ["Runs"]
+    assert at.query_params == {"view": "runs"}
+    at.query_params.update(view="run", run=deep)  # Forward to the run
+    at.run()
+    assert at.radio(key="view").value == "Run" and texts(at.main.title) == ["hand-made/deep-1.1"]
+    at.radio(key="view").set_value("Performance").run()  # the radio wins over the URL it wrote last
+    assert texts(at.main.title) == ["Performance"] and at.query_params == {"view": "performance"}

@@ -1,8 +1,10 @@
 // Drives the served viewer in Debian's headless chromium (playwright-core, no downloaded browser) like a person:
-// run list -> open a run -> its timeline -> a deep-capture run's layers -> Compare -> Performance.
+// run list -> open a run -> Back to the list -> click the run's row -> its timeline -> a deep-capture run's layers
+// -> Compare -> Performance.
 // Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "chromium": PATH, "stopAfter": "timeline"}'
 // (stopAfter: only the run list, the run and its timeline, for files with a single run).
-// Prints one JSON document: [{name, file, text, charts}] (text = what the page shows, charts = drawn chart heights).
+// Prints one JSON document: [{name, file, url, text, charts}] (url = the address bar, text = what the page shows,
+// charts = drawn chart heights).
 import { chromium } from "playwright-core";
 
 const job = JSON.parse(process.argv[2]);
@@ -34,12 +36,26 @@ try {
     // The drawn height of every visible chart (its canvas or SVG, legend included), in CSS pixels.
     const charts = await page.evaluate(() => [...document.querySelectorAll('[data-testid="stMain"] .vega-embed')]
       .map((e) => e.querySelector("canvas, svg.marks")?.getBoundingClientRect().height ?? 0).filter((h) => h > 0));
-    shots.push({ name, file, text, charts });
+    shots.push({ name, file, url: page.url(), text, charts });
   }
   async function pick(selectLabel, optionLabel) {
     const box = page.locator('[data-testid="stSelectbox"]').filter({ hasText: selectLabel }).first();
     await box.click();
     await page.getByRole("option", { name: optionLabel, exact: true }).click();
+  }
+
+  // Click the run-list row of the run labelled `label` ("time · model · risk · id"): the table is drawn on a canvas,
+  // its accessible rows (aria-rowindex 1 is the header) say which row holds the run's time and model.
+  async function clickRow(label) {
+    const [time, model] = label.split(" · ");
+    const grid = page.locator('[data-testid="stDataFrame"]').first();
+    await grid.scrollIntoViewIfNeeded();
+    const index = await grid.evaluate((g, [t, m]) => [...g.querySelectorAll('[role="row"]')]
+      .find((r) => r.innerText.includes(t) && r.innerText.includes(m))?.getAttribute("aria-rowindex"), [time, model]);
+    if (!index) throw new Error(`no run-list row for ${label}`);
+    const box = await grid.boundingBox();
+    const row = 35;  // Streamlit's default row height, the header's too
+    await page.mouse.click(box.x + 200, box.y + row * (Number(index) - 1) + row / 2);
   }
 
   await page.goto(job.url);
@@ -53,6 +69,17 @@ try {
   await page.getByText("Risk score", { exact: true }).waitFor();
   await settle(1);
   await shoot("run");
+
+  if (!job.stopAfter) {
+    await page.goBack();
+    await page.getByText("Open a run", { exact: true }).waitFor();
+    await settle(1);
+    await shoot("back");
+    await clickRow(job.run);
+    await page.getByText("Risk score", { exact: true }).waitFor();
+    await settle(1);
+    await shoot("row");
+  }
 
   if (job.stopAfter === "timeline") { await page.getByRole("tab", { name: "Timeline" }).click(); await settle(4, visibleTab); await shoot("timeline"); }
   if (job.stopAfter) { await browser.close(); process.stdout.write(JSON.stringify(shots) + "\n"); process.exit(0); }
