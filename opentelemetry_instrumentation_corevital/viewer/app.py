@@ -218,6 +218,11 @@ def view_run(index: Index) -> None:
         st.markdown("Flags fired: " + " ".join(f":red-badge[{plain(flag)}]" for flag in summary.flags))
     if summary.error:
         st.error(f"The generation failed: {plain(summary.error)}")
+    reasons = guarded(diagnosis.finish_reasons, detail)
+    if reasons:
+        st.caption("Finish reason: " + plain(", ".join(reasons)))
+    for stop in guarded(diagnosis.interventions, detail) or []:
+        st.warning(plain(messages.INTERVENED.format(**vars(stop))))
     story = guarded(diagnosis.narrative, detail)
     if story:
         st.info(plain(story))
@@ -232,7 +237,7 @@ def view_run(index: Index) -> None:
     with tabs[1]:
         guarded(tab_timeline, detail, seqs, mode)
     with tabs[2]:
-        guarded(tab_layers, detail, mode)
+        guarded(tab_layers, detail, seqs, mode)
     with tabs[3]:
         guarded(tab_prompt, detail, mode)
     with tabs[4]:

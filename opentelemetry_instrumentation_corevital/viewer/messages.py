@@ -73,3 +73,9 @@ UNKNOWN_LINK = (
     "The link names run {run}, which is not in these files: no trace, span or report id is or starts with it. "
     "Add the files that hold it in the sidebar."
 )
+
+#: A sequence that ``stop_on`` ended early: the run is not a normal one, and its narrative was written without it.
+INTERVENED = (
+    "Stopped by stop_on: sequence {sequence} ended at step {step} on {condition} (finish reason "
+    '"intervention"); its figures cover the steps it ran.'
+)
