@@ -229,7 +229,8 @@ def view_run(index: Index) -> None:
     mode = summary.capture_mode or "unknown"
     if detail.report is None and detail.span is not None:
         stride = (detail.span or {}).get("corevital.timeline.stride") or 1
-        st.info(messages.NO_REPORT.format(stride=plain(stride)))
+        said = messages.REPORT_UNREADABLE if summary.problems else messages.NO_REPORT  # not "pass the logs file"
+        st.info(said.format(stride=plain(stride)))
     tabs = st.tabs(["Risk & flags", "Timeline", "Layers", "Prompt", "Performance", "Details"])
     seqs = guarded(series.sequences, detail) or []
     with tabs[0]:

@@ -171,8 +171,8 @@ def finish_reasons(detail: RunDetail) -> list[str]:
 
 
 def narrative(detail: RunDetail) -> str | None:
-    """The report's narrative as one text, whatever shape it was written in, or None."""
-    value = _summary(detail).get("narrative")
+    """The report's narrative as one text, whatever shape it was written in, else the span's, or None."""
+    value = _summary(detail).get("narrative") if detail.report is not None else (detail.span or {}).get(n.NARRATIVE)
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, list):

@@ -15,6 +15,12 @@ ZSTD = "{file}: zstd-compressed; decompress it first (zstd -d)."
 BROKEN_GZIP = "{file}: compressed data breaks at line {line} ({detail}); the lines before it were read."
 EMPTY_FILE = "{file}: empty file, nothing to show."
 NOT_JSON = "{file} line {line}: not valid JSON ({detail})."
+TRUNCATED = (
+    "{file} line {line}: truncated line: its JSON stops unfinished after {size} bytes (a file still being written, "
+    "or cut short){run}."
+)
+TRUNCATED_RUN = "; it held the report of run {run}, which is shown from its span"
+TRUNCATED_REPORT = "; it held report {report} ({model}), whose trace and span ids were cut off"
 NOT_OTLP = "{file} line {line}: not an OTLP export request (no resourceSpans, resourceMetrics or resourceLogs)."
 ODD_SHAPE = "{file} line {line}: an OTLP export request of an unexpected shape, skipped ({detail})."
 BAD_REPORT = "{file} line {line}: the corevital.generation.report body is not a report ({detail})."
@@ -56,6 +62,11 @@ NO_REPORT = (
 NO_SIGNALS = (
     'No logit signals: this run was captured with capture mode "{mode}". capture="summary" or "full" adds them.'
 )
+REPORT_UNREADABLE = (
+    "The corevital.generation.report log record of this run could not be read (see above): per-step series are "
+    "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing."
+)
+SPAN_TOKENS = "Generated tokens are in the report log record only, and this run has only its span."
 NO_TOKENS = (
     "Generated tokens are not shown: content capture was off "
     "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."

@@ -131,8 +131,8 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
     if seq.output_text is not None:
         st.subheader("Generated text")
         st.code(seq.output_text, language=None, wrap_lines=True)
-    if seq.token_ids is None:
-        st.caption(messages.NO_TOKENS)
+    if seq.token_ids is None:  # a span never carries them: no word about content capture then
+        st.caption(messages.NO_TOKENS if seq.source == "report" else messages.SPAN_TOKENS)
     st.subheader("Steps")
     frame = pd.DataFrame(rows)
     styled = frame.style.format(precision=4, na_rep="–")
