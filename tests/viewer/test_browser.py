@@ -2,8 +2,9 @@
 
 `corevital view` runs as a subprocess on 127.0.0.1 (stopped by its PID); the browser opens the run
 list, waits for the charts, opens a run, goes Back to the list, clicks the run's row, then its timeline, a
-deep-capture run's layers, Compare and Performance, and saves a screenshot of each under the test's temp folder.
-The test checks what each page says and the address bar, with values read from the files directly.
+deep-capture run's layers, Compare, Performance and a link naming the other run's trace id, and saves a
+screenshot of each under the test's temp folder. The test checks what each page says and the address bar,
+with values read from the files directly.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
     greedy, sampled = real_reports(real_dir)
     labels = {r.span_id: r.label for r in build_index([str(real_dir)]).runs}
     with serve([real_dir, good_dir, bad_dir], free_port(), tmp_path / "view.log") as url:
-        shots = drive(url, tmp_path, labels[greedy["span_id"]], DEEP_LABEL)
+        shots = drive(url, tmp_path, labels[greedy["span_id"]], DEEP_LABEL, link=sampled["trace_id"])
     text = {s["name"]: " ".join(s["text"].split()) for s in shots}  # whitespace as a reader sees it
-    assert list(text) == ["runs", "run", "back", "row", "timeline", "layers", "compare", "performance"]
+    assert list(text) == ["runs", "run", "back", "row", "timeline", "layers", "compare", "performance", "link"]
     for shot in shots:
         assert shot["file"].startswith(str(tmp_path))
         assert png_size(tmp_path / f"{shot['name']}.png") == (1400, 1600)
@@ -49,6 +50,9 @@ def test_browser_clicks_through_runs_run_layers_and_compare(tmp_path, real_dir, 
     urls = {s["name"]: s["url"] for s in shots}
     assert urls["run"] == urls["row"] == f"{url}?view=run&run={greedy['trace_id']}%3A{greedy['span_id']}"
     assert urls["back"] == f"{url}?view=runs" and "8 of 8 runs" in text["back"] and "Risk score" not in text["back"]
+    # A link from a tracing UI names the other run's trace id only: it opens that run, and the address says which.
+    assert urls["link"] == f"{url}?view=run&run={sampled['trace_id']}%3A{sampled['span_id']}"
+    assert sampled["span_id"] in text["link"] and f"Risk score {sampled['summary']['risk_score']:.3f}" in text["link"]
 
     timeline = text["timeline"]
     assert " ".join(greedy["sequences"][0]["output_text"].split()) in timeline

@@ -1,7 +1,8 @@
 // Drives the served viewer in Debian's headless chromium (playwright-core, no downloaded browser) like a person:
 // run list -> open a run -> Back to the list -> click the run's row -> its timeline -> a deep-capture run's layers
-// -> Compare -> Performance.
-// Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "chromium": PATH, "stopAfter": "timeline"}'
+// -> Compare -> Performance -> a link naming a trace id.
+// Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "link": TRACE_ID, "chromium": PATH,
+// "stopAfter": "timeline"}'
 // (stopAfter: only the run list, the run and its timeline, for files with a single run).
 // Prints one JSON document: [{name, file, url, text, charts}] (url = the address bar, text = what the page shows,
 // charts = drawn chart heights).
@@ -50,9 +51,11 @@ try {
     const [time, model] = label.split(" · ");
     const grid = page.locator('[data-testid="stDataFrame"]').first();
     await grid.scrollIntoViewIfNeeded();
-    const index = await grid.evaluate((g, [t, m]) => [...g.querySelectorAll('[role="row"]')]
-      .find((r) => r.innerText.includes(t) && r.innerText.includes(m))?.getAttribute("aria-rowindex"), [time, model]);
-    if (!index) throw new Error(`no run-list row for ${label}`);
+    // The accessible rows follow the canvas a moment later: wait for the run's row to be among them.
+    const index = await (await page.waitForFunction(([t, m]) =>
+      [...document.querySelectorAll('[data-testid="stDataFrame"] [role="row"]')]
+        .find((r) => r.innerText.includes(t) && r.innerText.includes(m))?.getAttribute("aria-rowindex"),
+      [time, model], { timeout: deadline, polling: 100 })).jsonValue();
     const box = await grid.boundingBox();
     const row = 35;  // Streamlit's default row height, the header's too
     await page.mouse.click(box.x + 200, box.y + row * (Number(index) - 1) + row / 2);
@@ -106,6 +109,13 @@ try {
   await page.getByText("Median time to first token", { exact: true }).waitFor();
   await settle(1);
   await shoot("performance");
+
+  if (job.link) {  // a link from a tracing UI: the trace id after ?run=, in a new tab
+    await page.goto(`${job.url}?run=${job.link}`);
+    await page.getByText("Risk score", { exact: true }).waitFor();
+    await settle(1);
+    await shoot("link");
+  }
 } finally {
   await browser.close();
 }
