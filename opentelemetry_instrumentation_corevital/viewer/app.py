@@ -212,7 +212,10 @@ def view_run(index: Index) -> None:
     m[0].metric("Risk score", num(risk.score))
     m[1].metric("Risk level", plain(risk.level or "–"))
     m[2].metric("Flags", len(summary.flags) if risk.score is not None else "–")
-    m[3].metric("Output tokens", "–" if summary.output_tokens is None else plain(summary.output_tokens))
+    seqs = guarded(series.sequences, detail) or []
+    tokens = "–" if summary.output_tokens is None else plain(summary.output_tokens)
+    # A batch's total, said as one (the narrative counts the riskiest sequence's tokens).
+    m[3].metric("Output tokens", tokens + (f" in {len(seqs)} sequences" if len(seqs) > 1 else ""))
     m[4].metric("Duration", num(summary.duration_s, "{:.2f}", " s"))
     if summary.flags:
         st.markdown("Flags fired: " + " ".join(f":red-badge[{plain(flag)}]" for flag in summary.flags))
@@ -229,10 +232,12 @@ def view_run(index: Index) -> None:
     mode = summary.capture_mode or "unknown"
     if detail.report is None and detail.span is not None:
         stride = (detail.span or {}).get("corevital.timeline.stride") or 1
-        said = messages.REPORT_UNREADABLE if summary.problems else messages.NO_REPORT  # not "pass the logs file"
-        st.info(said.format(stride=plain(stride)))
+        if summary.problems:  # its report line is there but unreadable: not "pass the logs file"
+            st.info(messages.REPORT_UNREADABLE.format(stride=plain(stride)))
+        elif summary.span_ref is not None:
+            logs = sources.missing_report(summary.span_ref.file, index.files)
+            st.info(plain(messages.NO_REPORT.format(stride=stride, logs=logs)))
     tabs = st.tabs(["Risk & flags", "Timeline", "Layers", "Prompt", "Performance", "Details"])
-    seqs = guarded(series.sequences, detail) or []
     with tabs[0]:
         guarded(tab_risk, detail, risk, mode)
     with tabs[1]:

@@ -56,8 +56,17 @@ SPAN_LAYERS = (
 )
 NO_REPORT = (
     "Only the span of this run was found, no corevital.generation.report log record: per-step series are "
-    "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing. "
-    "Pass the logs file too (corevital run writes logs.jsonl)."
+    "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing. {logs}"
+)
+#: Where NO_REPORT says the report should have been, after the span's own file (``traces...`` -> ``logs...``).
+LOGS_NOT_READ = "Its logs file {file} is not among the files read: add it in the sidebar."
+LOGS_MISSING = "There is no logs file {file} beside its span's file (corevital run writes one)."
+LOGS_WITHOUT = (
+    "Its logs file {file} was read and holds no report of this run: it is written when report_log=True "
+    "(corevital run sets it)."
+)
+LOGS_ELSEWHERE = (
+    "The files read hold no report of this run: it is written when report_log=True (corevital run sets it)."
 )
 NO_SIGNALS = (
     'No logit signals: this run was captured with capture mode "{mode}". capture="summary" or "full" adds them.'

@@ -226,7 +226,8 @@ def test_summary_only_run_says_what_full_capture_adds(monkeypatch, good_dir):
 
 def test_span_only_run_shows_what_the_span_has(monkeypatch, good_dir):
     at = open_run(start(monkeypatch, good_dir), ONLY_LABEL)
-    assert messages.NO_REPORT.format(stride=2) in texts(at.info)
+    logs = messages.LOGS_WITHOUT.format(file=good_dir / "logs.jsonl")  # read, and this run's report is not in it
+    assert messages.NO_REPORT.format(stride=2, logs=logs) in texts(at.info)
     assert messages.SPAN_TOKENS in texts(at.caption)  # spans never carry tokens: not "content capture was off"
     assert "Every 2. step (the span's thinned series)." in texts(at.caption)
     factors = at.dataframe[0].value

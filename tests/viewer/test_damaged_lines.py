@@ -1,6 +1,6 @@
-"""Honest errors (issue 16) on a real SmolLM2 run whose report line was cut short: the problem says "truncated
-line" and names the run, and the run page explains itself from the span instead of blaming content capture or a
-missing logs file."""
+"""Honest errors (issue 16) on real SmolLM2 runs: a report line cut short is a "truncated line" naming its run, and
+that run's page explains itself from the span instead of blaming content capture or a missing logs file; a run
+whose logs file is missing or not given says which file."""
 
 from __future__ import annotations
 
@@ -65,3 +65,15 @@ def test_a_bad_line_that_is_not_cut_short_keeps_the_parser_message(tmp_path):
     assert index.problems == [
         messages.NOT_JSON.format(file=file, line=1, detail="Extra data: line 1 column 21 (char 20)")
     ]
+
+
+def test_a_run_without_its_report_says_which_logs_file(monkeypatch, real_dir, tmp_path):
+    greedy, _ = real_reports(real_dir)
+    shutil.copytree(real_dir, tmp_path / "runs")
+    logs = tmp_path / "runs" / "logs.jsonl"
+    # Started on the traces file alone: the logs file beside it exists but was not given.
+    at = linked(monkeypatch, tmp_path / "runs" / "traces.jsonl", run=greedy["trace_id"])
+    assert messages.NO_REPORT.format(stride=1, logs=messages.LOGS_NOT_READ.format(file=logs)) in texts(at.info)
+    logs.unlink()
+    at = linked(monkeypatch, tmp_path / "runs", run=greedy["trace_id"])
+    assert messages.NO_REPORT.format(stride=1, logs=messages.LOGS_MISSING.format(file=logs)) in texts(at.info)

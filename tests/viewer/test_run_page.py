@@ -9,7 +9,7 @@ from opentelemetry_instrumentation_corevital import names as n
 from opentelemetry_instrumentation_corevital.viewer import messages
 
 from .conftest import real_reports
-from .test_app import DEEP_LABEL, charts, open_run, start, texts
+from .test_app import DEEP_LABEL, charts, metrics, open_run, start, texts
 from .test_links import linked
 
 pytestmark = pytest.mark.slow  # the batch_dir fixture generates with SmolLM2
@@ -47,7 +47,8 @@ def test_a_batch_opens_on_its_riskiest_sequence_labelled_by_risk_and_flags(monke
             f"sequence {i} · risk {s['risk']['score']:.2f} · {', '.join(_fired(s)) or 'no flags'}"
             for i, s in seqs.items()
         ]
-    # The timeline and the text are the riskiest sequence's.
+    # The header's token count is the batch's, said as one; the timeline and the text are the riskiest sequence's.
+    assert metrics(at)["Output tokens"] == f"{batch['usage']['output_tokens']} in 4 sequences"
     entropy = charts(at)["entropy (bits)"][0]
     assert list(entropy["entropy"]) == pytest.approx(seqs[riskiest]["timeline"]["entropy"])
     assert seqs[riskiest]["output_text"] in [c.value for c in at.code]
