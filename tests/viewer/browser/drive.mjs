@@ -45,20 +45,18 @@ try {
     await page.getByRole("option", { name: optionLabel, exact: true }).click();
   }
 
-  // Click the run-list row of the run labelled `label` ("time · model · risk · id"): the table is drawn on a canvas,
-  // its accessible rows (aria-rowindex 1 is the header) say which row holds the run's time and model.
+  // Click the run-list row of the run labelled `label` ("time · model · risk · id"), as a person finds it in a long
+  // list: search its id, then click the one row left (the table is drawn on a canvas; rows are 35 px, as the header).
   async function clickRow(label) {
-    const [time, model] = label.split(" · ");
+    const search = page.getByLabel("Search model, provider, service or id");
+    await search.fill(label.split(" · ").at(-1));
+    await search.press("Enter");
+    await page.getByText(/^1 of \d+ runs$/).waitFor();
+    await settle(1);
     const grid = page.locator('[data-testid="stDataFrame"]').first();
     await grid.scrollIntoViewIfNeeded();
-    // The accessible rows follow the canvas a moment later: wait for the run's row to be among them.
-    const index = await (await page.waitForFunction(([t, m]) =>
-      [...document.querySelectorAll('[data-testid="stDataFrame"] [role="row"]')]
-        .find((r) => r.innerText.includes(t) && r.innerText.includes(m))?.getAttribute("aria-rowindex"),
-      [time, model], { timeout: deadline, polling: 100 })).jsonValue();
     const box = await grid.boundingBox();
-    const row = 35;  // Streamlit's default row height, the header's too
-    await page.mouse.click(box.x + 200, box.y + row * (Number(index) - 1) + row / 2);
+    await page.mouse.click(box.x + 200, box.y + 35 + 35 / 2);
   }
 
   await page.goto(job.url);
