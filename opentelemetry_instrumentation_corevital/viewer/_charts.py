@@ -9,6 +9,10 @@ import pandas as pd
 
 _RISK_COLOURS = alt.Scale(domain=["low", "medium", "high"], range=["#2ca02c", "#ff7f0e", "#d62728"])
 
+#: Fit the width only: a chart's height is its plot area's, and a legend adds its own height below it. Streamlit's
+#: default ("fit" both ways) squeezes the plot into what the legend leaves (a flat line with five runs).
+PLOT_HEIGHT_KEPT = alt.AutoSizeParams(type="fit-x", contains="padding")
+
 
 def signal_line(
     rows: list[dict[str, Any]], signal: str, title: str, threshold: float | None = None, token_ids: bool = False
@@ -33,7 +37,7 @@ def signal_line(
             .encode(y="threshold:Q")
         )
         chart = base + rule
-    return chart.properties(title=title, height=220)
+    return chart.properties(title=title, height=220, autosize=PLOT_HEIGHT_KEPT)
 
 
 def overlay(rows: list[dict[str, Any]], title: str) -> alt.Chart:
@@ -44,10 +48,10 @@ def overlay(rows: list[dict[str, Any]], title: str) -> alt.Chart:
         .encode(
             x=alt.X("step:Q"),
             y=alt.Y("value:Q", title=title),
-            color=alt.Color("run:N", legend=alt.Legend(orient="top", title=None, labelLimit=400, columns=1)),
+            color=alt.Color("run:N", legend=alt.Legend(orient="bottom", title=None, labelLimit=400, columns=1)),
             tooltip=["run:N", "step:Q", alt.Tooltip("value:Q", format=".4f")],
         )
-        .properties(title=title, height=300)
+        .properties(title=title, height=300, autosize=PLOT_HEIGHT_KEPT)
     )
 
 
@@ -70,7 +74,7 @@ def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.C
         chart = base + alt.Chart(marked).mark_rect(filled=False, stroke="#d62728", strokeWidth=2).encode(
             x="step:O", y=alt.Y("layer:O", sort="descending")
         )
-    return chart.properties(title=title, height=max(220, 26 * frame["layer"].nunique()))
+    return chart.properties(title=title, height=max(220, 26 * frame["layer"].nunique()), autosize=PLOT_HEIGHT_KEPT)
 
 
 def bars(rows: list[dict[str, Any]], x: str, y: str, title: str, x_type: str = "O") -> alt.Chart:
@@ -83,7 +87,7 @@ def bars(rows: list[dict[str, Any]], x: str, y: str, title: str, x_type: str = "
             y=alt.Y(f"{y}:Q", title=y),
             tooltip=[f"{x}:{x_type}", alt.Tooltip(f"{y}:Q", format=".4f")],
         )
-        .properties(title=title, height=220)
+        .properties(title=title, height=220, autosize=PLOT_HEIGHT_KEPT)
     )
 
 
@@ -98,7 +102,7 @@ def factor_bars(factors: list[dict[str, Any]]) -> alt.Chart:
             y=alt.Y("factor:N", sort="-x", title=None),
             tooltip=["factor:N", alt.Tooltip("contribution:Q", format=".4f")],
         )
-        .properties(title="Risk factor contributions", height=80 + 40 * len(frame))
+        .properties(title="Risk factor contributions", height=80 + 40 * len(frame), autosize=PLOT_HEIGHT_KEPT)
     )
 
 
@@ -114,7 +118,7 @@ def risk_over_time(rows: list[dict[str, Any]]) -> alt.Chart:
             color=alt.Color("level:N", scale=_RISK_COLOURS),
             tooltip=["time:T", "model:N", alt.Tooltip("risk:Q", format=".3f"), "level:N", "flags:N"],
         )
-        .properties(title="Risk of each run", height=220)
+        .properties(title="Risk of each run", height=220, autosize=PLOT_HEIGHT_KEPT)
     )
 
 
@@ -130,5 +134,5 @@ def timing_over_time(rows: list[dict[str, Any]]) -> alt.Chart:
             color=alt.Color("figure:N", legend=alt.Legend(orient="bottom")),
             tooltip=["time:T", "model:N", "figure:N", alt.Tooltip("ms:Q", format=".1f")],
         )
-        .properties(title="Time to first token and per-token time", height=240)
+        .properties(title="Time to first token and per-token time", height=240, autosize=PLOT_HEIGHT_KEPT)
     )

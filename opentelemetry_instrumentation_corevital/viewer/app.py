@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from opentelemetry_instrumentation_corevital.viewer import (
     _charts,
     compare,
     diagnosis,
+    links,
     messages,
     runlist,
     series,
@@ -46,6 +48,9 @@ ENV_PATHS = "COREVITAL_VIEW_PATHS"
 DEFAULT_PATHS = ["corevital-data"]
 VIEWS = ("Runs", "Run", "Compare", "Performance")
 SHOWN_PROBLEMS = 8
+RUN_TABLE = "run_table"
+WRITTEN = "url_written"  # the query parameters this page last wrote
+DIFFERS_CSS = "background-color: rgba(255, 165, 0, 0.25)"
 
 
 def paths_from_env() -> list[str]:
@@ -75,6 +80,17 @@ def _open_picked() -> None:
     what the browser sent with the click, so a click that beats the pick's own rerun still opens that run."""
     st.session_state["run"] = st.session_state["open_pick"]
     st.session_state["view"] = "Run"
+
+
+def _open_row(keys: list[str]) -> None:
+    """A click on a row of the run list (any cell, or its row marker) opens that run; ``keys`` are the rows'
+    runs as the page listed them. The click is then forgotten, so Back to the list and the same row opens it again."""
+    picked = st.session_state[RUN_TABLE]["selection"]
+    rows = picked["rows"] or [row for row, _ in picked["cells"]]
+    if rows and rows[0] < len(keys):
+        st.session_state["run"] = keys[rows[0]]
+        st.session_state["view"] = "Run"
+    st.session_state[RUN_TABLE] = {"selection": {"rows": [], "columns": [], "cells": []}}
 
 
 def _compare_picked() -> None:
@@ -118,11 +134,16 @@ def view_runs(index: Index) -> None:
         pd.DataFrame(runlist.rows(shown)),
         hide_index=True,
         width="stretch",
+        key=RUN_TABLE,
+        on_select=partial(_open_row, [r.key for r in shown]),
+        selection_mode=["single-cell", "single-row"],
         column_config={
             "risk": st.column_config.NumberColumn(format="%.3f"),
             "duration (s)": st.column_config.NumberColumn(format="%.2f"),
         },
     )
+    if shown:  # right under the table it picks from, where it is in view (the chart below is tall)
+        pick_runs(shown)
     timed = [
         {
             "time": datetime.fromtimestamp(started, tz=timezone.utc),
@@ -136,8 +157,10 @@ def view_runs(index: Index) -> None:
     ]
     if timed:
         st.altair_chart(_charts.risk_over_time(timed), width="stretch")
-    if not shown:
-        return
+
+
+def pick_runs(shown: list[RunSummary]) -> None:
+    """Open one of the listed runs, or compare several."""
     labels = {r.key: r.label for r in shown}
     o = st.columns([4, 1])
     o[0].selectbox("Open a run", list(labels), format_func=labels.__getitem__, key="open_pick")
@@ -189,27 +212,38 @@ def view_run(index: Index) -> None:
     m[0].metric("Risk score", num(risk.score))
     m[1].metric("Risk level", plain(risk.level or "–"))
     m[2].metric("Flags", len(summary.flags) if risk.score is not None else "–")
-    m[3].metric("Output tokens", "–" if summary.output_tokens is None else plain(summary.output_tokens))
+    seqs = guarded(series.sequences, detail) or []
+    tokens = "–" if summary.output_tokens is None else plain(summary.output_tokens)
+    # A batch's total, said as one (the narrative counts the riskiest sequence's tokens).
+    m[3].metric("Output tokens", tokens + (f" in {len(seqs)} sequences" if len(seqs) > 1 else ""))
     m[4].metric("Duration", num(summary.duration_s, "{:.2f}", " s"))
     if summary.flags:
         st.markdown("Flags fired: " + " ".join(f":red-badge[{plain(flag)}]" for flag in summary.flags))
     if summary.error:
         st.error(f"The generation failed: {plain(summary.error)}")
+    reasons = guarded(diagnosis.finish_reasons, detail)
+    if reasons:
+        st.caption("Finish reason: " + plain(", ".join(reasons)))
+    for stop in guarded(diagnosis.interventions, detail) or []:
+        st.warning(plain(messages.INTERVENED.format(**vars(stop))))
     story = guarded(diagnosis.narrative, detail)
     if story:
         st.info(plain(story))
     mode = summary.capture_mode or "unknown"
     if detail.report is None and detail.span is not None:
         stride = (detail.span or {}).get("corevital.timeline.stride") or 1
-        st.info(messages.NO_REPORT.format(stride=plain(stride)))
+        if summary.problems:  # its report line is there but unreadable: not "pass the logs file"
+            st.info(messages.REPORT_UNREADABLE.format(stride=plain(stride)))
+        elif summary.span_ref is not None:
+            logs = sources.missing_report(summary.span_ref.file, index.files)
+            st.info(plain(messages.NO_REPORT.format(stride=stride, logs=logs)))
     tabs = st.tabs(["Risk & flags", "Timeline", "Layers", "Prompt", "Performance", "Details"])
-    seqs = guarded(series.sequences, detail) or []
     with tabs[0]:
         guarded(tab_risk, detail, risk, mode)
     with tabs[1]:
         guarded(tab_timeline, detail, seqs, mode)
     with tabs[2]:
-        guarded(tab_layers, detail, mode)
+        guarded(tab_layers, detail, seqs, mode)
     with tabs[3]:
         guarded(tab_prompt, detail, mode)
     with tabs[4]:
@@ -218,21 +252,50 @@ def view_run(index: Index) -> None:
         guarded(tab_details, detail)
 
 
+def show_texts(details: list[RunDetail]) -> None:
+    """The compared runs' prompts and outputs side by side, when content capture kept them."""
+    found = [compare.texts(d) for d in details]
+    if not any(t.prompt or t.output for t in found):
+        st.caption(messages.NO_COMPARE_TEXT)
+        return
+    st.subheader("Texts (riskiest sequence of each run)")
+    for column, detail, text in zip(st.columns(len(details)), details, found):
+        with column:
+            st.markdown(f"**{plain(compare.short_label(detail))}**")
+            if text.prompt is None and text.output is None:
+                st.caption(messages.NO_COMPARE_TEXT)
+            for part, value in (("prompt", text.prompt), ("output", text.output)):
+                if value is not None:
+                    st.caption(part)
+                    st.code(value, language=None, wrap_lines=True)
+
+
 def view_compare(index: Index) -> None:
     st.title("Compare")
     labels = {r.key: r.label for r in index.runs}
     if len(labels) < 2:
         st.info("Comparing needs at least two runs in the files.")
         return
-    current = [k for k in st.session_state.get("compare", []) if k in labels]
-    st.session_state["compare"] = current or list(labels)[:2]
+    # The first two runs only on arrival; a picker the user emptied stays empty.
+    if "compare" in st.session_state:
+        st.session_state["compare"] = [k for k in st.session_state["compare"] if k in labels]
+    else:
+        st.session_state["compare"] = list(labels)[:2]
     keys = st.multiselect("Runs", list(labels), format_func=labels.__getitem__, key="compare")
     if len(keys) < 2:
         st.info("Pick two or more runs to compare.")
         return
     details = [_detail(index.by_key(k)) for k in keys]  # type: ignore[arg-type]
     rows = compare.table(details)
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", height=36 * (len(rows) + 1) + 2)
+    marked = compare.differing(rows)
+    st.dataframe(
+        pd.DataFrame(rows).style.apply(lambda row: [DIFFERS_CSS if marked[row.name] else ""] * len(row), axis=1),
+        hide_index=True,
+        width="stretch",
+        height=36 * (len(rows) + 1) + 2,
+    )
+    st.caption("Highlighted: figures that differ between the runs.")
+    show_texts(details)
     st.subheader("Signals overlaid (riskiest sequence of each run)")
     grid = st.columns(2)
     drawn = 0
@@ -299,6 +362,36 @@ def view_performance(index: Index) -> None:
     st.caption("Overhead figures of a run, when its files carry them, are on the run page's Performance tab.")
 
 
+def follow_link(index: Index) -> str | None:
+    """Open what the URL names (``?view=``, ``?run=``) when it is not what this page last wrote there: a link or a
+    reload (a session's first page), or the browser's Back and Forward (Streamlit reruns with the URL they went to).
+    Returns the run id no run matched."""
+    params = st.query_params.to_dict()
+    if params == st.session_state.get(WRITTEN):
+        return None
+    st.session_state[WRITTEN] = params
+    views = {v.lower(): v for v in VIEWS}
+    if (view := views.get(params.get(links.VIEW, "").lower())) is not None:
+        st.session_state["view"] = view
+    wanted = params.get(links.RUN)
+    if not wanted:
+        return None
+    run = links.linked(index.runs, wanted)
+    if run is None:
+        return wanted
+    st.session_state["run"] = run.key
+    st.session_state["view"] = "Run"
+    return None
+
+
+def write_link(view: str, index: Index) -> None:
+    """The URL names the view (and the run shown), so a reload, a shared link and Back return to it."""
+    shown = index.by_key(st.session_state.get("run", "")) if view == "Run" else None
+    params = {links.VIEW: view.lower(), **({links.RUN: links.run_param(shown)} if shown else {})}
+    st.session_state[WRITTEN] = params
+    st.query_params.from_dict(params)
+
+
 def main(paths: list[str] | None = None) -> None:
     """The whole viewer page: the file chooser in the sidebar, then the chosen view."""
     st.set_page_config(page_title="CoreVital viewer", layout="wide")
@@ -309,17 +402,21 @@ def main(paths: list[str] | None = None) -> None:
     chosen = [line.strip() for line in text.splitlines() if line.strip()]
     if st.sidebar.button("Reload files"):
         st.cache_data.clear()
-    view = st.sidebar.radio("View", VIEWS, key="view")
     index = _cached_index(chosen, roots)
+    unknown = follow_link(index)
+    view = st.sidebar.radio("View", VIEWS, key="view")
     st.sidebar.caption(
         f"{len(index.runs)} runs from {index.counts['files']} files · {index.counts['spans']} spans, "
         f"{index.counts['reports']} reports, {index.counts['metric_lines']} metric lines"
     )
+    if unknown:
+        st.warning(messages.UNKNOWN_LINK.format(run=plain(unknown)))
     if view == "Runs":
         show_problems(index.problems)
     elif index.problems:
         st.caption(f"{len(index.problems)} problems reading the files: the Runs view lists them.")
     guarded({"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view], index)
+    write_link(view, index)
 
 
 if __name__ == "__main__":

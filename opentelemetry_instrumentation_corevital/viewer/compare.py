@@ -7,6 +7,7 @@ is the run's), so a batch run and a single run compare like for like.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 from .. import names as n
@@ -24,7 +25,8 @@ _AGGREGATES = (
 )
 
 
-def _fmt(value: Any) -> str:
+def fmt(value: Any) -> str:
+    """A figure as display text: three decimals, "–" for unknown, a list comma-separated."""
     if value is None:
         return "–"
     if isinstance(value, float):
@@ -68,7 +70,7 @@ def table(details: list[RunDetail]) -> list[dict[str, str]]:
         ("time per output token (s)", lambda d: d.summary.tpot_s),
     ]
     fields += [(label, functools.partial(aggregate, report_key=rk, span_key=sk)) for label, rk, sk in _AGGREGATES]
-    return [{"figure": label, **{d.summary.label: _fmt(get(d)) for d in details}} for label, get in fields]
+    return [{"figure": label, **{d.summary.label: fmt(get(d)) for d in details}} for label, get in fields]
 
 
 def riskiest_series(detail: RunDetail) -> SequenceSeries | None:
@@ -102,17 +104,93 @@ def overlay(details: list[RunDetail], signal: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _records(detail: RunDetail) -> list[dict[str, Any]]:
+    return [s for s in otlp.typed(detail.report or {}, "sequences", list, []) if isinstance(s, dict)]
+
+
+def _riskiest_record(detail: RunDetail) -> dict[str, Any]:
+    """The report's record of the sequence its summary calls riskiest (else the first one, else empty)."""
+    seqs = _records(detail)
+    riskiest = _section(detail.report, "summary").get("riskiest_sequence")
+    return next((s for s in seqs if s.get("index") == riskiest), seqs[0] if seqs else {})
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A run's fingerprint vector (None where an element is not finite) and its version (None when unstated)."""
+
+    version: int | None
+    vector: list[float | None]
+
+
+def _vector(value: Any) -> list[float | None] | None:
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in value):
+        return None
+    return [otlp.finite(v) for v in value]
+
+
+def fingerprint(detail: RunDetail) -> Fingerprint | None:
+    """The fingerprint of the run's riskiest sequence, from where the files keep it.
+
+    The report keeps it in ``sequences[].diagnosis.fingerprint`` (the riskiest
+    sequence's is the run's), the span in ``corevital.fingerprint`` and
+    ``corevital.fingerprint.version``; a report ``summary.fingerprint`` is read last.
+    """
+    seq = _riskiest_record(detail)
+    kept = _section(seq, "diagnosis", "fingerprint")
+    vector = _vector(kept.get("vector"))
+    if vector is not None:
+        return Fingerprint(otlp.typed(kept, "version", int, None), vector)
+    span = detail.span or {}
+    vector = _vector(span.get(n.FINGERPRINT))
+    if vector is not None:
+        return Fingerprint(otlp.typed(span, n.FINGERPRINT_VERSION, int, None), vector)
+    legacy = diagnosis.fingerprint(detail)
+    return Fingerprint(None, list(legacy)) if legacy is not None else None
+
+
+def distance(a: Fingerprint, b: Fingerprint) -> float | None:
+    """Euclidean distance over the elements both vectors have; None across versions or lengths."""
+    if a.version is not None and b.version is not None and a.version != b.version:
+        return None
+    if len(a.vector) != len(b.vector):
+        return None
+    pairs = [(x, y) for x, y in zip(a.vector, b.vector) if x is not None and y is not None]
+    return diagnosis.fingerprint_distance([x for x, _ in pairs], [y for _, y in pairs])
+
+
 def fingerprint_distances(details: list[RunDetail]) -> tuple[list[dict[str, Any]] | None, list[str]]:
     """A distance matrix (rows of run → distance to each run) and the runs that lack a fingerprint.
 
     The matrix is None unless every run has one; a pair of incompatible
-    fingerprints (different lengths) has distance None.
+    fingerprints (other version or length) has distance None.
     """
-    prints = {d.summary.label: diagnosis.fingerprint(d) for d in details}
+    prints = {d.summary.label: fingerprint(d) for d in details}
     missing = [label for label, fp in prints.items() if fp is None]
     if missing:
         return None, missing
     rows = []
     for a, fa in prints.items():
-        rows.append({"run": a, **{b: diagnosis.fingerprint_distance(fa, fb) for b, fb in prints.items()}})  # type: ignore[arg-type]
+        rows.append({"run": a, **{b: distance(fa, fb) for b, fb in prints.items()}})  # type: ignore[arg-type]
     return rows, []
+
+
+def differing(rows: list[dict[str, str]]) -> list[bool]:
+    """For each table row, whether the runs' values differ (the figure column aside)."""
+    return [len({v for k, v in row.items() if k != "figure"}) > 1 for row in rows]
+
+
+@dataclass(frozen=True)
+class Texts:
+    """The prompt and output of a run's riskiest sequence, as captured (None when content capture was off)."""
+
+    prompt: str | None
+    output: str | None
+
+
+def texts(detail: RunDetail) -> Texts:
+    """The riskiest sequence's texts from the report; only content capture puts them there."""
+    seq = _riskiest_record(detail)
+    return Texts(otlp.typed(seq, "input_text", str, None), otlp.typed(seq, "output_text", str, None))

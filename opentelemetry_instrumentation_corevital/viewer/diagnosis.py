@@ -132,9 +132,47 @@ def _flag_detail(name: str, f: dict[str, Any], thresholds: dict[str, Any]) -> st
     return ""
 
 
+@dataclass
+class Intervention:
+    """A sequence that ``stop_on`` ended: at which step, on which condition."""
+
+    sequence: int
+    condition: str
+    step: int
+
+
+def interventions(detail: RunDetail) -> list[Intervention]:
+    """Every sequence ``stop_on`` stopped: ``sequences[].intervention`` in the report, else the span's lists."""
+    if detail.report is not None:
+        out = []
+        for position, seq in enumerate(_dicts(detail.report.get("sequences"))):
+            info = _dict(seq.get("intervention"))
+            condition, step = info.get("condition"), info.get("step")
+            if isinstance(condition, str) and isinstance(step, int):
+                out.append(Intervention(otlp.typed(seq, "index", int, position), condition, step))
+        return out
+    attrs = detail.span or {}
+    conditions = otlp.typed(attrs, n.INTERVENTION_CONDITIONS, list, [])
+    steps = otlp.typed(attrs, n.INTERVENTION_STEPS, list, [])
+    return [
+        Intervention(i, c, s)
+        for i, (c, s) in enumerate(zip(conditions, steps))
+        if isinstance(c, str) and c and isinstance(s, int) and s >= 0
+    ]
+
+
+def finish_reasons(detail: RunDetail) -> list[str]:
+    """How the sequences ended (``length``, ``stop``, ``intervention``...), each once, in sequence order."""
+    if detail.report is not None:
+        found = [seq.get("finish_reason") for seq in _dicts(detail.report.get("sequences"))]
+    else:
+        found = otlp.typed(detail.span or {}, n.RESPONSE_FINISH_REASONS, list, [])
+    return list(dict.fromkeys(r for r in found if isinstance(r, str) and r))
+
+
 def narrative(detail: RunDetail) -> str | None:
-    """The report's narrative as one text, whatever shape it was written in, or None."""
-    value = _summary(detail).get("narrative")
+    """The report's narrative as one text, whatever shape it was written in, else the span's, or None."""
+    value = _summary(detail).get("narrative") if detail.report is not None else (detail.span or {}).get(n.NARRATIVE)
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, list):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import names as n
-from . import messages, otlp
+from . import damage, messages, otlp
 from .sources import UnreadableFile, discover, iter_lines, read_line_at
 
 #: The report major version this viewer reads (minor versions only add fields).
@@ -59,6 +59,7 @@ class RunSummary:
     error: str | None = None
     span_ref: Ref | None = None
     report_ref: Ref | None = None
+    problems: list[str] = field(default_factory=list)  # lines of this run that could not be read
 
     @property
     def time_text(self) -> str:
@@ -230,6 +231,7 @@ class _Collector:
             "log_records": 0,
         }
         self._cap = max_problems_per_file
+        self.tied: dict[str, list[str]] = {}  # run key -> problems of lines that held that run's data
         self._file_problems = 0
         self._hidden = 0
 
@@ -276,6 +278,7 @@ def build_index(paths: list[str], max_problems_per_file: int = 20, roots: tuple[
             c.problem(messages.EMPTY_FILE.format(file=path))
         c.end_file(path)
     runs = sorted(c.runs.values(), key=lambda r: (r.started is None, -(r.started or 0.0), r.key))
+    runs = [replace(r, problems=c.tied[r.key]) if r.key in c.tied else r for r in runs]
     return Index(runs=runs, problems=c.problems, files=files, counts=c.counts)
 
 
@@ -283,7 +286,10 @@ def _index_line(c: _Collector, path: str, number: int, offset: int, data: bytes)
     try:
         document = otlp.loads(data)
     except ValueError as exc:
-        c.problem(messages.NOT_JSON.format(file=path, line=number, detail=_short(exc)))
+        text, key = damage.truncated(path, number, data) if damage.cut_short(exc, data) else (None, None)
+        c.problem(text or messages.NOT_JSON.format(file=path, line=number, detail=_short(exc)))
+        if text and key:
+            c.tied.setdefault(key, []).append(text)
         return
     try:
         _index_document(c, path, number, offset, document)
@@ -397,7 +403,7 @@ class RunDetail:
 
 def load_run(summary: RunSummary) -> RunDetail:
     """Read the run's span and report lines back from their files."""
-    detail = RunDetail(summary=summary)
+    detail = RunDetail(summary=summary, problems=list(summary.problems))
     if summary.span_ref is not None:
         document = _read_document(summary.span_ref, detail)
         if document is not None:

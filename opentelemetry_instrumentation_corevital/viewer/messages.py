@@ -15,6 +15,12 @@ ZSTD = "{file}: zstd-compressed; decompress it first (zstd -d)."
 BROKEN_GZIP = "{file}: compressed data breaks at line {line} ({detail}); the lines before it were read."
 EMPTY_FILE = "{file}: empty file, nothing to show."
 NOT_JSON = "{file} line {line}: not valid JSON ({detail})."
+TRUNCATED = (
+    "{file} line {line}: truncated line: its JSON stops unfinished after {size} bytes (a file still being written, "
+    "or cut short){run}."
+)
+TRUNCATED_RUN = "; it held the report of run {run}, which is shown from its span"
+TRUNCATED_REPORT = "; it held report {report} ({model}), whose trace and span ids were cut off"
 NOT_OTLP = "{file} line {line}: not an OTLP export request (no resourceSpans, resourceMetrics or resourceLogs)."
 ODD_SHAPE = "{file} line {line}: an OTLP export request of an unexpected shape, skipped ({detail})."
 BAD_REPORT = "{file} line {line}: the corevital.generation.report body is not a report ({detail})."
@@ -50,17 +56,46 @@ SPAN_LAYERS = (
 )
 NO_REPORT = (
     "Only the span of this run was found, no corevital.generation.report log record: per-step series are "
-    "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing. "
-    "Pass the logs file too (corevital run writes logs.jsonl)."
+    "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing. {logs}"
+)
+#: Where NO_REPORT says the report should have been, after the span's own file (``traces...`` -> ``logs...``).
+LOGS_NOT_READ = "Its logs file {file} is not among the files read: add it in the sidebar."
+LOGS_MISSING = "There is no logs file {file} beside its span's file (corevital run writes one)."
+LOGS_WITHOUT = (
+    "Its logs file {file} was read and holds no report of this run: it is written when report_log=True "
+    "(corevital run sets it)."
+)
+LOGS_ELSEWHERE = (
+    "The files read hold no report of this run: it is written when report_log=True (corevital run sets it)."
 )
 NO_SIGNALS = (
     'No logit signals: this run was captured with capture mode "{mode}". capture="summary" or "full" adds them.'
 )
+REPORT_UNREADABLE = (
+    "The corevital.generation.report log record of this run could not be read (see above): per-step series are "
+    "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing."
+)
+SPAN_TOKENS = "Generated tokens are in the report log record only, and this run has only its span."
 NO_TOKENS = (
     "Generated tokens are not shown: content capture was off "
     "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
 )
 NO_FINGERPRINT = (
-    "Fingerprint distance needs a summary.fingerprint in every compared run; missing in: {runs}. "
-    "Fingerprints arrive with the diagnosis capture."
+    "Fingerprint distance needs a fingerprint in every compared run (a report's sequences[].diagnosis.fingerprint "
+    "or a span's corevital.fingerprint); missing in: {runs}. Reports of schema 1.2 and later carry one for every run "
+    "with logit signals."
+)
+NO_COMPARE_TEXT = (
+    "No prompt or output text: content capture was off "
+    "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
+)
+UNKNOWN_LINK = (
+    "The link names run {run}, which is not in these files: no trace, span or report id is or starts with it. "
+    "Add the files that hold it in the sidebar."
+)
+
+#: A sequence that ``stop_on`` ended early: the run is not a normal one, and its narrative was written without it.
+INTERVENED = (
+    "Stopped by stop_on: sequence {sequence} ended at step {step} on {condition} (finish reason "
+    '"intervention"); its figures cover the steps it ran.'
 )

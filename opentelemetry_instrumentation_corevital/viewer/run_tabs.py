@@ -73,26 +73,43 @@ def tab_risk(detail: RunDetail, risk: diagnosis.Risk, mode: str) -> None:
         )
         st.altair_chart(_charts.factor_bars(risk.factors), width="stretch")
     st.subheader("Flags")
-    st.dataframe(pd.DataFrame(diagnosis.flag_rows(detail)), hide_index=True, width="stretch")
+    rows = diagnosis.flag_rows(detail)
+    fired = [{k: v for k, v in r.items() if k != "fired"} for r in rows if r["fired"]]
+    quiet = [{k: v for k, v in r.items() if k != "fired"} for r in rows if not r["fired"]]
+    if fired:
+        st.dataframe(pd.DataFrame(fired), hide_index=True, width="stretch")
+    else:
+        st.caption("No flag fired.")
+    if quiet:  # what each flag saw without firing, out of the way
+        with st.expander(f"{len(quiet)} flags not fired"):
+            st.dataframe(pd.DataFrame(quiet), hide_index=True, width="stretch")
     blamed = diagnosis.blamed_layers(detail)
     if blamed:
         st.subheader("Blamed layers")
         st.dataframe(pd.DataFrame(blamed), hide_index=True, width="stretch")
 
 
-def _pick_sequence(seqs: list[series.SequenceSeries], key: str) -> series.SequenceSeries:
-    if len(seqs) == 1:
-        return seqs[0]
-    by_index = {s.index: s for s in seqs}
-    chosen = st.selectbox("Sequence", list(by_index), key=key, format_func=lambda i: f"sequence {i}")
-    return by_index[chosen]
+def pick_sequence(detail: RunDetail, seqs: list[series.SequenceSeries], indices: list[int], key: str) -> int:
+    """One of ``indices`` (sequences of this run), opening on the riskiest, each labelled by its risk and flags."""
+    if len(indices) == 1:
+        return indices[0]
+    labels = {s.index: s.label() for s in seqs}
+    first = series.riskiest([s for s in seqs if s.index in indices], detail).index if labels else indices[0]
+    return st.selectbox(
+        "Sequence",
+        indices,
+        index=indices.index(first) if first in indices else 0,
+        key=f"{key}:{detail.summary.key}",  # per run: another run opens on its own riskiest sequence
+        format_func=lambda i: labels.get(i, f"sequence {i}"),
+    )
 
 
 def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) -> None:
     if not seqs:
         st.info(messages.NO_SIGNALS.format(mode=plain(mode)))
         return
-    seq = _pick_sequence(seqs, "timeline_seq")
+    by_index = {s.index: s for s in seqs}
+    seq = by_index[pick_sequence(detail, seqs, list(by_index), "timeline_seq")]
     rows = seq.rows()
     threshold = ((detail.report or {}).get("thresholds") or {}).get("high_entropy_bits")
     if seq.stride > 1:
@@ -114,8 +131,8 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
     if seq.output_text is not None:
         st.subheader("Generated text")
         st.code(seq.output_text, language=None, wrap_lines=True)
-    if seq.token_ids is None:
-        st.caption(messages.NO_TOKENS)
+    if seq.token_ids is None:  # a span never carries them: no word about content capture then
+        st.caption(messages.NO_TOKENS if seq.source == "report" else messages.SPAN_TOKENS)
     st.subheader("Steps")
     frame = pd.DataFrame(rows)
     styled = frame.style.format(precision=4, na_rep="–")
@@ -136,7 +153,7 @@ def _sequence_dicts(detail: RunDetail) -> list[dict[str, Any]]:
     return [s for s in (detail.report or {}).get("sequences") or [] if isinstance(s, dict)]
 
 
-def tab_layers(detail: RunDetail, mode: str) -> None:
+def tab_layers(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) -> None:
     found = [(s.get("index", i), data) for i, s in enumerate(_sequence_dicts(detail)) if (data := deep.layer_data(s))]
     if not found:
         means = deep.span_layer_means(detail.span or {}, "corevital.layers.", "corevital.layers.indices")
@@ -154,12 +171,7 @@ def tab_layers(detail: RunDetail, mode: str) -> None:
             st.info(messages.FULL_LAYERS.format(mode=plain(mode)))
         return
     by_index = dict(found)
-    index = (
-        found[0][0]
-        if len(found) == 1
-        else st.selectbox("Sequence", list(by_index), key="layers_seq", format_func=lambda i: f"sequence {i}")
-    )
-    data = by_index[index]
+    data = by_index[pick_sequence(detail, seqs, list(by_index), "layers_seq")]
     blamed = diagnosis.blamed_layer_indices(detail)
     if blamed:
         st.caption("Blamed layers (outlined in red): " + plain(", ".join(str(b) for b in blamed)))

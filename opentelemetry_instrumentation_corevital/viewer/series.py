@@ -41,6 +41,16 @@ class SequenceSeries:
     output_text: str | None = None
     finish_reason: str | None = None
     flags: dict[str, Any] = field(default_factory=dict)
+    risk: float | None = None  # this sequence's risk score
+
+    def fired(self) -> list[str]:
+        """The flags that fired for this sequence, in the report's order."""
+        return [name for name in n.FLAG_NAMES if self.flags.get(name) is True]
+
+    def label(self) -> str:
+        """What the sequence picker says: the index, the risk and the flags fired (a batch's loop stands out)."""
+        risk = "risk –" if self.risk is None else f"risk {self.risk:.2f}"
+        return " · ".join((f"sequence {self.index}", risk, ", ".join(self.fired()) or "no flags"))
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per step: step, token id (when captured), then each signal."""
@@ -90,6 +100,7 @@ def _from_report(report: dict[str, Any]) -> list[SequenceSeries]:
                 output_text=otlp.typed(seq, "output_text", str, None),
                 finish_reason=seq.get("finish_reason"),
                 flags=otlp.typed(seq, "flags", dict, {}),
+                risk=otlp.finite(otlp.typed(seq, "risk", dict, {}).get("score")),
             )
         )
     return out
@@ -108,6 +119,7 @@ def _from_span(attrs: dict[str, Any]) -> list[SequenceSeries]:
     if not (isinstance(lengths, list) and all(isinstance(x, int) for x in lengths) and sum(lengths) == total):
         lengths = [total]
     reasons = attrs.get(n.RESPONSE_FINISH_REASONS) or []
+    risks = otlp.typed(attrs, n.SEQUENCE_RISK_SCORES, list, [])
     out = []
     start = 0
     for index, length in enumerate(lengths):
@@ -120,10 +132,19 @@ def _from_span(attrs: dict[str, Any]) -> list[SequenceSeries]:
                     source="span",
                     stride=stride,
                     finish_reason=reasons[index] if index < len(reasons) else None,
+                    risk=otlp.finite(risks[index]) if index < len(risks) else None,
                 )
             )
         start += length
     return out
+
+
+def riskiest(seqs: list[SequenceSeries], detail: RunDetail) -> SequenceSeries:
+    """The sequence a run page opens on: the report's ``summary.riskiest_sequence``, else the highest risk, else
+    the first (a batch's looping sequence, not sequence 0)."""
+    named = otlp.typed(otlp.typed(detail.report or {}, "summary", dict, {}), "riskiest_sequence", int, None)
+    found = next((s for s in seqs if s.index == named), None)
+    return found or max(seqs, key=lambda s: -1.0 if s.risk is None else s.risk)
 
 
 def long_rows(seq: SequenceSeries, signals: tuple[str, ...] = SIGNALS) -> list[dict[str, Any]]:

@@ -154,3 +154,14 @@ def read_line_at(path: str, offset: int) -> bytes:
         return handle.readline()
     finally:
         handle.close()
+
+
+def missing_report(span_file: str, files_read: list[str]) -> str:
+    """Where the report of a run known only from its span should be: the logs file beside the span's, by name."""
+    span = Path(span_file)
+    if "traces" not in span.name:  # one file for every signal (a Collector's file exporter)
+        return messages.LOGS_ELSEWHERE
+    logs = span.with_name(span.name.replace("traces", "logs", 1))
+    if str(logs) in files_read:
+        return messages.LOGS_WITHOUT.format(file=logs)
+    return (messages.LOGS_NOT_READ if logs.exists() else messages.LOGS_MISSING).format(file=logs)

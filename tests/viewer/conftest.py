@@ -69,6 +69,28 @@ def real_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def batch_dir(tmp_path_factory) -> Path:
+    """Real SmolLM2 runs that the diagnosis-aware run page is about: a batch of four greedy sequences whose riskiest
+    (a loop) is sequence 1 (tests/viewer/batch.py), then a looping prompt stopped by ``--stop-on repetition_loop``."""
+    out = tmp_path_factory.mktemp("batch") / "corevital-data"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.viewer.batch", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    corevital_run(
+        out,
+        "--no-chat",
+        "--prompt",
+        "one two one two one two one two one two one two",
+        "--max-new-tokens",
+        "24",
+        "--stop-on",
+        "repetition_loop",
+    )
+    return out
+
+
 def real_reports(folder: Path) -> list[dict]:
     """The reports in a real logs.jsonl, oldest first, read directly (not through the viewer)."""
     out = []

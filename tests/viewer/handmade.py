@@ -466,7 +466,7 @@ def bad_problems(folder: Path) -> list[str]:
 
     bad = str(folder / "bad.jsonl")
     return [
-        messages.NOT_JSON.format(file=bad, line=1, detail="Expecting value: line 2 column 1 (char 20)"),
+        messages.TRUNCATED.format(file=bad, line=1, size=len('{"resourceSpans": ['), run=""),
         messages.NOT_OTLP.format(file=bad, line=2),
         messages.BAD_REPORT.format(file=bad, line=3, detail="not JSON: Expecting value: line 1 column 1 (char 0)"),
         messages.UNKNOWN_REPORT_SCHEMA.format(file=bad, line=4, version="2.0.0"),

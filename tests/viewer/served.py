@@ -76,14 +76,21 @@ def serve(paths: list[Path], port: int, log: Path, cwd: Path = ROOT) -> Iterator
 
 
 def drive(
-    url: str, out: Path, run: str, deep_run: str | None = None, stop_after: str | None = None, timeout: float = 240
+    url: str,
+    out: Path,
+    run: str,
+    deep_run: str | None = None,
+    stop_after: str | None = None,
+    timeout: float = 240,
+    link: str | None = None,
 ) -> list[dict]:
-    """Run the browser scenario; returns [{name, file, text}] for each screenshot taken."""
+    """Run the browser scenario; returns [{name, file, url, text, charts}] for each screenshot taken."""
     job = {
         "url": url,
         "out": str(out),
         "run": run,
         "deepRun": deep_run,
+        "link": link,
         "chromium": shutil.which("chromium"),
         "stopAfter": stop_after,
     }

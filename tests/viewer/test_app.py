@@ -134,7 +134,7 @@ def test_run_page_risk_flags_narrative_and_timeline(monkeypatch, good_dir):
     assert (
         flags[flags["flag"] == "high_entropy"].iloc[0]["detail"] == "3 steps > 4 bits, longest run 3, first at step 6"
     )
-    blamed = at.dataframe[2].value
+    blamed = next(d.value for d in at.dataframe if "reason" in d.value.columns)  # after the folded unfired flags
     assert list(blamed["layer"]) == [5, 6] and blamed.iloc[0]["reason"] == "attention collapse"
     shown = charts(at)
     entropy, threshold = shown["entropy (bits)"]
@@ -226,15 +226,17 @@ def test_summary_only_run_says_what_full_capture_adds(monkeypatch, good_dir):
 
 def test_span_only_run_shows_what_the_span_has(monkeypatch, good_dir):
     at = open_run(start(monkeypatch, good_dir), ONLY_LABEL)
-    assert messages.NO_REPORT.format(stride=2) in texts(at.info)
-    assert messages.NO_TOKENS in texts(at.caption)
+    logs = messages.LOGS_WITHOUT.format(file=good_dir / "logs.jsonl")  # read, and this run's report is not in it
+    assert messages.NO_REPORT.format(stride=2, logs=logs) in texts(at.info)
+    assert messages.SPAN_TOKENS in texts(at.caption)  # spans never carry tokens: not "content capture was off"
     assert "Every 2. step (the span's thinned series)." in texts(at.caption)
     factors = at.dataframe[0].value
     assert list(factors.columns) == ["name", "contribution"] and list(factors["contribution"]) == [0.625, 0.125]
-    assert at.selectbox(key="timeline_seq").options == ["sequence 0", "sequence 1"]
+    sequences = at.selectbox(key=f"timeline_seq:{KEYS[ONLY_LABEL]}")  # the span has no per-sequence risk
+    assert sequences.options == ["sequence 0 · risk – · no flags", "sequence 1 · risk – · no flags"]
     (entropy,) = charts(at)["entropy (bits)"]
     assert list(entropy["step"]) == [0, 2, 4] and entropy["entropy"].isna().tolist() == [False, True, False]
-    at.selectbox(key="timeline_seq").set_value(1).run()
+    sequences.set_value(1).run()
     (entropy,) = charts(at)["entropy (bits)"]
     assert list(entropy["entropy"]) == [0.5, 0.25]
     # Layers and prompt: what a full-capture span carries, and what the report would add.
@@ -366,7 +368,10 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     assert row[1:] == ["16", "20"]
     (overlay,) = charts(at)["entropy (bits)"]
     assert len(overlay) == 36
-    assert messages.NO_FINGERPRINT.split("{runs}")[0] in texts(at.info)[0]
+    # Real reports keep the fingerprint in sequences[].diagnosis (issue 16): the distances are shown, none missing.
+    assert texts(at.info) == []
+    distances = at.dataframe[1].value
+    assert [distances[run][i] for i, run in enumerate(distances["run"])] == [0.0, 0.0]
 
 
 def test_dashboards_script_runs_the_packaged_app_on_its_arguments(monkeypatch, good_dir):

@@ -420,6 +420,10 @@ def test_the_viewer_page_documents_every_message():
         "MORE_PROBLEMS",
         "VIEW_FAILED",
         "NO_RUNS",
+        "TRUNCATED",
+        "TRUNCATED_RUN",
+        "TRUNCATED_REPORT",
+        "REPORT_UNREADABLE",
     ):
         text = (
             getattr(messages, name)
@@ -431,6 +435,11 @@ def test_the_viewer_page_documents_every_message():
             .replace("{span_id}", "SPAN")
             .replace("{count}", "N")
             .replace("{root}", "ROOT")
+            .replace("{size}", "SIZE")
+            .replace("{run}", "RUN")
+            .replace("{report}", "REPORT")
+            .replace("{model}", "MODEL")
+            .replace("{stride}", "K")
         )
         assert text in page, name
 

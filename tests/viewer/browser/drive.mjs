@@ -1,8 +1,11 @@
 // Drives the served viewer in Debian's headless chromium (playwright-core, no downloaded browser) like a person:
-// run list -> open a run -> its timeline -> a deep-capture run's layers -> Compare -> Performance.
-// Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "chromium": PATH, "stopAfter": "timeline"}'
+// run list -> open a run -> Back to the list -> click the run's row -> its timeline -> a deep-capture run's layers
+// -> Compare -> Performance -> a link naming a trace id.
+// Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "link": TRACE_ID, "chromium": PATH,
+// "stopAfter": "timeline"}'
 // (stopAfter: only the run list, the run and its timeline, for files with a single run).
-// Prints one JSON document: [{name, file, text}] (text = what the page shows, for the test to check).
+// Prints one JSON document: [{name, file, url, text, charts}] (url = the address bar, text = what the page shows,
+// charts = drawn chart heights).
 import { chromium } from "playwright-core";
 
 const job = JSON.parse(process.argv[2]);
@@ -31,12 +34,29 @@ try {
     const file = `${job.out}/${name}.png`;
     await page.screenshot({ path: file });
     const text = await page.evaluate(() => document.querySelector('[data-testid="stMain"]')?.innerText ?? document.body.innerText);
-    shots.push({ name, file, text });
+    // The drawn height of every visible chart (its canvas or SVG, legend included), in CSS pixels.
+    const charts = await page.evaluate(() => [...document.querySelectorAll('[data-testid="stMain"] .vega-embed')]
+      .map((e) => e.querySelector("canvas, svg.marks")?.getBoundingClientRect().height ?? 0).filter((h) => h > 0));
+    shots.push({ name, file, url: page.url(), text, charts });
   }
   async function pick(selectLabel, optionLabel) {
     const box = page.locator('[data-testid="stSelectbox"]').filter({ hasText: selectLabel }).first();
     await box.click();
     await page.getByRole("option", { name: optionLabel, exact: true }).click();
+  }
+
+  // Click the run-list row of the run labelled `label` ("time · model · risk · id"), as a person finds it in a long
+  // list: search its id, then click the one row left (the table is drawn on a canvas; rows are 35 px, as the header).
+  async function clickRow(label) {
+    const search = page.getByLabel("Search model, provider, service or id");
+    await search.fill(label.split(" · ").at(-1));
+    await search.press("Enter");
+    await page.getByText(/^1 of \d+ runs$/).waitFor();
+    await settle(1);
+    const grid = page.locator('[data-testid="stDataFrame"]').first();
+    await grid.scrollIntoViewIfNeeded();
+    const box = await grid.boundingBox();
+    await page.mouse.click(box.x + 200, box.y + 35 + 35 / 2);
   }
 
   await page.goto(job.url);
@@ -50,6 +70,17 @@ try {
   await page.getByText("Risk score", { exact: true }).waitFor();
   await settle(1);
   await shoot("run");
+
+  if (!job.stopAfter) {
+    await page.goBack();
+    await page.getByText("Open a run", { exact: true }).waitFor();
+    await settle(1);
+    await shoot("back");
+    await clickRow(job.run);
+    await page.getByText("Risk score", { exact: true }).waitFor();
+    await settle(1);
+    await shoot("row");
+  }
 
   if (job.stopAfter === "timeline") { await page.getByRole("tab", { name: "Timeline" }).click(); await settle(4, visibleTab); await shoot("timeline"); }
   if (job.stopAfter) { await browser.close(); process.stdout.write(JSON.stringify(shots) + "\n"); process.exit(0); }
@@ -76,6 +107,13 @@ try {
   await page.getByText("Median time to first token", { exact: true }).waitFor();
   await settle(1);
   await shoot("performance");
+
+  if (job.link) {  // a link from a tracing UI: the trace id after ?run=, in a new tab
+    await page.goto(`${job.url}?run=${job.link}`);
+    await page.getByText("Risk score", { exact: true }).waitFor();
+    await settle(1);
+    await shoot("link");
+  }
 } finally {
   await browser.close();
 }

@@ -1,0 +1,68 @@
+"""URL state (issue 16): ``?run=<trace_id>[:<span_id>]`` opens that run, and the URL follows the view for reloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from opentelemetry_instrumentation_corevital.viewer import APP_PATH, messages
+
+from . import handmade as h
+from .test_app import DEEP_LABEL, KEYS, ONLY_LABEL, open_run, start, texts
+
+
+def linked(monkeypatch, folder: Path, **params: str) -> AppTest:
+    """The viewer opened from a URL with these query parameters, as a new browser tab (or a reload) would."""
+    monkeypatch.setenv("COREVITAL_VIEW_PATHS", str(folder))
+    at = AppTest.from_file(APP_PATH, default_timeout=60)
+    at.query_params.update(params)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_a_trace_link_opens_the_run_and_the_url_names_it(monkeypatch, good_dir):
+    deep = KEYS[DEEP_LABEL]
+    for wanted in (deep, h.DEEP_TRACE, h.DEEP_TRACE.upper(), h.DEEP_SPAN, h.DEEP_SPAN[:8]):
+        at = linked(monkeypatch, good_dir, run=wanted)
+        assert at.radio(key="view").value == "Run" and at.selectbox(key="run").value == deep, wanted
+        assert texts(at.main.title) == ["hand-made/deep-1.1"]
+        assert at.query_params == {"view": "run", "run": deep}
+    # Picking another run moves the URL with it.
+    at.selectbox(key="run").set_value(KEYS[ONLY_LABEL]).run()
+    assert at.query_params == {"view": "run", "run": KEYS[ONLY_LABEL]}
+
+
+def test_a_reload_keeps_the_view(monkeypatch, good_dir):
+    at = start(monkeypatch, good_dir)
+    assert at.query_params == {"view": "runs"}
+    at.radio(key="view").set_value("Compare").run()
+    assert at.query_params == {"view": "compare"}
+    again = linked(monkeypatch, good_dir, **at.query_params)
+    assert again.radio(key="view").value == "Compare" and texts(again.main.title) == ["Compare"]
+
+
+def test_a_link_to_a_run_not_in_the_files_says_so(monkeypatch, good_dir):
+    at = linked(monkeypatch, good_dir, run="ffff0000")
+    assert at.radio(key="view").value == "Runs"
+    assert texts(at.warning)[0] == messages.UNKNOWN_LINK.format(run="ffff0000")
+
+
+def test_browser_back_and_forward_follow_the_url(monkeypatch, good_dir):
+    """Back and Forward rerun the page with the URL they went to (Streamlit's popstate handler); the page follows it,
+    while a rerun that carries the URL the page wrote itself leaves the view to the widgets."""
+    at = start(monkeypatch, good_dir)
+    open_run(at, DEEP_LABEL)
+    deep = KEYS[DEEP_LABEL]
+    assert at.query_params == {"view": "run", "run": deep}
+    at.query_params.clear()
+    at.query_params["view"] = "runs"  # Back to the list
+    at.run()
+    assert at.radio(key="view").value == "Runs" and texts(at.main.title) == ["Runs"]
+    assert at.query_params == {"view": "runs"}
+    at.query_params.update(view="run", run=deep)  # Forward to the run
+    at.run()
+    assert at.radio(key="view").value == "Run" and texts(at.main.title) == ["hand-made/deep-1.1"]
+    at.radio(key="view").set_value("Performance").run()  # the radio wins over the URL it wrote last
+    assert texts(at.main.title) == ["Performance"] and at.query_params == {"view": "performance"}
