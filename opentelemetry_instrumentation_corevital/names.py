@@ -63,6 +63,8 @@ RISK_DIVERGENCE = CV + "risk.divergence"
 RISK_DIVERGENT_FEATURES = CV + "risk.divergent_features"
 PROFILE = CV + "profile"
 NARRATIVE = CV + "narrative"
+#: GenAI JSON attributes left off the span because the value-length limit would cut them into invalid JSON.
+DROPPED_ATTRIBUTES = CV + "dropped_attributes"
 BLAME_LAYERS = CV + "blame.layers"
 BLAME_SEVERITIES = CV + "blame.severities"
 BLAME_REASONS = CV + "blame.reasons"
