@@ -152,6 +152,8 @@ METRIC_RISK_SCORE = "corevital.risk.score"
 METRIC_HEALTH_FLAGS = "corevital.health.flags"
 FLAG_ATTRIBUTE = "corevital.flag"
 LAYER_ATTRIBUTE = "corevital.layer.index"
+#: The per-layer histograms' default label: a group of consecutive layers, "first-last" (``layer_groups``).
+LAYER_GROUP_ATTRIBUTE = "corevital.layer.group"
 METRIC_LAYER_PREFIX = "corevital.layer."
 #: Per-layer histograms (full capture), one measurement per layer per sequence: the mean over its steps.
 LAYER_METRICS = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")

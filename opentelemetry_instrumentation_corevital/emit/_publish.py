@@ -60,7 +60,7 @@ def publish(
         instruments.record(report, base)
         if detail == "full":
             if options.layer_metrics:
-                instruments.record_layers(report, base)
+                instruments.record_layers(report, base, options.layer_groups)
             if options.step_logs:
                 emit_step_logs(logger, report, context, getattr(span, "start_time", None), content.events)
     finally:
