@@ -19,7 +19,15 @@ from .._config import CaptureMode, Options
 from ..report import ContentPolicy, Report
 from ._genai_events import emit_genai_events
 from ._metrics import Instruments, metric_attributes
-from ._span import corevital_attributes, eviction_order, fit_json, genai_attributes, span_name, value_length_limit
+from ._span import (
+    corevital_attributes,
+    eviction_order,
+    fit_json,
+    flattens_sequences,
+    genai_attributes,
+    span_name,
+    value_length_limit,
+)
 from ._steps import add_step_events, emit_step_logs
 
 
@@ -49,6 +57,8 @@ def publish(
         attrs[n.CAPTURE_MODE] = options.capture.value
         timing = corevital_attributes(report, options.max_span_steps, detail)
         attrs.update({k: v for k, v in timing.items() if k.startswith(n.CV + "timing.")})
+    if flattens_sequences(span):  # one ddtrace tag per value: the arrays travel in the report and the logs instead
+        attrs = {k: v for k, v in attrs.items() if not isinstance(v, (list, tuple))}
     # One call, in the order we can best lose them: the SDK evicts the oldest attributes first, GenAI keys last.
     genai = genai_attributes(report, content.span, provider, response_id)
     span.set_attributes(eviction_order(attrs) | dict(extra) | fit_json(genai, value_length_limit(span)))

@@ -32,6 +32,11 @@ def eviction_order(attrs: dict[str, Any]) -> dict[str, Any]:
     return arrays | scalars | {k: attrs[k] for k in KEY_ATTRIBUTES if k in attrs}
 
 
+def flattens_sequences(span: object) -> bool:
+    """Whether ``span`` makes each element of a sequence attribute a tag of its own (``key.0``, ...): ddtrace's do."""
+    return type(span).__module__.startswith("ddtrace.")
+
+
 def value_length_limit(span: object) -> int | None:
     """The SDK span's attribute value-length limit (``None``: unlimited, or not an SDK span)."""
     return getattr(getattr(span, "_limits", None), "max_span_attribute_length", None)
