@@ -133,6 +133,9 @@ class Options:
     layer_metrics: bool = option(
         True, parse_bool, "with full detail, the per-layer histograms corevital.layer.*", _P + "LAYER_METRICS"
     )
+    layer_groups: int = option(
+        4, parse_whole(0), "layer histograms in this many groups of adjacent layers; 0: per layer", _P + "LAYER_GROUPS"
+    )
     cuda_graphs: bool = option(
         True, parse_bool, "on CUDA, replay each step's fixed-shape reduce as one CUDA graph", _P + "CUDA_GRAPHS"
     )

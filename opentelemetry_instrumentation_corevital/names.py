@@ -63,6 +63,8 @@ RISK_DIVERGENCE = CV + "risk.divergence"
 RISK_DIVERGENT_FEATURES = CV + "risk.divergent_features"
 PROFILE = CV + "profile"
 NARRATIVE = CV + "narrative"
+#: GenAI JSON attributes left off the span because the value-length limit would cut them into invalid JSON.
+DROPPED_ATTRIBUTES = CV + "dropped_attributes"
 BLAME_LAYERS = CV + "blame.layers"
 BLAME_SEVERITIES = CV + "blame.severities"
 BLAME_REASONS = CV + "blame.reasons"
@@ -150,6 +152,8 @@ METRIC_RISK_SCORE = "corevital.risk.score"
 METRIC_HEALTH_FLAGS = "corevital.health.flags"
 FLAG_ATTRIBUTE = "corevital.flag"
 LAYER_ATTRIBUTE = "corevital.layer.index"
+#: The per-layer histograms' default label: a group of consecutive layers, "first-last" (``layer_groups``).
+LAYER_GROUP_ATTRIBUTE = "corevital.layer.group"
 METRIC_LAYER_PREFIX = "corevital.layer."
 #: Per-layer histograms (full capture), one measurement per layer per sequence: the mean over its steps.
 LAYER_METRICS = ("hidden_norm", "attn_entropy", "attn_collapsed_fraction")

@@ -81,9 +81,10 @@ def test_unknown_keyword_to_instrument_is_refused_with_the_accepted_ones():
         CoreVitalInstrumentor().instrument(captur="full")
     assert str(info.value) == (
         "unknown option 'captur'; options are: callback_every, capture, capture_content, cuda_graphs, genai_event, "
-        "high_entropy_bits, high_entropy_run, layer_metrics, layers, logger_provider, max_span_steps, meter_provider, "
-        "model_name, on_report, on_risk_threshold, profile, report_log, request_logprobs, semconv_opt_in, "
-        "step_callback, step_events, step_logs, step_stride, stop_loop_repeat, stop_on, thresholds, tracer_provider."
+        "high_entropy_bits, high_entropy_run, layer_groups, layer_metrics, layers, logger_provider, max_span_steps, "
+        "meter_provider, model_name, on_report, on_risk_threshold, profile, report_log, request_logprobs, "
+        "semconv_opt_in, step_callback, step_events, step_logs, step_stride, stop_loop_repeat, stop_on, thresholds, "
+        "tracer_provider."
     )
     assert not CoreVitalInstrumentor().is_instrumented_by_opentelemetry
 

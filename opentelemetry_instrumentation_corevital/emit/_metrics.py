@@ -162,20 +162,22 @@ class Instruments:
                 if is_finite(value):
                     m["token_entropy"].record(value, base)
 
-    def record_layers(self, report: Report, base: dict[str, Any]) -> None:
-        """One measurement per captured layer per sequence: the mean over its steps."""
+    def record_layers(self, report: Report, base: dict[str, Any], groups: int = 0) -> None:
+        """One measurement per captured layer per sequence (the mean over its steps), labelled by its group of
+        consecutive layers when ``groups`` > 0 (at most ``groups`` series per metric), else by its index."""
         for seq in report.sequences:
             layers = seq.layers
             if layers is None:
                 continue
+            labels = layer_labels(list(layers.indices), groups)
             for name, histogram in self.layers.items():
                 matrix = getattr(layers, name, None)
                 if matrix is None:
                     continue
-                for index, values in zip(layers.indices, matrix):
+                for label, values in zip(labels, matrix):
                     finite = [v for v in values if v is not None]  # report values are finite or None
                     if finite:
-                        histogram.record(sum(finite) / len(finite), {**base, n.LAYER_ATTRIBUTE: index})
+                        histogram.record(sum(finite) / len(finite), {**base, **label})
 
     def record_failure(self, duration_s: float, base: dict[str, Any], error_type: str) -> None:
         """A failed generation counts in the duration histogram, with its ``error.type`` (and, under the newest
@@ -201,6 +203,21 @@ class Instruments:
         """One failure inside CoreVital at ``stage`` (a value of ``names.CALL_STAGES``, so the count stays bounded)."""
         if stage in n.CALL_STAGES:
             self.call_errors.add(1, {n.INTERNAL_STAGE: stage})
+
+
+def layer_labels(indices: list[int], groups: int) -> list[dict[str, Any]]:
+    """Each layer's metric attribute: its index (``groups`` 0), or the ``"first-last"`` indices of its group, the
+    layers split into ``groups`` runs of consecutive layers as equal as can be (the first ones one longer)."""
+    if groups <= 0:
+        return [{n.LAYER_ATTRIBUTE: index} for index in indices]
+    size, extra = divmod(len(indices), groups)
+    labels: list[dict[str, Any]] = []
+    start = 0
+    for group in range(min(groups, len(indices))):
+        run = indices[start : start + size + (group < extra)]
+        labels += [{n.LAYER_GROUP_ATTRIBUTE: f"{run[0]}-{run[-1]}"}] * len(run)
+        start += len(run)
+    return labels
 
 
 def metric_attributes(operation: str, model: str, provider: str = n.PROVIDER) -> dict[str, Any]:

@@ -19,7 +19,15 @@ from .._config import CaptureMode, Options
 from ..report import ContentPolicy, Report
 from ._genai_events import emit_genai_events
 from ._metrics import Instruments, metric_attributes
-from ._span import corevital_attributes, genai_attributes, span_name
+from ._span import (
+    corevital_attributes,
+    eviction_order,
+    fit_json,
+    flattens_sequences,
+    genai_attributes,
+    span_name,
+    value_length_limit,
+)
 from ._steps import add_step_events, emit_step_logs
 
 
@@ -38,20 +46,22 @@ def publish(
 ) -> None:
     """Emit one generation at ``detail``, content where ``content`` allows; metrics in ``context`` (for exemplars)."""
     span.update_name(span_name(report.request.operation, report.model.name))
-    if extra:
-        span.set_attributes(extra)
+    attrs: dict[str, Any] = {}
     if report.perf is not None:
-        span.set_attributes({n.PERF_PREFIX + k: v for k, v in vars(report.perf).items()})
+        attrs.update({n.PERF_PREFIX + k: v for k, v in vars(report.perf).items()})
     if options.capture is not CaptureMode.OFF:
-        span.set_attributes(corevital_attributes(report, options.max_span_steps, detail))
+        attrs.update(corevital_attributes(report, options.max_span_steps, detail))
         if detail == "full" and options.step_events:
-            span.set_attributes(add_step_events(span, report, content.span))
+            attrs.update(add_step_events(span, report, content.span))
     else:
-        span.set_attributes({n.CAPTURE_MODE: options.capture.value})
+        attrs[n.CAPTURE_MODE] = options.capture.value
         timing = corevital_attributes(report, options.max_span_steps, detail)
-        span.set_attributes({k: v for k, v in timing.items() if k.startswith(n.CV + "timing.")})
-    # GenAI keys last: the SDK evicts the oldest attributes first.
-    span.set_attributes(genai_attributes(report, content.span, provider, response_id))
+        attrs.update({k: v for k, v in timing.items() if k.startswith(n.CV + "timing.")})
+    if flattens_sequences(span):  # one ddtrace tag per value: the arrays travel in the report and the logs instead
+        attrs = {k: v for k, v in attrs.items() if not isinstance(v, (list, tuple))}
+    # One call, in the order we can best lose them: the SDK evicts the oldest attributes first, GenAI keys last.
+    genai = genai_attributes(report, content.span, provider, response_id)
+    span.set_attributes(eviction_order(attrs) | dict(extra) | fit_json(genai, value_length_limit(span)))
     base = metric_attributes(report.request.operation, report.model.name, provider)
     token = otel_context.attach(context)
     try:
@@ -60,7 +70,7 @@ def publish(
         instruments.record(report, base)
         if detail == "full":
             if options.layer_metrics:
-                instruments.record_layers(report, base)
+                instruments.record_layers(report, base, options.layer_groups)
             if options.step_logs:
                 emit_step_logs(logger, report, context, getattr(span, "start_time", None), content.events)
     finally:

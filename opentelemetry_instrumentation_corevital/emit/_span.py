@@ -1,10 +1,12 @@
 """Span attributes of a finished generation, from its report.
 
-The SDK keeps at most 128 attributes per span and evicts the *oldest* first,
-so we stay far below that (about 20 GenAI and at most about 50 ``corevital.*``
-keys in ``summary``, about 65 with full detail) and write the GenAI keys
-last: if a user's processor adds many more, ours are the last to go. Per-step series become numeric array attributes,
-thinned to at most ``max_span_steps`` values in total with an even stride.
+The SDK keeps at most 128 attributes per span (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``) and evicts the *oldest* first,
+so we stay far below that (about 20 GenAI and at most about 50 ``corevital.*`` keys in ``summary``, about 65 with
+full detail) and write them in the order we can best lose them (:func:`eviction_order`): the per-step and per-layer
+arrays first, then the other scalars, then the risk score, level, flags and narrative, the GenAI keys last. Per-step
+series become numeric array attributes, thinned to at most ``max_span_steps`` values in total with an even stride.
+The SDK cuts strings at ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``; JSON text that would be cut is left off instead
+(:func:`fit_json`), named in ``corevital.dropped_attributes``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,39 @@ from typing import Any
 
 from .. import names as n
 from ..report import Report
+
+#: The verdict, written last of ours (risk score newest): the SDK evicts them after every other ``corevital.*`` key.
+KEY_ATTRIBUTES = (n.NARRATIVE, n.FLAGS, n.RISK_LEVEL, n.RISK_SCORE)
+#: GenAI attributes holding JSON text: cut by a length limit, they would no longer parse.
+JSON_ATTRIBUTES = (n.INPUT_MESSAGES, n.OUTPUT_MESSAGES, n.SYSTEM_INSTRUCTIONS)
+
+
+def eviction_order(attrs: dict[str, Any]) -> dict[str, Any]:
+    """``attrs`` with arrays first, then scalars, then :data:`KEY_ATTRIBUTES`: oldest-first eviction takes the bulk."""
+    rest = {k: v for k, v in attrs.items() if k not in KEY_ATTRIBUTES}
+    arrays = {k: v for k, v in rest.items() if isinstance(v, (list, tuple))}
+    scalars = {k: v for k, v in rest.items() if k not in arrays}
+    return arrays | scalars | {k: attrs[k] for k in KEY_ATTRIBUTES if k in attrs}
+
+
+def flattens_sequences(span: object) -> bool:
+    """Whether ``span`` makes each element of a sequence attribute a tag of its own (``key.0``, ...): ddtrace's do."""
+    return type(span).__module__.startswith("ddtrace.")
+
+
+def value_length_limit(span: object) -> int | None:
+    """The SDK span's attribute value-length limit (``None``: unlimited, or not an SDK span)."""
+    return getattr(getattr(span, "_limits", None), "max_span_attribute_length", None)
+
+
+def fit_json(attrs: dict[str, Any], limit: int | None) -> dict[str, Any]:
+    """``attrs`` without the JSON text longer than ``limit``, which the SDK would cut into invalid JSON; says which."""
+    if limit is None:
+        return attrs
+    dropped = [k for k in JSON_ATTRIBUTES if isinstance(attrs.get(k), str) and len(attrs[k]) > limit]
+    if not dropped:
+        return attrs
+    return {k: v for k, v in attrs.items() if k not in dropped} | {n.DROPPED_ATTRIBUTES: dropped}
 
 
 def _num(value: float | None) -> float:

@@ -6,8 +6,12 @@ whether the data came over OTLP or DogStatsD. Histograms become DogStatsD
 distributions (``|d``, percentiles computed by Datadog), the flag counter a
 count (``|c``). Tags are the same bounded attributes the OTel metrics carry
 (model, operation, provider, token type, flag); never a step, token or trace
-id. Each report becomes a handful of datagrams over UDP: sending never
-blocks, and an Agent that is down only loses them.
+id. Each report becomes a handful of lines: one per generation-level figure,
+and the per-token entropy distribution as ONE multi-value line
+(``corevital.token.entropy:v1:v2:...|d``, DogStatsD protocol 1.1, Agent 6.25 /
+7.25 or later), split only where it would not fit one datagram. They travel
+as a few datagrams over UDP: sending never blocks, and an Agent that is down
+only loses them.
 """
 
 from __future__ import annotations
@@ -29,13 +33,32 @@ def _tag(key: str, value: object) -> str:
     return f"{key}:{text}"
 
 
+def _value(value: float) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def _line(name: str, value: float, kind: str, tags: dict[str, object]) -> str:
-    rendered = f"{value:.6g}" if isinstance(value, float) else str(value)
-    return f"{name}:{rendered}|{kind}|#" + ",".join(_tag(k, v) for k, v in tags.items())
+    return f"{name}:{_value(value)}|{kind}|#" + ",".join(_tag(k, v) for k, v in tags.items())
 
 
-def report_lines(report: Report) -> Iterator[str]:
-    """The DogStatsD lines of one report, in a fixed order."""
+def _multi_lines(name: str, values: list[float], tags: dict[str, object], limit: int) -> Iterator[str]:
+    """Distribution lines carrying many values each (``name:v1:v2|d|#tags``), every line at most ``limit`` bytes."""
+    suffix = "|d|#" + ",".join(_tag(k, v) for k, v in tags.items())
+    room = limit - len(name.encode()) - len(suffix.encode())
+    chunk: list[str] = []
+    size = 0
+    for text in map(_value, values):
+        if chunk and size + 1 + len(text) > room:
+            yield f"{name}:{':'.join(chunk)}{suffix}"
+            chunk, size = [], 0
+        chunk.append(text)
+        size += 1 + len(text)
+    if chunk:
+        yield f"{name}:{':'.join(chunk)}{suffix}"
+
+
+def report_lines(report: Report, limit: int = MAX_DATAGRAM) -> Iterator[str]:
+    """The DogStatsD lines of one report, in a fixed order; the token entropy in lines of at most ``limit`` bytes."""
     base: dict[str, object] = dict(metric_attributes(report.request.operation, report.model.name))
     yield _line(names.METRIC_OPERATION_DURATION, float(report.timings.duration_s), "d", base)
     yield _line(names.METRIC_TOKEN_USAGE, int(report.usage.input_tokens), "d", {**base, names.TOKEN_TYPE: "input"})
@@ -49,10 +72,8 @@ def report_lines(report: Report) -> Iterator[str]:
             yield _line(metric, float(value), "d", base)
     for flag in report.summary.flags:
         yield _line(names.METRIC_HEALTH_FLAGS, 1, "c", {**base, names.FLAG_ATTRIBUTE: flag})
-    for sequence in report.sequences:
-        for value in sequence.timeline.entropy:
-            if value is not None and math.isfinite(value):
-                yield _line(names.METRIC_TOKEN_ENTROPY, float(value), "d", base)
+    entropy = [float(v) for s in report.sequences for v in s.timeline.entropy if v is not None and math.isfinite(v)]
+    yield from _multi_lines(names.METRIC_TOKEN_ENTROPY, entropy, base, limit)
 
 
 def pack(lines: Iterator[str], limit: int = MAX_DATAGRAM) -> Iterator[bytes]:

@@ -7,7 +7,9 @@
 * ``prometheus`` serves the metrics for scraping: the SDK pipeline's meter
   provider when there is one, else a meter provider of its own.
 * ``ddtrace`` supplies a tracer provider whose spans are ddtrace spans sent
-  to the Datadog Agent.
+  to the Datadog Agent. ddtrace makes every element of a sequence attribute a
+  tag of its own, so those spans get the scalar ``corevital.*`` attributes
+  only (``emit`` leaves the per-step arrays off any ddtrace span).
 * ``dogstatsd``, ``sqlite``, ``wandb`` receive each finished report on a
   background thread (:mod:`.dispatch`), through ``Configuration.on_report``.
 

@@ -8,7 +8,7 @@ own: it serves CoreVital's metrics and nothing that other code put into
 ``prometheus_client``'s global registry, and two endpoints never collide.
 
 Names, labels and units are listed in docs/backends.md#prometheus; every label
-is bounded (model, operation, provider, token type, flag, layer index and
+is bounded (model, operation, provider, token type, flag, layer group or index and
 the OTel scope), never a step, token or trace id.
 
 A counter or histogram series is served at 0 in the first scrape that
@@ -55,6 +55,7 @@ PROMETHEUS_LABELS = frozenset(
         "error_type",
         "corevital_flag",
         "corevital_layer_index",
+        "corevital_layer_group",
         "otel_scope_name",
         "otel_scope_version",
         "otel_scope_schema_url",
