@@ -14,11 +14,13 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from opentelemetry_instrumentation_corevital import names
 from opentelemetry_instrumentation_corevital.instrument._content import template_system_prompt
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture
+
+from .test_content_policy import ForceTokens
 
 CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 OPT_IN_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
@@ -29,18 +31,6 @@ INPUT = [{"role": "user", "parts": [{"type": "text", "content": PROMPT}]}]
 OUTPUT = [{"role": "assistant", "parts": [{"type": "text", "content": ANSWER}], "finish_reason": "length"}]
 CONTENT_KEYS = (names.INPUT_MESSAGES, names.OUTPUT_MESSAGES, names.SYSTEM_INSTRUCTIONS)
 GENAI_EVENTS = (names.EVENT_OPERATION_DETAILS, names.EVENT_CHOICE, "gen_ai.user.message", "gen_ai.system.message")
-
-
-class ForceTokens(LogitsProcessor):
-    """Makes the model write exactly ``ids`` (a real transformers extension point)."""
-
-    def __init__(self, ids: list[int], prompt_len: int) -> None:
-        self.ids, self.prompt_len = ids, prompt_len
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        forced = torch.full_like(scores, -torch.inf)
-        forced[:, self.ids[input_ids.shape[1] - self.prompt_len]] = 0.0
-        return forced
 
 
 def plain(value: Any) -> Any:
