@@ -81,7 +81,7 @@ def test_chat_request_gets_a_server_span_under_the_callers_traceparent(vllm_serv
     attrs = span["attrs"]
     assert span["traceId"] == TRACE and span["parentSpanId"] == parent
     assert span["kind"] == 2  # SERVER
-    assert span["name"] == f"chat {model}"
+    assert span["name"] == f"chat {os.path.basename(model)}"  # the served path named as its folder, never the path
     assert attrs["gen_ai.provider.name"] == "vllm"
     assert attrs["gen_ai.usage.input_tokens"] == response["usage"]["prompt_tokens"]
     assert attrs["gen_ai.usage.output_tokens"] == response["usage"]["completion_tokens"] == 20
@@ -101,7 +101,7 @@ def test_completion_without_traceparent_is_a_root_server_span(vllm_service, mode
     (span,) = _wait_for(folder, lambda s: s["attrs"].get("gen_ai.response.id") == response["id"] + "-0")
     assert not span.get("parentSpanId")
     assert span["kind"] == 2
-    assert span["name"] == f"text_completion {model}"
+    assert span["name"] == f"text_completion {os.path.basename(model)}"
     assert span["attrs"]["gen_ai.usage.output_tokens"] == 6
 
 

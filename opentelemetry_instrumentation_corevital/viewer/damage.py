@@ -45,5 +45,5 @@ def truncated(file: str, line: int, data: bytes) -> tuple[str, str | None]:
             run = messages.TRUNCATED_RUN.format(run=key)
         elif report:
             run = messages.TRUNCATED_REPORT.format(report=report, model=model or "unknown model")
-    said = messages.TRUNCATED.format(file=file, line=line, size=len(data.rstrip()), run=run or "")
+    said = messages.TRUNCATED.format(file=file, line=line, size=len(data.rstrip(b"\r\n")), run=run or "")
     return said, key

@@ -58,6 +58,16 @@ def test_a_report_line_cut_in_its_body_names_the_report(tmp_path, real_dir):
     assert not any(r.problems for r in index.runs)  # its trace and span ids were cut off: tied to no run
 
 
+def test_a_line_cut_right_after_a_space_counts_every_byte_it_kept(tmp_path, real_dir):
+    greedy, _ = real_reports(real_dir)
+    line = next(x for x in (real_dir / "logs.jsonl").read_bytes().split(b"\n") if greedy["report_id"].encode() in x)
+    after_space = line[line.index(b" ") + 1 :][:12].decode()  # the text right after the line's first space
+    logs, number, kept = _cut_report(real_dir, tmp_path / "cut", greedy, after_space)
+    assert (tmp_path / "cut" / "logs.jsonl").read_bytes().split(b"\n")[number - 1].endswith(b" ")
+    index = build_index([str(tmp_path / "cut")])
+    assert any(f"stops unfinished after {kept} bytes" in p for p in index.problems), index.problems
+
+
 def test_a_bad_line_that_is_not_cut_short_keeps_the_parser_message(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"resourceLogs": []}}\n' + json.dumps({"resourceLogs": []}) + "\n")
     index = build_index([str(tmp_path)])
