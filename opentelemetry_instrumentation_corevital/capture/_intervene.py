@@ -223,7 +223,7 @@ class StopOn:
             if loop is not None:
                 fired.append((CODES["repetition_loop"], loop))
         last = self.rows.last_logits() if not self.beams else None
-        if last is not None and last.device != device:  # a model split over devices: logits on the last one
+        if last is not None:  # a model split over devices may keep the logits elsewhere
             last = moved(last, device)
         if last is not None and last.shape[0] == rows:
             if "nan_or_inf" in self.conditions:

@@ -73,17 +73,13 @@ def merge_lanes(lanes: list[LaneRows], count: int, device: torch.device) -> dict
     order: list[int] = []
     for lane in lanes:
         blocks = lane.layout.split(torch.stack(lane.rows[:count]))
-        for name, block in blocks.items():
-            if name == "hidden" and block.dim() == 3:  # hidden norms: [steps, rows, layers]
-                block = block[..., None]
+        for name, block in blocks.items():  # the layer axis is 2 in every block (hidden norms have no more)
             parts.setdefault(name, []).append(moved(block, device))
         order.extend(lane.lane.slots)
     merged = {name: torch.cat(blocks, dim=2) for name, blocks in parts.items()}
     if order != sorted(order):
         index = torch.tensor(sorted(range(len(order)), key=order.__getitem__), device=device)
         merged = {name: block.index_select(2, index) for name, block in merged.items()}
-    if "hidden" in merged and lanes[0].layout.hidden == "norm":
-        merged["hidden"] = merged["hidden"][..., 0]
     return merged
 
 

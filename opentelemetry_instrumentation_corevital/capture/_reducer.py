@@ -78,7 +78,7 @@ class StepReducer:
         rows = int(reference.shape[0])
         # The token chosen at the previous step; step 0 of an ``inputs_embeds`` call has none (its row is dropped).
         token = input_ids[:, -1] if input_ids.shape[1] else torch.zeros(rows, dtype=torch.long, device=input_ids.device)
-        if scores is not None and token.device != scores.device:  # a split model: logits on another device
+        if scores is not None:  # a split model may put the logits on another device than the ids
             token = moved(token, scores.device)
         if self._split(scores):
             self._split_step(step, prefix, rows, scores, token, outs)
@@ -183,7 +183,7 @@ class StepReducer:
             return
         engine = engine or self._engines[0]
         parents = self._parents if layout.beams else None
-        if parents is not None and lane is not None and parents.device != lane.lane.device:
+        if parents is not None and lane is not None:
             parents = moved(parents, lane.lane.device)
         inputs.parents = parents
         if layout.beams and inputs.parents is None and layout.hidden == "full" and inputs.stacked is not None:

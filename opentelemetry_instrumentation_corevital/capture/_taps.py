@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from ._lanes import moved
+
 #: The one output-hook signature: (module, positional args, keyword args, output).
 OutputHook = Callable[[torch.nn.Module, tuple, dict, Any], None]
 #: The one input-hook signature: (module, positional args, keyword args).
@@ -124,7 +126,10 @@ def prefill_table(columns: dict[str, list[torch.Tensor | None]]) -> torch.Tensor
     nan3 = torch.full((rows, 3), float("nan"), device=device)
     table = [  # a model split over devices: each layer's values join the first layer's device (once, at prefill)
         torch.cat(
-            [n[:, None].float().to(device) if n is not None else nan1, a.float().to(device) if a is not None else nan3],
+            [
+                moved(n[:, None].float(), device) if n is not None else nan1,
+                moved(a.float(), device) if a is not None else nan3,
+            ],
             dim=-1,
         )
         for n, a in zip(norms, attention)
