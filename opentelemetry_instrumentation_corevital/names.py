@@ -61,6 +61,9 @@ RISK_CALIBRATED = CV + "risk.calibrated"
 RISK_UNCALIBRATED_SCORE = CV + "risk.uncalibrated_score"
 RISK_DIVERGENCE = CV + "risk.divergence"
 RISK_DIVERGENT_FEATURES = CV + "risk.divergent_features"
+#: Answer uncertainty (RAUQ, capture "full"): how likely the answer is wrong, not whether the generation failed.
+UNCERTAINTY_SCORE = CV + "uncertainty.score"
+UNCERTAINTY_LAYER = CV + "uncertainty.layer"
 PROFILE = CV + "profile"
 NARRATIVE = CV + "narrative"
 #: GenAI JSON attributes left off the span because the value-length limit would cut them into invalid JSON.
@@ -98,6 +101,7 @@ STEP_PREFIX = CV + "step."
 STEP_SERIES = ("entropy", "surprisal", "margin", "top1_prob", "topk_mass")
 STEP_DURATION = CV + "step.duration"
 SEQUENCE_RISK_SCORES = CV + "sequence.risk_scores"
+SEQUENCE_UNCERTAINTY_SCORES = CV + "sequence.uncertainty_scores"
 CAPTURE_DETAIL = CV + "capture.detail"
 LAYERS_INDICES = CV + "layers.indices"
 LAYERS_PREFIX = CV + "layers."
@@ -149,6 +153,7 @@ METRIC_INFERENCE_OPERATION_INPUT = "gen_ai.client.inference.operation.input_toke
 METRIC_INFERENCE_OPERATION_OUTPUT = "gen_ai.client.inference.operation.output_tokens"
 TOKEN_MODALITY = "gen_ai.token.modality"
 METRIC_RISK_SCORE = "corevital.risk.score"
+METRIC_UNCERTAINTY_SCORE = "corevital.uncertainty.score"
 METRIC_HEALTH_FLAGS = "corevital.health.flags"
 FLAG_ATTRIBUTE = "corevital.flag"
 LAYER_ATTRIBUTE = "corevital.layer.index"
@@ -179,6 +184,7 @@ METRIC_UNITS = {
     METRIC_INFERENCE_OPERATION_INPUT: "{token}",
     METRIC_INFERENCE_OPERATION_OUTPUT: "{token}",
     METRIC_RISK_SCORE: "1",
+    METRIC_UNCERTAINTY_SCORE: "1",
     METRIC_HEALTH_FLAGS: "{flag}",
     METRIC_TOKEN_ENTROPY: "bit",
     METRIC_INTERNAL_CALL_ERRORS: "{error}",

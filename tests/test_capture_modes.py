@@ -36,7 +36,11 @@ FULL_EXTRA = {
     "corevital.prompt.basin": tuple,
     "corevital.step_events.total": int,
     "corevital.step_events.sampled": bool,
+    "corevital.uncertainty.score": float,
+    "corevital.uncertainty.layer": int,
 }
+#: What a full capture adds to the summary span whatever detail it emits: the answer uncertainty.
+UNCERTAINTY = {"corevital.uncertainty.score", "corevital.uncertainty.layer"}
 STEP_EVENT_KEYS = {
     "corevital.step",
     "corevital.entropy",
@@ -72,6 +76,7 @@ BASE_METRICS = {
     "corevital.health.flags",
     "corevital.token.entropy",
 }
+FULL_METRICS = BASE_METRICS | {"corevital.uncertainty.score"}
 LAYER_METRICS = {
     "corevital.layer.hidden_norm",
     "corevital.layer.attn_entropy",
@@ -139,7 +144,7 @@ class TestFull:
     def test_per_layer_histograms_with_the_layer_index_only(self):
         tc, _ = run("full", layer_groups=0)  # every layer its own series (the default groups them)
         metrics = tc.metrics()
-        assert set(metrics) == BASE_METRICS | LAYER_METRICS
+        assert set(metrics) == FULL_METRICS | LAYER_METRICS
         base = {"gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model", "gen_ai.response.model"}
         report = tc.reports[0]
         for name in LAYER_METRICS:
@@ -158,7 +163,7 @@ class TestFull:
         tc, span = run("full", step_events=False, step_logs=False, layer_metrics=False)
         assert span.events == ()
         assert tc.logs() == []
-        assert set(tc.metrics()) == BASE_METRICS
+        assert set(tc.metrics()) == FULL_METRICS
         assert "corevital.step_events.total" not in span.attributes
 
     def test_long_generation_keeps_events_under_the_sdk_limit(self):
@@ -181,7 +186,8 @@ class TestOnRisk:
         report = tc.reports[0]
         assert report.capture.mode == "on_risk" and report.capture.detail == "summary"
         assert span.attributes["corevital.capture.detail"] == "summary"
-        assert set(span.attributes) == set(GENAI_SUMMARY_TYPES) | set(COREVITAL_SUMMARY_TYPES) | {
+        # the capture was full: the answer uncertainty is kept with the summary detail
+        assert set(span.attributes) == set(GENAI_SUMMARY_TYPES) | set(COREVITAL_SUMMARY_TYPES) | UNCERTAINTY | {
             "corevital.capture.detail"
         }
         assert span.events == () and tc.logs() == []

@@ -80,6 +80,7 @@ def attention_reference(probs: torch.Tensor, sink: int, prompt_end: int, valid: 
         float(s.mean()),
         float(probs[:, :prompt_end].sum(-1).mean()),
         float(collapsed.mean()),
+        float(probs[:, -2].max()),  # the previous token: the key before the query's own
     ]
 
 
@@ -121,6 +122,7 @@ class TestAgainstReferenceRuns:
                         "attn_sink_mass",
                         "attn_prompt_mass",
                         "attn_collapsed_fraction",
+                        "attn_prev_token",
                     )
                 ]
                 assert got == pytest.approx(expected, abs=TOL), (step, layer)
@@ -303,8 +305,8 @@ class TestConfiguration:
             _rows.StepRows.retained_values = original
         steps, rows, layers = 400, 1, 2
         # per row per step: sum p ln p, the top-10 log-probabilities and the previous token's log-probability;
-        # per layer per row per step: 8 hidden-state moments and 6 attention statistics
-        assert seen == [steps * rows * 12 + steps * rows * layers * (8 + 6)]
+        # per layer per row per step: 8 hidden-state moments and 7 attention statistics
+        assert seen == [steps * rows * 12 + steps * rows * layers * (8 + 7)]
         assert len(tc.reports[0].sequences[0].layers.hidden_norm[0]) == 400
 
 

@@ -266,10 +266,13 @@ class TestScore:
             "attn_sink_mass",
             "attn_prompt_mass",
             "attn_collapsed_fraction",
+            "attn_prev_token",
         ):
             for x, y in zip(getattr(a.layers, name), getattr(b.layers, name)):
                 assert y == pytest.approx(x, abs=1e-4), name
         assert b.risk.score == pytest.approx(a.risk.score, abs=1e-5)
+        assert b.uncertainty.score == pytest.approx(a.uncertainty.score, abs=1e-5)
+        assert b.uncertainty.tokens == a.uncertainty.tokens == 6
 
     def test_scoring_a_batch_with_padding_and_its_span(self, tiny_tok):
         model = tiny_causal_lm("llama")
@@ -290,6 +293,8 @@ class TestScore:
         )
         assert report.sequences[1].timeline.entropy == pytest.approx(alone.sequences[0].timeline.entropy, abs=1e-4)
         for x, y in zip(report.sequences[1].layers.attn_entropy, alone.sequences[0].layers.attn_entropy):
+            assert x == pytest.approx(y, abs=1e-4)
+        for x, y in zip(report.sequences[1].layers.attn_prev_token, alone.sequences[0].layers.attn_prev_token):
             assert x == pytest.approx(y, abs=1e-4)
 
     def test_bad_inputs(self, tiny_llama):

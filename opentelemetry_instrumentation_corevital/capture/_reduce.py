@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._attention import COLLAPSE_THRESHOLD
+from ._attention import ATTENTION_COLUMNS, COLLAPSE_THRESHOLD
 from ._stats import TOP_K
+
+ATTENTION_WIDTH = len(ATTENTION_COLUMNS)
+#: ``inv_valid`` above this means a single valid key (two give 1/ln 2 = 1.44).
+_ONE_VALID_KEY = 2.0
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class StepLayout:
         elif self.hidden == "full":
             out.append(("hidden", self.layers * 8))
         if self.attention:
-            out.append(("attention", self.layers * 6))
+            out.append(("attention", self.layers * ATTENTION_WIDTH))
         if self.moe:
             out.append(("moe", self.layers * 2))
         return out
@@ -70,7 +74,7 @@ class StepLayout:
             if name == "hidden" and self.hidden == "full":
                 block = block.unflatten(-1, (self.layers, 8))
             elif name == "attention":
-                block = block.unflatten(-1, (self.layers, 6))
+                block = block.unflatten(-1, (self.layers, ATTENTION_WIDTH))
             elif name == "moe":
                 block = block.unflatten(-1, (self.layers, 2))
             views[name] = block
@@ -132,8 +136,8 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
       captured layer's output (hidden "full"; or each layer's input and output interleaved
       when the captured layers are not consecutive), or [rows, layers, hidden] outputs ("norm");
     * ``parents`` [rows]: the previous step's row each row continues (beam search; identity otherwise);
-    * ``heads`` [layers, rows, heads, 6]: per head (:func:`head_values`) sum p ln p, max weight, prompt mass,
-      sink mass, non-sink mass, non-sink sum p ln p;
+    * ``heads`` [layers, rows, heads, 7]: per head (:func:`head_values`) sum p ln p, max weight, prompt mass,
+      sink mass, non-sink mass, non-sink sum p ln p, weight on the previous token;
     * ``inv_valid``/``inv_rest`` [rows]: 1 / ln(valid keys), 1 / ln(valid keys - 1) (NaN: too few to judge);
     * ``router`` [layers, rows, experts] router logits.
     """
@@ -201,39 +205,53 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
     return torch.cat(blocks, dim=1)
 
 
-def head_values(probs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Per head [.., rows, heads, 6]: sum p ln p, max weight, prompt mass, sink mass, non-sink mass and sum p ln p.
+def head_values(probs: torch.Tensor, weights: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """Per head [.., rows, heads, 7]: sum p ln p, max weight, prompt mass, sink mass, non-sink mass, non-sink
+    sum p ln p, and the weight on the previous token.
 
     ``weights`` [rows, keys, 3] (:func:`_attention.key_weights`). The non-sink sums are taken over the keys, in
     float32 whatever the probabilities' dtype, so a head almost entirely on the sink keeps an exact remainder.
+    The previous token is the key before the query's own: the last but one key of a decoding step's row, or
+    where ``previous`` [rows, keys] (one-hot; a scored continuation's rows) puts it.
     """
     probs = probs.float()
     p_log_p = torch.special.xlogy(probs, probs)
+    if previous is not None:
+        prev = torch.matmul(probs, previous[..., None])
+    elif probs.shape[-1] > 1:
+        prev = probs[..., -2:-1]
+    else:  # a query with only itself to look at has no previous token
+        prev = torch.full_like(probs[..., :1], float("nan"))
     return torch.cat(
         [
             p_log_p.sum(dim=-1, keepdim=True),
             probs.amax(dim=-1, keepdim=True),
             torch.matmul(probs, weights),  # prompt, sink, non-sink mass
             torch.matmul(p_log_p, weights[..., 2:]),
+            prev,
         ],
         dim=-1,
     )
 
 
 def aggregate_heads(heads: torch.Tensor, inv_valid: torch.Tensor, inv_rest: torch.Tensor) -> torch.Tensor:
-    """[.., rows, heads, 6] head values -> [.., rows, 6] per-layer statistics (see ``_attention``).
+    """[.., rows, heads, 7] head values -> [.., rows, 7] per-layer statistics (see ``_attention``).
 
     Collapsed: the entropy of the renormalised non-sink attention, -sum(p ln p)/m + ln m over the non-sink keys
     with mass m, below :data:`COLLAPSE_THRESHOLD` of its maximum; a head with m = 0 (all on the sink) is not.
     """
-    sum_p_log_p, max_weight, prompt, sink, rest, rest_p_log_p = heads.unbind(dim=-1)
+    sum_p_log_p, max_weight, prompt, sink, rest, rest_p_log_p, previous = heads.unbind(dim=-1)
     norm_entropy = sum_p_log_p * -inv_valid[:, None]
     mass = rest.clamp_min(torch.finfo(rest.dtype).tiny)
     rest_entropy = -rest_p_log_p / mass + torch.log(mass)
     collapsed = ((rest > 0) & (rest_entropy * inv_rest[:, None] < COLLAPSE_THRESHOLD)).float()
     collapsed = torch.where(torch.isnan(inv_rest)[:, None], float("nan"), collapsed)  # too few keys to judge
     per_head = torch.stack([norm_entropy, max_weight, sink, prompt, collapsed], dim=-1).mean(dim=-2)
-    return torch.cat([per_head[..., :1], norm_entropy.amin(dim=-1, keepdim=True), per_head[..., 1:]], dim=-1)
+    # A query that is the first real token (one valid key: 1/ln 1 clamps to 1e6) has no previous token.
+    previous = torch.where(inv_valid > _ONE_VALID_KEY, float("nan"), previous.amax(dim=-1))
+    return torch.cat(
+        [per_head[..., :1], norm_entropy.amin(dim=-1, keepdim=True), per_head[..., 1:], previous[..., None]], dim=-1
+    )
 
 
 class GraphedReduce:

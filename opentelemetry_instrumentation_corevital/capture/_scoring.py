@@ -146,8 +146,12 @@ def _score_heads(
     weights = _attention.key_weights(rows, total, prompt_len, first).repeat_interleave(count, dim=0)
     pads = (~valid_keys).float().sum(dim=-1) if valid_keys is not None else torch.zeros(rows, device=device)
     valid = (positions[None, :].float() + 1.0 - pads[:, None]).reshape(-1)
+    # The key each row's previous token sits at (a first real token has none: aggregate_heads leaves it NaN).
+    before = (positions - 1).clamp_min(0)
+    previous = torch.zeros(count, total, device=device)
+    previous[torch.arange(count, device=device), before] = 1.0
     return (
-        _reduce.head_values(probs, weights),
+        _reduce.head_values(probs, weights, previous.repeat(rows, 1)),
         1.0 / valid.log().clamp_min(1e-6),
         _attention.inv_log_rest(valid),
     )

@@ -149,6 +149,8 @@ def render(
         lines.extend(_factor_lines(seq))
     else:
         lines.append(f"risk      not computed (capture {report.capture.mode})")
+    if summary.uncertainty is not None:  # capture "full": a second score, about the answer, never the risk
+        lines.append(f"answer    uncertainty {summary.uncertainty:.2f} (label-free: how likely the answer is wrong)")
     if summary.flags and seq is not None:
         lines.append("flags     " + "; ".join(_flag_detail(flag, seq, report) for flag in seq.flags.fired()))
     else:

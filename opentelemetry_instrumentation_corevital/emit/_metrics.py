@@ -62,6 +62,12 @@ GENERATION_METRICS = {
     "risk": MetricSpec(
         n.METRIC_RISK_SCORE, "1", "CoreVital risk score of each generation (0 healthy .. 1 failing)", n.RISK_BUCKETS
     ),
+    "uncertainty": MetricSpec(
+        n.METRIC_UNCERTAINTY_SCORE,
+        "1",
+        "CoreVital answer uncertainty of each generation (0 confident .. 1 likely wrong; capture full)",
+        n.RISK_BUCKETS,
+    ),
     "flags": MetricSpec(n.METRIC_HEALTH_FLAGS, "{flag}", "Generations on which a CoreVital health flag fired, by flag"),
     "token_entropy": MetricSpec(
         n.METRIC_TOKEN_ENTROPY,
@@ -151,6 +157,7 @@ class Instruments:
             ("ttft", report.timings.time_to_first_token_s),
             ("tpot", report.timings.time_per_output_token_s),
             ("risk", report.summary.risk_score),
+            ("uncertainty", report.summary.uncertainty),
         ):
             if is_finite(value):
                 m[key].record(value, base)

@@ -191,6 +191,14 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
             attrs[n.RISK_DIVERGENCE] = float(riskiest.divergence)
             if riskiest.divergent_features:
                 attrs[n.RISK_DIVERGENT_FEATURES] = list(riskiest.divergent_features)
+    if summary.uncertainty is not None:
+        attrs[n.UNCERTAINTY_SCORE] = float(summary.uncertainty)
+        uncertain = max(
+            (s for s in report.sequences if s.uncertainty is not None),
+            key=lambda s: s.uncertainty.score,  # type: ignore[union-attr]
+        ).uncertainty
+        if uncertain is not None:
+            attrs[n.UNCERTAINTY_LAYER] = uncertain.layer
     if report.thresholds.profile:
         attrs[n.PROFILE] = report.thresholds.profile
     attrs.update(diagnosis_attributes(report))
@@ -230,6 +238,10 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
         attrs[n.STEP_DURATION] = [float(d) for d in durations[:: _stride([len(durations)], max_span_steps)]]
     if len(report.sequences) > 1:
         attrs[n.SEQUENCE_RISK_SCORES] = [_num(s.risk.score if s.risk else None) for s in report.sequences]
+        if report.summary.uncertainty is not None:
+            attrs[n.SEQUENCE_UNCERTAINTY_SCORES] = [
+                _num(s.uncertainty.score if s.uncertainty else None) for s in report.sequences
+            ]
     attrs.update(layer_attributes(report, full=detail == "full"))
     return attrs
 

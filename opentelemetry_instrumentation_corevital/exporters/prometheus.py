@@ -40,6 +40,7 @@ PROMETHEUS_NAMES = {
     n.METRIC_TIME_TO_FIRST_TOKEN: "gen_ai_server_time_to_first_token_seconds",
     n.METRIC_TIME_PER_OUTPUT_TOKEN: "gen_ai_server_time_per_output_token_seconds",
     n.METRIC_RISK_SCORE: "corevital_risk_score",
+    n.METRIC_UNCERTAINTY_SCORE: "corevital_uncertainty_score",
     n.METRIC_HEALTH_FLAGS: "corevital_health_flags_total",
     n.METRIC_TOKEN_ENTROPY: "corevital_token_entropy_bit",
     **{n.METRIC_LAYER_PREFIX + name: "corevital_layer_" + name for name in n.LAYER_METRICS},

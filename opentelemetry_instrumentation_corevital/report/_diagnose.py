@@ -22,6 +22,7 @@ from ..signals.fingerprint import FINGERPRINT_VERSION, fingerprint
 from ..signals.narrative import narrative
 from ..signals.profiles import Profile, resolve_profile
 from ..signals.repetition import copied_steps, find_loop, ngram_repeat_rate
+from ..signals.uncertainty import answer_uncertainty
 from ._findings import BlameReasonInfo, CompoundSignalInfo, Diagnosis, EarlyWarningInfo, Fingerprint, LayerBlameInfo
 from ._model import (
     Flags,
@@ -32,6 +33,7 @@ from ._model import (
     SequenceReport,
     Thresholds,
     Timeline,
+    UncertaintyInfo,
     field_names,
 )
 from ._narrate import narrative_facts
@@ -39,6 +41,7 @@ from ._summary import finish_summary
 from ._temporal import NO_COLLAPSE, at_steps, temporal_findings
 
 NO_LAYERS = "no per-layer data in this report (capture='summary' and 'full' have it)"
+NO_PREV_TOKEN = "needs the attention statistics (capture='full', attention captured)"
 NO_TOKENS = "token ids are not in the report (content capture was off when it was built)"
 #: What the token-based repetition check writes into ``Flags``: kept from the stored report when ids are absent.
 REPETITION_FLAG_FIELDS = tuple(name for name in field_names(Flags) if name.startswith("repetition"))
@@ -105,6 +108,23 @@ def _nonfinite(flags: Flags, timeline: Timeline, layers: LayerSeries | None) -> 
             flags.nan_or_inf = True
             flags.nan_or_inf_steps = len(steps)
             flags.nan_or_inf_first_step = min(steps)
+
+
+def _uncertainty(seq: SequenceReport, unavailable: dict[str, str]) -> UncertaintyInfo | None:
+    """The answer's RAUQ uncertainty from the report's own series, or None with the reason in ``unavailable``."""
+    layers, n = seq.layers, min(seq.output_tokens, len(seq.timeline.surprisal))
+    if layers is None or layers.attn_prev_token is None:
+        if seq.uncertainty is None:  # a stored report trimmed to summary detail keeps the score it was built with
+            unavailable["uncertainty"] = NO_PREV_TOKEN
+        return seq.uncertainty
+    if layers.steps[:n] != list(range(n)):
+        unavailable["uncertainty"] = "needs the attention of every step (layer_stride 1)"
+        return None
+    found = answer_uncertainty(seq.timeline.surprisal[:n], layers.attn_prev_token, layers.indices)
+    if found is None:
+        unavailable["uncertainty"] = "a token probability or attention weight is missing or not finite"
+        return None
+    return UncertaintyInfo(score=found.score, layer=found.layer, tokens=found.tokens)
 
 
 def _calibrated_risk(risk: RiskInfo, seq: SequenceReport, profile: Profile) -> None:
@@ -200,6 +220,9 @@ def diagnose_sequence(
     else:
         flags.unavailable["attention_collapse"] = NO_COLLAPSE
     seq.flags = flags
+
+    # --- answer uncertainty (before the risk: a calibrated map may use it) ---------------------------------
+    seq.uncertainty = _uncertainty(seq, diag.unavailable) if signals else None
 
     # --- risk -------------------------------------------------------------------------------------------
     agg = seq.aggregates

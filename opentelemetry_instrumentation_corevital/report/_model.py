@@ -18,7 +18,7 @@ from typing import Any
 from ._findings import Diagnosis
 from ._plain import from_plain
 
-SCHEMA_VERSION = "1.3.0"
+SCHEMA_VERSION = "1.4.0"
 SCHEMA_MAJOR = 1
 
 
@@ -218,6 +218,7 @@ class LayerSeries:
     attn_sink_mass: _Matrix | None = field(default=None, metadata=_ATTENTION)
     attn_prompt_mass: _Matrix | None = field(default=None, metadata=_ATTENTION)
     attn_collapsed_fraction: _Matrix | None = field(default=None, metadata=_ATTENTION)
+    attn_prev_token: _Matrix | None = field(default=None, metadata=_ATTENTION)  # top head weight on the previous token
     router_entropy: _Matrix | None = field(default=None, metadata=_MOE)
     expert_load_balance: _Matrix | None = field(default=None, metadata=_MOE)
 
@@ -259,6 +260,16 @@ class EncoderSummary:
 
 
 @dataclass
+class UncertaintyInfo:
+    """How likely the answer is wrong, without labels (RAUQ; ``signals.uncertainty``). Not the risk score."""
+
+    score: float  # 0 .. 1: one minus the geometric mean of the attention-carried token confidences
+    layer: int  # the layer whose confidence fell most
+    tokens: int  # answer tokens scored
+    method: str = "rauq"
+
+
+@dataclass
 class Intervention:
     """``stop_on``: the condition that stopped this sequence while it was being generated, and when."""
 
@@ -278,6 +289,7 @@ class SequenceReport:
     aggregates: Aggregates = field(default_factory=Aggregates)
     flags: Flags = field(default_factory=Flags)
     risk: RiskInfo | None = None
+    uncertainty: UncertaintyInfo | None = None  # schema 1.4: needs the attention statistics (capture "full")
     diagnosis: Diagnosis | None = None
     layers: LayerSeries | None = None
     prompt: PromptTelemetry | None = None
@@ -294,6 +306,7 @@ class Summary:
 
     risk_score: float | None = None
     risk_level: str | None = None
+    uncertainty: float | None = None  # the most uncertain sequence's answer uncertainty (schema 1.4)
     flags: list[str] = field(default_factory=list)
     aggregates: Aggregates = field(default_factory=Aggregates)
     riskiest_sequence: int | None = None

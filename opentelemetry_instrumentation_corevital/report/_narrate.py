@@ -56,6 +56,7 @@ def narrative_facts(
         risk=risk.score if risk else None,
         level=risk.level if risk else None,
         forced_by=risk.forced_by if risk else None,
+        uncertainty=seq.uncertainty.score if seq.uncertainty else None,
         calibrated=bool(risk and risk.calibrated),
         uncalibrated=risk.uncalibrated_score if risk else None,
         divergent=tuple(risk.divergent_features) if risk else (),

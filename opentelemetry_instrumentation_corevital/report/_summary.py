@@ -40,6 +40,8 @@ def finish_summary(sequences: list[SequenceReport]) -> Summary:
         summary.risk_score = worst.risk.score  # type: ignore[union-attr]
         summary.risk_level = worst.risk.level  # type: ignore[union-attr]
         summary.riskiest_sequence = worst.index
+    uncertain = [s.uncertainty.score for s in sequences if s.uncertainty is not None]
+    summary.uncertainty = max(uncertain) if uncertain else None
     pooled = Timeline()
     for seq in sequences:
         for name in TIMELINE_SERIES:

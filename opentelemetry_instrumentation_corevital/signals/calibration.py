@@ -27,8 +27,10 @@ from .evaluation import fit_logistic, predict_logistic
 #: Sequence aggregates used as features (report field names).
 LOGIT_FEATURES = ("entropy_mean", "surprisal_mean", "margin_mean", "top1_prob_mean", "topk_mass_mean")
 #: Per-layer matrices averaged over steps and over all captured layers, and over the last third of them.
-LAYER_FEATURES = ("attn_prompt_mass", "attn_entropy", "hidden_cos_prev", "update_ratio")
-FEATURES = LOGIT_FEATURES + tuple(f"{n}{s}" for n in LAYER_FEATURES for s in ("", "_late"))
+LAYER_FEATURES = ("attn_prompt_mass", "attn_entropy", "hidden_cos_prev", "update_ratio", "attn_prev_token")
+#: The answer uncertainty (``sequences[].uncertainty.score``, capture "full").
+UNCERTAINTY_FEATURE = "uncertainty"
+FEATURES = LOGIT_FEATURES + tuple(f"{n}{s}" for n in LAYER_FEATURES for s in ("", "_late")) + (UNCERTAINTY_FEATURE,)
 OUTLIER_Z = 3.0
 
 
@@ -56,6 +58,9 @@ def sequence_features(sequence: Any) -> dict[str, float]:
                 value = mean([r for r in chosen if r is not None])
                 if value is not None:
                     out[name + suffix] = value
+    uncertainty = _get(_get(sequence, "uncertainty") or {}, "score")
+    if is_finite(uncertainty):
+        out[UNCERTAINTY_FEATURE] = float(uncertainty)
     return out
 
 

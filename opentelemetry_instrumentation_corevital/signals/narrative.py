@@ -4,7 +4,8 @@ No fixed text: every sentence carries the run's numbers (risk and its largest
 factors, the entropy peak with its step and — with content capture — its token,
 the onsets of flags, compound signals and early warnings, the blamed layers)
 and the recommendation follows the dominant problem with the numbers that
-support it. Sentence budget: the risk sentence, the entropy peak, at most two
+support it. Sentence budget: the risk sentence, the answer uncertainty (capture
+"full"), the entropy peak, at most two
 findings, the blamed layers when any, and the recommendation; findings are
 dropped first when the budget of five is reached.
 """
@@ -75,6 +76,7 @@ class NarrativeFacts:
     findings: Sequence[Finding] = ()  # compound signals and warnings, already phrased
     blamed: Sequence[tuple[int, str]] = field(default_factory=tuple)  # (layer, detail of its worst reason)
     full_capture: bool = False
+    uncertainty: float | None = None  # the answer uncertainty (RAUQ): a separate score from the risk
 
 
 def _factor_phrase(f: FactorFact, facts: NarrativeFacts) -> str:
@@ -248,6 +250,11 @@ def _recommendation(facts: NarrativeFacts) -> str:
 def narrative(facts: NarrativeFacts) -> str:
     """The narrative text for one generation."""
     first = [_risk_sentence(facts)]
+    if facts.uncertainty is not None:
+        first.append(
+            f"Answer uncertainty {facts.uncertainty:.2f}: a separate, label-free score of how likely the answer "
+            "itself is wrong (it ranks one model's answers; its level is not a probability)."
+        )
     peak = _peak_sentence(facts)
     if peak:
         first.append(peak)

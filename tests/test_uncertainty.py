@@ -1,0 +1,87 @@
+"""Answer uncertainty (RAUQ): the recurrence and aggregation by hand, and its place in reports and spans."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from opentelemetry_instrumentation_corevital import CoreVitalMonitor, names, validate_report
+from opentelemetry_instrumentation_corevital.signals.uncertainty import (
+    answer_uncertainty,
+    layer_uncertainty,
+    middle_third,
+    recurrent_confidence,
+)
+from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, tiny_causal_lm
+
+
+def test_recurrence_by_hand():
+    # c0 = 0.5; c1 = 0.2*0.8 + 0.8*0.5*0.5 = 0.36; c2 = 0.2*1.0 + 0.8*0.25*0.36 = 0.272
+    conf = recurrent_confidence([0.5, 0.8, 1.0], [None, 0.5, 0.25])  # type: ignore[list-item]
+    assert conf == pytest.approx([0.5, 0.36, 0.272])
+    assert layer_uncertainty([0.5, 0.8, 1.0], [0.0, 0.5, 0.25]) == pytest.approx(
+        -(math.log(0.5) + math.log(0.36) + math.log(0.272)) / 3
+    )
+
+
+def test_a_confident_answer_attending_its_previous_token_is_certain():
+    assert layer_uncertainty([1.0, 1.0, 1.0], [0.0, 1.0, 1.0]) == pytest.approx(0.0)
+    # the same probabilities with the attention gone: the carried confidence drops to alpha
+    assert layer_uncertainty([1.0, 1.0, 1.0], [0.0, 0.0, 0.0]) == pytest.approx(-2 * math.log(0.2) / 3)
+
+
+def test_middle_third_is_the_papers_layer_range():
+    assert list(middle_third(30)) == list(range(10, 21))
+    assert list(middle_third(32)) == list(range(10, 23))
+    assert list(middle_third(2)) == [0, 1]
+    assert list(middle_third(1)) == [0]
+
+
+def test_the_most_uncertain_middle_layer_wins():
+    surprisal = [1.0, 0.0]  # p = 0.5, 1.0
+    prev = [[0.9, 0.9], [0.1, 0.1], [0.9, 0.5]]  # three layers: middle third of 3 is positions 1 and 2
+    found = answer_uncertainty(surprisal, prev, [4, 5, 6])
+    # position 1: c = 0.5, 0.2 + 0.8*0.1*0.5 = 0.24; position 2: c = 0.5, 0.2 + 0.8*0.5*0.5 = 0.4
+    expected = -(math.log(0.5) + math.log(0.24)) / 2
+    assert found is not None and found.layer == 5 and found.tokens == 2
+    assert found.value == pytest.approx(expected)
+    assert found.score == pytest.approx(1 - math.exp(-expected))
+
+
+def test_missing_values_give_no_score():
+    assert answer_uncertainty([], [[0.5]], [0]) is None
+    assert answer_uncertainty([None, 1.0], [[0.5, 0.5]], [0]) is None
+    assert answer_uncertainty([1.0, 1.0], [[0.5, None]], [0]) is None
+    # the first step's weight is never used
+    assert answer_uncertainty([1.0, 1.0], [[None, 0.5]], [0]) is not None
+
+
+def test_full_capture_reports_it_and_the_span_carries_it():
+    model = tiny_causal_lm("llama")
+    prompt = torch.tensor([[1, 17, 42, 99, 7, 23, 5, 64]])
+    with TelemetryCapture(capture="full") as tc:
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6, do_sample=False)
+    (report,) = tc.reports
+    validate_report(report.to_dict())
+    seq = report.sequences[0]
+    expected = answer_uncertainty(seq.timeline.surprisal, seq.layers.attn_prev_token, seq.layers.indices)
+    assert seq.uncertainty is not None and expected is not None
+    assert seq.uncertainty.score == pytest.approx(expected.score) and seq.uncertainty.tokens == 6
+    assert report.summary.uncertainty == seq.uncertainty.score
+    (span,) = tc.spans()
+    assert span.attributes[names.UNCERTAINTY_SCORE] == pytest.approx(seq.uncertainty.score)
+    assert span.attributes[names.UNCERTAINTY_LAYER] == seq.uncertainty.layer
+    again = type(report).from_json(report.to_json())
+    assert again.sequences[0].uncertainty == seq.uncertainty
+
+
+def test_summary_capture_says_why_there_is_none():
+    model = tiny_causal_lm("llama")
+    prompt = torch.tensor([[1, 17, 42, 99]])
+    monitor = CoreVitalMonitor(capture="summary")
+    monitor.generate(model, prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False)
+    seq = monitor.report.sequences[0]
+    assert seq.uncertainty is None and monitor.report.summary.uncertainty is None
+    assert "capture='full'" in seq.diagnosis.unavailable["uncertainty"]
