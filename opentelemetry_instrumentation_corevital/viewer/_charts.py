@@ -14,10 +14,39 @@ _RISK_COLOURS = alt.Scale(domain=["low", "medium", "high"], range=["#2ca02c", "#
 PLOT_HEIGHT_KEPT = alt.AutoSizeParams(type="fit-x", contains="padding")
 
 
+#: Marks of the diagnosis (loop onsets, compound signals, warnings, a stop): one colour that reads on white and on
+#: viridis; labels take turns on three lanes so that close steps do not write over each other.
+MARK_COLOUR = "#e4007c"
+MARK_LANES = 3
+
+
+def _marked(chart: Any, marks: list[dict[str, Any]] | None, x: str) -> Any:
+    """``chart`` with a dashed rule and a label at each mark's step."""
+    if not marks:
+        return chart
+    frame = pd.DataFrame([{**m, "lane": 2 + 13 * (i % MARK_LANES)} for i, m in enumerate(marks)])
+    rule = (
+        alt.Chart(frame)
+        .mark_rule(color=MARK_COLOUR, strokeDash=[3, 2], strokeWidth=2)
+        .encode(x=x, tooltip=["label:N", "step:Q"])
+    )
+    text = (
+        alt.Chart(frame)
+        .mark_text(color=MARK_COLOUR, align="left", baseline="top", dx=3, fontSize=11)
+        .encode(x=x, y=alt.Y("lane:Q", scale=None), text="label:N")
+    )
+    return chart + rule + text
+
+
 def signal_line(
-    rows: list[dict[str, Any]], signal: str, title: str, threshold: float | None = None, token_ids: bool = False
+    rows: list[dict[str, Any]],
+    signal: str,
+    title: str,
+    threshold: float | None = None,
+    token_ids: bool = False,
+    marks: list[dict[str, Any]] | None = None,
 ) -> alt.Chart:
-    """One per-step signal as a line with points; an optional horizontal threshold line."""
+    """One per-step signal as a line with points; an optional horizontal threshold line; the diagnosis's marks."""
     frame = pd.DataFrame(rows)
     tooltip = ["step:Q", alt.Tooltip(f"{signal}:Q", format=".4f")] + (["token id:Q"] if token_ids else [])
     base = (
@@ -37,7 +66,7 @@ def signal_line(
             .encode(y="threshold:Q")
         )
         chart = base + rule
-    return chart.properties(title=title, height=220, autosize=PLOT_HEIGHT_KEPT)
+    return _marked(chart, marks, "step:Q").properties(title=title, height=220, autosize=PLOT_HEIGHT_KEPT)
 
 
 def overlay(rows: list[dict[str, Any]], title: str) -> alt.Chart:
@@ -55,16 +84,25 @@ def overlay(rows: list[dict[str, Any]], title: str) -> alt.Chart:
     )
 
 
-def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.Chart:
-    """Layer × step heatmap; blamed layers get a red outline across their row."""
+def heatmap(
+    cells: list[dict[str, Any]], title: str, blamed: list[int], marks: list[dict[str, Any]] | None = None
+) -> alt.Chart:
+    """Layer × step heatmap; blamed layers get a red outline across their row; the diagnosis's marks at their steps.
+    Cells with ``scaled`` (scales.per_layer_scaled) are coloured by it, the tooltip keeps the value itself."""
     frame = pd.DataFrame(cells)
+    scaled = "scaled" in frame
+    colour = "scaled:Q" if scaled else "value:Q"
     base = (
         alt.Chart(frame)
         .mark_rect()
         .encode(
             x=alt.X("step:O", title="step"),
             y=alt.Y("layer:O", title="layer", sort="descending"),
-            color=alt.Color("value:Q", title=None, scale=alt.Scale(scheme="viridis")),
+            color=alt.Color(
+                colour,
+                title="within layer" if scaled else None,
+                scale=alt.Scale(scheme="viridis", domain=[0, 1]) if scaled else alt.Scale(scheme="viridis"),
+            ),
             tooltip=["layer:O", "step:O", alt.Tooltip("value:Q", format=".4f")],
         )
     )
@@ -74,6 +112,8 @@ def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.C
         chart = base + alt.Chart(marked).mark_rect(filled=False, stroke="#d62728", strokeWidth=2).encode(
             x="step:O", y=alt.Y("layer:O", sort="descending")
         )
+    shown = set(frame["step"]) if "step" in frame else set()
+    chart = _marked(chart, [m for m in marks or [] if m["step"] in shown], "step:O")  # an ordinal axis: its steps only
     return chart.properties(title=title, height=max(220, 26 * frame["layer"].nunique()), autosize=PLOT_HEIGHT_KEPT)
 
 
@@ -98,7 +138,8 @@ def factor_bars(factors: list[dict[str, Any]]) -> alt.Chart:
         alt.Chart(frame)
         .mark_bar()
         .encode(
-            x=alt.X("contribution:Q"),
+            # A fixed 0..1 scale: a contribution of 0.07 looks short next to 0.9, and short when it is the largest.
+            x=alt.X("contribution:Q", scale=alt.Scale(domain=[0, 1], clamp=True)),
             y=alt.Y("factor:N", sort="-x", title=None),
             tooltip=["factor:N", alt.Tooltip("contribution:Q", format=".4f")],
         )

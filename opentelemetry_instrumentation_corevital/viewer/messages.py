@@ -94,8 +94,13 @@ UNKNOWN_LINK = (
     "Add the files that hold it in the sidebar."
 )
 
-#: A sequence that ``stop_on`` ended early: the run is not a normal one, and its narrative was written without it.
+#: A sequence that ``stop_on`` ended early: the run is not a normal one.
 INTERVENED = (
     "Stopped by stop_on: sequence {sequence} ended at step {step} on {condition} (finish reason "
     '"intervention"); its figures cover the steps it ran.'
+)
+#: The step table's entropy colours follow the threshold the run was diagnosed with (its profile's, or the user's).
+ENTROPY_COLOURS = (
+    "Entropy cells: red above {bits} bits (the high_entropy_bits threshold this run was diagnosed with), yellow from "
+    "{half} bits, green below."
 )

@@ -153,9 +153,11 @@ def test_layer_heatmaps_highlight_blamed_layers(monkeypatch, good_dir):
     at = open_run(start(monkeypatch, good_dir), DEEP_LABEL)
     assert "Blamed layers (outlined in red): 5, 6" in texts(at.caption)
     shown = charts(at)
-    cells, outline = shown["hidden-state L2 norm"]
+    cells, outline = shown["hidden-state L2 norm (each layer scaled to its own range)"]
     assert len(cells) == 96
     assert cells[(cells["layer"] == 7) & (cells["step"] == 11)]["value"].item() == h.hidden_norm(7, 11) == 91.0
+    # Coloured within each layer's own range: every layer runs 10 (layer + 1) + 0 .. 11, so a cell is at step / 11.
+    assert cells["scaled"].tolist() == pytest.approx((cells["step"] / 11).tolist(), abs=1e-12)
     assert sorted(set(outline["layer"])) == h.BLAMED
     cells, _ = shown["attention entropy (0–1, mean over heads)"]
     assert cells[(cells["layer"] == 6) & (cells["step"] == 8)]["value"].item() == 0.125
@@ -234,8 +236,9 @@ def test_span_only_run_shows_what_the_span_has(monkeypatch, good_dir):
     assert list(factors.columns) == ["name", "contribution"] and list(factors["contribution"]) == [0.625, 0.125]
     sequences = at.selectbox(key=f"timeline_seq:{KEYS[ONLY_LABEL]}")  # the span has no per-sequence risk
     assert sequences.options == ["sequence 0 · risk – · no flags", "sequence 1 · risk – · no flags"]
-    (entropy,) = charts(at)["entropy (bits)"]
+    entropy, marked = charts(at)["entropy (bits)"]  # the span's loop onset marked on its (riskiest) sequence
     assert list(entropy["step"]) == [0, 2, 4] and entropy["entropy"].isna().tolist() == [False, True, False]
+    assert marked[["step", "label"]].to_dict("records") == [{"step": 2, "label": "loop onset"}]
     sequences.set_value(1).run()
     (entropy,) = charts(at)["entropy (bits)"]
     assert list(entropy["entropy"]) == [0.5, 0.25]
