@@ -34,6 +34,7 @@ def test_links_with_sequence_and_tab_and_compare_with_five_runs(tmp_path, real_d
         pytest.fail(missing)
     batch, stopped = real_reports(batch_dir)
     riskiest = batch["summary"]["riskiest_sequence"]
+    flags = stopped["sequences"][0]["flags"]
     other = next(s for s in batch["sequences"] if s["index"] != riskiest)  # not the sequence the run opens on
     paths = [real_dir, batch_dir, short_dir]
     runs = build_index([str(p) for p in paths]).runs
@@ -57,11 +58,20 @@ def test_links_with_sequence_and_tab_and_compare_with_five_runs(tmp_path, real_d
         assert shot["url"] == _address(url, batch, seq=str(other["index"]), tab="timeline"), name
         assert shot["opened"]["tab"] == "Timeline" and shot["opened"]["seq"].startswith(label), shot["opened"]
         assert batch["span_id"] in shot["text"]
+        # Its step table is coloured by the profile's own threshold, as the page says.
+        assert f"Entropy cells: red above {batch['thresholds']['high_entropy_bits']:g} bits" in shot["text"]
     for name in ("link1", "reload1"):  # Datadog's decimal trace id: the stopped run (one sequence: no seq=)
         shot = by_name[name]
         assert shot["url"] == _address(url, stopped, tab="layers"), name
         assert shot["opened"] == {"tab": "Layers", "seq": None}
         assert stopped["span_id"] in shot["text"]
+        # Its heatmap, each layer in its own range, is marked where the loop began and where stop_on ended it.
+        text = " ".join(shot["text"].split())
+        assert "hidden-state L2 norm (each layer scaled to its own range)" in text
+        assert (
+            f"Marked: loop onset (period {flags['repetition_period']}) at step {flags['repetition_onset_step']}" in text
+        )
+        assert f"stopped by stop_on (repetition_loop) at step {stopped['sequences'][0]['intervention']['step']}" in text
     compare = by_name["compare"]
     for run in runs:  # every run is in the comparison (its texts column, or the note that it has none)
         assert run.short_id in compare["text"], run.short_id

@@ -46,6 +46,11 @@ def test_a_link_names_the_sequence_and_the_tab(monkeypatch, good_dir):
     assert at.query_params == {"view": "run", "run": only, "seq": "0", "tab": "timeline"}
     again = linked(monkeypatch, good_dir, **at.query_params)
     assert again.selectbox(key=f"timeline_seq:{only}").value == 0 and again.session_state[url_state.TAB] == "Timeline"
+    # Back: the browser reruns the page with the address before the pick, and the page follows it.
+    at.query_params.update(seq="1")
+    at.run()
+    assert at.selectbox(key=f"timeline_seq:{only}").value == 1
+    assert list(charts(at)["entropy (bits)"][0]["entropy"]) == [0.5, 0.25]
     # A sequence the run does not have, a tab that does not exist: the riskiest sequence, the first tab.
     at = linked(monkeypatch, good_dir, run=only, seq="7", tab="nope")
     assert at.selectbox(key=f"timeline_seq:{only}").value == 0 and at.session_state[url_state.TAB] == "Risk & flags"

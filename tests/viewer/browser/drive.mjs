@@ -68,7 +68,7 @@ try {
       const panel = document.querySelector('[role="tabpanel"]:not([hidden])');
       const box = [...(panel?.querySelectorAll('[data-testid="stSelectbox"]') ?? [])]
         .find((b) => b.innerText.startsWith("Sequence"));
-      return { tab, seq: box ? box.innerText.split("\n").slice(1).join(" ").trim() : null };
+      return { tab, seq: box?.querySelector("input")?.value ?? null };
     });
   }
 
