@@ -177,7 +177,7 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
 
 
 def sequence_marks(detail: RunDetail, seqs: list[series.SequenceSeries], index: int) -> list[marks.Mark]:
-    """The diagnosis's marks of one sequence, listed under the charts that draw them."""
+    """The diagnosis's marks of one sequence, listed above the charts that draw them."""
     found = marks.marks(detail, index, riskiest=series.riskiest(seqs, detail).index == index if seqs else True)
     if found:
         st.caption("Marked: " + plain("; ".join(f"{m.label} at step {m.step}" for m in found)))

@@ -319,7 +319,7 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     assert m["Risk level"] == greedy["summary"]["risk_level"]
     assert m["Time to first token"] == f"{greedy['timings']['time_to_first_token_s'] * 1000:.1f} ms"
     seq = greedy["sequences"][0]
-    (entropy, _threshold) = charts(at)["entropy (bits)"]
+    entropy, _threshold, *_marks = charts(at)["entropy (bits)"]  # marks when the diagnosis found any
     assert list(entropy["entropy"]) == seq["timeline"]["entropy"]
     assert at.code[0].value == seq["output_text"]
     steps = next(d.value for d in at.dataframe if "token id" in d.value.columns)
