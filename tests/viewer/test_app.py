@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from opentelemetry_instrumentation_corevital.viewer import APP_PATH, deep, messages
+from opentelemetry_instrumentation_corevital.viewer import APP_PATH, deep, messages, scales
 
 from . import handmade as h
 from .conftest import real_reports
@@ -331,8 +331,11 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     # Summary capture keeps hidden-state statistics per layer and step; the page names what full adds.
     kept = [k for k in deep.LAYER_LABELS if isinstance(seq["layers"].get(k), list)]
     assert "hidden_norm" in kept and "attn_entropy" not in kept
-    (norms, *_) = charts(at)["hidden-state L2 norm"]
+    (norms, *_) = charts(at)["hidden-state L2 norm (each layer scaled to its own range)"]
     assert len(norms) == len(seq["layers"]["indices"]) * len(seq["layers"]["steps"])
+    for layer, row in zip(seq["layers"]["indices"], seq["layers"]["hidden_norm"]):  # each layer spans 0..1
+        scaled = norms[norms["layer"] == layer]["scaled"]
+        assert (scaled.min(), scaled.max()) == (0.0, 1.0) and list(norms[norms["layer"] == layer]["value"]) == row
     assert messages.FULL_LAYERS_PARTIAL.format(
         mode="summary",
         have=", ".join(deep.LAYER_LABELS[k] for k in kept),
@@ -350,7 +353,7 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     layers, prompt = sampled["sequences"][0]["layers"], sampled["sequences"][0]["prompt"]
     shown = charts(at)
     for name in ("hidden_norm", "attn_entropy", "attn_collapsed_fraction"):
-        cells = shown[deep.LAYER_LABELS[name]][0]
+        cells = shown[deep.LAYER_LABELS[name] + (scales.PER_LAYER_NOTE if name in scales.PER_LAYER else "")][0]
         expected = {
             (layer, step): v
             for layer, row in zip(layers["indices"], layers[name])

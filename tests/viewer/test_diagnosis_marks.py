@@ -12,7 +12,7 @@ from opentelemetry_instrumentation_corevital.viewer import _charts, marks, scale
 from opentelemetry_instrumentation_corevital.viewer.index import RunDetail, RunSummary
 
 from .conftest import real_reports
-from .test_app import charts
+from .test_app import charts, texts
 from .test_links import linked
 
 
@@ -109,12 +109,12 @@ def test_a_looping_real_run_is_marked_at_its_onset_and_coloured_by_its_threshold
     assert len(drawn) == 1 and (onset, f"loop onset (period {period})") in zip(drawn[0]["step"], drawn[0]["label"])
     spec = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "entropy (bits)" in c.proto.spec)
     assert [layer["mark"]["type"] for layer in _layers(spec)][-2:] == ["rule", "text"]
-    caption = next(c.value for c in at.caption if c.value.startswith("Marked: "))
+    caption = next(c for c in texts(at.caption) if c.startswith("Marked: "))
     assert f"loop onset (period {period}) at step {onset}" in caption
     # The step table: red only above the profile's threshold (smollm2: 7 bits), said under the table.
     bits = batch["thresholds"]["high_entropy_bits"]
     assert bits == 7.0
-    assert any(c.value.startswith(f"Entropy cells: red above {bits:g} bits") for c in at.caption)
+    assert any(c.startswith(f"Entropy cells: red above {bits:g} bits") for c in texts(at.caption))
     # The stopped run: its stop marked at the step it ended.
     at = linked(monkeypatch, batch_dir, run=stopped["trace_id"])
     step = stopped["sequences"][0]["intervention"]["step"]
