@@ -190,7 +190,12 @@ class Options:
     )
     callback_every: int = option(1, parse_positive_int, "steps between step_callback calls")
     content: ContentMode | bool = option(
-        False, cs.parse_content_switch, cs.CONTENT_DOC, cs.CAPTURE_CONTENT_ENV, keyword="capture_content"
+        False,
+        cs.parse_content_switch,
+        cs.CONTENT_DOC,
+        cs.CAPTURE_CONTENT_ENV,
+        keyword="capture_content",
+        flag="--content",
     )
     semconv_opt_in: bool = option(False, cs.parse_opt_in, cs.OPT_IN_DOC, cs.STABILITY_OPT_IN_ENV, shown_default="none")
     genai_event: bool | None = option(None, parse_bool, cs.EMIT_EVENT_DOC, cs.EMIT_EVENT_ENV, shown_default="by mode")

@@ -7,6 +7,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from . import text
+
 _RISK_COLOURS = alt.Scale(domain=["low", "medium", "high"], range=["#2ca02c", "#ff7f0e", "#d62728"])
 
 #: Fit the width only: a chart's height is its plot area's, and a legend adds its own height below it. Streamlit's
@@ -14,17 +16,31 @@ _RISK_COLOURS = alt.Scale(domain=["low", "medium", "high"], range=["#2ca02c", "#
 PLOT_HEIGHT_KEPT = alt.AutoSizeParams(type="fit-x", contains="padding")
 
 
+def token_axis(tokens: list[str] | None) -> Any:
+    """An x axis of steps labelled by each step's token text (when content capture kept them)."""
+    expr = text.axis_labels(tokens)
+    if tokens is None or expr is None:
+        return alt.Undefined
+    return alt.Axis(values=list(range(len(tokens))), labelExpr=expr, labelAngle=-45, labelOverlap=True)
+
+
 def signal_line(
-    rows: list[dict[str, Any]], signal: str, title: str, threshold: float | None = None, token_ids: bool = False
+    rows: list[dict[str, Any]],
+    signal: str,
+    title: str,
+    threshold: float | None = None,
+    token_ids: bool = False,
+    tokens: list[str] | None = None,
 ) -> alt.Chart:
-    """One per-step signal as a line with points; an optional horizontal threshold line."""
+    """One per-step signal as a line with points; an optional horizontal threshold line; x labelled by ``tokens``."""
     frame = pd.DataFrame(rows)
-    tooltip = ["step:Q", alt.Tooltip(f"{signal}:Q", format=".4f")] + (["token id:Q"] if token_ids else [])
+    tooltip = ["step:Q", alt.Tooltip(f"{signal}:Q", format=".4f")]
+    tooltip += (["token:N"] if tokens else []) + (["token id:Q"] if token_ids else [])
     base = (
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(
-            x=alt.X("step:Q", title="step"),
+            x=alt.X("step:Q", title="step", axis=token_axis(tokens)),
             y=alt.Y(f"{signal}:Q", title=title),
             tooltip=tooltip,
         )
@@ -55,17 +71,23 @@ def overlay(rows: list[dict[str, Any]], title: str) -> alt.Chart:
     )
 
 
-def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int]) -> alt.Chart:
-    """Layer × step heatmap; blamed layers get a red outline across their row."""
+def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int], tokens: list[str] | None = None) -> alt.Chart:
+    """Layer × step heatmap; blamed layers get a red outline across their row; steps labelled by ``tokens``."""
     frame = pd.DataFrame(cells)
+    tooltip = ["layer:O", "step:O", alt.Tooltip("value:Q", format=".4f")]
+    axis = alt.Undefined
+    if tokens:
+        frame["token"] = [text.label(tokens[s]) if 0 <= s < len(tokens) else None for s in frame["step"]]
+        tooltip.insert(2, "token:N")
+        axis = alt.Axis(labelExpr=text.axis_labels(tokens), labelAngle=-45, labelOverlap=True)
     base = (
         alt.Chart(frame)
         .mark_rect()
         .encode(
-            x=alt.X("step:O", title="step"),
+            x=alt.X("step:O", title="step", axis=axis),
             y=alt.Y("layer:O", title="layer", sort="descending"),
             color=alt.Color("value:Q", title=None, scale=alt.Scale(scheme="viridis")),
-            tooltip=["layer:O", "step:O", alt.Tooltip("value:Q", format=".4f")],
+            tooltip=tooltip,
         )
     )
     chart = base

@@ -125,6 +125,7 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
                     series.LABELS[name],
                     threshold if name == "entropy" else None,
                     token_ids=seq.token_ids is not None,
+                    tokens=seq.token_texts,
                 ),
                 width="stretch",
             )
@@ -171,20 +172,22 @@ def tab_layers(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) 
             st.info(messages.FULL_LAYERS.format(mode=plain(mode)))
         return
     by_index = dict(found)
-    data = by_index[pick_sequence(detail, seqs, list(by_index), "layers_seq")]
+    picked = pick_sequence(detail, seqs, list(by_index), "layers_seq")
+    data = by_index[picked]
+    tokens = next((s.token_texts for s in seqs if s.index == picked), None)
     blamed = diagnosis.blamed_layer_indices(detail)
     if blamed:
         st.caption("Blamed layers (outlined in red): " + plain(", ".join(str(b) for b in blamed)))
     headline = [name for name in deep.HEADLINE if name in data.matrices]
     others = [name for name in data.names() if name not in headline]
     for name in headline:
-        st.altair_chart(_charts.heatmap(data.cells(name), deep.LAYER_LABELS[name], blamed), width="stretch")
+        st.altair_chart(_charts.heatmap(data.cells(name), deep.LAYER_LABELS[name], blamed, tokens), width="stretch")
     if others:
         extra = st.selectbox(
             "More layer signals", others, key="layer_matrix", format_func=lambda k: deep.LAYER_LABELS.get(k, k)
         )
         st.altair_chart(
-            _charts.heatmap(data.cells(extra), deep.LAYER_LABELS.get(extra, extra), blamed), width="stretch"
+            _charts.heatmap(data.cells(extra), deep.LAYER_LABELS.get(extra, extra), blamed, tokens), width="stretch"
         )
     missing = [deep.LAYER_LABELS[k] for k in deep.FULL_ONLY if k not in data.matrices]
     if missing and mode != "full":
