@@ -1,7 +1,8 @@
 """What content may leave the process, and by which route: decided once per call from the content-capture mode.
 
 Content is the prompt and output text, the GenAI messages, the generated token ids (decodable back to the text),
-each generated token's text (``sequences[].token_texts``) and the token strings the narrative quotes. Every route asks the one :class:`ContentPolicy`:
+each generated token's text (``sequences[].token_texts``) and the token strings the narrative quotes. Every route
+asks the one :class:`ContentPolicy`:
 
 - **span**: span attributes (``gen_ai.input.messages`` / ``gen_ai.output.messages``) and the ``corevital.step``
   span events (``corevital.token.id``) - allowed by ``SPAN_ONLY`` and ``SPAN_AND_EVENT``;
