@@ -75,11 +75,12 @@ def heatmap(cells: list[dict[str, Any]], title: str, blamed: list[int], tokens: 
     """Layer × step heatmap; blamed layers get a red outline across their row; steps labelled by ``tokens``."""
     frame = pd.DataFrame(cells)
     tooltip = ["layer:O", "step:O", alt.Tooltip("value:Q", format=".4f")]
-    axis = alt.Undefined
-    if tokens:
+    axis: Any = alt.Undefined
+    expr = text.axis_labels(tokens)
+    if tokens and expr is not None:
         frame["token"] = [text.label(tokens[s]) if 0 <= s < len(tokens) else None for s in frame["step"]]
         tooltip.insert(2, "token:N")
-        axis = alt.Axis(labelExpr=text.axis_labels(tokens), labelAngle=-45, labelOverlap=True)
+        axis = alt.Axis(labelExpr=expr, labelAngle=-45, labelOverlap=True)
     base = (
         alt.Chart(frame)
         .mark_rect()
