@@ -324,7 +324,8 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     seq = greedy["sequences"][0]
     (entropy, _threshold) = charts(at)["entropy (bits)"]
     assert list(entropy["entropy"]) == seq["timeline"]["entropy"]
-    assert at.code[0].value == seq["output_text"]
+    # the prompt and output at the top (st.code drops the prompt's final line break), then the timeline's output
+    assert [c.value for c in at.code[:3]] == [seq["input_text"].rstrip("\n"), seq["output_text"], seq["output_text"]]
     steps = next(d.value for d in at.dataframe if "token id" in d.value.columns)
     assert list(steps["token id"]) == seq["token_ids"]
     factors = at.dataframe[0].value
