@@ -18,7 +18,7 @@ from typing import Any
 from ._findings import Diagnosis
 from ._plain import from_plain
 
-SCHEMA_VERSION = "1.3.0"
+SCHEMA_VERSION = "1.4.0"
 SCHEMA_MAJOR = 1
 
 
@@ -284,6 +284,7 @@ class SequenceReport:
     encoder: EncoderSummary | None = None
     intervention: Intervention | None = None
     token_ids: list[int] | None = None  # content capture only
+    token_texts: list[str] | None = None  # content capture only: each generated token's own text, one per step
     input_text: str | None = None  # content capture only
     output_text: str | None = None  # content capture only
 

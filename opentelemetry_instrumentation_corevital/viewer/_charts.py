@@ -7,6 +7,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from . import text
+
 _RISK_COLOURS = alt.Scale(domain=["low", "medium", "high"], range=["#2ca02c", "#ff7f0e", "#d62728"])
 
 #: Fit the width only: a chart's height is its plot area's, and a legend adds its own height below it. Streamlit's
@@ -30,12 +32,20 @@ def _marked(chart: Any, marks: list[dict[str, Any]] | None, x: str) -> Any:
         .mark_rule(color=MARK_COLOUR, strokeDash=[3, 2], strokeWidth=2)
         .encode(x=x, tooltip=["label:N", "step:Q"])
     )
-    text = (
+    label = (
         alt.Chart(frame)
         .mark_text(color=MARK_COLOUR, align="left", baseline="top", dx=3, fontSize=11)
         .encode(x=x, y=alt.Y("lane:Q", scale=None), text="label:N")
     )
-    return chart + rule + text
+    return chart + rule + label
+
+
+def token_axis(tokens: list[str] | None) -> Any:
+    """An x axis of steps labelled by each step's token text (when content capture kept them)."""
+    expr = text.axis_labels(tokens)
+    if tokens is None or expr is None:
+        return alt.Undefined
+    return alt.Axis(values=list(range(len(tokens))), labelExpr=expr, labelAngle=-45, labelOverlap=True)
 
 
 def signal_line(
@@ -45,15 +55,18 @@ def signal_line(
     threshold: float | None = None,
     token_ids: bool = False,
     marks: list[dict[str, Any]] | None = None,
+    tokens: list[str] | None = None,
 ) -> alt.Chart:
-    """One per-step signal as a line with points; an optional horizontal threshold line; the diagnosis's marks."""
+    """One per-step signal as a line with points; an optional horizontal threshold line; the diagnosis's marks;
+    x labelled by ``tokens``."""
     frame = pd.DataFrame(rows)
-    tooltip = ["step:Q", alt.Tooltip(f"{signal}:Q", format=".4f")] + (["token id:Q"] if token_ids else [])
+    tooltip = ["step:Q", alt.Tooltip(f"{signal}:Q", format=".4f")]
+    tooltip += (["token:N"] if tokens else []) + (["token id:Q"] if token_ids else [])
     base = (
         alt.Chart(frame)
         .mark_line(point=True)
         .encode(
-            x=alt.X("step:Q", title="step"),
+            x=alt.X("step:Q", title="step", axis=token_axis(tokens)),
             y=alt.Y(f"{signal}:Q", title=title),
             tooltip=tooltip,
         )
@@ -85,25 +98,37 @@ def overlay(rows: list[dict[str, Any]], title: str) -> alt.Chart:
 
 
 def heatmap(
-    cells: list[dict[str, Any]], title: str, blamed: list[int], marks: list[dict[str, Any]] | None = None
+    cells: list[dict[str, Any]],
+    title: str,
+    blamed: list[int],
+    marks: list[dict[str, Any]] | None = None,
+    tokens: list[str] | None = None,
 ) -> alt.Chart:
-    """Layer × step heatmap; blamed layers get a red outline across their row; the diagnosis's marks at their steps.
-    Cells with ``scaled`` (scales.per_layer_scaled) are coloured by it, the tooltip keeps the value itself."""
+    """Layer × step heatmap; blamed layers get a red outline across their row; the diagnosis's marks at their steps;
+    steps labelled by ``tokens``. Cells with ``scaled`` (scales.per_layer_scaled) are coloured by it, the tooltip
+    keeps the value itself."""
     frame = pd.DataFrame(cells)
     scaled = "scaled" in frame
     colour = "scaled:Q" if scaled else "value:Q"
+    tooltip = ["layer:O", "step:O", alt.Tooltip("value:Q", format=".4f")]
+    axis: Any = alt.Undefined
+    expr = text.axis_labels(tokens)
+    if tokens and expr is not None:
+        frame["token"] = [text.label(tokens[s]) if 0 <= s < len(tokens) else None for s in frame["step"]]
+        tooltip.insert(2, "token:N")
+        axis = alt.Axis(labelExpr=expr, labelAngle=-45, labelOverlap=True)
     base = (
         alt.Chart(frame)
         .mark_rect()
         .encode(
-            x=alt.X("step:O", title="step"),
+            x=alt.X("step:O", title="step", axis=axis),
             y=alt.Y("layer:O", title="layer", sort="descending"),
             color=alt.Color(
                 colour,
                 title="within layer" if scaled else None,
                 scale=alt.Scale(scheme="viridis", domain=[0, 1]) if scaled else alt.Scale(scheme="viridis"),
             ),
-            tooltip=["layer:O", "step:O", alt.Tooltip("value:Q", format=".4f")],
+            tooltip=tooltip,
         )
     )
     chart = base

@@ -44,6 +44,7 @@ from opentelemetry_instrumentation_corevital.viewer.run_tabs import (
     tab_risk,
     tab_timeline,
 )
+from opentelemetry_instrumentation_corevital.viewer.run_text import show_text
 
 ENV_PATHS = "COREVITAL_VIEW_PATHS"
 DEFAULT_PATHS = ["corevital-data"]
@@ -123,7 +124,7 @@ def view_runs(index: Index) -> None:
         st.info(messages.NO_RUNS)
         return
     f = st.columns([3, 2, 2, 2, 2])
-    text = f[0].text_input("Search model, provider, service or id", key="f_text")
+    text = f[0].text_input("Search model, provider, service or id, prompt and output", key="f_text")
     levels = f[1].multiselect("Risk level", runlist.LEVELS, key="f_levels")
     flags = f[2].multiselect("Has flags", runlist.flag_names(runs), key="f_flags")
     min_risk = f[3].slider("Minimum risk", 0.0, 1.0, 0.0, 0.05, key="f_risk")
@@ -229,6 +230,7 @@ def view_run(index: Index) -> None:
     story = guarded(diagnosis.narrative, detail)
     if story:
         st.info(plain(story))
+    guarded(show_text, detail, len(seqs))
     mode = summary.capture_mode or "unknown"
     if detail.report is None and detail.span is not None:
         stride = (detail.span or {}).get("corevital.timeline.stride") or 1

@@ -159,6 +159,7 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
                     threshold if name == "entropy" else None,
                     token_ids=seq.token_ids is not None,
                     marks=marks.rows(found),
+                    tokens=seq.token_texts,
                 ),
                 width="stretch",
             )
@@ -208,6 +209,7 @@ def tab_layers(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) 
     by_index = dict(found)
     index = pick_sequence(detail, seqs, list(by_index), SEQUENCE_PICKERS[1])
     data = by_index[index]
+    tokens = next((s.token_texts for s in seqs if s.index == index), None)
     blamed = diagnosis.blamed_layer_indices(detail)
     if blamed:
         st.caption("Blamed layers (outlined in red): " + plain(", ".join(str(b) for b in blamed)))
@@ -215,12 +217,12 @@ def tab_layers(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) 
     headline = [name for name in deep.HEADLINE if name in data.matrices]
     others = [name for name in data.names() if name not in headline]
     for name in headline:
-        st.altair_chart(_layer_heatmap(data, name, blamed, shown), width="stretch")
+        st.altair_chart(_layer_heatmap(data, name, blamed, shown, tokens), width="stretch")
     if others:
         extra = st.selectbox(
             "More layer signals", others, key="layer_matrix", format_func=lambda k: deep.LAYER_LABELS.get(k, k)
         )
-        st.altair_chart(_layer_heatmap(data, extra, blamed, shown), width="stretch")
+        st.altair_chart(_layer_heatmap(data, extra, blamed, shown, tokens), width="stretch")
     missing = [deep.LAYER_LABELS[k] for k in deep.FULL_ONLY if k not in data.matrices]
     if missing and mode != "full":
         st.info(
@@ -236,12 +238,16 @@ def tab_layers(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) 
     )
 
 
-def _layer_heatmap(data: deep.LayerData, name: str, blamed: list[int], shown: list[dict[str, Any]]) -> Any:
+def _layer_heatmap(
+    data: deep.LayerData, name: str, blamed: list[int], shown: list[dict[str, Any]], tokens: list[str] | None
+) -> Any:
     """One layer matrix; those that grow with depth scaled per layer, as their title says."""
     title = deep.LAYER_LABELS.get(name, name)
     if name in scales.PER_LAYER:
-        return _charts.heatmap(scales.per_layer_scaled(data.cells(name)), title + scales.PER_LAYER_NOTE, blamed, shown)
-    return _charts.heatmap(data.cells(name), title, blamed, shown)
+        cells, title = scales.per_layer_scaled(data.cells(name)), title + scales.PER_LAYER_NOTE
+    else:
+        cells = data.cells(name)
+    return _charts.heatmap(cells, title, blamed, shown, tokens)
 
 
 def tab_prompt(detail: RunDetail, mode: str) -> None:

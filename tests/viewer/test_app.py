@@ -82,6 +82,7 @@ def test_run_list_shows_every_run_with_exact_figures(monkeypatch, good_dir):
     deep = table[table["id"] == "b1b1b1b1"].iloc[0].to_dict()
     assert deep == {
         "time (UTC)": "2026-01-02 03:04:08",
+        "output": "hand made output of twelve tokens",  # its report's output_text (content captured)
         "model": "hand-made/deep-1.1",
         "provider": None,  # the hand-made spans name none
         "risk": 0.5,
@@ -143,7 +144,12 @@ def test_run_page_risk_flags_narrative_and_timeline(monkeypatch, good_dir):
     (margin,) = shown["top-1 − top-2 margin"]
     assert list(margin["margin"].dropna()) == [m for m in h.MARGIN if m is not None]
     assert {"surprisal (bits)", "top-10 mass", "Risk factor contributions"} <= set(shown)
-    assert at.code[0].value == "hand made output of twelve tokens"
+    # the text at the top of the page (prompt, output), then the timeline's generated text
+    assert [c.value for c in at.code[:3]] == [
+        "user: tell me about basins",
+        "hand made output of twelve tokens",
+        "hand made output of twelve tokens",
+    ]
     steps = next(d.value for d in at.dataframe if "token id" in d.value.columns)
     assert list(steps["token id"]) == [101 + k for k in h.STEPS]
     assert messages.NO_TOKENS not in [c.value for c in at.caption]
@@ -321,7 +327,8 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     seq = greedy["sequences"][0]
     entropy, _threshold, *_marks = charts(at)["entropy (bits)"]  # marks when the diagnosis found any
     assert list(entropy["entropy"]) == seq["timeline"]["entropy"]
-    assert at.code[0].value == seq["output_text"]
+    # the prompt and output at the top (st.code drops the prompt's final line break), then the timeline's output
+    assert [c.value for c in at.code[:3]] == [seq["input_text"].rstrip("\n"), seq["output_text"], seq["output_text"]]
     steps = next(d.value for d in at.dataframe if "token id" in d.value.columns)
     assert list(steps["token id"]) == seq["token_ids"]
     factors = at.dataframe[0].value
