@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _content_switch as cs
+from ._content_switch import CAPTURE_CONTENT_ENV
 from ._errors import ConfigurationError, shorten
 from ._values import (
     EXPORTER_NAMES,
@@ -190,7 +191,7 @@ class Options:
     )
     callback_every: int = option(1, parse_positive_int, "steps between step_callback calls")
     content: ContentMode | bool = option(
-        False, cs.parse_content_switch, cs.CONTENT_DOC, cs.CAPTURE_CONTENT_ENV, keyword="capture_content"
+        False, cs.parse_content_switch, cs.CONTENT_DOC, CAPTURE_CONTENT_ENV, keyword="capture_content", flag="--content"
     )
     semconv_opt_in: bool = option(False, cs.parse_opt_in, cs.OPT_IN_DOC, cs.STABILITY_OPT_IN_ENV, shown_default="none")
     genai_event: bool | None = option(None, parse_bool, cs.EMIT_EVENT_DOC, cs.EMIT_EVENT_ENV, shown_default="by mode")

@@ -228,3 +228,54 @@ def test_full_capture_and_strict_perf_show_per_layer_data(tmp_path):
     )
     validate_report(report)
     assert report["perf"]["ratio"] == ratio
+
+
+def test_content_is_one_word_and_off_unless_given():
+    from opentelemetry_instrumentation_corevital import ContentMode
+    from opentelemetry_instrumentation_corevital._config import Options, resolve
+    from opentelemetry_instrumentation_corevital.cli import build_parser
+    from opentelemetry_instrumentation_corevital.cli._flags import parsed
+
+    parser = build_parser()
+    assert parsed(parser.parse_args(["run"]), Options) == {}
+    assert resolve(Options, {}, environ={}).content is False  # off by default, the CLI included
+    assert parsed(parser.parse_args(["run", "--content"]), Options) == {"capture_content": True}
+    mode = parsed(parser.parse_args(["run", "--content", "span_and_event"]), Options)
+    assert mode == {"capture_content": ContentMode.SPAN_AND_EVENT}
+    result = corevital("run", "--content", "maybe")
+    assert result.returncode == 1 and "--content='maybe' is not a content-capture mode" in result.stderr
+
+
+def report_in(out: Path) -> dict:
+    """The one report log record's report in ``out``/logs.jsonl."""
+    (body,) = [
+        record["body"]["stringValue"]
+        for line in jsonl(out / "logs.jsonl")
+        for rl in line["resourceLogs"]
+        for sl in rl["scopeLogs"]
+        for record in sl["logRecords"]
+        if record.get("eventName") == "corevital.generation.report"
+    ]
+    return json.loads(body)
+
+
+@pytest.mark.slow
+def test_content_reaches_the_files_only_with_the_flag(tmp_path, smollm2):
+    """`corevital run --content` writes the prompt, output, token ids and each token's text into the report; the
+    same greedy run without it writes none of them into any file (traces, logs, metrics)."""
+    args = ("run", "--no-chat", "--prompt", "The capital of France is", "--max-new-tokens", "8", "--quiet")
+    on, off = tmp_path / "on", tmp_path / "off"
+    assert corevital(*args, "--content", "--out", str(on)).returncode == 0
+    assert corevital(*args, "--out", str(off)).returncode == 0
+    tokenizer, _ = smollm2
+    (seq,) = report_in(on)["sequences"]
+    assert len(seq["token_ids"]) == 8
+    assert seq["token_texts"] == [tokenizer.decode([i]) for i in seq["token_ids"]]
+    assert seq["input_text"] == "The capital of France is" and seq["output_text"]
+    (plain,) = report_in(off)["sequences"]
+    assert (plain["token_ids"], plain["token_texts"], plain["input_text"], plain["output_text"]) == (None,) * 4
+    pieces = json.dumps(seq["token_texts"])[1:-1]  # the token texts as a JSON list writes them
+    for name in ("traces.jsonl", "logs.jsonl", "metrics.jsonl"):
+        data = (off / name).read_text(encoding="utf-8")
+        assert seq["output_text"] not in data and "France" not in data, name
+        assert pieces not in data and pieces.replace('"', '\\"') not in data, name

@@ -33,7 +33,7 @@ from .test_cli import corevital
 from .test_report_handoff import build
 
 SECRET = "Zorbulaxite"
-TEXT, IDS, QUOTE = "text", "token ids", "quoted token"
+TEXT, IDS, QUOTE, TOKENS = "text", "token ids", "quoted token", "token texts"
 
 
 class ForceTokens(LogitsProcessor):
@@ -48,9 +48,12 @@ class ForceTokens(LogitsProcessor):
         return forced
 
 
-def found(data: bytes, text: str, ids: list[int]) -> set[str]:
-    """What content ``data`` carries: the secret ``text``, its token ``ids`` (attribute or sequence), a quoted token."""
+def found(data: bytes, text: str, ids: list[int], pieces: list[str]) -> set[str]:
+    """What content ``data`` carries: the secret ``text``, its token ``ids`` (attribute or sequence), a quoted token,
+    its tokens' texts (``pieces``, as the report's ``token_texts`` list, quotes escaped or not)."""
     kinds = set()
+    if re.search(rb'\\*"\s*,\s*\\*"'.join(re.escape(json.dumps(p)[1:-1].encode()) for p in pieces), data):
+        kinds.add(TOKENS)
     if text.encode() in data:
         kinds.add(TEXT)
     sequence = rb"[,\s]+".join(str(i).encode() for i in ids)
@@ -78,17 +81,18 @@ def expected(mode: ContentMode) -> dict[str, set[str]]:
     """Route -> what content it may carry at ``mode``: the documented table of docs/content.md."""
     span, events = mode.on_span, mode.on_event
     quote = {QUOTE} if span and events else set()
+    report = {TEXT, IDS, TOKENS} | quote  # the report carries each token's text too; the span never does
     return {
         "traces file": ({TEXT, IDS} | quote) if span else set(),
         "console spans": ({TEXT, IDS} | quote) if span else set(),
-        "logs file": ({TEXT, IDS} | quote) if events else set(),
-        "console logs": ({TEXT, IDS} | quote) if events else set(),
+        "logs file": report if events else set(),
+        "console logs": report if events else set(),
         "metrics file": set(),
         "console metrics": set(),
-        "sqlite file": ({TEXT, IDS} | quote) if events else set(),
+        "sqlite file": report if events else set(),
         "wandb run": {IDS} if events else set(),  # the timeline table's token_id column; W&B never gets text
         "dogstatsd": set(),
-        "on_report": ({TEXT, IDS} | quote) if events else set(),
+        "on_report": report if events else set(),
     }
 
 
@@ -173,7 +177,8 @@ def test_every_route_carries_content_only_where_the_mode_allows(mode, smollm2, t
         "on_report": report.to_json().encode(),
     }
     assert all(routes.values()), [route for route, data in routes.items() if not data]  # every route was read
-    assert {route: found(data, SECRET, ids) for route, data in routes.items()} == expected(mode)
+    pieces = [tokenizer.decode([i]) for i in ids]
+    assert {route: found(data, SECRET, ids, pieces) for route, data in routes.items()} == expected(mode)
 
 
 @pytest.mark.parametrize("mode", list(ContentMode), ids=lambda m: m.value)
@@ -206,7 +211,8 @@ def test_in_memory_spans_logs_and_reports_follow_the_mode(mode, tiny_llama, tiny
     (report,) = capture.reports
     # the routes the files of the test above hold, here in memory
     routes = {"traces file": span_bytes, "logs file": logs_bytes, "on_report": report.to_json().encode()}
-    assert {route: found(data, secret, ids) for route, data in routes.items()} == {
+    pieces = [tiny_tok.decode([i]) for i in ids]
+    assert {route: found(data, secret, ids, pieces) for route, data in routes.items()} == {
         route: expected(mode)[route] for route in routes
     }
 
@@ -223,11 +229,12 @@ def test_the_events_route_gets_a_copy_without_content():
     report = build()
     report.input_messages = [{"role": "user", "parts": [{"type": "text", "content": SECRET}]}]
     report.sequences[0] = dataclasses.replace(
-        report.sequences[0], token_ids=[1, 2], input_text=SECRET, output_text=SECRET
+        report.sequences[0], token_ids=[1, 2], token_texts=[SECRET, SECRET], input_text=SECRET, output_text=SECRET
     )
     plain = ContentPolicy(span=True, events=False).for_events(report)
     seq: SequenceReport = plain.sequences[0]
     assert (seq.token_ids, seq.input_text, seq.output_text, plain.input_messages) == (None, None, None, None)
+    assert seq.token_texts is None
     assert SECRET not in plain.to_json()
     assert report.sequences[0].token_ids == [1, 2] and report.input_messages is not None  # the original is unchanged
     assert ContentPolicy(span=False, events=True).for_events(report) is report

@@ -3,6 +3,7 @@ near miss; compound signals, early warnings, blame, fingerprint and narrative re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -417,6 +418,26 @@ class TestNarrative:
         ):
             assert fragment in text, fragment
         assert 2 <= text.count(". ") + 1 <= 5
+
+    def test_a_run_stop_on_stopped_is_not_advised_to_stop(self):
+        text = narrative.narrative(self.facts(steps=8, stopped_step=7, stopped_by="repetition_loop"))
+        assert text.endswith(
+            "stop_on stopped the loop at step 7, 4 steps after its onset; to avoid it altogether, penalise "
+            "repetition (repetition_penalty of 1.1-1.3 or no_repeat_ngram_size=4)."
+        )
+        assert "would have saved" not in text and "stop the loop" not in text
+        unsure = self.facts(
+            loop_onset=None,
+            loop_period=None,
+            fired=["high_entropy"],
+            factors=[narrative.FactorFact("attention_collapse_share", 0.2, 0.3, 0.3)],
+            findings=[narrative.Finding("margin_collapse", "The margin fell.", 5)],
+        )
+        assert narrative.narrative(unsure).endswith(
+            "Consider stopping earlier: the trend warnings fired before the end of the output."
+        )
+        stopped = narrative.narrative(dataclasses.replace(unsure, stopped_step=11, stopped_by="high_entropy"))
+        assert stopped.endswith("stop_on stopped it at step 11 (high_entropy): review the output up to there.")
 
     def test_different_runs_different_words(self):
         healthy = narrative.narrative(

@@ -48,6 +48,7 @@ def test_every_option_is_documented_once_with_its_flag():
         "--profile",
         "--thresholds",
         "--stop-on",
+        "--content",
         "--exporter",
         "--out",
         "--rotate-bytes",

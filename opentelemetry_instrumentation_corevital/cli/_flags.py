@@ -17,6 +17,8 @@ from .._values import EXPORTER_NAMES
 #: argparse settings beyond ``help`` for flags that need them.
 _EXTRA: dict[str, dict[str, Any]] = {
     "--exporter": {"action": "append", "choices": EXPORTER_NAMES, "metavar": "NAME"},
+    # One word turns content capture on (content stays off by default, the CLI included); a mode may follow.
+    "--content": {"nargs": "?", "const": "true", "metavar": "MODE"},
 }
 
 
@@ -27,7 +29,8 @@ def add_flags(parser: argparse.ArgumentParser, table: type, defaults: dict[str, 
             continue
         default = (defaults or {}).get(key) or default_text(f, spec)
         extra = {"metavar": spec.flag.lstrip("-").replace("-", "_").upper(), **_EXTRA.get(spec.flag, {})}
-        parser.add_argument(spec.flag, dest=key, default=None, help=f"{spec.doc} (default: {default})", **extra)
+        alone = f"; {spec.flag} alone: {extra['const']}" if "const" in extra else ""
+        parser.add_argument(spec.flag, dest=key, default=None, help=f"{spec.doc}{alone} (default: {default})", **extra)
 
 
 def parsed(args: argparse.Namespace, table: type) -> dict[str, Any]:

@@ -68,11 +68,15 @@ def content_input(
     policy: ContentPolicy,
 ) -> ContentInput:
     """The texts a report carries with content capture on (``tokenizer`` None: ids only, chat messages if known)."""
-    decode = None
+    decode = decode_each = None
     if tokenizer is not None:
 
         def decode(ids: list[int]) -> str:
             return tokenizer.decode(ids, skip_special_tokens=True)
+
+        def decode_each(ids: list[int]) -> list[str]:
+            # one tokenizer call for all steps; special tokens kept, so an end-of-turn step is not an empty label
+            return list(tokenizer.batch_decode([[i] for i in ids]))
 
     input_texts = None
     if decode is not None and prompt_rows:
@@ -92,6 +96,7 @@ def content_input(
         messages = None
     return ContentInput(
         decode=decode,
+        decode_each=decode_each,
         input_texts=input_texts,
         input_messages=messages,
         system_instructions=system,

@@ -254,6 +254,8 @@ def build_report(
             seq.token_ids = list(tokens)
             if decode is not None:
                 seq.output_text = _safe_decode(decode, tokens)
+            if content.decode_each is not None:
+                seq.token_texts = _safe_decode_each(content.decode_each, tokens)
             if content.input_texts and input_row < len(content.input_texts):
                 seq.input_text = content.input_texts[input_row]
         sequences.append(seq)
@@ -303,6 +305,15 @@ def _safe_decode(decode: Callable[[list[int]], str], tokens: Sequence[int]) -> s
         return str(decode(list(tokens)))
     except Exception:
         return None
+
+
+def _safe_decode_each(decode_each: Callable[[list[int]], list[str]], tokens: Sequence[int]) -> list[str] | None:
+    """Each token's text, or None when the tokenizer fails or answers with another count (a telemetry loss only)."""
+    try:
+        texts = [str(t) for t in decode_each(list(tokens))]
+    except Exception:
+        return None
+    return texts if len(texts) == len(tokens) else None
 
 
 def trim_to_summary(report: Report) -> Report:

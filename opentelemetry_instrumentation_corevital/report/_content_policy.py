@@ -1,7 +1,8 @@
 """What content may leave the process, and by which route: decided once per call from the content-capture mode.
 
-Content is the prompt and output text, the GenAI messages, the generated token ids (decodable back to the text)
-and the token strings the narrative quotes. Every route asks the one :class:`ContentPolicy`:
+Content is the prompt and output text, the GenAI messages, the generated token ids (decodable back to the text),
+each generated token's text (``sequences[].token_texts``) and the token strings the narrative quotes. Every route
+asks the one :class:`ContentPolicy`:
 
 - **span**: span attributes (``gen_ai.input.messages`` / ``gen_ai.output.messages``) and the ``corevital.step``
   span events (``corevital.token.id``) - allowed by ``SPAN_ONLY`` and ``SPAN_AND_EVENT``;
@@ -69,12 +70,18 @@ class ContentPolicy:
 
 
 def without_content(report: Report) -> Report:
-    """A copy of ``report`` without text, messages and token ids (the given report is unchanged)."""
+    """A copy of ``report`` without text, messages, token ids and token texts (the given report is unchanged)."""
     if (
         report.input_messages is None
         and report.system_instructions is None
-        and all(s.token_ids is None and s.input_text is None and s.output_text is None for s in report.sequences)
+        and all(
+            s.token_ids is None and s.token_texts is None and s.input_text is None and s.output_text is None
+            for s in report.sequences
+        )
     ):
         return report
-    sequences = [dataclasses.replace(s, token_ids=None, input_text=None, output_text=None) for s in report.sequences]
+    sequences = [
+        dataclasses.replace(s, token_ids=None, token_texts=None, input_text=None, output_text=None)
+        for s in report.sequences
+    ]
     return dataclasses.replace(report, sequences=sequences, input_messages=None, system_instructions=None)

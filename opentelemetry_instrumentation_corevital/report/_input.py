@@ -69,6 +69,7 @@ class ContentInput:
     """Content capture is on: how to decode token ids, and the inputs as text and as GenAI messages."""
 
     decode: Callable[[list[int]], str] | None = None
+    decode_each: Callable[[list[int]], list[str]] | None = None  # each token id's own text (special tokens kept)
     input_texts: list[str] | None = None  # per input row
     input_messages: Any = None  # GenAI ``gen_ai.input.messages`` format
     system_instructions: Any = None  # GenAI ``gen_ai.system_instructions`` format (parts)

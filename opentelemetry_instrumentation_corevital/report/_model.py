@@ -296,6 +296,7 @@ class SequenceReport:
     encoder: EncoderSummary | None = None
     intervention: Intervention | None = None
     token_ids: list[int] | None = None  # content capture only
+    token_texts: list[str] | None = None  # content capture only: each generated token's own text, one per step
     input_text: str | None = None  # content capture only
     output_text: str | None = None  # content capture only
 

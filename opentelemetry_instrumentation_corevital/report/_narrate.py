@@ -87,6 +87,8 @@ def narrative_facts(
         high_entropy_longest_run=flags.high_entropy_longest_run,
         blamed=[(b.layer, b.reasons[0].detail) for b in blamed],
         full_capture=full,
+        stopped_step=seq.intervention.step if seq.intervention else None,
+        stopped_by=seq.intervention.condition if seq.intervention else None,
     )
 
 

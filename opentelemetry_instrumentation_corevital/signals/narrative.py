@@ -77,6 +77,8 @@ class NarrativeFacts:
     blamed: Sequence[tuple[int, str]] = field(default_factory=tuple)  # (layer, detail of its worst reason)
     full_capture: bool = False
     uncertainty: float | None = None  # the answer uncertainty (RAUQ): a separate score from the risk
+    stopped_step: int | None = None  # stop_on ended the sequence with this step's token
+    stopped_by: str | None = None  # the stop_on condition that held there
 
 
 def _factor_phrase(f: FactorFact, facts: NarrativeFacts) -> str:
@@ -196,6 +198,12 @@ def _recommendation(facts: NarrativeFacts) -> str:
             else ""
         )
         return f"Check numerical precision (bfloat16 or float32 rather than float16){where}."
+    if facts.stopped_step is not None and facts.loop_onset is not None:  # the loop stop already did its job
+        return (
+            f"stop_on stopped the loop at step {facts.stopped_step}, {facts.stopped_step - facts.loop_onset} steps "
+            f"after its onset; to avoid it altogether, penalise repetition (repetition_penalty of 1.1-1.3 or "
+            f"no_repeat_ngram_size={facts.ngram_n})."
+        )
     if facts.loop_onset is not None and facts.loop_period is not None:
         stop = facts.loop_onset + 2 * facts.loop_period
         saved = max(0, facts.steps - stop)
@@ -229,6 +237,10 @@ def _recommendation(facts: NarrativeFacts) -> str:
         if top is not None and top.name == "ngram_repeat_rate":
             return (
                 f"Reduce repetition ({_factor_phrase(top, facts)}): add a repetition penalty or no_repeat_ngram_size."
+            )
+        if facts.stopped_step is not None:
+            return (
+                f"stop_on stopped it at step {facts.stopped_step} ({facts.stopped_by}): review the output up to there."
             )
         if "entropy_acceleration" in kinds or "margin_collapse" in kinds:
             return "Consider stopping earlier: the trend warnings fired before the end of the output."

@@ -27,6 +27,7 @@ from opentelemetry_instrumentation_corevital.viewer import (
     runlist,
     series,
     sources,
+    url_state,
 )
 from opentelemetry_instrumentation_corevital.viewer.index import Index, RunDetail, RunSummary, build_index, load_run
 from opentelemetry_instrumentation_corevital.viewer.plain import plain
@@ -43,13 +44,13 @@ from opentelemetry_instrumentation_corevital.viewer.run_tabs import (
     tab_risk,
     tab_timeline,
 )
+from opentelemetry_instrumentation_corevital.viewer.run_text import show_text
 
 ENV_PATHS = "COREVITAL_VIEW_PATHS"
 DEFAULT_PATHS = ["corevital-data"]
 VIEWS = ("Runs", "Run", "Compare", "Performance")
 SHOWN_PROBLEMS = 8
 RUN_TABLE = "run_table"
-WRITTEN = "url_written"  # the query parameters this page last wrote
 DIFFERS_CSS = "background-color: rgba(255, 165, 0, 0.25)"
 
 
@@ -123,7 +124,7 @@ def view_runs(index: Index) -> None:
         st.info(messages.NO_RUNS)
         return
     f = st.columns([3, 2, 2, 2, 2])
-    text = f[0].text_input("Search model, provider, service or id", key="f_text")
+    text = f[0].text_input("Search model, provider, service or id, prompt and output", key="f_text")
     levels = f[1].multiselect("Risk level", runlist.LEVELS, key="f_levels")
     flags = f[2].multiselect("Has flags", runlist.flag_names(runs), key="f_flags")
     min_risk = f[3].slider("Minimum risk", 0.0, 1.0, 0.0, 0.05, key="f_risk")
@@ -229,6 +230,7 @@ def view_run(index: Index) -> None:
     story = guarded(diagnosis.narrative, detail)
     if story:
         st.info(plain(story))
+    guarded(show_text, detail, len(seqs))
     mode = summary.capture_mode or "unknown"
     if detail.report is None and detail.span is not None:
         stride = (detail.span or {}).get("corevital.timeline.stride") or 1
@@ -237,7 +239,7 @@ def view_run(index: Index) -> None:
         elif summary.span_ref is not None:
             logs = sources.missing_report(summary.span_ref.file, index.files)
             st.info(plain(messages.NO_REPORT.format(stride=stride, logs=logs)))
-    tabs = st.tabs(["Risk & flags", "Timeline", "Layers", "Prompt", "Performance", "Details"])
+    tabs = st.tabs(list(links.TABS.values()), key=url_state.TAB, on_change="rerun")  # the URL's tab= follows it
     with tabs[0]:
         guarded(tab_risk, detail, risk, mode)
     with tabs[1]:
@@ -362,36 +364,6 @@ def view_performance(index: Index) -> None:
     st.caption("Overhead figures of a run, when its files carry them, are on the run page's Performance tab.")
 
 
-def follow_link(index: Index) -> str | None:
-    """Open what the URL names (``?view=``, ``?run=``) when it is not what this page last wrote there: a link or a
-    reload (a session's first page), or the browser's Back and Forward (Streamlit reruns with the URL they went to).
-    Returns the run id no run matched."""
-    params = st.query_params.to_dict()
-    if params == st.session_state.get(WRITTEN):
-        return None
-    st.session_state[WRITTEN] = params
-    views = {v.lower(): v for v in VIEWS}
-    if (view := views.get(params.get(links.VIEW, "").lower())) is not None:
-        st.session_state["view"] = view
-    wanted = params.get(links.RUN)
-    if not wanted:
-        return None
-    run = links.linked(index.runs, wanted)
-    if run is None:
-        return wanted
-    st.session_state["run"] = run.key
-    st.session_state["view"] = "Run"
-    return None
-
-
-def write_link(view: str, index: Index) -> None:
-    """The URL names the view (and the run shown), so a reload, a shared link and Back return to it."""
-    shown = index.by_key(st.session_state.get("run", "")) if view == "Run" else None
-    params = {links.VIEW: view.lower(), **({links.RUN: links.run_param(shown)} if shown else {})}
-    st.session_state[WRITTEN] = params
-    st.query_params.from_dict(params)
-
-
 def main(paths: list[str] | None = None) -> None:
     """The whole viewer page: the file chooser in the sidebar, then the chosen view."""
     st.set_page_config(page_title="CoreVital viewer", layout="wide")
@@ -403,7 +375,7 @@ def main(paths: list[str] | None = None) -> None:
     if st.sidebar.button("Reload files"):
         st.cache_data.clear()
     index = _cached_index(chosen, roots)
-    unknown = follow_link(index)
+    unknown = url_state.follow_link(index, VIEWS)
     view = st.sidebar.radio("View", VIEWS, key="view")
     st.sidebar.caption(
         f"{len(index.runs)} runs from {index.counts['files']} files · {index.counts['spans']} spans, "
@@ -416,7 +388,7 @@ def main(paths: list[str] | None = None) -> None:
     elif index.problems:
         st.caption(f"{len(index.problems)} problems reading the files: the Runs view lists them.")
     guarded({"Runs": view_runs, "Run": view_run, "Compare": view_compare, "Performance": view_performance}[view], index)
-    write_link(view, index)
+    url_state.write_link(view, index)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import names as n
-from . import damage, messages, otlp
+from . import damage, messages, otlp, text
 from .sources import UnreadableFile, discover, iter_lines, read_line_at
 
 #: The report major version this viewer reads (minor versions only add fields).
@@ -57,6 +57,8 @@ class RunSummary:
     capture_mode: str | None = None
     schema_version: str | None = None
     error: str | None = None
+    prompt: str | None = None  # content capture only, for search
+    output: str | None = None  # content capture only: every sequence's, for search and the preview
     span_ref: Ref | None = None
     report_ref: Ref | None = None
     problems: list[str] = field(default_factory=list)  # lines of this run that could not be read
@@ -122,6 +124,7 @@ def from_span(resource: dict[str, Any], span: dict[str, Any], attrs: dict[str, A
         "duration_s": (end - start) / 1e9 if start and end and end >= start else None,
         "schema_version": attrs.get(n.SCHEMA_VERSION),
         "error": attrs.get(n.ERROR_TYPE) or (status.get("message") or "error" if status.get("code") == 2 else None),
+        **text.searchable(None, attrs),
     }
     if readable:
         out.update(
@@ -172,6 +175,7 @@ def from_report(report: dict[str, Any]) -> dict[str, Any]:
         "tpot_s": otlp.finite(_get(report, "timings", "time_per_output_token_s")),
         "capture_mode": _get(report, "capture", "mode"),
         "schema_version": report.get("schema_version"),
+        **text.searchable(report, None),
     }
 
 
@@ -179,7 +183,7 @@ def from_report(report: dict[str, Any]) -> dict[str, Any]:
 #: labels, sorting and the table never meet a number where they expect text or the reverse.
 _TEXT = (
     *("trace_id", "span_id", "report_id", "model", "operation", "provider", "service"),
-    *("risk_level", "capture_mode", "schema_version", "error"),
+    *("risk_level", "capture_mode", "schema_version", "error", "prompt", "output"),
 )
 _COUNTS = ("input_tokens", "output_tokens")
 _NUMBERS = ("started", "risk_score", "duration_s", "ttft_s", "tpot_s")
@@ -221,15 +225,8 @@ class _Collector:
     def __init__(self, max_problems_per_file: int) -> None:
         self.runs: dict[str, RunSummary] = {}
         self.problems: list[str] = []
-        self.counts = {
-            "files": 0,
-            "lines": 0,
-            "spans": 0,
-            "other_spans": 0,
-            "reports": 0,
-            "metric_lines": 0,
-            "log_records": 0,
-        }
+        kinds = ("files", "lines", "spans", "other_spans", "reports", "metric_lines", "log_records")
+        self.counts = dict.fromkeys(kinds, 0)
         self._cap = max_problems_per_file
         self.tied: dict[str, list[str]] = {}  # run key -> problems of lines that held that run's data
         self._file_problems = 0

@@ -7,6 +7,12 @@ the table of docs/viewer.md lists each of them.
 
 from __future__ import annotations
 
+from .._config import Options, specs
+from .._content_switch import CAPTURE_CONTENT_ENV, GENAI_LATEST, STABILITY_OPT_IN_ENV
+
+#: The ``corevital run`` flag of content capture, as the option table declares it.
+CONTENT_FLAG = next(spec.flag for key, _, spec in specs(Options) if key == "capture_content")
+
 NOT_FOUND = "{path}: no such file or folder."
 OUTSIDE = "{path}: outside the folder this viewer was started on ({root}); not read."
 NO_FILES = "{path}: this folder holds no OTLP JSON files (names containing .jsonl, .json or .ndjson)."
@@ -76,26 +82,31 @@ REPORT_UNREADABLE = (
     "those on the span (every {stride}. step), and per-sequence flags and risk factor details are missing."
 )
 SPAN_TOKENS = "Generated tokens are in the report log record only, and this run has only its span."
-NO_TOKENS = (
-    "Generated tokens are not shown: content capture was off "
-    "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
+#: How to capture text next time: the CLI flag, and the keyword and variable of an instrumented app.
+GET_TEXT = (
+    f"To capture text next time: corevital run {CONTENT_FLAG}; in an instrumented app, capture_content=True or "
+    f"{CAPTURE_CONTENT_ENV}=true (SPAN_AND_EVENT with {STABILITY_OPT_IN_ENV}={GENAI_LATEST})."
 )
+NO_TEXT = "No prompt or output text: content capture was off for this run (it is off by default). " + GET_TEXT
+NO_TOKENS = "Generated tokens are not shown: content capture was off. " + GET_TEXT
 NO_FINGERPRINT = (
     "Fingerprint distance needs a fingerprint in every compared run (a report's sequences[].diagnosis.fingerprint "
     "or a span's corevital.fingerprint); missing in: {runs}. Reports of schema 1.2 and later carry one for every run "
     "with logit signals."
 )
-NO_COMPARE_TEXT = (
-    "No prompt or output text: content capture was off "
-    "(OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true turns it on)."
-)
+NO_COMPARE_TEXT = "No prompt or output text: content capture was off. " + GET_TEXT
 UNKNOWN_LINK = (
     "The link names run {run}, which is not in these files: no trace, span or report id is or starts with it. "
     "Add the files that hold it in the sidebar."
 )
 
-#: A sequence that ``stop_on`` ended early: the run is not a normal one, and its narrative was written without it.
+#: A sequence that ``stop_on`` ended early: the run is not a normal one.
 INTERVENED = (
     "Stopped by stop_on: sequence {sequence} ended at step {step} on {condition} (finish reason "
     '"intervention"); its figures cover the steps it ran.'
+)
+#: The step table's entropy colours follow the threshold the run was diagnosed with (its profile's, or the user's).
+ENTROPY_COLOURS = (
+    "Entropy cells: red above {bits} bits (the high_entropy_bits threshold this run was diagnosed with), yellow from "
+    "{half} bits, green below."
 )

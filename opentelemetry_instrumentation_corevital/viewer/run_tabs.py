@@ -13,7 +13,16 @@ from typing import Any, ParamSpec, TypeVar
 import pandas as pd
 import streamlit as st
 
-from opentelemetry_instrumentation_corevital.viewer import _charts, deep, diagnosis, messages, perf, series
+from opentelemetry_instrumentation_corevital.viewer import (
+    _charts,
+    deep,
+    diagnosis,
+    marks,
+    messages,
+    perf,
+    scales,
+    series,
+)
 from opentelemetry_instrumentation_corevital.viewer.index import RunDetail
 from opentelemetry_instrumentation_corevital.viewer.plain import plain
 
@@ -89,18 +98,41 @@ def tab_risk(detail: RunDetail, risk: diagnosis.Risk, mode: str) -> None:
         st.dataframe(pd.DataFrame(blamed), hide_index=True, width="stretch")
 
 
-def pick_sequence(detail: RunDetail, seqs: list[series.SequenceSeries], indices: list[int], key: str) -> int:
-    """One of ``indices`` (sequences of this run), opening on the riskiest, each labelled by its risk and flags."""
+#: The sequence pickers of a run page (Timeline, Layers): they move together, and the URL's ``seq=`` follows them.
+SEQUENCE_PICKERS = ("timeline_seq", "layers_seq")
+
+
+def sequence_key(picker: str, run_key: str) -> str:
+    """A picker's widget key, per run: another run opens on its own riskiest sequence."""
+    return f"{picker}:{run_key}"
+
+
+def _sequence_picked(picker: str, run_key: str) -> None:
+    """A sequence picked in one tab is the one the other tab shows too."""
+    value = st.session_state[sequence_key(picker, run_key)]
+    for other in SEQUENCE_PICKERS:
+        st.session_state[sequence_key(other, run_key)] = value
+
+
+def pick_sequence(detail: RunDetail, seqs: list[series.SequenceSeries], indices: list[int], picker: str) -> int:
+    """One of ``indices`` (sequences of this run), opening on the riskiest (or the one a link named), each labelled
+    by its risk and flags."""
     if len(indices) == 1:
         return indices[0]
     labels = {s.index: s.label() for s in seqs}
     first = series.riskiest([s for s in seqs if s.index in indices], detail).index if labels else indices[0]
+    key = sequence_key(picker, detail.summary.key)
+    if key in st.session_state and st.session_state[key] not in indices:  # a link's seq= this run does not have
+        del st.session_state[key]
     return st.selectbox(
         "Sequence",
         indices,
-        index=indices.index(first) if first in indices else 0,
-        key=f"{key}:{detail.summary.key}",  # per run: another run opens on its own riskiest sequence
+        # A value already set (a pick, a link) wins; a non-zero default beside it would only raise a warning.
+        index=0 if key in st.session_state else indices.index(first) if first in indices else 0,
+        key=key,
         format_func=lambda i: labels.get(i, f"sequence {i}"),
+        on_change=_sequence_picked,
+        args=(picker, detail.summary.key),
     )
 
 
@@ -109,9 +141,10 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
         st.info(messages.NO_SIGNALS.format(mode=plain(mode)))
         return
     by_index = {s.index: s for s in seqs}
-    seq = by_index[pick_sequence(detail, seqs, list(by_index), "timeline_seq")]
+    seq = by_index[pick_sequence(detail, seqs, list(by_index), SEQUENCE_PICKERS[0])]
     rows = seq.rows()
-    threshold = ((detail.report or {}).get("thresholds") or {}).get("high_entropy_bits")
+    threshold = scales.high_entropy_bits(detail)
+    found = sequence_marks(detail, seqs, seq.index)
     if seq.stride > 1:
         st.caption(f"Every {plain(seq.stride)}. step (the span's thinned series).")
     charted = [s for s in CHARTED if s in seq.values]
@@ -125,6 +158,8 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
                     series.LABELS[name],
                     threshold if name == "entropy" else None,
                     token_ids=seq.token_ids is not None,
+                    marks=marks.rows(found),
+                    tokens=seq.token_texts,
                 ),
                 width="stretch",
             )
@@ -136,17 +171,18 @@ def tab_timeline(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str
     st.subheader("Steps")
     frame = pd.DataFrame(rows)
     styled = frame.style.format(precision=4, na_rep="–")
-    if "entropy" in frame:
-        styled = styled.map(_entropy_colour, subset=["entropy"])
+    if "entropy" in frame and threshold is not None:
+        styled = styled.map(scales.entropy_colour, subset=["entropy"], threshold=threshold)
+        st.caption(messages.ENTROPY_COLOURS.format(bits=f"{threshold:g}", half=f"{threshold / 2:g}"))
     st.dataframe(styled, hide_index=True, width="stretch")
 
 
-def _entropy_colour(value: Any) -> str:
-    """Entropy cells as the original dashboard coloured tokens: > 4 bits red, ≥ 2 yellow, else green."""
-    if value is None or pd.isna(value):
-        return ""
-    colour = "#f8d0d0" if value > 4 else "#fbefc4" if value >= 2 else "#d5f0d5"
-    return f"background-color: {colour}"
+def sequence_marks(detail: RunDetail, seqs: list[series.SequenceSeries], index: int) -> list[marks.Mark]:
+    """The diagnosis's marks of one sequence, listed above the charts that draw them."""
+    found = marks.marks(detail, index, riskiest=series.riskiest(seqs, detail).index == index if seqs else True)
+    if found:
+        st.caption("Marked: " + plain("; ".join(f"{m.label} at step {m.step}" for m in found)))
+    return found
 
 
 def _sequence_dicts(detail: RunDetail) -> list[dict[str, Any]]:
@@ -171,21 +207,22 @@ def tab_layers(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) 
             st.info(messages.FULL_LAYERS.format(mode=plain(mode)))
         return
     by_index = dict(found)
-    data = by_index[pick_sequence(detail, seqs, list(by_index), "layers_seq")]
+    index = pick_sequence(detail, seqs, list(by_index), SEQUENCE_PICKERS[1])
+    data = by_index[index]
+    tokens = next((s.token_texts for s in seqs if s.index == index), None)
     blamed = diagnosis.blamed_layer_indices(detail)
     if blamed:
         st.caption("Blamed layers (outlined in red): " + plain(", ".join(str(b) for b in blamed)))
+    shown = marks.rows(sequence_marks(detail, seqs, index))
     headline = [name for name in deep.HEADLINE if name in data.matrices]
     others = [name for name in data.names() if name not in headline]
     for name in headline:
-        st.altair_chart(_charts.heatmap(data.cells(name), deep.LAYER_LABELS[name], blamed), width="stretch")
+        st.altair_chart(_layer_heatmap(data, name, blamed, shown, tokens), width="stretch")
     if others:
         extra = st.selectbox(
             "More layer signals", others, key="layer_matrix", format_func=lambda k: deep.LAYER_LABELS.get(k, k)
         )
-        st.altair_chart(
-            _charts.heatmap(data.cells(extra), deep.LAYER_LABELS.get(extra, extra), blamed), width="stretch"
-        )
+        st.altair_chart(_layer_heatmap(data, extra, blamed, shown, tokens), width="stretch")
     missing = [deep.LAYER_LABELS[k] for k in deep.FULL_ONLY if k not in data.matrices]
     if missing and mode != "full":
         st.info(
@@ -199,6 +236,18 @@ def tab_layers(detail: RunDetail, seqs: list[series.SequenceSeries], mode: str) 
     st.dataframe(
         pd.DataFrame(data.layer_means()).style.format(precision=4, na_rep="–"), hide_index=True, width="stretch"
     )
+
+
+def _layer_heatmap(
+    data: deep.LayerData, name: str, blamed: list[int], shown: list[dict[str, Any]], tokens: list[str] | None
+) -> Any:
+    """One layer matrix; those that grow with depth scaled per layer, as their title says."""
+    title = deep.LAYER_LABELS.get(name, name)
+    if name in scales.PER_LAYER:
+        cells, title = scales.per_layer_scaled(data.cells(name)), title + scales.PER_LAYER_NOTE
+    else:
+        cells = data.cells(name)
+    return _charts.heatmap(cells, title, blamed, shown, tokens)
 
 
 def tab_prompt(detail: RunDetail, mode: str) -> None:

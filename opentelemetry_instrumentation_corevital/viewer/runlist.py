@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .index import RunSummary
+from .text import preview
 
 #: Sort choices offered by the run list, first one the default.
 SORTS = {
@@ -25,13 +26,14 @@ def filter_runs(
     flags: Iterable[str] = (),
     min_risk: float = 0.0,
 ) -> list[RunSummary]:
-    """Runs whose model, provider, service or id contains ``text`` (any case), at one of ``levels`` (all when
-    empty), with every flag in ``flags``, and risk at least ``min_risk`` (runs without a score pass only at 0)."""
+    """Runs whose model, provider, service, id, prompt or output contains ``text`` (any case), at one of
+    ``levels`` (all when empty), with every flag in ``flags``, and risk at least ``min_risk`` (runs without a
+    score pass only at 0)."""
     needle = text.strip().lower()
     levels, flags = set(levels), set(flags)
     out = []
     for r in runs:
-        found = (r.model, r.provider, r.service, r.trace_id, r.span_id, r.report_id)
+        found = (r.model, r.provider, r.service, r.trace_id, r.span_id, r.report_id, r.prompt, r.output)
         haystack = " ".join(str(x) for x in found if x).lower()
         if needle and needle not in haystack:
             continue
@@ -51,10 +53,12 @@ def sort_runs(runs: Iterable[RunSummary], by: str) -> list[RunSummary]:
 
 
 def rows(runs: Iterable[RunSummary]) -> list[dict[str, Any]]:
-    """The run list table: one row per run, the columns the issue asks for and a few to find it again."""
+    """The run list table: one row per run, the columns the issue asks for and a few to find it again; the output's
+    first words when content capture kept them."""
     return [
         {
             "time (UTC)": r.time_text,
+            "output": preview(r.output) or "–",
             "model": r.model,
             "provider": r.provider,
             "risk": r.risk_score,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import names as n
-from . import otlp
+from . import otlp, text
 from .index import RunDetail
 
 #: Signals in the order the views show them; ``perplexity`` is only in reports.
@@ -26,6 +26,8 @@ LABELS = {
     "top1_prob": "top-1 probability",
     "perplexity": "perplexity",
 }
+#: Characters of a token's text a step table cell keeps.
+TABLE_CHARS = 40
 
 
 @dataclass
@@ -38,6 +40,7 @@ class SequenceSeries:
     source: str  # "report" or "span"
     stride: int = 1
     token_ids: list[int] | None = None  # content capture only, one per step
+    token_texts: list[str] | None = None  # content capture only (schema 1.4): each step's token as text
     output_text: str | None = None
     finish_reason: str | None = None
     flags: dict[str, Any] = field(default_factory=dict)
@@ -53,10 +56,12 @@ class SequenceSeries:
         return " · ".join((f"sequence {self.index}", risk, ", ".join(self.fired()) or "no flags"))
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per step: step, token id (when captured), then each signal."""
+        """One row per step: step, token text and id (when captured), then each signal."""
         out = []
         for i, step in enumerate(self.steps):
             row: dict[str, Any] = {"step": step}
+            if self.token_texts is not None:
+                row["token"] = text.label(self.token_texts[i], TABLE_CHARS) if i < len(self.token_texts) else None
             if self.token_ids is not None:
                 row["token id"] = self.token_ids[i] if i < len(self.token_ids) else None
             for name, values in self.values.items():
@@ -97,6 +102,7 @@ def _from_report(report: dict[str, Any]) -> list[SequenceSeries]:
                 values=values,
                 source="report",
                 token_ids=list(token_ids[:length]) if isinstance(token_ids, list) else None,
+                token_texts=text.token_texts(seq),
                 output_text=otlp.typed(seq, "output_text", str, None),
                 finish_reason=seq.get("finish_reason"),
                 flags=otlp.typed(seq, "flags", dict, {}),

@@ -101,3 +101,11 @@ def real_reports(folder: Path) -> list[dict]:
                     if record.get("eventName") == "corevital.generation.report":  # full capture adds step records
                         out.append(json.loads(record["body"]["stringValue"]))
     return out
+
+
+@pytest.fixture(scope="session")
+def short_dir(tmp_path_factory) -> Path:
+    """One more real SmolLM2 run (greedy, 8 tokens), so that real runs alone make five to compare."""
+    out = tmp_path_factory.mktemp("short") / "corevital-data"
+    corevital_run(out, "--max-new-tokens", "8", "--prompt", "Say hello.")
+    return out

@@ -2,7 +2,7 @@
 
 (That runs ``python -m tests.viewer.screenshots docs/img``.)
 
-Two real SmolLM2 generations (`corevital run`: greedy with content capture, and a sampled one with
+Two real SmolLM2 generations (`corevital run`: greedy with `--content`, and a sampled one with
 capture="full" for the layer heatmaps) and the hand-made example files of the tests are served by `corevital view`
 and photographed by the same browser scenario as tests/viewer/test_browser.py.
 """
@@ -34,9 +34,7 @@ def main(target: str) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         real = Path(tmp) / "corevital-data"
-        corevital_run(
-            real, "--max-new-tokens", "48", env={"OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "true"}
-        )
+        corevital_run(real, "--max-new-tokens", "48", "--content")
         corevital_run(
             real,
             "--max-new-tokens",

@@ -83,6 +83,8 @@ def drive(
     stop_after: str | None = None,
     timeout: float = 240,
     link: str | None = None,
+    links: list[str] | None = None,
+    compare: list[str] | None = None,
 ) -> list[dict]:
     """Run the browser scenario; returns [{name, file, url, text, charts}] for each screenshot taken."""
     job = {
@@ -93,6 +95,8 @@ def drive(
         "link": link,
         "chromium": shutil.which("chromium"),
         "stopAfter": stop_after,
+        "links": links,
+        "compare": compare,
     }
     result = subprocess.run(
         ["timeout", str(int(timeout)), "node", str(DRIVER), json.dumps(job)],

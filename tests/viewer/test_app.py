@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from opentelemetry_instrumentation_corevital.viewer import APP_PATH, deep, messages
+from opentelemetry_instrumentation_corevital.viewer import APP_PATH, deep, messages, scales
 
 from . import handmade as h
 from .conftest import real_reports
@@ -82,6 +82,7 @@ def test_run_list_shows_every_run_with_exact_figures(monkeypatch, good_dir):
     deep = table[table["id"] == "b1b1b1b1"].iloc[0].to_dict()
     assert deep == {
         "time (UTC)": "2026-01-02 03:04:08",
+        "output": "hand made output of twelve tokens",  # its report's output_text (content captured)
         "model": "hand-made/deep-1.1",
         "provider": None,  # the hand-made spans name none
         "risk": 0.5,
@@ -143,7 +144,12 @@ def test_run_page_risk_flags_narrative_and_timeline(monkeypatch, good_dir):
     (margin,) = shown["top-1 − top-2 margin"]
     assert list(margin["margin"].dropna()) == [m for m in h.MARGIN if m is not None]
     assert {"surprisal (bits)", "top-10 mass", "Risk factor contributions"} <= set(shown)
-    assert at.code[0].value == "hand made output of twelve tokens"
+    # the text at the top of the page (prompt, output), then the timeline's generated text
+    assert [c.value for c in at.code[:3]] == [
+        "user: tell me about basins",
+        "hand made output of twelve tokens",
+        "hand made output of twelve tokens",
+    ]
     steps = next(d.value for d in at.dataframe if "token id" in d.value.columns)
     assert list(steps["token id"]) == [101 + k for k in h.STEPS]
     assert messages.NO_TOKENS not in [c.value for c in at.caption]
@@ -153,9 +159,11 @@ def test_layer_heatmaps_highlight_blamed_layers(monkeypatch, good_dir):
     at = open_run(start(monkeypatch, good_dir), DEEP_LABEL)
     assert "Blamed layers (outlined in red): 5, 6" in texts(at.caption)
     shown = charts(at)
-    cells, outline = shown["hidden-state L2 norm"]
+    cells, outline = shown["hidden-state L2 norm (each layer scaled to its own range)"]
     assert len(cells) == 96
     assert cells[(cells["layer"] == 7) & (cells["step"] == 11)]["value"].item() == h.hidden_norm(7, 11) == 91.0
+    # Coloured within each layer's own range: every layer runs 10 (layer + 1) + 0 .. 11, so a cell is at step / 11.
+    assert cells["scaled"].tolist() == pytest.approx((cells["step"] / 11).tolist(), abs=1e-12)
     assert sorted(set(outline["layer"])) == h.BLAMED
     cells, _ = shown["attention entropy (0–1, mean over heads)"]
     assert cells[(cells["layer"] == 6) & (cells["step"] == 8)]["value"].item() == 0.125
@@ -234,8 +242,9 @@ def test_span_only_run_shows_what_the_span_has(monkeypatch, good_dir):
     assert list(factors.columns) == ["name", "contribution"] and list(factors["contribution"]) == [0.625, 0.125]
     sequences = at.selectbox(key=f"timeline_seq:{KEYS[ONLY_LABEL]}")  # the span has no per-sequence risk
     assert sequences.options == ["sequence 0 · risk – · no flags", "sequence 1 · risk – · no flags"]
-    (entropy,) = charts(at)["entropy (bits)"]
+    entropy, marked = charts(at)["entropy (bits)"]  # the span's loop onset marked on its (riskiest) sequence
     assert list(entropy["step"]) == [0, 2, 4] and entropy["entropy"].isna().tolist() == [False, True, False]
+    assert marked[["step", "label"]].to_dict("records") == [{"step": 2, "label": "loop onset"}]
     sequences.set_value(1).run()
     (entropy,) = charts(at)["entropy (bits)"]
     assert list(entropy["entropy"]) == [0.5, 0.25]
@@ -316,9 +325,10 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     assert m["Risk level"] == greedy["summary"]["risk_level"]
     assert m["Time to first token"] == f"{greedy['timings']['time_to_first_token_s'] * 1000:.1f} ms"
     seq = greedy["sequences"][0]
-    (entropy, _threshold) = charts(at)["entropy (bits)"]
+    entropy, _threshold, *_marks = charts(at)["entropy (bits)"]  # marks when the diagnosis found any
     assert list(entropy["entropy"]) == seq["timeline"]["entropy"]
-    assert at.code[0].value == seq["output_text"]
+    # the prompt and output at the top (st.code drops the prompt's final line break), then the timeline's output
+    assert [c.value for c in at.code[:3]] == [seq["input_text"].rstrip("\n"), seq["output_text"], seq["output_text"]]
     steps = next(d.value for d in at.dataframe if "token id" in d.value.columns)
     assert list(steps["token id"]) == seq["token_ids"]
     factors = at.dataframe[0].value
@@ -328,8 +338,11 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     # Summary capture keeps hidden-state statistics per layer and step; the page names what full adds.
     kept = [k for k in deep.LAYER_LABELS if isinstance(seq["layers"].get(k), list)]
     assert "hidden_norm" in kept and "attn_entropy" not in kept
-    (norms, *_) = charts(at)["hidden-state L2 norm"]
+    (norms, *_) = charts(at)["hidden-state L2 norm (each layer scaled to its own range)"]
     assert len(norms) == len(seq["layers"]["indices"]) * len(seq["layers"]["steps"])
+    for layer, row in zip(seq["layers"]["indices"], seq["layers"]["hidden_norm"]):  # each layer spans 0..1
+        scaled = norms[norms["layer"] == layer]["scaled"]
+        assert (scaled.min(), scaled.max()) == (0.0, 1.0) and list(norms[norms["layer"] == layer]["value"]) == row
     assert messages.FULL_LAYERS_PARTIAL.format(
         mode="summary",
         have=", ".join(deep.LAYER_LABELS[k] for k in kept),
@@ -347,7 +360,7 @@ def test_real_corevital_runs_render_in_every_view(monkeypatch, real_dir):
     layers, prompt = sampled["sequences"][0]["layers"], sampled["sequences"][0]["prompt"]
     shown = charts(at)
     for name in ("hidden_norm", "attn_entropy", "attn_collapsed_fraction"):
-        cells = shown[deep.LAYER_LABELS[name]][0]
+        cells = shown[deep.LAYER_LABELS[name] + (scales.PER_LAYER_NOTE if name in scales.PER_LAYER else "")][0]
         expected = {
             (layer, step): v
             for layer, row in zip(layers["indices"], layers[name])

@@ -379,6 +379,7 @@ def test_run_list_filter_sort_and_rows(good_dir):
     row = runlist.rows([by_model(build_index([str(good_dir)]), "hand-made/deep-1.1")])[0]
     assert row == {
         "time (UTC)": "2026-01-02 03:04:08",
+        "output": "hand made output of twelve tokens",  # its report's output_text (content captured)
         "model": "hand-made/deep-1.1",
         "provider": None,  # the hand-made spans name none
         "risk": 0.5,

@@ -82,6 +82,16 @@ def test_a_run_stopped_by_stop_on_shows_its_finish_reason_and_the_intervention(m
     said = messages.INTERVENED.format(sequence=0, step=seq["intervention"]["step"], condition="repetition_loop")
     assert said in texts(at.warning)
     assert "Finish reason: intervention" in texts(at.caption)
+    # Its narrative says the loop stop ended it, instead of advising to stop it (and counting tokens to save).
+    (story,) = [t for t in texts(at.info) if t.startswith("Risk ")]
+    assert story == stopped["summary"]["narrative"]
+    loop = seq["flags"]["repetition_onset_step"]
+    step = seq["intervention"]["step"]
+    assert story.endswith(
+        f"stop_on stopped the loop at step {step}, {step - loop} steps after its onset; to avoid it "
+        "altogether, penalise repetition (repetition_penalty of 1.1-1.3 or no_repeat_ngram_size=4)."
+    )
+    assert "would have saved" not in story and "stop the loop" not in story
     at = linked(monkeypatch, batch_dir, run=batch["trace_id"])  # a batch that ran to max_new_tokens
     assert "Finish reason: length" in texts(at.caption)
     assert not [w for w in texts(at.warning) if w.startswith("Stopped by stop_on")]

@@ -4,6 +4,8 @@
 // Usage: node drive.mjs '{"url": ..., "out": DIR, "run": LABEL, "deepRun": LABEL, "link": TRACE_ID, "chromium": PATH,
 // "stopAfter": "timeline"}'
 // (stopAfter: only the run list, the run and its timeline, for files with a single run).
+// Or '{"url": ..., "out": DIR, "links": [URL, ...], "compare": [LABEL, ...]}': open each link and reload it (a shot
+// each, with `opened`: the selected tab and sequence), then Compare the labelled runs and Performance.
 // Prints one JSON document: [{name, file, url, text, charts}] (url = the address bar, text = what the page shows,
 // charts = drawn chart heights).
 import { chromium } from "playwright-core";
@@ -57,6 +59,51 @@ try {
     await grid.scrollIntoViewIfNeeded();
     const box = await grid.boundingBox();
     await page.mouse.click(box.x + 200, box.y + 35 + 35 / 2);
+  }
+
+  // The view a link opened: the selected tab, and what the visible tab's sequence picker shows (null when none).
+  async function opened() {
+    return await page.evaluate(() => {
+      const tab = document.querySelector('[role="tab"][aria-selected="true"]')?.innerText ?? null;
+      const panel = document.querySelector('[role="tabpanel"]:not([hidden])');
+      const box = [...(panel?.querySelectorAll('[data-testid="stSelectbox"]') ?? [])]
+        .find((b) => b.innerText.startsWith("Sequence"));
+      return { tab, seq: box?.querySelector("input")?.value ?? null };
+    });
+  }
+
+  if (job.links) {  // links in from tracing UIs (with seq= and tab=), each reloaded; then Compare with many runs
+    for (const [i, link] of job.links.entries()) {
+      await page.goto(link);
+      await page.getByText("Risk score", { exact: true }).waitFor();
+      await settle(1, visibleTab);
+      await shoot(`link${i}`);
+      shots.at(-1).opened = await opened();
+      await page.reload();
+      await page.getByText("Risk score", { exact: true }).waitFor();
+      await settle(1, visibleTab);
+      await shoot(`reload${i}`);
+      shots.at(-1).opened = await opened();
+    }
+    await page.locator('[data-testid="stSidebar"]').getByText("Compare", { exact: true }).click();
+    await page.getByText("Signals overlaid", { exact: false }).waitFor();
+    await settle(2);
+    const picker = page.locator('[data-testid="stMultiSelect"]').first();
+    for (const label of job.compare.slice(2)) {  // the first two runs are picked on arrival
+      await picker.click();
+      await page.getByRole("option", { name: label, exact: true }).click();
+      await page.keyboard.press("Escape");
+      await page.waitForFunction(() => !document.querySelector('[data-testid="stStatusWidget"]'), null, { polling: 100 });
+    }
+    await settle(4);
+    await shoot("compare");
+    await page.locator('[data-testid="stSidebar"]').getByText("Performance", { exact: true }).click();
+    await page.getByText("Median time to first token", { exact: true }).waitFor();
+    await settle(1);
+    await shoot("performance");
+    await browser.close();
+    process.stdout.write(JSON.stringify(shots) + "\n");
+    process.exit(0);
   }
 
   await page.goto(job.url);
