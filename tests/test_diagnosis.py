@@ -125,7 +125,8 @@ class TestAvailability:
             "mid_layer_anomaly": "needs hidden-state norms of at least 3 captured layers",
         }
         assert seq.flags.repetition_hidden_signal == "hidden_norm"
-        assert set(seq.diagnosis.unavailable) == {"context_loss", "attention_bottleneck"}
+        # the answer uncertainty needs the attention statistics of capture="full"
+        assert set(seq.diagnosis.unavailable) == {"context_loss", "attention_bottleneck", "uncertainty"}
 
     def test_full_capture_uses_the_cosine_series_too(self):
         _, _, report = generate(tiny_causal_lm("llama", num_hidden_layers=3), "full")

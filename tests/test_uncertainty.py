@@ -85,3 +85,20 @@ def test_summary_capture_says_why_there_is_none():
     seq = monitor.report.sequences[0]
     assert seq.uncertainty is None and monitor.report.summary.uncertainty is None
     assert "capture='full'" in seq.diagnosis.unavailable["uncertainty"]
+
+
+def test_the_narrative_names_it_apart_from_the_risk_only_where_there_is_room():
+    from opentelemetry_instrumentation_corevital.signals.narrative import Finding, NarrativeFacts, narrative
+
+    text = narrative(NarrativeFacts(steps=6, risk=0.1, level="low", uncertainty=0.83))
+    assert text.startswith("Risk 0.10 (low) over 6 tokens.")
+    assert (
+        "Answer uncertainty 0.83: a separate, label-free score of how likely the answer itself is wrong (it ranks "
+        "one model's answers; its level is not a probability)." in text
+    )
+    findings = tuple(Finding("warning", f"Finding {i}.", i) for i in range(2))
+    crowded = NarrativeFacts(
+        steps=6, risk=0.9, level="high", uncertainty=0.83, findings=findings, peak_entropy=5.0, peak_step=2
+    )
+    text = narrative(crowded)
+    assert "Finding 0." in text and "Finding 1." in text and "Answer uncertainty" not in text

@@ -4,10 +4,10 @@ No fixed text: every sentence carries the run's numbers (risk and its largest
 factors, the entropy peak with its step and — with content capture — its token,
 the onsets of flags, compound signals and early warnings, the blamed layers)
 and the recommendation follows the dominant problem with the numbers that
-support it. Sentence budget: the risk sentence, the answer uncertainty (capture
-"full"), the entropy peak, at most two
-findings, the blamed layers when any, and the recommendation; findings are
-dropped first when the budget of five is reached.
+support it. Sentence budget: the risk sentence, the entropy peak, at most two
+findings, the answer uncertainty (capture "full") when there is room, the
+blamed layers when any, and the recommendation; findings are dropped first
+when the budget of five is reached.
 """
 
 from __future__ import annotations
@@ -262,11 +262,6 @@ def _recommendation(facts: NarrativeFacts) -> str:
 def narrative(facts: NarrativeFacts) -> str:
     """The narrative text for one generation."""
     first = [_risk_sentence(facts)]
-    if facts.uncertainty is not None:
-        first.append(
-            f"Answer uncertainty {facts.uncertainty:.2f}: a separate, label-free score of how likely the answer "
-            "itself is wrong (it ranks one model's answers; its level is not a probability)."
-        )
     peak = _peak_sentence(facts)
     if peak:
         first.append(peak)
@@ -277,6 +272,11 @@ def narrative(facts: NarrativeFacts) -> str:
         blame = f"Layers most implicated: {listed}."
     room = MAX_SENTENCES - len(first) - (1 if blame else 0) - 1
     sentences = first + [f.sentence for f in findings[: max(0, min(2, room))]]
+    if facts.uncertainty is not None and len(sentences) + (1 if blame else 0) + 1 < MAX_SENTENCES:
+        sentences.append(  # the lowest priority: never in place of a finding
+            f"Answer uncertainty {facts.uncertainty:.2f}: a separate, label-free score of how likely the answer "
+            "itself is wrong (it ranks one model's answers; its level is not a probability)."
+        )
     if blame:
         sentences.append(blame)
     sentences.append(_recommendation(dataclasses.replace(facts, findings=tuple(findings))))

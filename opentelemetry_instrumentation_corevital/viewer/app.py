@@ -218,6 +218,8 @@ def view_run(index: Index) -> None:
     # A batch's total, said as one (the narrative counts the riskiest sequence's tokens).
     m[3].metric("Output tokens", tokens + (f" in {len(seqs)} sequences" if len(seqs) > 1 else ""))
     m[4].metric("Duration", num(summary.duration_s, "{:.2f}", " s"))
+    if summary.uncertainty is not None:
+        st.caption(plain(messages.UNCERTAINTY.format(score=summary.uncertainty)))
     if summary.flags:
         st.markdown("Flags fired: " + " ".join(f":red-badge[{plain(flag)}]" for flag in summary.flags))
     if summary.error:

@@ -48,6 +48,7 @@ class RunSummary:
     service: str | None = None
     risk_score: float | None = None
     risk_level: str | None = None
+    uncertainty: float | None = None  # the answer uncertainty (capture "full")
     flags: list[str] = field(default_factory=list)
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -130,6 +131,7 @@ def from_span(resource: dict[str, Any], span: dict[str, Any], attrs: dict[str, A
         out.update(
             risk_score=otlp.finite(attrs.get(n.RISK_SCORE)),
             risk_level=attrs.get(n.RISK_LEVEL),
+            uncertainty=otlp.finite(attrs.get(n.UNCERTAINTY_SCORE)),
             flags=[f for f in attrs.get(n.FLAGS) or [] if isinstance(f, str)],
             ttft_s=otlp.finite(attrs.get(n.TIME_TO_FIRST_TOKEN)),
             tpot_s=otlp.finite(attrs.get(n.TIME_PER_OUTPUT_TOKEN)),
@@ -167,6 +169,7 @@ def from_report(report: dict[str, Any]) -> dict[str, Any]:
         "operation": _get(report, "request", "operation"),
         "risk_score": otlp.finite(_get(report, "summary", "risk_score")),
         "risk_level": _get(report, "summary", "risk_level"),
+        "uncertainty": otlp.finite(_get(report, "summary", "uncertainty")),
         "flags": [f for f in flags if isinstance(f, str)] if isinstance(flags, list) else [],
         "input_tokens": _get(report, "usage", "input_tokens"),
         "output_tokens": _get(report, "usage", "output_tokens"),
@@ -186,7 +189,7 @@ _TEXT = (
     *("risk_level", "capture_mode", "schema_version", "error", "prompt", "output"),
 )
 _COUNTS = ("input_tokens", "output_tokens")
-_NUMBERS = ("started", "risk_score", "duration_s", "ttft_s", "tpot_s")
+_NUMBERS = ("started", "risk_score", "uncertainty", "duration_s", "ttft_s", "tpot_s")
 
 
 def _typed(fields: dict[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,10 @@ FULL_PROMPT = (
     "pass: per-token surprisal of the prompt, prompt perplexity, and per-layer hidden-state norm, attention "
     "sparsity and basin scores."
 )
+UNCERTAINTY = (
+    "Answer uncertainty {score:.2f}: a separate, label-free score of how likely the answer itself is wrong (RAUQ; "
+    "it ranks one model's answers, its level is not a probability, and it is not part of the risk)."
+)
 FULL_LAYERS_PARTIAL = 'This run (capture mode "{mode}") has {have} per layer; capture="full" adds {missing}.'
 SPAN_LAYERS = (
     "From the span: the mean over steps of each layer (the report with the layer × step matrices was not found)."

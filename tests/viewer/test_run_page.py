@@ -95,3 +95,15 @@ def test_a_run_stopped_by_stop_on_shows_its_finish_reason_and_the_intervention(m
     at = linked(monkeypatch, batch_dir, run=batch["trace_id"])  # a batch that ran to max_new_tokens
     assert "Finish reason: length" in texts(at.caption)
     assert not [w for w in texts(at.warning) if w.startswith("Stopped by stop_on")]
+
+
+def test_the_answer_uncertainty_is_shown_apart_from_the_risk(monkeypatch, real_dir):
+    summary_run, full_run = real_reports(real_dir)
+    score = full_run["summary"]["uncertainty"]
+    assert summary_run["summary"]["uncertainty"] is None and 0 < score < 1
+    expected = messages.UNCERTAINTY.format(score=score)
+    at = linked(monkeypatch, real_dir, run=full_run["trace_id"])
+    assert expected in texts(at.caption)
+    assert metrics(at)["Risk score"] == f"{full_run['summary']['risk_score']:.3f}"
+    at = linked(monkeypatch, real_dir, run=summary_run["trace_id"])
+    assert not [c for c in texts(at.caption) if c.startswith("Answer uncertainty")]
