@@ -52,6 +52,7 @@ class StepReducer:
         self._logit_engine: LaneReduce | None = None  # split models: logits on a device no lane reduces in graph
         self._lanes: list[Lane] | None = None  # learnt at the first layer step
         self._lane_layouts: dict[tuple[int, int, bool], StepLayout] = {}
+        self._ids_with_logits: bool | None = None  # learnt at the first step
         self._stack_budget = _stack_budget(model)
         self.attention = StepAttention(taps, self._stack_budget)
 
@@ -77,8 +78,11 @@ class StepReducer:
             self._lanes = lanes_of(outs)
         rows = int(reference.shape[0])
         # The token chosen at the previous step; step 0 of an ``inputs_embeds`` call has none (its row is dropped).
-        token = input_ids[:, -1] if input_ids.shape[1] else torch.zeros(rows, dtype=torch.long, device=input_ids.device)
-        if scores is not None:  # a split model may put the logits on another device than the ids
+        if input_ids.shape[1]:
+            token = input_ids.select(1, -1)
+        else:
+            token = torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+        if scores is not None and not self._same_device(input_ids, scores):  # a split model: logits elsewhere
             token = moved(token, scores.device)
         if self._split(scores):
             self._split_step(step, prefix, rows, scores, token, outs)
@@ -114,8 +118,15 @@ class StepReducer:
         self._logit_engine = None
         self._lanes = None
         self._lane_layouts.clear()
+        self._ids_with_logits = None
         self._parents = None
         self.attention.release()
+
+    def _same_device(self, input_ids: torch.Tensor, scores: torch.Tensor) -> bool:
+        """Whether the ids and the logits share a device (asked once a generation: neither moves)."""
+        if self._ids_with_logits is None:
+            self._ids_with_logits = input_ids.device == scores.device
+        return self._ids_with_logits
 
     def _split(self, scores: torch.Tensor | None) -> bool:
         """Whether this generation reduces in several lanes (layers on several devices, or logits on another)."""
@@ -190,7 +201,7 @@ class StepReducer:
             inputs.parents = torch.arange(int(inputs.stacked.shape[0]), device=inputs.stacked.device)
         state = engine.state_for(layout, inputs, self._taps.top_k_experts)
         layers = len(lane.lane.slots) if lane is not None else len(self._taps.layers)
-        graphable = layout.attention == self._taps.wants_attention and layout.layers == layers
+        graphable = layout.layers == layers and layout.attention == self._taps.wants_attention
         out = engine.run(layout, state, inputs, step, graphable)
         self._rows.append(layout, out, step, layer_step, lane)
 

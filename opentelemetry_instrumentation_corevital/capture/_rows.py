@@ -26,7 +26,7 @@ class StepRows:
     ) -> None:
         """Keep one step's flat [rows, layout.width] output: its logit part, and its layer part on layer steps
         (a lane's part: the caller counts the step once every lane has its part)."""
-        width = layout.blocks[0][1] + layout.blocks[1][1] if layout.signals else 0
+        width = layout.logit_width
         if layout.signals:
             self.logits.append(out[:, :width])
         if layer_step and lane is not None:
