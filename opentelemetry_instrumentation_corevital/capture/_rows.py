@@ -28,7 +28,7 @@ class StepRows:
         (a lane's part: the caller counts the step once every lane has its part)."""
         width = layout.logit_width
         if layout.signals:
-            self.logits.append(out[:, :width])
+            self.logits.append(out if width == layout.width else out[:, :width])  # a view costs microseconds
         if layer_step and lane is not None:
             lane.rows.append(out[:, width:])
         elif layer_step:
