@@ -62,7 +62,7 @@ def test_generate_returns_before_a_blocking_span_processor_and_the_span_keeps_th
         returned = time.time_ns()
         assert (returned - start) / 1e9 < 5  # the synchronous path waits 15 s in on_end
         assert torch.equal(out, plain)
-        assert blocking.ended == 0 and not tc.reports  # still on the emission thread
+        assert blocking.ended == 0  # the span's end is still held on the emission thread
         blocking.release.set()
         assert CoreVitalInstrumentor().flush(10)
         (span,) = tc.spans()
