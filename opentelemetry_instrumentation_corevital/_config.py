@@ -29,6 +29,7 @@ from ._values import (
     CaptureMode,
     ContentMode,
     LayerSelection,
+    StepView,
     parse_bool,
     parse_callable,
     parse_capture,
@@ -125,6 +126,14 @@ class Options:
         0.5, parse_unit_float, "on_risk: emit full detail when the risk score reaches this", _P + "ON_RISK_THRESHOLD"
     )
     step_events: bool = option(True, parse_bool, "with full detail, corevital.step span events", _P + "STEP_EVENTS")
+    background_emit: bool = option(
+        False,
+        parse_bool,
+        "build each generation's report and emit its telemetry on a worker thread, so generate() returns after "
+        "the capture's read-back (the span keeps the generation's end time; on_report is called there too; a "
+        "monitor's generations are always built before it returns)",
+        _P + "BACKGROUND_EMIT",
+    )
     step_logs: bool = option(
         True,
         parse_bool,
@@ -290,16 +299,6 @@ class ExporterSettings:
     def sqlite_file(self) -> Path:
         """The SQLite history file: ``sqlite_path``, or ``corevital.sqlite3`` in ``out``."""
         return self.sqlite_path if self.sqlite_path is not None else self.out / "corevital.sqlite3"
-
-
-@dataclass(frozen=True)
-class StepView:
-    """What a ``step_callback`` sees about the step that just ended (values per row)."""
-
-    step: int
-    entropy: list[float]  # bits
-    top1_prob: list[float]
-    tokens: list[int]  # the token each row just emitted
 
 
 # -- derived from the tables -------------------------------------------------------------------------

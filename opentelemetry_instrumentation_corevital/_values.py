@@ -322,3 +322,13 @@ def parse_callable(value: Any, source: str) -> Callable[..., object]:
     if not callable(value):
         raise ConfigurationError(f"{source} must be callable: it receives a StepView and returns True to stop.")
     return value
+
+
+@dataclass(frozen=True)
+class StepView:
+    """What a ``step_callback`` sees about the step that just ended (values per row)."""
+
+    step: int
+    entropy: list[float]  # bits
+    top1_prob: list[float]
+    tokens: list[int]  # the token each row just emitted

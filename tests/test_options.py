@@ -81,7 +81,8 @@ def test_unknown_keyword_to_instrument_is_refused_with_the_accepted_ones():
     with pytest.raises(ConfigurationError) as info:
         CoreVitalInstrumentor().instrument(captur="full")
     assert str(info.value) == (
-        "unknown option 'captur'; options are: callback_every, capture, capture_content, cuda_graphs, genai_event, "
+        "unknown option 'captur'; options are: background_emit, callback_every, capture, capture_content, cuda_graphs, "
+        "genai_event, "
         "high_entropy_bits, high_entropy_run, layer_groups, layer_metrics, layers, logger_provider, max_span_steps, "
         "meter_provider, model_name, on_report, on_risk_threshold, profile, report_log, request_logprobs, "
         "semconv_opt_in, step_callback, step_events, step_logs, step_stride, stop_loop_repeat, stop_on, thresholds, "
@@ -109,7 +110,9 @@ def test_unknown_keyword_to_configure_and_monitor_is_refused():
         r"shutdown_timeout, sqlite_path, wandb_project, wandb_run\.$",
     ):
         configure(exporter="otlp")
-    with pytest.raises(ConfigurationError, match=r"^unknown option 'tracer_provider'; options are: callback_every, "):
+    with pytest.raises(
+        ConfigurationError, match=r"^unknown option 'tracer_provider'; options are: background_emit, callback_every, "
+    ):
         CoreVitalMonitor(tracer_provider=None)
 
 

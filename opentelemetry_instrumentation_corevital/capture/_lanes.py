@@ -122,16 +122,14 @@ class LaneReduce:
     def run(self, layout: StepLayout, state: StepState, inputs: StepInputs, step: int, graphable: bool) -> torch.Tensor:
         """One CUDA-graph replay when possible (the steady-state layer layout), else eager."""
         graph = self.graph
-        if graph is not None and graph.layout == layout:
+        if graph is not None and (graph.layout is layout or graph.layout == layout):
             return graph(inputs)
+        if not (self._graphs and graphable and step >= 1):
+            return _reduce.reduce_step(layout, state, inputs)
         device = next(t for t in inputs.tensors().values() if t is not None).device
-        if (
-            device.type == "cuda"
-            and step >= 1
-            and self._graphs
-            and graphable
-            and not torch.cuda.is_current_stream_capturing()
-        ):
+        if device.type != "cuda":
+            self._graphs = False  # a lane never changes device: no need to look again
+        elif not torch.cuda.is_current_stream_capturing():
             try:
                 with torch.cuda.device(device):
                     graph = _reduce.GraphedReduce(layout, state, inputs)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 
@@ -39,9 +40,9 @@ class StepLayout:
     moe: bool
     interleaved: bool = False  # hidden "full": stacked is [in_0, out_0, in_1, out_1, ...] (non-consecutive layers)
 
-    @property
-    def blocks(self) -> list[tuple[str, int]]:
-        """(name, width per row) of each block of the flat output, in order."""
+    @cached_property
+    def blocks(self) -> tuple[tuple[str, int], ...]:
+        """(name, width per row) of each block of the flat output, in order (computed once: read every step)."""
         out: list[tuple[str, int]] = []
         if self.signals:
             out.append(("packed", 1 + self.k))
@@ -54,16 +55,21 @@ class StepLayout:
             out.append(("attention", self.layers * ATTENTION_WIDTH))
         if self.moe:
             out.append(("moe", self.layers * 2))
-        return out
+        return tuple(out)
 
     def blocks_names(self) -> list[str]:
         """The names of :attr:`blocks`, in order."""
         return [name for name, _ in self.blocks]
 
-    @property
+    @cached_property
     def width(self) -> int:
         """Columns of one row of the flat output."""
         return sum(w for _, w in self.blocks)
+
+    @cached_property
+    def logit_width(self) -> int:
+        """Columns of the logit part (packed values and chosen or top ids), which comes first."""
+        return sum(w for name, w in self.blocks if name in ("packed", "chosen", "top_ids"))
 
     def split(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of the blocks of [..., width] outputs (shaped per layer where it applies)."""
@@ -277,6 +283,7 @@ class GraphedReduce:
             counts=state.counts.clone() if state.counts is not None else None,
             extra=dict(state.extra),
         )
+        self._fed = [(name, t) for name, t in self.inputs.tensors().items() if t is not None]  # copied per step
         self.graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream(device)
         current = torch.cuda.current_stream(device)
@@ -292,10 +299,9 @@ class GraphedReduce:
 
     def __call__(self, inputs: StepInputs) -> torch.Tensor:
         """Copy this step's inputs into the static ones, replay, and return a copy of the output."""
-        statics = self.inputs.tensors()
-        for name, value in inputs.tensors().items():
-            static = statics[name]
-            if static is not None and value is not None and value is not static:
+        for name, static in self._fed:
+            value = getattr(inputs, name)
+            if value is not None and value is not static:
                 static.copy_(value)
         self.graph.replay()
         return self.output.clone()

@@ -17,7 +17,7 @@ import torch
 
 from ._lanes import Lane, LaneReduce, LaneRows, lanes_of, moved
 from ._model_taps import ModelTaps
-from ._reduce import StepInputs, StepLayout
+from ._reduce import StepInputs, StepLayout, StepState
 from ._rows import StepRows
 from ._stats import TOP_K
 from ._step_attention import StepAttention
@@ -52,6 +52,8 @@ class StepReducer:
         self._logit_engine: LaneReduce | None = None  # split models: logits on a device no lane reduces in graph
         self._lanes: list[Lane] | None = None  # learnt at the first layer step
         self._lane_layouts: dict[tuple[int, int, bool], StepLayout] = {}
+        self._ids_with_logits: bool | None = None  # learnt at the first step
+        self._logit_memo: tuple[int, StepLayout, StepState] | None = None  # rows, layout, state of logit-only steps
         self._stack_budget = _stack_budget(model)
         self.attention = StepAttention(taps, self._stack_budget)
 
@@ -69,6 +71,10 @@ class StepReducer:
         """Reduce this step: logits when given, layer data on recorded steps; then clear the taps' buffers."""
         taps = self._taps
         outs = all_present(taps.buffers.out) if taps.active and taps.recording else None
+        if not outs and scores is not None and self._lanes is None:
+            self._logit_step(step, input_ids, scores)
+            taps.buffers.clear()
+            return
         reference = scores if scores is not None else (outs[0] if outs else None)
         if reference is None:  # neither logits nor a recorded layer step
             taps.buffers.clear()
@@ -77,8 +83,11 @@ class StepReducer:
             self._lanes = lanes_of(outs)
         rows = int(reference.shape[0])
         # The token chosen at the previous step; step 0 of an ``inputs_embeds`` call has none (its row is dropped).
-        token = input_ids[:, -1] if input_ids.shape[1] else torch.zeros(rows, dtype=torch.long, device=input_ids.device)
-        if scores is not None:  # a split model may put the logits on another device than the ids
+        if input_ids.shape[1]:
+            token = input_ids.select(1, -1)
+        else:
+            token = torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+        if scores is not None and not self._same_device(input_ids, scores):  # a split model: logits elsewhere
             token = moved(token, scores.device)
         if self._split(scores):
             self._split_step(step, prefix, rows, scores, token, outs)
@@ -103,6 +112,26 @@ class StepReducer:
             self._append(self._layout(layer_step, rows, scores is not None), inputs, step, layer_step=layer_step)
         taps.buffers.clear()
 
+    def _logit_step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        """A step with logits only, on one device (every step of a compiled forward): :meth:`step`'s logit path
+        with its layout and carried state looked up once a generation."""
+        rows = int(scores.shape[0])
+        memo = self._logit_memo
+        layout, state = memo[1:] if memo is not None and memo[0] == rows else (self._layout(False, rows, True), None)
+        if input_ids.shape[1]:
+            token = input_ids.select(1, -1)
+        else:  # step 0 of an ``inputs_embeds`` call: no token chosen yet (its row is dropped)
+            token = torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+        if not self._same_device(input_ids, scores):
+            token = moved(token, scores.device)
+        inputs = StepInputs(scores=scores, token=token, parents=self._parents if layout.beams else None)
+        engine = self._engines[0]
+        if state is None:
+            state = engine.state_for(layout, inputs, self._taps.top_k_experts)
+            self._logit_memo = (rows, layout, state)
+        graphable = not self._taps.layers and not self._taps.wants_attention  # the layout's: no layers, no attention
+        self._rows.append(layout, engine.run(layout, state, inputs, step, graphable), step, False)
+
     def last_logp(self) -> torch.Tensor | None:
         """The last step's log-probabilities [rows, vocab] (the last token's surprisal is read from them)."""
         engines = [*self._engines, *([self._logit_engine] if self._logit_engine else [])]
@@ -114,8 +143,16 @@ class StepReducer:
         self._logit_engine = None
         self._lanes = None
         self._lane_layouts.clear()
+        self._ids_with_logits = None
+        self._logit_memo = None
         self._parents = None
         self.attention.release()
+
+    def _same_device(self, input_ids: torch.Tensor, scores: torch.Tensor) -> bool:
+        """Whether the ids and the logits share a device (asked once a generation: neither moves)."""
+        if self._ids_with_logits is None:
+            self._ids_with_logits = input_ids.device == scores.device
+        return self._ids_with_logits
 
     def _split(self, scores: torch.Tensor | None) -> bool:
         """Whether this generation reduces in several lanes (layers on several devices, or logits on another)."""
@@ -190,7 +227,7 @@ class StepReducer:
             inputs.parents = torch.arange(int(inputs.stacked.shape[0]), device=inputs.stacked.device)
         state = engine.state_for(layout, inputs, self._taps.top_k_experts)
         layers = len(lane.lane.slots) if lane is not None else len(self._taps.layers)
-        graphable = layout.attention == self._taps.wants_attention and layout.layers == layers
+        graphable = layout.layers == layers and layout.attention == self._taps.wants_attention
         out = engine.run(layout, state, inputs, step, graphable)
         self._rows.append(layout, out, step, layer_step, lane)
 

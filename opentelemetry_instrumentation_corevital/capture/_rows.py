@@ -26,9 +26,9 @@ class StepRows:
     ) -> None:
         """Keep one step's flat [rows, layout.width] output: its logit part, and its layer part on layer steps
         (a lane's part: the caller counts the step once every lane has its part)."""
-        width = layout.blocks[0][1] + layout.blocks[1][1] if layout.signals else 0
+        width = layout.logit_width
         if layout.signals:
-            self.logits.append(out[:, :width])
+            self.logits.append(out if width == layout.width else out[:, :width])  # a view costs microseconds
         if layer_step and lane is not None:
             lane.rows.append(out[:, width:])
         elif layer_step:

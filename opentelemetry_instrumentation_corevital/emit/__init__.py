@@ -1,5 +1,6 @@
 """From a report to OpenTelemetry: span attributes, metrics and log records."""
 
+from ._background import drain, hand_off
 from ._genai_events import emit_failure_details
 from ._logs import emit_report
 from ._metrics import Instruments, metric_attributes
@@ -14,6 +15,8 @@ __all__ = [
     "layer_means",
     "select_steps",
     "corevital_attributes",
+    "drain",
+    "hand_off",
     "emit_failure_details",
     "emit_report",
     "genai_attributes",

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from .._config import ExporterSettings
 from .._errors import ConfigurationError, OutputError
+from ..emit import drain
 from ..names import METRIC_INTERNAL_DROPPED
 from ._guard import Once, guard
 from ._worker import ExportWorker
@@ -277,6 +278,7 @@ def build(config: Configuration) -> None:
 def flush(config: Configuration, timeout: float) -> bool:
     """Hand what the providers buffer to our queues, then wait (at most ``timeout`` s) until they are written."""
     deadline = time.monotonic() + timeout
+    drain(timeout)  # generations whose telemetry is still being emitted (background_emit) first
     each_quietly(provider.force_flush for provider in config.providers)
     done = all([worker.flush(max(0.0, deadline - time.monotonic())) for worker in config.workers])
     if config.dispatcher is not None:
@@ -291,6 +293,7 @@ def stop(config: Configuration, timeout: float) -> None:
     a backend still busy is left to its own daemon thread, which never keeps the process from exiting.
     """
     deadline = time.monotonic() + timeout
+    drain(timeout)  # generations whose telemetry is still being emitted (background_emit) first
     for worker in config.workers:
         worker.deadline = deadline
 

@@ -46,6 +46,9 @@ _HINTS = {
     for key in keywords(ExporterSettings)
 }
 
+#: Seconds ``uninstrument()`` waits for generations whose telemetry is still queued (``background_emit``).
+_DRAIN_ON_UNINSTRUMENT = 2.0
+
 #: Recent chat-templated prompts, process-wide: kept across instrument()/uninstrument() cycles.
 _PROMPTS = PromptRegistry()
 
@@ -128,9 +131,18 @@ class CoreVitalInstrumentor(BaseInstrumentor):
 
         install_attention_interception()
 
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Finish the generations whose telemetry is still being built and emitted (``background_emit``), at most
+        ``timeout`` seconds; False if some were not. Then flush your providers to export it."""
+        from ..emit import drain
+
+        return drain(timeout)
+
     def _uninstrument(self, **kwargs: Any) -> None:
         from ..capture import uninstall_attention_interception
+        from ..emit import drain
 
+        drain(_DRAIN_ON_UNINSTRUMENT)
         self._telemetry = None
         uninstall_attention_interception()
         wrapped, self._wrapped = self._wrapped, ()

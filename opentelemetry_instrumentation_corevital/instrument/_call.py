@@ -31,8 +31,26 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from .. import names
 from .._config import CaptureMode, Options
 from ..capture import CapturePlan, CaptureSource, TransformersSource
-from ..emit import Instruments, emit_failure_details, emit_report, metric_attributes, publish, report_detail, span_name
-from ..report import ContentPolicy, ModelInfo, PerfInfo, Report, RequestInfo, build_report, trim_to_summary
+from ..emit import (
+    Instruments,
+    emit_failure_details,
+    emit_report,
+    hand_off,
+    metric_attributes,
+    publish,
+    report_detail,
+    span_name,
+)
+from ..report import (
+    CaptureResult,
+    ContentPolicy,
+    ModelInfo,
+    PerfInfo,
+    Report,
+    RequestInfo,
+    build_report,
+    trim_to_summary,
+)
 from ..signals.profiles import Profile, effective_profile
 from . import _describe
 from ._content import content_input
@@ -144,11 +162,9 @@ class ReportingCall:
             self._lost("fail", ours, "could not record a failed generation")
         self._end_span()
 
-    def succeed(self, result: Any) -> Report | None:
-        """Build the report, emit it, hand it on, end the span; returns the report as handed on. Never raises.
-
-        Each stage is guarded on its own: a failing meter or ``on_report`` receiver costs that stage only.
-        """
+    def succeed(self, result: Any, end_time: int | None = None) -> Report | None:
+        """Build, emit and hand on the report, end the span (at ``end_time`` ns if given); never raises, each stage
+        guarded on its own (a failing meter or ``on_report`` receiver costs that stage only). Returns the report."""
         try:
             report = self._report(result)
             detail = self._detail(report)
@@ -156,7 +172,7 @@ class ReportingCall:
             record = self.content.for_events(record)  # the log record, on_report's sinks and monitors: the events route
         except Exception as exc:
             self._lost("report", exc, "could not report a generation")
-            self._end_span("report could not be built")
+            self._end_span("report could not be built", end_time)
             return None
         try:
             self._emit(report, detail, record)
@@ -167,7 +183,7 @@ class ReportingCall:
                 receive(record)
             except Exception as exc:
                 self._lost("on_report", exc, "could not hand a report to an on_report receiver or monitor")
-        self._end_span()
+        self._end_span(end_time=end_time)
         return record
 
     def _report(self, result: Any) -> Report:
@@ -181,12 +197,12 @@ class ReportingCall:
         _logger.debug("CoreVital %s failure", stage, exc_info=True)
         count_loss(self.telemetry, stage)
 
-    def _end_span(self, error: str | None = None) -> None:
-        """End the span (a SpanProcessor's ``on_end`` runs here, on the caller's thread): never raises."""
+    def _end_span(self, error: str | None = None, end_time: int | None = None) -> None:
+        """End the span (a SpanProcessor's ``on_end`` runs here, on this thread): never raises."""
         try:
             if error is not None and self.span.is_recording():
                 self.span.set_attribute(names.CAPTURE_ERROR, error)
-            self.span.end()
+            self.span.end(end_time=end_time)
         except Exception as exc:
             self._lost("span_end", exc, "could not end a span")
 
@@ -277,6 +293,7 @@ class GenerationCall(ReportingCall):
         self.span_context = otel_context.get_current()
         self.report: Report | None = None
         self._result: Any = None
+        self._read_back: tuple[CaptureResult, float] | None = None  # the capture and the duration, once read
         self._tokens: tuple[Any, ...] = ()
 
     # -- lifecycle ---------------------------------------------------------------
@@ -305,6 +322,7 @@ class GenerationCall(ReportingCall):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
+        end_time = time.time_ns()  # the generation's end, whoever ends the span and when
         try:
             self.source.stop()  # the taps come out here, before anything that may fail
         except Exception as ours:
@@ -314,8 +332,23 @@ class GenerationCall(ReportingCall):
         ACTIVE_CALL.reset(active)
         if exc is not None:
             self.fail(exc)
+        elif self.options.background_emit and not self.watchers:  # a monitor returns the report: built now
+            self._hand_off(end_time)
         else:
             self.report = self.succeed(self._result)
+
+    def _hand_off(self, end_time: int) -> None:
+        """Read the capture back now (the device part); build, emit and end the span on the emission thread."""
+        try:
+            self._read_capture(self._result)
+            queued = hand_off(functools.partial(self.succeed, self._result, end_time))
+        except Exception as exc:
+            self._lost("report", exc, "could not report a generation")
+            self._end_span("report could not be built", end_time)
+            return
+        if not queued:
+            self._lost("emit", RuntimeError("queue full"), "could not queue a generation's telemetry")
+            self._end_span("telemetry queue full", end_time)
 
     def _untap(self, exc: Exception) -> None:
         """Starting or stopping the capture failed: take the hooks out all the same."""
@@ -336,13 +369,20 @@ class GenerationCall(ReportingCall):
         return current
 
     # -- the report ------------------------------------------------------------------
+    def _read_capture(self, result: Any) -> tuple[CaptureResult, float]:
+        """The capture, read back from the device once, and the call's duration (taken before the read-back)."""
+        if self._read_back is None:
+            duration = time.perf_counter() - self.start
+            sequences = result if isinstance(result, torch.Tensor) else getattr(result, "sequences", None)
+            num_return = int(getattr(self.source.generation_config, "num_return_sequences", 1) or 1)
+            capture = self.source.finish(sequences if isinstance(sequences, torch.Tensor) else None, num_return)
+            if capture.error is not None:  # the capture stopped (a hook, the reduce or the transfer failed)
+                count_loss(self.telemetry, "capture")
+            self._read_back = (capture, duration)
+        return self._read_back
+
     def _report(self, result: Any) -> Report:
-        duration = time.perf_counter() - self.start
-        sequences = result if isinstance(result, torch.Tensor) else getattr(result, "sequences", None)
-        num_return = int(getattr(self.source.generation_config, "num_return_sequences", 1) or 1)
-        capture = self.source.finish(sequences if isinstance(sequences, torch.Tensor) else None, num_return)
-        if capture.error is not None:  # the capture stopped (a hook, the reduce or the transfer failed): said there
-            count_loss(self.telemetry, "capture")
+        capture, duration = self._read_capture(result)
         prompt_rows, mask_rows = self.prompt_rows, self.mask_rows
         record = self._prompt_record(prompt_rows, mask_rows)
         if capture.sequences and not self.source.attached:  # our processor never ran: infer the prefix
