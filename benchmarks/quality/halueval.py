@@ -69,6 +69,16 @@ def prompt_text(row: dict[str, Any]) -> str:
     return f"{INSTRUCTION}\nKnowledge: {row['knowledge']}\nQuestion: {row['question']}"
 
 
+def chat_ids(tokenizer: Any, row: dict[str, Any]) -> Any:
+    """The question's chat prompt as a [1, tokens] id tensor (the same prompt in every setting)."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt_text(row)}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+
+
 def loader(model_path: str | None, device: str = "cpu") -> Any:
     """A function loading (tokenizer, model) in float32: the embedded SmolLM2, or any local HF folder or GGUF file."""
 
@@ -104,12 +114,7 @@ def score_all(questions: list[dict[str, Any]], cache: Path, load: Any) -> list[d
         t0 = time.perf_counter()
         with cache.open("a") as out:
             for n, (q, label) in enumerate(todo):
-                prompt = tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt_text(q)}],
-                    add_generation_prompt=True,
-                    return_tensors="pt",
-                    return_dict=True,
-                )["input_ids"]
+                prompt = chat_ids(tokenizer, q)
                 answer = q["hallucinated_answer"] if label else q["right_answer"]
                 continuation = tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
                 prompt, continuation = prompt.to(model.device), continuation.to(model.device)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from answers import is_wrong
-from halueval import load_questions, prompt_text
+from halueval import chat_ids, load_questions
 
 from opentelemetry_instrumentation_corevital.signals.evaluation import auroc
 from opentelemetry_instrumentation_corevital.signals.uncertainty import ALPHA, answer_uncertainty, middle_third
@@ -54,12 +54,7 @@ def collect(questions: list[dict[str, Any]], cache: Path, model_path: str | None
         t0 = time.perf_counter()
         with cache.open("a") as out, torch.no_grad():
             for n, q in enumerate(todo):
-                prompt = tokenizer.apply_chat_template(
-                    [{"role": "user", "content": prompt_text(q)}],
-                    add_generation_prompt=True,
-                    return_tensors="pt",
-                    return_dict=True,
-                )["input_ids"]
+                prompt = chat_ids(tokenizer, q)
                 width = prompt.shape[1]
                 answer = model.generate(
                     prompt, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, pad_token_id=tokenizer.eos_token_id
