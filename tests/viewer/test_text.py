@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from opentelemetry_instrumentation_corevital.viewer import build_index, messages, runlist, text
+from opentelemetry_instrumentation_corevital.viewer import build_index, messages, runlist, scales, text
 
 from ..conftest import free_port
 from .conftest import corevital_run, real_reports
@@ -103,10 +103,11 @@ def test_the_run_page_opens_on_its_text_and_names_steps_by_their_tokens(monkeypa
     assert {"field": "token", "type": "nominal"} in entropy["tooltip"]
     (frame, _) = charts(at)["entropy (bits)"]
     assert list(frame["token"]) == seq["token_texts"]  # what the tooltip reads
-    heat = specs["hidden-state L2 norm"]
+    title = "hidden-state L2 norm" + scales.PER_LAYER_NOTE  # scaled per layer, as its title says
+    heat = specs[title]
     encoding = (heat.get("layer") or [heat])[0]["encoding"]
     assert encoding["x"]["axis"]["labelExpr"] == f"{labels}[datum.value] || datum.value"
-    (cells, *_) = charts(at)["hidden-state L2 norm"]
+    (cells, *_) = charts(at)[title]
     assert cells[cells["step"] == 1]["token"].unique().tolist() == [text.label(seq["token_texts"][1])]
 
 

@@ -106,6 +106,12 @@ try {
     process.exit(0);
   }
 
+  // The page writes its address at the end of the script run that drew it, a moment after the drawing: wait for it
+  // as a person would see it change, before reading it or pressing Back (Back before it lands skips the page).
+  async function addressNames(fragment) {
+    await page.waitForFunction((f) => window.location.href.includes(f), fragment, { timeout: deadline, polling: 100 });
+  }
+
   await page.goto(job.url);
   await page.waitForSelector('[data-testid="stMetricValue"]');
   await settle(1);
@@ -116,16 +122,19 @@ try {
   await page.getByRole("button", { name: "Open run" }).click();
   await page.getByText("Risk score", { exact: true }).waitFor();
   await settle(1);
+  await addressNames("view=run&run=");
   await shoot("run");
 
   if (!job.stopAfter) {
     await page.goBack();
     await page.getByText("Open a run", { exact: true }).waitFor();
     await settle(1);
+    await addressNames("view=runs");
     await shoot("back");
     await clickRow(job.run);
     await page.getByText("Risk score", { exact: true }).waitFor();
     await settle(1);
+    await addressNames("view=run&run=");
     await shoot("row");
   }
 
