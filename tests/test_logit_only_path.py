@@ -28,3 +28,65 @@ def test_logit_only_steps_report_what_layer_steps_report():
     assert (signals, only) == (["logits", "tokens", "hidden"], ["logits", "tokens"])
     assert logit_only == with_layers
     assert len(logit_only[0]["entropy"]) == 12
+
+
+def test_logit_only_steps_are_reduced_in_batches_that_report_what_single_steps_report():
+    """40 tokens on the logit-only path: step 0 alone, then rings of 16 steps (full twice) and the 7 left at the
+    end, reduced at once; every series equals the layer path's, whose steps are reduced one by one."""
+    from opentelemetry_instrumentation_corevital.capture import _logit_batch
+
+    model = testing.tiny_causal_lm("llama", seed=0)
+    reduced: list[int] = []
+    original = _logit_batch.LogitBatch._reduce
+
+    def counted(self, step, rows, aside, count):
+        reduced.append(count)
+        return original(self, step, rows, aside, count)
+
+    def run(**options) -> list[dict]:
+        torch.manual_seed(3)
+        with testing.TelemetryCapture(capture="summary", **options) as tc:
+            model.generate(PROMPT, attention_mask=MASK, max_new_tokens=40, min_new_tokens=40, do_sample=True)
+        return [dataclasses.asdict(seq.timeline) for seq in tc.reports[0].sequences]
+
+    assert _logit_batch.batch_steps(2, model.config.vocab_size) == 16
+    _logit_batch.LogitBatch._reduce = counted
+    try:
+        single = run()
+        assert reduced == []  # layers captured: one step at a time
+        batched = run(layers="1000")
+    finally:
+        _logit_batch.LogitBatch._reduce = original
+    assert reduced == [16, 16, 7]
+    assert batched == single
+    assert len(batched[0]["surprisal"]) == 40
+
+
+def test_steps_are_not_batched_when_stop_on_reads_them_during_the_loop():
+    from opentelemetry_instrumentation_corevital.capture import _logit_batch
+
+    model = testing.tiny_causal_lm("llama", seed=0)
+    made: list[int] = []
+    original = _logit_batch.LogitBatch.__init__
+
+    def init(self, *args):
+        made.append(1)
+        original(self, *args)
+
+    _logit_batch.LogitBatch.__init__ = init
+    try:
+        stopped, _ = timelines(model, layers="1000", stop_on=("nan_or_inf",))
+        assert made == []
+        batched, _ = timelines(model, layers="1000")
+        assert made == [1]
+    finally:
+        _logit_batch.LogitBatch.__init__ = original
+    assert stopped == batched
+
+
+def test_a_batch_too_large_for_the_device_budget_is_not_made():
+    from opentelemetry_instrumentation_corevital.capture import _logit_batch
+
+    assert _logit_batch.batch_steps(1, 32000) == 16
+    assert _logit_batch.batch_steps(8, 151936) == 4  # 64 MiB / (3 copies x 4 bytes x 8 rows x 151936)
+    assert _logit_batch.batch_steps(64, 151936) == 0

@@ -5,6 +5,7 @@ source, the attention interception switch, and the logit statistics the
 signals are held to.
 """
 
+from ._graph_pool import clear as forget_graphs
 from ._intercept import install as install_attention_interception
 from ._intercept import uninstall as uninstall_attention_interception
 from ._logprobs import LogprobsSource
@@ -28,6 +29,7 @@ __all__ = [
     "VLLMRequestCapture",
     "VLLM_MARKER",
     "finish_vllm_request",
+    "forget_graphs",
     "chosen_surprisal",
     "install_attention_interception",
     "logit_stats",

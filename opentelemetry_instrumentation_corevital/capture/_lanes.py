@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import _reduce
+from . import _graph_pool, _reduce
 from ._reduce import StepInputs, StepLayout, StepState
 
 
@@ -89,6 +89,7 @@ class LaneReduce:
     def __init__(self, graphs: bool, unavailable: dict[str, str]) -> None:
         self.states: dict[StepLayout, StepState] = {}
         self.graph: _reduce.GraphedReduce | None = None
+        self._graph_key: Hashable = None  # what the graph was captured for (given back to the pool under it)
         self._graphs = graphs
         self._unavailable = unavailable  # shared with the source
 
@@ -119,8 +120,11 @@ class LaneReduce:
             self.states[layout] = state
         return state
 
-    def run(self, layout: StepLayout, state: StepState, inputs: StepInputs, step: int, graphable: bool) -> torch.Tensor:
-        """One CUDA-graph replay when possible (the steady-state layer layout), else eager."""
+    def run(
+        self, layout: StepLayout, state: StepState, inputs: StepInputs, step: int, graphable: bool, aside: bool = False
+    ) -> torch.Tensor:
+        """One CUDA-graph replay when possible (the steady-state layer layout), else eager; ``aside``: the replays
+        run on a side stream (:class:`_reduce.GraphedReduce`; the caller joins before reading the outputs)."""
         graph = self.graph
         if graph is not None and (graph.layout is layout or graph.layout == layout):
             return graph(inputs)
@@ -131,11 +135,33 @@ class LaneReduce:
             self._graphs = False  # a lane never changes device: no need to look again
         elif not torch.cuda.is_current_stream_capturing():
             try:
+                aside = aside and device.index == torch.cuda.current_device()  # streams switch devices too
+                key = _graph_pool.key_of(layout, state, inputs, aside)
                 with torch.cuda.device(device):
-                    graph = _reduce.GraphedReduce(layout, state, inputs)
-                self.graph = graph
+                    graph = _graph_pool.take(key)
+                    if graph is None:
+                        graph = _reduce.GraphedReduce(layout, state, inputs, aside)
+                    else:
+                        shared = state.logp
+                        graph.adopt(state)
+                        for other in self.states.values():  # a layout sharing the logit state follows it
+                            if shared is not None and other.logp is shared:
+                                other.logp = state.logp
+                self.graph, self._graph_key = graph, key
                 return graph(inputs)
             except Exception as exc:  # capture not possible here: stay eager for this generation
                 self._graphs = False
                 self._unavailable.setdefault("cuda_graph", f"eager reduce ({type(exc).__name__}: {exc})")
         return _reduce.reduce_step(layout, state, inputs)
+
+    def give_back(self) -> None:
+        """The generation is over: its graph goes to the pool for the next generation of the same shapes."""
+        graph, self.graph = self.graph, None
+        if graph is not None:
+            _graph_pool.give(self._graph_key, graph)
+
+    def join(self, wait: bool = False) -> None:
+        """The caller's stream waits for this lane's last replay (a no-op unless it ran aside); ``wait``: the host
+        too (before the graph and its buffers are freed)."""
+        if self.graph is not None:
+            self.graph.join(wait)

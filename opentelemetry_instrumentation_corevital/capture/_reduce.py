@@ -137,7 +137,8 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
 
     ``inputs`` (:class:`StepInputs`):
 
-    * ``scores`` [rows, vocab] raw logits; ``token`` [rows] the token chosen at the previous step;
+    * ``scores`` [rows, vocab] raw logits; ``token`` [rows] the token chosen at the previous step (or, logits
+      only, [steps, rows, vocab] and [steps, rows]: several steps at once, giving [steps, rows, width]);
     * ``stacked`` [rows, 1 + layers, hidden]: the first captured layer's input, then every
       captured layer's output (hidden "full"; or each layer's input and output interleaved
       when the captured layers are not consecutive), or [rows, layers, hidden] outputs ("norm");
@@ -159,6 +160,12 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
         blocks.append(top.values)
         if layout.beams:
             blocks.append(top.indices.float())
+        elif scores.dim() == 3:  # a batch of logit-only steps (``_logit_batch``): each step's previous is the last
+            assert state.logp is not None and token is not None
+            first = state.logp.gather(1, token[0].unsqueeze(-1))
+            rest = logp[:-1].gather(2, token[1:].unsqueeze(-1))
+            blocks.append(torch.cat([first[None], rest]))
+            state.logp.copy_(logp[-1])
         else:
             assert state.logp is not None and token is not None
             blocks.append(state.logp.gather(1, token.view(-1, 1)))  # the previous step's chosen token
@@ -208,7 +215,7 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
         balance = torch.special.entr(share).sum(dim=-1) / log_e
         state.counts.copy_(counts)
         blocks.append(torch.stack([entropy, balance], dim=-1).transpose(0, 1).flatten(1))
-    return torch.cat(blocks, dim=1)
+    return torch.cat(blocks, dim=-1)
 
 
 def head_values(probs: torch.Tensor, weights: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
@@ -269,7 +276,7 @@ class GraphedReduce:
     itself. Raises if capture is impossible; the caller falls back to eager.
     """
 
-    def __init__(self, layout: StepLayout, state: StepState, inputs: StepInputs) -> None:
+    def __init__(self, layout: StepLayout, state: StepState, inputs: StepInputs, aside: bool = False) -> None:
         device = next(t for t in inputs.tensors().values() if t is not None).device
         self.layout = layout
         self.inputs = StepInputs(
@@ -296,15 +303,63 @@ class GraphedReduce:
             finally:
                 self.graph.capture_end()
         current.wait_stream(stream)
+        # Aside: replays run on the capture stream, off the stream generate waits on (see __call__).
+        self.device = device
+        self._main = current
+        self._aside = stream if aside else None
+        self._fed_ready = torch.cuda.Event()
+        self._done = torch.cuda.Event()
+        self._replayed = False
+
+    def adopt(self, state: StepState) -> None:
+        """Serve another generation (a graph kept between generations, ``_graph_pool``): its carried ``state`` so
+        far is copied into the graph's own, which ``state`` names from now on; replays follow the caller's stream."""
+        for name in ("logp", "out", "sq", "counts"):
+            mine, theirs = getattr(self.state, name), getattr(state, name)
+            if mine is not None and theirs is not None:
+                mine.copy_(theirs)
+                setattr(state, name, mine)
+        self._main = torch.cuda.current_stream(self.device)
+        self._replayed = False
 
     def __call__(self, inputs: StepInputs) -> torch.Tensor:
-        """Copy this step's inputs into the static ones, replay, and return a copy of the output."""
+        """Copy this step's inputs into the static ones, replay, and return a copy of the output.
+
+        The copies always run on the caller's stream, in order with what produced the inputs and before any later
+        in-place change to them (``generate``'s own processors edit the scores in place). Aside, the replay and
+        the output copy then run on the side stream: ``generate`` synchronises its stream every step, and a
+        compiled decode is launch-bound, so the reduce's device time would otherwise be waited for every step.
+        The next step's copies wait (on the device, not the host) for the last replay to have read the inputs.
+        """
+        aside = self._aside
+        if aside is not None and self._replayed:
+            self._main.wait_event(self._done)
         for name, static in self._fed:
             value = getattr(inputs, name)
             if value is not None and value is not static:
                 static.copy_(value)
-        self.graph.replay()
-        return self.output.clone()
+        if aside is None:
+            self.graph.replay()
+            return self.output.clone()
+        self._fed_ready.record(self._main)
+        aside.wait_event(self._fed_ready)
+        torch.cuda.set_stream(aside)
+        try:
+            self.graph.replay()
+            out = self.output.clone()
+            self._done.record(aside)
+        finally:
+            torch.cuda.set_stream(self._main)
+        self._replayed = True
+        return out
+
+    def join(self, wait: bool = False) -> None:
+        """Make the caller's stream wait for the last replay (before anything reads the outputs or the state);
+        ``wait``: the host too."""
+        if self._aside is not None and self._replayed:
+            self._main.wait_event(self._done)
+            if wait:
+                self._done.synchronize()
 
 
 def default_k(beams: int = 1) -> int:

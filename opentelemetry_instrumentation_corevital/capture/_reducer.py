@@ -16,25 +16,13 @@ from typing import Any
 import torch
 
 from ._lanes import Lane, LaneReduce, LaneRows, lanes_of, moved
+from ._logit_batch import LogitBatch, batch_steps
 from ._model_taps import ModelTaps
 from ._reduce import StepInputs, StepLayout, StepState
 from ._rows import StepRows
 from ._stats import TOP_K
 from ._step_attention import StepAttention
 from ._taps import all_present
-
-#: Largest key-cache copy the per-step attention reduce may make: 0.5% of the model's parameter bytes
-#: (at least 4 MiB), so that peak memory stays within 1% of plain generate.
-_STACK_FRACTION = 0.005
-_STACK_FLOOR = 4 << 20
-
-
-def _stack_budget(model: Any) -> int:
-    try:
-        size = sum(p.numel() * p.element_size() for p in model.parameters())
-    except Exception:
-        size = 0
-    return max(_STACK_FLOOR, int(size * _STACK_FRACTION))
 
 
 class StepReducer:
@@ -54,8 +42,11 @@ class StepReducer:
         self._lane_layouts: dict[tuple[int, int, bool], StepLayout] = {}
         self._ids_with_logits: bool | None = None  # learnt at the first step
         self._logit_memo: tuple[int, StepLayout, StepState] | None = None  # rows, layout, state of logit-only steps
-        self._stack_budget = _stack_budget(model)
-        self.attention = StepAttention(taps, self._stack_budget)
+        # Logit-only replays run on a side stream, and logit-only steps are batched, unless something reads the
+        # rows during the loop (stop_on).
+        self.aside = True
+        self._batch: LogitBatch | None = None
+        self.attention = StepAttention(taps, model)
 
     def configure(self, top_k: int, beams: bool, generation_config: Any) -> None:
         """Set what the decoding mode decides, before the first step."""
@@ -114,10 +105,21 @@ class StepReducer:
 
     def _logit_step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
         """A step with logits only, on one device (every step of a compiled forward): :meth:`step`'s logit path
-        with its layout and carried state looked up once a generation."""
+        with its layout and carried state looked up once a generation, and its steps batched when it may."""
+        if self._batch is not None:
+            self._batch.add(step, input_ids, scores, self._rows, self.aside)
+            return
         rows = int(scores.shape[0])
         memo = self._logit_memo
         layout, state = memo[1:] if memo is not None and memo[0] == rows else (self._layout(False, rows, True), None)
+        engine = self._engines[0]
+        graphable = not self._taps.layers and not self._taps.wants_attention  # the layout's: no layers, no attention
+        if state is not None and graphable and self.aside and not layout.beams:  # from step 1 (state: step 0's)
+            steps = batch_steps(rows, int(scores.shape[-1]))
+            if steps >= 2:
+                self._batch = LogitBatch(layout, state, engine, steps, scores)
+                self._batch.add(step, input_ids, scores, self._rows, self.aside)
+                return
         if input_ids.shape[1]:
             token = input_ids.select(1, -1)
         else:  # step 0 of an ``inputs_embeds`` call: no token chosen yet (its row is dropped)
@@ -125,26 +127,36 @@ class StepReducer:
         if not self._same_device(input_ids, scores):
             token = moved(token, scores.device)
         inputs = StepInputs(scores=scores, token=token, parents=self._parents if layout.beams else None)
-        engine = self._engines[0]
         if state is None:
             state = engine.state_for(layout, inputs, self._taps.top_k_experts)
             self._logit_memo = (rows, layout, state)
-        graphable = not self._taps.layers and not self._taps.wants_attention  # the layout's: no layers, no attention
-        self._rows.append(layout, engine.run(layout, state, inputs, step, graphable), step, False)
+        self._rows.append(layout, engine.run(layout, state, inputs, step, graphable, self.aside), step, False)
 
     def last_logp(self) -> torch.Tensor | None:
         """The last step's log-probabilities [rows, vocab] (the last token's surprisal is read from them)."""
         engines = [*self._engines, *([self._logit_engine] if self._logit_engine else [])]
         return next((st.logp for e in engines for st in e.states.values() if st.logp is not None), None)
 
+    def settle(self, flush: bool = True, wait: bool = False) -> None:
+        """The end of the loop: reduce the logit steps still batched (``flush``) and make the caller's stream (and,
+        ``wait``, the host) wait for every replay run aside, so the rows and the state can be read or freed."""
+        if flush and self._batch is not None:
+            self._batch.flush(self._rows)
+        for engine in self._engines:
+            engine.join(wait)
+
     def release(self) -> None:
         """Free the carried state, the graphs and the tables (end of the generation)."""
+        self.settle(flush=False, wait=True)  # no replay may still be reading or writing what is freed or kept
+        for engine in self._engines:
+            engine.give_back()
         self._engines = [LaneReduce(self._graphs, self._unavailable)]
         self._logit_engine = None
         self._lanes = None
         self._lane_layouts.clear()
         self._ids_with_logits = None
         self._logit_memo = None
+        self._batch = None
         self._parents = None
         self.attention.release()
 
@@ -233,7 +245,7 @@ class StepReducer:
 
     def _logits_in_graph(self, scores: torch.Tensor) -> bool:
         """Graph the logit part too only while its static buffers fit the memory budget."""
-        return scores.numel() * 4 * 3 <= self._stack_budget
+        return scores.numel() * 4 * 3 <= self.attention.stack_budget()
 
     def _layout(self, layers: bool, rows: int, signals: bool) -> StepLayout:
         key = (layers, rows, signals)

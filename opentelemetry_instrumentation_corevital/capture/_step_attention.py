@@ -15,13 +15,27 @@ from . import _attention, _reduce
 from ._model_taps import ModelTaps
 from ._taps import all_present
 
+#: Largest key-cache copy the per-step attention reduce may make: 0.5% of the model's parameter bytes
+#: (at least 4 MiB), so that peak memory stays within 1% of plain generate.
+_STACK_FRACTION = 0.005
+_STACK_FLOOR = 4 << 20
+
+
+def _stack_budget(model: Any) -> int:
+    try:
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+    except Exception:
+        size = 0
+    return max(_STACK_FLOOR, int(size * _STACK_FRACTION))
+
 
 class StepAttention:
     """Builds ``heads``, ``inv_valid`` and ``inv_rest`` of :class:`StepInputs` from what the taps kept."""
 
-    def __init__(self, taps: ModelTaps, stack_budget: int) -> None:
+    def __init__(self, taps: ModelTaps, model: Any) -> None:
         self._taps = taps
-        self._stack_budget = stack_budget
+        self._model = model
+        self._budget: int | None = None  # computed when first needed: summing the parameters takes a while
         self._tables: dict[torch.device, _attention.KeyTables] = {}  # per device, built at the first step
         self.generation_config: Any = None  # sizes the key tables to the generation's length
 
@@ -36,6 +50,12 @@ class StepAttention:
             return None
         _, inv_valid, inv_rest = self._key_tables(rows, prefix, expected, device).at(0, expected)
         return heads, inv_valid, inv_rest
+
+    def stack_budget(self) -> int:
+        """The memory budget of the static copies (:func:`_stack_budget`), computed once a call, when needed."""
+        if self._budget is None:
+            self._budget = _stack_budget(self._model)
+        return self._budget
 
     def release(self) -> None:
         """Free the tables (end of the generation)."""
@@ -71,7 +91,7 @@ class StepAttention:
             weights, _, _ = tables.at(keys, expected)
             # Stacking layers' key caches copies them: batch as many layers as the memory budget allows.
             per_layer = key0.numel() * key0.element_size()
-            size = max(1, self._stack_budget // max(1, per_layer))
+            size = max(1, self.stack_budget() // max(1, per_layer))
             for start in range(0, len(group), size):
                 chunk = group[start : start + size]
                 if len(chunk) == 1:  # a view, no copy

@@ -121,6 +121,7 @@ class TransformersSource:
             result.unavailable.setdefault("logits", "the capture could not attach to this generate call")
             result.signals = False
         try:
+            self.reducer.settle(flush=rec.failed is None)  # batched steps reduced, replays run aside done
             if sequences is not None:
                 result.sequences = sequences.tolist()
             # Decoding that calls the recorder once per token knows the prefix and steps from it; other decoding
@@ -217,6 +218,7 @@ class TransformersSource:
             return criteria
         if not self.recorder.signals and any(c != "repetition_loop" for c in conditions):
             self.unavailable["stop_on"] = "nan_or_inf and high_entropy need the logit capture (capture is off)"
+        self.reducer.aside = False  # StopOn reads each step's rows on generate's stream
         self.stop_on = _intervene.StopOn(
             self.recorder,
             self.rows,

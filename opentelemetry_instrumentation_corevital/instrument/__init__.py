@@ -139,12 +139,13 @@ class CoreVitalInstrumentor(BaseInstrumentor):
         return drain(timeout)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        from ..capture import uninstall_attention_interception
+        from ..capture import forget_graphs, uninstall_attention_interception
         from ..emit import drain
 
         drain(_DRAIN_ON_UNINSTRUMENT)
         self._telemetry = None
         uninstall_attention_interception()
+        forget_graphs()  # the reduce graphs kept between generations hold device memory
         wrapped, self._wrapped = self._wrapped, ()
         for owner, name in wrapped:
             unwrap(owner, name)
