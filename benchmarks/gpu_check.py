@@ -50,7 +50,8 @@ def worst_difference(a, b):
                 if u is not None and v is not None:
                     worst = max(worst, abs(u - v))
         for name in ("hidden_norm", "hidden_std", "hidden_cos_prev", "update_ratio", "attn_entropy", "attn_sink_mass"):
-            for ru, rv in zip(getattr(x.layers, name) or [], getattr(y.layers, name) or [], strict=True):
+            rows = [(getattr(z.layers, name) or []) if z.layers else [] for z in (x, y)]
+            for ru, rv in zip(*rows, strict=True):
                 for u, v in zip(ru, rv, strict=True):
                     if u is not None and v is not None:
                         worst = max(worst, abs(u - v))
@@ -82,6 +83,30 @@ def syncs(model, tokens, **capture):
 model = tiny_causal_lm("llama").cuda()
 check(model, "tiny llama fp32 cuda")
 check(model, "tiny llama fp32 cuda beams", num_beams=3)
+# The logit-only path (what a compiled forward keeps) replays its reduce on a side stream: its reports must equal
+# the eager reduce's on generate's own stream, greedy, sampled and compiled (static cache).
+# Graphs are kept between generations (``_graph_pool``): runs 2-4 replay the graph run 1 captured, with other
+# prompts, and a batch of 2 between them captures its own.
+for seed, batch, extra in (
+    (5, 4, {}),
+    (6, 4, {}),
+    (7, 2, {}),
+    (8, 4, {}),
+    (9, 4, {"do_sample": True, "top_k": 20}),
+    (10, 4, {"cache_implementation": "static"}),
+    (11, 4, {"cache_implementation": "static"}),
+):
+    prompt = torch.randint(3, 250, (batch, 16), generator=torch.Generator().manual_seed(seed)).cuda()
+    reports = {}
+    for graphs in (False, True):
+        torch.manual_seed(7)
+        with TelemetryCapture(capture="summary", layers="1000", cuda_graphs=graphs) as tc:
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=40, **extra)
+        reports[graphs] = (out, tc.reports[0])
+    (eager_out, eager), (aside_out, aside) = reports[False], reports[True]
+    worst = worst_difference(eager, aside)
+    print(f"logit-only, side stream vs eager, batch {batch} {extra or 'greedy'}: max abs difference {worst:.2e}")
+    assert torch.equal(eager_out, aside_out) and aside.capture.error is None and worst < 1e-5, (extra, worst)
 split = tiny_causal_lm("llama")
 split = dispatch_model(
     split,

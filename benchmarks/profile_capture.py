@@ -19,7 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from overhead import build_model, set_mode, telemetry_providers  # noqa: E402
+from overhead import build_model, flush_reports, set_mode, telemetry_providers  # noqa: E402
 
 
 def main() -> int:
@@ -30,6 +30,9 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument("--cache", default=None, choices=["static"], help="static: transformers compiles the forward")
+    parser.add_argument("--background", action="store_true", help="background_emit=True (drained after each run)")
+    parser.add_argument("--diff", action="store_true", help="also profile plain runs; rank functions by added time")
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model, vocab = build_model(args.model, args.device, dtype)
@@ -37,7 +40,11 @@ def main() -> int:
     kwargs = dict(
         attention_mask=torch.ones_like(prompt), max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False
     )
+    if args.cache:
+        kwargs["cache_implementation"] = args.cache
     providers = telemetry_providers()
+    providers["_background"] = args.background
+    providers["_compiled"] = bool(args.cache)  # plain runs keep the attention registry wrapped (overhead.set_mode)
 
     def timed() -> float:
         if args.device.startswith("cuda"):
@@ -46,21 +53,35 @@ def main() -> int:
         model.generate(prompt, **kwargs)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
-        return time.perf_counter() - start
+        took = time.perf_counter() - start
+        return took
+
+    def drained() -> float:
+        took = timed()
+        flush_reports()  # the emission thread's work, outside the timing and the profile
+        return took
+
+    def profiled() -> cProfile.Profile:
+        profiler = cProfile.Profile()
+        for _ in range(args.runs):
+            profiler.enable()
+            timed()
+            profiler.disable()
+            flush_reports()
+        return profiler
 
     for mode in args.mode.split(","):
         with torch.inference_mode():
             set_mode("plain", providers)
             timed()
-            plain = min(timed() for _ in range(args.runs))
+            plain = min(drained() for _ in range(args.runs))
             set_mode(mode, providers)
             timed()
-            instrumented = min(timed() for _ in range(args.runs))
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(args.runs):
-                timed()
-            profiler.disable()
+            instrumented = min(drained() for _ in range(args.runs))
+            profiler = profiled()
+            if args.diff:
+                set_mode("plain", providers)
+                print_added(profiler, profiled(), args.runs, args.top)
         set_mode("plain", providers)
         print(
             f"{args.model} {args.device} {mode}: plain {plain:.3f} s, instrumented {instrumented:.3f} s, "
@@ -75,6 +96,25 @@ def main() -> int:
         stats.sort_stats("cumulative").print_stats("corevital", 25)
         print(out.getvalue())
     return 0
+
+
+def print_added(instrumented: cProfile.Profile, plain: cProfile.Profile, runs: int, top: int) -> None:
+    """Functions ranked by the own time the instrumented runs spent in them beyond the plain runs (ms a run)."""
+    a = pstats.Stats(instrumented).stats  # type: ignore[attr-defined]
+    b = pstats.Stats(plain).stats  # type: ignore[attr-defined]
+    rows = []
+    for key in set(a) | set(b):
+        ta, na = (a[key][2], a[key][1]) if key in a else (0.0, 0)
+        tb, nb = (b[key][2], b[key][1]) if key in b else (0.0, 0)
+        name = f"{key[0].rsplit('/', 2)[-1]}:{key[1]}({key[2]})"
+        rows.append(((ta - tb) * 1000 / runs, na // runs, nb // runs, name))
+    rows.sort(reverse=True)
+    total_a = sum(v[2] for v in a.values()) * 1000 / runs
+    total_b = sum(v[2] for v in b.values()) * 1000 / runs
+    print(f"own time a run, profiled: instrumented {total_a:.1f} ms, plain {total_b:.1f} ms")
+    print("  added ms  calls (instrumented / plain)  function")
+    for added, na, nb, name in rows[:top]:
+        print(f"  {added:8.2f}  {na:6d} / {nb:6d}  {name}")
 
 
 if __name__ == "__main__":
