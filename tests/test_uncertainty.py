@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from opentelemetry_instrumentation_corevital import CoreVitalMonitor, names, validate_report
+from opentelemetry_instrumentation_corevital import CoreVitalMonitor, Report, names, validate_report
+from opentelemetry_instrumentation_corevital.report import SequenceReport, finish_summary
+from opentelemetry_instrumentation_corevital.report._model import UncertaintyInfo
 from opentelemetry_instrumentation_corevital.signals.uncertainty import (
     answer_uncertainty,
     layer_uncertainty,
@@ -77,6 +79,60 @@ def test_full_capture_reports_it_and_the_span_carries_it():
     assert again.sequences[0].uncertainty == seq.uncertainty
 
 
+def test_the_summary_names_the_most_uncertain_sequence_first_of_ties():
+    def seq(index: int, score: float | None) -> SequenceReport:
+        found = UncertaintyInfo(score=score, layer=index, tokens=3) if score is not None else None
+        return SequenceReport(index=index, prompt_tokens=4, output_tokens=3, finish_reason="length", uncertainty=found)
+
+    summary = finish_summary([seq(0, 0.2), seq(1, None), seq(2, 0.7), seq(3, 0.4)])
+    assert (summary.uncertainty, summary.uncertain_sequence) == (0.7, 2)
+    summary = finish_summary([seq(0, 0.3), seq(1, 0.5), seq(2, 0.5)])
+    assert (summary.uncertainty, summary.uncertain_sequence) == (0.5, 1)
+    summary = finish_summary([seq(0, None), seq(1, None)])
+    assert (summary.uncertainty, summary.uncertain_sequence) == (None, None)
+
+
+def test_a_batch_names_its_most_uncertain_sequence_and_the_span_gives_that_sequences_layer():
+    model = tiny_causal_lm("llama")
+    prompt = torch.tensor([[1, 17, 42, 99, 7, 23, 5, 64]])
+    torch.manual_seed(0)
+    with TelemetryCapture(capture="full") as tc:
+        model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=6,
+            do_sample=True,
+            num_return_sequences=3,
+        )
+    (report,) = tc.reports
+    validate_report(report.to_dict())
+    found = [s.uncertainty for s in report.sequences]
+    assert all(u is not None for u in found) and len({u.score for u in found}) == 3
+    most = max(range(3), key=lambda i: found[i].score)
+    # the case that tells the summary's choice from the first sequence: another sequence, another layer
+    assert most != 0 and found[most].layer != found[0].layer
+    assert report.summary.uncertain_sequence == most
+    assert report.summary.uncertainty == found[most].score
+    (span,) = tc.spans()
+    assert span.attributes[names.UNCERTAINTY_LAYER] == found[most].layer
+    assert span.attributes[names.UNCERTAINTY_SCORE] == found[most].score
+    assert type(report).from_json(report.to_json()).summary.uncertain_sequence == most
+
+
+def test_a_1_4_report_without_the_uncertain_sequence_still_reads():
+    model = tiny_causal_lm("llama")
+    prompt = torch.tensor([[1, 17, 42, 99]])
+    with TelemetryCapture(capture="full") as tc:
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False)
+    data = tc.reports[0].to_dict()
+    assert data["schema_version"] == "1.5.0" and data["summary"]["uncertain_sequence"] == 0
+    data["schema_version"] = "1.4.0"
+    del data["summary"]["uncertain_sequence"]
+    validate_report(data)
+    old = Report.from_dict(data)
+    assert old.summary.uncertain_sequence is None and old.summary.uncertainty == data["summary"]["uncertainty"]
+
+
 def test_summary_capture_says_why_there_is_none():
     model = tiny_causal_lm("llama")
     prompt = torch.tensor([[1, 17, 42, 99]])
@@ -84,6 +140,7 @@ def test_summary_capture_says_why_there_is_none():
     monitor.generate(model, prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False)
     seq = monitor.report.sequences[0]
     assert seq.uncertainty is None and monitor.report.summary.uncertainty is None
+    assert monitor.report.summary.uncertain_sequence is None
     assert "capture='full'" in seq.diagnosis.unavailable["uncertainty"]
 
 

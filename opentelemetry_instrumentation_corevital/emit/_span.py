@@ -193,10 +193,8 @@ def corevital_attributes(report: Report, max_span_steps: int, detail: str) -> di
                 attrs[n.RISK_DIVERGENT_FEATURES] = list(riskiest.divergent_features)
     if summary.uncertainty is not None:
         attrs[n.UNCERTAINTY_SCORE] = float(summary.uncertainty)
-        uncertain = max(
-            (s for s in report.sequences if s.uncertainty is not None),
-            key=lambda s: s.uncertainty.score,  # type: ignore[union-attr]
-        ).uncertainty
+    if summary.uncertain_sequence is not None:  # the summary's choice (a report read back from before 1.5 has none)
+        uncertain = report.sequences[summary.uncertain_sequence].uncertainty
         if uncertain is not None:
             attrs[n.UNCERTAINTY_LAYER] = uncertain.layer
     if report.thresholds.profile:

@@ -18,7 +18,7 @@ from typing import Any
 from ._findings import Diagnosis
 from ._plain import from_plain
 
-SCHEMA_VERSION = "1.4.0"
+SCHEMA_VERSION = "1.5.0"
 SCHEMA_MAJOR = 1
 
 
@@ -311,6 +311,7 @@ class Summary:
     flags: list[str] = field(default_factory=list)
     aggregates: Aggregates = field(default_factory=Aggregates)
     riskiest_sequence: int | None = None
+    uncertain_sequence: int | None = None  # the sequence ``uncertainty`` is of (schema 1.5)
     narrative: str | None = None  # the riskiest sequence's
     blamed_layers: list[int] = field(default_factory=list)  # the riskiest sequence's, worst first
     compound: list[str] = field(default_factory=list)  # compound signals on any sequence

@@ -26,7 +26,7 @@ def aggregates(timeline: Timeline) -> Aggregates:
 
 
 def finish_summary(sequences: list[SequenceReport]) -> Summary:
-    """The summary of diagnosed sequences: worst risk, union of flags, pooled aggregates, riskiest narrative."""
+    """The summary of diagnosed sequences: worst risk and uncertainty, union of flags, pooled aggregates, narrative."""
     summary = Summary()
     fired: list[str] = []
     for seq in sequences:
@@ -40,8 +40,11 @@ def finish_summary(sequences: list[SequenceReport]) -> Summary:
         summary.risk_score = worst.risk.score  # type: ignore[union-attr]
         summary.risk_level = worst.risk.level  # type: ignore[union-attr]
         summary.riskiest_sequence = worst.index
-    uncertain = [s.uncertainty.score for s in sequences if s.uncertainty is not None]
-    summary.uncertainty = max(uncertain) if uncertain else None
+    uncertain = [s for s in sequences if s.uncertainty is not None]
+    if uncertain:
+        most = max(uncertain, key=lambda s: s.uncertainty.score)  # type: ignore[union-attr]
+        summary.uncertainty = most.uncertainty.score  # type: ignore[union-attr]
+        summary.uncertain_sequence = most.index
     pooled = Timeline()
     for seq in sequences:
         for name in TIMELINE_SERIES:

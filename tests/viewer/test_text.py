@@ -63,7 +63,7 @@ def open_by_url(monkeypatch, folder: Path, run: str):
 def test_the_content_run_carries_token_texts_and_the_other_none(text_dir):
     with_text, without = real_reports(text_dir)
     seq = with_text["sequences"][0]
-    assert with_text["schema_version"] == "1.4.0"
+    assert with_text["schema_version"] == "1.5.0"
     assert len(seq["token_texts"]) == len(seq["token_ids"]) == 12
     assert "".join(seq["token_texts"]) == seq["output_text"]  # no special token among the 12: the text, piece by piece
     assert BANANA in seq["input_text"]

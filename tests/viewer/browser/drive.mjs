@@ -8,21 +8,13 @@
 // each, with `opened`: the selected tab and sequence), then Compare the labelled runs and Performance.
 // Prints one JSON document: [{name, file, url, text, charts}] (url = the address bar, text = what the page shows,
 // charts = drawn chart heights).
-import { chromium } from "playwright-core";
+import { deadline, launch } from "./launch.mjs";
 
 const job = JSON.parse(process.argv[2]);
-const deadline = 60_000;
 const shots = [];
 
-const browser = await chromium.launch({
-  executablePath: job.chromium || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--disable-sync", "--disable-quic"],
-});
+const { browser, page } = await launch(job);
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: job.height || 1600 } });
-  page.setDefaultTimeout(deadline);
-
   // Streamlit reruns the script after each interaction; wait until it is idle and the charts have drawn.
   // scope: a CSS prefix, e.g. the visible tab panel, so charts drawn earlier elsewhere do not count.
   async function settle(minCharts, scope = "") {

@@ -3,20 +3,13 @@
 // Usage: node text.mjs '{"url": ..., "out": DIR, "search": WORD, "chromium": PATH}'
 // Prints one JSON document: [{name, file, url, text, charts}] (url = the address bar, text = what the page shows,
 // charts = charts drawn in the open tab).
-import { chromium } from "playwright-core";
+import { deadline, launch } from "./launch.mjs";
 
 const job = JSON.parse(process.argv[2]);
-const deadline = 60_000;
 const shots = [];
 
-const browser = await chromium.launch({
-  executablePath: job.chromium || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--no-first-run", "--disable-sync", "--disable-quic"],
-});
+const { browser, page } = await launch(job);
 try {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 1600 } });
-  page.setDefaultTimeout(deadline);
   // Streamlit reruns the script after each interaction: wait until it is idle and no element of the last page is
   // left stale (faded) on this one.
   async function settle() {
