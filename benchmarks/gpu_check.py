@@ -107,6 +107,21 @@ for seed, batch, extra in (
     worst = worst_difference(eager, aside)
     print(f"logit-only, side stream vs eager, batch {batch} {extra or 'greedy'}: max abs difference {worst:.2e}")
     assert torch.equal(eager_out, aside_out) and aside.capture.error is None and worst < 1e-5, (extra, worst)
+# Layer captures: graphs kept between generations (the second graphed run adopts the first one's) report what the
+# eager reduce reports, greedy and with beams.
+for mode in ("summary", "full"):
+    for extra in ({}, {"num_beams": 3}):
+        prompt = torch.randint(3, 250, (2, 16), generator=torch.Generator().manual_seed(12)).cuda()
+        runs = []
+        for graphs in (False, True, True):
+            with TelemetryCapture(capture=mode, cuda_graphs=graphs) as tc:
+                out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20, **extra)
+            runs.append((out, tc.reports[0]))
+        for label, (out, report) in zip(("captured", "kept"), runs[1:]):
+            worst = worst_difference(runs[0][1], report)
+            print(f"{mode} {extra or 'greedy'}, graph {label} vs eager: max abs difference {worst:.2e}")
+            assert torch.equal(out, runs[0][0]) and report.capture.error is None and worst < 1e-4, (mode, extra, worst)
+            assert report.capture.unavailable.get("cuda_graph") is None, report.capture.unavailable
 split = tiny_causal_lm("llama")
 split = dispatch_model(
     split,
