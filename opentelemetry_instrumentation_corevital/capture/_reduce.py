@@ -5,8 +5,9 @@ hidden-state moments, the per-layer aggregation of attention heads, MoE
 routers) is computed by :func:`reduce_step` into one flat ``[rows, width]``
 tensor, with the few values that carry over between steps (previous
 log-probabilities, previous hidden states, expert pick counts) kept in
-:class:`StepState`. On a CUDA device the function is captured once per
-generation; each later step then costs a handful of copies into static
+:class:`StepState`. On a CUDA device the function is captured once for
+its shapes and kept for the next generations of the same shapes
+(``_graph_pool``); each step then costs a handful of copies into static
 inputs and a single graph launch instead of dozens of kernel launches.
 The eager and graphed paths run the same code, so they agree exactly.
 """

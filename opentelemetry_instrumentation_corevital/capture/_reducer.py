@@ -1,10 +1,12 @@
 """Once per step: what the taps kept, as typed :class:`StepInputs`, reduced to fixed-shape rows on the device.
 
 Logits are reduced every step; layer data on recorded steps, for all layers
-at once. On a CUDA device the fixed-shape reduce is captured as one graph per
-generation at the first decoding step and replayed afterwards (see
+at once. On a CUDA device the fixed-shape reduce is captured as one graph at
+the first decoding step (or taken from the graphs kept from an earlier
+generation of the same shapes, ``_graph_pool``) and replayed afterwards (see
 ``_reduce``); a large batch x vocabulary keeps the logit part eager, so no
-static copy of the logits is kept. A model split over devices reduces each
+static copy of the logits is kept. Steps with logits only (a compiled forward)
+are reduced a ring at a time (``_logit_batch``), on a side stream. A model split over devices reduces each
 device's layers on that device, in its own lane (see ``_lanes``). Nothing is
 read on the host.
 """
