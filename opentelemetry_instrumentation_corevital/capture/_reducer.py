@@ -6,9 +6,9 @@ the first decoding step (or taken from the graphs kept from an earlier
 generation of the same shapes, ``_graph_pool``) and replayed afterwards (see
 ``_reduce``); a large batch x vocabulary keeps the logit part eager, so no
 static copy of the logits is kept. Steps with logits only (a compiled forward)
-are reduced a ring at a time (``_logit_batch``), on a side stream. A model split over devices reduces each
-device's layers on that device, in its own lane (see ``_lanes``). Nothing is
-read on the host.
+are reduced a ring at a time (``_logit_batch``), on a side stream. A model
+split over devices reduces each device's layers on that device, in its own
+lane (see ``_lanes``). Nothing is read on the host.
 """
 
 from __future__ import annotations
