@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from opentelemetry_instrumentation_corevital import validate_report
-from opentelemetry_instrumentation_corevital.capture import _reducer, _rows
+from opentelemetry_instrumentation_corevital.capture import _reducer, _rows, _step_attention
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, tiny_causal_lm, tiny_seq2seq_lm
 
 TOL = 1e-4
@@ -340,8 +340,8 @@ def test_key_cache_stacking_is_bounded_without_changing_results(monkeypatch):
     prompt = torch.randint(3, 250, (2, 12), generator=torch.Generator().manual_seed(5))
     results = []
     for floor in (1 << 30, 1):
-        monkeypatch.setattr(_reducer, "_STACK_FLOOR", floor)
-        monkeypatch.setattr(_reducer, "_STACK_FRACTION", 0.0)
+        monkeypatch.setattr(_step_attention, "_STACK_FLOOR", floor)
+        monkeypatch.setattr(_step_attention, "_STACK_FRACTION", 0.0)
         with TelemetryCapture(capture="full") as tc:
             generate(model, prompt=prompt, max_new_tokens=5)
         results.append(tc.reports[0].to_dict()["sequences"])

@@ -38,8 +38,11 @@ def test_the_pool_keeps_at_most_its_limit_dropping_the_least_recently_given(pool
 def test_uninstrument_drops_the_kept_graphs(pool):
     instrumentor = CoreVitalInstrumentor()
     instrumentor.instrument()
-    pool.give("shape", object())
-    instrumentor.uninstrument()
+    try:
+        pool.give("shape", object())
+        assert pool.kept() == 1
+    finally:
+        instrumentor.uninstrument()
     assert pool.kept() == 0
 
 
