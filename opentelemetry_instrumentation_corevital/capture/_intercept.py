@@ -40,20 +40,13 @@ class BoundTaps(Protocol):
 ACTIVE_TAPS: contextvars.ContextVar[BoundTaps | None] = contextvars.ContextVar("corevital_active_taps", default=None)
 
 _installed: dict[str, Callable] = {}
-#: One wrapper per original function for the process's life: instrumenting again puts the same function object
-#: back, so a compiled forward finds the graph it compiled for it instead of recompiling (its guards hold on the
-#: function's identity).
-_wrappers: dict[Callable, Callable] = {}
 
 
+@functools.cache
 def _wrap(original: Callable) -> Callable:
-    wrapper = _wrappers.get(original)
-    if wrapper is None:
-        wrapper = _wrappers[original] = _new_wrapper(original)
-    return wrapper
+    """One wrapper per original for the process's life: instrumenting again puts the same object back, so a compiled
+    forward (whose guards name it) finds the graph compiled for it instead of recompiling."""
 
-
-def _new_wrapper(original: Callable) -> Callable:
     @functools.wraps(original)
     def corevital_attention(
         module: Any, query: Any, key: Any, value: Any, attention_mask: Any, *args: Any, **kwargs: Any
