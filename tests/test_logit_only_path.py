@@ -37,11 +37,11 @@ def test_logit_only_steps_are_reduced_in_batches_that_report_what_single_steps_r
 
     model = testing.tiny_causal_lm("llama", seed=0)
     reduced: list[int] = []
-    original = _logit_batch.LogitBatch._reduce
+    original = _logit_batch.LogitBatch._keep
 
-    def counted(self, step, rows, aside, count):
+    def counted(self, out, rows, count):
         reduced.append(count)
-        return original(self, step, rows, aside, count)
+        return original(self, out, rows, count)
 
     def run(**options) -> list[dict]:
         torch.manual_seed(3)
@@ -50,13 +50,13 @@ def test_logit_only_steps_are_reduced_in_batches_that_report_what_single_steps_r
         return [dataclasses.asdict(seq.timeline) for seq in tc.reports[0].sequences]
 
     assert _logit_batch.batch_steps(2, model.config.vocab_size) == 16
-    _logit_batch.LogitBatch._reduce = counted
+    _logit_batch.LogitBatch._keep = counted
     try:
         single = run()
         assert reduced == []  # layers captured: one step at a time
         batched = run(layers="1000")
     finally:
-        _logit_batch.LogitBatch._reduce = original
+        _logit_batch.LogitBatch._keep = original
     assert reduced == [16, 16, 7]
     assert batched == single
     assert len(batched[0]["surprisal"]) == 40
@@ -88,5 +88,38 @@ def test_a_batch_too_large_for_the_device_budget_is_not_made():
     from opentelemetry_instrumentation_corevital.capture import _logit_batch
 
     assert _logit_batch.batch_steps(1, 32000) == 16
-    assert _logit_batch.batch_steps(8, 151936) == 4  # 64 MiB / (3 copies x 4 bytes x 8 rows x 151936)
+    assert _logit_batch.batch_steps(8, 151936) == 11  # 64 MiB / (4 bytes x 8 rows x 151936) = 13.8, less 2 to work
     assert _logit_batch.batch_steps(64, 151936) == 0
+
+
+def test_the_steps_left_at_the_end_reduced_by_a_replay_of_the_whole_ring_report_what_single_steps_report():
+    """On a GPU the last steps go through the ring's graph, whole: the slots past them hold older logits (or none
+    yet), their rows are dropped and the carried log-probabilities are put back to the last real step's. Here the
+    same reduce runs eagerly, so the bookkeeping is checked exactly: 40 tokens, 7 left after two full rings, and
+    a 10-token run that ends before the first ring fills."""
+    from opentelemetry_instrumentation_corevital.capture import _logit_batch
+
+    model = testing.tiny_causal_lm("llama", seed=0)
+    original = _logit_batch.LogitBatch.flush
+
+    def whole(self, rows):
+        if self.count:
+            self.padded(rows)
+
+    def run(tokens: int, **options) -> list[dict]:
+        torch.manual_seed(3)
+        with testing.TelemetryCapture(capture="summary", **options) as tc:
+            model.generate(PROMPT, attention_mask=MASK, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True)
+        (report,) = tc.reports
+        assert report.capture.error is None
+        return [dataclasses.asdict(seq.timeline) for seq in report.sequences]
+
+    for tokens in (40, 10):
+        single = run(tokens)
+        _logit_batch.LogitBatch.flush = whole
+        try:
+            padded = run(tokens, layers="1000")
+        finally:
+            _logit_batch.LogitBatch.flush = original
+        assert padded == single
+        assert len(padded[1]["surprisal"]) == tokens and padded[1]["surprisal"][-1] is not None

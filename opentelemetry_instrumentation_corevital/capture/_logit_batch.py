@@ -1,13 +1,14 @@
-"""Logit-only steps reduced several at a time: one copy a step, one reduce a batch.
+"""Logit-only steps reduced several at a time: one copy a step, one reduce a ring.
 
 When no layer is captured (a compiled forward, or layers past the model's),
 a step's only device work is the logit reduce. A compiled decode is bound by
 the host, where each launch is wall time, so each step's raw logits are copied
-into a ring on the device (one copy) and the ring is reduced when it fills (one
-replay of a graph captured for the ring's shape, see ``_lanes``), and once more
-for the steps left at the end. The tokens the steps need (each the one chosen at
-the step before) are then the ids' last columns. Not for beam search (rows are
-reordered every step) or when the rows are read during the loop (``stop_on``).
+into a ring on the device (one copy) and the ring is reduced when it fills: one
+replay of a graph captured for the ring (see ``_lanes``), which reduces its steps
+in order, each exactly as alone. The steps left at the end are reduced once
+more. The tokens the steps need (each the one chosen at the step before) are
+then the ids' last columns. Not for beam search (rows are reordered every step)
+or when the rows are read during the loop (``stop_on``).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from ._rows import StepRows
 
 #: Steps a ring holds at most.
 MAX_STEPS = 16
-#: Device bytes the ring and its reduce's temporaries (about three times the ring) may take.
+#: Device bytes a ring and its reduce's working memory (two steps' worth) may take.
 BUDGET = 64 << 20
 
 
 def batch_steps(rows: int, vocab: int) -> int:
     """How many steps' logits one ring holds within :data:`BUDGET` (below 2: no batching)."""
-    return min(MAX_STEPS, BUDGET // max(1, 3 * 4 * rows * vocab))
+    return max(0, min(MAX_STEPS, BUDGET // max(1, 4 * rows * vocab) - 2))
 
 
 class LogitBatch:
@@ -39,41 +40,71 @@ class LogitBatch:
         self.steps = steps
         self.count = 0  # steps in the ring now
         self.ids: torch.Tensor | None = None  # the latest step's ids (their last columns are the ring's tokens)
-        self._ring = torch.empty((steps, *scores.shape), dtype=torch.float32, device=scores.device)
+        self._ring: torch.Tensor | None = torch.empty((steps, *scores.shape), device=scores.device)
+        self._slots: tuple[torch.Tensor, ...] = self._ring.unbind(0)  # per-step views of the ring in use
 
     def _target(self) -> torch.Tensor:
-        """Where the logits go: the graph's own static ring once it is captured (no copy at the replay)."""
+        """The ring in use: the graph's own static one once it is captured (no copy at the replay)."""
         scores = self.engine.static.scores
-        return scores if scores is not None and self.engine.graph is not None else self._ring
+        if self.engine.graph is None or scores is None:
+            assert self._ring is not None
+            return self._ring
+        if self._ring is not None:  # the graph's ring from now on
+            self._ring = None
+            self._slots = scores.unbind(0)
+        return scores
 
     def add(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor, rows: StepRows, aside: bool) -> None:
         """Copy this step's logits into the ring (on the caller's stream, before any processor edits them); reduce
         the ring when it is full."""
         if self.count == 0:
             self.engine.join()  # the last replay (run aside) has read the ring
-        self._target()[self.count].copy_(scores)
+            self._target()
+        self._slots[self.count].copy_(scores)
         self.count += 1
         self.ids = input_ids
         if self.count == self.steps:
-            self._reduce(step, rows, aside, self.steps)
+            out = self.engine.run(self.layout, self.state, self._inputs(self.steps), step, True, aside)
+            self._keep(out, rows, self.steps)
 
     def flush(self, rows: StepRows) -> None:
-        """Reduce the steps still in the ring, eagerly, on the caller's stream (the end of the generation)."""
-        if self.count:
-            self.engine.join()
-            self._reduce(-1, rows, False, self.count)
+        """Reduce the steps still in the ring (the end of the generation), on the caller's stream: by the ring's
+        graph when there is one (the unused slots reduced too, and ignored), else eagerly."""
+        count = self.count
+        if not count:
+            return
+        self.engine.join()
+        if self.engine.graph is None:
+            self._keep(reduce_step(self.layout, self.state, self._inputs(count)), rows, count)
+            return
+        self.padded(rows)
 
-    def _reduce(self, step: int, rows: StepRows, aside: bool, count: int) -> None:
+    def padded(self, rows: StepRows) -> None:
+        """The steps in the ring, reduced by a replay of the whole ring: the slots past them hold older logits and
+        a zero token, and their rows are dropped; the carried log-probabilities are then the last real step's."""
+        count = self.count
+        inputs = self._inputs(count)
+        assert inputs.token is not None and inputs.scores is not None
+        token = inputs.token.new_zeros((self.steps, inputs.token.shape[1]))
+        token[:count] = inputs.token
+        ring = inputs.scores = self._target()
+        inputs.token = token
+        out = self.engine.run(self.layout, self.state, inputs, -1, True, False)
+        self.engine.join()
+        assert self.state.logp is not None
+        self.state.logp.copy_(torch.log_softmax(ring[count - 1].float(), dim=-1))
+        self._keep(out[:count], rows, count)
+
+    def _inputs(self, count: int) -> StepInputs:
         ids = self.ids
         assert ids is not None
         ring = self._target()
         token = ids[:, -count:].t()  # [steps, rows]: each step's previous token
         if token.device != ring.device:
             token = moved(token, ring.device)
-        if count == self.steps:  # a full ring: the graph's shape
-            out = self.engine.run(self.layout, self.state, StepInputs(scores=ring, token=token), step, True, aside)
-        else:
-            out = reduce_step(self.layout, self.state, StepInputs(scores=ring[:count], token=token))
+        return StepInputs(scores=ring if count == self.steps else ring[:count], token=token)
+
+    def _keep(self, out: torch.Tensor, rows: StepRows, count: int) -> None:
         for row in out.unbind(0):
-            rows.append(self.layout, row, step, False)
+            rows.append(self.layout, row, -1, False)
         self.count = 0
