@@ -29,6 +29,8 @@ def main() -> int:
     parser.add_argument("--mode", default="summary")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--prompt-len", type=int, default=32)
     parser.add_argument("--top", type=int, default=35)
     parser.add_argument("--cache", default=None, choices=["static"], help="static: transformers compiles the forward")
     parser.add_argument("--background", action="store_true", help="background_emit=True (drained after each run)")
@@ -36,7 +38,9 @@ def main() -> int:
     args = parser.parse_args()
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     model, vocab = build_model(args.model, args.device, dtype)
-    prompt = torch.randint(3, min(vocab, 32000), (1, 32), generator=torch.Generator().manual_seed(1)).to(args.device)
+    prompt = torch.randint(
+        3, min(vocab, 32000), (args.batch, args.prompt_len), generator=torch.Generator().manual_seed(1)
+    ).to(args.device)
     kwargs = dict(
         attention_mask=torch.ones_like(prompt), max_new_tokens=args.tokens, min_new_tokens=args.tokens, do_sample=False
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from opentelemetry_instrumentation_corevital import testing
@@ -30,12 +31,19 @@ def test_logit_only_steps_report_what_layer_steps_report():
     assert len(logit_only[0]["entropy"]) == 12
 
 
-def test_logit_only_steps_are_reduced_in_batches_that_report_what_single_steps_report():
-    """40 tokens on the logit-only path: step 0 alone, then rings of 16 steps (full twice) and the 7 left at the
-    end, reduced at once; every series equals the layer path's, whose steps are reduced one by one."""
+@pytest.mark.parametrize(
+    ("fit", "shape", "rings"),
+    [(None, (1, 16), [16, 16, 7]), (13, (2, 3), [6] * 6 + [3]), (4, (2, 1), [2] * 19 + [1])],
+)
+def test_logit_only_steps_are_reduced_in_batches_that_report_what_single_steps_report(fit, shape, rings, monkeypatch):
+    """40 tokens on the logit-only path: step 0 alone, then full rings and the steps left at the end, reduced
+    chunk by chunk (the default budget: one chunk of 16; a budget of 13 steps' logits: two chunks of 3; of 4: two
+    chunks of 1); every series equals the layer path's, whose steps are reduced one by one."""
     from opentelemetry_instrumentation_corevital.capture import _logit_batch
 
     model = testing.tiny_causal_lm("llama", seed=0)
+    if fit is not None:
+        monkeypatch.setattr(_logit_batch, "BUDGET", fit * 4 * 2 * model.config.vocab_size)
     reduced: list[int] = []
     original = _logit_batch.LogitBatch._keep
 
@@ -49,7 +57,7 @@ def test_logit_only_steps_are_reduced_in_batches_that_report_what_single_steps_r
             model.generate(PROMPT, attention_mask=MASK, max_new_tokens=40, min_new_tokens=40, do_sample=True)
         return [dataclasses.asdict(seq.timeline) for seq in tc.reports[0].sequences]
 
-    assert _logit_batch.batch_steps(2, model.config.vocab_size) == 16
+    assert _logit_batch.ring_shape(2, model.config.vocab_size) == shape
     _logit_batch.LogitBatch._keep = counted
     try:
         single = run()
@@ -57,7 +65,7 @@ def test_logit_only_steps_are_reduced_in_batches_that_report_what_single_steps_r
         batched = run(layers="1000")
     finally:
         _logit_batch.LogitBatch._keep = original
-    assert reduced == [16, 16, 7]
+    assert reduced == rings
     assert batched == single
     assert len(batched[0]["surprisal"]) == 40
 
@@ -87,19 +95,30 @@ def test_steps_are_not_batched_when_stop_on_reads_them_during_the_loop():
 def test_a_batch_too_large_for_the_device_budget_is_not_made():
     from opentelemetry_instrumentation_corevital.capture import _logit_batch
 
-    assert _logit_batch.batch_steps(1, 32000) == 16
-    assert _logit_batch.batch_steps(8, 151936) == 11  # 64 MiB / (4 bytes x 8 rows x 151936) = 13.8, less 2 to work
-    assert _logit_batch.batch_steps(64, 151936) == 0
+    assert _logit_batch.ring_shape(1, 32000) == (1, 16)  # 524 steps fit: one chunk of 16
+    assert _logit_batch.ring_shape(1, 151936) == (1, 16)  # 110 fit
+    # 64 MiB / (4 bytes x 8 rows x 151936) = 13.8: chunks of 13 // 4 = 3 steps, two of them leave room to work
+    assert _logit_batch.ring_shape(8, 151936) == (2, 3)
+    assert _logit_batch.ring_shape(13, 151936) == (2, 2)  # 8 fit: chunks of 2, two leave 4 to work
+    assert _logit_batch.ring_shape(26, 151936) == (2, 1)  # 4 fit: the smallest ring
+    assert _logit_batch.ring_shape(32, 151936) == (0, 0)  # 3 fit: no ring
+    assert _logit_batch.ring_shape(64, 151936) == (0, 0)
 
 
-def test_the_steps_left_at_the_end_reduced_by_a_replay_of_the_whole_ring_report_what_single_steps_report():
+@pytest.mark.parametrize("fit", [None, 13])
+def test_the_steps_left_at_the_end_reduced_by_a_replay_of_the_whole_ring_report_what_single_steps_report(
+    fit, monkeypatch
+):
     """On a GPU the last steps go through the ring's graph, whole: the slots past them hold older logits (or none
     yet), their rows are dropped and the carried log-probabilities are put back to the last real step's. Here the
-    same reduce runs eagerly, so the bookkeeping is checked exactly: 40 tokens, 7 left after two full rings, and
-    a 10-token run that ends before the first ring fills."""
+    same reduce runs eagerly, so the bookkeeping is checked exactly: 40 tokens (a ring of 16: 7 left after two
+    full rings; two chunks of 3: 3 left, the first chunk) and 12 tokens (ending before a ring of 16 fills;
+    5 left after a ring of 6: a chunk and a part)."""
     from opentelemetry_instrumentation_corevital.capture import _logit_batch
 
     model = testing.tiny_causal_lm("llama", seed=0)
+    if fit is not None:
+        monkeypatch.setattr(_logit_batch, "BUDGET", fit * 4 * 2 * model.config.vocab_size)
     original = _logit_batch.LogitBatch.flush
 
     def whole(self, rows):
@@ -114,7 +133,7 @@ def test_the_steps_left_at_the_end_reduced_by_a_replay_of_the_whole_ring_report_
         assert report.capture.error is None
         return [dataclasses.asdict(seq.timeline) for seq in report.sequences]
 
-    for tokens in (40, 10):
+    for tokens in (40, 12):
         single = run(tokens)
         _logit_batch.LogitBatch.flush = whole
         try:

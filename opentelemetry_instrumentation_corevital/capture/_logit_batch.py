@@ -4,11 +4,13 @@ When no layer is captured (a compiled forward, or layers past the model's),
 a step's only device work is the logit reduce. A compiled decode is bound by
 the host, where each launch is wall time, so each step's raw logits are copied
 into a ring on the device (one copy) and the ring is reduced when it fills: one
-replay of a graph captured for the ring (see ``_lanes``), which reduces its steps
-in order, each exactly as alone. The steps left at the end are reduced once
-more. The tokens the steps need (each the one chosen at the step before) are
-then the ids' last columns. Not for beam search (rows are reordered every step)
-or when the rows are read during the loop (``stop_on``).
+replay of a graph captured for the ring (see ``_lanes``). The graph reduces the
+ring in chunks of steps, each chunk's steps at once: launching a graph costs
+host time for every kernel in it, so a chunk's kernels serve all its steps,
+while the chunk bounds the working memory. The steps left at the end are
+reduced once more. The tokens the steps need (each the one chosen at the step
+before) are then the ids' last columns. Not for beam search (rows are reordered
+every step) or when the rows are read during the loop (``stop_on``).
 """
 
 from __future__ import annotations
@@ -21,27 +23,36 @@ from ._rows import StepRows
 
 #: Steps a ring holds at most.
 MAX_STEPS = 16
-#: Device bytes a ring and its reduce's working memory (two steps' worth) may take.
+#: Device bytes a ring and its reduce's working memory (about twice a chunk) may take.
 BUDGET = 64 << 20
 
 
-def batch_steps(rows: int, vocab: int) -> int:
-    """How many steps' logits one ring holds within :data:`BUDGET` (below 2: no batching)."""
-    return max(0, min(MAX_STEPS, BUDGET // max(1, 4 * rows * vocab) - 2))
+def ring_shape(rows: int, vocab: int) -> tuple[int, int]:
+    """(chunks, steps a chunk) of a ring within :data:`BUDGET`; (0, 0) when fewer than two steps fit.
+
+    A quarter of what fits makes a chunk, as many chunks as leave room for one chunk's working memory.
+    """
+    fit = BUDGET // max(1, 4 * rows * vocab)  # steps of float32 logits
+    chunk = max(1, min(MAX_STEPS, fit // 4))
+    chunks = min(MAX_STEPS // chunk, (fit - 2 * chunk) // chunk)
+    return (chunks, chunk) if chunks * chunk >= 2 else (0, 0)
 
 
 class LogitBatch:
     """The ring of one generation's logit-only steps and their reduce, on one engine (its graph and state)."""
 
-    def __init__(self, layout: StepLayout, state: StepState, engine: LaneReduce, steps: int, scores: torch.Tensor):
+    def __init__(
+        self, layout: StepLayout, state: StepState, engine: LaneReduce, shape: tuple[int, int], scores: torch.Tensor
+    ):
         self.layout = layout
         self.state = state
         self.engine = engine
-        self.steps = steps
+        self.shape = shape  # (chunks, steps a chunk)
+        self.steps = shape[0] * shape[1]
         self.count = 0  # steps in the ring now
         self.ids: torch.Tensor | None = None  # the latest step's ids (their last columns are the ring's tokens)
-        self._ring: torch.Tensor | None = torch.empty((steps, *scores.shape), device=scores.device)
-        self._slots: tuple[torch.Tensor, ...] = self._ring.unbind(0)  # per-step views of the ring in use
+        self._ring: torch.Tensor | None = torch.empty((*shape, *scores.shape), device=scores.device)
+        self._slots: tuple[torch.Tensor, ...] = self._ring.flatten(0, 1).unbind(0)  # per-step views of the ring
 
     def _target(self) -> torch.Tensor:
         """The ring in use: the graph's own static one once it is captured (no copy at the replay)."""
@@ -51,7 +62,7 @@ class LogitBatch:
             return self._ring
         if self._ring is not None:  # the graph's ring from now on
             self._ring = None
-            self._slots = scores.unbind(0)
+            self._slots = scores.flatten(0, 1).unbind(0)
         return scores
 
     def add(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor, rows: StepRows, aside: bool) -> None:
@@ -75,7 +86,12 @@ class LogitBatch:
             return
         self.engine.join()
         if self.engine.graph is None:
-            self._keep(reduce_step(self.layout, self.state, self._inputs(count)), rows, count)
+            inputs = self._inputs(count)
+            assert inputs.scores is not None and inputs.token is not None
+            chunk = self.shape[1]
+            pieces = zip(inputs.scores.split(chunk), inputs.token.split(chunk), strict=True)
+            out = torch.cat([reduce_step(self.layout, self.state, StepInputs(scores=s, token=t)) for s, t in pieces])
+            self._keep(out, rows, count)
             return
         self.padded(rows)
 
@@ -87,22 +103,26 @@ class LogitBatch:
         assert inputs.token is not None and inputs.scores is not None
         token = inputs.token.new_zeros((self.steps, inputs.token.shape[1]))
         token[:count] = inputs.token
-        ring = inputs.scores = self._target()
-        inputs.token = token
+        inputs.scores = self._target()
+        inputs.token = token.unflatten(0, self.shape)
         out = self.engine.run(self.layout, self.state, inputs, -1, True, False)
         self.engine.join()
         assert self.state.logp is not None
-        self.state.logp.copy_(torch.log_softmax(ring[count - 1].float(), dim=-1))
+        self.state.logp.copy_(torch.log_softmax(self._slots[count - 1].float(), dim=-1))
         self._keep(out[:count], rows, count)
 
     def _inputs(self, count: int) -> StepInputs:
+        """The ring, whole ([chunks, steps, rows, vocab]), or its first ``count`` steps ([count, rows, vocab]),
+        with their tokens."""
         ids = self.ids
         assert ids is not None
         ring = self._target()
         token = ids[:, -count:].t()  # [steps, rows]: each step's previous token
         if token.device != ring.device:
             token = moved(token, ring.device)
-        return StepInputs(scores=ring if count == self.steps else ring[:count], token=token)
+        if count == self.steps:
+            return StepInputs(scores=ring, token=token.unflatten(0, self.shape))
+        return StepInputs(scores=ring.flatten(0, 1)[:count], token=token)
 
     def _keep(self, out: torch.Tensor, rows: StepRows, count: int) -> None:
         for row in out.unbind(0):

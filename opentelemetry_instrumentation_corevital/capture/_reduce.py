@@ -139,8 +139,9 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
     ``inputs`` (:class:`StepInputs`):
 
     * ``scores`` [rows, vocab] raw logits; ``token`` [rows] the token chosen at the previous step (or, logits
-      only, [steps, rows, vocab] and [steps, rows]: several steps in order, giving [steps, rows, width]; one step's
-      working memory at a time, so a graph of it holds the steps' logits and one step's temporaries);
+      only, [steps, rows, vocab] and [steps, rows]: several steps at once, giving [steps, rows, width]; or
+      [chunks, steps, rows, vocab] and [chunks, steps, rows]: chunks of steps in order, one chunk's working
+      memory at a time, giving [chunks x steps, rows, width]);
     * ``stacked`` [rows, 1 + layers, hidden]: the first captured layer's input, then every
       captured layer's output (hidden "full"; or each layer's input and output interleaved
       when the captured layers are not consecutive), or [rows, layers, hidden] outputs ("norm");
@@ -151,9 +152,9 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
     * ``router`` [layers, rows, experts] router logits.
     """
     scores, token, parents, stacked = inputs.scores, inputs.token, inputs.parents, inputs.stacked
-    if scores is not None and scores.dim() == 3 and token is not None:  # steps in order, each exactly as alone
-        steps = zip(scores.unbind(0), token.unbind(0), strict=True)
-        return torch.stack([reduce_step(layout, state, StepInputs(scores=s, token=t)) for s, t in steps])
+    if scores is not None and scores.dim() == 4 and token is not None:  # chunks of steps, in order
+        chunks = zip(scores.unbind(0), token.unbind(0), strict=True)
+        return torch.cat([reduce_step(layout, state, StepInputs(scores=s, token=t)) for s, t in chunks])
     heads, inv_valid, inv_rest, router = inputs.heads, inputs.inv_valid, inputs.inv_rest, inputs.router
     blocks: list[torch.Tensor] = []
     if layout.signals:
@@ -165,6 +166,12 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
         blocks.append(top.values)
         if layout.beams:
             blocks.append(top.indices.float())
+        elif scores.dim() == 3:  # logit-only steps at once (``_logit_batch``): each one's previous is the last
+            assert state.logp is not None and token is not None
+            first = state.logp.gather(1, token[0].unsqueeze(-1))
+            rest = logp[:-1].gather(2, token[1:].unsqueeze(-1))
+            blocks.append(torch.cat([first[None], rest]))
+            state.logp.copy_(logp[-1])
         else:
             assert state.logp is not None and token is not None
             blocks.append(state.logp.gather(1, token.view(-1, 1)))  # the previous step's chosen token

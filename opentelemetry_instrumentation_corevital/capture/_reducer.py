@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ._lanes import Lane, LaneReduce, LaneRows, lanes_of, moved
-from ._logit_batch import LogitBatch, batch_steps
+from ._logit_batch import LogitBatch, ring_shape
 from ._model_taps import ModelTaps
 from ._reduce import StepInputs, StepLayout, StepState
 from ._rows import StepRows
@@ -117,9 +117,9 @@ class StepReducer:
         engine = self._engines[0]
         graphable = not self._taps.layers and not self._taps.wants_attention  # the layout's: no layers, no attention
         if state is not None and graphable and self.aside and not layout.beams:  # from step 1 (state: step 0's)
-            steps = batch_steps(rows, int(scores.shape[-1]))
-            if steps >= 2:
-                self._batch = LogitBatch(layout, state, engine, steps, scores)
+            shape = ring_shape(rows, int(scores.shape[-1]))
+            if shape[0]:
+                self._batch = LogitBatch(layout, state, engine, shape, scores)
                 self._batch.add(step, input_ids, scores, self._rows, self.aside)
                 return
         if input_ids.shape[1]:
