@@ -10,6 +10,9 @@ parent path separates an encoder's layers from a decoder's.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +89,98 @@ def _is_encoder_path(name: str) -> bool:
 
 
 def discover(model: PreTrainedModel) -> ModelLayout:
-    """Find the modules to tap from the model's own ``_can_record_outputs``, for any architecture."""
+    """Find the modules to tap from the model's own ``_can_record_outputs``, for any architecture.
+
+    Walking every module costs about half a millisecond a generation on a model of a few hundred modules, which
+    a compiled decode pays as wall time; so the layers found are remembered for the model, and used again while
+    every module on the path to them is still where it was (see :class:`_Known`). The output head is looked up
+    every time (resizing the embeddings replaces it).
+    """
+    with _lock:
+        known = _known.get(model)
+    walked = known.layout() if known is not None and known.holds() else None
+    if walked is None:
+        walked = _walk(model)
+        known = _Known.of(model, walked)
+        if known is not None:
+            with _lock:
+                _known[model] = known
+    layout = dataclasses.replace(walked, problems=list(walked.problems))
+    get_decoder = getattr(model, "get_decoder", None)
+    try:
+        layout.base_decoder = get_decoder() if callable(get_decoder) else None
+    except Exception:
+        layout.base_decoder = None
+    try:
+        layout.lm_head = model.get_output_embeddings()
+    except Exception:
+        layout.lm_head = None
+    return layout
+
+
+#: A target as remembered: (index, dotted name, the module, output index).
+_Found = tuple[int, str, "weakref.ref[torch.nn.Module]", int]
+#: (parent, child's name, child, the parent's number of children).
+_Link = tuple["weakref.ref[torch.nn.Module]", str, "weakref.ref[torch.nn.Module]", int]
+#: The ModelLayout lists that hold targets.
+_KINDS = ("decoder_layers", "encoder_layers", "decoder_attention", "encoder_attention", "routers")
+_known: weakref.WeakKeyDictionary[torch.nn.Module, _Known] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
+class _Known:
+    """A model's walked layout, kept without keeping the model alive (weak references only), and the links from
+    the model down to every target, each with its parent's number of children: a replaced, added or removed
+    module on those paths makes the model be walked again."""
+
+    def __init__(self, kinds: dict[str, list[_Found]], links: list[_Link], problems: list[str]) -> None:
+        self._kinds = kinds
+        self._links = links  # (parent ref, child name, child ref, the parent's number of children)
+        self._problems = problems
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, layout: ModelLayout) -> _Known | None:
+        kinds = {
+            name: [(t.index, t.name, weakref.ref(t.module), t.output_index) for t in getattr(layout, name)]
+            for name in _KINDS
+        }
+        links: dict[tuple[int, str], _Link] = {}
+        for targets in kinds.values():
+            for _, path, _, _ in targets:
+                parent = model
+                for key in path.split("."):
+                    child = parent._modules.get(key)
+                    if child is None:
+                        return None
+                    links.setdefault(
+                        (id(parent), key), (weakref.ref(parent), key, weakref.ref(child), len(parent._modules))
+                    )
+                    parent = child
+        return cls(kinds, list(links.values()), list(layout.problems)) if links else None
+
+    def holds(self) -> bool:
+        """Whether every module on the paths to the targets is still where it was."""
+        for parent_ref, key, child_ref, size in self._links:
+            parent = parent_ref()
+            child = child_ref()
+            if parent is None or child is None or len(parent._modules) != size or parent._modules.get(key) is not child:
+                return False
+        return True
+
+    def layout(self) -> ModelLayout | None:
+        layout = ModelLayout(problems=list(self._problems))
+        for name, targets in self._kinds.items():
+            found = getattr(layout, name)
+            for index, path, ref, out_index in targets:
+                module = ref()
+                if module is None:
+                    return None
+                found.append(Target(index, path, module, out_index))
+        return layout
+
+
+def _walk(model: PreTrainedModel) -> ModelLayout:
+    """Every module of the model, looked through once (see :func:`discover`)."""
     layout = ModelLayout()
     spec = _record_spec(model)
     named = list(model.named_modules())
@@ -116,15 +210,6 @@ def discover(model: PreTrainedModel) -> ModelLayout:
     if layout.routers and len(layout.routers) != len(layout.decoder_layers):
         layout.problems.append("routers do not pair one-to-one with decoder layers")
         layout.routers = []
-    get_decoder = getattr(model, "get_decoder", None)
-    try:
-        layout.base_decoder = get_decoder() if callable(get_decoder) else None
-    except Exception:
-        layout.base_decoder = None
-    try:
-        layout.lm_head = model.get_output_embeddings()
-    except Exception:
-        layout.lm_head = None
     return layout
 
 
