@@ -141,3 +141,9 @@ def test_compiled_forward_names_how_it_was_compiled():
     assert compiled_forward(model, static, None) is None
     model.model.layers[1].compile(backend="eager")  # nn.Module.compile on one decoder layer
     assert compiled_forward(model, GenerationConfig(), {}) == USER_COMPILED
+    other = tiny_causal_lm("llama")
+    other.model.register_module("unused", None)  # an empty slot is passed over
+    assert compiled_forward(other, GenerationConfig(), {}) is None
+    mlp = other.model.layers[0].mlp  # a forward replaced three modules down
+    mlp.forward = torch.compile(mlp.forward, backend="eager")
+    assert compiled_forward(other, GenerationConfig(), {}) == USER_COMPILED

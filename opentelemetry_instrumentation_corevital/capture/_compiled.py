@@ -21,18 +21,28 @@ USER_COMPILED = "compiled forward (torch.compile): layer capture off, logit sign
 AUTO_COMPILED = "compiled forward ({cache} cache, compiled by transformers): layer capture off, logit signals only"
 
 
-def _compiled(module: torch.nn.Module) -> bool:
-    """The module's forward or call was replaced by a ``torch.compile`` one (``m.forward = torch.compile(...)``)."""
-    state = vars(module)
-    forward = state.get("forward")
-    return state.get("_compiled_call_impl") is not None or (
-        forward is not None and getattr(forward, "_torchdynamo_orig_callable", None) is not None
-    )
+def _any_compiled(model: torch.nn.Module) -> bool:
+    """Whether a module's forward or call was replaced by a ``torch.compile`` one (``m.forward = torch.compile(...)``,
+    ``m.compile()``), anywhere in the model. Looked at every call (compiling needs no structural change), so
+    through the modules' own dictionaries: a fifth of the time of ``modules()``, whose generators nest."""
+    stack: list[torch.nn.Module | None] = [model]
+    while stack:
+        module = stack.pop()
+        if module is None:  # a registered empty slot
+            continue
+        state = module.__dict__
+        forward = state.get("forward")
+        if state.get("_compiled_call_impl") is not None or (
+            forward is not None and getattr(forward, "_torchdynamo_orig_callable", None) is not None
+        ):
+            return True
+        stack.extend(state["_modules"].values())
+    return False
 
 
 def compiled_forward(model: Any, generation_config: Any, model_kwargs: dict | None) -> str | None:
     """Why the decoding forward of this ``generate`` call will run compiled, or None when it runs eagerly."""
-    if isinstance(model, torch.nn.Module) and any(_compiled(m) for m in model.modules()):
+    if isinstance(model, torch.nn.Module) and _any_compiled(model):
         return USER_COMPILED
     if generation_config is None:
         return None
