@@ -1,10 +1,12 @@
-"""The capture source interface, used directly: taps in at start and all out at finish, scoring as a mode."""
+"""The capture source interface, used directly: taps in before the first forward and all out at finish, scoring
+as a mode."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from transformers import GenerationConfig, LogitsProcessorList
 
 from opentelemetry_instrumentation_corevital.capture import (
     CapturePlan,
@@ -13,6 +15,7 @@ from opentelemetry_instrumentation_corevital.capture import (
     install_attention_interception,
     uninstall_attention_interception,
 )
+from opentelemetry_instrumentation_corevital.capture._compiled import USER_COMPILED
 from opentelemetry_instrumentation_corevital.testing import tiny_causal_lm
 
 PROMPT = torch.tensor([[1, 17, 42, 99, 7, 23, 5, 64]])
@@ -38,12 +41,15 @@ def scored(model: torch.nn.Module, plan: CapturePlan) -> tuple[TransformersSourc
     return source, lifecycle.finish(ids), logits
 
 
-def test_taps_go_in_at_start_and_all_come_out_at_stop():
+def test_taps_go_in_once_the_processors_are_built_and_all_come_out_at_stop():
+    """A decoder-only ``generate`` runs its first forward after building its processors: the taps go in there."""
     model = tiny_causal_lm("llama")
     model.set_attn_implementation("eager")
     source = TransformersSource(model, None, CapturePlan.for_mode("full"), prompt_ids=PROMPT)
     assert hook_count(model) == 0  # nothing is installed before the call starts
     source.start()
+    assert hook_count(model) == 0
+    source.processors_for(LogitsProcessorList(), GenerationConfig(), None, PROMPT.shape[1], {})
     assert source.taps.taps.targets == [
         "model",
         "layer model.layers.0",
@@ -59,6 +65,27 @@ def test_taps_go_in_at_start_and_all_come_out_at_stop():
     result = source.finish(None)
     assert hook_count(model) == 0
     assert result.attention_source == "eager attention weights"
+
+
+def test_a_compiled_forward_never_gets_a_tap(monkeypatch):
+    """Known compiled when the processors are built, before the first forward: no hook is ever registered."""
+    model = tiny_causal_lm("llama")
+    model.forward = torch.compile(model.forward, backend="eager")
+    registered: list[str] = []
+    for name in ("register_forward_hook", "register_forward_pre_hook"):
+        original = getattr(torch.nn.Module, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            registered.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.Module, name, counted)
+    source = TransformersSource(model, None, CapturePlan.for_mode("full"), prompt_ids=PROMPT)
+    source.start()
+    source.processors_for(LogitsProcessorList(), GenerationConfig(), None, PROMPT.shape[1], {})
+    source.stop()
+    assert registered == []
+    assert source.unavailable["layers"] == USER_COMPILED
 
 
 def test_scoring_is_a_mode_of_the_source():

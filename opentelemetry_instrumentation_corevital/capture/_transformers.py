@@ -85,21 +85,31 @@ class TransformersSource:
         self._loop_prefix: int | None = None  # length of the ids generate's decoding loop starts from
         self._cached = 0  # positions the key cache holds before step 1 (the prefix, or the embedded prompt)
         self._started = False
+        self._deferred = False  # the taps go in at processors_for
         self._bound: contextvars.Token | None = None
 
     # -- the lifecycle (CaptureSource) ------------------------------------------------------
     def start(self) -> None:
-        """Put the taps in place and bind them to this context, right before the model runs."""
+        """Bind the taps to this context, right before the model runs, and put them in place — except for a
+        decoder-only ``generate``, whose first forward comes after its processors are built: its taps go in there
+        (:meth:`processors_for`), once it is known whether the forward runs compiled (then none go in at all)."""
         if self._bound is not None:
             return
         if not self._started:  # taps go in once per call
             self._started = True
-            try:
-                self.taps.install()
-            except Exception as exc:  # a model we cannot hook: no layer data, the call runs as it would
-                self.taps.remove()
-                self.unavailable["layers"] = f"taps could not be installed: {type(exc).__name__}: {exc}"
+            if self.taps.teacher_forced or self.taps.is_seq2seq:  # a forward (scoring, the encoder's) comes first
+                self._install()
+            else:
+                self._deferred = True
         self._bound = ACTIVE_TAPS.set(self.taps)
+
+    def _install(self) -> None:
+        self._deferred = False
+        try:
+            self.taps.install()
+        except Exception as exc:  # a model we cannot hook: no layer data, the call runs as it would
+            self.taps.remove()
+            self.unavailable["layers"] = f"taps could not be installed: {type(exc).__name__}: {exc}"
 
     def stop(self) -> None:
         """Unbind from this context and take the taps out once the model returned or raised, whatever happens to
@@ -178,6 +188,7 @@ class TransformersSource:
         self._loop_prefix = int(loop_prefix) if isinstance(loop_prefix, int) else None
         compiled = compiled_forward(self.taps.model, generation_config, model_kwargs)
         if compiled is not None:  # before the first forward: the compiled graph never sees a tap
+            self._deferred = False
             self.taps.compiled_off(compiled)
         try:
             self.generation_mode = str(generation_config.get_generation_mode(assistant_model).value)
@@ -192,12 +203,15 @@ class TransformersSource:
             if self.recorder.signals:
                 self.unavailable["logits"] = f"not captured for {mode or 'this'} decoding"
             self.recorder.signals = False
-            if self.taps.active:
+            if self.taps.active or (self._deferred and self.plan.needs_layers):
                 self.unavailable["layers"] = f"not captured for {mode or 'this'} decoding"
                 self.taps.remove()
+                self._deferred = False
         if mode not in TIMING_MODES:
             self.recorder.timing = False
             self.unavailable["timing"] = f"per-step times not measured for {mode or 'this'} decoding"
+        if self._deferred:
+            self._install()
         self.reducer.configure(top_k, mode in BEAM_MODES, generation_config)
         self.attached = True
         return RecordingProcessorList(processors, self.recorder)
