@@ -261,8 +261,14 @@ def telemetry_providers() -> dict[str, Any]:
 
 def set_mode(mode: str, providers: dict[str, Any]) -> None:
     from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor
+    from opentelemetry_instrumentation_corevital.capture import _graph_pool
 
     instrumentor = CoreVitalInstrumentor()
+    # uninstrument() drops the reduce graphs kept between generations; a process that stays instrumented keeps
+    # them, so the harness hands them back after its own switch (else every instrumented round captured afresh).
+    kept = providers.setdefault("_graphs", {})  # key -> graphs, across plain rounds too
+    with _graph_pool._lock:
+        kept.update({key: list(graphs) for key, graphs in _graph_pool._kept.items()})
     if instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.uninstrument()
     if mode == "plain" and providers.get("_compiled"):
@@ -278,6 +284,8 @@ def set_mode(mode: str, providers: dict[str, Any]) -> None:
         if providers.get("_background"):
             kwargs["background_emit"] = True
         instrumentor.instrument(capture=mode, **kwargs)
+        with _graph_pool._lock:
+            _graph_pool._kept.update({key: list(graphs) for key, graphs in kept.items()})
     providers["_exporter"].clear()
     providers["_reports"].clear()
 
