@@ -33,12 +33,18 @@ def test_logit_only_steps_report_what_layer_steps_report():
 
 @pytest.mark.parametrize(
     ("fit", "shape", "rings"),
-    [(None, (1, 16), [16, 16, 7]), (13, (2, 3), [6] * 6 + [3]), (4, (2, 1), [2] * 19 + [1])],
+    [
+        (None, (1, 16), [16, 16, 7]),
+        (27, (4, 4), [16, 16, 7]),
+        (13, (11, 1), [11, 11, 11, 6]),
+        (4, (2, 1), [2] * 19 + [1]),
+    ],
 )
 def test_logit_only_steps_are_reduced_in_batches_that_report_what_single_steps_report(fit, shape, rings, monkeypatch):
     """40 tokens on the logit-only path: step 0 alone, then full rings and the steps left at the end, reduced
-    chunk by chunk (the default budget: one chunk of 16; a budget of 13 steps' logits: two chunks of 3; of 4: two
-    chunks of 1); every series equals the layer path's, whose steps are reduced one by one."""
+    chunk by chunk (the default budget: one chunk of 16; a budget of 27 steps' logits: four chunks of 4; of 13:
+    eleven steps one by one; of 4: two); every series equals the layer path's, whose steps are reduced one by
+    one."""
     from opentelemetry_instrumentation_corevital.capture import _logit_batch
 
     model = testing.tiny_causal_lm("llama", seed=0)
@@ -97,23 +103,24 @@ def test_a_batch_too_large_for_the_device_budget_is_not_made():
 
     assert _logit_batch.ring_shape(1, 32000) == (1, 16)  # 524 steps fit: one chunk of 16
     assert _logit_batch.ring_shape(1, 151936) == (1, 16)  # 110 fit
-    # 64 MiB / (4 bytes x 8 rows x 151936) = 13.8: chunks of 13 // 4 = 3 steps, two of them leave room to work
-    assert _logit_batch.ring_shape(8, 151936) == (2, 3)
-    assert _logit_batch.ring_shape(13, 151936) == (2, 2)  # 8 fit: chunks of 2, two leave 4 to work
+    assert _logit_batch.ring_shape(4, 151936) == (4, 4)  # 27 fit: 16 steps and two chunks of 4 to work (24)
+    # 64 MiB / (4 bytes x 8 rows x 151936) = 13.8: 11 steps, one at a time (a chunk of 1 leaves 2 to work)
+    assert _logit_batch.ring_shape(8, 151936) == (11, 1)
+    assert _logit_batch.ring_shape(13, 151936) == (6, 1)  # 8 fit
     assert _logit_batch.ring_shape(26, 151936) == (2, 1)  # 4 fit: the smallest ring
     assert _logit_batch.ring_shape(32, 151936) == (0, 0)  # 3 fit: no ring
     assert _logit_batch.ring_shape(64, 151936) == (0, 0)
 
 
-@pytest.mark.parametrize("fit", [None, 13])
+@pytest.mark.parametrize("fit", [None, 27])
 def test_the_steps_left_at_the_end_reduced_by_a_replay_of_the_whole_ring_report_what_single_steps_report(
     fit, monkeypatch
 ):
     """On a GPU the last steps go through the ring's graph, whole: the slots past them hold older logits (or none
     yet), their rows are dropped and the carried log-probabilities are put back to the last real step's. Here the
-    same reduce runs eagerly, so the bookkeeping is checked exactly: 40 tokens (a ring of 16: 7 left after two
-    full rings; two chunks of 3: 3 left, the first chunk) and 12 tokens (ending before a ring of 16 fills;
-    5 left after a ring of 6: a chunk and a part)."""
+    same reduce runs eagerly, so the bookkeeping is checked exactly: 40 tokens (7 left after two full rings of
+    16: in one chunk of 16, or in a chunk of 4 and part of another) and 12 tokens (ending before the first ring
+    fills: 11 steps, two chunks of 4 and part of a third)."""
     from opentelemetry_instrumentation_corevital.capture import _logit_batch
 
     model = testing.tiny_causal_lm("llama", seed=0)

@@ -30,12 +30,16 @@ BUDGET = 64 << 20
 def ring_shape(rows: int, vocab: int) -> tuple[int, int]:
     """(chunks, steps a chunk) of a ring within :data:`BUDGET`; (0, 0) when fewer than two steps fit.
 
-    A quarter of what fits makes a chunk, as many chunks as leave room for one chunk's working memory.
+    The most steps first (a replay's host time is mostly fixed: on the H200, 2 x 3 steps cost more a generation
+    than 11 x 1, ``benchmarks/ring_host.py``), then the largest chunk that still leaves room for its working
+    memory (two chunks' worth). The ring's steps divide evenly into chunks.
     """
     fit = BUDGET // max(1, 4 * rows * vocab)  # steps of float32 logits
-    chunk = max(1, min(MAX_STEPS, fit // 4))
-    chunks = min(MAX_STEPS // chunk, (fit - 2 * chunk) // chunk)
-    return (chunks, chunk) if chunks * chunk >= 2 else (0, 0)
+    steps = min(MAX_STEPS, fit - 2)
+    if steps < 2:
+        return (0, 0)
+    chunk = max(c for c in range(1, steps + 1) if steps % c == 0 and steps + 2 * c <= fit)
+    return (steps // chunk, chunk)
 
 
 class LogitBatch:
