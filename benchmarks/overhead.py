@@ -290,6 +290,28 @@ def set_mode(mode: str, providers: dict[str, Any]) -> None:
     providers["_reports"].clear()
 
 
+def static_cache_setup(
+    model_name: str, device: str, batch: int, prompt_len: int, tokens: int
+) -> tuple[Any, torch.Tensor, dict[str, Any], dict[str, Any]]:
+    """A compiled decode to time (transformers' static cache): the model, a seeded prompt, ``generate``'s keywords,
+    and providers for background emission whose plain rounds keep the attention registry wrapped (``set_mode``)."""
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model, vocab = build_model(model_name, device, dtype)
+    generator = torch.Generator().manual_seed(1)
+    prompt = torch.randint(3, min(vocab, 32000), (batch, prompt_len), generator=generator).to(device)
+    kwargs: dict[str, Any] = dict(
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
+        do_sample=False,
+        cache_implementation="static",
+    )
+    providers = telemetry_providers()
+    providers["_background"] = True
+    providers["_compiled"] = True
+    return model, prompt, kwargs, providers
+
+
 def sync_now(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -21,11 +21,10 @@ import torch
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from overhead import (  # noqa: E402
     HOST_TIME,
-    build_model,
     flush_reports,
     host_parts,
     set_mode,
-    telemetry_providers,
+    static_cache_setup,
     time_our_host_work,
 )
 
@@ -43,20 +42,10 @@ def main() -> int:
     from opentelemetry_instrumentation_corevital.capture import _reducer
 
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    model, vocab = build_model(args.model, args.device, dtype)
-    gen = torch.Generator().manual_seed(1)
-    prompt = torch.randint(3, min(vocab, 32000), (args.batch, args.prompt_len), generator=gen).to(args.device)
-    kwargs = dict(
-        attention_mask=torch.ones_like(prompt),
-        max_new_tokens=args.tokens,
-        min_new_tokens=args.tokens,
-        do_sample=False,
-        cache_implementation="static",
+    model, prompt, kwargs, providers = static_cache_setup(
+        args.model, args.device, args.batch, args.prompt_len, args.tokens
     )
-    providers = telemetry_providers()
-    providers["_background"] = True
-    providers["_compiled"] = True
+    vocab = int(model.config.vocab_size)
     time_our_host_work()
 
     def sync() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from overhead import build_model, flush_reports, paired_interval, set_mode, sync_now, telemetry_providers  # noqa: E402
+from overhead import flush_reports, paired_interval, set_mode, static_cache_setup, sync_now  # noqa: E402
 
 
 def _variant(name: str) -> Any:
@@ -94,20 +94,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--blocks", action="store_true", help="each variant's rounds back to back, not round-robin")
     args = parser.parse_args()
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    model, vocab = build_model(args.model, args.device, dtype)
-    generator = torch.Generator().manual_seed(1)
-    prompt = torch.randint(3, min(vocab, 32000), (args.batch, args.prompt_len), generator=generator).to(args.device)
-    kwargs: dict[str, Any] = dict(
-        attention_mask=torch.ones_like(prompt),
-        max_new_tokens=args.tokens,
-        min_new_tokens=args.tokens,
-        do_sample=False,
-        cache_implementation="static",
+    model, prompt, kwargs, providers = static_cache_setup(
+        args.model, args.device, args.batch, args.prompt_len, args.tokens
     )
-    providers = telemetry_providers()
-    providers["_background"] = True
-    providers["_compiled"] = True  # plain rounds keep the attention registry wrapped (see overhead.set_mode)
     variants = args.variants.split(",")
     times: dict[str, list[float]] = {v: [] for v in variants}
     cpu_times: dict[str, list[float]] = {v: [] for v in variants}  # the caller thread's CPU time
