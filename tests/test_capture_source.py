@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 
@@ -86,6 +87,25 @@ def test_a_compiled_forward_never_gets_a_tap(monkeypatch):
     source.stop()
     assert registered == []
     assert source.unavailable["layers"] == USER_COMPILED
+
+
+def test_the_taps_go_in_even_when_attaching_to_the_processors_fails(monkeypatch):
+    """Our processor is lost (the wrapper hands generate its own list back), the layers are not."""
+    from opentelemetry_instrumentation_corevital.capture import _transformers
+
+    def broken(*args):
+        raise RuntimeError("an unexpected generation config")
+
+    monkeypatch.setattr(_transformers, "compiled_forward", broken)
+    model = tiny_causal_lm("llama")
+    model.set_attn_implementation("eager")
+    source = TransformersSource(model, None, CapturePlan.for_mode("full"), prompt_ids=PROMPT)
+    source.start()
+    with pytest.raises(RuntimeError, match="unexpected generation config"):
+        source.processors_for(LogitsProcessorList(), GenerationConfig(), None, PROMPT.shape[1], {})
+    assert hook_count(model) == 6
+    source.stop()
+    assert hook_count(model) == 0
 
 
 def test_scoring_is_a_mode_of_the_source():

@@ -55,7 +55,7 @@ class LogitBatch:
         self.steps = shape[0] * shape[1]
         self.count = 0  # steps in the ring now
         self.ids: torch.Tensor | None = None  # the latest step's ids (their last columns are the ring's tokens)
-        self._ring: torch.Tensor | None = torch.empty((*shape, *scores.shape), device=scores.device)
+        self._ring: torch.Tensor | None = torch.empty((*shape, *scores.shape), dtype=scores.dtype, device=scores.device)
         self._slots: tuple[torch.Tensor, ...] = self._ring.flatten(0, 1).unbind(0)  # per-step views of the ring
 
     def _target(self) -> torch.Tensor:

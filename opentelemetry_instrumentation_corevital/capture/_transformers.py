@@ -184,6 +184,15 @@ class TransformersSource:
         ``loop_prefix`` is the length of the ids the decoding loop starts from (``generate``'s
         ``input_ids_seq_length``): the prefix of the returned sequences whatever the decoding.
         """
+        try:
+            return self._attach(processors, generation_config, assistant_model, loop_prefix, model_kwargs)
+        finally:
+            if self._deferred:  # whatever failed above, the forward that comes is tapped as it would have been
+                self._install()
+
+    def _attach(
+        self, processors: Any, generation_config: Any, assistant_model: Any, loop_prefix: Any, model_kwargs: Any
+    ) -> RecordingProcessorList:
         self.generation_config = generation_config
         self._loop_prefix = int(loop_prefix) if isinstance(loop_prefix, int) else None
         compiled = compiled_forward(self.taps.model, generation_config, model_kwargs)
