@@ -161,3 +161,24 @@ def test_process_exit_flushes_the_queued_telemetry(tmp_path):
     lines = done.stdout.splitlines()
     assert lines[0] == "RETURNED"  # generate() returned before the span was exported
     assert [line for line in lines if line.startswith("SPAN ")] == ["SPAN text_completion llama"]
+
+
+def test_the_emission_thread_gives_the_gil_back_between_sequences(model, monkeypatch):
+    """A caller waiting for the GIL while the report is built would wait up to the switch interval (5 ms): the
+    emission thread lets it in before each sequence's diagnosis, metrics and step logs; the caller never pauses."""
+    from types import SimpleNamespace
+
+    from opentelemetry_instrumentation_corevital.report import _gil
+
+    paused: list[str] = []
+    monkeypatch.setattr(_gil, "time", SimpleNamespace(sleep=lambda s: paused.append(threading.current_thread().name)))
+    prompt = PROMPT.repeat(3, 1)
+    with testing.TelemetryCapture(capture="full", background_emit=True) as tc:
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False)
+        assert CoreVitalInstrumentor().flush(10)
+        assert len(tc.reports) == 1
+    assert paused == ["corevital-emit"] * 9  # 3 sequences x (diagnosis, entropy histogram, step logs)
+    paused.clear()
+    with testing.TelemetryCapture(capture="full") as tc:  # emitted on the caller: no pause
+        model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False)
+    assert paused == []

@@ -16,6 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..report import pause_often
+
 _logger = logging.getLogger(__name__)
 
 #: Generations waiting for their telemetry; more are refused (telemetry lost, counted by the caller).
@@ -68,6 +70,7 @@ class BackgroundEmitter:
             return len(self._jobs) + self._busy
 
     def _run(self) -> None:
+        pause_often()
         while True:
             with self._cond:
                 while not self._jobs:

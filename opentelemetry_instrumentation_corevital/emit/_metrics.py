@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry.metrics import Meter
 
 from .. import names as n
-from ..report import Report
+from ..report import Report, pause
 from ..signals import is_finite
 
 #: Hidden-state norms span orders of magnitude across models: powers of two from 1/4 to 16384.
@@ -165,6 +165,7 @@ class Instruments:
             if flag in n.FLAG_NAMES:  # the attribute's value set stays bounded whatever a report holds
                 m["flags"].add(1, {**base, n.FLAG_ATTRIBUTE: flag})
         for sequence in report.sequences:
+            pause()
             for value in sequence.timeline.entropy:
                 if is_finite(value):
                     m["token_entropy"].record(value, base)

@@ -25,7 +25,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from .. import names as n
-from ..report import Report
+from ..report import Report, pause
 
 #: Events left free under the SDK limit for other instrumentation (exceptions, user events).
 EVENT_RESERVE = 8
@@ -120,6 +120,7 @@ def emit_step_logs(logger: Logger, report: Report, context: Context, start_ns: i
 
     count = 0
     for seq_index, seq in enumerate(report.sequences):
+        pause()
         layers = seq.layers
         column = {t: j for j, t in enumerate(layers.steps)} if layers is not None else {}
         matrices = [

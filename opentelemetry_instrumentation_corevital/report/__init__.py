@@ -3,6 +3,7 @@
 from ._build import build_report, sequence_length, trim_to_summary
 from ._content_policy import ContentPolicy, without_content
 from ._diagnose import diagnose_report, diagnose_sequence
+from ._gil import pause, pause_often
 from ._input import CaptureResult, ContentInput, GenerationRequest
 from ._legacy import MigrationError, from_corevital
 from ._model import (
@@ -63,6 +64,8 @@ __all__ = [
     "diagnose_sequence",
     "finish_summary",
     "from_corevital",
+    "pause",
+    "pause_often",
     "report_schema",
     "sequence_length",
     "trim_to_summary",

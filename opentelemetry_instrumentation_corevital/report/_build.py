@@ -15,6 +15,7 @@ from ..signals import finite_or_none
 from ..signals.profiles import Profile
 from ..version import __version__
 from ._diagnose import diagnose_sequence, thresholds_of
+from ._gil import pause
 from ._input import CaptureResult, ContentInput, GenerationRequest
 from ._model import (
     ATTENTION_MATRICES,
@@ -249,6 +250,7 @@ def build_report(
             )
             seq.encoder = _encoder_summary(capture, input_row)
         quote = decode if content is not None and content.quote_tokens else None
+        pause()  # on the emission thread, a caller waiting for the GIL has it now (see _gil)
         diagnose_sequence(seq, profile, tokens=tokens, signals=signals, decode=quote)
         if content is not None:
             seq.token_ids = list(tokens)
