@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ._lanes import LaneReduce, moved
-from ._reduce import StepInputs, StepLayout, StepState, reduce_step
+from ._reduce import StepInputs, StepLayout, StepState, reduce_chunks
 from ._rows import StepRows
 
 #: Steps a ring holds at most.
@@ -94,8 +94,7 @@ class LogitBatch:
             assert inputs.scores is not None and inputs.token is not None
             chunk = self.shape[1]
             pieces = zip(inputs.scores.split(chunk), inputs.token.split(chunk), strict=True)
-            out = torch.cat([reduce_step(self.layout, self.state, StepInputs(scores=s, token=t)) for s, t in pieces])
-            self._keep(out, rows, count)
+            self._keep(reduce_chunks(self.layout, self.state, pieces), rows, count)
             return
         self.padded(rows)
 

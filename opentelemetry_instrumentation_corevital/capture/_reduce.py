@@ -15,6 +15,7 @@ The eager and graphed paths run the same code, so they agree exactly.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -153,8 +154,7 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
     """
     scores, token, parents, stacked = inputs.scores, inputs.token, inputs.parents, inputs.stacked
     if scores is not None and scores.dim() == 4 and token is not None:  # chunks of steps, in order
-        chunks = zip(scores.unbind(0), token.unbind(0), strict=True)
-        return torch.cat([reduce_step(layout, state, StepInputs(scores=s, token=t)) for s, t in chunks])
+        return reduce_chunks(layout, state, zip(scores.unbind(0), token.unbind(0), strict=True))
     heads, inv_valid, inv_rest, router = inputs.heads, inputs.inv_valid, inputs.inv_rest, inputs.router
     blocks: list[torch.Tensor] = []
     if layout.signals:
@@ -222,6 +222,14 @@ def reduce_step(layout: StepLayout, state: StepState, inputs: StepInputs) -> tor
         state.counts.copy_(counts)
         blocks.append(torch.stack([entropy, balance], dim=-1).transpose(0, 1).flatten(1))
     return torch.cat(blocks, dim=-1)
+
+
+def reduce_chunks(
+    layout: StepLayout, state: StepState, chunks: Iterable[tuple[torch.Tensor, torch.Tensor]]
+) -> torch.Tensor:
+    """Logit-only chunks of steps in order, each ([steps, rows, vocab] logits, [steps, rows] tokens) reduced at
+    once by :func:`reduce_step`: [all steps, rows, width]."""
+    return torch.cat([reduce_step(layout, state, StepInputs(scores=s, token=t)) for s, t in chunks])
 
 
 def head_values(probs: torch.Tensor, weights: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
