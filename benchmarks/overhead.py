@@ -139,6 +139,7 @@ class Result:
     gpus: int = 1  # the model split over this many GPUs (device_map, layers in equal runs)
     peak_devices: dict[str, list[float]] = field(default_factory=dict)  # mode -> peak MiB on each GPU
     background: bool = False  # background_emit on: build and emit ran on the emission thread (flushed per round)
+    graph_trees: dict[str, dict[str, float]] = field(default_factory=dict)  # mode -> CUDA-graph trees (--graph-trees)
 
 
 def paired_interval(
@@ -190,6 +191,7 @@ def build_model(name: str, device: str, dtype: torch.dtype, gpus: int = 1) -> tu
 
 
 HOST_TIME: dict[str, float] = {}  # part -> seconds, inclusive (see host_parts)
+GRAPH_TREES: dict[str, float] = {}  # "records", "misses", "miss_us" in this generation (see count_graph_trees)
 
 
 def time_our_host_work() -> None:
@@ -222,6 +224,63 @@ def time_our_host_work() -> None:
     TransformersSource.finish = timed(TransformersSource.finish, "transfer")
 
 
+def time_finish_parts() -> None:
+    """Split the read-back's host time (``transfer``) into its parts, as ``fin.*`` keys of the host parts: the wait for
+    the device to catch up (a synchronisation put first, which the read-back would otherwise do), the end of the
+    batched steps, the transfer, the step times and the release; and the step's ring copy and clock mark."""
+    from opentelemetry_instrumentation_corevital.capture import _clock, _logit_batch, _reducer, _transformers
+
+    def timed(fn: Any, part: str) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                HOST_TIME[part] = HOST_TIME.get(part, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    finish = _transformers.TransformersSource.finish
+
+    def lag_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if torch.cuda.is_available():
+            timed(torch.cuda.synchronize, "fin.lag")()
+        return finish(self, *args, **kwargs)
+
+    _transformers.TransformersSource.finish = lag_first
+    _transformers.transfer = timed(_transformers.transfer, "fin.transfer")
+    _reducer.StepReducer.settle = timed(_reducer.StepReducer.settle, "fin.settle")
+    _clock.StepClock.step_ends = timed(_clock.StepClock.step_ends, "fin.ends")
+    _transformers.TransformersSource._release = timed(_transformers.TransformersSource._release, "fin.release")
+    _logit_batch.LogitBatch.add = timed(_logit_batch.LogitBatch.add, "step.add")
+    _clock.StepClock.mark = timed(_clock.StepClock.mark, "step.mark")
+
+
+def count_graph_trees() -> None:
+    """Count what torch's CUDA-graph trees do for a compiled forward (recordings, and checks of a recorded path that
+    did not match the call's inputs) into :data:`GRAPH_TREES`: the cost that a static input moving to a new address
+    brings (a recording, then a failed check every step), which the round-robin of modes may bring to either side."""
+    from torch._inductor import cudagraph_trees as trees
+
+    record, check = trees.CUDAGraphTreeManager.record_function, trees.CUDAGraphNode.check_invariants
+
+    def counted_record(*args: Any, **kwargs: Any) -> Any:
+        GRAPH_TREES["records"] = GRAPH_TREES.get("records", 0) + 1
+        return record(*args, **kwargs)
+
+    def counted_check(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        status = check(*args, **kwargs)
+        first = status[0] if isinstance(status, tuple) else status  # (status, why) in newer torch, else a status
+        if first is not True and getattr(first, "name", None) != "SUCCESS":
+            GRAPH_TREES["misses"] = GRAPH_TREES.get("misses", 0) + 1
+            GRAPH_TREES["miss_us"] = GRAPH_TREES.get("miss_us", 0) + (time.perf_counter() - start) * 1e6
+        return status
+
+    trees.CUDAGraphTreeManager.record_function = counted_record
+    trees.CUDAGraphNode.check_invariants = counted_check
+
+
 def host_parts(inclusive: dict[str, float]) -> dict[str, float]:
     """Exclusive milliseconds per part: per-step reduce, call start, read-back, report build, emission; and total,
     the caller's own: with ``background_emit`` the build and emission run on the emission thread (``background``)."""
@@ -235,6 +294,7 @@ def host_parts(inclusive: dict[str, float]) -> dict[str, float]:
         "emit": get("end", 0.0) - get("report", 0.0),
     }
     parts["background"] = get("end", 0.0) if handoff else 0.0
+    parts.update({k: v for k, v in inclusive.items() if k.startswith(("fin.", "step."))})  # --finish-parts
     parts["total"] = parts["steps"] + parts["start"] + (get("handoff", 0.0) if handoff else get("end", 0.0))
     return {k: v * 1000 for k, v in parts.items()}
 
@@ -379,6 +439,7 @@ def bench(name: str, args: argparse.Namespace) -> Result:
         result.plain_reproducible = bool(torch.equal(model.generate(prompt, **kwargs), outputs["plain"]))
         times: dict[str, list[float]] = {m: [] for m in modes}
         ours: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+        trees: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
         for r in range(args.rounds):
             order = modes[r % len(modes) :] + modes[: r % len(modes)]
             for mode in order:
@@ -386,12 +447,14 @@ def bench(name: str, args: argparse.Namespace) -> Result:
                 gc.collect()
                 sync_now(device)
                 HOST_TIME.clear()
+                GRAPH_TREES.clear()
                 start = time.perf_counter()
                 model.generate(prompt, **kwargs)
                 sync_now(device)
                 times[mode].append(time.perf_counter() - start)
                 flush_reports()
                 ours[mode].append(host_parts(HOST_TIME))
+                trees[mode].append(dict(GRAPH_TREES))
                 for report in providers["_reports"]:
                     details[mode].append(report.capture.detail)
                     if report.summary.risk_score is not None:
@@ -422,6 +485,13 @@ def bench(name: str, args: argparse.Namespace) -> Result:
         result.paired[mode] = statistics.median(t / p for t, p in zip(times[mode], times["plain"]))
         result.host_parts[mode] = {k: statistics.median(p[k] for p in ours[mode]) for k in ours[mode][0]}
         result.host_ms[mode] = result.host_parts[mode]["total"]
+        if args.graph_trees:
+            counts = trees[mode]
+            result.graph_trees[mode] = {
+                "records": sum(c.get("records", 0) for c in counts),
+                "misses": statistics.median(c.get("misses", 0) for c in counts),
+                "miss_ms": statistics.median(c.get("miss_us", 0) for c in counts) / 1000,
+            }
         result.ratio[mode] = result.median_s[mode] / base
         result.same_output[mode] = bool(torch.equal(outputs[mode], outputs["plain"]))
         if details[mode]:
@@ -529,6 +599,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=1, help="split each model over this many GPUs (device_map)")
     parser.add_argument("--no-syncs", dest="syncs", action="store_false", help="skip the sync count and peak memory")
     parser.add_argument("--background", action="store_true", help="background_emit=True (flushed after each round)")
+    parser.add_argument("--graph-trees", action="store_true", help="count CUDA-graph tree recordings and failed checks")
+    parser.add_argument("--finish-parts", action="store_true", help="split the read-back's host time into its parts")
     args = parser.parse_args(argv)
     if args.render:
         loaded = [Result(**r) for path in args.render for r in json.load(open(path))["results"]]
@@ -539,7 +611,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.pin_cpu is not None:
         os.sched_setaffinity(0, {args.pin_cpu})
         torch.set_num_threads(1)  # more threads than cores would spin against each other
+    if args.finish_parts:  # before time_our_host_work: "transfer" then includes the parts
+        time_finish_parts()
     time_our_host_work()
+    if args.graph_trees:
+        count_graph_trees()
     batches = [int(b) for b in args.batches.split(",")] if args.batches else [args.batch]
     print(json.dumps(machine()), flush=True)
     results = []
@@ -556,6 +632,16 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print(parts_table(results))
+    for r in results:
+        for mode, parts in r.host_parts.items():
+            detail = {k: round(v, 2) for k, v in parts.items() if k.startswith(("fin.", "step."))}
+            if detail:
+                print(f"read-back and step parts, batch {r.batch}, {mode} (ms a generation):", json.dumps(detail))
+        if r.graph_trees:
+            print(
+                f"CUDA-graph trees, batch {r.batch} (recordings in all rounds, failed checks a generation):",
+                json.dumps(r.graph_trees),
+            )
     if args.json_out:
         with open(args.json_out, "w") as handle:
             json.dump({"machine": machine(), "results": [asdict(r) for r in results]}, handle, indent=2)
