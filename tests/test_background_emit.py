@@ -182,3 +182,34 @@ def test_the_emission_thread_gives_the_gil_back_between_sequences(model, monkeyp
     with testing.TelemetryCapture(capture="full") as tc:  # emitted on the caller: no pause
         model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False)
     assert paused == []
+
+
+def test_the_caller_leaves_the_read_of_the_capture_to_the_emission_thread(model, monkeypatch):
+    """The caller queues the capture's copy to the host; the wait for it and the lists made from it (every
+    ``tolist``) happen on the emission thread, and the report is the one built on the caller."""
+    lists: list[str] = []
+    original = torch.Tensor.tolist
+
+    def counted(self, *args, **kwargs):
+        lists.append(threading.current_thread().name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counted)
+    prompt = PROMPT.repeat(2, 1)
+    kwargs = {"attention_mask": torch.ones_like(prompt), "max_new_tokens": 5, "do_sample": False}
+    with testing.TelemetryCapture(capture="full") as tc:
+        model.generate(prompt, **kwargs)
+    on_caller = list(lists)
+    expected = tc.reports[0]
+    lists.clear()
+    caller = threading.current_thread().name
+    with testing.TelemetryCapture(capture="full", background_emit=True) as tc:
+        model.generate(prompt, **kwargs)
+        during = list(lists)
+        assert CoreVitalInstrumentor().flush(10)
+    assert on_caller.count(caller) >= 3  # the sequences, the statistics' parts and the prompt rows, read here
+    ours = on_caller.count(caller) - during.count(caller)  # what moved off the caller
+    assert ours >= 2 and "corevital-emit" in lists
+    report = tc.reports[0]
+    assert report.sequences[0].timeline == expected.sequences[0].timeline
+    assert [s.token_ids for s in report.sequences] == [s.token_ids for s in expected.sequences]

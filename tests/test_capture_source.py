@@ -39,7 +39,7 @@ def scored(model: torch.nn.Module, plan: CapturePlan) -> tuple[TransformersSourc
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     source.score(logits, ids, mask)
     lifecycle.stop()
-    return source, lifecycle.finish(ids), logits
+    return source, lifecycle.finish(ids).settled(), logits
 
 
 def test_taps_go_in_once_the_processors_are_built_and_all_come_out_at_stop():

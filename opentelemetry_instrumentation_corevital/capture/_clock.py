@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -75,6 +76,23 @@ class StepClock:
         ends = [self._start_event.elapsed_time(e) / 1000.0 for e in self._events]
         self.release()
         return ends
+
+    def ends_later(self, steps: int) -> Callable[[], list[float]]:
+        """:meth:`step_ends` (the first ``steps``) to be read later, once the device got past the last step; the
+        events go with it and back to the pool when it is read, so that :meth:`release` does not recycle them."""
+        if self._start_event is None:
+            ends = self.step_ends()[:steps]
+            return lambda: ends
+        start, events, index = self._start_event, self._events, self._index
+        self._start_event, self._events = None, []
+
+        def read() -> list[float]:
+            try:
+                return [start.elapsed_time(e) / 1000.0 for e in events[:steps]]
+            finally:
+                _give(index, [start, *events])
+
+        return read
 
     def release(self) -> None:
         """Return the events to the pool (also after a failed generation, unread)."""

@@ -39,4 +39,5 @@ class CaptureSource(Protocol):
         """The engine returned or raised: unbind and take the taps out; what was captured waits for :meth:`finish`."""
 
     def finish(self, sequences: torch.Tensor | None, num_return_sequences: int = 1) -> CaptureResult:
-        """Move the capture to the host in one transfer and free the device buffers (the taps out, if still in)."""
+        """Queue the capture's one transfer to the host and free the device buffers (the taps out, if still in);
+        the result is read once :meth:`CaptureResult.settled`, which may wait for the transfer."""

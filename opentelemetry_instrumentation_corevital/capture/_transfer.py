@@ -1,11 +1,15 @@
 """The end of a device capture: stack the rows, copy them to the host in one transfer, fill a CaptureResult.
 
-The single device-to-host copy is the only synchronising read of the whole
-capture; everything after it works on host memory.
+The transfer is two halves. On the caller, at the end of ``generate``: the rows are stacked and one
+device-to-host copy of them (and of the sequences) is queued, with an event after it. Then, whenever the result
+is settled (:meth:`CaptureResult.settled`): the wait for that event, the only synchronising read of the whole
+capture, and the lists made from host memory. With ``background_emit`` the second half runs on the emission
+thread, so the caller waits neither for the device to finish the reduce nor for the lists.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,8 +46,10 @@ def transfer(
     prefix: int,
     beams: bool,
     num_return: int,
-) -> None:
-    """Fill ``result`` from ``capture`` with one device-to-host copy (``steps`` decoding steps after ``prefix``)."""
+) -> Callable[[], None]:
+    """Queue the copy of ``capture`` to the host (``steps`` decoding steps after ``prefix``); return what fills
+    ``result`` from it, which waits for the copy. Everything read from ``capture`` is read now: its buffers are
+    freed (or used by the next generation) before the returned function runs."""
     rows = capture.rows
     result.retained_values = rows.retained_values()
     parts: list[tuple[str, torch.Tensor]] = []
@@ -67,34 +73,91 @@ def transfer(
     if stop is not None and stop.stopped_at is not None and stop.reason is not None and not beams:
         parts.append(("stopped_at", stop.stopped_at.float()))
         parts.append(("stop_reason", stop.reason.float()))
-    host = _one_transfer(parts)
-    if "stopped_at" in host:
-        names = {code: name for name, code in _intervene.CODES.items()}
-        result.stopped_at = [int(v) for v in host["stopped_at"]]
-        result.stop_reason = [names.get(int(v)) for v in host["stop_reason"]]
     if stop is not None and stop.failed:
         result.unavailable["stop_on"] = f"stopped checking: {stop.failed}"
     result.layers = list(capture.layers)
     result.layer_steps = [s for s in rows.layer_steps[:layer_count]]
-    result.hidden = host.get("hidden")
-    if "matrices" in host:
-        result.matrices = _field_matrices(
-            host["matrices"],
-            host["matrices_finite"],
-            result.hidden_full,
-            "attention" in (layer_layout.blocks_names() if layer_layout else ()),
-            bool(layer_layout and layer_layout.moe),
-        )
-    result.attention = host.get("attention")
-    result.moe = host.get("moe")
-    result.prompt_surprisal = host.get("prompt_surprisal")
-    result.prompt_layers = host.get("prompt_layers")
-    result.encoder_layers = host.get("encoder_layers")
-    result.encoder_indices = list(prefill.encoder_indices) if result.encoder_layers is not None else []
-    if "series" in host:
-        result.series = [row_series(row) for row in host["series"]]
-    elif "stats" in host:
-        result.series, result.row_of = _beams.beam_series(host, result.sequences, prefix, steps)
+    encoder_indices = list(prefill.encoder_indices)
+    columns = (
+        result.hidden_full,
+        "attention" in (layer_layout.blocks_names() if layer_layout else ()),
+        bool(layer_layout and layer_layout.moe),
+    )
+    copy = HostCopy(parts, sequences)
+
+    def fill() -> None:
+        host = copy.read()
+        if copy.sequences is not None:
+            result.sequences = copy.sequences
+        if "stopped_at" in host:
+            names = {code: name for name, code in _intervene.CODES.items()}
+            result.stopped_at = [int(v) for v in host["stopped_at"]]
+            result.stop_reason = [names.get(int(v)) for v in host["stop_reason"]]
+        result.hidden = host.get("hidden")
+        if "matrices" in host:
+            result.matrices = _field_matrices(host["matrices"], host["matrices_finite"], *columns)
+        result.attention = host.get("attention")
+        result.moe = host.get("moe")
+        result.prompt_surprisal = host.get("prompt_surprisal")
+        result.prompt_layers = host.get("prompt_layers")
+        result.encoder_layers = host.get("encoder_layers")
+        result.encoder_indices = encoder_indices if result.encoder_layers is not None else []
+        if "series" in host:
+            result.series = [row_series(row) for row in host["series"]]
+        elif "stats" in host:
+            result.series, result.row_of = _beams.beam_series(host, result.sequences, prefix, steps)
+
+    return fill
+
+
+class HostCopy:
+    """Tensors on their way to the host: one copy of every part (as float32) and one of the token ids, queued on
+    the device's stream, then read as nested lists by name once the device got there.
+
+    On a GPU the copies land in page-locked memory without a host wait, and an event marks their end; reading
+    waits for that event (the one synchronising read). On the CPU the copies are plain ones.
+    """
+
+    def __init__(self, parts: list[tuple[str, torch.Tensor]], ids: torch.Tensor | None = None) -> None:
+        self._shapes = [(name, tuple(t.shape)) for name, t in parts]
+        self._flat: torch.Tensor | None = None
+        self._ids: torch.Tensor | None = None
+        self._events: list[Any] = []
+        self.sequences: list[list[int]] | None = None
+        if parts:
+            device = parts[0][1].device
+            flat = torch.cat([t.detach().float().reshape(-1).to(device) for _, t in parts])
+            self._flat = self._queue(flat)
+        if ids is not None:
+            self._ids = self._queue(ids.detach())
+
+    def _queue(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.device.type != "cuda":
+            return tensor.to("cpu", copy=True)  # a snapshot: the caller may change its tensors once it has them
+        host = tensor.to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(tensor.device))
+        self._events.append(event)
+        return host
+
+    def read(self) -> dict[str, Any]:
+        """Wait for the copies (once), then the parts as nested lists by name; the ids go to :attr:`sequences`."""
+        for event in self._events:
+            event.synchronize()
+        self._events = []
+        if self._ids is not None:
+            self.sequences, self._ids = self._ids.tolist(), None
+        out: dict[str, Any] = {}
+        flat, self._flat = self._flat, None
+        offset = 0
+        for name, shape in self._shapes:
+            size = 1
+            for dim in shape:
+                size *= dim
+            assert flat is not None
+            out[name] = flat[offset : offset + size].view(shape).tolist()
+            offset += size
+        return out
 
 
 def _logit_parts(
@@ -153,25 +216,6 @@ def _layer_parts(
         return parts
     fields = _field_stack(hidden if result.hidden_full else hidden[..., None], blocks)
     return [("matrices", fields), ("matrices_finite", torch.isfinite(fields).flatten(2).all(dim=-1).float())]
-
-
-def _one_transfer(parts: list[tuple[str, torch.Tensor]]) -> dict[str, Any]:
-    """Copy every tensor to the host in one transfer; return nested lists by name.
-
-    The single device-to-host copy is the only synchronising read; the nested
-    lists are then made from host memory by torch itself (``tolist`` per part).
-    """
-    if not parts:
-        return {}
-    device = parts[0][1].device
-    flat = torch.cat([t.detach().float().reshape(-1).to(device) for _, t in parts]).cpu()
-    out: dict[str, Any] = {}
-    offset = 0
-    for name, tensor in parts:
-        size = tensor.numel()
-        out[name] = flat[offset : offset + size].view(tensor.shape).tolist()
-        offset += size
-    return out
 
 
 def _field_stack(hidden: torch.Tensor, blocks: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -18,6 +18,7 @@ never the call.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -122,7 +123,8 @@ class TransformersSource:
             self.taps.remove()
 
     def finish(self, sequences: torch.Tensor | None, num_return_sequences: int = 1) -> CaptureResult:
-        """Remove the taps, stack the device buffers, transfer them once, and free them."""
+        """Remove the taps, stack the device buffers, queue their one transfer to the host, and free them; the
+        result's lists are filled when it is settled (:meth:`CaptureResult.settled`), which waits for the copy."""
         self.taps.remove()
         rec = self.recorder
         result = CaptureResult(signals=rec.signals and rec.failed is None, unavailable=dict(self.unavailable))
@@ -132,15 +134,14 @@ class TransformersSource:
             result.signals = False
         try:
             self.reducer.settle(flush=rec.failed is None)  # batched steps reduced, replays run aside done
-            if sequences is not None:
-                result.sequences = sequences.tolist()
             # Decoding that calls the recorder once per token knows the prefix and steps from it; other decoding
             # (assisted: zero or several calls per token) from the loop's start and the returned sequences.
             per_token = rec.timing
             known = (rec.prefix_len, self._loop_prefix) if per_token else (self._loop_prefix, rec.prefix_len)
             prefix = next((p for p in known if p is not None), 0)
             result.prefix_len = prefix
-            produced = (len(result.sequences[0]) - prefix) if result.sequences else rec.steps
+            returned = sequences is not None and sequences.dim() == 2 and sequences.shape[0] > 0
+            produced = (int(sequences.shape[1]) - prefix) if returned and sequences is not None else rec.steps
             beams = self.generation_mode in BEAM_MODES
             if beams:
                 steps = min(rec.steps, max(produced, 0))
@@ -156,14 +157,10 @@ class TransformersSource:
                 beam_indices=self._beam_indices,
                 stop=self.stop_on,
             )
-            transfer(result, capture, sequences, steps, prefix, beams, num_return_sequences)
-            result.step_ends = self.clock.step_ends()[:steps]
+            fill = transfer(result, capture, sequences, steps, prefix, beams, num_return_sequences)
+            result.pending = functools.partial(_settle, result, fill, self.clock.ends_later(steps))
         except Exception as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            result.signals = False
-            result.series = []
-            result.hidden = result.attention = result.moe = None
-            _logger.warning("CoreVital could not read back this generation's capture: %s", result.error)
+            _lost(result, exc)
         if rec.failed is not None:
             result.error = rec.failed
             result.unavailable["logits"] = "capture failed during the generation"
@@ -318,3 +315,21 @@ class TransformersSource:
         self.taps.release()
         self._beam_indices = None
         self.stop_on = None
+
+
+def _settle(result: CaptureResult, fill: Callable[[], None], step_ends: Callable[[], list[float]]) -> None:
+    """The host half of :meth:`TransformersSource.finish`: wait for the copy, make the lists (never raises)."""
+    try:
+        fill()
+        result.step_ends = step_ends()
+    except Exception as exc:
+        _lost(result, exc)
+
+
+def _lost(result: CaptureResult, exc: Exception) -> None:
+    """The read-back failed: the generation's signals are lost (a capture failure named before stays the error)."""
+    result.error = result.error or f"{type(exc).__name__}: {exc}"
+    result.signals = False
+    result.series = []
+    result.hidden = result.attention = result.moe = None
+    _logger.warning("CoreVital could not read back this generation's capture: %s", result.error)

@@ -370,19 +370,19 @@ class GenerationCall(ReportingCall):
 
     # -- the report ------------------------------------------------------------------
     def _read_capture(self, result: Any) -> tuple[CaptureResult, float]:
-        """The capture, read back from the device once, and the call's duration (taken before the read-back)."""
+        """The capture, its read-back from the device queued once, and the call's duration (taken before)."""
         if self._read_back is None:
             duration = time.perf_counter() - self.start
             sequences = result if isinstance(result, torch.Tensor) else getattr(result, "sequences", None)
             num_return = int(getattr(self.source.generation_config, "num_return_sequences", 1) or 1)
             capture = self.source.finish(sequences if isinstance(sequences, torch.Tensor) else None, num_return)
-            if capture.error is not None:  # the capture stopped (a hook, the reduce or the transfer failed)
-                count_loss(self.telemetry, "capture")
             self._read_back = (capture, duration)
         return self._read_back
 
     def _report(self, result: Any) -> Report:
         capture, duration = self._read_capture(result)
+        if capture.settled().error is not None:  # the capture stopped (a hook, the reduce or the transfer failed)
+            count_loss(self.telemetry, "capture")
         prompt_rows, mask_rows = self.prompt_rows, self.mask_rows
         record = self._prompt_record(prompt_rows, mask_rows)
         if capture.sequences and not self.source.attached:  # our processor never ran: infer the prefix

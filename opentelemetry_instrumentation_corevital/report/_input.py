@@ -46,6 +46,17 @@ class CaptureResult:
     stop_reason: list[str | None] | None = None  # stop_on: per row, the condition
     retained_values: int = 0  # numbers the capture kept on the device for this generation (memory is O(steps x layers))
     error: str | None = None
+    #: what is left to fill the fields above from the host copy (see :meth:`settled`); None once done
+    pending: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def settled(self) -> CaptureResult:
+        """This result, complete: a device source may queue its copy to the host and leave the wait for it, and
+        the lists made from it, to whoever reads the result first (with ``background_emit``, the emission thread,
+        so that ``generate()`` returns without waiting for them)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending()
+        return self
 
 
 @dataclass
