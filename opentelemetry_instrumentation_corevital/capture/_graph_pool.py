@@ -66,7 +66,7 @@ def give(key: Hashable, graph: GraphedReduce) -> None:
         _kept.move_to_end(key)
         while sum(len(g) for g in _kept.values()) > LIMIT:
             oldest = next(iter(_kept))
-            _kept[oldest].pop(0)
+            _drop(_kept[oldest].pop(0))
             if not _kept[oldest]:
                 del _kept[oldest]
 
@@ -74,7 +74,19 @@ def give(key: Hashable, graph: GraphedReduce) -> None:
 def clear() -> None:
     """Drop every kept graph (their memory returns to torch's allocator)."""
     with _lock:
+        for graphs in _kept.values():
+            for graph in graphs:
+                _drop(graph)
         _kept.clear()
+
+
+def _drop(graph: GraphedReduce) -> None:
+    """A graph leaves the pool: its last replay and its last generation's reads must be over before its memory
+    returns to the allocator (a generation gives its graph back without waiting for them)."""
+    try:
+        graph.settle()
+    except Exception:  # a failed device: nothing to wait for any more
+        pass
 
 
 def kept() -> int:

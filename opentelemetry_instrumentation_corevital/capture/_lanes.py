@@ -158,10 +158,10 @@ class LaneReduce:
         """The generation is over: its graph goes to the pool for the next generation of the same shapes."""
         graph, self.graph = self.graph, None
         if graph is not None:
+            graph.put_away()
             _graph_pool.give(self._graph_key, graph)
 
-    def join(self, wait: bool = False) -> None:
-        """The caller's stream waits for this lane's last replay (a no-op unless it ran aside); ``wait``: the host
-        too (before the graph and its buffers are freed)."""
+    def join(self) -> None:
+        """The caller's stream waits for this lane's last replay (a no-op unless it ran aside)."""
         if self.graph is not None:
-            self.graph.join(wait)
+            self.graph.join()

@@ -323,17 +323,20 @@ class GraphedReduce:
         self._aside = stream if aside else None
         self._fed_ready = torch.cuda.Event()
         self._done = torch.cuda.Event()
+        self._put_away = torch.cuda.Event()  # where the last generation's stream was when it ended (put_away)
         self._replayed = False
 
     def adopt(self, state: StepState) -> None:
         """Serve another generation (a graph kept between generations, ``_graph_pool``): its carried ``state`` so
-        far is copied into the graph's own, which ``state`` names from now on; replays follow the caller's stream."""
+        far is copied into the graph's own, which ``state`` names from now on; replays follow the caller's stream,
+        which first waits (on the device) for the last generation to be done with the graph (:meth:`put_away`)."""
+        self._main = torch.cuda.current_stream(self.device)
+        self._main.wait_event(self._put_away)
         for name in ("logp", "out", "sq", "counts"):
             mine, theirs = getattr(self.state, name), getattr(state, name)
             if mine is not None and theirs is not None:
                 mine.copy_(theirs)
                 setattr(state, name, mine)
-        self._main = torch.cuda.current_stream(self.device)
         self._replayed = False
 
     def __call__(self, inputs: StepInputs) -> torch.Tensor:
@@ -367,13 +370,21 @@ class GraphedReduce:
         self._replayed = True
         return out
 
-    def join(self, wait: bool = False) -> None:
-        """Make the caller's stream wait for the last replay (before anything reads the outputs or the state);
-        ``wait``: the host too."""
+    def join(self) -> None:
+        """Make the caller's stream wait for the last replay (before anything reads the outputs or the state)."""
         if self._aside is not None and self._replayed:
             self._main.wait_event(self._done)
-            if wait:
-                self._done.synchronize()
+
+    def put_away(self) -> None:
+        """The generation is over (its last reads of the outputs are queued): mark where its stream got, so that
+        the next generation to adopt the graph starts from there, on whatever stream, without a host wait."""
+        self.join()
+        self._put_away.record(self._main)
+
+    def settle(self) -> None:
+        """Wait on the host until the last generation is done with the graph (before the graph is dropped)."""
+        self._done.synchronize()
+        self._put_away.synchronize()
 
 
 def default_k(beams: int = 1) -> int:
