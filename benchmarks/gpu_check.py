@@ -12,7 +12,7 @@ import warnings
 import torch
 from accelerate import dispatch_model
 
-from opentelemetry_instrumentation_corevital import validate_report
+from opentelemetry_instrumentation_corevital import CoreVitalInstrumentor, validate_report
 from opentelemetry_instrumentation_corevital.instrument import score
 from opentelemetry_instrumentation_corevital.testing import TelemetryCapture, tiny_causal_lm
 
@@ -111,6 +111,15 @@ for seed, batch, extra in (
     worst = worst_difference(eager, aside)
     print(f"logit-only, side stream vs eager, batch {batch} {extra or 'greedy'}: max abs difference {worst:.2e}")
     assert torch.equal(eager_out, aside_out) and aside.capture.error is None and worst < 1e-5, (extra, worst)
+    ends = aside.timings.step_end_s  # CUDA events, read on the host once the copy landed
+    assert len(ends) == out.shape[1] - 16 and ends == sorted(ends) and ends[0] > 0, ends[:3]
+# With background_emit the caller only queues the read-back; the emission thread waits for it: the same report.
+with TelemetryCapture(capture="summary", layers="1000", background_emit=True) as tc:
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=40, **extra)
+    assert CoreVitalInstrumentor().flush(30)
+worst = worst_difference(aside, tc.reports[0])
+print(f"logit-only, read back on the emission thread vs on the caller: max abs difference {worst:.2e}")
+assert torch.equal(out, aside_out) and tc.reports[0].capture.error is None and worst == 0.0, worst
 if ONLY_LOGITS:
     raise SystemExit(0)
 # Layer captures: graphs kept between generations (the second graphed run adopts the first one's) report what the

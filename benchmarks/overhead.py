@@ -250,7 +250,7 @@ def time_finish_parts() -> None:
     _transformers.TransformersSource.finish = lag_first
     _transformers.transfer = timed(_transformers.transfer, "fin.transfer")
     _reducer.StepReducer.settle = timed(_reducer.StepReducer.settle, "fin.settle")
-    _clock.StepClock.step_ends = timed(_clock.StepClock.step_ends, "fin.ends")
+    _clock.StepClock.ends_later = timed(_clock.StepClock.ends_later, "fin.ends")
     _transformers.TransformersSource._release = timed(_transformers.TransformersSource._release, "fin.release")
     _logit_batch.LogitBatch.add = timed(_logit_batch.LogitBatch.add, "step.add")
     _clock.StepClock.mark = timed(_clock.StepClock.mark, "step.mark")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -21,12 +22,21 @@ _pool: dict[int, list] = defaultdict(list)
 _pool_lock = threading.Lock()
 
 
-def _take(device_index: int) -> torch.cuda.Event:
+#: Events a clock takes from the pool at a time (one lock for that many steps).
+_BLOCK = 32
+
+
+def _take(device_index: int, count: int = 1) -> list:
     with _pool_lock:
         free = _pool[device_index]
-        if free:
-            return free.pop()
-    return torch.cuda.Event(enable_timing=True)
+        taken = free[-count:] if free else []
+        del free[len(free) - len(taken) :]
+    return taken + [torch.cuda.Event(enable_timing=True) for _ in range(count - len(taken))]
+
+
+# ``torch.cuda.Event.record`` looks up the current stream when given none; ours is known, so the C method is called
+# directly (a Python frame less each step).
+_record = getattr(getattr(torch._C, "_CudaEventBase", None), "record", None) or torch.cuda.Event.record
 
 
 def _give(device_index: int, events: list) -> None:
@@ -40,15 +50,16 @@ class StepClock:
 
     def __init__(self, device: torch.device | None) -> None:
         self._start_wall = time.perf_counter()
-        self._stream = None
+        self._stream: Any = None  # a torch.cuda.Stream on CUDA
         self._start_event = None
         self._events: list = []
+        self._spare: list = []  # taken from the pool, not recorded yet
         self._marks: list[float] = []
         self._index = 0
         if device is not None and device.type == "cuda" and torch.cuda.is_available():
             self._index = device.index if device.index is not None else torch.cuda.current_device()
             self._stream = torch.cuda.current_stream(device)
-            self._start_event = _take(self._index)
+            self._start_event = _take(self._index)[0]
             self._start_event.record(self._stream)
 
     @property
@@ -59,8 +70,11 @@ class StepClock:
     def mark(self) -> None:
         """Mark the end of the step now queued, without waiting for the device."""
         if self._start_event is not None:
-            event = _take(self._index)
-            event.record(self._stream)
+            spare = self._spare
+            if not spare:
+                spare += _take(self._index, _BLOCK)
+            event = spare.pop()
+            _record(event, self._stream)
             self._events.append(event)
         else:
             self._marks.append(time.perf_counter())
@@ -85,6 +99,7 @@ class StepClock:
             return lambda: ends
         start, events, index = self._start_event, self._events, self._index
         self._start_event, self._events = None, []
+        self.release()  # the spare events
 
         def read() -> list[float]:
             try:
@@ -96,8 +111,7 @@ class StepClock:
 
     def release(self) -> None:
         """Return the events to the pool (also after a failed generation, unread)."""
-        if self._start_event is not None:
-            events = [self._start_event, *self._events]
-            self._events = []
-            self._start_event = None
+        events = [*([self._start_event] if self._start_event is not None else []), *self._events, *self._spare]
+        self._events, self._spare, self._start_event = [], [], None
+        if events:
             _give(self._index, events)

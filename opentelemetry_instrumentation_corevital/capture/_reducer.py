@@ -62,6 +62,10 @@ class StepReducer:
 
     def step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor | None, prefix: int) -> None:
         """Reduce this step: logits when given, layer data on recorded steps; then clear the taps' buffers."""
+        batch = self._batch
+        if batch is not None and scores is not None:  # a ring in use: no layer is tapped (``_logit_step``)
+            batch.add(step, input_ids, scores, self._rows, self.aside)
+            return
         taps = self._taps
         outs = all_present(taps.buffers.out) if taps.active and taps.recording else None
         if not outs and scores is not None and self._lanes is None:
@@ -107,10 +111,8 @@ class StepReducer:
 
     def _logit_step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
         """A step with logits only, on one device (every step of a compiled forward): :meth:`step`'s logit path
-        with its layout and carried state looked up once a generation, and its steps batched when it may."""
-        if self._batch is not None:
-            self._batch.add(step, input_ids, scores, self._rows, self.aside)
-            return
+        with its layout and carried state looked up once a generation, and its steps batched when it may (the
+        ring's later steps go to it straight from :meth:`step`)."""
         rows = int(scores.shape[0])
         memo = self._logit_memo
         layout, state = memo[1:] if memo is not None and memo[0] == rows else (self._layout(False, rows, True), None)
@@ -139,17 +141,19 @@ class StepReducer:
         engines = [*self._engines, *([self._logit_engine] if self._logit_engine else [])]
         return next((st.logp for e in engines for st in e.states.values() if st.logp is not None), None)
 
-    def settle(self, flush: bool = True, wait: bool = False) -> None:
-        """The end of the loop: reduce the logit steps still batched (``flush``) and make the caller's stream (and,
-        ``wait``, the host) wait for every replay run aside, so the rows and the state can be read or freed."""
+    def settle(self, flush: bool = True) -> None:
+        """The end of the loop: reduce the logit steps still batched (``flush``) and make the caller's stream wait
+        (on the device) for every replay run aside, so the rows and the state can be read or freed."""
         if flush and self._batch is not None:
             self._batch.flush(self._rows)
         for engine in self._engines:
-            engine.join(wait)
+            engine.join()
 
     def release(self) -> None:
-        """Free the carried state, the graphs and the tables (end of the generation)."""
-        self.settle(flush=False, wait=True)  # no replay may still be reading or writing what is freed or kept
+        """Free the carried state, the graphs and the tables (end of the generation), without a host wait: the
+        caller's stream waits for the replays run aside before anything it frees is used again, and a graph given
+        back is adopted only after where this stream got (``GraphedReduce.put_away``)."""
+        self.settle(flush=False)
         for engine in self._engines:
             engine.give_back()
         self._engines = [LaneReduce(self._graphs, self._unavailable)]
