@@ -103,6 +103,8 @@ class StepClock:
 
         def read() -> list[float]:
             try:
+                if events:
+                    events[-1].synchronize()  # passed already when the read-back's copy landed; else waits here
                 return [start.elapsed_time(e) / 1000.0 for e in events[:steps]]
             finally:
                 _give(index, [start, *events])
