@@ -129,9 +129,10 @@ class Options:
     background_emit: bool = option(
         False,
         parse_bool,
-        "build each generation's report and emit its telemetry on a worker thread, so generate() returns after "
-        "the capture's read-back (the span keeps the generation's end time; on_report is called there too; a "
-        "monitor's generations are always built before it returns)",
+        "build each generation's report and emit its telemetry on a worker thread, so generate() returns once "
+        "the capture's read-back is queued (the wait for it runs on that thread too; the span keeps the "
+        "generation's end time; on_report is called there too; a monitor's generations are always built before "
+        "it returns)",
         _P + "BACKGROUND_EMIT",
     )
     step_logs: bool = option(

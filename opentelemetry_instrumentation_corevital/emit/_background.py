@@ -1,9 +1,9 @@
 """Finishing generations' telemetry after the caller returned: one daemon thread behind a bounded queue.
 
-With ``background_emit`` on, ``generate()`` does the capture's one read-back and hands the rest (building the
-report, span attributes and events, metrics, step logs, the report log record, ``on_report``, the span's end)
-to this thread. The hand-off never blocks: when :data:`MAX_PENDING` generations already wait, the new one is
-refused and the caller counts the loss. :func:`drain` waits for what is queued (``uninstrument()``,
+With ``background_emit`` on, ``generate()`` queues the capture's one read-back and hands the rest (the wait for
+it, building the report, span attributes and events, metrics, step logs, the report log record, ``on_report``,
+the span's end) to this thread. The hand-off never blocks: when :data:`MAX_PENDING` generations already wait,
+the new one is refused and the caller counts the loss. :func:`drain` waits for what is queued (``uninstrument()``,
 ``Configuration.flush``/``shutdown``, the instrumentor's ``flush``, process exit), at most its timeout.
 """
 

@@ -338,7 +338,8 @@ class GenerationCall(ReportingCall):
             self.report = self.succeed(self._result)
 
     def _hand_off(self, end_time: int) -> None:
-        """Read the capture back now (the device part); build, emit and end the span on the emission thread."""
+        """Queue the capture's read-back now (the device part); wait for it, build, emit and end the span on the
+        emission thread."""
         try:
             self._read_capture(self._result)
             queued = hand_off(functools.partial(self.succeed, self._result, end_time))
