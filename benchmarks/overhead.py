@@ -194,6 +194,19 @@ HOST_TIME: dict[str, float] = {}  # part -> seconds, inclusive (see host_parts)
 GRAPH_TREES: dict[str, float] = {}  # "records", "misses", "miss_us" in this generation (see count_graph_trees)
 
 
+def timed(fn: Any, part: str) -> Any:
+    """``fn``, adding its inclusive host time to ``HOST_TIME[part]``."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            HOST_TIME[part] = HOST_TIME.get(part, 0.0) + time.perf_counter() - start
+
+    return wrapper
+
+
 def time_our_host_work() -> None:
     """Accumulate the host time spent in CoreVital's own code, by part (per step, call start, call end).
 
@@ -203,16 +216,6 @@ def time_our_host_work() -> None:
     """
     from opentelemetry_instrumentation_corevital.capture import TransformersSource, _recorder
     from opentelemetry_instrumentation_corevital.instrument import _call
-
-    def timed(fn: Any, part: str) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                HOST_TIME[part] = HOST_TIME.get(part, 0.0) + time.perf_counter() - start
-
-        return wrapper
 
     _recorder.StepRecorder.__call__ = timed(_recorder.StepRecorder.__call__, "step")
     TransformersSource.processors_for = timed(TransformersSource.processors_for, "attach")
@@ -226,19 +229,10 @@ def time_our_host_work() -> None:
 
 def time_finish_parts() -> None:
     """Split the read-back's host time (``transfer``) into its parts, as ``fin.*`` keys of the host parts: the wait for
-    the device to catch up (a synchronisation put first, which the read-back would otherwise do), the end of the
-    batched steps, the transfer, the step times and the release; and the step's ring copy and clock mark."""
+    the device to catch up (a synchronisation put first), the end of the batched steps, the transfer, the step times
+    and the release; and the step's ring copy and clock mark. (The transfer and the step times are queued there; the
+    wait for them and the lists are timed with ``report``, wherever the result is settled.)"""
     from opentelemetry_instrumentation_corevital.capture import _clock, _logit_batch, _reducer, _transformers
-
-    def timed(fn: Any, part: str) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                HOST_TIME[part] = HOST_TIME.get(part, 0.0) + time.perf_counter() - start
-
-        return wrapper
 
     finish = _transformers.TransformersSource.finish
 
