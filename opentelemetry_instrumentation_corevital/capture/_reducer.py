@@ -62,10 +62,8 @@ class StepReducer:
 
     def step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor | None, prefix: int) -> None:
         """Reduce this step: logits when given, layer data on recorded steps; then clear the taps' buffers."""
-        batch = self._batch
-        if batch is not None and scores is not None:  # a ring in use: no layer is tapped (``_logit_step``)
-            batch.add(step, input_ids, scores, self._rows, self.aside)
-            return
+        if self._batch is not None and scores is not None:  # a ring in use: no layer is tapped (``_logit_step``)
+            return self._batch.add(step, input_ids, scores, self._rows, self.aside)
         taps = self._taps
         outs = all_present(taps.buffers.out) if taps.active and taps.recording else None
         if not outs and scores is not None and self._lanes is None:
@@ -111,8 +109,7 @@ class StepReducer:
 
     def _logit_step(self, step: int, input_ids: torch.Tensor, scores: torch.Tensor) -> None:
         """A step with logits only, on one device (every step of a compiled forward): :meth:`step`'s logit path
-        with its layout and carried state looked up once a generation, and its steps batched when it may (the
-        ring's later steps go to it straight from :meth:`step`)."""
+        with its layout and carried state looked up once a generation, and the ring started when it may."""
         rows = int(scores.shape[0])
         memo = self._logit_memo
         layout, state = memo[1:] if memo is not None and memo[0] == rows else (self._layout(False, rows, True), None)
@@ -150,9 +147,8 @@ class StepReducer:
             engine.join()
 
     def release(self) -> None:
-        """Free the carried state, the graphs and the tables (end of the generation), without a host wait: the
-        caller's stream waits for the replays run aside before anything it frees is used again, and a graph given
-        back is adopted only after where this stream got (``GraphedReduce.put_away``)."""
+        """Free the carried state, the graphs and the tables (end of the generation); no host wait: a graph given
+        back is adopted after where this stream got (``GraphedReduce.put_away``)."""
         self.settle(flush=False)
         for engine in self._engines:
             engine.give_back()
