@@ -62,11 +62,6 @@ class StepClock:
             self._start_event = _take(self._index)[0]
             self._start_event.record(self._stream)
 
-    @property
-    def on_device(self) -> bool:
-        """Whether steps are timed by device events (read only after the final transfer)."""
-        return self._start_event is not None
-
     def mark(self) -> None:
         """Mark the end of the step now queued, without waiting for the device."""
         if self._start_event is not None:
@@ -79,23 +74,14 @@ class StepClock:
         else:
             self._marks.append(time.perf_counter())
 
-    def step_ends(self) -> list[float]:
-        """Seconds from the generation's start to the end of each step; releases the events.
+    def ends_later(self, steps: int) -> Callable[[], list[float]]:
+        """What reads the seconds from the generation's start to the end of each of the first ``steps`` steps.
 
-        On CUDA, call only once the device has caught up (after the final
-        transfer); reading an event before that would block.
+        On CUDA it reads the events once the device got past them (after the read-back's copy it does not wait);
+        the events go with it and back to the pool when it is read, so that :meth:`release` does not recycle them.
         """
         if self._start_event is None:
-            return [m - self._start_wall for m in self._marks]
-        ends = [self._start_event.elapsed_time(e) / 1000.0 for e in self._events]
-        self.release()
-        return ends
-
-    def ends_later(self, steps: int) -> Callable[[], list[float]]:
-        """:meth:`step_ends` (the first ``steps``) to be read later, once the device got past the last step; the
-        events go with it and back to the pool when it is read, so that :meth:`release` does not recycle them."""
-        if self._start_event is None:
-            ends = self.step_ends()[:steps]
+            ends = [m - self._start_wall for m in self._marks[:steps]]
             return lambda: ends
         start, events, index = self._start_event, self._events, self._index
         self._start_event, self._events = None, []
