@@ -10,7 +10,6 @@ parent path separates an encoder's layers from a decoder's.
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -105,7 +104,7 @@ def discover(model: PreTrainedModel) -> ModelLayout:
         if known is not None:
             with _lock:
                 _known[model] = known
-    layout = dataclasses.replace(walked, problems=list(walked.problems))
+    layout = walked  # a fresh object either way: the remembered one is rebuilt by _Known.layout
     get_decoder = getattr(model, "get_decoder", None)
     try:
         layout.base_decoder = get_decoder() if callable(get_decoder) else None

@@ -119,7 +119,7 @@ class HostCopy:
     """
 
     def __init__(self, parts: list[tuple[str, torch.Tensor]], ids: torch.Tensor | None = None) -> None:
-        self._shapes = [(name, tuple(t.shape)) for name, t in parts]
+        self._shapes = [(name, tuple(t.shape), t.numel()) for name, t in parts]
         self._flat: torch.Tensor | None = None
         self._ids: torch.Tensor | None = None
         self._events: list[Any] = []
@@ -150,10 +150,7 @@ class HostCopy:
         out: dict[str, Any] = {}
         flat, self._flat = self._flat, None
         offset = 0
-        for name, shape in self._shapes:
-            size = 1
-            for dim in shape:
-                size *= dim
+        for name, shape, size in self._shapes:
             assert flat is not None
             out[name] = flat[offset : offset + size].view(shape).tolist()
             offset += size
